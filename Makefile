@@ -1,0 +1,147 @@
+# vmigrate: one build for everything.
+#   make            library, tools, guest payloads, tests
+#   make test       every test, with the summary line last
+#   make bench      benchmarks, each printing its numbers
+#   make fuzz       the decoder fuzzer for FUZZ_SECONDS (default 60)
+#   make demo       the end-to-end demo
+#   make deps       install every Debian package the project needs (root)
+# Knobs: WERROR=0, V=1, SANITIZER=address|undefined, BUILD=dir
+
+BUILD     ?= build
+WERROR    ?= 1
+SANITIZER ?=
+V         ?= 0
+FUZZ_SECONDS ?= 60
+
+CC      ?= cc
+CLANG   ?= clang
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+# pkg-config name -> Debian package that provides it.
+PKG_liblz4     := liblz4-dev
+PKG_libxxhash  := libxxhash-dev
+PKG_libssl     := libssl-dev
+PKG_libcrypto  := libssl-dev
+PKG_libvirt    := libvirt-dev
+PKG_librdmacm  := librdmacm-dev
+PKG_libibverbs := libibverbs-dev
+PKGS := liblz4 libxxhash libssl libcrypto libvirt librdmacm libibverbs
+
+NO_BUILD_GOALS := deps clean help
+ifneq ($(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all)),)
+ifeq ($(shell command -v pkg-config),)
+$(error pkg-config not found: install the Debian package pkg-config (or run tools/install-deps.sh))
+endif
+$(foreach p,$(PKGS),$(if $(shell pkg-config --exists $(p) && echo ok),,\
+  $(error library $(p) not found by pkg-config: install the Debian package $(PKG_$(p)) (or run tools/install-deps.sh))))
+endif
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+        -Wpointer-arith -Wformat=2 -Wvla -Wimplicit-fallthrough \
+        -Wno-unused-parameter
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+
+CFLAGS   ?= -O2 -g
+CPPFLAGS += -D_GNU_SOURCE -I. -Ickpt-format -Itests -Itests/lib -MMD -MP
+ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) -pthread
+LDFLAGS  += -pthread -Wl,--as-needed
+LDLIBS   += $(PKG_LIBS)
+
+ifneq ($(SANITIZER),)
+ALL_CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
+LDFLAGS    += -fsanitize=$(SANITIZER)
+endif
+
+LIB_DIRS := ckpt-format transport vm migrate snapshot replicate
+LIB_SRCS := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIB      := $(BUILD)/libvmigrate.a
+
+TEST_SRCS := $(wildcard tests/unit/test_*.c)
+TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+HARNESS_OBJ := $(BUILD)/tests/harness.o
+TESTLIB_SRCS := $(wildcard tests/lib/*.c)
+TESTLIB_OBJS := $(TESTLIB_SRCS:%.c=$(BUILD)/%.o)
+
+BENCH_SRCS := $(wildcard tests/bench/bench_*.c)
+BENCH_BINS := $(BENCH_SRCS:tests/bench/%.c=$(BUILD)/bench/%)
+
+TOOL_BINS := $(BUILD)/tools/mkgolden
+
+.PHONY: all test bench fuzz demo deps clean help
+all: $(LIB) $(TOOL_BINS) $(TEST_BINS) $(BENCH_BINS)
+
+define compile
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+endef
+
+define link
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+endef
+
+$(BUILD)/%.o: %.c
+	$(compile)
+
+$(LIB): $(LIB_OBJS)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(HARNESS_OBJ) $(TESTLIB_OBJS) $(LIB)
+	$(link)
+
+$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(TESTLIB_OBJS) $(LIB)
+	$(link)
+
+$(BUILD)/tools/mkgolden: $(BUILD)/tests/golden/mkgolden.o $(TESTLIB_OBJS) $(LIB)
+	$(link)
+
+test: all
+	$(Q)VMIGRATE_SRCDIR=$(CURDIR) tests/run-tests.sh $(BUILD)
+
+bench: all
+	$(Q)for b in $(BENCH_BINS); do $$b || exit 1; done
+
+# The fuzzer is built apart with clang: libFuzzer plus ASan and UBSan.
+FUZZ_DIR  := $(BUILD)/fuzz
+FUZZ_BIN  := $(FUZZ_DIR)/fuzz_reader
+FUZZ_SRCS := tests/fuzz/fuzz_reader.c $(wildcard ckpt-format/*.c)
+$(FUZZ_BIN): $(FUZZ_SRCS) $(wildcard ckpt-format/*.h)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)$(CLANG) -std=c11 -g -O1 -D_GNU_SOURCE -Ickpt-format \
+	  -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION \
+	  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  $(PKG_CFLAGS) -o $@ $(FUZZ_SRCS) $(PKG_LIBS)
+
+fuzz: $(FUZZ_BIN)
+	@mkdir -p $(FUZZ_DIR)/corpus
+	$(Q)$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	  -print_final_stats=1 $(FUZZ_DIR)/corpus tests/fuzz/corpus
+
+demo: all
+	$(Q)tools/demo.sh $(BUILD)
+
+deps:
+	tools/install-deps.sh
+
+clean:
+	rm -rf $(BUILD)
+
+help:
+	@sed -n '1,/^$$/p' Makefile
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,216 @@
+/*
+ * ckpt-format: the one record format for live streams and checkpoint files.
+ * A writer turns pages, state and markers into records on a sink; a reader
+ * pulls records from a source and refuses anything FORMAT.md does not allow.
+ */
+#ifndef CKPT_H
+#define CKPT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "ckpt_wire.h"
+#include "page_codec.h"
+
+struct ckpt_region {
+	uint32_t id;
+	uint64_t gpa;
+	uint64_t size;
+};
+
+/* What the HEADER record says about a guest image. */
+struct ckpt_image_info {
+	uint16_t major, minor;		/* filled in by the reader */
+	uint32_t flags;			/* CKPT_HDRF_* */
+	uint32_t page_size;
+	uint8_t guest_uuid[16];
+	uint8_t image_uuid[16];
+	char guest_name[CKPT_NAME_LEN];
+	uint64_t created_ns;
+	uint32_t region_count;
+	struct ckpt_region regions[CKPT_MAX_REGIONS];
+};
+
+/* Where records go: writes all of iov or fails with a negative errno. */
+struct ckpt_sink {
+	int (*writev)(void *opaque, const struct iovec *iov, int iovcnt);
+	void *opaque;
+};
+
+/*
+ * Where records come from: reads up to len bytes, looping over short reads.
+ * Returns the bytes read (less than len only at end of input) or -errno.
+ */
+struct ckpt_source {
+	long (*read)(void *opaque, void *buf, size_t len);
+	void *opaque;
+};
+
+/* ---- writer ------------------------------------------------------------ */
+
+struct ckpt_writer_opts {
+	struct ckpt_codec_opts codec;
+	unsigned batch_pages;		/* entries per PAGES record, 0 = default */
+	bool build_index;		/* emit INDEX records (files) */
+};
+
+struct ckpt_writer_stats {
+	uint64_t records;
+	uint64_t bytes;			/* everything written to the sink */
+	uint64_t page_bytes;		/* data area bytes of PAGES records */
+	uint64_t pages[4];		/* by CKPT_ENC_*; zero runs count pages */
+};
+
+struct ckpt_writer;
+
+struct ckpt_writer *ckpt_writer_new(const struct ckpt_sink *sink,
+				    const struct ckpt_writer_opts *opts);
+void ckpt_writer_free(struct ckpt_writer *w);
+
+/* Every call below is a no-op once one has failed; the first error sticks. */
+int ckpt_writer_header(struct ckpt_writer *w, const struct ckpt_image_info *info);
+int ckpt_writer_parent(struct ckpt_writer *w, const uint8_t image_uuid[16],
+		       const uint8_t digest[16]);
+int ckpt_writer_marker(struct ckpt_writer *w, uint32_t kind, uint64_t number);
+/* prev: the version the reader already holds, or NULL. */
+int ckpt_writer_page(struct ckpt_writer *w, uint32_t region_id, uint64_t page,
+		     const void *data, const void *prev);
+int ckpt_writer_zero_run(struct ckpt_writer *w, uint32_t region_id,
+			 uint64_t first_page, uint64_t count);
+int ckpt_writer_flush(struct ckpt_writer *w);
+int ckpt_writer_state(struct ckpt_writer *w, uint32_t kind, uint32_t instance,
+		      uint32_t version, bool optional, const void *data,
+		      size_t len);
+/* END, INDEX (if built) and COMMIT; digest_out (16 bytes) may be NULL. */
+int ckpt_writer_finish(struct ckpt_writer *w, uint8_t *digest_out);
+int ckpt_writer_error(const struct ckpt_writer *w);
+const struct ckpt_writer_stats *ckpt_writer_stats(const struct ckpt_writer *w);
+
+/* ---- reader ------------------------------------------------------------ */
+
+/* Why a reader stopped; internal, never written anywhere. */
+enum ckpt_error {
+	CKPT_OK = 0,
+	CKPT_E_IO,		/* the source failed */
+	CKPT_E_TRUNCATED,	/* input ended inside or before a record */
+	CKPT_E_MAGIC,
+	CKPT_E_VERSION,
+	CKPT_E_CHECKSUM,
+	CKPT_E_SEQUENCE,	/* seq not previous + 1: lost, repeated, reordered */
+	CKPT_E_UNKNOWN_TYPE,	/* a required record type this reader lacks */
+	CKPT_E_ORDER,		/* record not allowed here */
+	CKPT_E_DUPLICATE,	/* second HEADER/PARENT/END, repeated state or page */
+	CKPT_E_LENGTH,		/* length does not fit the record or a cap */
+	CKPT_E_RANGE,		/* region, page or offset out of range */
+	CKPT_E_FIELD,		/* reserved bits set, bad enum or page size */
+	CKPT_E_ENCODING,	/* page data does not decode */
+	CKPT_E_DIGEST,		/* COMMIT digest or record count mismatch */
+	CKPT_E_TRAILING,	/* bytes after COMMIT */
+	CKPT_E_NOMEM,
+	CKPT_E_COUNT
+};
+
+const char *ckpt_error_name(enum ckpt_error e);
+
+struct ckpt_pages_view {
+	uint32_t region_id;
+	uint32_t count;
+	const struct ckpt_page_entry *entries;	/* little-endian, validated */
+	const uint8_t *data;
+	size_t data_len;
+};
+
+struct ckpt_record {
+	uint16_t type;
+	uint16_t flags;
+	uint64_t seq;
+	uint64_t offset;		/* of the record header in the stream */
+	const uint8_t *payload;		/* valid until the next call */
+	uint32_t length;
+	union {
+		const struct ckpt_image_info *header;
+		struct {
+			uint8_t image_uuid[16];
+			uint8_t digest[16];
+		} parent;
+		struct {
+			uint32_t kind;
+			uint64_t number;
+		} marker;
+		struct ckpt_pages_view pages;
+		struct {
+			uint32_t kind, instance, version;
+			const uint8_t *data;
+			size_t len;
+		} state;
+		struct {
+			uint64_t pages_total;
+		} end;
+		struct {
+			uint32_t region_id, count;
+			uint64_t first_page;
+			const uint8_t *offsets;	/* count little-endian u64 */
+		} index;
+		struct {
+			uint64_t index_offset;
+			uint8_t digest[16];
+			uint32_t mac_alg;
+			uint8_t mac[32];
+		} commit;
+	} u;
+};
+
+struct ckpt_reader_opts {
+	bool allow_trailing;		/* live streams: stop after COMMIT */
+};
+
+struct ckpt_reader;
+
+struct ckpt_reader *ckpt_reader_new(const struct ckpt_source *src,
+				    const struct ckpt_reader_opts *opts);
+void ckpt_reader_free(struct ckpt_reader *r);
+
+/*
+ * Next record. Returns 0 with *rec filled, 1 after COMMIT when the stream
+ * ended properly, or a negative errno (-EBADMSG for bad input) with the
+ * reason in ckpt_reader_error() and ckpt_reader_errmsg(). Errors stick.
+ * Skippable records of unknown type are passed over silently.
+ */
+int ckpt_reader_next(struct ckpt_reader *r, struct ckpt_record *rec);
+enum ckpt_error ckpt_reader_error(const struct ckpt_reader *r);
+const char *ckpt_reader_errmsg(const struct ckpt_reader *r);
+const struct ckpt_image_info *ckpt_reader_info(const struct ckpt_reader *r);
+
+/* Guest memory a PAGES record decodes into, indexed like the region table. */
+struct ckpt_page_target {
+	uint8_t *host[CKPT_MAX_REGIONS];	/* NULL: region not mapped */
+};
+
+/*
+ * Decode every page of a PAGES record into target memory. DELTA pages use
+ * what the target holds as the previous version. Returns 0 or -EBADMSG with
+ * the reason recorded in the reader.
+ */
+int ckpt_reader_apply(struct ckpt_reader *r, const struct ckpt_record *rec,
+		      const struct ckpt_page_target *target);
+
+/* Region table position of a region id, or -1. */
+int ckpt_info_region_slot(const struct ckpt_image_info *info, uint32_t id);
+
+/* Sources and sinks over memory, for tests, fuzzing and benchmarks. */
+struct ckpt_membuf {
+	uint8_t *data;
+	size_t len, cap, pos;
+	bool fixed;			/* data is caller-owned: no growth */
+};
+void ckpt_membuf_sink(struct ckpt_membuf *m, struct ckpt_sink *sink);
+void ckpt_membuf_source(struct ckpt_membuf *m, struct ckpt_source *src);
+void ckpt_membuf_release(struct ckpt_membuf *m);
+
+/* A source and a sink over a file descriptor. */
+void ckpt_fd_sink(int *fd, struct ckpt_sink *sink);
+void ckpt_fd_source(int *fd, struct ckpt_source *src);
+
+#endif

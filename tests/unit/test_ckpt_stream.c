@@ -1,0 +1,354 @@
+/*
+ * Streams end to end: every memory mix round-trips byte-exactly through the
+ * writer and reader, a stream re-encodes to identical bytes, the index
+ * points at each page's latest copy, and the checked-in golden file from
+ * format 1.0 still decodes to its known memory.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "golden.h"
+#include "harness.h"
+#include "testdata.h"
+
+#define PS 4096
+
+static void one_region_info(struct ckpt_image_info *info, size_t pages)
+{
+	memset(info, 0, sizeof(*info));
+	info->page_size = PS;
+	strcpy(info->guest_name, "t");
+	info->region_count = 1;
+	info->regions[0] = (struct ckpt_region){ .id = 3, .gpa = 0x100000,
+		.size = pages * PS };
+}
+
+/* Write mem as one full round; returns the stream in m. */
+static void write_full(const uint8_t *mem, size_t pages, bool index,
+		       struct ckpt_membuf *m)
+{
+	struct ckpt_writer_opts opts = { .codec = ckpt_codec_default, .build_index = index };
+	struct ckpt_image_info info;
+	struct ckpt_sink sink;
+	struct ckpt_writer *w;
+
+	one_region_info(&info, pages);
+	memset(m, 0, sizeof(*m));
+	ckpt_membuf_sink(m, &sink);
+	w = ckpt_writer_new(&sink, &opts);
+	CHECK(w);
+	CHECK_EQ(ckpt_writer_header(w, &info), 0);
+	CHECK_EQ(ckpt_writer_marker(w, CKPT_MARK_ROUND, 1), 0);
+	for (size_t p = 0; p < pages; p++)
+		CHECK_EQ(ckpt_writer_page(w, 3, p, mem + p * PS, NULL), 0);
+	CHECK_EQ(ckpt_writer_state(w, CKPT_STATE_VM, 0, 1, false, "x", 1), 0);
+	CHECK_EQ(ckpt_writer_finish(w, NULL), 0);
+	ckpt_writer_free(w);
+}
+
+TEST(every_mix_round_trips_through_a_stream)
+{
+	const size_t pages = 2048;
+	uint8_t *mem = malloc(pages * PS), *got = malloc(pages * PS);
+
+	for (int mix = 0; mix < 3; mix++) {
+		struct ckpt_membuf m;
+		struct ckpt_page_target t = { .host = { got } };
+		struct td_decode d;
+
+		td_fill(mem, pages * PS, mix, 40 + mix);
+		memset(got, 0x5a, pages * PS);
+		write_full(mem, pages, true, &m);
+		CHECK_MSG(td_decode(m.data, m.len, &t, &d) == 0, "%s: %s",
+			  mem_mix_names[mix], d.msg);
+		CHECK_MSG(!memcmp(mem, got, pages * PS), "%s: memory differs",
+			  mem_mix_names[mix]);
+		CHECK_EQ(d.state_records, 1);
+		ckpt_membuf_release(&m);
+	}
+	free(mem);
+	free(got);
+}
+
+TEST(decoded_stream_reencodes_to_identical_bytes)
+{
+	const size_t pages = 512;
+	uint8_t *mem = malloc(pages * PS), *got = calloc(pages, PS);
+	struct ckpt_membuf a, b;
+	struct ckpt_page_target t = { .host = { got } };
+	struct td_decode d;
+
+	td_fill(mem, pages * PS, MIX_ZERO_HEAVY, 9);
+	td_fill(mem, 64 * PS, MIX_RANDOM, 10);
+	write_full(mem, pages, true, &a);
+	CHECK_EQ(td_decode(a.data, a.len, &t, &d), 0);
+	write_full(got, pages, true, &b);
+	CHECK_EQ(a.len, b.len);
+	CHECK(!memcmp(a.data, b.data, a.len));
+	ckpt_membuf_release(&a);
+	ckpt_membuf_release(&b);
+	free(mem);
+	free(got);
+}
+
+TEST(later_rounds_and_deltas_apply_over_earlier_ones)
+{
+	const size_t pages = 300;
+	uint8_t *v1 = malloc(pages * PS), *v2 = malloc(pages * PS), *got = calloc(pages, PS);
+	struct ckpt_image_info info;
+	struct ckpt_membuf m = { 0 };
+	struct ckpt_sink sink;
+	struct ckpt_writer *w;
+	struct ckpt_page_target t = { .host = { got } };
+	struct td_decode d;
+	const struct ckpt_writer_stats *st;
+
+	td_fill(v1, pages * PS, MIX_TEXT, 11);
+	memcpy(v2, v1, pages * PS);
+	for (size_t p = 0; p < pages; p += 3)
+		td_touch(v2 + p * PS, PS, p);
+	memset(v2 + 7 * PS, 0, PS);	/* a page that becomes zero */
+
+	one_region_info(&info, pages);
+	ckpt_membuf_sink(&m, &sink);
+	w = ckpt_writer_new(&sink, NULL);
+	ckpt_writer_header(w, &info);
+	ckpt_writer_marker(w, CKPT_MARK_ROUND, 1);
+	for (size_t p = 0; p < pages; p++)
+		ckpt_writer_page(w, 3, p, v1 + p * PS, NULL);
+	ckpt_writer_marker(w, CKPT_MARK_ROUND, 2);
+	for (size_t p = 0; p < pages; p++)
+		if (memcmp(v1 + p * PS, v2 + p * PS, PS))
+			ckpt_writer_page(w, 3, p, v2 + p * PS, v1 + p * PS);
+	CHECK_EQ(ckpt_writer_finish(w, NULL), 0);
+	st = ckpt_writer_stats(w);
+	CHECK(st->pages[CKPT_ENC_DELTA] >= pages / 3 - 1);
+	CHECK(st->pages[CKPT_ENC_ZERO] >= 1);
+	ckpt_writer_free(w);
+
+	CHECK_MSG(td_decode(m.data, m.len, &t, &d) == 0, "%s", d.msg);
+	CHECK(!memcmp(got, v2, pages * PS));
+	ckpt_membuf_release(&m);
+	free(v1);
+	free(v2);
+	free(got);
+}
+
+TEST(index_points_at_latest_copy_of_every_page)
+{
+	const size_t pages = 200;
+	uint8_t *mem = malloc(pages * PS);
+	struct ckpt_membuf m;
+	struct ckpt_membuf src;
+	struct ckpt_source source;
+	struct ckpt_reader *r;
+	struct ckpt_record rec;
+	size_t covered = 0;
+
+	td_fill(mem, pages * PS, MIX_ZERO_HEAVY, 12);
+	write_full(mem, pages, true, &m);
+	src = (struct ckpt_membuf){ .data = m.data, .len = m.len, .cap = m.len, .fixed = true };
+	ckpt_membuf_source(&src, &source);
+	r = ckpt_reader_new(&source, NULL);
+	while (ckpt_reader_next(r, &rec) == 0) {
+		if (rec.type != CKPT_REC_INDEX)
+			continue;
+		for (uint32_t i = 0; i < rec.u.index.count; i++) {
+			uint64_t page = rec.u.index.first_page + i, off;
+			struct ckpt_rec_hdr h;
+			uint32_t count;
+			bool found = false;
+
+			memcpy(&off, rec.u.index.offsets + i * 8, 8);
+			off = le64toh(off);
+			CHECK(off > 0 && off < m.len);
+			memcpy(&h, m.data + off, sizeof(h));
+			CHECK_EQ(le16toh(h.type), CKPT_REC_PAGES);
+			memcpy(&count, m.data + off + sizeof(h) + 4, 4);
+			for (uint32_t e = 0; e < le32toh(count); e++) {
+				struct ckpt_page_entry pe;
+				uint64_t first, run;
+
+				memcpy(&pe, m.data + off + sizeof(h) + 8 + e * sizeof(pe), sizeof(pe));
+				first = le64toh(pe.page);
+				run = pe.encoding == CKPT_ENC_ZERO ? le32toh(pe.size) : 1;
+				found |= page >= first && page < first + run;
+			}
+			CHECK_MSG(found, "page %llu not in the record the index names",
+				  (unsigned long long)page);
+			covered++;
+		}
+	}
+	CHECK_EQ(ckpt_reader_error(r), CKPT_OK);
+	CHECK_EQ(covered, pages);
+	ckpt_reader_free(r);
+	ckpt_membuf_release(&m);
+	free(mem);
+}
+
+TEST(file_round_trip_through_fd_sink_and_source)
+{
+	const size_t pages = 64;
+	uint8_t *mem = malloc(pages * PS), *got = calloc(pages, PS);
+	char path[4200];
+	struct ckpt_membuf m;
+	struct ckpt_source src;
+	struct ckpt_reader *r;
+	struct ckpt_record rec;
+	struct ckpt_page_target t = { .host = { got } };
+	int fd, ret;
+
+	td_fill(mem, pages * PS, MIX_TEXT, 13);
+	write_full(mem, pages, true, &m);
+	snprintf(path, sizeof(path), "%s/img", test_tmpdir());
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	CHECK(fd >= 0);
+	{
+		struct ckpt_sink sink;
+		struct iovec v = { m.data, m.len };
+
+		ckpt_fd_sink(&fd, &sink);
+		CHECK_EQ(sink.writev(sink.opaque, &v, 1), 0);
+	}
+	close(fd);
+	fd = open(path, O_RDONLY);
+	ckpt_fd_source(&fd, &src);
+	r = ckpt_reader_new(&src, NULL);
+	while ((ret = ckpt_reader_next(r, &rec)) == 0)
+		if (rec.type == CKPT_REC_PAGES)
+			CHECK_EQ(ckpt_reader_apply(r, &rec, &t), 0);
+	CHECK_MSG(ret == 1, "%s", ckpt_reader_errmsg(r));
+	CHECK(!memcmp(mem, got, pages * PS));
+	ckpt_reader_free(r);
+	close(fd);
+	ckpt_membuf_release(&m);
+	free(mem);
+	free(got);
+}
+
+static uint8_t *read_file(const char *path, size_t *len)
+{
+	struct stat st;
+	uint8_t *buf;
+	int fd = open(path, O_RDONLY);
+
+	CHECK_MSG(fd >= 0, "cannot open %s", path);
+	CHECK(fstat(fd, &st) == 0);
+	buf = malloc(st.st_size);
+	CHECK(read(fd, buf, st.st_size) == st.st_size);
+	close(fd);
+	*len = st.st_size;
+	return buf;
+}
+
+TEST(golden_1_0_file_still_decodes)
+{
+	uint8_t r0[GOLDEN_REGION0_PAGES * GOLDEN_PAGE_SIZE], r1[GOLDEN_REGION1_PAGES * GOLDEN_PAGE_SIZE];
+	uint8_t e0[sizeof(r0)], e1[sizeof(r1)], vcpu[64];
+	char path[4200];
+	size_t len;
+	uint8_t *buf;
+	struct ckpt_membuf m;
+	struct ckpt_source src;
+	struct ckpt_reader *r;
+	struct ckpt_record rec;
+	struct ckpt_page_target t = { .host = { r0, r1 } };
+	struct ckpt_image_info want;
+	unsigned vcpus = 0, deltas = 0;
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/tests/golden/v1.0.ckpt", test_srcdir());
+	buf = read_file(path, &len);
+	m = (struct ckpt_membuf){ .data = buf, .len = len, .cap = len, .fixed = true };
+	ckpt_membuf_source(&m, &src);
+	r = ckpt_reader_new(&src, NULL);
+	memset(r0, 0xee, sizeof(r0));
+	memset(r1, 0xee, sizeof(r1));
+	while ((ret = ckpt_reader_next(r, &rec)) == 0) {
+		if (rec.type == CKPT_REC_HEADER) {
+			golden_info(&want);
+			CHECK(!memcmp(rec.u.header->guest_uuid, want.guest_uuid, 16));
+			CHECK(!strcmp(rec.u.header->guest_name, "golden-guest"));
+			CHECK_EQ(rec.u.header->region_count, 2);
+			CHECK_EQ(rec.u.header->regions[1].gpa, 1u << 20);
+		} else if (rec.type == CKPT_REC_PAGES) {
+			for (uint32_t i = 0; i < rec.u.pages.count; i++)
+				deltas += rec.u.pages.entries[i].encoding == CKPT_ENC_DELTA;
+			CHECK_EQ(ckpt_reader_apply(r, &rec, &t), 0);
+		} else if (rec.type == CKPT_REC_STATE && rec.u.state.kind == CKPT_STATE_VCPU) {
+			golden_vcpu_state(rec.u.state.instance, vcpu);
+			CHECK_EQ(rec.u.state.len, 64);
+			CHECK(!memcmp(rec.u.state.data, vcpu, 64));
+			vcpus++;
+		}
+	}
+	CHECK_MSG(ret == 1, "%s", ckpt_reader_errmsg(r));
+	CHECK_EQ(vcpus, 2);
+	CHECK(deltas > 0);
+	golden_memory(e0, e1);
+	CHECK(!memcmp(r0, e0, sizeof(r0)));
+	CHECK(!memcmp(r1, e1, sizeof(r1)));
+	ckpt_reader_free(r);
+	free(buf);
+}
+
+TEST(writer_refuses_misuse)
+{
+	struct ckpt_membuf m = { 0 };
+	struct ckpt_sink sink;
+	struct ckpt_image_info info;
+	struct ckpt_writer *w;
+	uint8_t page[PS] = { 1 };
+
+	ckpt_membuf_sink(&m, &sink);
+	one_region_info(&info, 4);
+	info.page_size = 3000;
+	w = ckpt_writer_new(&sink, NULL);
+	CHECK(ckpt_writer_header(w, &info) < 0);
+	/* the error sticks: nothing more is written */
+	info.page_size = PS;
+	CHECK(ckpt_writer_header(w, &info) < 0);
+	CHECK(ckpt_writer_page(w, 3, 0, page, NULL) < 0);
+	CHECK_EQ(m.len, 0);
+	ckpt_writer_free(w);
+
+	w = ckpt_writer_new(&sink, NULL);
+	CHECK_EQ(ckpt_writer_header(w, &info), 0);
+	CHECK(ckpt_writer_page(w, 3, 4, page, NULL) < 0);	/* beyond the region */
+	CHECK(ckpt_writer_error(w) < 0);
+	ckpt_writer_free(w);
+	ckpt_membuf_release(&m);
+}
+
+static int failing_writev(void *opaque, const struct iovec *iov, int n)
+{
+	int *budget = opaque;
+
+	if ((*budget)-- <= 0)
+		return -EPIPE;
+	return 0;
+}
+
+TEST(sink_failure_sticks_and_is_reported_once)
+{
+	int budget = 3;
+	struct ckpt_sink sink = { failing_writev, &budget };
+	struct ckpt_image_info info;
+	struct ckpt_writer *w = ckpt_writer_new(&sink, NULL);
+	uint8_t page[PS];
+
+	one_region_info(&info, 1024);
+	td_fill(page, PS, MIX_RANDOM, 1);
+	ckpt_writer_header(w, &info);
+	ckpt_writer_marker(w, CKPT_MARK_ROUND, 1);
+	for (int p = 0; p < 1024; p++)
+		ckpt_writer_page(w, 3, p, page, NULL);
+	CHECK_EQ(ckpt_writer_finish(w, NULL), -EPIPE);
+	CHECK_EQ(ckpt_writer_error(w), -EPIPE);
+	CHECK_EQ(budget, -1);	/* no write was tried after the failure */
+	ckpt_writer_free(w);
+}
