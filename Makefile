@@ -52,7 +52,7 @@ WARN += -Werror
 endif
 
 CFLAGS   ?= -O2 -g
-CPPFLAGS += -D_GNU_SOURCE -I. -Ickpt-format -Itests -Itests/lib -MMD -MP
+CPPFLAGS += -D_GNU_SOURCE -I. -Ickpt-format -Ivm -Isnapshot -Itests -Itests/lib -MMD -MP
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) -pthread
 LDFLAGS  += -pthread -Wl,--as-needed
 LDLIBS   += $(PKG_LIBS)
@@ -72,14 +72,26 @@ TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 HARNESS_OBJ := $(BUILD)/tests/harness.o
 TESTLIB_SRCS := $(wildcard tests/lib/*.c)
 TESTLIB_OBJS := $(TESTLIB_SRCS:%.c=$(BUILD)/%.o)
+TESTLIB := $(BUILD)/tests/libtest.a
 
 BENCH_SRCS := $(wildcard tests/bench/bench_*.c)
 BENCH_BINS := $(BENCH_SRCS:tests/bench/%.c=$(BUILD)/bench/%)
 
-TOOL_BINS := $(BUILD)/tools/mkgolden
+TOOL_BINS := $(BUILD)/tools/mkgolden $(BUILD)/vmigrate
+
+# Guest payloads: freestanding 64-bit code, linked at 1 MiB, made flat.
+GUEST_CFLAGS := -std=c11 -O2 -g0 -Wall -Wextra -ffreestanding -fno-pic -fno-pie \
+	-mno-red-zone -mgeneral-regs-only -fno-stack-protector \
+	-fno-asynchronous-unwind-tables -fcf-protection=none -I.
+GUEST_LDFLAGS := -nostdlib -static -no-pie -Wl,-T,tools/guests/guest.ld \
+	-Wl,--build-id=none -Wl,-z,noexecstack
+GUESTS := $(BUILD)/guests/memtouch.bin
+
+CLI_SRCS := $(wildcard tools/vmigrate/*.c)
+CLI_OBJS := $(CLI_SRCS:%.c=$(BUILD)/%.o)
 
 .PHONY: all test bench fuzz demo deps clean help
-all: $(LIB) $(TOOL_BINS) $(TEST_BINS) $(BENCH_BINS)
+all: $(LIB) $(GUESTS) $(TOOL_BINS) $(TEST_BINS) $(BENCH_BINS)
 
 define compile
 	@mkdir -p $(dir $@)
@@ -96,21 +108,41 @@ endef
 $(BUILD)/%.o: %.c
 	$(compile)
 
+$(BUILD)/guests/%.elf: tools/guests/entry.S tools/guests/%.c tools/guests/guest.ld \
+		tools/guests/guest_io.h vm/guest_abi.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  GUEST   $@")
+	$(Q)$(CC) $(GUEST_CFLAGS) $(GUEST_LDFLAGS) -o $@ tools/guests/entry.S tools/guests/$*.c
+
+$(BUILD)/guests/%.bin: $(BUILD)/guests/%.elf
+	$(Q)objcopy -O binary $< $@
+
+# The payloads are linked into the library (vm/payloads.c).
+$(BUILD)/vm/payloads.o: CPPFLAGS += -DMEMTOUCH_BIN='"$(BUILD)/guests/memtouch.bin"'
+$(BUILD)/vm/payloads.o: $(GUESTS)
+
+$(BUILD)/vmigrate: $(CLI_OBJS) $(LIB)
+	$(link)
+
 $(LIB): $(LIB_OBJS)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(HARNESS_OBJ) $(TESTLIB_OBJS) $(LIB)
+$(TESTLIB): $(TESTLIB_OBJS)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(HARNESS_OBJ) $(TESTLIB) $(LIB)
 	$(link)
 
-$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(TESTLIB_OBJS) $(LIB)
+$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(TESTLIB) $(LIB)
 	$(link)
 
-$(BUILD)/tools/mkgolden: $(BUILD)/tests/golden/mkgolden.o $(TESTLIB_OBJS) $(LIB)
+$(BUILD)/tools/mkgolden: $(BUILD)/tests/golden/mkgolden.o $(TESTLIB) $(LIB)
 	$(link)
 
 test: all
-	$(Q)VMIGRATE_SRCDIR=$(CURDIR) tests/run-tests.sh $(BUILD)
+	$(Q)VMIGRATE_SRCDIR=$(CURDIR) VMIGRATE_BUILD=$(abspath $(BUILD)) tests/run-tests.sh $(BUILD)
 
 bench: all
 	$(Q)for b in $(BENCH_BINS); do $$b || exit 1; done

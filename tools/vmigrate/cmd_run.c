@@ -1,0 +1,391 @@
+/*
+ * vmigrate run: a guest in the foreground. Shows the guest's console and,
+ * once a second, its progress; stops cleanly on Ctrl-C or after
+ * --duration, optionally verifying its memory and saving it to a file.
+ * --restore FILE continues a guest saved that way, in this new process.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "memtouch.h"
+#include "snapshot.h"
+#include "units.h"
+#include "vm.h"
+
+static volatile sig_atomic_t stop_requested;
+static atomic_int guest_failures;
+
+struct run_opts {
+	uint64_t mem;
+	unsigned vcpus;
+	const char *guest;
+	struct vm_memtouch_opts mt;
+	const char *prefill;
+	enum vm_dirty_mode dirty_mode;
+	bool hugetlb;
+	double duration;
+	const char *save;
+	const char *restore;
+	bool verify;
+	bool quiet;
+	bool json;
+	uint64_t min_total;		/* --expect-counter-at-least */
+};
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void on_console(void *opaque, const char *buf, size_t len)
+{
+	printf("[guest] %.*s%s", (int)len, buf, len && buf[len - 1] == '\n' ? "" : "\n");
+	fflush(stdout);
+}
+
+static void on_guest_event(void *opaque, unsigned vcpu, uint32_t code, uint32_t arg)
+{
+	if (code == VMG_EV_CHECK_BAD) {
+		atomic_fetch_add(&guest_failures, 1);
+		fprintf(stderr, "vmigrate: guest vCPU %u self-check FAILED (page %u of its slice)\n",
+			vcpu, arg);
+	} else if (code == VMG_EV_PANIC) {
+		atomic_fetch_add(&guest_failures, 1);
+		fprintf(stderr, "vmigrate: guest vCPU %u panicked (code %u)\n", vcpu, arg);
+	}
+}
+
+static void on_stopped(void *opaque, unsigned vcpu, int err, const char *why)
+{
+	if (err) {
+		atomic_fetch_add(&guest_failures, 1);
+		fprintf(stderr, "vmigrate: vCPU %u stopped: %s\n", vcpu, why);
+	}
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: vmigrate run [OPTIONS]\n"
+"  --mem SIZE            guest RAM, 64M to 8G (default 1G)\n"
+"  --vcpus N             1 to 8 (default 1)\n"
+"  --guest NAME|PATH     built-in payload (memtouch) or a flat 64-bit binary\n"
+"  --working-set SIZE    memtouch: memory it rewrites (default 64M)\n"
+"  --dirty-rate RATE     memtouch: e.g. 100M or 100M/s; 0 = flat out (default 0)\n"
+"  --content KIND        memtouch: random, text or zero-heavy (default random)\n"
+"  --seed N              memtouch: content seed (default 1)\n"
+"  --stop-after N        memtouch: page writes per vCPU, then stop\n"
+"  --prefill FILE        fill RAM above the working set from FILE\n"
+"  --dirty-mode MODE     bitmap or ring (default bitmap)\n"
+"  --hugetlb             back RAM with 2 MiB huge pages\n"
+"  --duration SECONDS    stop after this long (default: until Ctrl-C)\n"
+"  --verify              at the end, check every page and the counters\n"
+"  --save FILE           at the end, save the paused guest to FILE\n"
+"  --restore FILE        continue the guest saved in FILE instead of booting\n"
+"  --expect-counter-at-least N  with --verify: fail if fewer writes were done\n"
+"  --quiet               no progress lines\n"
+"  --json                print the final statistics as one JSON line\n");
+}
+
+static int parse_args(int argc, char **argv, struct run_opts *o)
+{
+	enum { O_MEM = 256, O_VCPUS, O_GUEST, O_WS, O_RATE, O_CONTENT, O_SEED, O_STOP,
+	       O_PREFILL, O_DIRTY, O_HUGE, O_DUR, O_VERIFY, O_SAVE, O_RESTORE, O_QUIET,
+	       O_JSON, O_MIN, O_HELP };
+	static const struct option longopts[] = {
+		{ "mem", required_argument, NULL, O_MEM },
+		{ "vcpus", required_argument, NULL, O_VCPUS },
+		{ "guest", required_argument, NULL, O_GUEST },
+		{ "working-set", required_argument, NULL, O_WS },
+		{ "dirty-rate", required_argument, NULL, O_RATE },
+		{ "content", required_argument, NULL, O_CONTENT },
+		{ "seed", required_argument, NULL, O_SEED },
+		{ "stop-after", required_argument, NULL, O_STOP },
+		{ "prefill", required_argument, NULL, O_PREFILL },
+		{ "dirty-mode", required_argument, NULL, O_DIRTY },
+		{ "hugetlb", no_argument, NULL, O_HUGE },
+		{ "duration", required_argument, NULL, O_DUR },
+		{ "verify", no_argument, NULL, O_VERIFY },
+		{ "save", required_argument, NULL, O_SAVE },
+		{ "restore", required_argument, NULL, O_RESTORE },
+		{ "quiet", no_argument, NULL, O_QUIET },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "expect-counter-at-least", required_argument, NULL, O_MIN },
+		{ "help", no_argument, NULL, O_HELP },
+		{ 0 }
+	};
+	uint64_t v;
+	int c;
+
+	*o = (struct run_opts){ .mem = 1ull << 30, .vcpus = 0, .guest = "memtouch",
+		.mt = { .working_set = 64ull << 20, .seed = 1 } };
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		const char *bad = NULL;
+
+		switch (c) {
+		case O_MEM: if (parse_size(optarg, &o->mem)) bad = "--mem"; break;
+		case O_VCPUS:
+			if (parse_uint(optarg, &v) || v < 1 || v > 8)
+				bad = "--vcpus";
+			o->vcpus = (unsigned)v;
+			break;
+		case O_GUEST: o->guest = optarg; break;
+		case O_WS: if (parse_size(optarg, &o->mt.working_set)) bad = "--working-set"; break;
+		case O_RATE: if (parse_rate(optarg, &o->mt.dirty_rate)) bad = "--dirty-rate"; break;
+		case O_CONTENT:
+			if (vm_memtouch_parse_content(optarg, &o->mt.content))
+				bad = "--content";
+			break;
+		case O_SEED: if (parse_uint(optarg, &o->mt.seed)) bad = "--seed"; break;
+		case O_STOP: if (parse_uint(optarg, &o->mt.stop_after)) bad = "--stop-after"; break;
+		case O_PREFILL: o->prefill = optarg; break;
+		case O_DIRTY:
+			if (!strcmp(optarg, "bitmap"))
+				o->dirty_mode = VM_DIRTY_BITMAP;
+			else if (!strcmp(optarg, "ring"))
+				o->dirty_mode = VM_DIRTY_RING;
+			else
+				bad = "--dirty-mode";
+			break;
+		case O_HUGE: o->hugetlb = true; break;
+		case O_DUR: if (parse_seconds(optarg, &o->duration)) bad = "--duration"; break;
+		case O_VERIFY: o->verify = true; break;
+		case O_SAVE: o->save = optarg; break;
+		case O_RESTORE: o->restore = optarg; break;
+		case O_QUIET: o->quiet = true; break;
+		case O_JSON: o->json = true; break;
+		case O_MIN: if (parse_uint(optarg, &o->min_total)) bad = "--expect-counter-at-least"; break;
+		case O_HELP: usage(stdout); exit(0);
+		default: usage(stderr); return -EINVAL;
+		}
+		if (bad) {
+			fprintf(stderr, "vmigrate run: bad value '%s' for %s\n", optarg, bad);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "vmigrate run: unexpected argument '%s'\n", argv[optind]);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Read a flat payload file, at most VMG_MAX_PAYLOAD bytes. */
+static void *read_payload(const char *path, size_t *size)
+{
+	FILE *f = fopen(path, "rb");
+	void *buf;
+
+	if (!f) {
+		fprintf(stderr, "vmigrate run: guest %s: %s\n", path, strerror(errno));
+		return NULL;
+	}
+	buf = malloc(VMG_MAX_PAYLOAD + 1);
+	*size = buf ? fread(buf, 1, VMG_MAX_PAYLOAD + 1, f) : 0;
+	fclose(f);
+	if (!buf || *size == 0 || *size > VMG_MAX_PAYLOAD) {
+		fprintf(stderr, "vmigrate run: guest %s must be 1 byte to %llu MiB\n", path,
+			(unsigned long long)(VMG_MAX_PAYLOAD >> 20));
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+static struct vm *boot_guest(const struct run_opts *o, const struct vm_events *ev,
+			     void **owned_payload)
+{
+	struct vm_kvm_config cfg = {
+		.name = "run", .mem_bytes = o->mem, .nr_vcpus = o->vcpus ? o->vcpus : 1,
+		.dirty_mode = o->dirty_mode, .hugetlb = o->hugetlb, .events = *ev,
+	};
+	char err[256];
+	struct vm *vm;
+
+	cfg.payload = vm_payload_find(o->guest, &cfg.payload_size);
+	if (!cfg.payload) {
+		cfg.payload = *owned_payload = read_payload(o->guest, &cfg.payload_size);
+		if (!cfg.payload)
+			return NULL;
+	}
+	if (vm_memtouch_args(&o->mt, o->mem, cfg.args, err, sizeof(err))) {
+		fprintf(stderr, "vmigrate run: %s\n", err);
+		return NULL;
+	}
+	vm = vm_kvm_create(&cfg, err, sizeof(err));
+	if (!vm) {
+		fprintf(stderr, "vmigrate run: %s\n", err);
+		return NULL;
+	}
+	if (o->prefill) {
+		uint64_t loaded;
+
+		if (vm_memtouch_prefill(vm, o->prefill, &loaded, err, sizeof(err))) {
+			fprintf(stderr, "vmigrate run: %s\n", err);
+			vm_destroy(vm);
+			return NULL;
+		}
+		if (!o->quiet)
+			fprintf(stderr, "vmigrate: prefilled %llu MiB from %s\n",
+				(unsigned long long)(loaded >> 20), o->prefill);
+	}
+	return vm;
+}
+
+static int finish(struct vm *vm, const struct run_opts *o, double seconds,
+		  uint64_t first_total)
+{
+	struct vm_verify_report rep;
+	int status = 0, ret;
+
+	vm_pause(vm);
+	ret = vm_memtouch_verify(vm, &(struct vm_verify_opts){ .prefill = o->prefill }, &rep);
+	if (o->verify) {
+		if (ret) {
+			fprintf(stderr, "vmigrate run: verify FAILED: %s\n", rep.msg);
+			status = 1;
+		} else if (rep.total < o->min_total) {
+			fprintf(stderr, "vmigrate run: verify FAILED: %llu page writes, expected at least %llu\n",
+				(unsigned long long)rep.total, (unsigned long long)o->min_total);
+			status = 1;
+		} else if (!o->quiet) {
+			fprintf(stderr, "vmigrate: verified %llu pages (%llu caught mid-write)"
+				"%s, counter %llu\n", (unsigned long long)rep.pages_checked,
+				(unsigned long long)rep.in_flight,
+				o->prefill ? " and the prefill" : "",
+				(unsigned long long)rep.total);
+		}
+	}
+	if (o->save) {
+		struct snap_result res;
+		char err[512];
+
+		if (snap_save_paused(vm, o->save, &res, err, sizeof(err))) {
+			fprintf(stderr, "vmigrate run: save failed: %s\n", err);
+			status = 1;
+		} else if (!o->quiet) {
+			fprintf(stderr, "vmigrate: saved to %s: %llu MiB in %.3f s\n", o->save,
+				(unsigned long long)(res.file_bytes >> 20), res.seconds);
+		}
+	}
+	if (o->json)
+		printf("{\"status\":\"%s\",\"seconds\":%.3f,\"vcpus\":%u,\"counter\":%llu,"
+		       "\"page_writes\":%llu,\"dirty_mib_per_s\":%.1f,\"passes\":%llu,"
+		       "\"guest_check_errors\":%llu,\"verified\":%s}\n",
+		       status ? "failed" : "ok", seconds, rep.nr_vcpus,
+		       (unsigned long long)rep.total,
+		       (unsigned long long)(rep.total - first_total),
+		       seconds > 0 ? (rep.total - first_total) * 4096.0 / seconds / (1 << 20) : 0.0,
+		       (unsigned long long)rep.passes,
+		       (unsigned long long)rep.guest_check_errors,
+		       o->verify ? (status ? "false" : "true") : "null");
+	if (atomic_load(&guest_failures))
+		status = 1;
+	return status;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	struct run_opts o;
+	struct vm_events ev = { on_console, on_guest_event, on_stopped, NULL };
+	struct sigaction sa = { .sa_handler = on_signal };
+	void *payload = NULL;
+	struct vm *vm;
+	uint64_t counters[VMG_MAX_VCPUS], first_total = 0, last_total;
+	double t0, last;
+	char why[256];
+	int status, n;
+
+	if (parse_args(argc, argv, &o))
+		return EXIT_USAGE;
+	if (!vm_kvm_available(why, sizeof(why))) {
+		fprintf(stderr, "vmigrate run: %s\n", why);
+		return 1;
+	}
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	if (o.restore) {
+		struct snap_restore_opts ro = { .nr_vcpus = o.vcpus, .dirty_mode = o.dirty_mode,
+						.events = ev };
+		char err[512];
+
+		vm = snap_restore(o.restore, &ro, err, sizeof(err));
+		if (!vm) {
+			fprintf(stderr, "vmigrate run: restore refused: %s\n", err);
+			return 1;
+		}
+		n = vm_memtouch_counters(vm, counters, VMG_MAX_VCPUS);
+		for (int i = 0; i < n; i++)
+			first_total += counters[i];
+		if (!o.quiet)
+			fprintf(stderr, "vmigrate: restored %s, counter at %llu\n", o.restore,
+				(unsigned long long)first_total);
+		if (o.verify) {
+			struct vm_verify_report rep;
+
+			if (vm_memtouch_verify(vm, NULL, &rep)) {
+				fprintf(stderr, "vmigrate run: restored memory FAILED to verify: %s\n",
+					rep.msg);
+				vm_destroy(vm);
+				return 1;
+			}
+		}
+	} else {
+		vm = boot_guest(&o, &ev, &payload);
+		if (!vm) {
+			free(payload);
+			return 1;
+		}
+	}
+
+	t0 = last = now();
+	last_total = first_total;
+	if ((o.restore ? vm_resume(vm) : vm_start(vm)) < 0) {
+		fprintf(stderr, "vmigrate run: cannot start the guest\n");
+		vm_destroy(vm);
+		free(payload);
+		return 1;
+	}
+	while (!stop_requested && !(o.duration > 0 && now() - t0 >= o.duration)) {
+		double t;
+		uint64_t total = 0;
+
+		usleep(o.duration > 0 && o.duration < 1 ? 10000 : 100000);
+		t = now();
+		if (t - last < 1.0)
+			continue;
+		n = vm_memtouch_counters(vm, counters, VMG_MAX_VCPUS);
+		for (int i = 0; i < n; i++)
+			total += counters[i];
+		if (!o.quiet)
+			fprintf(stderr, "vmigrate: %6.1f s  counter %llu  dirtying %.1f MiB/s\n",
+				t - t0, (unsigned long long)total,
+				(total - last_total) * 4096.0 / (t - last) / (1 << 20));
+		last = t;
+		last_total = total;
+	}
+	status = finish(vm, &o, now() - t0, first_total);
+	vm_destroy(vm);
+	free(payload);
+	return status;
+}
