@@ -30,7 +30,8 @@ PKG_libcrypto  := libssl-dev
 PKG_libvirt    := libvirt-dev
 PKG_librdmacm  := librdmacm-dev
 PKG_libibverbs := libibverbs-dev
-PKGS := liblz4 libxxhash libssl libcrypto libvirt librdmacm libibverbs
+PKG_json-c     := libjson-c-dev
+PKGS := liblz4 libxxhash libssl libcrypto libvirt librdmacm libibverbs json-c
 
 NO_BUILD_GOALS := deps clean help
 ifneq ($(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all)),)
@@ -52,7 +53,7 @@ WARN += -Werror
 endif
 
 CFLAGS   ?= -O2 -g
-CPPFLAGS += -D_GNU_SOURCE -I. -Ickpt-format -Ivm -Isnapshot -Itests -Itests/lib -MMD -MP
+CPPFLAGS += -D_GNU_SOURCE -I. -Ickpt-format -Ivm -Isnapshot -Itransport -Imigrate -Itests -Itests/lib -MMD -MP
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) -pthread
 LDFLAGS  += -pthread -Wl,--as-needed
 LDLIBS   += $(PKG_LIBS)

@@ -186,6 +186,13 @@ const struct ckpt_image_info *ckpt_reader_info(const struct ckpt_reader *r);
 /* Guest memory a PAGES record decodes into, indexed like the region table. */
 struct ckpt_page_target {
 	uint8_t *host[CKPT_MAX_REGIONS];	/* NULL: region not mapped */
+	/* Optional: make a run of pages zero without touching them (punch a
+	 * hole in the guest's memfd); returns 0 or -errno. Without it, zero
+	 * pages are checked and cleared only where they are not zero. */
+	int (*zero_range)(void *opaque, unsigned slot, uint64_t first_page,
+			  uint64_t count);
+	void *opaque;
+	unsigned zero_range_min;		/* runs shorter are cleared in place */
 };
 
 /*

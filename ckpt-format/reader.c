@@ -734,6 +734,12 @@ int ckpt_reader_apply(struct ckpt_reader *r, const struct ckpt_record *rec,
 		uint8_t *dst = host + page * ps;
 
 		if (enc == CKPT_ENC_ZERO) {
+			if (target->zero_range && size >= target->zero_range_min) {
+				if (target->zero_range(target->opaque, (unsigned)slot, page, size))
+					return reject(r, CKPT_E_IO, "clearing region %u pages %llu+%u",
+						      v->region_id, (unsigned long long)page, size);
+				continue;
+			}
 			/* Reading first keeps untouched guest memory unallocated. */
 			for (uint32_t k = 0; k < size; k++, dst += ps)
 				if (!ckpt_page_is_zero(dst, ps))

@@ -7,7 +7,7 @@ PACKAGES="
 	build-essential pkg-config git
 	clang libclang-rt-14-dev
 	liblz4-dev libxxhash-dev libssl-dev openssl
-	libvirt-dev librdmacm-dev libibverbs-dev
+	libvirt-dev librdmacm-dev libibverbs-dev libjson-c-dev
 	iproute2 iptables procps
 "
 

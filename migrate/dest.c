@@ -1,0 +1,163 @@
+/*
+ * Destination side: build the guest from the configuration at the head of
+ * the stream, apply rounds of pages as they come, load the state, and run
+ * the guest only when the source says GO (protocol.c). Any failure, at any
+ * point, destroys what was built here: nothing runs on this side.
+ */
+#include "migrate.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "protocol.h"
+
+struct dest {
+	struct xport *x;
+	struct vm *vm;
+};
+
+static long source_read(void *opaque, void *buf, size_t len)
+{
+	return xport_recv(opaque, buf, len);
+}
+
+/* Zero runs become holes in the memfd: no memory is touched or kept. */
+static int punch(void *opaque, unsigned slot, uint64_t first, uint64_t count)
+{
+	struct vm *vm = opaque;
+	const struct vm_region *r = &vm->regions[slot];
+
+	if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)(r->memfd_offset + first * VM_PAGE_SIZE),
+		      (off_t)(count * VM_PAGE_SIZE)) < 0)
+		return -errno;
+	return 0;
+}
+
+static void refuse(struct xport *x, const char *why)
+{
+	mig_msg_send(x, MIG_MSG_ERROR, why, (uint32_t)strlen(why));
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
+			struct mig_stats *st, char *err, size_t errlen)
+{
+	struct ckpt_source src = { source_read, x };
+	struct ckpt_reader_opts ro = { .allow_trailing = true };
+	struct ckpt_reader *r = ckpt_reader_new(&src, &ro);
+	struct ckpt_record rec;
+	struct ckpt_image_info info;
+	struct ckpt_page_target target;
+	struct vm_kvm_config cfg = { .dirty_mode = o->dirty_mode, .events = o->events };
+	struct vm *vm = NULL;
+	double t0 = now();
+	uint16_t type;
+	int ret;
+
+	memset(st, 0, sizeof(*st));
+	st->status = MIG_SETUP;
+	if (!r) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (ckpt_reader_next(r, &rec) || ckpt_reader_next(r, &rec))
+		goto bad_stream;
+	info = *ckpt_reader_info(r);
+	if (info.flags & CKPT_HDRF_INCREMENTAL) {
+		snprintf(err, errlen, "an incremental image is no migration stream");
+		goto refuse;
+	}
+	if (vm_kvm_config_from_record(&rec, &cfg, err, errlen))
+		goto refuse;
+	cfg.name = info.guest_name;
+	if (o->admit && o->admit(o->opaque, &info, &cfg, err, errlen))
+		goto refuse;
+	vm = vm_kvm_create(&cfg, err, errlen);
+	if (!vm)
+		goto refuse;
+	memcpy(vm->uuid, info.guest_uuid, sizeof(vm->uuid));
+	if (vm_page_target(vm, &info, &target)) {
+		snprintf(err, errlen, "memory layout differs from a %llu MiB guest's",
+			 (unsigned long long)(cfg.mem_bytes >> 20));
+		goto refuse;
+	}
+	target.zero_range = punch;
+	target.opaque = vm;
+	target.zero_range_min = 16;
+	if (vm->ops->load_state(vm, &rec, err, errlen))
+		goto refuse;
+	st->setup_time_ms = (uint64_t)((now() - t0) * 1000);
+	st->ram_total_bytes = cfg.mem_bytes;
+	if (mig_msg_send(x, MIG_MSG_READY, NULL, 0))
+		goto lost;
+	st->status = MIG_ACTIVE;
+
+	while ((ret = ckpt_reader_next(r, &rec)) == 0) {
+		if (rec.type == CKPT_REC_PAGES) {
+			if (ckpt_reader_apply(r, &rec, &target))
+				goto bad_stream;
+		} else if (rec.type == CKPT_REC_STATE) {
+			st->status = MIG_DEVICE;
+			if (vm->ops->load_state(vm, &rec, err, errlen))
+				goto refuse;
+		} else if (rec.type == CKPT_REC_MARKER) {
+			st->round = (unsigned)rec.u.marker.number;
+		} else if (rec.type == CKPT_REC_COMMIT) {
+			break;
+		}
+	}
+	if (ret < 0)
+		goto bad_stream;
+	if (vm->ops->load_finish(vm, err, errlen))
+		goto refuse;
+	if (mig_msg_send(x, MIG_MSG_LOADED, NULL, 0))
+		goto lost;
+
+	/* Run only on GO: without it the source may still run the guest. */
+	ret = mig_msg_recv(x, &type, NULL, 0);
+	if (ret || type != MIG_MSG_GO) {
+		snprintf(err, errlen, "no GO from the source after loading (%s); the guest "
+			 "stays with the source", ret ? strerror(-ret) : "unexpected message");
+		goto fail;
+	}
+	if (vm_resume(vm)) {
+		snprintf(err, errlen, "could not start the received guest");
+		goto fail;
+	}
+	if (mig_msg_send(x, MIG_MSG_RUNNING, NULL, 0))
+		fprintf(stderr, "vmigrate: guest %s runs here; the source did not hear it\n",
+			info.guest_name);
+	st->status = MIG_COMPLETED;
+	st->total_time_ms = (uint64_t)((now() - t0) * 1000);
+	st->transferred_bytes = x->bytes_received;
+	ckpt_reader_free(r);
+	return vm;
+
+bad_stream:
+	if (x->err)
+		goto lost;
+	snprintf(err, errlen, "bad migration stream: %s", ckpt_reader_errmsg(r));
+refuse:
+	refuse(x, err);
+	goto fail;
+lost:
+	snprintf(err, errlen, "connection to the source lost: %s",
+		 strerror(x->err ? -x->err : EPIPE));
+fail:
+	st->status = MIG_FAILED;
+	snprintf(st->error, sizeof(st->error), "%s", err);
+	vm_destroy(vm);
+	ckpt_reader_free(r);
+	return NULL;
+}

@@ -1,0 +1,98 @@
+/*
+ * Pre-copy live migration: both ends of the protocol over one channel.
+ * The source sends a ckpt-format stream (rounds of dirty pages, then the
+ * state) and the destination answers on the same channel with small
+ * control messages. See protocol.c for the switchover handshake that keeps
+ * exactly one copy of the guest running.
+ */
+#ifndef MIGRATE_H
+#define MIGRATE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "transport.h"
+#include "vm.h"
+
+struct mig_params {
+	uint64_t max_downtime_ms;	/* default 300, like QEMU */
+	uint64_t bandwidth;		/* bytes/s, 0 = unlimited */
+	bool auto_converge;
+	double timeout_s;		/* 0 = none */
+	bool force_on_timeout;		/* else cancel on timeout */
+	bool compress;			/* LZ4 per page, raw where it does not shrink */
+	int io_timeout_ms;		/* a silent peer fails the migration after this */
+};
+
+void mig_params_default(struct mig_params *p);
+
+enum mig_status {
+	MIG_SETUP,
+	MIG_ACTIVE,		/* pre-copy rounds */
+	MIG_DEVICE,		/* guest paused, final round and state */
+	MIG_COMPLETED,		/* guest runs on the destination */
+	MIG_FAILED,		/* guest still runs on the source */
+	MIG_CANCELLED,		/* guest still runs on the source */
+	MIG_UNCERTAIN,		/* switchover began; no copy may be resumed blindly */
+};
+
+const char *mig_status_name(enum mig_status s);
+
+/* The figures operators know from QEMU's query-migrate, plus progress. */
+struct mig_stats {
+	enum mig_status status;
+	uint64_t total_time_ms, setup_time_ms, downtime_ms, expected_downtime_ms;
+	uint64_t transferred_bytes, ram_total_bytes;
+	uint64_t zero_pages, normal_pages;
+	uint64_t dirty_sync_count, dirty_pages_rate;	/* pages per second */
+	double mbps;					/* megabits per second */
+	unsigned throttle_percentage;
+	unsigned round;
+	uint64_t round_pages, round_done;		/* pages in / sent of this round */
+	uint64_t remaining_pages;
+	double eta_s;
+	char error[256];
+};
+
+/* Shared between the migrating thread and whoever watches or steers it. */
+struct mig_progress {
+	pthread_mutex_t lock;
+	struct mig_stats stats;			/* under lock */
+	atomic_bool cancel;			/* set by anyone: stop, resume on the source */
+	_Atomic uint64_t bandwidth;		/* bytes/s, changeable while it runs */
+};
+
+void mig_progress_init(struct mig_progress *p);
+void mig_progress_get(struct mig_progress *p, struct mig_stats *out);
+
+/*
+ * Migrate vm out over x. Returns 0 when the guest runs on the destination
+ * (vm is left paused and must be destroyed), -ECANCELED or another negative
+ * errno when it failed and the guest runs on the source again, or
+ * -EINPROGRESS when the outcome is uncertain (vm is left paused).
+ */
+int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
+		   struct mig_progress *prog);
+
+struct mig_dest_opts {
+	enum vm_dirty_mode dirty_mode;
+	struct vm_events events;
+	int io_timeout_ms;
+	/* Called once the configuration arrived, before any page: may refuse
+	 * (a guest name already taken, not enough memory) with an error. */
+	int (*admit)(void *opaque, const struct ckpt_image_info *info,
+		     const struct vm_kvm_config *cfg, char *err, size_t errlen);
+	void *opaque;
+};
+
+/* Receive a guest over x. Returns it running, or NULL with err set; on
+ * NULL nothing of it runs here. */
+struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
+			struct mig_stats *st, char *err, size_t errlen);
+
+/* One JSON object with the stats, QEMU's names. */
+int mig_stats_json(const struct mig_stats *s, char *buf, size_t len);
+
+#endif

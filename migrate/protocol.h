@@ -1,0 +1,37 @@
+/*
+ * Control messages from the destination back to the source (and GO from
+ * the source after the stream): private to migrate/.
+ */
+#ifndef MIGRATE_PROTOCOL_H
+#define MIGRATE_PROTOCOL_H
+
+#include <assert.h>
+#include <stdint.h>
+
+#include "transport.h"
+
+#define MIG_MSG_MAGIC	0x4d474d56u	/* "VMGM" */
+#define MIG_MSG_MAX	1024u
+
+/* Wire values; fixed forever. */
+enum mig_msg_type {
+	MIG_MSG_READY = 1,	/* dst: guest built, send pages */
+	MIG_MSG_LOADED = 2,	/* dst: stream complete and verified, state loaded */
+	MIG_MSG_GO = 3,		/* src: I will never run it again: resume it */
+	MIG_MSG_RUNNING = 4,	/* dst: it runs here */
+	MIG_MSG_ERROR = 5,	/* either: payload is a reason, then the end */
+};
+
+struct mig_msg_hdr {
+	uint32_t magic;
+	uint16_t type;
+	uint16_t reserved;
+	uint32_t len;		/* payload bytes, at most MIG_MSG_MAX */
+};
+static_assert(sizeof(struct mig_msg_hdr) == 12, "message header is 12 bytes");
+
+int mig_msg_send(struct xport *x, uint16_t type, const void *payload, uint32_t len);
+/* Receive one message; text payloads come back NUL-terminated in buf. */
+int mig_msg_recv(struct xport *x, uint16_t *type, char *buf, size_t buflen);
+
+#endif

@@ -1,0 +1,567 @@
+/*
+ * Source side of pre-copy: rounds of dirty pages while the guest runs,
+ * then the switchover. The dirty log of a chunk is cleared just before
+ * the chunk's pages are read, so a write that lands after the read is in
+ * the next round's bitmap and none is lost. Round 1 skips the holes of the
+ * guest's memfd (never-written RAM) without reading them.
+ *
+ * Convergence: after each round the next round's dirty set is known; if
+ * sending it at the measured rate fits the downtime limit, the guest is
+ * paused and the switchover begins (protocol.c). Auto-converge throttles
+ * the vCPUs when the guest dirties faster than the link drains.
+ */
+#include "migrate.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "protocol.h"
+
+#define CHUNK_PAGES		4096u	/* 16 MiB: one dirty-log clear each */
+#define STATE_OVERHEAD_MS	2	/* state save + load, measured ~1 ms */
+#define THROTTLE_PERIOD_US	20000
+
+struct source {
+	struct vm *vm;
+	struct xport *x;
+	const struct mig_params *p;
+	struct mig_progress *prog;
+	struct ckpt_writer *w;
+	uint64_t *dirty[VM_MAX_REGIONS];
+	double t_start, t_pause;
+	double bandwidth;		/* bytes/s, measured */
+	uint64_t round_bytes_start;
+	uint64_t pages_encoded, bytes_encoded;	/* for bytes per dirty page */
+	char peer_error[256];
+
+	pthread_t throttle_thread;
+	bool throttle_running;
+	atomic_uint throttle_pct;
+	atomic_bool throttle_stop;
+};
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void mig_params_default(struct mig_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->max_downtime_ms = 300;
+	p->compress = true;
+	p->io_timeout_ms = 5000;
+}
+
+void mig_progress_init(struct mig_progress *p)
+{
+	memset(p, 0, sizeof(*p));
+	pthread_mutex_init(&p->lock, NULL);
+}
+
+void mig_progress_get(struct mig_progress *p, struct mig_stats *out)
+{
+	pthread_mutex_lock(&p->lock);
+	*out = p->stats;
+	pthread_mutex_unlock(&p->lock);
+}
+
+const char *mig_status_name(enum mig_status s)
+{
+	static const char *const names[] = {
+		[MIG_SETUP] = "setup", [MIG_ACTIVE] = "active", [MIG_DEVICE] = "device",
+		[MIG_COMPLETED] = "completed", [MIG_FAILED] = "failed",
+		[MIG_CANCELLED] = "cancelled", [MIG_UNCERTAIN] = "uncertain",
+	};
+
+	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
+}
+
+static void set_status(struct source *s, enum mig_status st)
+{
+	pthread_mutex_lock(&s->prog->lock);
+	s->prog->stats.status = st;
+	pthread_mutex_unlock(&s->prog->lock);
+}
+
+static void fail_msg(struct source *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void fail_msg(struct source *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&s->prog->lock);
+	if (!s->prog->stats.error[0]) {
+		va_start(ap, fmt);
+		vsnprintf(s->prog->stats.error, sizeof(s->prog->stats.error), fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&s->prog->lock);
+}
+
+static int sink_writev(void *opaque, const struct iovec *iov, int iovcnt)
+{
+	struct source *s = opaque;
+
+	s->x->rate_limit = atomic_load(&s->prog->bandwidth);
+	return xport_sendv(s->x, iov, iovcnt);
+}
+
+/* ---- throttling for auto-converge --------------------------------------- */
+
+static void *throttle_main(void *arg)
+{
+	struct source *s = arg;
+
+	while (!atomic_load(&s->throttle_stop)) {
+		unsigned pct = atomic_load(&s->throttle_pct);
+
+		if (!pct) {
+			usleep(THROTTLE_PERIOD_US);
+			continue;
+		}
+		vm_pause(s->vm);
+		usleep(THROTTLE_PERIOD_US * pct / 100);
+		vm_resume(s->vm);
+		usleep(THROTTLE_PERIOD_US * (100 - pct) / 100);
+	}
+	return NULL;
+}
+
+static void throttle_set(struct source *s, unsigned pct)
+{
+	atomic_store(&s->throttle_pct, pct);
+	if (pct && !s->throttle_running &&
+	    pthread_create(&s->throttle_thread, NULL, throttle_main, s) == 0)
+		s->throttle_running = true;
+	pthread_mutex_lock(&s->prog->lock);
+	s->prog->stats.throttle_percentage = pct;
+	pthread_mutex_unlock(&s->prog->lock);
+}
+
+static void throttle_stop(struct source *s)
+{
+	if (!s->throttle_running)
+		return;
+	atomic_store(&s->throttle_stop, true);
+	pthread_join(s->throttle_thread, NULL);
+	s->throttle_running = false;
+	vm_resume(s->vm);	/* it may have stopped between its pause and resume */
+}
+
+/* ---- peer and progress checks between chunks ---------------------------- */
+
+/* A message from the destination mid-stream: READY, or an ERROR that ends it. */
+static int check_peer(struct source *s)
+{
+	uint16_t type;
+	char msg[MIG_MSG_MAX + 1];
+	int ret;
+
+	while ((ret = xport_poll_in(s->x, 0)) > 0) {
+		ret = mig_msg_recv(s->x, &type, msg, sizeof(msg));
+		if (ret)
+			return ret;
+		if (type == MIG_MSG_READY) {
+			pthread_mutex_lock(&s->prog->lock);
+			s->prog->stats.setup_time_ms = (uint64_t)((now() - s->t_start) * 1000);
+			pthread_mutex_unlock(&s->prog->lock);
+		} else if (type == MIG_MSG_ERROR) {
+			snprintf(s->peer_error, sizeof(s->peer_error), "destination: %.200s", msg);
+			return -ECONNABORTED;
+		} else {
+			return -EPROTO;
+		}
+	}
+	return ret;
+}
+
+static int between_chunks(struct source *s, bool paused)
+{
+	int ret;
+
+	if (atomic_load(&s->prog->cancel))
+		return -ECANCELED;
+	if (!paused && s->p->timeout_s > 0 && now() - s->t_start > s->p->timeout_s &&
+	    !s->p->force_on_timeout)
+		return -ETIMEDOUT;
+	ret = ckpt_writer_error(s->w);
+	if (ret)
+		return ret;
+	return check_peer(s);
+}
+
+static void account(struct source *s, uint64_t done)
+{
+	const struct ckpt_writer_stats *ws = ckpt_writer_stats(s->w);
+
+	pthread_mutex_lock(&s->prog->lock);
+	s->prog->stats.round_done = done;
+	s->prog->stats.transferred_bytes = s->x->bytes_sent;
+	s->prog->stats.zero_pages = ws->pages[CKPT_ENC_ZERO];
+	s->prog->stats.normal_pages = ws->pages[CKPT_ENC_RAW] + ws->pages[CKPT_ENC_LZ4] +
+				      ws->pages[CKPT_ENC_DELTA];
+	s->prog->stats.total_time_ms = (uint64_t)((now() - s->t_start) * 1000);
+	if (s->bandwidth > 0) {
+		double bpp = s->pages_encoded ? (double)s->bytes_encoded / s->pages_encoded : 4096;
+
+		s->prog->stats.eta_s = (s->prog->stats.round_pages - done) * bpp / s->bandwidth +
+				       s->prog->stats.expected_downtime_ms / 1000.0;
+	}
+	pthread_mutex_unlock(&s->prog->lock);
+}
+
+/* ---- sending a round ----------------------------------------------------- */
+
+static uint64_t count_bits(const uint64_t *bm, uint64_t first, uint64_t n)
+{
+	uint64_t c = 0;
+
+	for (uint64_t p = first; p < first + n; p++)
+		c += (bm[p / 64] >> (p % 64)) & 1;
+	return c;
+}
+
+/* Pages [first, first+n) that are holes in the memfd: written never. */
+static uint64_t hole_end(const struct vm_region *r, uint64_t page, uint64_t end)
+{
+	off_t off = (off_t)(r->memfd_offset + page * VM_PAGE_SIZE);
+	off_t data = lseek(r->memfd, off, SEEK_DATA);
+
+	if (data < 0)
+		return errno == ENXIO ? end : page;	/* ENXIO: no data after off */
+	data -= (off_t)r->memfd_offset;
+	if ((uint64_t)data / VM_PAGE_SIZE > end)
+		return end;
+	return (uint64_t)data / VM_PAGE_SIZE;
+}
+
+static uint64_t data_end(const struct vm_region *r, uint64_t page, uint64_t end)
+{
+	off_t off = (off_t)(r->memfd_offset + page * VM_PAGE_SIZE);
+	off_t hole = lseek(r->memfd, off, SEEK_HOLE);
+
+	if (hole < 0)
+		return end;
+	hole -= (off_t)r->memfd_offset;
+	hole = (hole + VM_PAGE_SIZE - 1) / VM_PAGE_SIZE;
+	return (uint64_t)hole > end ? end : (uint64_t)hole;
+}
+
+static int send_pages(struct source *s, unsigned ri, uint64_t first, uint64_t end)
+{
+	const struct vm_region *r = &s->vm->regions[ri];
+	const uint64_t *bm = s->dirty[ri];
+
+	for (uint64_t p = first; p < end; p++) {
+		if (!((bm[p / 64] >> (p % 64)) & 1))
+			continue;
+		if (ckpt_writer_page(s->w, r->id, p, r->host + p * VM_PAGE_SIZE, NULL))
+			return ckpt_writer_error(s->w);
+	}
+	return 0;
+}
+
+static int send_round(struct source *s, unsigned round, bool skip_holes, bool paused)
+{
+	uint64_t total = 0, done = 0, sent_before = s->x->bytes_sent;
+	const struct ckpt_writer_stats *ws = ckpt_writer_stats(s->w);
+	uint64_t pages_before = ws->pages[CKPT_ENC_RAW] + ws->pages[CKPT_ENC_LZ4] +
+				ws->pages[CKPT_ENC_DELTA];
+	uint64_t page_bytes_before = ws->page_bytes;
+	double t0 = now();
+	int ret;
+
+	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++)
+		total += count_bits(s->dirty[ri], 0, s->vm->regions[ri].size / VM_PAGE_SIZE);
+	pthread_mutex_lock(&s->prog->lock);
+	s->prog->stats.round = round;
+	s->prog->stats.round_pages = total;
+	s->prog->stats.round_done = 0;
+	pthread_mutex_unlock(&s->prog->lock);
+
+	if (ckpt_writer_marker(s->w, CKPT_MARK_ROUND, round))
+		return ckpt_writer_error(s->w);
+	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++) {
+		const struct vm_region *r = &s->vm->regions[ri];
+		uint64_t pages = r->size / VM_PAGE_SIZE;
+
+		for (uint64_t c = 0; c < pages; c += CHUNK_PAGES) {
+			uint64_t n = pages - c < CHUNK_PAGES ? pages - c : CHUNK_PAGES;
+			uint64_t dirty = count_bits(s->dirty[ri], c, n);
+
+			if (!dirty)
+				continue;
+			if (!paused) {
+				ret = s->vm->ops->dirty_clear(s->vm, ri, c, n, s->dirty[ri]);
+				if (ret)
+					return ret;
+			}
+			if (!skip_holes) {
+				ret = send_pages(s, ri, c, c + n);
+			} else {
+				uint64_t p = c;
+
+				ret = 0;
+				while (!ret && p < c + n) {
+					uint64_t h = hole_end(r, p, c + n), d;
+
+					if (h > p)
+						ret = ckpt_writer_zero_run(s->w, r->id, p, h - p);
+					if (ret || h >= c + n)
+						break;
+					d = data_end(r, h, c + n);
+					ret = send_pages(s, ri, h, d > h ? d : h + 1);
+					p = d > h ? d : h + 1;
+				}
+			}
+			memset(&s->dirty[ri][c / 64], 0, (n + 63) / 64 * 8);
+			if (ret)
+				return ret;
+			done += dirty;
+			account(s, done);
+			ret = between_chunks(s, paused);
+			if (ret)
+				return ret;
+		}
+	}
+	if (ckpt_writer_flush(s->w))
+		return ckpt_writer_error(s->w);
+
+	/* Link rate as seen through everything the round did. */
+	{
+		double dt = now() - t0;
+		uint64_t bytes = s->x->bytes_sent - sent_before;
+
+		if (dt > 0.001 && bytes > (1u << 20)) {
+			double bw = bytes / dt;
+
+			s->bandwidth = s->bandwidth > 0 ? 0.5 * s->bandwidth + 0.5 * bw : bw;
+		}
+		s->pages_encoded += ws->pages[CKPT_ENC_RAW] + ws->pages[CKPT_ENC_LZ4] +
+				    ws->pages[CKPT_ENC_DELTA] - pages_before;
+		s->bytes_encoded += ws->page_bytes - page_bytes_before;
+		pthread_mutex_lock(&s->prog->lock);
+		s->prog->stats.mbps = s->bandwidth * 8 / 1e6;
+		pthread_mutex_unlock(&s->prog->lock);
+	}
+	account(s, done);
+	return 0;
+}
+
+/* Fetch the dirty bitmaps for the next round; returns dirty pages. */
+static int sync_dirty(struct source *s, uint64_t *count)
+{
+	*count = 0;
+	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++) {
+		int ret = s->vm->ops->dirty_sync(s->vm, ri, s->dirty[ri]);
+
+		if (ret)
+			return ret;
+		*count += count_bits(s->dirty[ri], 0, s->vm->regions[ri].size / VM_PAGE_SIZE);
+	}
+	pthread_mutex_lock(&s->prog->lock);
+	s->prog->stats.dirty_sync_count++;
+	s->prog->stats.remaining_pages = *count;
+	pthread_mutex_unlock(&s->prog->lock);
+	return 0;
+}
+
+static uint64_t expected_downtime_ms(const struct source *s, uint64_t pages)
+{
+	double bpp = s->pages_encoded ? (double)s->bytes_encoded / s->pages_encoded : 4096;
+	double bw = s->bandwidth > 0 ? s->bandwidth : 100e6;
+
+	return (uint64_t)(pages * bpp / bw * 1000) + STATE_OVERHEAD_MS;
+}
+
+/* ---- switchover ---------------------------------------------------------- */
+
+static int wait_msg(struct source *s, uint16_t want)
+{
+	uint16_t type;
+	char msg[MIG_MSG_MAX + 1];
+	int ret;
+
+	for (;;) {
+		ret = mig_msg_recv(s->x, &type, msg, sizeof(msg));
+		if (ret)
+			return ret;
+		if (type == want)
+			return 0;
+		if (type == MIG_MSG_ERROR) {
+			snprintf(s->peer_error, sizeof(s->peer_error), "destination: %.200s", msg);
+			return -ECONNABORTED;
+		}
+		if (type != MIG_MSG_READY)
+			return -EPROTO;
+	}
+}
+
+static int switchover(struct source *s, unsigned round)
+{
+	uint64_t remaining;
+	int ret;
+
+	throttle_stop(s);
+	vm_pause(s->vm);
+	s->t_pause = now();
+	set_status(s, MIG_DEVICE);
+	ret = sync_dirty(s, &remaining);
+	if (!ret)
+		ret = send_round(s, round, false, true);
+	if (!ret)
+		ret = s->vm->ops->save_state(s->vm, s->w);
+	if (!ret)
+		ret = ckpt_writer_finish(s->w, NULL);
+	if (!ret)
+		ret = wait_msg(s, MIG_MSG_LOADED);
+	if (ret)
+		return ret;	/* B has nothing that runs: A resumes */
+
+	/* The point of no return: after GO, A never resumes by itself. */
+	set_status(s, MIG_UNCERTAIN);
+	ret = mig_msg_send(s->x, MIG_MSG_GO, NULL, 0);
+	if (!ret)
+		ret = wait_msg(s, MIG_MSG_RUNNING);
+	if (ret) {
+		fail_msg(s, "no answer after handing the guest over (%s): it may run on the "
+			 "destination; it stays paused here", strerror(-ret));
+		return -EINPROGRESS;
+	}
+	pthread_mutex_lock(&s->prog->lock);
+	s->prog->stats.downtime_ms = (uint64_t)((now() - s->t_pause) * 1000);
+	s->prog->stats.total_time_ms = (uint64_t)((now() - s->t_start) * 1000);
+	s->prog->stats.transferred_bytes = s->x->bytes_sent;
+	s->prog->stats.status = MIG_COMPLETED;
+	s->prog->stats.round_done = s->prog->stats.round_pages;
+	s->prog->stats.remaining_pages = 0;
+	s->prog->stats.eta_s = 0;
+	pthread_mutex_unlock(&s->prog->lock);
+	return 0;
+}
+
+/* ---- the whole run -------------------------------------------------------- */
+
+static int precopy(struct source *s)
+{
+	struct ckpt_image_info info;
+	uint64_t dirty = 0;
+	unsigned round = 1;
+	int ret;
+
+	vm_image_info(s->vm, &info);
+	if (ckpt_writer_header(s->w, &info) || s->vm->ops->save_config(s->vm, s->w) ||
+	    ckpt_writer_flush(s->w))
+		return ckpt_writer_error(s->w) ? ckpt_writer_error(s->w) : -EIO;
+	ret = s->vm->ops->dirty_start(s->vm);
+	if (ret)
+		return ret;
+	ret = sync_dirty(s, &dirty);	/* every page: round 1 is all of RAM */
+	if (ret)
+		return ret;
+	set_status(s, MIG_ACTIVE);
+
+	for (;; round++) {
+		uint64_t sent_before = s->x->bytes_sent, expect;
+		double t0 = now(), dt;
+
+		ret = send_round(s, round, round == 1, false);
+		if (ret)
+			return ret;
+		dt = now() - t0;
+		ret = sync_dirty(s, &dirty);
+		if (ret)
+			return ret;
+		expect = expected_downtime_ms(s, dirty);
+		pthread_mutex_lock(&s->prog->lock);
+		s->prog->stats.dirty_pages_rate = dt > 0 ? (uint64_t)(dirty / dt) : 0;
+		s->prog->stats.expected_downtime_ms = expect;
+		pthread_mutex_unlock(&s->prog->lock);
+
+		if (expect <= s->p->max_downtime_ms)
+			break;
+		if (s->p->timeout_s > 0 && now() - s->t_start > s->p->timeout_s) {
+			if (!s->p->force_on_timeout)
+				return -ETIMEDOUT;
+			break;
+		}
+		/* Dirtying outpaces the link: slow the guest down (QEMU's rule:
+		 * dirtied more than half of what the round sent). */
+		if (s->p->auto_converge && round >= 2) {
+			double bpp = s->pages_encoded ? (double)s->bytes_encoded / s->pages_encoded : 4096;
+			uint64_t sent = s->x->bytes_sent - sent_before;
+
+			if (dirty * bpp > sent / 2.0) {
+				unsigned pct = atomic_load(&s->throttle_pct);
+
+				throttle_set(s, pct ? (pct + 10 > 99 ? 99 : pct + 10) : 20);
+			}
+		}
+	}
+	return switchover(s, round + 1);
+}
+
+int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
+		   struct mig_progress *prog)
+{
+	struct ckpt_writer_opts wo = { .codec = ckpt_codec_default };
+	struct source s = { .vm = vm, .x = x, .p = p, .prog = prog };
+	struct ckpt_sink sink = { sink_writev, &s };
+	uint64_t ram = 0;
+	int ret = -ENOMEM;
+
+	wo.codec.lz4 = p->compress;
+	wo.codec.delta = false;	/* no cache of sent pages yet */
+	s.t_start = now();
+	if (!atomic_load(&prog->bandwidth))
+		atomic_store(&prog->bandwidth, p->bandwidth);
+	for (unsigned i = 0; i < vm->nr_regions; i++) {
+		ram += vm->regions[i].size;
+		s.dirty[i] = calloc(1, vm_bitmap_bytes(&vm->regions[i]));
+		if (!s.dirty[i])
+			goto out;
+	}
+	pthread_mutex_lock(&prog->lock);
+	prog->stats.status = MIG_SETUP;
+	prog->stats.ram_total_bytes = ram;
+	pthread_mutex_unlock(&prog->lock);
+	s.w = ckpt_writer_new(&sink, &wo);
+	if (!s.w)
+		goto out;
+
+	ret = precopy(&s);
+	if (ret && ret != -EINPROGRESS) {
+		throttle_stop(&s);
+		vm->ops->dirty_stop(vm);
+		vm_resume(vm);	/* the guest carries on here */
+		if (s.peer_error[0])
+			fail_msg(&s, "%s", s.peer_error);
+		else if (ret == -ECANCELED)
+			fail_msg(&s, "cancelled");
+		else if (ret == -ETIMEDOUT && x->err != -ETIMEDOUT)
+			fail_msg(&s, "did not converge within %.0f s", p->timeout_s);
+		else
+			fail_msg(&s, "%s", strerror(-ret));
+		set_status(&s, ret == -ECANCELED ? MIG_CANCELLED : MIG_FAILED);
+	} else if (!ret) {
+		vm->ops->dirty_stop(vm);
+	}
+out:
+	ckpt_writer_free(s.w);
+	for (unsigned i = 0; i < VM_MAX_REGIONS; i++)
+		free(s.dirty[i]);
+	pthread_mutex_lock(&prog->lock);
+	prog->stats.total_time_ms = (uint64_t)((now() - s.t_start) * 1000);
+	pthread_mutex_unlock(&prog->lock);
+	return ret;
+}

@@ -1,0 +1,308 @@
+/*
+ * Live migration between two micro-VMs in one process over a socket pair:
+ * idle and dirtying guests arrive intact with their counters continuing;
+ * a refusing or dying destination, a corrupted stream and a cancel leave
+ * the guest running on the source and nothing on the destination.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "kvmguest.h"
+#include "migrate.h"
+
+struct dest_run {
+	struct xport *x;
+	struct vm *vm;
+	struct mig_stats st;
+	char err[512];
+	bool refuse;
+	pthread_t thread;
+};
+
+static int refuse_all(void *opaque, const struct ckpt_image_info *info,
+		      const struct vm_kvm_config *cfg, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "guest %s is not welcome here", info->guest_name);
+	return -EPERM;
+}
+
+static void *dest_main(void *arg)
+{
+	struct dest_run *d = arg;
+	struct mig_dest_opts o = { .io_timeout_ms = 5000 };
+
+	if (d->refuse)
+		o.admit = refuse_all;
+	d->vm = mig_dest_run(d->x, &o, &d->st, d->err, sizeof(d->err));
+	return NULL;
+}
+
+/* A connected pair: the source's end is returned, the destination runs. */
+static struct xport *start_dest(struct dest_run *d, bool refuse)
+{
+	int sv[2];
+
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+	memset(d, 0, sizeof(*d));
+	d->refuse = refuse;
+	d->x = xport_tcp_from_fd(sv[1], 5000);
+	CHECK(pthread_create(&d->thread, NULL, dest_main, d) == 0);
+	return xport_tcp_from_fd(sv[0], 5000);
+}
+
+static void finish_dest(struct dest_run *d)
+{
+	pthread_join(d->thread, NULL);
+	xport_close(d->x);
+}
+
+static void counters_of(struct vm *vm, uint64_t *c)
+{
+	for (unsigned v = 0; v < vm->nr_vcpus; v++)
+		c[v] = tg_status(vm, v)->counter;
+}
+
+static void verify(struct vm *vm, const uint64_t *min)
+{
+	struct vm_verify_report rep;
+
+	CHECK_MSG(vm_memtouch_verify(vm, &(struct vm_verify_opts){ .min_counter = min }, &rep) == 0,
+		  "verify: %s", rep.msg);
+}
+
+static void migrate_and_check(uint64_t rate)
+{
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 256 << 20, .vcpus = 2,
+						    .working_set = 64 << 20, .dirty_rate = rate });
+	struct mig_params p;
+	struct mig_progress prog;
+	struct mig_stats st;
+	struct dest_run d;
+	struct xport *x;
+	uint64_t before[2], at_end[2];
+	int ret;
+
+	mig_params_default(&p);
+	mig_progress_init(&prog);
+	CHECK_EQ(vm_start(src), 0);
+	tg_sleep_ms(300);
+	counters_of(src, before);
+	x = start_dest(&d, false);
+	ret = mig_source_run(src, x, &p, &prog);
+	mig_progress_get(&prog, &st);
+	CHECK_MSG(ret == 0, "migration failed: %s", st.error);
+	CHECK_EQ(st.status, MIG_COMPLETED);
+	counters_of(src, at_end);	/* the source stays paused */
+	finish_dest(&d);
+	CHECK_MSG(d.vm, "destination: %s", d.err);
+	xport_close(x);
+	vm_destroy(src);
+
+	tg_sleep_ms(200);
+	CHECK_EQ(vm_pause(d.vm), 0);
+	verify(d.vm, at_end);
+	for (unsigned v = 0; v < 2; v++) {
+		CHECK(at_end[v] >= before[v]);
+		if (rate)
+			CHECK_MSG(tg_status(d.vm, v)->counter > at_end[v],
+				  "vCPU %u did not continue on the destination", v);
+	}
+	CHECK(st.transferred_bytes > 0 && st.round >= 1);
+	vm_destroy(d.vm);
+}
+
+TEST(migrate_idle_guest)
+{
+	migrate_and_check(0);
+}
+
+TEST(migrate_guest_dirtying_50mib_s)
+{
+	migrate_and_check(50 << 20);
+}
+
+/* After a failed migration the guest runs on the source and verifies. */
+static void check_still_running(struct vm *src, const uint64_t *before)
+{
+	uint64_t now[2];
+
+	tg_sleep_ms(150);
+	counters_of(src, now);
+	CHECK_MSG(now[0] > before[0], "guest does not run on the source after the failure");
+	CHECK_EQ(vm_pause(src), 0);
+	counters_of(src, now);
+	verify(src, before);
+}
+
+TEST(refusing_destination_leaves_guest_on_source)
+{
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 128 << 20, .working_set = 16 << 20,
+						    .dirty_rate = 20 << 20 });
+	struct mig_params p;
+	struct mig_progress prog;
+	struct mig_stats st;
+	struct dest_run d;
+	struct xport *x;
+	uint64_t before[1];
+
+	mig_params_default(&p);
+	mig_progress_init(&prog);
+	CHECK_EQ(vm_start(src), 0);
+	tg_sleep_ms(100);
+	counters_of(src, before);
+	x = start_dest(&d, true);
+	CHECK(mig_source_run(src, x, &p, &prog) < 0);
+	mig_progress_get(&prog, &st);
+	CHECK_EQ(st.status, MIG_FAILED);
+	CHECK_MSG(strstr(st.error, "not welcome"), "error: %s", st.error);
+	finish_dest(&d);
+	CHECK(!d.vm);
+	xport_close(x);
+	check_still_running(src, before);
+	vm_destroy(src);
+}
+
+static void *cut_later(void *arg)
+{
+	tg_sleep_ms(300);
+	shutdown(xport_tcp_fd(arg), SHUT_RDWR);
+	return NULL;
+}
+
+TEST(destination_lost_mid_round_leaves_guest_on_source)
+{
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 512 << 20, .working_set = 256 << 20,
+						    .dirty_rate = 0 });
+	struct mig_params p;
+	struct mig_progress prog;
+	struct mig_stats st;
+	struct dest_run d;
+	struct xport *x;
+	pthread_t t;
+	uint64_t before[1];
+
+	mig_params_default(&p);
+	p.bandwidth = 100 << 20;	/* slow enough to be cut mid-round */
+	mig_progress_init(&prog);
+	CHECK_EQ(vm_start(src), 0);
+	tg_sleep_ms(300);
+	counters_of(src, before);
+	x = start_dest(&d, false);
+	/* kill the destination's end while round 1 is under way */
+	pthread_create(&t, NULL, cut_later, d.x);
+	CHECK(mig_source_run(src, x, &p, &prog) < 0);
+	pthread_join(t, NULL);
+	mig_progress_get(&prog, &st);
+	CHECK_EQ(st.status, MIG_FAILED);
+	CHECK(st.round == 1);
+	finish_dest(&d);
+	CHECK_MSG(!d.vm, "the destination kept a guest");
+	xport_close(x);
+	check_still_running(src, before);
+	vm_destroy(src);
+}
+
+static void *cancel_later(void *arg)
+{
+	struct mig_progress *prog = arg;
+
+	tg_sleep_ms(200);
+	atomic_store(&prog->cancel, true);
+	return NULL;
+}
+
+TEST(cancel_mid_round_leaves_guest_on_source)
+{
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 512 << 20, .working_set = 256 << 20 });
+	struct mig_params p;
+	struct mig_progress prog;
+	struct mig_stats st;
+	struct dest_run d;
+	struct xport *x;
+	pthread_t t;
+	uint64_t before[1];
+
+	mig_params_default(&p);
+	p.bandwidth = 100 << 20;
+	mig_progress_init(&prog);
+	CHECK_EQ(vm_start(src), 0);
+	tg_sleep_ms(300);
+	counters_of(src, before);
+	x = start_dest(&d, false);
+	pthread_create(&t, NULL, cancel_later, &prog);
+	CHECK_EQ(mig_source_run(src, x, &p, &prog), -ECANCELED);
+	pthread_join(t, NULL);
+	mig_progress_get(&prog, &st);
+	CHECK_EQ(st.status, MIG_CANCELLED);
+	xport_close(x);		/* the destination sees the stream end */
+	finish_dest(&d);
+	CHECK(!d.vm);
+	check_still_running(src, before);
+	vm_destroy(src);
+}
+
+TEST(not_converging_times_out_and_cancels)
+{
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 256 << 20, .working_set = 64 << 20 });
+	struct mig_params p;
+	struct mig_progress prog;
+	struct mig_stats st;
+	struct dest_run d;
+	struct xport *x;
+	uint64_t before[1];
+
+	mig_params_default(&p);
+	p.bandwidth = 20 << 20;		/* the guest dirties far faster than this */
+	p.max_downtime_ms = 1;
+	p.timeout_s = 1.5;
+	mig_progress_init(&prog);
+	CHECK_EQ(vm_start(src), 0);
+	tg_sleep_ms(200);
+	counters_of(src, before);
+	x = start_dest(&d, false);
+	CHECK_EQ(mig_source_run(src, x, &p, &prog), -ETIMEDOUT);
+	mig_progress_get(&prog, &st);
+	CHECK_EQ(st.status, MIG_FAILED);
+	CHECK_MSG(strstr(st.error, "converge"), "error: %s", st.error);
+	xport_close(x);
+	finish_dest(&d);
+	CHECK(!d.vm);
+	check_still_running(src, before);
+	vm_destroy(src);
+}
+
+TEST_T(auto_converge_throttles_until_it_fits, 120)
+{
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 256 << 20, .working_set = 16 << 20,
+						    .dirty_rate = 200 << 20 });
+	struct mig_params p;
+	struct mig_progress prog;
+	struct mig_stats st;
+	struct dest_run d;
+	struct xport *x;
+
+	mig_params_default(&p);
+	p.bandwidth = 20 << 20;		/* a tenth of the dirty rate */
+	p.max_downtime_ms = 100;
+	p.auto_converge = true;
+	p.timeout_s = 90;
+	mig_progress_init(&prog);
+	CHECK_EQ(vm_start(src), 0);
+	tg_sleep_ms(300);
+	x = start_dest(&d, false);
+	CHECK_EQ(mig_source_run(src, x, &p, &prog), 0);
+	mig_progress_get(&prog, &st);
+	CHECK_MSG(st.throttle_percentage >= 20, "converged without throttling (%u%%)",
+		  st.throttle_percentage);
+	finish_dest(&d);
+	CHECK(d.vm);
+	xport_close(x);
+	CHECK_EQ(vm_pause(d.vm), 0);
+	verify(d.vm, NULL);
+	vm_destroy(d.vm);
+	vm_destroy(src);
+}

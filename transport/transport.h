@@ -1,0 +1,60 @@
+/*
+ * Byte channels between hosts: an ops table per transport (tcp now; tls
+ * and rdma later) with a sticky error, so a stream writer can keep sending
+ * and learn of the first failure once.
+ */
+#ifndef TRANSPORT_H
+#define TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+struct xport;
+
+struct xport_ops {
+	const char *name;
+	/* Send all of iov or fail; -errno. */
+	int (*sendv)(struct xport *x, const struct iovec *iov, int iovcnt);
+	/* Receive up to len bytes, looping until len or end of stream; returns
+	 * the bytes received (< len only at end) or -errno. */
+	long (*recv)(struct xport *x, void *buf, size_t len);
+	/* Bytes ready without blocking: 1 if any, 0 if none, -errno. */
+	int (*poll_in)(struct xport *x, int timeout_ms);
+	void (*close)(struct xport *x);
+};
+
+struct xport {
+	const struct xport_ops *ops;
+	int err;			/* sticky: the first failure */
+	uint64_t bytes_sent, bytes_received;
+	/* Bandwidth cap in bytes/s, 0 = none (token bucket in xport_sendv). */
+	uint64_t rate_limit;
+	double bucket_time;
+	double bucket_tokens;
+};
+
+int xport_sendv(struct xport *x, const struct iovec *iov, int iovcnt);
+int xport_send(struct xport *x, const void *buf, size_t len);
+/* Exactly len bytes, or -EPIPE at end of stream, or -errno. */
+int xport_recv_exact(struct xport *x, void *buf, size_t len);
+long xport_recv(struct xport *x, void *buf, size_t len);
+int xport_poll_in(struct xport *x, int timeout_ms);
+void xport_close(struct xport *x);
+
+/* TCP. io_timeout_ms bounds every send and receive (0 = none) and, with
+ * TCP_USER_TIMEOUT and keepalives, how long a silent peer goes unnoticed. */
+struct xport *xport_tcp_connect(const char *host, const char *port,
+				int connect_timeout_ms, int io_timeout_ms,
+				char *err, size_t errlen);
+struct xport *xport_tcp_from_fd(int fd, int io_timeout_ms);
+int xport_tcp_fd(const struct xport *x);
+/* A listening socket for host:port (host NULL or "" = any). */
+int xport_tcp_listen(const char *host, const char *port, char *err, size_t errlen);
+
+/* "host:port", "[v6]:port" or "host" (default port) into its parts. */
+int xport_split_hostport(const char *s, const char *default_port, char *host,
+			 size_t hostlen, char *port, size_t portlen);
+
+#endif
