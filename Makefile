@@ -53,7 +53,7 @@ WARN += -Werror
 endif
 
 CFLAGS   ?= -O2 -g
-CPPFLAGS += -D_GNU_SOURCE -I. -Ickpt-format -Ivm -Isnapshot -Itransport -Imigrate -Itests -Itests/lib -MMD -MP
+CPPFLAGS += -D_GNU_SOURCE -I. -Ickpt-format -Ivm -Isnapshot -Itransport -Imigrate -Itools/common -Itests -Itests/lib -MMD -MP
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) -pthread
 LDFLAGS  += -pthread -Wl,--as-needed
 LDLIBS   += $(PKG_LIBS)
@@ -78,7 +78,7 @@ TESTLIB := $(BUILD)/tests/libtest.a
 BENCH_SRCS := $(wildcard tests/bench/bench_*.c)
 BENCH_BINS := $(BENCH_SRCS:tests/bench/%.c=$(BUILD)/bench/%)
 
-TOOL_BINS := $(BUILD)/tools/mkgolden $(BUILD)/vmigrate
+TOOL_BINS := $(BUILD)/tools/mkgolden $(BUILD)/vmigrate $(BUILD)/vmigrated
 
 # Guest payloads: freestanding 64-bit code, linked at 1 MiB, made flat.
 GUEST_CFLAGS := -std=c11 -O2 -g0 -Wall -Wextra -ffreestanding -fno-pic -fno-pie \
@@ -88,8 +88,9 @@ GUEST_LDFLAGS := -nostdlib -static -no-pie -Wl,-T,tools/guests/guest.ld \
 	-Wl,--build-id=none -Wl,-z,noexecstack
 GUESTS := $(BUILD)/guests/memtouch.bin
 
-CLI_SRCS := $(wildcard tools/vmigrate/*.c)
-CLI_OBJS := $(CLI_SRCS:%.c=$(BUILD)/%.o)
+COMMON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/common/*.c))
+CLI_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/vmigrate/*.c)) $(COMMON_OBJS)
+SERVICE_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/vmigrated/*.c)) $(COMMON_OBJS)
 
 .PHONY: all test bench fuzz demo deps clean help
 all: $(LIB) $(GUESTS) $(TOOL_BINS) $(TEST_BINS) $(BENCH_BINS)
@@ -123,6 +124,9 @@ $(BUILD)/vm/payloads.o: CPPFLAGS += -DMEMTOUCH_BIN='"$(BUILD)/guests/memtouch.bi
 $(BUILD)/vm/payloads.o: $(GUESTS)
 
 $(BUILD)/vmigrate: $(CLI_OBJS) $(LIB)
+	$(link)
+
+$(BUILD)/vmigrated: $(SERVICE_OBJS) $(LIB)
 	$(link)
 
 $(LIB): $(LIB_OBJS)

@@ -8,5 +8,14 @@
 #define EXIT_USAGE	2
 
 int cmd_run(int argc, char **argv);
+int cmd_start(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_migrate(int argc, char **argv);
+int cmd_jobs(int argc, char **argv);
+int cmd_cancel(int argc, char **argv);
+int cmd_set_bandwidth(int argc, char **argv);
 
 #endif

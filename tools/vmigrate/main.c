@@ -12,6 +12,15 @@ static const struct {
 	const char *summary;
 } commands[] = {
 	{ "run", cmd_run, "run a guest in the foreground (micro-VM on /dev/kvm)" },
+	{ "start", cmd_start, "start a guest under the local vmigrated" },
+	{ "list", cmd_list, "list the guests of this host" },
+	{ "info", cmd_info, "show one guest" },
+	{ "stop", cmd_stop, "stop a guest" },
+	{ "verify", cmd_verify, "check a guest's memory and progress counter" },
+	{ "migrate", cmd_migrate, "move a running guest to another host" },
+	{ "jobs", cmd_jobs, "list migration jobs" },
+	{ "cancel", cmd_cancel, "cancel a migration job (the guest stays here)" },
+	{ "set-bandwidth", cmd_set_bandwidth, "change a running job's bandwidth cap" },
 };
 
 static void usage(FILE *f)
@@ -19,7 +28,8 @@ static void usage(FILE *f)
 	fprintf(f, "usage: vmigrate COMMAND [OPTIONS]\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-	fprintf(f, "\n'vmigrate COMMAND --help' describes a command's options.\n");
+	fprintf(f, "\nThe service commands use the control socket in $VMIGRATE_CONTROL\n"
+		   "(default /run/vmigrate/vmigrated.sock).\n");
 }
 
 int main(int argc, char **argv)

@@ -1,0 +1,461 @@
+/*
+ * The commands that talk to the local vmigrated: start, list, info, stop,
+ * verify, migrate, jobs, cancel, set-bandwidth. Each sends one request on
+ * the control socket; migrate then follows its job until it ends, showing
+ * progress that never runs backwards.
+ *
+ * Exit status: 0 done; 1 failed (for migrate: the guest still runs on
+ * this host); 2 usage; 3 migrate's outcome is uncertain (the guest was
+ * handed over and no answer came: see `vmigrate info`).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "ipc.h"
+#include "units.h"
+
+#define EXIT_UNCERTAIN	3
+#define DEFAULT_CONTROL	"/run/vmigrate/vmigrated.sock"
+
+static const char *control_path(void)
+{
+	const char *p = getenv("VMIGRATE_CONTROL");
+
+	return p && *p ? p : DEFAULT_CONTROL;
+}
+
+/* One request to the service; prints the error and returns NULL on failure. */
+static struct json_object *request(struct json_object *req, bool want_ok)
+{
+	char err[700];
+	struct json_object *rep = ipc_call(control_path(), req, -1, 120000, err, sizeof(err));
+
+	json_object_put(req);
+	if (!rep) {
+		fprintf(stderr, "vmigrate: cannot reach vmigrated: %s\n", err);
+		return NULL;
+	}
+	if (want_ok && !ipc_bool(rep, "ok", false)) {
+		fprintf(stderr, "vmigrate: %s\n", ipc_str(rep, "error", "request failed"));
+		json_object_put(rep);
+		return NULL;
+	}
+	return rep;
+}
+
+static struct json_object *new_req(const char *cmd)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "cmd", json_object_new_string(cmd));
+	return o;
+}
+
+static void print_json(struct json_object *o)
+{
+	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+}
+
+/* Options shared by the simple commands: NAME and --json. */
+static int name_and_json(int argc, char **argv, const char **name, bool *json, const char *what)
+{
+	*json = false;
+	*name = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json"))
+			*json = true;
+		else if (!*name && argv[i][0] != '-')
+			*name = argv[i];
+		else {
+			fprintf(stderr, "usage: vmigrate %s %s [--json]\n", argv[0], what);
+			return -EINVAL;
+		}
+	}
+	if (!*name && what[0]) {
+		fprintf(stderr, "usage: vmigrate %s %s [--json]\n", argv[0], what);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int cmd_start(int argc, char **argv)
+{
+	enum { O_MEM = 256, O_VCPUS, O_GUEST, O_WS, O_RATE, O_CONTENT, O_SEED, O_PREFILL,
+	       O_DIRTY, O_JSON };
+	static const struct option longopts[] = {
+		{ "mem", required_argument, NULL, O_MEM },
+		{ "vcpus", required_argument, NULL, O_VCPUS },
+		{ "guest", required_argument, NULL, O_GUEST },
+		{ "working-set", required_argument, NULL, O_WS },
+		{ "dirty-rate", required_argument, NULL, O_RATE },
+		{ "content", required_argument, NULL, O_CONTENT },
+		{ "seed", required_argument, NULL, O_SEED },
+		{ "prefill", required_argument, NULL, O_PREFILL },
+		{ "dirty-mode", required_argument, NULL, O_DIRTY },
+		{ "json", no_argument, NULL, O_JSON },
+		{ 0 }
+	};
+	struct json_object *req = new_req("start"), *rep;
+	bool json = false;
+	uint64_t v;
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		const char *key = NULL;
+		int bad = 0;
+
+		switch (c) {
+		case O_MEM: key = "mem"; bad = parse_size(optarg, &v); break;
+		case O_VCPUS: key = "vcpus"; bad = parse_uint(optarg, &v) || v < 1 || v > 8; break;
+		case O_WS: key = "working_set"; bad = parse_size(optarg, &v); break;
+		case O_RATE: key = "dirty_rate"; bad = parse_rate(optarg, &v); break;
+		case O_SEED: key = "seed"; bad = parse_uint(optarg, &v); break;
+		case O_GUEST:
+			json_object_object_add(req, "guest", json_object_new_string(optarg));
+			break;
+		case O_CONTENT:
+			json_object_object_add(req, "content", json_object_new_string(optarg));
+			break;
+		case O_PREFILL: {
+			char *abs = realpath(optarg, NULL);
+
+			if (!abs) {
+				fprintf(stderr, "vmigrate start: %s: %s\n", optarg, strerror(errno));
+				json_object_put(req);
+				return 1;
+			}
+			json_object_object_add(req, "prefill", json_object_new_string(abs));
+			free(abs);
+			break;
+		}
+		case O_DIRTY:
+			json_object_object_add(req, "dirty_mode", json_object_new_string(optarg));
+			break;
+		case O_JSON: json = true; break;
+		default:
+			json_object_put(req);
+			fprintf(stderr, "usage: vmigrate start NAME [--mem SIZE] [--vcpus N] "
+				"[--guest memtouch|PATH] [--working-set SIZE] [--dirty-rate RATE] "
+				"[--content random|text|zero-heavy] [--prefill FILE] "
+				"[--dirty-mode bitmap|ring] [--json]\n");
+			return EXIT_USAGE;
+		}
+		if (bad) {
+			fprintf(stderr, "vmigrate start: bad value '%s'\n", optarg);
+			json_object_put(req);
+			return EXIT_USAGE;
+		}
+		if (key)
+			json_object_object_add(req, key, json_object_new_int64((int64_t)v));
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, "vmigrate start: give exactly one guest NAME\n");
+		json_object_put(req);
+		return EXIT_USAGE;
+	}
+	json_object_object_add(req, "name", json_object_new_string(argv[optind]));
+	rep = request(req, true);
+	if (!rep)
+		return 1;
+	if (json)
+		print_json(rep);
+	else
+		printf("started %s (pid %lld)\n", argv[optind], ipc_int(rep, "pid", 0));
+	json_object_put(rep);
+	return 0;
+}
+
+int cmd_list(int argc, char **argv)
+{
+	const char *unused;
+	bool json;
+	struct json_object *rep, *guests;
+
+	if (name_and_json(argc, argv, &unused, &json, ""))
+		return EXIT_USAGE;
+	rep = request(new_req("list"), true);
+	if (!rep)
+		return 1;
+	if (json) {
+		print_json(rep);
+	} else if (json_object_object_get_ex(rep, "guests", &guests)) {
+		printf("%-20s %-10s %8s %6s %14s\n", "NAME", "STATE", "MEM(MiB)", "VCPUS", "COUNTER");
+		for (size_t i = 0; i < json_object_array_length(guests); i++) {
+			struct json_object *g = json_object_array_get_idx(guests, i);
+
+			printf("%-20s %-10s %8lld %6lld %14lld\n", ipc_str(g, "name", "?"),
+			       ipc_str(g, "state", "?"), ipc_int(g, "mem", 0) >> 20,
+			       ipc_int(g, "vcpus", 0), ipc_int(g, "counter", 0));
+		}
+	}
+	json_object_put(rep);
+	return 0;
+}
+
+/* info, stop and verify: NAME in, the reply out. */
+static int simple(int argc, char **argv, const char *cmd)
+{
+	const char *name;
+	bool json;
+	struct json_object *req, *rep;
+	int status;
+
+	if (name_and_json(argc, argv, &name, &json, "NAME"))
+		return EXIT_USAGE;
+	req = new_req(cmd);
+	json_object_object_add(req, "name", json_object_new_string(name));
+	rep = request(req, false);
+	if (!rep)
+		return 1;
+	status = ipc_bool(rep, "ok", false) ? 0 : 1;
+	if (json) {
+		print_json(rep);
+	} else if (status) {
+		fprintf(stderr, "vmigrate: %s\n", ipc_str(rep, "error", "failed"));
+	} else if (!strcmp(cmd, "info")) {
+		printf("%s: %s, pid %lld, %lld MiB, %lld vCPUs, counter %lld, up %.1f s%s%s\n",
+		       name, ipc_str(rep, "state", "?"), ipc_int(rep, "pid", 0),
+		       ipc_int(rep, "mem", 0) >> 20, ipc_int(rep, "vcpus", 0),
+		       ipc_int(rep, "counter", 0), ipc_double(rep, "uptime_s", 0),
+		       ipc_str(rep, "job", NULL) ? ", last job " : "", ipc_str(rep, "job", ""));
+	} else if (!strcmp(cmd, "verify")) {
+		printf("%s: verified %lld pages (%lld caught mid-write), counter %lld, "
+		       "%lld self-checks by the guest, %lld failed\n", name,
+		       ipc_int(rep, "pages_checked", 0), ipc_int(rep, "in_flight", 0),
+		       ipc_int(rep, "counter", 0), ipc_int(rep, "guest_self_checks", 0),
+		       ipc_int(rep, "guest_check_errors", 0));
+	} else {
+		printf("%s: %s\n", name, cmd);
+	}
+	json_object_put(rep);
+	return status;
+}
+
+int cmd_info(int argc, char **argv) { return simple(argc, argv, "info"); }
+int cmd_stop(int argc, char **argv) { return simple(argc, argv, "stop"); }
+int cmd_verify(int argc, char **argv) { return simple(argc, argv, "verify"); }
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* One progress line; the percentage is of everything and only grows. */
+static void show_progress(struct json_object *p, double *shown_pct, bool tty)
+{
+	struct json_object *st;
+	double pct, total, sent;
+
+	if (!json_object_object_get_ex(p, "stats", &st))
+		return;
+	sent = (double)ipc_int(st, "transferred_bytes", 0);
+	total = sent + (ipc_int(p, "round_pages", 0) - ipc_int(p, "round_done", 0)) * 4096.0;
+	pct = total > 0 ? 100.0 * sent / total : 0;
+	if (!strcmp(ipc_str(st, "status", ""), "completed"))
+		pct = 100;
+	if (pct < *shown_pct)
+		pct = *shown_pct;
+	*shown_pct = pct;
+	fprintf(stderr, "%s%-9s round %-3lld %5.1f%%  %8.1f MiB/s  dirty %7.1f MiB/s  "
+		"expected downtime %5lld ms  ETA %5.1f s%s",
+		tty ? "\r" : "", ipc_str(st, "status", "?"), ipc_int(p, "round", 0), pct,
+		ipc_double(st, "mbps", 0) * 1e6 / 8 / (1 << 20),
+		ipc_int(st, "dirty_pages_rate", 0) * 4096.0 / (1 << 20),
+		ipc_int(st, "expected_downtime_ms", 0), ipc_double(p, "eta_s", 0),
+		tty ? "  " : "\n");
+}
+
+int cmd_migrate(int argc, char **argv)
+{
+	enum { O_DOWNTIME = 256, O_BW, O_AUTO, O_TIMEOUT, O_ON_TIMEOUT, O_NOCOMP, O_JSON, O_QUIET };
+	static const struct option longopts[] = {
+		{ "max-downtime", required_argument, NULL, O_DOWNTIME },
+		{ "bandwidth", required_argument, NULL, O_BW },
+		{ "auto-converge", no_argument, NULL, O_AUTO },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "on-timeout", required_argument, NULL, O_ON_TIMEOUT },
+		{ "no-compress", no_argument, NULL, O_NOCOMP },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "quiet", no_argument, NULL, O_QUIET },
+		{ 0 }
+	};
+	struct json_object *req = new_req("migrate"), *rep, *st = NULL;
+	bool json = false, quiet = false, tty = isatty(2);
+	double shown = 0, last_line = 0, seconds;
+	char job[128];
+	uint64_t v;
+	int c, status;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		int bad = 0;
+
+		switch (c) {
+		case O_DOWNTIME:
+			bad = parse_uint(optarg, &v);
+			json_object_object_add(req, "max_downtime_ms", json_object_new_int64((int64_t)v));
+			break;
+		case O_BW:
+			bad = parse_rate(optarg, &v);
+			json_object_object_add(req, "bandwidth", json_object_new_int64((int64_t)v));
+			break;
+		case O_AUTO:
+			json_object_object_add(req, "auto_converge", json_object_new_boolean(1));
+			break;
+		case O_TIMEOUT:
+			bad = parse_seconds(optarg, &seconds);
+			json_object_object_add(req, "timeout_s", json_object_new_double(seconds));
+			break;
+		case O_ON_TIMEOUT:
+			bad = strcmp(optarg, "cancel") && strcmp(optarg, "force");
+			json_object_object_add(req, "on_timeout", json_object_new_string(optarg));
+			break;
+		case O_NOCOMP:
+			json_object_object_add(req, "compress", json_object_new_boolean(0));
+			break;
+		case O_JSON: json = true; break;
+		case O_QUIET: quiet = true; break;
+		default: bad = 1; break;
+		}
+		if (bad) {
+			json_object_put(req);
+			fprintf(stderr, "usage: vmigrate migrate NAME HOST[:PORT] [--max-downtime MS] "
+				"[--bandwidth RATE] [--auto-converge] [--timeout S] "
+				"[--on-timeout cancel|force] [--no-compress] [--json] [--quiet]\n");
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 2) {
+		fprintf(stderr, "vmigrate migrate: give a guest NAME and a HOST[:PORT]\n");
+		json_object_put(req);
+		return EXIT_USAGE;
+	}
+	json_object_object_add(req, "name", json_object_new_string(argv[optind]));
+	json_object_object_add(req, "dest", json_object_new_string(argv[optind + 1]));
+	rep = request(req, true);
+	if (!rep)
+		return 1;	/* nothing started: the guest runs here */
+	snprintf(job, sizeof(job), "%s", ipc_str(rep, "job", ""));
+	json_object_put(rep);
+	if (!quiet)
+		fprintf(stderr, "vmigrate: job %s: %s -> %s\n", job, argv[optind], argv[optind + 1]);
+
+	for (;;) {
+		struct json_object *q = new_req("job");
+
+		json_object_object_add(q, "job", json_object_new_string(job));
+		rep = request(q, true);
+		if (!rep) {
+			fprintf(stderr, "vmigrate: lost track of job %s; see 'vmigrate info %s'\n",
+				job, argv[optind]);
+			return EXIT_UNCERTAIN;
+		}
+		if (!quiet && (tty || now() - last_line >= 1.0)) {
+			show_progress(rep, &shown, tty);
+			last_line = now();
+		}
+		if (ipc_bool(rep, "done", false))
+			break;
+		json_object_put(rep);
+		usleep(200000);
+	}
+	if (!quiet) {
+		show_progress(rep, &shown, tty);
+		if (tty)
+			fputc('\n', stderr);
+	}
+	json_object_object_get_ex(rep, "stats", &st);
+	if (json)
+		print_json(st);
+	else
+		printf("%s: %s in %lld ms, downtime %lld ms, %lld rounds, %.1f MiB sent%s%s\n",
+		       argv[optind], ipc_str(st, "status", "?"), ipc_int(st, "total_time_ms", 0),
+		       ipc_int(st, "downtime_ms", 0), ipc_int(st, "rounds", 0),
+		       ipc_int(st, "transferred_bytes", 0) / 1048576.0,
+		       ipc_str(st, "error", NULL) ? ": " : "", ipc_str(st, "error", ""));
+	if (!strcmp(ipc_str(st, "status", ""), "completed"))
+		status = 0;
+	else if (!strcmp(ipc_str(st, "status", ""), "uncertain"))
+		status = EXIT_UNCERTAIN;
+	else
+		status = 1;
+	json_object_put(rep);
+	return status;
+}
+
+int cmd_jobs(int argc, char **argv)
+{
+	const char *unused;
+	bool json;
+	struct json_object *rep, *jobs;
+
+	if (name_and_json(argc, argv, &unused, &json, ""))
+		return EXIT_USAGE;
+	rep = request(new_req("jobs"), true);
+	if (!rep)
+		return 1;
+	if (json) {
+		print_json(rep);
+	} else if (json_object_object_get_ex(rep, "jobs", &jobs)) {
+		printf("%-32s %-16s %-10s %6s %10s\n", "JOB", "GUEST", "STATUS", "ROUND", "SENT(MiB)");
+		for (size_t i = 0; i < json_object_array_length(jobs); i++) {
+			struct json_object *j = json_object_array_get_idx(jobs, i), *st = NULL;
+
+			json_object_object_get_ex(j, "stats", &st);
+			printf("%-32s %-16s %-10s %6lld %10.1f\n", ipc_str(j, "job", "?"),
+			       ipc_str(j, "guest", "?"), ipc_str(st, "status", "?"),
+			       ipc_int(j, "round", 0),
+			       ipc_int(st, "transferred_bytes", 0) / 1048576.0);
+		}
+	}
+	json_object_put(rep);
+	return 0;
+}
+
+int cmd_cancel(int argc, char **argv)
+{
+	struct json_object *req, *rep;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: vmigrate cancel JOB\n");
+		return EXIT_USAGE;
+	}
+	req = new_req("cancel");
+	json_object_object_add(req, "job", json_object_new_string(argv[1]));
+	rep = request(req, true);
+	if (!rep)
+		return 1;
+	printf("%s: cancel requested\n", argv[1]);
+	json_object_put(rep);
+	return 0;
+}
+
+int cmd_set_bandwidth(int argc, char **argv)
+{
+	struct json_object *req, *rep;
+	uint64_t rate;
+
+	if (argc != 3 || parse_rate(argv[2], &rate)) {
+		fprintf(stderr, "usage: vmigrate set-bandwidth JOB RATE\n");
+		return EXIT_USAGE;
+	}
+	req = new_req("set-bandwidth");
+	json_object_object_add(req, "job", json_object_new_string(argv[1]));
+	json_object_object_add(req, "bandwidth", json_object_new_int64((int64_t)rate));
+	rep = request(req, true);
+	if (!rep)
+		return 1;
+	printf("%s: bandwidth %s\n", argv[1], argv[2]);
+	json_object_put(rep);
+	return 0;
+}

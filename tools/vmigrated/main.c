@@ -1,0 +1,560 @@
+/*
+ * vmigrated: the service on each host. It starts guests, each in a process
+ * of its own (worker.c), answers the CLI on a local control socket, and
+ * accepts incoming migrations from peers. What runs is known from the
+ * guests' sockets in the state directory, so a restarted service finds its
+ * guests again and a crashed guest takes nothing else down.
+ *
+ * Peer connection: the source's service dials the destination's, sends one
+ * JSON line {"op":"migrate-in","name":...}; the destination forks the
+ * receiving guest process, which answers {"ok":true} and then reads the
+ * migration stream. The source's service hands its end to its guest
+ * process, which sends the stream itself.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <getopt.h>
+#include <grp.h>
+#include <dirent.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ipc.h"
+#include "transport.h"
+#include "worker.h"
+
+#define DEFAULT_PORT		"7480"
+#define WORKER_CALL_MS		10000
+#define READY_TIMEOUT_MS	60000
+
+struct service {
+	char state_dir[400];
+	char guests_dir[512];
+	char control_path[512];
+	char listen_addr[256];
+	gid_t group;
+	bool has_group;
+	int io_timeout_ms;
+	int control_fd, peer_fd;
+};
+
+static volatile sig_atomic_t quit;
+
+static void on_quit(int sig)
+{
+	(void)sig;
+	quit = 1;
+}
+
+static void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void log_msg(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fprintf(stderr, "vmigrated: ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+/* ---- guests, found by their sockets ------------------------------------------ */
+
+static struct json_object *call_guest(struct service *sv, const char *name,
+				      struct json_object *req, int fd)
+{
+	char path[600], err[700];
+	struct json_object *rep;
+
+	worker_sock_path(sv->guests_dir, name, path, sizeof(path));
+	rep = ipc_call(path, req, fd, WORKER_CALL_MS, err, sizeof(err));
+	if (!rep) {
+		struct stat st;
+
+		if (stat(path, &st) != 0)
+			return ipc_error("no guest named '%s' on this host", name);
+		return ipc_error("guest '%s' does not answer: %s", name, err);
+	}
+	return rep;
+}
+
+static struct json_object *simple_call(struct service *sv, const char *name, const char *cmd)
+{
+	struct json_object *req = json_object_new_object(), *rep;
+
+	json_object_object_add(req, "cmd", json_object_new_string(cmd));
+	rep = call_guest(sv, name, req, -1);
+	json_object_put(req);
+	return rep;
+}
+
+/* Every guest that answers; sockets of dead guests are removed. */
+static struct json_object *scan_guests(struct service *sv)
+{
+	struct json_object *arr = json_object_new_array();
+	DIR *d = opendir(sv->guests_dir);
+	struct dirent *e;
+
+	if (!d)
+		return arr;
+	while ((e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		char name[64], path[600], err[700];
+		struct json_object *req, *rep;
+
+		if (n < 6 || n - 5 >= sizeof(name) || strcmp(e->d_name + n - 5, ".sock"))
+			continue;
+		memcpy(name, e->d_name, n - 5);
+		name[n - 5] = 0;
+		worker_sock_path(sv->guests_dir, name, path, sizeof(path));
+		req = json_object_new_object();
+		json_object_object_add(req, "cmd", json_object_new_string("info"));
+		rep = ipc_call(path, req, -1, 2000, err, sizeof(err));
+		json_object_put(req);
+		if (!rep) {
+			if (errno == ECONNREFUSED || strstr(err, "Connection refused")) {
+				log_msg("guest %s is gone; removing its socket", name);
+				unlink(path);
+			}
+			continue;
+		}
+		json_object_array_add(arr, rep);
+	}
+	closedir(d);
+	return arr;
+}
+
+static bool guest_exists(struct service *sv, const char *name)
+{
+	struct json_object *all = scan_guests(sv);
+	bool found = false;
+
+	for (size_t i = 0; i < json_object_array_length(all); i++)
+		found |= !strcmp(ipc_str(json_object_array_get_idx(all, i), "name", ""), name);
+	json_object_put(all);
+	return found;
+}
+
+/* Fork a guest process; its first line on the socket pair says how it went. */
+static struct json_object *spawn(struct service *sv, const struct worker_spec *spec, int peer)
+{
+	int pipefd[2];
+	pid_t pid;
+	struct json_object *rep;
+
+	/* a socket, not a pipe: ipc_recv reads with recvmsg */
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pipefd) < 0)
+		return ipc_error("socketpair: %s", strerror(errno));
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		close(pipefd[0]);
+		close(pipefd[1]);
+		return ipc_error("fork: %s", strerror(errno));
+	}
+	if (pid == 0) {
+		close(pipefd[0]);
+		close(sv->control_fd);
+		close(sv->peer_fd);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGCHLD, SIG_DFL);
+		if (peer >= 0)
+			worker_run_incoming(spec, peer, pipefd[1]);
+		worker_run_boot(spec, pipefd[1]);
+	}
+	close(pipefd[1]);
+	rep = ipc_recv(pipefd[0], NULL, READY_TIMEOUT_MS);
+	close(pipefd[0]);
+	if (!rep) {
+		kill(pid, SIGKILL);
+		return ipc_error("guest process for '%s' did not come up", spec->name);
+	}
+	return rep;
+}
+
+/* ---- control requests ----------------------------------------------------- */
+
+static struct json_object *do_start(struct service *sv, struct json_object *req)
+{
+	struct worker_spec spec;
+	char err[256];
+	struct json_object *rep;
+
+	if (worker_spec_from_json(req, &spec, err, sizeof(err)))
+		return ipc_error("%s", err);
+	if (guest_exists(sv, spec.name))
+		return ipc_error("a guest named '%s' already runs here", spec.name);
+	snprintf(spec.dir, sizeof(spec.dir), "%s", sv->guests_dir);
+	spec.vcpus = spec.vcpus ? spec.vcpus : 1;
+	spec.io_timeout_ms = sv->io_timeout_ms;
+	rep = spawn(sv, &spec, -1);
+	if (ipc_bool(rep, "ok", false))
+		log_msg("started guest %s", spec.name);
+	return rep;
+}
+
+static struct json_object *do_list(struct service *sv)
+{
+	struct json_object *rep = ipc_ok();
+
+	json_object_object_add(rep, "guests", scan_guests(sv));
+	return rep;
+}
+
+/* Dial the destination's service and ask it to take the guest. */
+static int dial_peer(struct service *sv, const char *name, const char *dest,
+		     char *err, size_t errlen)
+{
+	char host[256], port[32];
+	struct xport *x;
+	struct json_object *hello, *rep;
+	int fd;
+
+	if (xport_split_hostport(dest, DEFAULT_PORT, host, sizeof(host), port, sizeof(port))) {
+		snprintf(err, errlen, "bad destination '%s' (HOST[:PORT])", dest);
+		return -EINVAL;
+	}
+	x = xport_tcp_connect(host, port, 5000, sv->io_timeout_ms, err, errlen);
+	if (!x)
+		return -ECONNREFUSED;
+	fd = dup(xport_tcp_fd(x));
+	xport_close(x);
+	if (fd < 0) {
+		snprintf(err, errlen, "dup: %s", strerror(errno));
+		return -errno;
+	}
+	hello = json_object_new_object();
+	json_object_object_add(hello, "op", json_object_new_string("migrate-in"));
+	json_object_object_add(hello, "name", json_object_new_string(name));
+	if (ipc_send(fd, hello, -1) < 0) {
+		json_object_put(hello);
+		snprintf(err, errlen, "%s: %s", dest, strerror(errno));
+		close(fd);
+		return -EIO;
+	}
+	json_object_put(hello);
+	rep = ipc_recv(fd, NULL, READY_TIMEOUT_MS);
+	if (!rep || !ipc_bool(rep, "ok", false)) {
+		snprintf(err, errlen, "%s refused: %s", dest,
+			 rep ? ipc_str(rep, "error", "no reason") : strerror(errno));
+		json_object_put(rep);
+		close(fd);
+		return -ECONNREFUSED;
+	}
+	json_object_put(rep);
+	return fd;
+}
+
+static struct json_object *do_migrate(struct service *sv, struct json_object *req)
+{
+	const char *name = ipc_str(req, "name", NULL), *dest = ipc_str(req, "dest", NULL);
+	struct json_object *info, *fwd, *rep;
+	char err[512], job[128];
+	int fd;
+
+	if (!name || !dest)
+		return ipc_error("migrate needs a guest name and a destination");
+	info = simple_call(sv, name, "info");
+	if (!ipc_bool(info, "ok", false))
+		return info;
+	if (strcmp(ipc_str(info, "state", ""), "running")) {
+		rep = ipc_error("guest '%s' is %s, not running", name, ipc_str(info, "state", "?"));
+		json_object_put(info);
+		return rep;
+	}
+	json_object_put(info);
+	fd = dial_peer(sv, name, dest, err, sizeof(err));
+	if (fd < 0)
+		return ipc_error("%s", err);
+	snprintf(job, sizeof(job), "%s-%ld", name, (long)time(NULL));
+	fwd = json_object_get(req);
+	json_object_object_add(fwd, "cmd", json_object_new_string("migrate"));
+	json_object_object_add(fwd, "job", json_object_new_string(job));
+	rep = call_guest(sv, name, fwd, fd);
+	json_object_put(fwd);
+	close(fd);
+	if (ipc_bool(rep, "ok", false))
+		log_msg("migrating guest %s to %s as job %s", name, dest, job);
+	return rep;
+}
+
+/* The guest that runs a job, from the job's name. */
+static struct json_object *find_job(struct service *sv, const char *job, char *name, size_t len)
+{
+	struct json_object *all = scan_guests(sv);
+
+	for (size_t i = 0; i < json_object_array_length(all); i++) {
+		struct json_object *g = json_object_array_get_idx(all, i);
+
+		if (!strcmp(ipc_str(g, "job", ""), job)) {
+			snprintf(name, len, "%s", ipc_str(g, "name", ""));
+			json_object_put(all);
+			return NULL;
+		}
+	}
+	json_object_put(all);
+	return ipc_error("no job '%s' on this host", job);
+}
+
+static struct json_object *do_job(struct service *sv, struct json_object *req, const char *cmd)
+{
+	const char *job = ipc_str(req, "job", "");
+	char name[64];
+	struct json_object *rep = find_job(sv, job, name, sizeof(name)), *fwd;
+
+	if (rep)
+		return rep;
+	fwd = json_object_get(req);
+	json_object_object_add(fwd, "cmd", json_object_new_string(cmd));
+	rep = call_guest(sv, name, fwd, -1);
+	json_object_put(fwd);
+	/* A guest that moved has nothing left to do here once its result is read. */
+	if (!strcmp(cmd, "progress") && ipc_bool(rep, "done", false)) {
+		struct json_object *st;
+
+		if (json_object_object_get_ex(rep, "stats", &st) &&
+		    !strcmp(ipc_str(st, "status", ""), "completed")) {
+			json_object_put(simple_call(sv, name, "exit"));
+			log_msg("guest %s moved away (job %s)", name, job);
+		}
+	}
+	return rep;
+}
+
+static struct json_object *do_jobs(struct service *sv)
+{
+	struct json_object *all = scan_guests(sv), *jobs = json_object_new_array(), *rep;
+
+	for (size_t i = 0; i < json_object_array_length(all); i++) {
+		struct json_object *g = json_object_array_get_idx(all, i), *p;
+
+		if (!ipc_str(g, "job", NULL))
+			continue;
+		p = simple_call(sv, ipc_str(g, "name", ""), "progress");
+		json_object_object_add(p, "guest", json_object_new_string(ipc_str(g, "name", "")));
+		json_object_array_add(jobs, p);
+	}
+	json_object_put(all);
+	rep = ipc_ok();
+	json_object_object_add(rep, "jobs", jobs);
+	return rep;
+}
+
+static struct json_object *dispatch(struct service *sv, struct json_object *req)
+{
+	const char *cmd = ipc_str(req, "cmd", "");
+	const char *name = ipc_str(req, "name", "");
+
+	if (!strcmp(cmd, "start"))
+		return do_start(sv, req);
+	if (!strcmp(cmd, "list"))
+		return do_list(sv);
+	if (!strcmp(cmd, "info") || !strcmp(cmd, "verify"))
+		return simple_call(sv, name, cmd);
+	if (!strcmp(cmd, "stop")) {
+		struct json_object *rep = simple_call(sv, name, "stop");
+
+		if (ipc_bool(rep, "ok", false))
+			log_msg("stopped guest %s", name);
+		return rep;
+	}
+	if (!strcmp(cmd, "migrate"))
+		return do_migrate(sv, req);
+	if (!strcmp(cmd, "jobs"))
+		return do_jobs(sv);
+	if (!strcmp(cmd, "job"))
+		return do_job(sv, req, "progress");
+	if (!strcmp(cmd, "cancel") || !strcmp(cmd, "set-bandwidth"))
+		return do_job(sv, req, cmd);
+	return ipc_error("unknown request '%s'", cmd);
+}
+
+/* Root, or the configured group: nobody else may steer guests. */
+static bool client_allowed(struct service *sv, int conn)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return false;
+	return cred.uid == 0 || (sv->has_group && cred.gid == sv->group);
+}
+
+static void serve_control(struct service *sv)
+{
+	int conn = accept4(sv->control_fd, NULL, NULL, SOCK_CLOEXEC);
+	struct json_object *req, *rep;
+
+	if (conn < 0)
+		return;
+	if (!client_allowed(sv, conn)) {
+		rep = ipc_error("permission denied: root or the service's group only");
+		ipc_send(conn, rep, -1);
+		json_object_put(rep);
+		close(conn);
+		return;
+	}
+	req = ipc_recv(conn, NULL, 5000);
+	if (req) {
+		rep = dispatch(sv, req);
+		ipc_send(conn, rep, -1);
+		json_object_put(rep);
+		json_object_put(req);
+	}
+	close(conn);
+}
+
+static void serve_peer(struct service *sv)
+{
+	int conn = accept4(sv->peer_fd, NULL, NULL, SOCK_CLOEXEC);
+	struct json_object *hello, *rep = NULL;
+	struct worker_spec spec;
+	const char *name;
+
+	if (conn < 0)
+		return;
+	hello = ipc_recv(conn, NULL, 5000);
+	name = hello ? ipc_str(hello, "name", NULL) : NULL;
+	memset(&spec, 0, sizeof(spec));
+	if (!hello || strcmp(ipc_str(hello, "op", ""), "migrate-in") || !name ||
+	    !*name || strlen(name) >= sizeof(spec.name) || strchr(name, '/')) {
+		rep = ipc_error("expected a migrate-in request");
+	} else if (guest_exists(sv, name)) {
+		rep = ipc_error("a guest named '%s' already runs on this host", name);
+	} else {
+		strcpy(spec.name, name);
+		snprintf(spec.dir, sizeof(spec.dir), "%s", sv->guests_dir);
+		spec.io_timeout_ms = sv->io_timeout_ms;
+		rep = spawn(sv, &spec, conn);
+		if (ipc_bool(rep, "ok", false)) {
+			log_msg("receiving guest %s", name);
+			json_object_put(rep);
+			rep = NULL;	/* the guest process answered the peer */
+		}
+	}
+	if (rep) {
+		log_msg("refused an incoming migration: %s", ipc_str(rep, "error", "?"));
+		ipc_send(conn, rep, -1);
+		json_object_put(rep);
+	}
+	json_object_put(hello);
+	close(conn);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: vmigrated [OPTIONS]\n"
+"  --listen HOST:PORT    peer connections (default 0.0.0.0:" DEFAULT_PORT ")\n"
+"  --state-dir DIR       control socket and guests' sockets (default /run/vmigrate)\n"
+"  --group NAME          members may use the control socket too (default: root only)\n"
+"  --io-timeout MS       a silent peer fails a migration after this (default 5000)\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "state-dir", required_argument, NULL, 's' },
+		{ "group", required_argument, NULL, 'g' },
+		{ "io-timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	struct service sv = { .io_timeout_ms = 5000 };
+	struct sigaction sa = { .sa_handler = on_quit };
+	char host[256], port[32], err[512];
+	mode_t mode = 0600;
+	int c;
+
+	snprintf(sv.state_dir, sizeof(sv.state_dir), "/run/vmigrate");
+	snprintf(sv.listen_addr, sizeof(sv.listen_addr), "0.0.0.0:" DEFAULT_PORT);
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'l': snprintf(sv.listen_addr, sizeof(sv.listen_addr), "%s", optarg); break;
+		case 's': snprintf(sv.state_dir, sizeof(sv.state_dir), "%s", optarg); break;
+		case 'g': {
+			struct group *g = getgrnam(optarg);
+
+			if (!g) {
+				fprintf(stderr, "vmigrated: no group '%s'\n", optarg);
+				return 2;
+			}
+			sv.group = g->gr_gid;
+			sv.has_group = true;
+			mode = 0660;
+			break;
+		}
+		case 't': sv.io_timeout_ms = atoi(optarg); break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	snprintf(sv.guests_dir, sizeof(sv.guests_dir), "%s/guests", sv.state_dir);
+	snprintf(sv.control_path, sizeof(sv.control_path), "%s/vmigrated.sock", sv.state_dir);
+	if ((mkdir(sv.state_dir, 0755) < 0 && errno != EEXIST) ||
+	    (mkdir(sv.guests_dir, 0700) < 0 && errno != EEXIST)) {
+		fprintf(stderr, "vmigrated: %s: %s\n", sv.state_dir, strerror(errno));
+		return 1;
+	}
+	sv.control_fd = ipc_listen(sv.control_path, mode, err, sizeof(err));
+	if (sv.control_fd < 0) {
+		fprintf(stderr, "vmigrated: %s\n", err);
+		return 1;
+	}
+	if (sv.has_group && chown(sv.control_path, 0, sv.group) < 0)
+		log_msg("chown of %s: %s", sv.control_path, strerror(errno));
+	if (xport_split_hostport(sv.listen_addr, DEFAULT_PORT, host, sizeof(host), port,
+				 sizeof(port))) {
+		fprintf(stderr, "vmigrated: bad --listen '%s'\n", sv.listen_addr);
+		return 2;
+	}
+	sv.peer_fd = xport_tcp_listen(host, port, err, sizeof(err));
+	if (sv.peer_fd < 0) {
+		fprintf(stderr, "vmigrated: %s\n", err);
+		return 1;
+	}
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	{
+		struct json_object *found = scan_guests(&sv);
+
+		log_msg("listening on %s for peers (plain TCP, not authenticated), control "
+			"socket %s; %zu guest(s) already running", sv.listen_addr, sv.control_path,
+			json_object_array_length(found));
+		json_object_put(found);
+	}
+
+	while (!quit) {
+		struct pollfd p[2] = {
+			{ .fd = sv.control_fd, .events = POLLIN },
+			{ .fd = sv.peer_fd, .events = POLLIN },
+		};
+
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;	/* guest processes that ended */
+		if (poll(p, 2, 500) <= 0)
+			continue;
+		if (p[0].revents & POLLIN)
+			serve_control(&sv);
+		if (p[1].revents & POLLIN)
+			serve_peer(&sv);
+	}
+	log_msg("stopping; guests keep running and a restarted service finds them again");
+	close(sv.peer_fd);
+	close(sv.control_fd);
+	unlink(sv.control_path);
+	return 0;
+}

@@ -1,0 +1,502 @@
+/*
+ * The per-guest process. Its main thread serves one request per
+ * connection on guests/NAME.sock; the vCPUs and, while it migrates, the
+ * migration run on threads of their own.
+ *
+ * States: running <-> paused; running -> migrating -> gone (moved) or
+ * back to running (failed, guest still here) or uncertain (handed over,
+ * no answer: kept paused for the operator); incoming -> running.
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ipc.h"
+#include "migrate.h"
+
+enum wstate { W_INCOMING, W_RUNNING, W_PAUSED, W_MIGRATING, W_UNCERTAIN, W_GONE };
+
+static const char *const state_names[] = {
+	[W_INCOMING] = "incoming", [W_RUNNING] = "running", [W_PAUSED] = "paused",
+	[W_MIGRATING] = "migrating", [W_UNCERTAIN] = "uncertain", [W_GONE] = "migrated",
+};
+
+struct worker {
+	struct worker_spec spec;
+	char sock_path[600];
+	int listen_fd;
+	double started;
+	pthread_mutex_t lock;
+	struct vm *vm;			/* under lock */
+	enum wstate state;		/* under lock */
+	bool exit_requested;		/* under lock */
+
+	/* The current or last migration job. */
+	char job[64];
+	struct mig_params params;
+	struct mig_progress prog;
+	struct xport *mig_x;
+	pthread_t mig_thread;
+	bool mig_started;
+	int mig_result;			/* under lock once done */
+	bool mig_done;			/* under lock */
+	struct mig_stats incoming;	/* what the receiving side saw */
+};
+
+static struct worker W;
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void worker_sock_path(const char *dir, const char *name, char *out, size_t len)
+{
+	snprintf(out, len, "%s/%s.sock", dir, name);
+}
+
+int worker_spec_from_json(struct json_object *req, struct worker_spec *s,
+			  char *err, size_t errlen)
+{
+	const char *name = ipc_str(req, "name", NULL), *content = ipc_str(req, "content", "random");
+	const char *mode = ipc_str(req, "dirty_mode", "bitmap");
+
+	memset(s, 0, sizeof(*s));
+	if (!name || !*name || strlen(name) >= sizeof(s->name) || strchr(name, '/') ||
+	    name[0] == '.') {
+		snprintf(err, errlen, "a guest needs a name of 1 to 63 characters without '/'");
+		return -EINVAL;
+	}
+	strcpy(s->name, name);
+	s->mem = (uint64_t)ipc_int(req, "mem", 1ll << 30);
+	s->vcpus = (unsigned)ipc_int(req, "vcpus", 1);
+	snprintf(s->guest, sizeof(s->guest), "%s", ipc_str(req, "guest", "memtouch"));
+	s->mt.working_set = (uint64_t)ipc_int(req, "working_set", 64ll << 20);
+	s->mt.dirty_rate = (uint64_t)ipc_int(req, "dirty_rate", 0);
+	s->mt.seed = (uint64_t)ipc_int(req, "seed", 1);
+	snprintf(s->prefill, sizeof(s->prefill), "%s", ipc_str(req, "prefill", ""));
+	if (vm_memtouch_parse_content(content, &s->mt.content)) {
+		snprintf(err, errlen, "content must be random, text or zero-heavy");
+		return -EINVAL;
+	}
+	if (!strcmp(mode, "ring"))
+		s->dirty_mode = VM_DIRTY_RING;
+	else if (strcmp(mode, "bitmap")) {
+		snprintf(err, errlen, "dirty_mode must be bitmap or ring");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void on_console(void *opaque, const char *buf, size_t len)
+{
+	fprintf(stderr, "[guest %s] %.*s%s", W.spec.name, (int)len, buf,
+		len && buf[len - 1] == '\n' ? "" : "\n");
+}
+
+static void on_event(void *opaque, unsigned vcpu, uint32_t code, uint32_t arg)
+{
+	if (code == VMG_EV_CHECK_BAD)
+		fprintf(stderr, "vmigrated: guest %s vCPU %u self-check FAILED\n", W.spec.name, vcpu);
+}
+
+static void on_stopped(void *opaque, unsigned vcpu, int err, const char *why)
+{
+	if (err)
+		fprintf(stderr, "vmigrated: guest %s vCPU %u stopped: %s\n", W.spec.name, vcpu, why);
+}
+
+static const struct vm_events events = { on_console, on_event, on_stopped, NULL };
+
+/* Tell the parent how the start went, then never use the pipe again. */
+static void report_ready(int ready_fd, struct json_object *o)
+{
+	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+
+	if (write(ready_fd, s, strlen(s)) < 0 || write(ready_fd, "\n", 1) < 0)
+		fprintf(stderr, "vmigrated: guest %s: cannot report to the service\n", W.spec.name);
+	close(ready_fd);
+	json_object_put(o);
+}
+
+static _Noreturn void die_early(int ready_fd, const char *msg)
+{
+	report_ready(ready_fd, ipc_error("%s", msg));
+	if (W.listen_fd >= 0)
+		unlink(W.sock_path);
+	_exit(1);
+}
+
+/* ---- requests -------------------------------------------------------------- */
+
+static uint64_t counter_total(struct vm *vm)
+{
+	uint64_t c[VMG_MAX_VCPUS], t = 0;
+	int n = vm_memtouch_counters(vm, c, VMG_MAX_VCPUS);
+
+	for (int i = 0; i < n; i++)
+		t += c[i];
+	return t;
+}
+
+static struct json_object *stats_object(const struct mig_stats *st)
+{
+	char buf[2048];
+
+	mig_stats_json(st, buf, sizeof(buf));
+	return json_tokener_parse(buf);
+}
+
+static struct json_object *do_info(void)
+{
+	struct json_object *o = ipc_ok();
+
+	pthread_mutex_lock(&W.lock);
+	json_object_object_add(o, "name", json_object_new_string(W.spec.name));
+	json_object_object_add(o, "state", json_object_new_string(state_names[W.state]));
+	json_object_object_add(o, "pid", json_object_new_int(getpid()));
+	json_object_object_add(o, "mem", json_object_new_int64((int64_t)W.spec.mem));
+	json_object_object_add(o, "vcpus", json_object_new_int((int)W.spec.vcpus));
+	json_object_object_add(o, "uptime_s", json_object_new_double(now() - W.started));
+	if (W.vm)
+		json_object_object_add(o, "counter", json_object_new_int64((int64_t)counter_total(W.vm)));
+	if (W.job[0])
+		json_object_object_add(o, "job", json_object_new_string(W.job));
+	pthread_mutex_unlock(&W.lock);
+	return o;
+}
+
+static struct json_object *do_verify(void)
+{
+	struct vm_verify_report rep;
+	struct json_object *o;
+	int ret;
+
+	pthread_mutex_lock(&W.lock);
+	if (!W.vm || (W.state != W_RUNNING && W.state != W_PAUSED)) {
+		o = ipc_error("guest %s is %s: nothing to verify here", W.spec.name,
+			      state_names[W.state]);
+		pthread_mutex_unlock(&W.lock);
+		return o;
+	}
+	vm_pause(W.vm);
+	ret = vm_memtouch_verify(W.vm, &(struct vm_verify_opts){
+		.prefill = W.spec.prefill[0] ? W.spec.prefill : NULL }, &rep);
+	if (W.state == W_RUNNING)
+		vm_resume(W.vm);
+	pthread_mutex_unlock(&W.lock);
+	o = ret ? ipc_error("verify failed: %s", rep.msg) : ipc_ok();
+	json_object_object_add(o, "pages_checked", json_object_new_int64((int64_t)rep.pages_checked));
+	json_object_object_add(o, "in_flight", json_object_new_int64((int64_t)rep.in_flight));
+	json_object_object_add(o, "bad_pages", json_object_new_int64((int64_t)rep.bad_pages));
+	json_object_object_add(o, "prefill_checked", json_object_new_int64((int64_t)rep.prefill_checked));
+	json_object_object_add(o, "counter", json_object_new_int64((int64_t)rep.total));
+	json_object_object_add(o, "guest_self_checks", json_object_new_int64((int64_t)rep.passes));
+	json_object_object_add(o, "guest_check_errors",
+			       json_object_new_int64((int64_t)rep.guest_check_errors));
+	return o;
+}
+
+static void *migration_main(void *arg)
+{
+	int ret = mig_source_run(W.vm, W.mig_x, &W.params, &W.prog);
+
+	pthread_mutex_lock(&W.lock);
+	W.mig_result = ret;
+	W.mig_done = true;
+	if (ret == 0) {
+		vm_destroy(W.vm);	/* it runs on the destination now */
+		W.vm = NULL;
+		W.state = W_GONE;
+	} else if (ret == -EINPROGRESS) {
+		W.state = W_UNCERTAIN;
+	} else {
+		W.state = W_RUNNING;
+	}
+	pthread_mutex_unlock(&W.lock);
+	xport_close(W.mig_x);
+	W.mig_x = NULL;
+	{
+		struct mig_stats st;
+
+		mig_progress_get(&W.prog, &st);
+		fprintf(stderr, "vmigrated: guest %s migration %s: %s%s%s\n", W.spec.name, W.job,
+			mig_status_name(st.status), st.error[0] ? ": " : "", st.error);
+	}
+	return NULL;
+}
+
+static struct json_object *do_migrate(struct json_object *req, int fd)
+{
+	struct json_object *o;
+
+	if (fd < 0)
+		return ipc_error("migrate needs the connection to the destination");
+	pthread_mutex_lock(&W.lock);
+	if (W.state != W_RUNNING || !W.vm) {
+		o = ipc_error("guest %s is %s, not running", W.spec.name, state_names[W.state]);
+		pthread_mutex_unlock(&W.lock);
+		close(fd);
+		return o;
+	}
+	if (W.mig_started && W.mig_done)
+		pthread_join(W.mig_thread, NULL);
+	mig_params_default(&W.params);
+	W.params.max_downtime_ms = (uint64_t)ipc_int(req, "max_downtime_ms", 300);
+	W.params.bandwidth = (uint64_t)ipc_int(req, "bandwidth", 0);
+	W.params.auto_converge = ipc_bool(req, "auto_converge", false);
+	W.params.timeout_s = ipc_double(req, "timeout_s", 0);
+	W.params.force_on_timeout = !strcmp(ipc_str(req, "on_timeout", "cancel"), "force");
+	W.params.compress = ipc_bool(req, "compress", true);
+	W.params.io_timeout_ms = (int)ipc_int(req, "io_timeout_ms", W.spec.io_timeout_ms);
+	snprintf(W.job, sizeof(W.job), "%s", ipc_str(req, "job", "job"));
+	mig_progress_init(&W.prog);
+	W.mig_x = xport_tcp_from_fd(fd, W.params.io_timeout_ms);
+	W.mig_done = false;
+	W.state = W_MIGRATING;
+	if (!W.mig_x || pthread_create(&W.mig_thread, NULL, migration_main, NULL)) {
+		W.state = W_RUNNING;
+		pthread_mutex_unlock(&W.lock);
+		return ipc_error("cannot start the migration");
+	}
+	W.mig_started = true;
+	pthread_mutex_unlock(&W.lock);
+	o = ipc_ok();
+	json_object_object_add(o, "job", json_object_new_string(W.job));
+	return o;
+}
+
+static struct json_object *do_progress(void)
+{
+	struct mig_stats st;
+	struct json_object *o;
+
+	if (!W.job[0])
+		return ipc_error("guest %s has no migration", W.spec.name);
+	mig_progress_get(&W.prog, &st);
+	o = ipc_ok();
+	json_object_object_add(o, "job", json_object_new_string(W.job));
+	json_object_object_add(o, "stats", stats_object(&st));
+	json_object_object_add(o, "round", json_object_new_int((int)st.round));
+	json_object_object_add(o, "round_pages", json_object_new_int64((int64_t)st.round_pages));
+	json_object_object_add(o, "round_done", json_object_new_int64((int64_t)st.round_done));
+	json_object_object_add(o, "remaining_pages", json_object_new_int64((int64_t)st.remaining_pages));
+	json_object_object_add(o, "eta_s", json_object_new_double(st.eta_s));
+	pthread_mutex_lock(&W.lock);
+	json_object_object_add(o, "done", json_object_new_boolean(W.mig_done));
+	pthread_mutex_unlock(&W.lock);
+	return o;
+}
+
+static struct json_object *handle(struct json_object *req, int fd)
+{
+	const char *cmd = ipc_str(req, "cmd", "");
+
+	if (!strcmp(cmd, "info"))
+		return do_info();
+	if (!strcmp(cmd, "verify"))
+		return do_verify();
+	if (!strcmp(cmd, "migrate"))
+		return do_migrate(req, fd);
+	if (!strcmp(cmd, "progress"))
+		return do_progress();
+	if (!strcmp(cmd, "cancel")) {
+		atomic_store(&W.prog.cancel, true);
+		return ipc_ok();
+	}
+	if (!strcmp(cmd, "set-bandwidth")) {
+		atomic_store(&W.prog.bandwidth, (uint64_t)ipc_int(req, "bandwidth", 0));
+		return ipc_ok();
+	}
+	if (!strcmp(cmd, "stop") || !strcmp(cmd, "exit")) {
+		pthread_mutex_lock(&W.lock);
+		if (W.state == W_MIGRATING || W.state == W_INCOMING) {
+			pthread_mutex_unlock(&W.lock);
+			return ipc_error("guest %s is migrating: cancel the job first", W.spec.name);
+		}
+		W.exit_requested = true;
+		pthread_mutex_unlock(&W.lock);
+		return ipc_ok();
+	}
+	if (fd >= 0)
+		close(fd);
+	return ipc_error("unknown request '%s'", cmd);
+}
+
+static _Noreturn void serve(void)
+{
+	for (;;) {
+		struct pollfd p = { .fd = W.listen_fd, .events = POLLIN };
+		struct json_object *req, *rep;
+		int conn, fd;
+		bool leave;
+
+		pthread_mutex_lock(&W.lock);
+		leave = W.exit_requested;
+		pthread_mutex_unlock(&W.lock);
+		if (leave)
+			break;
+		if (poll(&p, 1, 200) <= 0)
+			continue;
+		conn = accept4(W.listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (conn < 0)
+			continue;
+		req = ipc_recv(conn, &fd, 5000);
+		if (req) {
+			rep = handle(req, fd);
+			ipc_send(conn, rep, -1);
+			json_object_put(rep);
+			json_object_put(req);
+		}
+		close(conn);
+	}
+	if (W.mig_started)
+		pthread_join(W.mig_thread, NULL);
+	unlink(W.sock_path);
+	if (W.vm)
+		vm_destroy(W.vm);
+	fprintf(stderr, "vmigrated: guest %s process exits\n", W.spec.name);
+	_exit(0);
+}
+
+static void setup_common(const struct worker_spec *s, int ready_fd)
+{
+	char err[512];
+
+	memset(&W, 0, sizeof(W));
+	W.spec = *s;
+	W.listen_fd = -1;
+	W.started = now();
+	pthread_mutex_init(&W.lock, NULL);
+	mig_progress_init(&W.prog);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGINT, SIG_IGN);	/* the service's Ctrl-C is not ours */
+	setsid();
+	worker_sock_path(s->dir, s->name, W.sock_path, sizeof(W.sock_path));
+	W.listen_fd = ipc_listen(W.sock_path, 0600, err, sizeof(err));
+	if (W.listen_fd < 0)
+		die_early(ready_fd, err);
+}
+
+static void *read_file(const char *path, size_t *size, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	void *buf;
+
+	if (!f) {
+		snprintf(err, errlen, "guest %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	buf = malloc(VMG_MAX_PAYLOAD + 1);
+	*size = buf ? fread(buf, 1, VMG_MAX_PAYLOAD + 1, f) : 0;
+	fclose(f);
+	if (!buf || !*size || *size > VMG_MAX_PAYLOAD) {
+		snprintf(err, errlen, "guest %s: must be 1 byte to 15 MiB", path);
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+void worker_run_boot(const struct worker_spec *s, int ready_fd)
+{
+	struct vm_kvm_config cfg = {
+		.name = s->name, .mem_bytes = s->mem, .nr_vcpus = s->vcpus,
+		.dirty_mode = s->dirty_mode, .events = events,
+	};
+	char err[512];
+
+	setup_common(s, ready_fd);
+	cfg.payload = vm_payload_find(s->guest, &cfg.payload_size);
+	if (!cfg.payload && !(cfg.payload = read_file(s->guest, &cfg.payload_size, err, sizeof(err))))
+		die_early(ready_fd, err);
+	if (vm_memtouch_args(&s->mt, s->mem, cfg.args, err, sizeof(err)))
+		die_early(ready_fd, err);
+	W.vm = vm_kvm_create(&cfg, err, sizeof(err));
+	if (!W.vm)
+		die_early(ready_fd, err);
+	if (s->prefill[0] && vm_memtouch_prefill(W.vm, s->prefill, NULL, err, sizeof(err)))
+		die_early(ready_fd, err);
+	if (vm_start(W.vm))
+		die_early(ready_fd, "cannot start the vCPUs");
+	W.state = W_RUNNING;
+	fprintf(stderr, "vmigrated: guest %s started (pid %d, %llu MiB, %u vCPUs)\n", s->name,
+		getpid(), (unsigned long long)(s->mem >> 20), s->vcpus);
+	{
+		struct json_object *o = ipc_ok();
+
+		json_object_object_add(o, "pid", json_object_new_int(getpid()));
+		report_ready(ready_fd, o);
+	}
+	serve();
+}
+
+struct incoming {
+	struct xport *x;
+	struct mig_dest_opts opts;
+};
+
+static void *incoming_main(void *arg)
+{
+	struct incoming *in = arg;
+	char err[512];
+	struct vm *vm = mig_dest_run(in->x, &in->opts, &W.incoming, err, sizeof(err));
+
+	xport_close(in->x);
+	pthread_mutex_lock(&W.lock);
+	if (!vm) {
+		fprintf(stderr, "vmigrated: incoming guest %s refused or lost: %s\n",
+			W.spec.name, err);
+		W.state = W_GONE;
+		W.exit_requested = true;
+	} else {
+		W.vm = vm;
+		W.state = W_RUNNING;
+		W.spec.mem = 0;
+		for (unsigned i = 0; i < vm->nr_regions; i++)
+			W.spec.mem += vm->regions[i].size;
+		W.spec.vcpus = vm->nr_vcpus;
+		fprintf(stderr, "vmigrated: guest %s arrived and runs (pid %d)\n", W.spec.name,
+			getpid());
+	}
+	pthread_mutex_unlock(&W.lock);
+	return NULL;
+}
+
+void worker_run_incoming(const struct worker_spec *s, int peer_fd, int ready_fd)
+{
+	static struct incoming in;
+	struct json_object *ok;
+	pthread_t t;
+
+	setup_common(s, ready_fd);
+	W.state = W_INCOMING;
+	in.opts = (struct mig_dest_opts){ .dirty_mode = s->dirty_mode, .events = events,
+					  .io_timeout_ms = s->io_timeout_ms };
+	in.x = xport_tcp_from_fd(peer_fd, s->io_timeout_ms);
+	if (!in.x)
+		die_early(ready_fd, "out of memory");
+	report_ready(ready_fd, ipc_ok());
+	/* The source's service waits for this line before the stream starts. */
+	ok = ipc_ok();
+	ipc_send(peer_fd, ok, -1);
+	json_object_put(ok);
+	if (pthread_create(&t, NULL, incoming_main, &in)) {
+		unlink(W.sock_path);
+		_exit(1);
+	}
+	pthread_detach(t);
+	serve();
+}

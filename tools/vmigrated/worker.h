@@ -1,0 +1,41 @@
+/*
+ * One guest's process: owns the VM and its KVM descriptors, serves
+ * requests from vmigrated on its own socket, and sends or receives the
+ * guest's memory itself when it migrates. Started by vmigrated with fork;
+ * it outlives a restart of the service, which finds it again by its socket.
+ */
+#ifndef WORKER_H
+#define WORKER_H
+
+#include <json-c/json.h>
+#include <stdint.h>
+
+#include "memtouch.h"
+#include "vm.h"
+
+struct worker_spec {
+	char name[64];
+	char dir[512];			/* where guests' sockets live */
+	uint64_t mem;
+	unsigned vcpus;
+	char guest[256];		/* payload name or path */
+	struct vm_memtouch_opts mt;
+	char prefill[512];
+	enum vm_dirty_mode dirty_mode;
+	int io_timeout_ms;
+};
+
+/* Fill a spec from a start request; -EINVAL with err on bad fields. */
+int worker_spec_from_json(struct json_object *req, struct worker_spec *s,
+			  char *err, size_t errlen);
+
+/* In the forked child: boot the guest, tell the parent through ready_fd
+ * (one JSON line), then serve until the guest is gone. Never returns. */
+_Noreturn void worker_run_boot(const struct worker_spec *s, int ready_fd);
+/* In the forked child: receive the guest over peer_fd. Never returns. */
+_Noreturn void worker_run_incoming(const struct worker_spec *s, int peer_fd, int ready_fd);
+
+/* Path of a guest's socket. */
+void worker_sock_path(const char *dir, const char *name, char *out, size_t len);
+
+#endif
