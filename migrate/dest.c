@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "fault.h"
 #include "protocol.h"
 
 struct dest {
@@ -121,6 +123,8 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 		goto bad_stream;
 	if (vm->ops->load_finish(vm, err, errlen))
 		goto refuse;
+	if (mig_fault("dst-exit-before-loaded"))
+		_exit(99);
 	if (mig_msg_send(x, MIG_MSG_LOADED, NULL, 0))
 		goto lost;
 
@@ -131,6 +135,8 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 			 "stays with the source", ret ? strerror(-ret) : "unexpected message");
 		goto fail;
 	}
+	if (mig_fault("dst-exit-before-running"))
+		_exit(99);
 	if (vm_resume(vm)) {
 		snprintf(err, errlen, "could not start the received guest");
 		goto fail;

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "protocol.h"
 
 #define CHUNK_PAGES		4096u	/* 16 MiB: one dirty-log clear each */
@@ -38,6 +39,7 @@ struct source {
 	uint64_t round_bytes_start;
 	uint64_t pages_encoded, bytes_encoded;	/* for bytes per dirty page */
 	char peer_error[256];
+	bool corrupted;			/* fault point fired */
 
 	pthread_t throttle_thread;
 	bool throttle_running;
@@ -113,6 +115,12 @@ static int sink_writev(void *opaque, const struct iovec *iov, int iovcnt)
 	struct source *s = opaque;
 
 	s->x->rate_limit = atomic_load(&s->prog->bandwidth);
+	/* Fault point: one flipped bit in the data of a page batch, once. */
+	if (iovcnt == 4 && iov[3].iov_len > 100 && !s->corrupted &&
+	    s->x->bytes_sent > (4u << 20) && mig_fault("src-corrupt-stream")) {
+		((uint8_t *)iov[3].iov_base)[50] ^= 0x10;
+		s->corrupted = true;
+	}
 	return xport_sendv(s->x, iov, iovcnt);
 }
 
@@ -425,6 +433,10 @@ static int switchover(struct source *s, unsigned round)
 		ret = ckpt_writer_finish(s->w, NULL);
 	if (!ret)
 		ret = wait_msg(s, MIG_MSG_LOADED);
+	if (!ret && mig_fault("src-stall-before-go"))
+		sleep(3);
+	if (!ret && atomic_load(&s->prog->cancel))
+		ret = -ECANCELED;
 	if (ret)
 		return ret;	/* B has nothing that runs: A resumes */
 

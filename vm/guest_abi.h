@@ -86,6 +86,7 @@ struct vmg_vcpu_status {
 #define MT_ARG_CONTENT		3	/* enum mt_content */
 #define MT_ARG_SEED		4
 #define MT_ARG_STOP_AFTER	5	/* writes per vCPU, 0 = run for ever */
+#define MT_ARG_FILL_FIRST	6	/* 1: the first pass runs flat out, then the pace */
 
 enum mt_content { MT_RANDOM = 0, MT_TEXT = 1, MT_ZERO_HEAVY = 2 };
 

@@ -69,6 +69,7 @@ int vm_memtouch_args(const struct vm_memtouch_opts *o, uint64_t mem_bytes,
 	args[MT_ARG_CONTENT] = o->content;
 	args[MT_ARG_SEED] = o->seed;
 	args[MT_ARG_STOP_AFTER] = o->stop_after;
+	args[MT_ARG_FILL_FIRST] = o->fill_first;
 	return 0;
 }
 

@@ -18,6 +18,7 @@ struct vm_memtouch_opts {
 	enum mt_content content;
 	uint64_t seed;
 	uint64_t stop_after;		/* writes per vCPU, 0 = never stop */
+	bool fill_first;		/* write the whole working set at once first */
 };
 
 /* Fill the payload arguments; -EINVAL when the working set cannot fit. */

@@ -3,8 +3,11 @@
  * at a paced rate, with content derived from (page index, generation) so
  * that any page can be checked on its own. The status counter advances only
  * after a page is fully written. After every full pass over its slice the
- * vCPU re-checks the whole slice and reports the result.
+ * vCPU re-checks the whole slice and reports the result. With FILL_FIRST
+ * the first pass runs unpaced, so the working set is all written at once.
  */
+#include <stdbool.h>
+
 #include "guest_io.h"
 
 struct slice {
@@ -55,6 +58,7 @@ void guest_main(const struct vmg_boot_params *bp, uint64_t vcpu)
 	uint64_t ws_pages = bp->arg[MT_ARG_WS_PAGES];
 	uint64_t rate = bp->arg[MT_ARG_RATE];
 	uint64_t stop_after = bp->arg[MT_ARG_STOP_AFTER];
+	bool fill_first = bp->arg[MT_ARG_FILL_FIRST] != 0;
 	uint64_t ticks_per_write = 0;
 	struct slice s;
 
@@ -88,7 +92,12 @@ void guest_main(const struct vmg_boot_params *bp, uint64_t vcpu)
 
 		if (stop_after && k >= stop_after)
 			break;
-		if (ticks_per_write) {
+		if (fill_first && k == s.pages) {
+			/* the working set is full: the pace starts now */
+			st->start_tsc = rdtsc();
+			st->start_counter = k;
+		}
+		if (ticks_per_write && !(fill_first && k < s.pages)) {
 			uint64_t due = st->start_tsc + (k - st->start_counter) * ticks_per_write;
 
 			while ((int64_t)(rdtsc() - due) < 0)

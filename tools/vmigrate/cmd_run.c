@@ -92,6 +92,7 @@ static void usage(FILE *f)
 "  --content KIND        memtouch: random, text or zero-heavy (default random)\n"
 "  --seed N              memtouch: content seed (default 1)\n"
 "  --stop-after N        memtouch: page writes per vCPU, then stop\n"
+"  --no-fill             memtouch: pace the first pass too (default: fill it at once)\n"
 "  --prefill FILE        fill RAM above the working set from FILE\n"
 "  --dirty-mode MODE     bitmap or ring (default bitmap)\n"
 "  --hugetlb             back RAM with 2 MiB huge pages\n"
@@ -108,7 +109,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 {
 	enum { O_MEM = 256, O_VCPUS, O_GUEST, O_WS, O_RATE, O_CONTENT, O_SEED, O_STOP,
 	       O_PREFILL, O_DIRTY, O_HUGE, O_DUR, O_VERIFY, O_SAVE, O_RESTORE, O_QUIET,
-	       O_JSON, O_MIN, O_HELP };
+	       O_JSON, O_MIN, O_NOFILL, O_HELP };
 	static const struct option longopts[] = {
 		{ "mem", required_argument, NULL, O_MEM },
 		{ "vcpus", required_argument, NULL, O_VCPUS },
@@ -128,6 +129,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "expect-counter-at-least", required_argument, NULL, O_MIN },
+		{ "no-fill", no_argument, NULL, O_NOFILL },
 		{ "help", no_argument, NULL, O_HELP },
 		{ 0 }
 	};
@@ -135,7 +137,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 	int c;
 
 	*o = (struct run_opts){ .mem = 1ull << 30, .vcpus = 0, .guest = "memtouch",
-		.mt = { .working_set = 64ull << 20, .seed = 1 } };
+		.mt = { .working_set = 64ull << 20, .seed = 1, .fill_first = true } };
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		const char *bad = NULL;
@@ -173,6 +175,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		case O_QUIET: o->quiet = true; break;
 		case O_JSON: o->json = true; break;
 		case O_MIN: if (parse_uint(optarg, &o->min_total)) bad = "--expect-counter-at-least"; break;
+		case O_NOFILL: o->mt.fill_first = false; break;
 		case O_HELP: usage(stdout); exit(0);
 		default: usage(stderr); return -EINVAL;
 		}

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -86,6 +87,7 @@ int worker_spec_from_json(struct json_object *req, struct worker_spec *s,
 	s->mt.working_set = (uint64_t)ipc_int(req, "working_set", 64ll << 20);
 	s->mt.dirty_rate = (uint64_t)ipc_int(req, "dirty_rate", 0);
 	s->mt.seed = (uint64_t)ipc_int(req, "seed", 1);
+	s->mt.fill_first = ipc_bool(req, "fill_first", true);
 	snprintf(s->prefill, sizeof(s->prefill), "%s", ipc_str(req, "prefill", ""));
 	if (vm_memtouch_parse_content(content, &s->mt.content)) {
 		snprintf(err, errlen, "content must be random, text or zero-heavy");
@@ -384,6 +386,12 @@ static void setup_common(const struct worker_spec *s, int ready_fd)
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, SIG_IGN);	/* the service's Ctrl-C is not ours */
 	setsid();
+	{
+		char comm[16];
+
+		snprintf(comm, sizeof(comm), "vmg:%.11s", s->name);
+		prctl(PR_SET_NAME, comm);	/* so `pkill vmigrated` spares guests */
+	}
 	worker_sock_path(s->dir, s->name, W.sock_path, sizeof(W.sock_path));
 	W.listen_fd = ipc_listen(W.sock_path, 0600, err, sizeof(err));
 	if (W.listen_fd < 0)

@@ -1,0 +1,17 @@
+/*
+ * Named fault points for tests (like CRIU_FAULT): VMIGRATE_FAULT holds a
+ * comma-separated list of points that fire. Never set in production.
+ *
+ *   src-corrupt-stream    the source flips one byte of a page batch on the wire
+ *   src-stall-before-go   the source waits 3 s between LOADED and GO
+ *   dst-exit-before-loaded the destination's process dies instead of LOADED
+ *   dst-exit-before-running the destination's process dies after GO, before running
+ */
+#ifndef MIGRATE_FAULT_H
+#define MIGRATE_FAULT_H
+
+#include <stdbool.h>
+
+bool mig_fault(const char *point);
+
+#endif
