@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <poll.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,11 +41,6 @@ static int punch(void *opaque, unsigned slot, uint64_t first, uint64_t count)
 	return 0;
 }
 
-static void refuse(struct xport *x, const char *why)
-{
-	mig_msg_send(x, MIG_MSG_ERROR, why, (uint32_t)strlen(why));
-}
-
 static double now(void)
 {
 	struct timespec ts;
@@ -51,6 +48,33 @@ static double now(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
+
+/*
+ * Tell the source why, then read and drop what it still sends until it
+ * stops: closing with unread data would reset the connection and the
+ * source would see "connection reset" instead of the reason.
+ */
+static void refuse(struct xport *x, const char *why)
+{
+	int fd = xport_tcp_fd(x);
+	double until = now() + 3;
+	char sink[65536];
+
+	if (mig_msg_send(x, MIG_MSG_ERROR, why, (uint32_t)strlen(why)) || fd < 0)
+		return;
+	shutdown(fd, SHUT_WR);
+	while (now() < until) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		n = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			break;
+	}
+}
+
 
 struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 			struct mig_stats *st, char *err, size_t errlen)

@@ -1,6 +1,7 @@
 /*
  * Named fault points for tests (like CRIU_FAULT): VMIGRATE_FAULT holds a
- * comma-separated list of points that fire. Never set in production.
+ * comma-separated list of points that fire, each once per process. Never
+ * set in production.
  *
  *   src-corrupt-stream    the source flips one byte of a page batch on the wire
  *   src-stall-before-go   the source waits 3 s between LOADED and GO

@@ -22,7 +22,7 @@ struct vm *tg_boot(const struct tg_opts *o)
 		.dirty_rate = o->dirty_rate,
 		.content = o->content,
 		.seed = 7,
-		.fill_first = true,
+		.fill_first = !o->no_fill,
 	};
 	struct vm_kvm_config cfg = {
 		.name = "test",

@@ -16,6 +16,7 @@ struct tg_opts {
 	uint64_t dirty_rate;
 	enum mt_content content;
 	enum vm_dirty_mode dirty_mode;
+	bool no_fill;		/* pace the first pass too */
 };
 
 /* Skip the calling test unless /dev/kvm works. */

@@ -95,7 +95,8 @@ static void mark_written(const struct vm *vm, unsigned v, uint64_t from, uint64_
 static void dirty_log_accuracy(enum vm_dirty_mode mode)
 {
 	struct vm *vm = tg_boot(&(struct tg_opts){ .vcpus = 2, .working_set = 32 << 20,
-						   .dirty_rate = 40 << 20, .dirty_mode = mode });
+						   .dirty_rate = 40 << 20, .dirty_mode = mode,
+						   .no_fill = true });
 	const struct vm_region *r = &vm->regions[0];
 	size_t words = vm_bitmap_bytes(r) / 8;
 	uint64_t *bm = calloc(words, 8);

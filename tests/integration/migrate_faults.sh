@@ -1,0 +1,220 @@
+#!/bin/bash
+# Fault safety of live migration between two hosts (network namespaces):
+# whatever fails, the guest runs on exactly one host, its memory verifies,
+# its counter never goes back, and a second migration then succeeds.
+# Prints one PASS/FAIL/SKIP line per case.
+set -u
+BUILD=${1:-build}
+. "$(dirname "$0")/hosts.sh"
+trap hosts_cleanup EXIT
+
+if [ ! -e /dev/kvm ]; then
+	echo "SKIP migrate_faults: /dev/kvm is missing"
+	exit 0
+fi
+hosts_setup || { echo "FAIL migrate_faults.setup: cannot create the test hosts"; exit 1; }
+
+G=guest1
+FAILS=0
+note() { echo "#   $*"; }
+
+# Fresh services (with optional fault points) and a fresh guest on A.
+prepare() {
+	hosts_stop_services
+	hosts_kill_host "$NS_A" "$HOSTS_DIR/A"
+	hosts_kill_host "$NS_B" "$HOSTS_DIR/B"
+	rm -f "$HOSTS_DIR"/A/guests/*.sock "$HOSTS_DIR"/B/guests/*.sock
+	hosts_start_service A "${1:-}" && hosts_start_service B "${2:-}" || return 1
+	vmA start $G --mem 256M --vcpus 2 --working-set 64M --dirty-rate 40M >/dev/null || return 1
+	wait_counter vmA $G 20000
+}
+
+counter_on() { $1 info $G --json 2>/dev/null | json_field counter; }
+state_on() { $1 info $G --json 2>/dev/null | json_field state; }
+
+# The guest runs on $1 only, verifies there, and its counter is >= $2.
+one_copy_on() {
+	local here=$1 min=$2 other c
+	[ "$here" = vmA ] && other=vmB || other=vmA
+	if [ "$(state_on $here)" != running ]; then
+		note "guest is '$(state_on $here)' on $here, not running"; return 1; fi
+	if [ -n "$(state_on $other)" ]; then
+		note "guest also exists on $other ($(state_on $other))"; return 1; fi
+	if ! $here verify $G >/dev/null; then note "verify failed on $here"; return 1; fi
+	c=$(counter_on $here)
+	if [ "$c" -lt "$min" ]; then note "counter went back: $c < $min"; return 1; fi
+	local c2
+	sleep 0.3
+	c2=$(counter_on $here)
+	if [ "$c2" -le "$c" ]; then note "guest does not progress on $here"; return 1; fi
+}
+
+# After a failure: the guest is still on A, and moving it now works.
+second_migration_works() {
+	local before
+	before=$(counter_on vmA)
+	if ! vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --quiet >/dev/null; then
+		note "the second migration failed"; return 1; fi
+	one_copy_on vmB "$before"
+}
+
+# Start a migration in the background, slowed down so it can be hit mid-round.
+migrate_bg() {
+	vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --quiet "$@" >"$HOSTS_DIR/mig.out" 2>&1 &
+	MIG_PID=$!
+}
+
+wait_round_progress() {
+	for _ in $(seq 100); do
+		vmA jobs --json 2>/dev/null | grep -q '"status":"active"' &&
+			vmA jobs --json | grep -q '"round_done":[1-9]' && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+result() {
+	if [ "$2" = 0 ]; then echo "PASS migrate_faults.$1"
+	else echo "FAIL migrate_faults.$1"; sed 's/^/#   /' "$HOSTS_DIR/mig.out" 2>/dev/null
+		FAILS=$((FAILS + 1)); fi
+}
+
+case_destination_not_listening() {
+	local before rc
+	prepare || return 1
+	before=$(counter_on vmA)
+	vmA migrate $G "$HOST_B_ADDR:7999" --quiet >"$HOSTS_DIR/mig.out" 2>&1
+	rc=$?
+	[ $rc = 1 ] || { note "exit status $rc, expected 1"; return 1; }
+	grep -q -i "refused\|connect" "$HOSTS_DIR/mig.out" || { note "no clear error"; return 1; }
+	one_copy_on vmA "$before" && second_migration_works
+}
+
+case_destination_killed_mid_round() {
+	local before rc pid
+	prepare || return 1
+	before=$(counter_on vmA)
+	migrate_bg --bandwidth 20M
+	wait_round_progress || { note "migration never got under way"; return 1; }
+	pid=$(vmB info $G --json | json_field pid)
+	[ -n "$pid" ] || { note "no receiving process on B"; return 1; }
+	kill -9 "$pid"
+	wait $MIG_PID; rc=$?
+	[ $rc = 1 ] || { note "exit status $rc, expected 1"; return 1; }
+	one_copy_on vmA "$before" && second_migration_works
+}
+
+case_destination_killed_after_source_paused() {
+	local before rc
+	prepare "" "VMIGRATE_FAULT=dst-exit-before-loaded" || return 1
+	before=$(counter_on vmA)
+	vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --quiet >"$HOSTS_DIR/mig.out" 2>&1
+	rc=$?
+	[ $rc = 1 ] || { note "exit status $rc, expected 1"; return 1; }
+	one_copy_on vmA "$before" || return 1
+	hosts_stop_services; hosts_start_service A && hosts_start_service B || return 1
+	second_migration_works
+}
+
+case_connection_cut_by_firewall() {
+	local before rc t0 t1
+	[ "$USE_NETNS" = 1 ] || { echo "SKIP migrate_faults.connection_cut_by_firewall: needs network namespaces"; return 2; }
+	command -v iptables >/dev/null || { echo "SKIP migrate_faults.connection_cut_by_firewall: iptables missing"; return 2; }
+	prepare || return 1
+	before=$(counter_on vmA)
+	migrate_bg --bandwidth 20M
+	wait_round_progress || { note "migration never got under way"; return 1; }
+	t0=$(date +%s)
+	ip netns exec "$NS_B" iptables -I INPUT -p tcp --dport "$HOST_B_PORT" -j DROP
+	wait $MIG_PID; rc=$?
+	t1=$(date +%s)
+	ip netns exec "$NS_B" iptables -D INPUT -p tcp --dport "$HOST_B_PORT" -j DROP
+	[ $rc = 1 ] || { note "exit status $rc, expected 1"; return 1; }
+	note "the cut was noticed after $((t1 - t0)) s"
+	[ $((t1 - t0)) -le 20 ] || { note "too slow to notice the cut"; return 1; }
+	# B's receiving process notices too, within its own timeout
+	for _ in $(seq 100); do [ -z "$(state_on vmB)" ] && break; sleep 0.1; done
+	one_copy_on vmA "$before" && second_migration_works
+}
+
+case_corrupted_byte_in_stream() {
+	local before rc
+	prepare "VMIGRATE_FAULT=src-corrupt-stream" || return 1
+	before=$(counter_on vmA)
+	vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --quiet >"$HOSTS_DIR/mig.out" 2>&1
+	rc=$?
+	[ $rc = 1 ] || { note "exit status $rc, expected 1"; return 1; }
+	grep -q "checksum" "$HOSTS_DIR/mig.out" || { note "the error does not name the checksum"; return 1; }
+	one_copy_on vmA "$before" || return 1
+	hosts_stop_services; hosts_start_service A && hosts_start_service B || return 1
+	second_migration_works
+}
+
+cancel_and_check() {
+	local before=$1 rc job
+	job=$(vmA jobs --json | sed -n 's/.*"job":"\([^"]*\)".*/\1/p' | head -1)
+	[ -n "$job" ] || { note "no job to cancel"; return 1; }
+	vmA cancel "$job" >/dev/null || { note "cancel refused"; return 1; }
+	wait $MIG_PID; rc=$?
+	[ $rc = 1 ] || { note "exit status $rc, expected 1"; return 1; }
+	grep -q "cancelled" "$HOSTS_DIR/mig.out" || vmA jobs --json | grep -q cancelled ||
+		{ note "job not reported cancelled"; return 1; }
+	for _ in $(seq 50); do [ -z "$(state_on vmB)" ] && break; sleep 0.1; done
+	one_copy_on vmA "$before"
+}
+
+case_cancel_while_setting_up() {
+	local before
+	prepare || return 1
+	before=$(counter_on vmA)
+	migrate_bg --bandwidth 10M
+	for _ in $(seq 100); do vmA jobs --json | grep -q '"job"' && break; sleep 0.02; done
+	cancel_and_check "$before" && second_migration_works
+}
+
+case_cancel_mid_round() {
+	local before
+	prepare || return 1
+	before=$(counter_on vmA)
+	migrate_bg --bandwidth 20M
+	wait_round_progress || { note "migration never got under way"; return 1; }
+	cancel_and_check "$before" && second_migration_works
+}
+
+case_cancel_after_source_paused() {
+	local before
+	prepare "VMIGRATE_FAULT=src-stall-before-go" || return 1
+	before=$(counter_on vmA)
+	migrate_bg
+	for _ in $(seq 200); do vmA jobs --json | grep -q '"status":"device"' && break; sleep 0.05; done
+	vmA jobs --json | grep -q '"status":"device"' || { note "never reached the switchover"; return 1; }
+	cancel_and_check "$before" || return 1
+	hosts_stop_services; hosts_start_service A && hosts_start_service B || return 1
+	second_migration_works
+}
+
+case_lost_answer_after_handover_is_uncertain() {
+	local rc
+	prepare "" "VMIGRATE_FAULT=dst-exit-before-running" || return 1
+	vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --quiet >"$HOSTS_DIR/mig.out" 2>&1
+	rc=$?
+	[ $rc = 3 ] || { note "exit status $rc, expected 3 (uncertain)"; return 1; }
+	[ "$(state_on vmA)" = uncertain ] || { note "A says '$(state_on vmA)'"; return 1; }
+	# never two copies: B's process died before resuming, A stays paused
+	[ -z "$(state_on vmB)" ] || { note "B has the guest too"; return 1; }
+	local c1 c2
+	c1=$(counter_on vmA); sleep 0.3; c2=$(counter_on vmA)
+	[ "$c1" = "$c2" ] || { note "A runs the guest after handing it over"; return 1; }
+}
+
+for c in destination_not_listening destination_killed_mid_round \
+	destination_killed_after_source_paused connection_cut_by_firewall \
+	corrupted_byte_in_stream cancel_while_setting_up cancel_mid_round \
+	cancel_after_source_paused lost_answer_after_handover_is_uncertain; do
+	: >"$HOSTS_DIR/mig.out"
+	"case_$c"
+	rc=$?
+	[ $rc = 2 ] && continue
+	result "$c" $rc
+done
+[ $FAILS = 0 ]
