@@ -14,6 +14,8 @@
 #include <xxhash.h>
 
 #define DEFAULT_BATCH_PAGES	1024u
+#define LZ4_GIVE_UP_STREAK	32u	/* failed attempts in a row */
+#define LZ4_SKIP_PAGES		224u	/* then pages sent without trying */
 
 struct ckpt_writer {
 	struct ckpt_sink sink;
@@ -36,6 +38,11 @@ struct ckpt_writer {
 	size_t data_len;
 	uint64_t batch_next_page;	/* first page a new entry may use */
 	uint8_t *scratch;
+
+	/* Adaptive LZ4: after a streak of pages that did not shrink (random
+	 * data), skip the attempt for a while and then probe again. */
+	unsigned lz4_fail_streak;
+	unsigned lz4_skip;
 
 	/* Per region and page: offset of the PAGES record with its latest copy. */
 	uint64_t *index[CKPT_MAX_REGIONS];
@@ -341,8 +348,25 @@ int ckpt_writer_page(struct ckpt_writer *w, uint32_t region_id, uint64_t page,
 
 	if (batch_prepare(w, region_id, page, 1))
 		return w->err;
-	enc = ckpt_page_encode(data, prev, w->info.page_size, &w->opts.codec,
-			       w->data + w->data_len, &len, w->scratch);
+	if (w->lz4_skip) {
+		struct ckpt_codec_opts raw = w->opts.codec;
+
+		raw.lz4 = false;
+		w->lz4_skip--;
+		enc = ckpt_page_encode(data, prev, w->info.page_size, &raw,
+				       w->data + w->data_len, &len, w->scratch);
+	} else {
+		enc = ckpt_page_encode(data, prev, w->info.page_size, &w->opts.codec,
+				       w->data + w->data_len, &len, w->scratch);
+		if (enc == CKPT_ENC_RAW && w->opts.codec.lz4) {
+			if (++w->lz4_fail_streak >= LZ4_GIVE_UP_STREAK) {
+				w->lz4_skip = LZ4_SKIP_PAGES;
+				w->lz4_fail_streak = 0;
+			}
+		} else if (enc != CKPT_ENC_ZERO) {
+			w->lz4_fail_streak = 0;
+		}
+	}
 	w->stats.pages[enc]++;
 
 	/* Extend a zero run that ends right before this page. */

@@ -6,6 +6,7 @@
  */
 #include "migrate.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -138,7 +139,11 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 			if (vm->ops->load_state(vm, &rec, err, errlen))
 				goto refuse;
 		} else if (rec.type == CKPT_REC_MARKER) {
+			uint64_t n = htole64(rec.u.marker.number);
+
 			st->round = (unsigned)rec.u.marker.number;
+			if (mig_msg_send(x, MIG_MSG_ROUND, &n, sizeof(n)))
+				goto lost;
 		} else if (rec.type == CKPT_REC_COMMIT) {
 			break;
 		}

@@ -6,6 +6,8 @@
  *   HEADER, STATE(VM config) ------------->  build the guest (paused)
  *                            <-------------  READY
  *   MARKER 1, PAGES ... MARKER k, PAGES ...  apply pages
+ *                            <-------------  ROUND n at each MARKER n
+ *   MARKER final; wait for ROUND final, so B has no backlog to chew
  *   [pause] final PAGES, STATE..., END,
  *   COMMIT -------------------------------->  verify digest, load state
  *                            <-------------  LOADED

@@ -20,6 +20,7 @@ enum mig_msg_type {
 	MIG_MSG_GO = 3,		/* src: I will never run it again: resume it */
 	MIG_MSG_RUNNING = 4,	/* dst: it runs here */
 	MIG_MSG_ERROR = 5,	/* either: payload is a reason, then the end */
+	MIG_MSG_ROUND = 6,	/* dst: reached MARKER n (le64): rounds before n applied */
 };
 
 struct mig_msg_hdr {

@@ -12,6 +12,7 @@
  */
 #include "migrate.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -40,6 +41,7 @@ struct source {
 	uint64_t pages_encoded, bytes_encoded;	/* for bytes per dirty page */
 	char peer_error[256];
 	bool corrupted;			/* fault point fired */
+	uint64_t dest_round;		/* highest MARKER the destination reached */
 
 	pthread_t throttle_thread;
 	bool throttle_running;
@@ -183,6 +185,11 @@ static int check_peer(struct source *s)
 			pthread_mutex_lock(&s->prog->lock);
 			s->prog->stats.setup_time_ms = (uint64_t)((now() - s->t_start) * 1000);
 			pthread_mutex_unlock(&s->prog->lock);
+		} else if (type == MIG_MSG_ROUND) {
+			uint64_t n;
+
+			memcpy(&n, msg, sizeof(n));
+			s->dest_round = le64toh(n);
 		} else if (type == MIG_MSG_ERROR) {
 			snprintf(s->peer_error, sizeof(s->peer_error), "destination: %.200s", msg);
 			return -ECONNABORTED;
@@ -191,6 +198,27 @@ static int check_peer(struct source *s)
 		}
 	}
 	return ret;
+}
+
+/* Wait until the destination has applied everything before MARKER round. */
+static int wait_caught_up(struct source *s, uint64_t round)
+{
+	double deadline = now() + (s->p->io_timeout_ms > 0 ? s->p->io_timeout_ms / 1000.0 : 60);
+	int ret;
+
+	while (s->dest_round < round) {
+		if (atomic_load(&s->prog->cancel))
+			return -ECANCELED;
+		if (now() > deadline)
+			return -ETIMEDOUT;
+		ret = xport_poll_in(s->x, 50);
+		if (ret < 0)
+			return ret;
+		ret = check_peer(s);
+		if (ret)
+			return ret;
+	}
+	return 0;
 }
 
 static int between_chunks(struct source *s, bool paused)
@@ -279,7 +307,8 @@ static int send_pages(struct source *s, unsigned ri, uint64_t first, uint64_t en
 	return 0;
 }
 
-static int send_round(struct source *s, unsigned round, bool skip_holes, bool paused)
+static int send_round(struct source *s, unsigned round, bool skip_holes, bool paused,
+		      bool marker)
 {
 	uint64_t total = 0, done = 0, sent_before = s->x->bytes_sent;
 	const struct ckpt_writer_stats *ws = ckpt_writer_stats(s->w);
@@ -297,7 +326,7 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 	s->prog->stats.round_done = 0;
 	pthread_mutex_unlock(&s->prog->lock);
 
-	if (ckpt_writer_marker(s->w, CKPT_MARK_ROUND, round))
+	if (marker && ckpt_writer_marker(s->w, CKPT_MARK_ROUND, round))
 		return ckpt_writer_error(s->w);
 	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++) {
 		const struct vm_region *r = &s->vm->regions[ri];
@@ -410,7 +439,7 @@ static int wait_msg(struct source *s, uint16_t want)
 			snprintf(s->peer_error, sizeof(s->peer_error), "destination: %.200s", msg);
 			return -ECONNABORTED;
 		}
-		if (type != MIG_MSG_READY)
+		if (type != MIG_MSG_READY && type != MIG_MSG_ROUND)
 			return -EPROTO;
 	}
 }
@@ -418,21 +447,32 @@ static int wait_msg(struct source *s, uint16_t want)
 static int switchover(struct source *s, unsigned round)
 {
 	uint64_t remaining;
+	double t[3] = { 0 };
 	int ret;
 
+	/* Let the destination drain its backlog while the guest still runs:
+	 * otherwise the downtime would include it. */
+	if (ckpt_writer_marker(s->w, CKPT_MARK_ROUND, round) || ckpt_writer_flush(s->w))
+		return ckpt_writer_error(s->w);
+	ret = wait_caught_up(s, round);
+	if (ret)
+		return ret;
 	throttle_stop(s);
 	vm_pause(s->vm);
 	s->t_pause = now();
 	set_status(s, MIG_DEVICE);
 	ret = sync_dirty(s, &remaining);
 	if (!ret)
-		ret = send_round(s, round, false, true);
+		ret = send_round(s, round, false, true, false);
+	t[0] = now();
 	if (!ret)
 		ret = s->vm->ops->save_state(s->vm, s->w);
 	if (!ret)
 		ret = ckpt_writer_finish(s->w, NULL);
+	t[1] = now();
 	if (!ret)
 		ret = wait_msg(s, MIG_MSG_LOADED);
+	t[2] = now();
 	if (!ret && mig_fault("src-stall-before-go"))
 		sleep(3);
 	if (!ret && atomic_load(&s->prog->cancel))
@@ -450,6 +490,11 @@ static int switchover(struct source *s, unsigned round)
 			 "destination; it stays paused here", strerror(-ret));
 		return -EINPROGRESS;
 	}
+	if (getenv("VMIGRATE_DEBUG"))
+		fprintf(stderr, "vmigrate: switchover: %llu final pages %.2f ms, state %.2f ms, "
+			"until loaded %.2f ms, until running %.2f ms\n",
+			(unsigned long long)remaining, (t[0] - s->t_pause) * 1e3,
+			(t[1] - t[0]) * 1e3, (t[2] - t[1]) * 1e3, (now() - t[2]) * 1e3);
 	pthread_mutex_lock(&s->prog->lock);
 	s->prog->stats.downtime_ms = (uint64_t)((now() - s->t_pause) * 1000);
 	s->prog->stats.total_time_ms = (uint64_t)((now() - s->t_start) * 1000);
@@ -487,7 +532,7 @@ static int precopy(struct source *s)
 		uint64_t sent_before = s->x->bytes_sent, expect;
 		double t0 = now(), dt;
 
-		ret = send_round(s, round, round == 1, false);
+		ret = send_round(s, round, round == 1, false, true);
 		if (ret)
 			return ret;
 		dt = now() - t0;

@@ -87,7 +87,7 @@ static int name_and_json(int argc, char **argv, const char **name, bool *json, c
 int cmd_start(int argc, char **argv)
 {
 	enum { O_MEM = 256, O_VCPUS, O_GUEST, O_WS, O_RATE, O_CONTENT, O_SEED, O_PREFILL,
-	       O_DIRTY, O_JSON };
+	       O_DIRTY, O_STOP, O_JSON };
 	static const struct option longopts[] = {
 		{ "mem", required_argument, NULL, O_MEM },
 		{ "vcpus", required_argument, NULL, O_VCPUS },
@@ -98,6 +98,7 @@ int cmd_start(int argc, char **argv)
 		{ "seed", required_argument, NULL, O_SEED },
 		{ "prefill", required_argument, NULL, O_PREFILL },
 		{ "dirty-mode", required_argument, NULL, O_DIRTY },
+		{ "stop-after", required_argument, NULL, O_STOP },
 		{ "json", no_argument, NULL, O_JSON },
 		{ 0 }
 	};
@@ -117,6 +118,7 @@ int cmd_start(int argc, char **argv)
 		case O_WS: key = "working_set"; bad = parse_size(optarg, &v); break;
 		case O_RATE: key = "dirty_rate"; bad = parse_rate(optarg, &v); break;
 		case O_SEED: key = "seed"; bad = parse_uint(optarg, &v); break;
+		case O_STOP: key = "stop_after"; bad = parse_uint(optarg, &v); break;
 		case O_GUEST:
 			json_object_object_add(req, "guest", json_object_new_string(optarg));
 			break;
@@ -144,7 +146,7 @@ int cmd_start(int argc, char **argv)
 			fprintf(stderr, "usage: vmigrate start NAME [--mem SIZE] [--vcpus N] "
 				"[--guest memtouch|PATH] [--working-set SIZE] [--dirty-rate RATE] "
 				"[--content random|text|zero-heavy] [--prefill FILE] "
-				"[--dirty-mode bitmap|ring] [--json]\n");
+				"[--dirty-mode bitmap|ring] [--stop-after WRITES] [--json]\n");
 			return EXIT_USAGE;
 		}
 		if (bad) {

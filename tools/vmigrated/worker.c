@@ -88,6 +88,7 @@ int worker_spec_from_json(struct json_object *req, struct worker_spec *s,
 	s->mt.dirty_rate = (uint64_t)ipc_int(req, "dirty_rate", 0);
 	s->mt.seed = (uint64_t)ipc_int(req, "seed", 1);
 	s->mt.fill_first = ipc_bool(req, "fill_first", true);
+	s->mt.stop_after = (uint64_t)ipc_int(req, "stop_after", 0);
 	snprintf(s->prefill, sizeof(s->prefill), "%s", ipc_str(req, "prefill", ""));
 	if (vm_memtouch_parse_content(content, &s->mt.content)) {
 		snprintf(err, errlen, "content must be random, text or zero-heavy");
