@@ -74,17 +74,18 @@ hosts_setup() {
 	fi
 }
 
-# start (or restart) a host's service; extra env such as VMIGRATE_FAULT in $3
+# start (or restart) a host's service; extra env such as VMIGRATE_FAULT=x
+# in $2, extra service options in $3
 hosts_start_service() {
-	local host=$1 env=${2:-} dir addr port ns log
+	local host=$1 env=${2:-} opts=${3:-} dir addr port ns log
 	if [ "$host" = A ]; then dir=$HOSTS_DIR/A addr=$HOST_A_ADDR port=$HOST_A_PORT ns=$NS_A
 	else dir=$HOSTS_DIR/B addr=$HOST_B_ADDR port=$HOST_B_PORT ns=$NS_B; fi
 	log=$dir/service.log
 	if [ "$USE_NETNS" = 1 ]; then
 		env $env ip netns exec "$ns" "$VMIGRATED" --state-dir "$dir" \
-			--listen "$addr:$port" >>"$log" 2>&1 &
+			--listen "$addr:$port" $opts >>"$log" 2>&1 &
 	else
-		env $env "$VMIGRATED" --state-dir "$dir" --listen "$addr:$port" >>"$log" 2>&1 &
+		env $env "$VMIGRATED" --state-dir "$dir" --listen "$addr:$port" $opts >>"$log" 2>&1 &
 	fi
 	if [ "$host" = A ]; then SVC_A_PID=$!; else SVC_B_PID=$!; fi
 	for _ in $(seq 50); do [ -S "$dir/vmigrated.sock" ] && return 0; sleep 0.1; done

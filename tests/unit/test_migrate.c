@@ -175,8 +175,8 @@ static void *cut_later(void *arg)
 
 TEST(destination_lost_mid_round_leaves_guest_on_source)
 {
-	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 512 << 20, .working_set = 256 << 20,
-						    .dirty_rate = 0 });
+	/* a guest that dirties far faster than the capped link: never done */
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 256 << 20, .working_set = 64 << 20 });
 	struct mig_params p;
 	struct mig_progress prog;
 	struct mig_stats st;
@@ -186,7 +186,8 @@ TEST(destination_lost_mid_round_leaves_guest_on_source)
 	uint64_t before[1];
 
 	mig_params_default(&p);
-	p.bandwidth = 100 << 20;	/* slow enough to be cut mid-round */
+	p.bandwidth = 20 << 20;		/* slow enough to be cut mid-round */
+	p.max_downtime_ms = 1;
 	mig_progress_init(&prog);
 	CHECK_EQ(vm_start(src), 0);
 	tg_sleep_ms(300);
@@ -198,7 +199,7 @@ TEST(destination_lost_mid_round_leaves_guest_on_source)
 	pthread_join(t, NULL);
 	mig_progress_get(&prog, &st);
 	CHECK_EQ(st.status, MIG_FAILED);
-	CHECK(st.round == 1);
+	CHECK(st.round >= 1);
 	finish_dest(&d);
 	CHECK_MSG(!d.vm, "the destination kept a guest");
 	xport_close(x);
@@ -217,7 +218,7 @@ static void *cancel_later(void *arg)
 
 TEST(cancel_mid_round_leaves_guest_on_source)
 {
-	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 512 << 20, .working_set = 256 << 20 });
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 256 << 20, .working_set = 64 << 20 });
 	struct mig_params p;
 	struct mig_progress prog;
 	struct mig_stats st;
@@ -227,7 +228,8 @@ TEST(cancel_mid_round_leaves_guest_on_source)
 	uint64_t before[1];
 
 	mig_params_default(&p);
-	p.bandwidth = 100 << 20;
+	p.bandwidth = 20 << 20;
+	p.max_downtime_ms = 1;
 	mig_progress_init(&prog);
 	CHECK_EQ(vm_start(src), 0);
 	tg_sleep_ms(300);

@@ -13,6 +13,7 @@ int cmd_list(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_jobs(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);

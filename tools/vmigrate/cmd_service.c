@@ -6,7 +6,8 @@
  *
  * Exit status: 0 done; 1 failed (for migrate: the guest still runs on
  * this host); 2 usage; 3 migrate's outcome is uncertain (the guest was
- * handed over and no answer came: see `vmigrate info`).
+ * handed over and no answer came: check the destination, then `vmigrate
+ * resume NAME` here or `vmigrate stop NAME` here).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -243,6 +244,7 @@ static int simple(int argc, char **argv, const char *cmd)
 int cmd_info(int argc, char **argv) { return simple(argc, argv, "info"); }
 int cmd_stop(int argc, char **argv) { return simple(argc, argv, "stop"); }
 int cmd_verify(int argc, char **argv) { return simple(argc, argv, "verify"); }
+int cmd_resume(int argc, char **argv) { return simple(argc, argv, "resume"); }
 
 static double now(void)
 {

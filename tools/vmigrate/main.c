@@ -18,6 +18,7 @@ static const struct {
 	{ "stop", cmd_stop, "stop a guest" },
 	{ "verify", cmd_verify, "check a guest's memory and progress counter" },
 	{ "migrate", cmd_migrate, "move a running guest to another host" },
+	{ "resume", cmd_resume, "resume a guest left paused by an uncertain handover" },
 	{ "jobs", cmd_jobs, "list migration jobs" },
 	{ "cancel", cmd_cancel, "cancel a migration job (the guest stays here)" },
 	{ "set-bandwidth", cmd_set_bandwidth, "change a running job's bandwidth cap" },

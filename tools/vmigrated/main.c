@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "ipc.h"
+#include "peer_auth.h"
 #include "transport.h"
 #include "worker.h"
 
@@ -45,6 +46,7 @@ struct service {
 	bool has_group;
 	int io_timeout_ms;
 	int control_fd, peer_fd;
+	struct peer_key key;
 };
 
 static volatile sig_atomic_t quit;
@@ -215,7 +217,7 @@ static struct json_object *do_list(struct service *sv)
 static int dial_peer(struct service *sv, const char *name, const char *dest,
 		     char *err, size_t errlen)
 {
-	char host[256], port[32];
+	char host[256], port[32], nonce[65];
 	struct xport *x;
 	struct json_object *hello, *rep;
 	int fd;
@@ -236,6 +238,7 @@ static int dial_peer(struct service *sv, const char *name, const char *dest,
 	hello = json_object_new_object();
 	json_object_object_add(hello, "op", json_object_new_string("migrate-in"));
 	json_object_object_add(hello, "name", json_object_new_string(name));
+	peer_auth_hello(&sv->key, hello, nonce);
 	if (ipc_send(fd, hello, -1) < 0) {
 		json_object_put(hello);
 		snprintf(err, errlen, "%s: %s", dest, strerror(errno));
@@ -244,6 +247,20 @@ static int dial_peer(struct service *sv, const char *name, const char *dest,
 	}
 	json_object_put(hello);
 	rep = ipc_recv(fd, NULL, READY_TIMEOUT_MS);
+	if (rep && sv->key.set && !ipc_str(rep, "error", NULL)) {
+		struct json_object *answer = json_object_new_object();
+
+		if (peer_auth_dialer(&sv->key, nonce, name, rep, answer, err, errlen) ||
+		    ipc_send(fd, answer, -1) < 0) {
+			json_object_put(answer);
+			json_object_put(rep);
+			close(fd);
+			return -EACCES;
+		}
+		json_object_put(answer);
+		json_object_put(rep);
+		rep = ipc_recv(fd, NULL, READY_TIMEOUT_MS);
+	}
 	if (!rep || !ipc_bool(rep, "ok", false)) {
 		snprintf(err, errlen, "%s refused: %s", dest,
 			 rep ? ipc_str(rep, "error", "no reason") : strerror(errno));
@@ -359,7 +376,7 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 		return do_start(sv, req);
 	if (!strcmp(cmd, "list"))
 		return do_list(sv);
-	if (!strcmp(cmd, "info") || !strcmp(cmd, "verify"))
+	if (!strcmp(cmd, "info") || !strcmp(cmd, "verify") || !strcmp(cmd, "resume"))
 		return simple_call(sv, name, cmd);
 	if (!strcmp(cmd, "stop")) {
 		struct json_object *rep = simple_call(sv, name, "stop");
@@ -414,6 +431,34 @@ static void serve_control(struct service *sv)
 	close(conn);
 }
 
+/* With a peer key, the dialer must prove it holds it; true when refused. */
+static bool authenticate_peer(struct service *sv, int conn, struct json_object *hello,
+			      struct json_object **refusal)
+{
+	struct json_object *challenge, *answer;
+	char nonce[65], err[256];
+
+	if (!sv->key.set)
+		return false;
+	challenge = json_object_new_object();
+	if (peer_auth_challenge(&sv->key, hello, challenge, nonce, err, sizeof(err))) {
+		json_object_put(challenge);
+		*refusal = ipc_error("%s", err);
+		return true;
+	}
+	ipc_send(conn, challenge, -1);
+	json_object_put(challenge);
+	answer = ipc_recv(conn, NULL, 5000);
+	if (!answer || peer_auth_check(&sv->key, ipc_str(hello, "nonce", ""), nonce,
+				       ipc_str(hello, "name", ""), answer, err, sizeof(err))) {
+		json_object_put(answer);
+		*refusal = ipc_error("%s", answer ? err : "no answer to the challenge");
+		return true;
+	}
+	json_object_put(answer);
+	return false;
+}
+
 static void serve_peer(struct service *sv)
 {
 	int conn = accept4(sv->peer_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -431,6 +476,8 @@ static void serve_peer(struct service *sv)
 		rep = ipc_error("expected a migrate-in request");
 	} else if (guest_exists(sv, name)) {
 		rep = ipc_error("a guest named '%s' already runs on this host", name);
+	} else if (authenticate_peer(sv, conn, hello, &rep)) {
+		/* rep says why */
 	} else {
 		strcpy(spec.name, name);
 		snprintf(spec.dir, sizeof(spec.dir), "%s", sv->guests_dir);
@@ -458,7 +505,8 @@ static void usage(FILE *f)
 "  --listen HOST:PORT    peer connections (default 0.0.0.0:" DEFAULT_PORT ")\n"
 "  --state-dir DIR       control socket and guests' sockets (default /run/vmigrate)\n"
 "  --group NAME          members may use the control socket too (default: root only)\n"
-"  --io-timeout MS       a silent peer fails a migration after this (default 5000)\n");
+"  --io-timeout MS       a silent peer fails a migration after this (default 5000)\n"
+"  --peer-key FILE       shared secret (16-64 bytes, mode 600): peers must prove it\n");
 }
 
 int main(int argc, char **argv)
@@ -468,6 +516,7 @@ int main(int argc, char **argv)
 		{ "state-dir", required_argument, NULL, 's' },
 		{ "group", required_argument, NULL, 'g' },
 		{ "io-timeout", required_argument, NULL, 't' },
+		{ "peer-key", required_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -496,6 +545,12 @@ int main(int argc, char **argv)
 			break;
 		}
 		case 't': sv.io_timeout_ms = atoi(optarg); break;
+		case 'k':
+			if (peer_key_load(optarg, &sv.key, err, sizeof(err))) {
+				fprintf(stderr, "vmigrated: %s\n", err);
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -531,9 +586,10 @@ int main(int argc, char **argv)
 	{
 		struct json_object *found = scan_guests(&sv);
 
-		log_msg("listening on %s for peers (plain TCP, not authenticated), control "
-			"socket %s; %zu guest(s) already running", sv.listen_addr, sv.control_path,
-			json_object_array_length(found));
+		log_msg("listening on %s for peers (plain TCP, %s), control socket %s; "
+			"%zu guest(s) already running", sv.listen_addr,
+			sv.key.set ? "peers authenticated by key" : "peers NOT authenticated",
+			sv.control_path, json_object_array_length(found));
 		json_object_put(found);
 	}
 

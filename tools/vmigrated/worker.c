@@ -319,6 +319,26 @@ static struct json_object *handle(struct json_object *req, int fd)
 		atomic_store(&W.prog.cancel, true);
 		return ipc_ok();
 	}
+	if (!strcmp(cmd, "resume")) {
+		struct json_object *o;
+
+		/* The operator's call after an uncertain handover: they checked
+		 * that the destination does not run the guest. */
+		pthread_mutex_lock(&W.lock);
+		if (W.state != W_UNCERTAIN || !W.vm) {
+			o = ipc_error("guest %s is %s: only an uncertain guest is resumed by hand",
+				      W.spec.name, state_names[W.state]);
+		} else {
+			W.vm->ops->dirty_stop(W.vm);
+			vm_resume(W.vm);
+			W.state = W_RUNNING;
+			o = ipc_ok();
+			fprintf(stderr, "vmigrated: guest %s resumed here by the operator\n",
+				W.spec.name);
+		}
+		pthread_mutex_unlock(&W.lock);
+		return o;
+	}
 	if (!strcmp(cmd, "set-bandwidth")) {
 		atomic_store(&W.prog.bandwidth, (uint64_t)ipc_int(req, "bandwidth", 0));
 		return ipc_ok();
