@@ -193,6 +193,12 @@ struct ckpt_page_target {
 			  uint64_t count);
 	void *opaque;
 	unsigned zero_range_min;		/* runs shorter are cleared in place */
+	/* Optional: write whole pages through the memory's file instead of
+	 * the mapping (pwritev into a memfd needs no page fault and no
+	 * clearing of fresh pages). fd[slot] < 0 or use_fd false: mapping. */
+	bool use_fd;
+	int fd[CKPT_MAX_REGIONS];
+	uint64_t fd_offset[CKPT_MAX_REGIONS];
 };
 
 /*

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include <xxhash.h>
 
@@ -708,9 +709,61 @@ int ckpt_reader_next(struct ckpt_reader *r, struct ckpt_record *rec)
 	return reject(r, CKPT_E_UNKNOWN_TYPE, "record type %u", rec->type);
 }
 
+/* Consecutive whole pages bound for a file, written with one pwritev. */
+struct page_run {
+	int fd;
+	uint64_t first_off;
+	uint64_t next_off;
+	struct iovec iov[64];
+	int n;
+};
+
+static int run_flush(struct page_run *run)
+{
+	size_t total = 0;
+	off_t off = (off_t)run->first_off;
+	int i = 0;
+
+	for (int k = 0; k < run->n; k++)
+		total += run->iov[k].iov_len;
+	while (total) {
+		ssize_t w = pwritev(run->fd, run->iov + i, run->n - i, off);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		total -= w;
+		off += w;
+		while (w > 0 && (size_t)w >= run->iov[i].iov_len)
+			w -= run->iov[i++].iov_len;
+		if (w > 0) {
+			run->iov[i].iov_base = (uint8_t *)run->iov[i].iov_base + w;
+			run->iov[i].iov_len -= w;
+		}
+	}
+	run->n = 0;
+	return 0;
+}
+
+static int run_add(struct page_run *run, uint64_t off, const void *data, size_t len)
+{
+	int ret = 0;
+
+	if (run->n && (off != run->next_off || run->n == 64))
+		ret = run_flush(run);
+	if (!run->n)
+		run->first_off = off;
+	run->iov[run->n++] = (struct iovec){ (void *)data, len };
+	run->next_off = off + len;
+	return ret;
+}
+
 int ckpt_reader_apply(struct ckpt_reader *r, const struct ckpt_record *rec,
 		      const struct ckpt_page_target *target)
 {
+	struct page_run run = { .fd = -1 };
 	const struct ckpt_pages_view *v = &rec->u.pages;
 	uint32_t ps = r->info.page_size;
 	const uint8_t *data = v->data;
@@ -725,6 +778,8 @@ int ckpt_reader_apply(struct ckpt_reader *r, const struct ckpt_record *rec,
 	host = slot >= 0 ? target->host[slot] : NULL;
 	if (!host)
 		return reject(r, CKPT_E_RANGE, "region %u is not mapped", v->region_id);
+	if (target->use_fd)
+		run.fd = target->fd[slot];
 
 	for (uint32_t i = 0; i < v->count; i++) {
 		const uint8_t *e = (const uint8_t *)&v->entries[i];
@@ -746,10 +801,23 @@ int ckpt_reader_apply(struct ckpt_reader *r, const struct ckpt_record *rec,
 					memset(dst, 0, ps);
 			continue;
 		}
+		if (run.fd >= 0 && enc == CKPT_ENC_RAW && size == ps) {
+			if (run_add(&run, target->fd_offset[slot] + page * ps, data, ps))
+				return reject(r, CKPT_E_IO, "writing region %u page %llu: %s",
+					      v->region_id, (unsigned long long)page,
+					      strerror(errno));
+			data += size;
+			continue;
+		}
+		if (run.n && run_flush(&run))
+			return reject(r, CKPT_E_IO, "writing region %u: %s", v->region_id,
+				      strerror(errno));
 		if (ckpt_page_decode(enc, data, size, dst, ps, r->scratch))
 			return reject(r, CKPT_E_ENCODING, "region %u page %llu (encoding %u)",
 				      v->region_id, (unsigned long long)page, enc);
 		data += size;
 	}
+	if (run.n && run_flush(&run))
+		return reject(r, CKPT_E_IO, "writing region %u: %s", v->region_id, strerror(errno));
 	return 0;
 }

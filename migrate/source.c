@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -357,6 +358,10 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 					if (ret || h >= c + n)
 						break;
 					d = data_end(r, h, c + n);
+					/* one call maps the run instead of a fault a page */
+					madvise(r->host + h * VM_PAGE_SIZE,
+						((d > h ? d : h + 1) - h) * VM_PAGE_SIZE,
+						MADV_POPULATE_READ);
 					ret = send_pages(s, ri, h, d > h ? d : h + 1);
 					p = d > h ? d : h + 1;
 				}

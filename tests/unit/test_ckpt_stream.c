@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -351,4 +352,32 @@ TEST(sink_failure_sticks_and_is_reported_once)
 	CHECK_EQ(ckpt_writer_error(w), -EPIPE);
 	CHECK_EQ(budget, -1);	/* no write was tried after the failure */
 	ckpt_writer_free(w);
+}
+
+TEST(pages_written_through_a_memfd_match)
+{
+	const size_t pages = 1024;
+	uint8_t *mem = malloc(pages * PS), *got;
+	struct ckpt_membuf m;
+	struct ckpt_page_target t = { .use_fd = true };
+	struct td_decode d;
+	int fd = memfd_create("test", MFD_CLOEXEC);
+
+	CHECK(fd >= 0 && ftruncate(fd, (off_t)(pages + 16) * PS) == 0);
+	got = mmap(NULL, (pages + 16) * PS, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	CHECK(got != MAP_FAILED);
+	memset(got, 0x77, (pages + 16) * PS);	/* stale content must be replaced */
+	td_fill(mem, pages * PS, MIX_RANDOM, 21);
+	td_fill(mem + 100 * PS, 200 * PS, MIX_ZERO_HEAVY, 22);
+	write_full(mem, pages, false, &m);
+	t.host[0] = got + 16 * PS;
+	t.fd[0] = fd;
+	t.fd_offset[0] = 16 * PS;
+	CHECK_MSG(td_decode(m.data, m.len, &t, &d) == 0, "%s", d.msg);
+	CHECK(!memcmp(got + 16 * PS, mem, pages * PS));
+	CHECK(got[0] == 0x77);		/* nothing outside the region was written */
+	munmap(got, (pages + 16) * PS);
+	close(fd);
+	ckpt_membuf_release(&m);
+	free(mem);
 }
