@@ -125,10 +125,6 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	/* Raw pages through the memfd: fresh pages are neither faulted in nor
 	 * cleared before they are overwritten. */
 	target.use_fd = true;
-	for (unsigned i = 0; i < vm->nr_regions; i++) {
-		target.fd[i] = vm->regions[i].memfd;
-		target.fd_offset[i] = vm->regions[i].memfd_offset;
-	}
 	if (vm->ops->load_state(vm, &rec, err, errlen))
 		goto refuse;
 	st->setup_time_ms = (uint64_t)((now() - t0) * 1000);

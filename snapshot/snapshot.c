@@ -184,10 +184,6 @@ struct vm *snap_restore(const char *path, const struct snap_restore_opts *opts,
 		goto fail;
 	}
 	target.use_fd = true;
-	for (unsigned i = 0; i < vm->nr_regions; i++) {
-		target.fd[i] = vm->regions[i].memfd;
-		target.fd_offset[i] = vm->regions[i].memfd_offset;
-	}
 	if (vm->ops->load_state(vm, &rec, err, errlen))
 		goto fail;
 	while ((ret = ckpt_reader_next(r, &rec)) == 0) {

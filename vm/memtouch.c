@@ -136,6 +136,16 @@ int vm_memtouch_counters(const struct vm *vm, uint64_t *counters, unsigned max)
 	return (int)n;
 }
 
+uint64_t vm_memtouch_total(const struct vm *vm)
+{
+	uint64_t c[VMG_MAX_VCPUS], t = 0;
+	int n = vm_memtouch_counters(vm, c, VMG_MAX_VCPUS);
+
+	for (int i = 0; i < n; i++)
+		t += c[i];
+	return t;
+}
+
 static void bad(struct vm_verify_report *rep, uint64_t gpa, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

@@ -60,5 +60,7 @@ int vm_memtouch_verify(const struct vm *vm, const struct vm_verify_opts *opts,
 
 /* Counters of a running or paused memtouch guest (racy but monotonic). */
 int vm_memtouch_counters(const struct vm *vm, uint64_t *counters, unsigned max);
+/* Their sum: page writes so far, 0 when the guest is no memtouch. */
+uint64_t vm_memtouch_total(const struct vm *vm);
 
 #endif

@@ -34,6 +34,8 @@ int vm_page_target(const struct vm *vm, const struct ckpt_image_info *info,
 		if (r->id != g->id || r->gpa != g->gpa || r->size != g->size)
 			return -ERANGE;
 		t->host[i] = g->host;
+		t->fd[i] = g->memfd;
+		t->fd_offset[i] = g->memfd_offset;
 	}
 	return 0;
 }

@@ -113,7 +113,8 @@ static inline void vm_destroy(struct vm *vm) { if (vm) vm->ops->destroy(vm); }
 
 /* Fill info (regions, identity, page size) for a ckpt header of this VM. */
 void vm_image_info(const struct vm *vm, struct ckpt_image_info *info);
-/* Map vm regions to a reader's page target; -ERANGE when they differ. */
+/* Map vm regions to a reader's page target (with their memfds, for
+ * use_fd); -ERANGE when they differ. */
 int vm_page_target(const struct vm *vm, const struct ckpt_image_info *info,
 		   struct ckpt_page_target *t);
 
@@ -125,5 +126,9 @@ static inline size_t vm_bitmap_bytes(const struct vm_region *r)
 
 /* Built-in payloads from tools/guests, by name ("memtouch"), or NULL. */
 const void *vm_payload_find(const char *name, size_t *size);
+/* A built-in payload by name, or else a flat binary read from a file
+ * (*owned is then set to the buffer to free). NULL with err on failure. */
+const void *vm_payload_load(const char *name_or_path, size_t *size, void **owned,
+			    char *err, size_t errlen);
 
 #endif

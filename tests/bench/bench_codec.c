@@ -11,24 +11,10 @@
 #include <time.h>
 
 #include "ckpt.h"
+#include "timing.h"
 #include "testdata.h"
 
 #define PS 4096
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
 
 struct result {
 	double min, median;
@@ -36,7 +22,7 @@ struct result {
 
 static struct result summarize(double *t, int n)
 {
-	qsort(t, n, sizeof(*t), cmp_double);
+	qsort(t, n, sizeof(*t), tm_cmp_double);
 	return (struct result){ t[0], t[n / 2] };
 }
 
@@ -111,24 +97,24 @@ int main(void)
 
 		td_fill(mem, bytes, mix, 1234 + mix);
 		for (int i = 0; i < reps; i++) {
-			double t0 = now();
+			double t0 = tm_now();
 
 			memcpy(dst, mem, bytes);
-			t[i] = now() - t0;
+			t[i] = tm_now() - t0;
 		}
 		cp = summarize(t, reps);
 		for (int i = 0; i < reps; i++) {
-			double t0 = now();
+			double t0 = tm_now();
 
 			size = encode(mem, pages, &out, &ckpt_codec_default);
-			t[i] = now() - t0;
+			t[i] = tm_now() - t0;
 		}
 		enc = summarize(t, reps);
 		for (int i = 0; i < reps; i++) {
-			double t0 = now();
+			double t0 = tm_now();
 
 			decode(&out, dst);
-			t[i] = now() - t0;
+			t[i] = tm_now() - t0;
 		}
 		dec = summarize(t, reps);
 		if (memcmp(mem, dst, bytes)) {
@@ -136,17 +122,17 @@ int main(void)
 			return 1;
 		}
 		for (int i = 0; i < reps; i++) {
-			double t0 = now();
+			double t0 = tm_now();
 
 			encode(mem, pages, &out, &raw);
-			t[i] = now() - t0;
+			t[i] = tm_now() - t0;
 		}
 		enc_raw = summarize(t, reps);
 		for (int i = 0; i < reps; i++) {
-			double t0 = now();
+			double t0 = tm_now();
 
 			decode(&out, dst);
-			t[i] = now() - t0;
+			t[i] = tm_now() - t0;
 		}
 		dec_raw = summarize(t, reps);
 

@@ -11,22 +11,8 @@
 #include <unistd.h>
 
 #include "memtouch.h"
+#include "timing.h"
 #include "vm.h"
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
 
 static struct vm *boot(uint64_t mem, unsigned vcpus, uint64_t ws, uint64_t rate,
 		       enum mt_content content, enum vm_dirty_mode mode)
@@ -47,16 +33,6 @@ static struct vm *boot(uint64_t mem, unsigned vcpus, uint64_t ws, uint64_t rate,
 	return vm;
 }
 
-static uint64_t total(struct vm *vm)
-{
-	uint64_t c[VMG_MAX_VCPUS], t = 0;
-	int n = vm_memtouch_counters(vm, c, VMG_MAX_VCPUS);
-
-	for (int i = 0; i < n; i++)
-		t += c[i];
-	return t;
-}
-
 static void dirty_rate(unsigned vcpus, enum mt_content content)
 {
 	struct vm *vm = boot(1ull << 30, vcpus, 256ull << 20, 0, content, VM_DIRTY_BITMAP);
@@ -65,14 +41,14 @@ static void dirty_rate(unsigned vcpus, enum mt_content content)
 
 	vm_start(vm);
 	/* Past the first pass: first touches of guest RAM fault in the host. */
-	t0 = now();
-	while (total(vm) < (256ull << 20) / 4096 + 1000 && now() - t0 < 20)
+	t0 = tm_now();
+	while (vm_memtouch_total(vm) < (256ull << 20) / 4096 + 1000 && tm_now() - t0 < 20)
 		usleep(10000);
-	a = total(vm);
-	t0 = now();
+	a = vm_memtouch_total(vm);
+	t0 = tm_now();
 	usleep(1000000);
-	b = total(vm);
-	t1 = now();
+	b = vm_memtouch_total(vm);
+	t1 = tm_now();
 	vm_pause(vm);
 	printf("{\"bench\":\"vm_dirty_rate\",\"vcpus\":%u,\"content\":\"%s\","
 	       "\"mib_per_s\":%.0f}\n", vcpus,
@@ -96,23 +72,23 @@ static void sync_cost(uint64_t mem, enum vm_dirty_mode mode)
 		double t0, t1, t2;
 
 		usleep(50000);
-		t0 = now();
+		t0 = tm_now();
 		for (unsigned r = 0; r < vm->nr_regions; r++) {
 			memset(bm[r], 0, vm_bitmap_bytes(&vm->regions[r]));
 			vm->ops->dirty_sync(vm, r, bm[r]);
 		}
-		t1 = now();
+		t1 = tm_now();
 		for (unsigned r = 0; r < vm->nr_regions; r++)
 			vm->ops->dirty_clear(vm, r, 0, vm->regions[r].size / VM_PAGE_SIZE, bm[r]);
-		t2 = now();
+		t2 = tm_now();
 		if (i >= 2) {	/* the first syncs see all of RAM dirty */
 			sync[i - 2] = (t1 - t0) * 1e3;
 			clear[i - 2] = (t2 - t1) * 1e3;
 		}
 	}
 	vm_pause(vm);
-	qsort(sync, n, sizeof(double), cmp_double);
-	qsort(clear, n, sizeof(double), cmp_double);
+	qsort(sync, n, sizeof(double), tm_cmp_double);
+	qsort(clear, n, sizeof(double), tm_cmp_double);
 	printf("{\"bench\":\"vm_dirty_sync\",\"mode\":\"%s\",\"mem_gib\":%llu,"
 	       "\"dirtying_mib_per_s\":100,\"sync_ms_min\":%.3f,\"sync_ms_median\":%.3f,"
 	       "\"clear_ms_min\":%.3f,\"clear_ms_median\":%.3f}\n",
@@ -133,19 +109,19 @@ static void pause_latency(unsigned vcpus)
 	vm_start(vm);
 	usleep(200000);
 	for (int i = 0; i < N; i++) {
-		double t0 = now(), t1, t2;
+		double t0 = tm_now(), t1, t2;
 
 		vm_pause(vm);
-		t1 = now();
+		t1 = tm_now();
 		vm_resume(vm);
-		t2 = now();
+		t2 = tm_now();
 		p[i] = (t1 - t0) * 1e6;
 		r[i] = (t2 - t1) * 1e6;
 		usleep(2000);
 	}
 	vm_pause(vm);
-	qsort(p, N, sizeof(double), cmp_double);
-	qsort(r, N, sizeof(double), cmp_double);
+	qsort(p, N, sizeof(double), tm_cmp_double);
+	qsort(r, N, sizeof(double), tm_cmp_double);
 	printf("{\"bench\":\"vm_pause\",\"vcpus\":%u,\"pause_us_min\":%.0f,"
 	       "\"pause_us_median\":%.0f,\"pause_us_p99\":%.0f,\"pause_us_max\":%.0f,"
 	       "\"resume_us_median\":%.0f}\n", vcpus, p[0], p[N / 2], p[N * 99 / 100],

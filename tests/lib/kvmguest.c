@@ -60,12 +60,7 @@ const struct vmg_vcpu_status *tg_status(const struct vm *vm, unsigned vcpu)
 
 uint64_t tg_total(const struct vm *vm)
 {
-	uint64_t c[VMG_MAX_VCPUS], t = 0;
-	int n = vm_memtouch_counters(vm, c, VMG_MAX_VCPUS);
-
-	for (int i = 0; i < n; i++)
-		t += c[i];
-	return t;
+	return vm_memtouch_total(vm);
 }
 
 void tg_sleep_ms(unsigned ms)

@@ -138,32 +138,59 @@ static void check_still_running(struct vm *src, const uint64_t *before)
 	verify(src, before);
 }
 
-TEST(refusing_destination_leaves_guest_on_source)
-{
-	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 128 << 20, .working_set = 16 << 20,
-						    .dirty_rate = 20 << 20 });
+/* A migration meant to fail: a running guest, a destination listening. */
+struct failing {
+	struct vm *src;
 	struct mig_params p;
 	struct mig_progress prog;
 	struct mig_stats st;
 	struct dest_run d;
 	struct xport *x;
-	uint64_t before[1];
+	uint64_t before[2];
+};
 
-	mig_params_default(&p);
-	mig_progress_init(&prog);
-	CHECK_EQ(vm_start(src), 0);
-	tg_sleep_ms(100);
-	counters_of(src, before);
-	x = start_dest(&d, true);
-	CHECK(mig_source_run(src, x, &p, &prog) < 0);
-	mig_progress_get(&prog, &st);
-	CHECK_EQ(st.status, MIG_FAILED);
-	CHECK_MSG(strstr(st.error, "not welcome"), "error: %s", st.error);
-	finish_dest(&d);
-	CHECK(!d.vm);
-	xport_close(x);
-	check_still_running(src, before);
-	vm_destroy(src);
+static void failing_begin(struct failing *f, const struct tg_opts *o, bool refuse)
+{
+	f->src = tg_boot(o);
+	mig_params_default(&f->p);
+	mig_progress_init(&f->prog);
+	CHECK_EQ(vm_start(f->src), 0);
+	tg_sleep_ms(300);
+	counters_of(f->src, f->before);
+	f->x = start_dest(&f->d, refuse);
+}
+
+/* It failed as wanted, nothing runs on the destination, the source goes on. */
+static void failing_end(struct failing *f, enum mig_status want)
+{
+	mig_progress_get(&f->prog, &f->st);
+	CHECK_MSG(f->st.status == want, "status %s, expected %s", mig_status_name(f->st.status),
+		  mig_status_name(want));
+	xport_close(f->x);	/* the destination sees the stream end */
+	finish_dest(&f->d);
+	CHECK_MSG(!f->d.vm, "the destination kept a guest");
+	check_still_running(f->src, f->before);
+	vm_destroy(f->src);
+}
+
+/* A guest that dirties far faster than a capped link: never converges. */
+static const struct tg_opts busy_guest = { .mem = 256 << 20, .working_set = 64 << 20 };
+
+static void never_converge(struct mig_params *p)
+{
+	p->bandwidth = 20 << 20;
+	p->max_downtime_ms = 1;
+}
+
+TEST(refusing_destination_leaves_guest_on_source)
+{
+	struct failing f;
+
+	failing_begin(&f, &(struct tg_opts){ .mem = 128 << 20, .working_set = 16 << 20,
+					     .dirty_rate = 20 << 20 }, true);
+	CHECK(mig_source_run(f.src, f.x, &f.p, &f.prog) < 0);
+	failing_end(&f, MIG_FAILED);
+	CHECK_MSG(strstr(f.st.error, "not welcome"), "error: %s", f.st.error);
 }
 
 static void *cut_later(void *arg)
@@ -175,36 +202,16 @@ static void *cut_later(void *arg)
 
 TEST(destination_lost_mid_round_leaves_guest_on_source)
 {
-	/* a guest that dirties far faster than the capped link: never done */
-	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 256 << 20, .working_set = 64 << 20 });
-	struct mig_params p;
-	struct mig_progress prog;
-	struct mig_stats st;
-	struct dest_run d;
-	struct xport *x;
+	struct failing f;
 	pthread_t t;
-	uint64_t before[1];
 
-	mig_params_default(&p);
-	p.bandwidth = 20 << 20;		/* slow enough to be cut mid-round */
-	p.max_downtime_ms = 1;
-	mig_progress_init(&prog);
-	CHECK_EQ(vm_start(src), 0);
-	tg_sleep_ms(300);
-	counters_of(src, before);
-	x = start_dest(&d, false);
-	/* kill the destination's end while round 1 is under way */
-	pthread_create(&t, NULL, cut_later, d.x);
-	CHECK(mig_source_run(src, x, &p, &prog) < 0);
+	failing_begin(&f, &busy_guest, false);
+	never_converge(&f.p);
+	pthread_create(&t, NULL, cut_later, f.d.x);
+	CHECK(mig_source_run(f.src, f.x, &f.p, &f.prog) < 0);
 	pthread_join(t, NULL);
-	mig_progress_get(&prog, &st);
-	CHECK_EQ(st.status, MIG_FAILED);
-	CHECK(st.round >= 1);
-	finish_dest(&d);
-	CHECK_MSG(!d.vm, "the destination kept a guest");
-	xport_close(x);
-	check_still_running(src, before);
-	vm_destroy(src);
+	failing_end(&f, MIG_FAILED);
+	CHECK(f.st.round >= 1);
 }
 
 static void *cancel_later(void *arg)
@@ -218,63 +225,27 @@ static void *cancel_later(void *arg)
 
 TEST(cancel_mid_round_leaves_guest_on_source)
 {
-	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 256 << 20, .working_set = 64 << 20 });
-	struct mig_params p;
-	struct mig_progress prog;
-	struct mig_stats st;
-	struct dest_run d;
-	struct xport *x;
+	struct failing f;
 	pthread_t t;
-	uint64_t before[1];
 
-	mig_params_default(&p);
-	p.bandwidth = 20 << 20;
-	p.max_downtime_ms = 1;
-	mig_progress_init(&prog);
-	CHECK_EQ(vm_start(src), 0);
-	tg_sleep_ms(300);
-	counters_of(src, before);
-	x = start_dest(&d, false);
-	pthread_create(&t, NULL, cancel_later, &prog);
-	CHECK_EQ(mig_source_run(src, x, &p, &prog), -ECANCELED);
+	failing_begin(&f, &busy_guest, false);
+	never_converge(&f.p);
+	pthread_create(&t, NULL, cancel_later, &f.prog);
+	CHECK_EQ(mig_source_run(f.src, f.x, &f.p, &f.prog), -ECANCELED);
 	pthread_join(t, NULL);
-	mig_progress_get(&prog, &st);
-	CHECK_EQ(st.status, MIG_CANCELLED);
-	xport_close(x);		/* the destination sees the stream end */
-	finish_dest(&d);
-	CHECK(!d.vm);
-	check_still_running(src, before);
-	vm_destroy(src);
+	failing_end(&f, MIG_CANCELLED);
 }
 
 TEST(not_converging_times_out_and_cancels)
 {
-	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 256 << 20, .working_set = 64 << 20 });
-	struct mig_params p;
-	struct mig_progress prog;
-	struct mig_stats st;
-	struct dest_run d;
-	struct xport *x;
-	uint64_t before[1];
+	struct failing f;
 
-	mig_params_default(&p);
-	p.bandwidth = 20 << 20;		/* the guest dirties far faster than this */
-	p.max_downtime_ms = 1;
-	p.timeout_s = 1.5;
-	mig_progress_init(&prog);
-	CHECK_EQ(vm_start(src), 0);
-	tg_sleep_ms(200);
-	counters_of(src, before);
-	x = start_dest(&d, false);
-	CHECK_EQ(mig_source_run(src, x, &p, &prog), -ETIMEDOUT);
-	mig_progress_get(&prog, &st);
-	CHECK_EQ(st.status, MIG_FAILED);
-	CHECK_MSG(strstr(st.error, "converge"), "error: %s", st.error);
-	xport_close(x);
-	finish_dest(&d);
-	CHECK(!d.vm);
-	check_still_running(src, before);
-	vm_destroy(src);
+	failing_begin(&f, &busy_guest, false);
+	never_converge(&f.p);
+	f.p.timeout_s = 1.5;
+	CHECK_EQ(mig_source_run(f.src, f.x, &f.p, &f.prog), -ETIMEDOUT);
+	failing_end(&f, MIG_FAILED);
+	CHECK_MSG(strstr(f.st.error, "converge"), "error: %s", f.st.error);
 }
 
 TEST_T(auto_converge_throttles_until_it_fits, 120)

@@ -191,28 +191,6 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 	return 0;
 }
 
-/* Read a flat payload file, at most VMG_MAX_PAYLOAD bytes. */
-static void *read_payload(const char *path, size_t *size)
-{
-	FILE *f = fopen(path, "rb");
-	void *buf;
-
-	if (!f) {
-		fprintf(stderr, "vmigrate run: guest %s: %s\n", path, strerror(errno));
-		return NULL;
-	}
-	buf = malloc(VMG_MAX_PAYLOAD + 1);
-	*size = buf ? fread(buf, 1, VMG_MAX_PAYLOAD + 1, f) : 0;
-	fclose(f);
-	if (!buf || *size == 0 || *size > VMG_MAX_PAYLOAD) {
-		fprintf(stderr, "vmigrate run: guest %s must be 1 byte to %llu MiB\n", path,
-			(unsigned long long)(VMG_MAX_PAYLOAD >> 20));
-		free(buf);
-		return NULL;
-	}
-	return buf;
-}
-
 static struct vm *boot_guest(const struct run_opts *o, const struct vm_events *ev,
 			     void **owned_payload)
 {
@@ -223,11 +201,10 @@ static struct vm *boot_guest(const struct run_opts *o, const struct vm_events *e
 	char err[256];
 	struct vm *vm;
 
-	cfg.payload = vm_payload_find(o->guest, &cfg.payload_size);
+	cfg.payload = vm_payload_load(o->guest, &cfg.payload_size, owned_payload, err, sizeof(err));
 	if (!cfg.payload) {
-		cfg.payload = *owned_payload = read_payload(o->guest, &cfg.payload_size);
-		if (!cfg.payload)
-			return NULL;
+		fprintf(stderr, "vmigrate run: %s\n", err);
+		return NULL;
 	}
 	if (vm_memtouch_args(&o->mt, o->mem, cfg.args, err, sizeof(err))) {
 		fprintf(stderr, "vmigrate run: %s\n", err);
@@ -312,10 +289,10 @@ int cmd_run(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = on_signal };
 	void *payload = NULL;
 	struct vm *vm;
-	uint64_t counters[VMG_MAX_VCPUS], first_total = 0, last_total;
+	uint64_t first_total = 0, last_total;
 	double t0, last;
 	char why[256];
-	int status, n;
+	int status;
 
 	if (parse_args(argc, argv, &o))
 		return EXIT_USAGE;
@@ -337,9 +314,7 @@ int cmd_run(int argc, char **argv)
 			fprintf(stderr, "vmigrate run: restore refused: %s\n", err);
 			return 1;
 		}
-		n = vm_memtouch_counters(vm, counters, VMG_MAX_VCPUS);
-		for (int i = 0; i < n; i++)
-			first_total += counters[i];
+		first_total = vm_memtouch_total(vm);
 		if (!o.quiet)
 			fprintf(stderr, "vmigrate: restored %s, counter at %llu\n", o.restore,
 				(unsigned long long)first_total);
@@ -371,15 +346,13 @@ int cmd_run(int argc, char **argv)
 	}
 	while (!stop_requested && !(o.duration > 0 && now() - t0 >= o.duration)) {
 		double t;
-		uint64_t total = 0;
+		uint64_t total;
 
 		usleep(o.duration > 0 && o.duration < 1 ? 10000 : 100000);
 		t = now();
 		if (t - last < 1.0)
 			continue;
-		n = vm_memtouch_counters(vm, counters, VMG_MAX_VCPUS);
-		for (int i = 0; i < n; i++)
-			total += counters[i];
+		total = vm_memtouch_total(vm);
 		if (!o.quiet)
 			fprintf(stderr, "vmigrate: %6.1f s  counter %llu  dirtying %.1f MiB/s\n",
 				t - t0, (unsigned long long)total,

@@ -120,9 +120,14 @@ int cmd_start(int argc, char **argv)
 		case O_RATE: key = "dirty_rate"; bad = parse_rate(optarg, &v); break;
 		case O_SEED: key = "seed"; bad = parse_uint(optarg, &v); break;
 		case O_STOP: key = "stop_after"; bad = parse_uint(optarg, &v); break;
-		case O_GUEST:
-			json_object_object_add(req, "guest", json_object_new_string(optarg));
+		case O_GUEST: {
+			/* a path must still name the file from the service's directory */
+			char *abs = strchr(optarg, '/') ? realpath(optarg, NULL) : NULL;
+
+			json_object_object_add(req, "guest", json_object_new_string(abs ? abs : optarg));
+			free(abs);
 			break;
+		}
 		case O_CONTENT:
 			json_object_object_add(req, "content", json_object_new_string(optarg));
 			break;

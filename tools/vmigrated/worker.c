@@ -144,16 +144,6 @@ static _Noreturn void die_early(int ready_fd, const char *msg)
 
 /* ---- requests -------------------------------------------------------------- */
 
-static uint64_t counter_total(struct vm *vm)
-{
-	uint64_t c[VMG_MAX_VCPUS], t = 0;
-	int n = vm_memtouch_counters(vm, c, VMG_MAX_VCPUS);
-
-	for (int i = 0; i < n; i++)
-		t += c[i];
-	return t;
-}
-
 static struct json_object *stats_object(const struct mig_stats *st)
 {
 	char buf[2048];
@@ -174,7 +164,7 @@ static struct json_object *do_info(void)
 	json_object_object_add(o, "vcpus", json_object_new_int((int)W.spec.vcpus));
 	json_object_object_add(o, "uptime_s", json_object_new_double(now() - W.started));
 	if (W.vm)
-		json_object_object_add(o, "counter", json_object_new_int64((int64_t)counter_total(W.vm)));
+		json_object_object_add(o, "counter", json_object_new_int64((int64_t)vm_memtouch_total(W.vm)));
 	if (W.job[0])
 		json_object_object_add(o, "job", json_object_new_string(W.job));
 	pthread_mutex_unlock(&W.lock);
@@ -419,26 +409,6 @@ static void setup_common(const struct worker_spec *s, int ready_fd)
 		die_early(ready_fd, err);
 }
 
-static void *read_file(const char *path, size_t *size, char *err, size_t errlen)
-{
-	FILE *f = fopen(path, "rb");
-	void *buf;
-
-	if (!f) {
-		snprintf(err, errlen, "guest %s: %s", path, strerror(errno));
-		return NULL;
-	}
-	buf = malloc(VMG_MAX_PAYLOAD + 1);
-	*size = buf ? fread(buf, 1, VMG_MAX_PAYLOAD + 1, f) : 0;
-	fclose(f);
-	if (!buf || !*size || *size > VMG_MAX_PAYLOAD) {
-		snprintf(err, errlen, "guest %s: must be 1 byte to 15 MiB", path);
-		free(buf);
-		return NULL;
-	}
-	return buf;
-}
-
 void worker_run_boot(const struct worker_spec *s, int ready_fd)
 {
 	struct vm_kvm_config cfg = {
@@ -446,10 +416,11 @@ void worker_run_boot(const struct worker_spec *s, int ready_fd)
 		.dirty_mode = s->dirty_mode, .events = events,
 	};
 	char err[512];
+	void *owned;	/* a payload read from a file lives as long as the guest */
 
 	setup_common(s, ready_fd);
-	cfg.payload = vm_payload_find(s->guest, &cfg.payload_size);
-	if (!cfg.payload && !(cfg.payload = read_file(s->guest, &cfg.payload_size, err, sizeof(err))))
+	cfg.payload = vm_payload_load(s->guest, &cfg.payload_size, &owned, err, sizeof(err));
+	if (!cfg.payload)
 		die_early(ready_fd, err);
 	if (vm_memtouch_args(&s->mt, s->mem, cfg.args, err, sizeof(err)))
 		die_early(ready_fd, err);
