@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "guest_opts.h"
 #include "memtouch.h"
 #include "snapshot.h"
 #include "units.h"
@@ -24,12 +25,7 @@ static volatile sig_atomic_t stop_requested;
 static atomic_int guest_failures;
 
 struct run_opts {
-	uint64_t mem;
-	unsigned vcpus;
-	const char *guest;
-	struct vm_memtouch_opts mt;
-	const char *prefill;
-	enum vm_dirty_mode dirty_mode;
+	struct guest_opts g;
 	bool hugetlb;
 	double duration;
 	const char *save;
@@ -84,17 +80,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: vmigrate run [OPTIONS]\n"
-"  --mem SIZE            guest RAM, 64M to 8G (default 1G)\n"
-"  --vcpus N             1 to 8 (default 1)\n"
-"  --guest NAME|PATH     built-in payload (memtouch) or a flat 64-bit binary\n"
-"  --working-set SIZE    memtouch: memory it rewrites (default 64M)\n"
-"  --dirty-rate RATE     memtouch: e.g. 100M or 100M/s; 0 = flat out (default 0)\n"
-"  --content KIND        memtouch: random, text or zero-heavy (default random)\n"
-"  --seed N              memtouch: content seed (default 1)\n"
-"  --stop-after N        memtouch: page writes per vCPU, then stop\n"
-"  --no-fill             memtouch: pace the first pass too (default: fill it at once)\n"
-"  --prefill FILE        fill RAM above the working set from FILE\n"
-"  --dirty-mode MODE     bitmap or ring (default bitmap)\n"
+GUEST_OPTS_HELP
 "  --hugetlb             back RAM with 2 MiB huge pages\n"
 "  --duration SECONDS    stop after this long (default: until Ctrl-C)\n"
 "  --verify              at the end, check every page and the counters\n"
@@ -107,20 +93,10 @@ static void usage(FILE *f)
 
 static int parse_args(int argc, char **argv, struct run_opts *o)
 {
-	enum { O_MEM = 256, O_VCPUS, O_GUEST, O_WS, O_RATE, O_CONTENT, O_SEED, O_STOP,
-	       O_PREFILL, O_DIRTY, O_HUGE, O_DUR, O_VERIFY, O_SAVE, O_RESTORE, O_QUIET,
-	       O_JSON, O_MIN, O_NOFILL, O_HELP };
+	enum { O_HUGE = GO_END, O_DUR, O_VERIFY, O_SAVE, O_RESTORE, O_QUIET, O_JSON, O_MIN,
+	       O_HELP };
 	static const struct option longopts[] = {
-		{ "mem", required_argument, NULL, O_MEM },
-		{ "vcpus", required_argument, NULL, O_VCPUS },
-		{ "guest", required_argument, NULL, O_GUEST },
-		{ "working-set", required_argument, NULL, O_WS },
-		{ "dirty-rate", required_argument, NULL, O_RATE },
-		{ "content", required_argument, NULL, O_CONTENT },
-		{ "seed", required_argument, NULL, O_SEED },
-		{ "stop-after", required_argument, NULL, O_STOP },
-		{ "prefill", required_argument, NULL, O_PREFILL },
-		{ "dirty-mode", required_argument, NULL, O_DIRTY },
+		GUEST_LONGOPTS,
 		{ "hugetlb", no_argument, NULL, O_HUGE },
 		{ "duration", required_argument, NULL, O_DUR },
 		{ "verify", no_argument, NULL, O_VERIFY },
@@ -129,44 +105,23 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "expect-counter-at-least", required_argument, NULL, O_MIN },
-		{ "no-fill", no_argument, NULL, O_NOFILL },
 		{ "help", no_argument, NULL, O_HELP },
 		{ 0 }
 	};
-	uint64_t v;
-	int c;
+	int c, ret;
 
-	*o = (struct run_opts){ .mem = 1ull << 30, .vcpus = 0, .guest = "memtouch",
-		.mt = { .working_set = 64ull << 20, .seed = 1, .fill_first = true } };
+	memset(o, 0, sizeof(*o));
+	guest_opts_init(&o->g);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		const char *bad = NULL;
 
+		ret = guest_opts_parse(&o->g, c, optarg, "run");
+		if (ret < 0)
+			return ret;
+		if (ret)
+			continue;
 		switch (c) {
-		case O_MEM: if (parse_size(optarg, &o->mem)) bad = "--mem"; break;
-		case O_VCPUS:
-			if (parse_uint(optarg, &v) || v < 1 || v > 8)
-				bad = "--vcpus";
-			o->vcpus = (unsigned)v;
-			break;
-		case O_GUEST: o->guest = optarg; break;
-		case O_WS: if (parse_size(optarg, &o->mt.working_set)) bad = "--working-set"; break;
-		case O_RATE: if (parse_rate(optarg, &o->mt.dirty_rate)) bad = "--dirty-rate"; break;
-		case O_CONTENT:
-			if (vm_memtouch_parse_content(optarg, &o->mt.content))
-				bad = "--content";
-			break;
-		case O_SEED: if (parse_uint(optarg, &o->mt.seed)) bad = "--seed"; break;
-		case O_STOP: if (parse_uint(optarg, &o->mt.stop_after)) bad = "--stop-after"; break;
-		case O_PREFILL: o->prefill = optarg; break;
-		case O_DIRTY:
-			if (!strcmp(optarg, "bitmap"))
-				o->dirty_mode = VM_DIRTY_BITMAP;
-			else if (!strcmp(optarg, "ring"))
-				o->dirty_mode = VM_DIRTY_RING;
-			else
-				bad = "--dirty-mode";
-			break;
 		case O_HUGE: o->hugetlb = true; break;
 		case O_DUR: if (parse_seconds(optarg, &o->duration)) bad = "--duration"; break;
 		case O_VERIFY: o->verify = true; break;
@@ -175,7 +130,6 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		case O_QUIET: o->quiet = true; break;
 		case O_JSON: o->json = true; break;
 		case O_MIN: if (parse_uint(optarg, &o->min_total)) bad = "--expect-counter-at-least"; break;
-		case O_NOFILL: o->mt.fill_first = false; break;
 		case O_HELP: usage(stdout); exit(0);
 		default: usage(stderr); return -EINVAL;
 		}
@@ -195,18 +149,18 @@ static struct vm *boot_guest(const struct run_opts *o, const struct vm_events *e
 			     void **owned_payload)
 {
 	struct vm_kvm_config cfg = {
-		.name = "run", .mem_bytes = o->mem, .nr_vcpus = o->vcpus ? o->vcpus : 1,
-		.dirty_mode = o->dirty_mode, .hugetlb = o->hugetlb, .events = *ev,
+		.name = "run", .mem_bytes = o->g.mem, .nr_vcpus = o->g.vcpus ? o->g.vcpus : 1,
+		.dirty_mode = o->g.dirty_mode, .hugetlb = o->hugetlb, .events = *ev,
 	};
 	char err[256];
 	struct vm *vm;
 
-	cfg.payload = vm_payload_load(o->guest, &cfg.payload_size, owned_payload, err, sizeof(err));
+	cfg.payload = vm_payload_load(o->g.guest, &cfg.payload_size, owned_payload, err, sizeof(err));
 	if (!cfg.payload) {
 		fprintf(stderr, "vmigrate run: %s\n", err);
 		return NULL;
 	}
-	if (vm_memtouch_args(&o->mt, o->mem, cfg.args, err, sizeof(err))) {
+	if (vm_memtouch_args(&o->g.mt, o->g.mem, cfg.args, err, sizeof(err))) {
 		fprintf(stderr, "vmigrate run: %s\n", err);
 		return NULL;
 	}
@@ -215,17 +169,17 @@ static struct vm *boot_guest(const struct run_opts *o, const struct vm_events *e
 		fprintf(stderr, "vmigrate run: %s\n", err);
 		return NULL;
 	}
-	if (o->prefill) {
+	if (o->g.prefill) {
 		uint64_t loaded;
 
-		if (vm_memtouch_prefill(vm, o->prefill, &loaded, err, sizeof(err))) {
+		if (vm_memtouch_prefill(vm, o->g.prefill, &loaded, err, sizeof(err))) {
 			fprintf(stderr, "vmigrate run: %s\n", err);
 			vm_destroy(vm);
 			return NULL;
 		}
 		if (!o->quiet)
 			fprintf(stderr, "vmigrate: prefilled %llu MiB from %s\n",
-				(unsigned long long)(loaded >> 20), o->prefill);
+				(unsigned long long)(loaded >> 20), o->g.prefill);
 	}
 	return vm;
 }
@@ -237,7 +191,7 @@ static int finish(struct vm *vm, const struct run_opts *o, double seconds,
 	int status = 0, ret;
 
 	vm_pause(vm);
-	ret = vm_memtouch_verify(vm, &(struct vm_verify_opts){ .prefill = o->prefill }, &rep);
+	ret = vm_memtouch_verify(vm, &(struct vm_verify_opts){ .prefill = o->g.prefill }, &rep);
 	if (o->verify) {
 		if (ret) {
 			fprintf(stderr, "vmigrate run: verify FAILED: %s\n", rep.msg);
@@ -250,7 +204,7 @@ static int finish(struct vm *vm, const struct run_opts *o, double seconds,
 			fprintf(stderr, "vmigrate: verified %llu pages (%llu caught mid-write)"
 				"%s, counter %llu\n", (unsigned long long)rep.pages_checked,
 				(unsigned long long)rep.in_flight,
-				o->prefill ? " and the prefill" : "",
+				o->g.prefill ? " and the prefill" : "",
 				(unsigned long long)rep.total);
 		}
 	}
@@ -305,7 +259,7 @@ int cmd_run(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 
 	if (o.restore) {
-		struct snap_restore_opts ro = { .nr_vcpus = o.vcpus, .dirty_mode = o.dirty_mode,
+		struct snap_restore_opts ro = { .nr_vcpus = o.g.vcpus, .dirty_mode = o.g.dirty_mode,
 						.events = ev };
 		char err[512];
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "guest_opts.h"
 #include "ipc.h"
 #include "units.h"
 
@@ -87,88 +88,41 @@ static int name_and_json(int argc, char **argv, const char **name, bool *json, c
 
 int cmd_start(int argc, char **argv)
 {
-	enum { O_MEM = 256, O_VCPUS, O_GUEST, O_WS, O_RATE, O_CONTENT, O_SEED, O_PREFILL,
-	       O_DIRTY, O_STOP, O_JSON };
+	enum { O_JSON = GO_END };
 	static const struct option longopts[] = {
-		{ "mem", required_argument, NULL, O_MEM },
-		{ "vcpus", required_argument, NULL, O_VCPUS },
-		{ "guest", required_argument, NULL, O_GUEST },
-		{ "working-set", required_argument, NULL, O_WS },
-		{ "dirty-rate", required_argument, NULL, O_RATE },
-		{ "content", required_argument, NULL, O_CONTENT },
-		{ "seed", required_argument, NULL, O_SEED },
-		{ "prefill", required_argument, NULL, O_PREFILL },
-		{ "dirty-mode", required_argument, NULL, O_DIRTY },
-		{ "stop-after", required_argument, NULL, O_STOP },
+		GUEST_LONGOPTS,
 		{ "json", no_argument, NULL, O_JSON },
 		{ 0 }
 	};
-	struct json_object *req = new_req("start"), *rep;
+	struct guest_opts g;
+	struct json_object *req, *rep;
 	bool json = false;
-	uint64_t v;
-	int c;
+	int c, ret;
 
+	guest_opts_init(&g);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		const char *key = NULL;
-		int bad = 0;
-
-		switch (c) {
-		case O_MEM: key = "mem"; bad = parse_size(optarg, &v); break;
-		case O_VCPUS: key = "vcpus"; bad = parse_uint(optarg, &v) || v < 1 || v > 8; break;
-		case O_WS: key = "working_set"; bad = parse_size(optarg, &v); break;
-		case O_RATE: key = "dirty_rate"; bad = parse_rate(optarg, &v); break;
-		case O_SEED: key = "seed"; bad = parse_uint(optarg, &v); break;
-		case O_STOP: key = "stop_after"; bad = parse_uint(optarg, &v); break;
-		case O_GUEST: {
-			/* a path must still name the file from the service's directory */
-			char *abs = strchr(optarg, '/') ? realpath(optarg, NULL) : NULL;
-
-			json_object_object_add(req, "guest", json_object_new_string(abs ? abs : optarg));
-			free(abs);
-			break;
-		}
-		case O_CONTENT:
-			json_object_object_add(req, "content", json_object_new_string(optarg));
-			break;
-		case O_PREFILL: {
-			char *abs = realpath(optarg, NULL);
-
-			if (!abs) {
-				fprintf(stderr, "vmigrate start: %s: %s\n", optarg, strerror(errno));
-				json_object_put(req);
-				return 1;
-			}
-			json_object_object_add(req, "prefill", json_object_new_string(abs));
-			free(abs);
-			break;
-		}
-		case O_DIRTY:
-			json_object_object_add(req, "dirty_mode", json_object_new_string(optarg));
-			break;
-		case O_JSON: json = true; break;
-		default:
-			json_object_put(req);
-			fprintf(stderr, "usage: vmigrate start NAME [--mem SIZE] [--vcpus N] "
-				"[--guest memtouch|PATH] [--working-set SIZE] [--dirty-rate RATE] "
-				"[--content random|text|zero-heavy] [--prefill FILE] "
-				"[--dirty-mode bitmap|ring] [--stop-after WRITES] [--json]\n");
+		ret = guest_opts_parse(&g, c, optarg, "start");
+		if (ret < 0)
+			return EXIT_USAGE;
+		if (ret)
+			continue;
+		if (c != O_JSON) {
+			fprintf(stderr, "usage: vmigrate start NAME [OPTIONS] [--json]\n" GUEST_OPTS_HELP);
 			return EXIT_USAGE;
 		}
-		if (bad) {
-			fprintf(stderr, "vmigrate start: bad value '%s'\n", optarg);
-			json_object_put(req);
-			return EXIT_USAGE;
-		}
-		if (key)
-			json_object_object_add(req, key, json_object_new_int64((int64_t)v));
+		json = true;
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "vmigrate start: give exactly one guest NAME\n");
-		json_object_put(req);
 		return EXIT_USAGE;
 	}
+	req = new_req("start");
 	json_object_object_add(req, "name", json_object_new_string(argv[optind]));
+	if (guest_opts_to_json(&g, req, "start")) {
+		json_object_put(req);
+		return 1;
+	}
 	rep = request(req, true);
 	if (!rep)
 		return 1;
