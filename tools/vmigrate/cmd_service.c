@@ -213,11 +213,12 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* One progress line; the percentage is of everything and only grows. */
+/* One progress line: the round and how much of it is sent, and the share of
+ * everything sent so far, which only grows. */
 static void show_progress(struct json_object *p, double *shown_pct, bool tty)
 {
 	struct json_object *st;
-	double pct, total, sent;
+	double pct, total, sent, round_pct;
 
 	if (!json_object_object_get_ex(p, "stats", &st))
 		return;
@@ -229,9 +230,11 @@ static void show_progress(struct json_object *p, double *shown_pct, bool tty)
 	if (pct < *shown_pct)
 		pct = *shown_pct;
 	*shown_pct = pct;
-	fprintf(stderr, "%s%-9s round %-3lld %5.1f%%  %8.1f MiB/s  dirty %7.1f MiB/s  "
+	round_pct = ipc_int(p, "round_pages", 0) > 0 ?
+		    100.0 * ipc_int(p, "round_done", 0) / ipc_int(p, "round_pages", 0) : 0;
+	fprintf(stderr, "%s%-9s round %lld %5.1f%% (all %5.1f%%)  %8.1f MiB/s  dirty %7.1f MiB/s  "
 		"expected downtime %5lld ms  ETA %5.1f s%s",
-		tty ? "\r" : "", ipc_str(st, "status", "?"), ipc_int(p, "round", 0), pct,
+		tty ? "\r" : "", ipc_str(st, "status", "?"), ipc_int(p, "round", 0), round_pct, pct,
 		ipc_double(st, "mbps", 0) * 1e6 / 8 / (1 << 20),
 		ipc_int(st, "dirty_pages_rate", 0) * 4096.0 / (1 << 20),
 		ipc_int(st, "expected_downtime_ms", 0), ipc_double(p, "eta_s", 0),
