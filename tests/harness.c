@@ -143,6 +143,8 @@ int main(int argc, char **argv)
 	unsigned counts[3] = { 0 };
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	/* as in vmigrated: a peer that went away is an error, not a signal */
+	signal(SIGPIPE, SIG_IGN);
 	for (struct test_case *tc = tests; tc; tc = tc->next) {
 		if (filter && *filter && fnmatch(filter, tc->name, 0))
 			continue;

@@ -1,0 +1,384 @@
+/*
+ * TLS channels over OpenSSL. The socket is non-blocking and every wait is
+ * a poll with a deadline, for the handshake as for reads and writes.
+ * Small pieces of a send (record headers, page entries) are gathered into
+ * one buffer so that a TLS record is not spent on a 24-byte header.
+ */
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#define GATHER_BYTES	(64 * 1024)
+#define DIRECT_MIN	(16 * 1024)	/* pieces this large go straight out */
+
+struct xport_tls_ctx {
+	SSL_CTX *ssl;
+	bool server;
+	char **allowed;			/* NULL-ended copy, or NULL */
+	int handshake_timeout_ms;
+};
+
+struct tls_xport {
+	struct xport x;
+	SSL *ssl;
+	int fd;
+	int io_timeout_ms;
+	char peer[256];
+	uint8_t *gather;
+	size_t gathered;
+};
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* The reason of the last OpenSSL failure, for humans. */
+static void ssl_reason(char *buf, size_t len, const char *what)
+{
+	unsigned long e = ERR_get_error();
+	char detail[256] = "unknown error";
+
+	if (e)
+		ERR_error_string_n(e, detail, sizeof(detail));
+	snprintf(buf, len, "%s: %s", what, detail);
+	ERR_clear_error();
+}
+
+struct xport_tls_ctx *xport_tls_ctx_new(const struct xport_tls_config *cfg, bool server,
+					char *err, size_t errlen)
+{
+	struct xport_tls_ctx *ctx = calloc(1, sizeof(*ctx));
+
+	if (!ctx) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	ctx->server = server;
+	ctx->handshake_timeout_ms = cfg->handshake_timeout_ms > 0 ? cfg->handshake_timeout_ms : 10000;
+	ctx->ssl = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+	if (!ctx->ssl) {
+		ssl_reason(err, errlen, "TLS context");
+		goto fail;
+	}
+	/* TLS 1.3 only: no downgrade, no renegotiation, forward secrecy. */
+	SSL_CTX_set_min_proto_version(ctx->ssl, TLS1_3_VERSION);
+	SSL_CTX_set_max_proto_version(ctx->ssl, TLS1_3_VERSION);
+	SSL_CTX_set_mode(ctx->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_num_tickets(ctx->ssl, 0);
+	SSL_CTX_set_session_cache_mode(ctx->ssl, SSL_SESS_CACHE_OFF);
+	if (SSL_CTX_load_verify_locations(ctx->ssl, cfg->ca_file, NULL) != 1) {
+		ssl_reason(err, errlen, cfg->ca_file ? cfg->ca_file : "no CA file");
+		goto fail;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx->ssl, cfg->cert_file) != 1) {
+		ssl_reason(err, errlen, cfg->cert_file ? cfg->cert_file : "no certificate");
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx->ssl, cfg->key_file, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx->ssl) != 1) {
+		ssl_reason(err, errlen, cfg->key_file ? cfg->key_file : "no key");
+		goto fail;
+	}
+	SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_PEER |
+			   (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
+	if (cfg->allowed_clients) {
+		size_t n = 0;
+
+		while (cfg->allowed_clients[n])
+			n++;
+		ctx->allowed = calloc(n + 1, sizeof(char *));
+		for (size_t i = 0; ctx->allowed && i < n; i++)
+			ctx->allowed[i] = strdup(cfg->allowed_clients[i]);
+	}
+	return ctx;
+fail:
+	xport_tls_ctx_free(ctx);
+	return NULL;
+}
+
+void xport_tls_ctx_free(struct xport_tls_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	for (size_t i = 0; ctx->allowed && ctx->allowed[i]; i++)
+		free(ctx->allowed[i]);
+	free(ctx->allowed);
+	SSL_CTX_free(ctx->ssl);
+	free(ctx);
+}
+
+/* Wait for what OpenSSL asked for, up to the deadline (0: none). */
+static int wait_ssl(struct tls_xport *t, int ssl_err, double deadline)
+{
+	struct pollfd p = { .fd = t->fd };
+	double left = deadline > 0 ? deadline - now_ms() : -1;
+	int n;
+
+	if (ssl_err == SSL_ERROR_WANT_READ)
+		p.events = POLLIN;
+	else if (ssl_err == SSL_ERROR_WANT_WRITE)
+		p.events = POLLOUT;
+	else
+		return -EPROTO;
+	if (deadline > 0 && left <= 0)
+		return -ETIMEDOUT;
+	do {
+		n = poll(&p, 1, deadline > 0 ? (int)left + 1 : -1);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	return n ? 0 : -ETIMEDOUT;
+}
+
+static double io_deadline(const struct tls_xport *t)
+{
+	return t->io_timeout_ms > 0 ? now_ms() + t->io_timeout_ms : 0;
+}
+
+static int write_all(struct tls_xport *t, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	double deadline = io_deadline(t);
+
+	while (len) {
+		size_t done = 0;
+		int ret;
+
+		if (SSL_write_ex(t->ssl, p, len, &done) == 1) {
+			p += done;
+			len -= done;
+			deadline = io_deadline(t);
+			continue;
+		}
+		ret = SSL_get_error(t->ssl, 0);
+		if (ret == SSL_ERROR_SYSCALL || ret == SSL_ERROR_SSL) {
+			ERR_clear_error();
+			return errno ? -errno : -EPIPE;
+		}
+		ret = wait_ssl(t, ret, deadline);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static int flush_gather(struct tls_xport *t)
+{
+	int ret = t->gathered ? write_all(t, t->gather, t->gathered) : 0;
+
+	t->gathered = 0;
+	return ret;
+}
+
+static int tls_sendv(struct xport *x, const struct iovec *iov, int iovcnt)
+{
+	struct tls_xport *t = (struct tls_xport *)x;
+	int ret;
+
+	for (int i = 0; i < iovcnt; i++) {
+		const uint8_t *p = iov[i].iov_base;
+		size_t len = iov[i].iov_len;
+
+		if (len >= DIRECT_MIN) {
+			ret = flush_gather(t);
+			if (!ret)
+				ret = write_all(t, p, len);
+			if (ret)
+				return ret;
+			continue;
+		}
+		if (t->gathered + len > GATHER_BYTES && (ret = flush_gather(t)))
+			return ret;
+		memcpy(t->gather + t->gathered, p, len);
+		t->gathered += len;
+	}
+	return flush_gather(t);
+}
+
+static long tls_recv(struct xport *x, void *buf, size_t len)
+{
+	struct tls_xport *t = (struct tls_xport *)x;
+	uint8_t *p = buf;
+	size_t got = 0;
+	double deadline = io_deadline(t);
+
+	while (got < len) {
+		size_t n = 0;
+		int ret;
+
+		if (SSL_read_ex(t->ssl, p + got, len - got, &n) == 1) {
+			got += n;
+			deadline = io_deadline(t);
+			continue;
+		}
+		ret = SSL_get_error(t->ssl, 0);
+		if (ret == SSL_ERROR_ZERO_RETURN)
+			break;		/* the peer closed cleanly */
+		if (ret == SSL_ERROR_SYSCALL && !ERR_peek_error() && errno == 0)
+			break;		/* closed without close_notify */
+		if (ret == SSL_ERROR_SYSCALL || ret == SSL_ERROR_SSL) {
+			ERR_clear_error();
+			return -EPROTO;
+		}
+		ret = wait_ssl(t, ret, deadline);
+		if (ret)
+			return ret;
+	}
+	return (long)got;
+}
+
+static int tls_poll_in(struct xport *x, int timeout_ms)
+{
+	struct tls_xport *t = (struct tls_xport *)x;
+	struct pollfd p = { .fd = t->fd, .events = POLLIN };
+	int n;
+
+	if (SSL_pending(t->ssl) > 0)
+		return 1;
+	do {
+		n = poll(&p, 1, timeout_ms);
+	} while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : n > 0;
+}
+
+static void tls_close(struct xport *x)
+{
+	struct tls_xport *t = (struct tls_xport *)x;
+
+	if (t->ssl) {
+		SSL_shutdown(t->ssl);	/* best effort: the socket is non-blocking */
+		SSL_free(t->ssl);
+	}
+	close(t->fd);
+	free(t->gather);
+	free(t);
+}
+
+static const struct xport_ops tls_ops = {
+	.name = "tls",
+	.sendv = tls_sendv,
+	.recv = tls_recv,
+	.poll_in = tls_poll_in,
+	.close = tls_close,
+};
+
+const char *xport_tls_peer_name(const struct xport *x)
+{
+	return x->ops == &tls_ops ? ((const struct tls_xport *)x)->peer : "";
+}
+
+static bool allowed(const struct xport_tls_ctx *ctx, X509 *peer, const char *cn)
+{
+	if (!ctx->allowed)
+		return true;
+	for (size_t i = 0; ctx->allowed[i]; i++) {
+		const char *name = ctx->allowed[i];
+		unsigned char ip[16];
+
+		if (!strcmp(name, cn))
+			return true;
+		if ((inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1) ?
+		    X509_check_ip_asc(peer, name, 0) == 1 : X509_check_host(peer, name, 0, 0, NULL) == 1)
+			return true;
+	}
+	return false;
+}
+
+static struct xport *handshake(struct xport_tls_ctx *ctx, int fd, const char *host,
+			       int io_timeout_ms, char *err, size_t errlen)
+{
+	struct tls_xport *t = calloc(1, sizeof(*t));
+	double deadline = now_ms() + ctx->handshake_timeout_ms;
+	X509 *peer;
+
+	if (!t || !(t->gather = malloc(GATHER_BYTES)) || !(t->ssl = SSL_new(ctx->ssl))) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	t->x.ops = &tls_ops;
+	t->fd = fd;
+	t->io_timeout_ms = io_timeout_ms;
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	SSL_set_fd(t->ssl, fd);
+	if (!ctx->server) {
+		unsigned char ip[16];
+
+		if (inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1) {
+			X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), host);
+		} else {
+			SSL_set_tlsext_host_name(t->ssl, host);
+			SSL_set1_host(t->ssl, host);
+		}
+	}
+	for (;;) {
+		int ret = ctx->server ? SSL_accept(t->ssl) : SSL_connect(t->ssl);
+		int e;
+
+		if (ret == 1)
+			break;
+		e = SSL_get_error(t->ssl, ret);
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+			if (wait_ssl(t, e, deadline)) {
+				snprintf(err, errlen, "TLS handshake timed out after %d ms",
+					 ctx->handshake_timeout_ms);
+				goto fail;
+			}
+			continue;
+		}
+		if (SSL_get_verify_result(t->ssl) != X509_V_OK) {
+			snprintf(err, errlen, "TLS: %s certificate refused: %s",
+				 ctx->server ? "client" : "server",
+				 X509_verify_cert_error_string(SSL_get_verify_result(t->ssl)));
+			ERR_clear_error();
+		} else {
+			ssl_reason(err, errlen, "TLS handshake failed");
+		}
+		goto fail;
+	}
+	peer = SSL_get0_peer_certificate(t->ssl);
+	if (peer)
+		X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName,
+					  t->peer, sizeof(t->peer));
+	if (ctx->server && (!peer || !allowed(ctx, peer, t->peer))) {
+		snprintf(err, errlen, "TLS: client '%s' is not allowed here", t->peer);
+		goto fail;
+	}
+	return &t->x;
+fail:
+	if (t) {
+		if (t->ssl)
+			SSL_free(t->ssl);
+		free(t->gather);
+		free(t);
+	}
+	close(fd);
+	return NULL;
+}
+
+struct xport *xport_tls_client(struct xport_tls_ctx *ctx, int fd, const char *host,
+			       int io_timeout_ms, char *err, size_t errlen)
+{
+	return handshake(ctx, fd, host, io_timeout_ms, err, errlen);
+}
+
+struct xport *xport_tls_server(struct xport_tls_ctx *ctx, int fd, int io_timeout_ms,
+			       char *err, size_t errlen)
+{
+	return handshake(ctx, fd, NULL, io_timeout_ms, err, errlen);
+}
