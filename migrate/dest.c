@@ -57,7 +57,7 @@ static double now(void)
  */
 static void refuse(struct xport *x, const char *why)
 {
-	int fd = xport_tcp_fd(x);
+	int fd = xport_fd(x);
 	double until = now() + 3;
 	char sink[65536];
 

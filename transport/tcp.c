@@ -132,11 +132,17 @@ static void tcp_close(struct xport *x)
 	free(t);
 }
 
+static int tcp_fd(const struct xport *x)
+{
+	return ((const struct tcp_xport *)x)->fd;
+}
+
 static const struct xport_ops tcp_ops = {
 	.name = "tcp",
 	.sendv = tcp_sendv,
 	.recv = tcp_recv,
 	.poll_in = tcp_poll_in,
+	.fd = tcp_fd,
 	.close = tcp_close,
 };
 
@@ -170,11 +176,6 @@ struct xport *xport_tcp_from_fd(int fd, int io_timeout_ms)
 	fcntl(fd, F_SETFD, FD_CLOEXEC);
 	tune_socket(fd, io_timeout_ms);
 	return &t->x;
-}
-
-int xport_tcp_fd(const struct xport *x)
-{
-	return x->ops == &tcp_ops ? ((const struct tcp_xport *)x)->fd : -1;
 }
 
 struct xport *xport_tcp_connect(const char *host, const char *port,

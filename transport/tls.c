@@ -270,11 +270,17 @@ static void tls_close(struct xport *x)
 	free(t);
 }
 
+static int tls_fd(const struct xport *x)
+{
+	return ((const struct tls_xport *)x)->fd;
+}
+
 static const struct xport_ops tls_ops = {
 	.name = "tls",
 	.sendv = tls_sendv,
 	.recv = tls_recv,
 	.poll_in = tls_poll_in,
+	.fd = tls_fd,
 	.close = tls_close,
 };
 

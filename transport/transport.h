@@ -22,6 +22,8 @@ struct xport_ops {
 	long (*recv)(struct xport *x, void *buf, size_t len);
 	/* Bytes ready without blocking: 1 if any, 0 if none, -errno. */
 	int (*poll_in)(struct xport *x, int timeout_ms);
+	/* The socket underneath, for shutdown and draining; -1 if none. */
+	int (*fd)(const struct xport *x);
 	void (*close)(struct xport *x);
 };
 
@@ -41,6 +43,7 @@ int xport_send(struct xport *x, const void *buf, size_t len);
 int xport_recv_exact(struct xport *x, void *buf, size_t len);
 long xport_recv(struct xport *x, void *buf, size_t len);
 int xport_poll_in(struct xport *x, int timeout_ms);
+int xport_fd(const struct xport *x);
 void xport_close(struct xport *x);
 
 /* TCP. io_timeout_ms bounds every send and receive (0 = none) and, with
@@ -49,7 +52,6 @@ struct xport *xport_tcp_connect(const char *host, const char *port,
 				int connect_timeout_ms, int io_timeout_ms,
 				char *err, size_t errlen);
 struct xport *xport_tcp_from_fd(int fd, int io_timeout_ms);
-int xport_tcp_fd(const struct xport *x);
 /* A listening socket for host:port (host NULL or "" = any). */
 int xport_tcp_listen(const char *host, const char *port, char *err, size_t errlen);
 

@@ -93,6 +93,11 @@ int xport_poll_in(struct xport *x, int timeout_ms)
 	return x->ops->poll_in(x, timeout_ms);
 }
 
+int xport_fd(const struct xport *x)
+{
+	return x->ops->fd ? x->ops->fd(x) : -1;
+}
+
 void xport_close(struct xport *x)
 {
 	if (x)

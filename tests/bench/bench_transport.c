@@ -71,7 +71,7 @@ static double run(struct xport_tls_ctx *server, struct xport_tls_ctx *client, si
 	t0 = tm_now();
 	x = xport_tcp_connect("127.0.0.1", port, 5000, 10000, err, sizeof(err));
 	if (x && client) {
-		int fd = dup(xport_tcp_fd(x));
+		int fd = dup(xport_fd(x));
 
 		xport_close(x);
 		x = xport_tls_client(client, fd, "localhost", 10000, err, sizeof(err));

@@ -1,11 +1,13 @@
 # Two "hosts" on this machine for the demo and the integration tests:
-# network namespaces joined by a veth pair, each running its own vmigrated,
-# with every process, namespace and rule removed again on exit (trap).
+# network namespaces joined by a veth pair, each running its own vmigrated
+# with TLS certificates from tools/mkcerts.sh, with every process, namespace
+# and rule removed again on exit (trap).
 # Where namespaces cannot be made, two services on loopback ports instead.
 # Source this file; set BUILD first. Sets HOST_A_ADDR, HOST_B_ADDR, and
 # provides vmA/vmB (the CLI against each host's service).
 
 : "${BUILD:=build}"
+MKCERTS=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../../tools/mkcerts.sh")
 VMIGRATE=$(realpath "$BUILD/vmigrate")
 VMIGRATED=$(realpath "$BUILD/vmigrated")
 HOSTS_DIR=$(mktemp -d /tmp/vmigrate-hosts.XXXXXX)
@@ -72,6 +74,8 @@ hosts_setup() {
 		HOST_A_PORT=$((17000 + HOSTS_TAG % 1000 * 2))
 		HOST_B_PORT=$((HOST_A_PORT + 1))
 	fi
+	"$MKCERTS" "$HOSTS_DIR/pki" hostA "$HOST_A_ADDR" &&
+		"$MKCERTS" "$HOSTS_DIR/pki" hostB "$HOST_B_ADDR"
 }
 
 # start (or restart) a host's service; extra env such as VMIGRATE_FAULT=x
@@ -81,6 +85,10 @@ hosts_start_service() {
 	if [ "$host" = A ]; then dir=$HOSTS_DIR/A addr=$HOST_A_ADDR port=$HOST_A_PORT ns=$NS_A
 	else dir=$HOSTS_DIR/B addr=$HOST_B_ADDR port=$HOST_B_PORT ns=$NS_B; fi
 	log=$dir/service.log
+	case " $opts " in
+	*" --insecure "*|*" --tls-dir "*) ;;
+	*) opts="$opts --tls-dir $HOSTS_DIR/pki/host$host" ;;
+	esac
 	if [ "$USE_NETNS" = 1 ]; then
 		env $env ip netns exec "$ns" "$VMIGRATED" --state-dir "$dir" \
 			--listen "$addr:$port" $opts >>"$log" 2>&1 &

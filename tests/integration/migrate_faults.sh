@@ -38,6 +38,8 @@ one_copy_on() {
 	[ "$here" = vmA ] && other=vmB || other=vmA
 	if [ "$(state_on $here)" != running ]; then
 		note "guest is '$(state_on $here)' on $here, not running"; return 1; fi
+	# a refused receiver may linger a moment to drain; it must never run
+	for _ in $(seq 60); do [ -z "$(state_on $other)" ] && break; sleep 0.1; done
 	if [ -n "$(state_on $other)" ]; then
 		note "guest also exists on $other ($(state_on $other))"; return 1; fi
 	if ! $here verify $G >/dev/null; then note "verify failed on $here"; return 1; fi

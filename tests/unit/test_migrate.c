@@ -196,7 +196,7 @@ TEST(refusing_destination_leaves_guest_on_source)
 static void *cut_later(void *arg)
 {
 	tg_sleep_ms(300);
-	shutdown(xport_tcp_fd(arg), SHUT_RDWR);
+	shutdown(xport_fd(arg), SHUT_RDWR);
 	return NULL;
 }
 

@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "ipc.h"
-#include "peer_auth.h"
+#include "peer.h"
 #include "transport.h"
 #include "worker.h"
 
@@ -46,7 +46,7 @@ struct service {
 	bool has_group;
 	int io_timeout_ms;
 	int control_fd, peer_fd;
-	struct peer_key key;
+	struct peer_config peer;
 };
 
 static volatile sig_atomic_t quit;
@@ -148,7 +148,7 @@ static bool guest_exists(struct service *sv, const char *name)
 }
 
 /* Fork a guest process; its first line on the socket pair says how it went. */
-static struct json_object *spawn(struct service *sv, const struct worker_spec *spec, int peer)
+static struct json_object *spawn(struct service *sv, const struct worker_spec *spec)
 {
 	int pipefd[2];
 	pid_t pid;
@@ -170,8 +170,6 @@ static struct json_object *spawn(struct service *sv, const struct worker_spec *s
 		close(sv->peer_fd);
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGCHLD, SIG_DFL);
-		if (peer >= 0)
-			worker_run_incoming(spec, peer, pipefd[1]);
 		worker_run_boot(spec, pipefd[1]);
 	}
 	close(pipefd[1]);
@@ -199,7 +197,7 @@ static struct json_object *do_start(struct service *sv, struct json_object *req)
 	snprintf(spec.dir, sizeof(spec.dir), "%s", sv->guests_dir);
 	spec.vcpus = spec.vcpus ? spec.vcpus : 1;
 	spec.io_timeout_ms = sv->io_timeout_ms;
-	rep = spawn(sv, &spec, -1);
+	rep = spawn(sv, &spec);
 	if (ipc_bool(rep, "ok", false))
 		log_msg("started guest %s", spec.name);
 	return rep;
@@ -213,62 +211,27 @@ static struct json_object *do_list(struct service *sv)
 	return rep;
 }
 
-/* Dial the destination's service and ask it to take the guest. */
-static int dial_peer(struct service *sv, const char *name, const char *dest,
+/* Dial the destination's service; the guest process opens the rest. */
+static int dial_peer(struct service *sv, const char *dest, char *host, size_t hostlen,
 		     char *err, size_t errlen)
 {
-	char host[256], port[32], nonce[65];
+	char port[32];
 	struct xport *x;
-	struct json_object *hello, *rep;
 	int fd;
 
-	if (xport_split_hostport(dest, DEFAULT_PORT, host, sizeof(host), port, sizeof(port))) {
+	if (xport_split_hostport(dest, DEFAULT_PORT, host, hostlen, port, sizeof(port))) {
 		snprintf(err, errlen, "bad destination '%s' (HOST[:PORT])", dest);
 		return -EINVAL;
 	}
 	x = xport_tcp_connect(host, port, 5000, sv->io_timeout_ms, err, errlen);
 	if (!x)
 		return -ECONNREFUSED;
-	fd = dup(xport_tcp_fd(x));
+	fd = dup(xport_fd(x));
 	xport_close(x);
 	if (fd < 0) {
 		snprintf(err, errlen, "dup: %s", strerror(errno));
-		return -errno;
-	}
-	hello = json_object_new_object();
-	json_object_object_add(hello, "op", json_object_new_string("migrate-in"));
-	json_object_object_add(hello, "name", json_object_new_string(name));
-	peer_auth_hello(&sv->key, hello, nonce);
-	if (ipc_send(fd, hello, -1) < 0) {
-		json_object_put(hello);
-		snprintf(err, errlen, "%s: %s", dest, strerror(errno));
-		close(fd);
 		return -EIO;
 	}
-	json_object_put(hello);
-	rep = ipc_recv(fd, NULL, READY_TIMEOUT_MS);
-	if (rep && sv->key.set && !ipc_str(rep, "error", NULL)) {
-		struct json_object *answer = json_object_new_object();
-
-		if (peer_auth_dialer(&sv->key, nonce, name, rep, answer, err, errlen) ||
-		    ipc_send(fd, answer, -1) < 0) {
-			json_object_put(answer);
-			json_object_put(rep);
-			close(fd);
-			return -EACCES;
-		}
-		json_object_put(answer);
-		json_object_put(rep);
-		rep = ipc_recv(fd, NULL, READY_TIMEOUT_MS);
-	}
-	if (!rep || !ipc_bool(rep, "ok", false)) {
-		snprintf(err, errlen, "%s refused: %s", dest,
-			 rep ? ipc_str(rep, "error", "no reason") : strerror(errno));
-		json_object_put(rep);
-		close(fd);
-		return -ECONNREFUSED;
-	}
-	json_object_put(rep);
 	return fd;
 }
 
@@ -276,7 +239,7 @@ static struct json_object *do_migrate(struct service *sv, struct json_object *re
 {
 	const char *name = ipc_str(req, "name", NULL), *dest = ipc_str(req, "dest", NULL);
 	struct json_object *info, *fwd, *rep;
-	char err[512], job[128];
+	char err[512], job[128], host[256];
 	int fd;
 
 	if (!name || !dest)
@@ -290,13 +253,15 @@ static struct json_object *do_migrate(struct service *sv, struct json_object *re
 		return rep;
 	}
 	json_object_put(info);
-	fd = dial_peer(sv, name, dest, err, sizeof(err));
+	fd = dial_peer(sv, dest, host, sizeof(host), err, sizeof(err));
 	if (fd < 0)
 		return ipc_error("%s", err);
 	snprintf(job, sizeof(job), "%s-%ld", name, (long)time(NULL));
 	fwd = json_object_get(req);
 	json_object_object_add(fwd, "cmd", json_object_new_string("migrate"));
 	json_object_object_add(fwd, "job", json_object_new_string(job));
+	json_object_object_add(fwd, "dest_host", json_object_new_string(host));
+	json_object_object_add(fwd, "peer", peer_config_to_json(&sv->peer));
 	rep = call_guest(sv, name, fwd, fd);
 	json_object_put(fwd);
 	close(fd);
@@ -431,70 +396,31 @@ static void serve_control(struct service *sv)
 	close(conn);
 }
 
-/* With a peer key, the dialer must prove it holds it; true when refused. */
-static bool authenticate_peer(struct service *sv, int conn, struct json_object *hello,
-			      struct json_object **refusal)
-{
-	struct json_object *challenge, *answer;
-	char nonce[65], err[256];
-
-	if (!sv->key.set)
-		return false;
-	challenge = json_object_new_object();
-	if (peer_auth_challenge(&sv->key, hello, challenge, nonce, err, sizeof(err))) {
-		json_object_put(challenge);
-		*refusal = ipc_error("%s", err);
-		return true;
-	}
-	ipc_send(conn, challenge, -1);
-	json_object_put(challenge);
-	answer = ipc_recv(conn, NULL, 5000);
-	if (!answer || peer_auth_check(&sv->key, ipc_str(hello, "nonce", ""), nonce,
-				       ipc_str(hello, "name", ""), answer, err, sizeof(err))) {
-		json_object_put(answer);
-		*refusal = ipc_error("%s", answer ? err : "no answer to the challenge");
-		return true;
-	}
-	json_object_put(answer);
-	return false;
-}
-
+/* A peer connected: a new guest process takes it from here (TLS, hello,
+ * authentication), so a slow or hostile peer never holds the service. */
 static void serve_peer(struct service *sv)
 {
 	int conn = accept4(sv->peer_fd, NULL, NULL, SOCK_CLOEXEC);
-	struct json_object *hello, *rep = NULL;
 	struct worker_spec spec;
-	const char *name;
+	pid_t pid;
 
 	if (conn < 0)
 		return;
-	hello = ipc_recv(conn, NULL, 5000);
-	name = hello ? ipc_str(hello, "name", NULL) : NULL;
 	memset(&spec, 0, sizeof(spec));
-	if (!hello || strcmp(ipc_str(hello, "op", ""), "migrate-in") || !name ||
-	    !*name || strlen(name) >= sizeof(spec.name) || strchr(name, '/')) {
-		rep = ipc_error("expected a migrate-in request");
-	} else if (guest_exists(sv, name)) {
-		rep = ipc_error("a guest named '%s' already runs on this host", name);
-	} else if (authenticate_peer(sv, conn, hello, &rep)) {
-		/* rep says why */
-	} else {
-		strcpy(spec.name, name);
-		snprintf(spec.dir, sizeof(spec.dir), "%s", sv->guests_dir);
-		spec.io_timeout_ms = sv->io_timeout_ms;
-		rep = spawn(sv, &spec, conn);
-		if (ipc_bool(rep, "ok", false)) {
-			log_msg("receiving guest %s", name);
-			json_object_put(rep);
-			rep = NULL;	/* the guest process answered the peer */
-		}
+	snprintf(spec.dir, sizeof(spec.dir), "%s", sv->guests_dir);
+	spec.io_timeout_ms = sv->io_timeout_ms;
+	spec.peer = sv->peer;
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		close(sv->control_fd);
+		close(sv->peer_fd);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGCHLD, SIG_DFL);
+		worker_run_incoming(&spec, conn);
 	}
-	if (rep) {
-		log_msg("refused an incoming migration: %s", ipc_str(rep, "error", "?"));
-		ipc_send(conn, rep, -1);
-		json_object_put(rep);
-	}
-	json_object_put(hello);
+	if (pid < 0)
+		log_msg("fork for an incoming migration: %s", strerror(errno));
 	close(conn);
 }
 
@@ -506,6 +432,9 @@ static void usage(FILE *f)
 "  --state-dir DIR       control socket and guests' sockets (default /run/vmigrate)\n"
 "  --group NAME          members may use the control socket too (default: root only)\n"
 "  --io-timeout MS       a silent peer fails a migration after this (default 5000)\n"
+"  --tls-dir DIR         ca.crt, cert.pem and key.pem for TLS between hosts\n"
+"  --tls-allow NAMES     comma-separated client names let in (default: any the CA signed)\n"
+"  --insecure            plain TCP between hosts instead of TLS (both ends must say so)\n"
 "  --peer-key FILE       shared secret (16-64 bytes, mode 600): peers must prove it\n");
 }
 
@@ -517,6 +446,9 @@ int main(int argc, char **argv)
 		{ "group", required_argument, NULL, 'g' },
 		{ "io-timeout", required_argument, NULL, 't' },
 		{ "peer-key", required_argument, NULL, 'k' },
+		{ "tls-dir", required_argument, NULL, 'd' },
+		{ "tls-allow", required_argument, NULL, 'a' },
+		{ "insecure", no_argument, NULL, 'i' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -545,8 +477,11 @@ int main(int argc, char **argv)
 			break;
 		}
 		case 't': sv.io_timeout_ms = atoi(optarg); break;
+		case 'd': snprintf(sv.peer.tls_dir, sizeof(sv.peer.tls_dir), "%s", optarg); break;
+		case 'a': snprintf(sv.peer.allow, sizeof(sv.peer.allow), "%s", optarg); break;
+		case 'i': sv.peer.insecure = true; break;
 		case 'k':
-			if (peer_key_load(optarg, &sv.key, err, sizeof(err))) {
+			if (peer_key_load(optarg, &sv.peer.key, err, sizeof(err))) {
 				fprintf(stderr, "vmigrated: %s\n", err);
 				return 2;
 			}
@@ -554,6 +489,12 @@ int main(int argc, char **argv)
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
+	}
+	sv.peer.io_timeout_ms = sv.io_timeout_ms;
+	sv.peer.handshake_timeout_ms = 10000;
+	if (peer_config_check(&sv.peer, err, sizeof(err))) {
+		fprintf(stderr, "vmigrated: %s\n", err);
+		return 2;
 	}
 	snprintf(sv.guests_dir, sizeof(sv.guests_dir), "%s/guests", sv.state_dir);
 	snprintf(sv.control_path, sizeof(sv.control_path), "%s/vmigrated.sock", sv.state_dir);
@@ -586,10 +527,12 @@ int main(int argc, char **argv)
 	{
 		struct json_object *found = scan_guests(&sv);
 
-		log_msg("listening on %s for peers (plain TCP, %s), control socket %s; "
+		log_msg("listening on %s for peers (%s%s), control socket %s; "
 			"%zu guest(s) already running", sv.listen_addr,
-			sv.key.set ? "peers authenticated by key" : "peers NOT authenticated",
-			sv.control_path, json_object_array_length(found));
+			sv.peer.insecure ? "INSECURE: plain TCP, peers not authenticated by TLS" :
+			"TLS 1.3, mutual certificates",
+			sv.peer.key.set ? ", peer key" : "", sv.control_path,
+			json_object_array_length(found));
 		json_object_put(found);
 	}
 

@@ -46,6 +46,9 @@ struct worker {
 	struct mig_params params;
 	struct mig_progress prog;
 	struct xport *mig_x;
+	int mig_fd;			/* dialled socket, before the peer protocol */
+	struct peer_config mig_peer;	/* the service's peer settings, as of this job */
+	char dest_host[256];
 	pthread_t mig_thread;
 	bool mig_started;
 	int mig_result;			/* under lock once done */
@@ -128,6 +131,10 @@ static void report_ready(int ready_fd, struct json_object *o)
 {
 	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 
+	if (ready_fd < 0) {
+		json_object_put(o);
+		return;
+	}
 	if (write(ready_fd, s, strlen(s)) < 0 || write(ready_fd, "\n", 1) < 0)
 		fprintf(stderr, "vmigrated: guest %s: cannot report to the service\n", W.spec.name);
 	close(ready_fd);
@@ -204,7 +211,24 @@ static struct json_object *do_verify(void)
 
 static void *migration_main(void *arg)
 {
-	int ret = mig_source_run(W.vm, W.mig_x, &W.params, &W.prog);
+	char err[512];
+	int ret;
+
+	W.mig_x = peer_dial(&W.mig_peer, W.mig_fd, W.dest_host, W.spec.name, err, sizeof(err));
+	if (!W.mig_x) {
+		pthread_mutex_lock(&W.prog.lock);
+		W.prog.stats.status = MIG_FAILED;
+		snprintf(W.prog.stats.error, sizeof(W.prog.stats.error), "%.250s", err);
+		pthread_mutex_unlock(&W.prog.lock);
+		pthread_mutex_lock(&W.lock);
+		W.mig_result = -ECONNREFUSED;
+		W.mig_done = true;
+		W.state = W_RUNNING;
+		pthread_mutex_unlock(&W.lock);
+		fprintf(stderr, "vmigrated: guest %s migration %s: %s\n", W.spec.name, W.job, err);
+		return NULL;
+	}
+	ret = mig_source_run(W.vm, W.mig_x, &W.params, &W.prog);
 
 	pthread_mutex_lock(&W.lock);
 	W.mig_result = ret;
@@ -255,13 +279,22 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	W.params.compress = ipc_bool(req, "compress", true);
 	W.params.io_timeout_ms = (int)ipc_int(req, "io_timeout_ms", W.spec.io_timeout_ms);
 	snprintf(W.job, sizeof(W.job), "%s", ipc_str(req, "job", "job"));
+	snprintf(W.dest_host, sizeof(W.dest_host), "%s", ipc_str(req, "dest_host", ""));
+	{
+		struct json_object *peer = NULL;
+
+		json_object_object_get_ex(req, "peer", &peer);
+		peer_config_from_json(peer, &W.mig_peer);
+	}
 	mig_progress_init(&W.prog);
-	W.mig_x = xport_tcp_from_fd(fd, W.params.io_timeout_ms);
+	W.mig_fd = fd;
+	W.mig_x = NULL;
 	W.mig_done = false;
 	W.state = W_MIGRATING;
-	if (!W.mig_x || pthread_create(&W.mig_thread, NULL, migration_main, NULL)) {
+	if (pthread_create(&W.mig_thread, NULL, migration_main, NULL)) {
 		W.state = W_RUNNING;
 		pthread_mutex_unlock(&W.lock);
+		close(fd);
 		return ipc_error("cannot start the migration");
 	}
 	W.mig_started = true;
@@ -475,28 +508,53 @@ static void *incoming_main(void *arg)
 	return NULL;
 }
 
-void worker_run_incoming(const struct worker_spec *s, int peer_fd, int ready_fd)
+/* Is a guest of this name already served here? */
+static bool guest_alive(const char *dir, const char *name)
+{
+	char path[600], err[700];
+	int fd;
+
+	worker_sock_path(dir, name, path, sizeof(path));
+	fd = ipc_connect(path, err, sizeof(err));
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 {
 	static struct incoming in;
-	struct json_object *ok;
+	struct worker_spec s = *base;
+	char name[64], err[512];
 	pthread_t t;
 
-	setup_common(s, ready_fd);
+	setsid();
+	prctl(PR_SET_NAME, "vmg:incoming");
+	signal(SIGPIPE, SIG_IGN);
+	in.x = peer_accept(&s.peer, peer_fd, name, sizeof(name), err, sizeof(err));
+	if (!in.x) {
+		fprintf(stderr, "vmigrated: refused an incoming migration: %s\n", err);
+		_exit(1);
+	}
+	if (guest_alive(s.dir, name)) {
+		snprintf(err, sizeof(err), "a guest named '%s' already runs on this host", name);
+		peer_answer(in.x, false, err);
+		fprintf(stderr, "vmigrated: refused an incoming migration: %s\n", err);
+		_exit(1);
+	}
+	snprintf(s.name, sizeof(s.name), "%s", name);
+	setup_common(&s, -1);
 	W.state = W_INCOMING;
-	in.opts = (struct mig_dest_opts){ .dirty_mode = s->dirty_mode, .events = events,
-					  .io_timeout_ms = s->io_timeout_ms };
-	in.x = xport_tcp_from_fd(peer_fd, s->io_timeout_ms);
-	if (!in.x)
-		die_early(ready_fd, "out of memory");
-	report_ready(ready_fd, ipc_ok());
-	/* The source's service waits for this line before the stream starts. */
-	ok = ipc_ok();
-	ipc_send(peer_fd, ok, -1);
-	json_object_put(ok);
-	if (pthread_create(&t, NULL, incoming_main, &in)) {
+	in.opts = (struct mig_dest_opts){ .dirty_mode = s.dirty_mode, .events = events,
+					  .io_timeout_ms = s.io_timeout_ms };
+	if (peer_answer(in.x, true, NULL) ||
+	    pthread_create(&t, NULL, incoming_main, &in)) {
 		unlink(W.sock_path);
 		_exit(1);
 	}
+	fprintf(stderr, "vmigrated: receiving guest %s (%s)\n", name,
+		s.peer.insecure ? "plain TCP" : "TLS");
 	pthread_detach(t);
 	serve();
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "memtouch.h"
+#include "peer.h"
 #include "vm.h"
 
 struct worker_spec {
@@ -23,6 +24,7 @@ struct worker_spec {
 	char prefill[512];
 	enum vm_dirty_mode dirty_mode;
 	int io_timeout_ms;
+	struct peer_config peer;	/* how to talk to other hosts */
 };
 
 /* Fill a spec from a start request; -EINVAL with err on bad fields. */
@@ -32,8 +34,9 @@ int worker_spec_from_json(struct json_object *req, struct worker_spec *s,
 /* In the forked child: boot the guest, tell the parent through ready_fd
  * (one JSON line), then serve until the guest is gone. Never returns. */
 _Noreturn void worker_run_boot(const struct worker_spec *s, int ready_fd);
-/* In the forked child: receive the guest over peer_fd. Never returns. */
-_Noreturn void worker_run_incoming(const struct worker_spec *s, int peer_fd, int ready_fd);
+/* In the forked child: open the accepted peer connection (TLS, hello,
+ * authentication), then receive the guest it names. Never returns. */
+_Noreturn void worker_run_incoming(const struct worker_spec *s, int peer_fd);
 
 /* Path of a guest's socket. */
 void worker_sock_path(const char *dir, const char *name, char *out, size_t len);

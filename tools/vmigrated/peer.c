@@ -1,0 +1,262 @@
+/*
+ * Opening a peer connection:
+ *
+ *   dialer (source guest process)            listener (destination guest process)
+ *   TCP connect (by vmigrated)  -----------> accept (by vmigrated), fork
+ *   TLS 1.3 handshake, mutual certificates, name and allow-list checks
+ *   hello {name[, nonce]} -----------------> name free here?
+ *   [with a peer key: challenge / proof both ways, peer_auth.c]
+ *                            <-------------- {ok} or {error}
+ *   migration stream (migrate/protocol.c)
+ */
+#include "peer.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ipc.h"
+#include "tls.h"
+
+#define HELLO_TIMEOUT_MS	10000
+
+static int line_send(struct xport *x, struct json_object *o)
+{
+	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	struct iovec iov[2] = { { (void *)s, strlen(s) }, { "\n", 1 } };
+
+	return xport_sendv(x, iov, 2);
+}
+
+/* One JSON line, read a byte at a time so nothing after it is consumed. */
+static struct json_object *line_recv(struct xport *x)
+{
+	char buf[4096];
+	size_t len = 0;
+
+	while (len < sizeof(buf) - 1) {
+		if (xport_recv_exact(x, buf + len, 1))
+			return NULL;
+		if (buf[len] == '\n') {
+			struct json_object *o;
+
+			buf[len] = 0;
+			o = json_tokener_parse(buf);
+			if (o && !json_object_is_type(o, json_type_object)) {
+				json_object_put(o);
+				o = NULL;
+			}
+			return o;
+		}
+		len++;
+	}
+	return NULL;
+}
+
+static void tls_paths(const struct peer_config *pc, char *ca, char *cert, char *key, size_t len)
+{
+	snprintf(ca, len, "%s/ca.crt", pc->tls_dir);
+	snprintf(cert, len, "%s/cert.pem", pc->tls_dir);
+	snprintf(key, len, "%s/key.pem", pc->tls_dir);
+}
+
+static struct xport_tls_ctx *tls_ctx(const struct peer_config *pc, bool server,
+				     char *err, size_t errlen)
+{
+	char ca[512], cert[512], key[512], allow[400], *names[32], *save = NULL;
+	struct xport_tls_config cfg = { .ca_file = ca, .cert_file = cert, .key_file = key,
+					.handshake_timeout_ms = pc->handshake_timeout_ms };
+	unsigned n = 0;
+
+	tls_paths(pc, ca, cert, key, sizeof(ca));
+	snprintf(allow, sizeof(allow), "%s", pc->allow);
+	for (char *t = strtok_r(allow, ",", &save); t && n < 31; t = strtok_r(NULL, ",", &save))
+		names[n++] = t;
+	names[n] = NULL;
+	if (server && n)
+		cfg.allowed_clients = (const char *const *)names;
+	return xport_tls_ctx_new(&cfg, server, err, errlen);
+}
+
+struct json_object *peer_config_to_json(const struct peer_config *pc)
+{
+	struct json_object *o = json_object_new_object();
+	char hex[2 * sizeof(pc->key.key) + 1] = "";
+
+	for (size_t i = 0; pc->key.set && i < pc->key.len; i++)
+		sprintf(hex + 2 * i, "%02x", pc->key.key[i]);
+	json_object_object_add(o, "insecure", json_object_new_boolean(pc->insecure));
+	json_object_object_add(o, "tls_dir", json_object_new_string(pc->tls_dir));
+	json_object_object_add(o, "allow", json_object_new_string(pc->allow));
+	json_object_object_add(o, "key", json_object_new_string(hex));
+	json_object_object_add(o, "io_timeout_ms", json_object_new_int(pc->io_timeout_ms));
+	json_object_object_add(o, "handshake_timeout_ms",
+			       json_object_new_int(pc->handshake_timeout_ms));
+	return o;
+}
+
+void peer_config_from_json(struct json_object *o, struct peer_config *pc)
+{
+	const char *hex = ipc_str(o, "key", "");
+	size_t n = strlen(hex) / 2;
+
+	memset(pc, 0, sizeof(*pc));
+	pc->insecure = ipc_bool(o, "insecure", false);
+	snprintf(pc->tls_dir, sizeof(pc->tls_dir), "%s", ipc_str(o, "tls_dir", ""));
+	snprintf(pc->allow, sizeof(pc->allow), "%s", ipc_str(o, "allow", ""));
+	pc->io_timeout_ms = (int)ipc_int(o, "io_timeout_ms", 5000);
+	pc->handshake_timeout_ms = (int)ipc_int(o, "handshake_timeout_ms", 10000);
+	if (n >= 16 && n <= sizeof(pc->key.key)) {
+		for (size_t i = 0; i < n; i++) {
+			unsigned v;
+
+			if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+				return;
+			pc->key.key[i] = (unsigned char)v;
+		}
+		pc->key.len = n;
+		pc->key.set = true;
+	}
+}
+
+int peer_config_check(const struct peer_config *pc, char *err, size_t errlen)
+{
+	struct xport_tls_ctx *ctx;
+
+	if (pc->insecure)
+		return 0;
+	if (!pc->tls_dir[0]) {
+		snprintf(err, errlen, "TLS is the default between hosts: give --tls-dir DIR "
+			 "(tools/mkcerts.sh makes one) or --insecure");
+		return -EINVAL;
+	}
+	ctx = tls_ctx(pc, true, err, errlen);
+	if (!ctx)
+		return -EINVAL;
+	xport_tls_ctx_free(ctx);
+	return 0;
+}
+
+static struct xport *secure(const struct peer_config *pc, int fd, const char *host,
+			    bool server, char *err, size_t errlen)
+{
+	struct xport_tls_ctx *ctx;
+	struct xport *x;
+
+	if (pc->insecure)
+		return xport_tcp_from_fd(fd, pc->io_timeout_ms);
+	ctx = tls_ctx(pc, server, err, errlen);
+	if (!ctx) {
+		close(fd);
+		return NULL;
+	}
+	x = server ? xport_tls_server(ctx, fd, pc->io_timeout_ms, err, errlen) :
+		     xport_tls_client(ctx, fd, host, pc->io_timeout_ms, err, errlen);
+	xport_tls_ctx_free(ctx);
+	return x;
+}
+
+struct xport *peer_dial(const struct peer_config *pc, int fd, const char *host,
+			const char *name, char *err, size_t errlen)
+{
+	struct xport *x = secure(pc, fd, host, false, err, errlen);
+	struct json_object *hello, *rep;
+	char nonce[65];
+
+	if (!x)
+		return NULL;
+	hello = json_object_new_object();
+	json_object_object_add(hello, "op", json_object_new_string("migrate-in"));
+	json_object_object_add(hello, "name", json_object_new_string(name));
+	peer_auth_hello(&pc->key, hello, nonce);
+	if (line_send(x, hello)) {
+		json_object_put(hello);
+		snprintf(err, errlen, "%s: sending the hello failed", host);
+		goto fail;
+	}
+	json_object_put(hello);
+	rep = line_recv(x);
+	if (rep && pc->key.set && !ipc_str(rep, "error", NULL)) {
+		struct json_object *answer = json_object_new_object();
+		int ret = peer_auth_dialer(&pc->key, nonce, name, rep, answer, err, errlen);
+
+		if (!ret)
+			ret = line_send(x, answer);
+		json_object_put(answer);
+		json_object_put(rep);
+		if (ret)
+			goto fail_said;
+		rep = line_recv(x);
+	}
+	if (!rep || !ipc_bool(rep, "ok", false)) {
+		snprintf(err, errlen, "%s refused: %s", host,
+			 rep ? ipc_str(rep, "error", "no reason") :
+			 "the connection closed (TLS on one end only?)");
+		json_object_put(rep);
+		goto fail;
+	}
+	json_object_put(rep);
+	return x;
+fail_said:
+fail:
+	xport_close(x);
+	return NULL;
+}
+
+struct xport *peer_accept(const struct peer_config *pc, int fd, char *name, size_t namelen,
+			  char *err, size_t errlen)
+{
+	struct xport *x = secure(pc, fd, NULL, true, err, errlen);
+	struct json_object *hello, *challenge, *answer;
+	const char *n;
+	char nonce[65];
+
+	if (!x)
+		return NULL;
+	hello = line_recv(x);
+	n = hello ? ipc_str(hello, "name", NULL) : NULL;
+	if (!hello || strcmp(ipc_str(hello, "op", ""), "migrate-in") || !n || !*n ||
+	    strlen(n) >= namelen || strchr(n, '/') || n[0] == '.') {
+		snprintf(err, errlen, "expected a migrate-in request%s",
+			 pc->insecure ? " (a TLS peer talking to a plain port?)" : "");
+		goto refuse;
+	}
+	snprintf(name, namelen, "%s", n);
+	if (pc->key.set) {
+		challenge = json_object_new_object();
+		if (peer_auth_challenge(&pc->key, hello, challenge, nonce, err, errlen)) {
+			json_object_put(challenge);
+			goto refuse;
+		}
+		line_send(x, challenge);
+		json_object_put(challenge);
+		answer = line_recv(x);
+		if (!answer || peer_auth_check(&pc->key, ipc_str(hello, "nonce", ""), nonce, name,
+					       answer, err, errlen)) {
+			if (!answer)
+				snprintf(err, errlen, "no answer to the challenge");
+			json_object_put(answer);
+			goto refuse;
+		}
+		json_object_put(answer);
+	}
+	json_object_put(hello);
+	return x;
+refuse:
+	json_object_put(hello);
+	peer_answer(x, false, err);
+	xport_close(x);
+	return NULL;
+}
+
+int peer_answer(struct xport *x, bool ok, const char *why)
+{
+	struct json_object *o = ok ? ipc_ok() : ipc_error("%s", why);
+	int ret = line_send(x, o);
+
+	json_object_put(o);
+	return ret;
+}
