@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "channels.h"
 #include "fault.h"
 #include "protocol.h"
 
@@ -88,9 +89,16 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	struct ckpt_page_target target;
 	struct vm_kvm_config cfg = { .dirty_mode = o->dirty_mode, .events = o->events };
 	struct vm *vm = NULL;
+	struct page_in *pi = NULL;
 	double t0 = now();
 	uint16_t type;
 	int ret;
+
+	/* Channels may idle between rounds; a dead source is still noticed by
+	 * TCP keepalives (transport.h). */
+	x->idle_ok = true;
+	for (unsigned i = 0; i < o->nr_data_channels; i++)
+		o->data_channels[i]->idle_ok = true;
 
 	memset(st, 0, sizeof(*st));
 	st->status = MIG_SETUP;
@@ -127,6 +135,14 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	target.use_fd = true;
 	if (vm->ops->load_state(vm, &rec, err, errlen))
 		goto refuse;
+	if (o->nr_data_channels) {
+		pi = page_in_start((struct xport **)o->data_channels, o->nr_data_channels, &info,
+				   &target);
+		if (!pi) {
+			snprintf(err, errlen, "cannot start the data channels");
+			goto refuse;
+		}
+	}
 	st->setup_time_ms = (uint64_t)((now() - t0) * 1000);
 	st->ram_total_bytes = cfg.mem_bytes;
 	if (mig_msg_send(x, MIG_MSG_READY, NULL, 0))
@@ -145,6 +161,9 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 			uint64_t n = htole64(rec.u.marker.number);
 
 			st->round = (unsigned)rec.u.marker.number;
+			/* the round is reached when every channel has reached it */
+			if (pi && page_in_wait_marker(pi, rec.u.marker.number, err, errlen))
+				goto refuse;
 			if (mig_msg_send(x, MIG_MSG_ROUND, &n, sizeof(n)))
 				goto lost;
 		} else if (rec.type == CKPT_REC_COMMIT) {
@@ -153,6 +172,8 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	}
 	if (ret < 0)
 		goto bad_stream;
+	if (pi && page_in_wait_end(pi, err, errlen))
+		goto refuse;
 	if (vm->ops->load_finish(vm, err, errlen))
 		goto refuse;
 	if (mig_fault("dst-exit-before-loaded"))
@@ -179,6 +200,9 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	st->status = MIG_COMPLETED;
 	st->total_time_ms = (uint64_t)((now() - t0) * 1000);
 	st->transferred_bytes = x->bytes_received;
+	for (unsigned i = 0; i < o->nr_data_channels; i++)
+		st->transferred_bytes += o->data_channels[i]->bytes_received;
+	page_in_stop(pi);
 	ckpt_reader_free(r);
 	return vm;
 
@@ -195,6 +219,7 @@ lost:
 fail:
 	st->status = MIG_FAILED;
 	snprintf(st->error, sizeof(st->error), "%s", err);
+	page_in_stop(pi);
 	vm_destroy(vm);
 	ckpt_reader_free(r);
 	return NULL;

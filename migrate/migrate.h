@@ -24,6 +24,10 @@ struct mig_params {
 	bool force_on_timeout;		/* else cancel on timeout */
 	bool compress;			/* LZ4 per page, raw where it does not shrink */
 	int io_timeout_ms;		/* a silent peer fails the migration after this */
+	/* Data channels, opened by the caller: pages go there in parallel,
+	 * the channel given to mig_source_run keeps the ordered control. */
+	struct xport *const *data_channels;
+	unsigned nr_data_channels;
 };
 
 void mig_params_default(struct mig_params *p);
@@ -85,6 +89,9 @@ struct mig_dest_opts {
 	int (*admit)(void *opaque, const struct ckpt_image_info *info,
 		     const struct vm_kvm_config *cfg, char *err, size_t errlen);
 	void *opaque;
+	/* The destination ends of the source's data channels, in order. */
+	struct xport *const *data_channels;
+	unsigned nr_data_channels;
 };
 
 /* Receive a guest over x. Returns it running, or NULL with err set; on

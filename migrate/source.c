@@ -19,9 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "channels.h"
 #include "fault.h"
 #include "protocol.h"
 
@@ -34,7 +36,9 @@ struct source {
 	struct xport *x;
 	const struct mig_params *p;
 	struct mig_progress *prog;
-	struct ckpt_writer *w;
+	struct ckpt_writer *w;		/* the control stream */
+	struct ckpt_writer_opts wo;
+	struct page_out *out;		/* where pages go: control or data channels */
 	uint64_t *dirty[VM_MAX_REGIONS];
 	double t_start, t_pause;
 	double bandwidth;		/* bytes/s, measured */
@@ -118,6 +122,8 @@ static int sink_writev(void *opaque, const struct iovec *iov, int iovcnt)
 	struct source *s = opaque;
 
 	s->x->rate_limit = atomic_load(&s->prog->bandwidth);
+	if (s->out)
+		page_out_set_rate(s->out, s->x->rate_limit);
 	/* Fault point: one flipped bit in the data of a page batch, once. */
 	if (iovcnt == 4 && iov[3].iov_len > 100 && !s->corrupted &&
 	    s->x->bytes_sent > (4u << 20) && mig_fault("src-corrupt-stream")) {
@@ -237,13 +243,30 @@ static int between_chunks(struct source *s, bool paused)
 	return check_peer(s);
 }
 
+/* Page counts and bytes over the control stream and every data channel. */
+static void totals(struct source *s, struct ckpt_writer_stats *ws, uint64_t *bytes)
+{
+	const struct ckpt_writer_stats *c = ckpt_writer_stats(s->w);
+	uint64_t data = 0;
+
+	memset(ws, 0, sizeof(*ws));
+	if (s->out)
+		page_out_stats(s->out, ws, &data);
+	for (int e = 0; e < 4; e++)
+		ws->pages[e] += c->pages[e];
+	ws->page_bytes += c->page_bytes;
+	*bytes = s->x->bytes_sent + data;
+}
+
 static void account(struct source *s, uint64_t done)
 {
-	const struct ckpt_writer_stats *ws = ckpt_writer_stats(s->w);
+	struct ckpt_writer_stats stats, *ws = &stats;
+	uint64_t bytes;
 
+	totals(s, ws, &bytes);
 	pthread_mutex_lock(&s->prog->lock);
 	s->prog->stats.round_done = done;
-	s->prog->stats.transferred_bytes = s->x->bytes_sent;
+	s->prog->stats.transferred_bytes = bytes;
 	s->prog->stats.zero_pages = ws->pages[CKPT_ENC_ZERO];
 	s->prog->stats.normal_pages = ws->pages[CKPT_ENC_RAW] + ws->pages[CKPT_ENC_LZ4] +
 				      ws->pages[CKPT_ENC_DELTA];
@@ -296,28 +319,22 @@ static uint64_t data_end(const struct vm_region *r, uint64_t page, uint64_t end)
 
 static int send_pages(struct source *s, unsigned ri, uint64_t first, uint64_t end)
 {
-	const struct vm_region *r = &s->vm->regions[ri];
-	const uint64_t *bm = s->dirty[ri];
-
-	for (uint64_t p = first; p < end; p++) {
-		if (!((bm[p / 64] >> (p % 64)) & 1))
-			continue;
-		if (ckpt_writer_page(s->w, r->id, p, r->host + p * VM_PAGE_SIZE, NULL))
-			return ckpt_writer_error(s->w);
-	}
-	return 0;
+	return page_out_pages(s->out, &s->vm->regions[ri], ri, s->dirty[ri], first, end);
 }
 
 static int send_round(struct source *s, unsigned round, bool skip_holes, bool paused,
 		      bool marker)
 {
-	uint64_t total = 0, done = 0, sent_before = s->x->bytes_sent;
-	const struct ckpt_writer_stats *ws = ckpt_writer_stats(s->w);
-	uint64_t pages_before = ws->pages[CKPT_ENC_RAW] + ws->pages[CKPT_ENC_LZ4] +
-				ws->pages[CKPT_ENC_DELTA];
-	uint64_t page_bytes_before = ws->page_bytes;
+	uint64_t total = 0, done = 0, sent_before;
+	struct ckpt_writer_stats before, after, *ws = &after;
+	uint64_t pages_before, page_bytes_before;
 	double t0 = now();
 	int ret;
+
+	totals(s, &before, &sent_before);
+	pages_before = before.pages[CKPT_ENC_RAW] + before.pages[CKPT_ENC_LZ4] +
+		       before.pages[CKPT_ENC_DELTA];
+	page_bytes_before = before.page_bytes;
 
 	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++)
 		total += count_bits(s->dirty[ri], 0, s->vm->regions[ri].size / VM_PAGE_SIZE);
@@ -327,8 +344,9 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 	s->prog->stats.round_done = 0;
 	pthread_mutex_unlock(&s->prog->lock);
 
-	if (marker && ckpt_writer_marker(s->w, CKPT_MARK_ROUND, round))
-		return ckpt_writer_error(s->w);
+	if (marker && (ckpt_writer_marker(s->w, CKPT_MARK_ROUND, round) ||
+		       ckpt_writer_flush(s->w) || page_out_marker(s->out, round)))
+		return ckpt_writer_error(s->w) ? ckpt_writer_error(s->w) : -EPIPE;
 	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++) {
 		const struct vm_region *r = &s->vm->regions[ri];
 		uint64_t pages = r->size / VM_PAGE_SIZE;
@@ -354,7 +372,7 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 					uint64_t h = hole_end(r, p, c + n), d;
 
 					if (h > p)
-						ret = ckpt_writer_zero_run(s->w, r->id, p, h - p);
+						ret = page_out_zero(s->out, r, ri, p, h - p);
 					if (ret || h >= c + n)
 						break;
 					d = data_end(r, h, c + n);
@@ -378,11 +396,17 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 	}
 	if (ckpt_writer_flush(s->w))
 		return ckpt_writer_error(s->w);
+	ret = page_out_flush(s->out);
+	if (ret)
+		return ret;
 
 	/* Link rate as seen through everything the round did. */
 	{
 		double dt = now() - t0;
-		uint64_t bytes = s->x->bytes_sent - sent_before;
+		uint64_t bytes;
+
+		totals(s, &after, &bytes);
+		bytes -= sent_before;
 
 		if (dt > 0.001 && bytes > (1u << 20)) {
 			double bw = bytes / dt;
@@ -459,7 +483,11 @@ static int switchover(struct source *s, unsigned round)
 	 * otherwise the downtime would include it. */
 	if (ckpt_writer_marker(s->w, CKPT_MARK_ROUND, round) || ckpt_writer_flush(s->w))
 		return ckpt_writer_error(s->w);
-	ret = wait_caught_up(s, round);
+	ret = page_out_marker(s->out, round);
+	if (!ret)
+		ret = page_out_flush(s->out);
+	if (!ret)
+		ret = wait_caught_up(s, round);
 	if (ret)
 		return ret;
 	throttle_stop(s);
@@ -469,6 +497,8 @@ static int switchover(struct source *s, unsigned round)
 	ret = sync_dirty(s, &remaining);
 	if (!ret)
 		ret = send_round(s, round, false, true, false);
+	if (!ret)
+		ret = page_out_finish(s->out);	/* data streams end before the state */
 	t[0] = now();
 	if (!ret)
 		ret = s->vm->ops->save_state(s->vm, s->w);
@@ -522,9 +552,15 @@ static int precopy(struct source *s)
 	int ret;
 
 	vm_image_info(s->vm, &info);
+	if (getrandom(info.image_uuid, sizeof(info.image_uuid), 0) != sizeof(info.image_uuid))
+		return -EIO;
 	if (ckpt_writer_header(s->w, &info) || s->vm->ops->save_config(s->vm, s->w) ||
 	    ckpt_writer_flush(s->w))
 		return ckpt_writer_error(s->w) ? ckpt_writer_error(s->w) : -EIO;
+	s->out = page_out_new(s->w, (struct xport **)s->p->data_channels,
+			      s->p->nr_data_channels, &info, &s->wo);
+	if (!s->out)
+		return -ENOMEM;
 	ret = s->vm->ops->dirty_start(s->vm);
 	if (ret)
 		return ret;
@@ -576,14 +612,14 @@ static int precopy(struct source *s)
 int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 		   struct mig_progress *prog)
 {
-	struct ckpt_writer_opts wo = { .codec = ckpt_codec_default };
 	struct source s = { .vm = vm, .x = x, .p = p, .prog = prog };
 	struct ckpt_sink sink = { sink_writev, &s };
 	uint64_t ram = 0;
 	int ret = -ENOMEM;
 
-	wo.codec.lz4 = p->compress;
-	wo.codec.delta = false;	/* no cache of sent pages yet */
+	s.wo.codec = ckpt_codec_default;
+	s.wo.codec.lz4 = p->compress;
+	s.wo.codec.delta = false;	/* no cache of sent pages yet */
 	s.t_start = now();
 	if (!atomic_load(&prog->bandwidth))
 		atomic_store(&prog->bandwidth, p->bandwidth);
@@ -597,7 +633,7 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 	prog->stats.status = MIG_SETUP;
 	prog->stats.ram_total_bytes = ram;
 	pthread_mutex_unlock(&prog->lock);
-	s.w = ckpt_writer_new(&sink, &wo);
+	s.w = ckpt_writer_new(&sink, &s.wo);
 	if (!s.w)
 		goto out;
 
@@ -619,6 +655,7 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 		vm->ops->dirty_stop(vm);
 	}
 out:
+	page_out_free(s.out);
 	ckpt_writer_free(s.w);
 	for (unsigned i = 0; i < VM_MAX_REGIONS; i++)
 		free(s.dirty[i]);

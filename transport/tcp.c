@@ -104,7 +104,7 @@ static long tcp_recv(struct xport *x, void *buf, size_t len)
 			continue;
 		if (errno != EAGAIN)
 			return -errno;
-		ret = wait_fd(t->fd, POLLIN, t->io_timeout_ms);
+		ret = wait_fd(t->fd, POLLIN, x->idle_ok ? 0 : t->io_timeout_ms);
 		if (ret)
 			return ret;
 	}

@@ -216,7 +216,7 @@ static long tls_recv(struct xport *x, void *buf, size_t len)
 	struct tls_xport *t = (struct tls_xport *)x;
 	uint8_t *p = buf;
 	size_t got = 0;
-	double deadline = io_deadline(t);
+	double deadline = x->idle_ok ? 0 : io_deadline(t);
 
 	while (got < len) {
 		size_t n = 0;
@@ -224,7 +224,7 @@ static long tls_recv(struct xport *x, void *buf, size_t len)
 
 		if (SSL_read_ex(t->ssl, p + got, len - got, &n) == 1) {
 			got += n;
-			deadline = io_deadline(t);
+			deadline = x->idle_ok ? 0 : io_deadline(t);
 			continue;
 		}
 		ret = SSL_get_error(t->ssl, 0);

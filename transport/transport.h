@@ -30,6 +30,10 @@ struct xport_ops {
 struct xport {
 	const struct xport_ops *ops;
 	int err;			/* sticky: the first failure */
+	/* Receivers that may legitimately wait long (a channel idle between
+	 * rounds) set this: reads then wait without a deadline, and a dead
+	 * peer is still found by TCP keepalives and TCP_USER_TIMEOUT. */
+	bool idle_ok;
 	uint64_t bytes_sent, bytes_received;
 	/* Bandwidth cap in bytes/s, 0 = none (token bucket in xport_sendv). */
 	uint64_t rate_limit;

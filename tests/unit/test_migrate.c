@@ -16,6 +16,9 @@
 
 struct dest_run {
 	struct xport *x;
+	struct xport *data[4];		/* destination ends of the data channels */
+	struct xport *src_data[4];	/* source ends */
+	unsigned nr_data;
 	struct vm *vm;
 	struct mig_stats st;
 	char err[512];
@@ -33,7 +36,8 @@ static int refuse_all(void *opaque, const struct ckpt_image_info *info,
 static void *dest_main(void *arg)
 {
 	struct dest_run *d = arg;
-	struct mig_dest_opts o = { .io_timeout_ms = 5000 };
+	struct mig_dest_opts o = { .io_timeout_ms = 5000, .data_channels = d->data,
+				   .nr_data_channels = d->nr_data };
 
 	if (d->refuse)
 		o.admit = refuse_all;
@@ -54,10 +58,43 @@ static struct xport *start_dest(struct dest_run *d, bool refuse)
 	return xport_tcp_from_fd(sv[0], 5000);
 }
 
+/* The same with n data channels; p gets the source's ends. */
+static struct xport *start_dest_channels(struct dest_run *d, unsigned n, struct mig_params *p)
+{
+	struct dest_run tmp;
+
+	memset(&tmp, 0, sizeof(tmp));
+	for (unsigned i = 0; i < n; i++) {
+		int sv[2];
+
+		CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+		tmp.data[i] = xport_tcp_from_fd(sv[1], 5000);
+		tmp.src_data[i] = xport_tcp_from_fd(sv[0], 5000);
+	}
+	{
+		struct xport *x;
+		int sv[2];
+
+		CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+		*d = tmp;
+		d->nr_data = n;
+		d->x = xport_tcp_from_fd(sv[1], 5000);
+		CHECK(pthread_create(&d->thread, NULL, dest_main, d) == 0);
+		x = xport_tcp_from_fd(sv[0], 5000);
+		p->data_channels = d->src_data;
+		p->nr_data_channels = n;
+		return x;
+	}
+}
+
 static void finish_dest(struct dest_run *d)
 {
 	pthread_join(d->thread, NULL);
 	xport_close(d->x);
+	for (unsigned i = 0; i < d->nr_data; i++) {
+		xport_close(d->data[i]);
+		xport_close(d->src_data[i]);
+	}
 }
 
 static void counters_of(struct vm *vm, uint64_t *c)
@@ -74,7 +111,7 @@ static void verify(struct vm *vm, const uint64_t *min)
 		  "verify: %s", rep.msg);
 }
 
-static void migrate_and_check(uint64_t rate)
+static void migrate_and_check_n(uint64_t rate, unsigned channels)
 {
 	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 256 << 20, .vcpus = 2,
 						    .working_set = 64 << 20, .dirty_rate = rate });
@@ -91,7 +128,7 @@ static void migrate_and_check(uint64_t rate)
 	CHECK_EQ(vm_start(src), 0);
 	tg_sleep_ms(300);
 	counters_of(src, before);
-	x = start_dest(&d, false);
+	x = channels ? start_dest_channels(&d, channels, &p) : start_dest(&d, false);
 	ret = mig_source_run(src, x, &p, &prog);
 	mig_progress_get(&prog, &st);
 	CHECK_MSG(ret == 0, "migration failed: %s", st.error);
@@ -117,12 +154,62 @@ static void migrate_and_check(uint64_t rate)
 
 TEST(migrate_idle_guest)
 {
-	migrate_and_check(0);
+	migrate_and_check_n(0, 0);
 }
 
 TEST(migrate_guest_dirtying_50mib_s)
 {
-	migrate_and_check(50 << 20);
+	migrate_and_check_n(50 << 20, 0);
+}
+
+TEST(migrate_over_4_data_channels)
+{
+	migrate_and_check_n(0, 4);
+}
+
+TEST(migrate_dirtying_guest_over_2_data_channels)
+{
+	migrate_and_check_n(50 << 20, 2);
+}
+
+static void check_still_running(struct vm *src, const uint64_t *before);
+
+static void *cut_data_later(void *arg)
+{
+	tg_sleep_ms(300);
+	shutdown(xport_fd(arg), SHUT_RDWR);
+	return NULL;
+}
+
+TEST(data_channel_lost_mid_round_leaves_guest_on_source)
+{
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 256 << 20, .working_set = 64 << 20 });
+	struct mig_params p;
+	struct mig_progress prog;
+	struct mig_stats st;
+	struct dest_run d;
+	struct xport *x;
+	pthread_t t;
+	uint64_t before[1];
+
+	mig_params_default(&p);
+	p.bandwidth = 20 << 20;
+	p.max_downtime_ms = 1;
+	mig_progress_init(&prog);
+	CHECK_EQ(vm_start(src), 0);
+	tg_sleep_ms(300);
+	counters_of(src, before);
+	x = start_dest_channels(&d, 3, &p);
+	pthread_create(&t, NULL, cut_data_later, d.data[1]);
+	CHECK(mig_source_run(src, x, &p, &prog) < 0);
+	pthread_join(t, NULL);
+	mig_progress_get(&prog, &st);
+	CHECK_MSG(st.status == MIG_FAILED, "status %s", mig_status_name(st.status));
+	xport_close(x);
+	finish_dest(&d);
+	CHECK_MSG(!d.vm, "the destination kept a guest");
+	check_still_running(src, before);
+	vm_destroy(src);
 }
 
 /* After a failed migration the guest runs on the source and verifies. */

@@ -1,0 +1,494 @@
+/*
+ * Parallel page channels (channels.h). The source's main thread decides
+ * which pages go (dirty log, holes) and queues them by 64-page group; one
+ * thread per channel encodes and sends its groups into its own stream. The
+ * destination runs one reader thread per channel into guest memory; the
+ * control thread waits for them at round markers and at the end.
+ */
+#include "channels.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "fault.h"
+
+#define QUEUE_ITEMS	512	/* 32 MiB of pages in flight per channel */
+
+enum item_kind { IT_MARKER, IT_PAGES, IT_ZERO, IT_FLUSH, IT_FINISH };
+
+struct item {
+	uint8_t kind;
+	uint32_t region_id;
+	uint8_t *host;			/* the region's mapping */
+	uint64_t first;			/* page, round or flush sequence */
+	uint64_t arg;			/* page mask or zero-run length */
+};
+
+struct out_channel {
+	struct page_out *o;
+	struct xport *x;
+	struct ckpt_writer *w;
+	pthread_t thread;
+	bool running;
+	bool corrupted;			/* fault point fired on this channel */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct item q[QUEUE_ITEMS];	/* under lock */
+	unsigned head, count;		/* under lock */
+	uint64_t flushed;		/* under lock: last flush sequence done */
+	int err;			/* under lock */
+};
+
+struct page_out {
+	struct ckpt_writer *control;
+	unsigned n;
+	uint64_t flush_seq;
+	struct out_channel ch[MIG_MAX_CHANNELS];
+};
+
+static int out_sink(void *opaque, const struct iovec *iov, int iovcnt)
+{
+	struct out_channel *c = opaque;
+
+	/* Fault point: one flipped bit in a page batch's data (see fault.h). */
+	if (iovcnt == 4 && iov[3].iov_len > 100 && !c->corrupted &&
+	    c->x->bytes_sent > (2u << 20) && mig_fault("src-corrupt-stream")) {
+		((uint8_t *)iov[3].iov_base)[50] ^= 0x10;
+		c->corrupted = true;
+	}
+	return xport_sendv(c->x, iov, iovcnt);
+}
+
+static void process(struct out_channel *c, const struct item *it)
+{
+	switch (it->kind) {
+	case IT_MARKER:
+		ckpt_writer_marker(c->w, CKPT_MARK_ROUND, it->first);
+		break;
+	case IT_PAGES:
+		for (uint64_t m = it->arg; m; m &= m - 1) {
+			uint64_t page = it->first + (uint64_t)__builtin_ctzll(m);
+
+			if (ckpt_writer_page(c->w, it->region_id, page,
+					     it->host + page * VM_PAGE_SIZE, NULL))
+				break;
+		}
+		break;
+	case IT_ZERO:
+		ckpt_writer_zero_run(c->w, it->region_id, it->first, it->arg);
+		break;
+	case IT_FLUSH:
+		ckpt_writer_flush(c->w);
+		break;
+	case IT_FINISH:
+		ckpt_writer_finish(c->w, NULL);
+		break;
+	}
+}
+
+static void *out_main(void *arg)
+{
+	struct out_channel *c = arg;
+
+	for (;;) {
+		struct item it;
+		int err;
+
+		pthread_mutex_lock(&c->lock);
+		while (!c->count)
+			pthread_cond_wait(&c->cond, &c->lock);
+		it = c->q[c->head];
+		c->head = (c->head + 1) % QUEUE_ITEMS;
+		c->count--;
+		err = c->err;
+		pthread_cond_broadcast(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+
+		if (!err)
+			process(c, &it);	/* after a failure: drain until FINISH */
+		pthread_mutex_lock(&c->lock);
+		if (!c->err)
+			c->err = ckpt_writer_error(c->w);
+		if (it.kind == IT_FLUSH)
+			c->flushed = it.first;
+		pthread_cond_broadcast(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+		if (it.kind == IT_FINISH)
+			return NULL;
+	}
+}
+
+static int push(struct out_channel *c, const struct item *it)
+{
+	int err;
+
+	pthread_mutex_lock(&c->lock);
+	while (c->count == QUEUE_ITEMS)
+		pthread_cond_wait(&c->cond, &c->lock);
+	err = c->err;
+	if (!err || it->kind == IT_FINISH) {
+		c->q[(c->head + c->count) % QUEUE_ITEMS] = *it;
+		c->count++;
+		pthread_cond_broadcast(&c->cond);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return it->kind == IT_FINISH ? 0 : err;
+}
+
+struct page_out *page_out_new(struct ckpt_writer *control, struct xport **data, unsigned n,
+			      const struct ckpt_image_info *info,
+			      const struct ckpt_writer_opts *wo)
+{
+	struct page_out *o = calloc(1, sizeof(*o));
+
+	if (!o || n > MIG_MAX_CHANNELS) {
+		free(o);
+		return NULL;
+	}
+	o->control = control;
+	o->n = n;
+	for (unsigned i = 0; i < n; i++) {
+		struct out_channel *c = &o->ch[i];
+		struct ckpt_sink sink = { out_sink, c };
+
+		c->o = o;
+		c->x = data[i];
+		pthread_mutex_init(&c->lock, NULL);
+		pthread_cond_init(&c->cond, NULL);
+		c->w = ckpt_writer_new(&sink, wo);
+		/* every data stream names the same image as the control stream */
+		if (!c->w || ckpt_writer_header(c->w, info) ||
+		    pthread_create(&c->thread, NULL, out_main, c)) {
+			page_out_free(o);
+			return NULL;
+		}
+		c->running = true;
+	}
+	return o;
+}
+
+void page_out_free(struct page_out *o)
+{
+	if (!o)
+		return;
+	for (unsigned i = 0; i < o->n; i++) {
+		struct out_channel *c = &o->ch[i];
+
+		if (c->running) {
+			struct item fin = { .kind = IT_FINISH };
+
+			pthread_mutex_lock(&c->lock);
+			if (!c->err)
+				c->err = -ECANCELED;	/* do not commit a stream we give up */
+			pthread_mutex_unlock(&c->lock);
+			push(c, &fin);
+			pthread_join(c->thread, NULL);
+		}
+		ckpt_writer_free(c->w);
+		pthread_mutex_destroy(&c->lock);
+		pthread_cond_destroy(&c->cond);
+	}
+	free(o);
+}
+
+static struct out_channel *channel_of(struct page_out *o, unsigned ri, uint64_t page)
+{
+	return &o->ch[(ri * 7919u + page / MIG_GROUP_PAGES) % o->n];
+}
+
+int page_out_marker(struct page_out *o, unsigned round)
+{
+	struct item it = { .kind = IT_MARKER, .first = round };
+
+	for (unsigned i = 0; i < o->n; i++) {
+		int ret = push(&o->ch[i], &it);
+
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+int page_out_pages(struct page_out *o, const struct vm_region *r, unsigned ri,
+		   const uint64_t *bitmap, uint64_t first, uint64_t end)
+{
+	for (uint64_t g = first / MIG_GROUP_PAGES; g * MIG_GROUP_PAGES < end; g++) {
+		uint64_t base = g * MIG_GROUP_PAGES, mask = bitmap[g];
+		int ret;
+
+		if (base < first)
+			mask &= ~0ull << (first - base);
+		if (end - base < MIG_GROUP_PAGES)
+			mask &= (1ull << (end - base)) - 1;
+		if (!mask)
+			continue;
+		if (!o->n) {
+			for (; mask; mask &= mask - 1) {
+				uint64_t page = base + (uint64_t)__builtin_ctzll(mask);
+
+				if (ckpt_writer_page(o->control, r->id, page,
+						     r->host + page * VM_PAGE_SIZE, NULL))
+					return ckpt_writer_error(o->control);
+			}
+			continue;
+		}
+		ret = push(channel_of(o, ri, base), &(struct item){ .kind = IT_PAGES,
+			   .region_id = r->id, .host = r->host, .first = base, .arg = mask });
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+int page_out_zero(struct page_out *o, const struct vm_region *r, unsigned ri,
+		  uint64_t first, uint64_t count)
+{
+	if (!o->n)
+		return ckpt_writer_zero_run(o->control, r->id, first, count);
+	while (count) {
+		uint64_t in_group = MIG_GROUP_PAGES - first % MIG_GROUP_PAGES;
+		uint64_t n = count < in_group ? count : in_group;
+		int ret = push(channel_of(o, ri, first), &(struct item){ .kind = IT_ZERO,
+			       .region_id = r->id, .first = first, .arg = n });
+
+		if (ret)
+			return ret;
+		first += n;
+		count -= n;
+	}
+	return 0;
+}
+
+int page_out_flush(struct page_out *o)
+{
+	struct item it = { .kind = IT_FLUSH, .first = ++o->flush_seq };
+	int ret = 0;
+
+	if (!o->n)
+		return ckpt_writer_flush(o->control);
+	for (unsigned i = 0; i < o->n; i++) {
+		ret = push(&o->ch[i], &it);
+		if (ret)
+			return ret;
+	}
+	for (unsigned i = 0; i < o->n; i++) {
+		struct out_channel *c = &o->ch[i];
+
+		pthread_mutex_lock(&c->lock);
+		while (c->flushed < it.first && !c->err)
+			pthread_cond_wait(&c->cond, &c->lock);
+		if (!ret)
+			ret = c->err;
+		pthread_mutex_unlock(&c->lock);
+	}
+	return ret;
+}
+
+int page_out_finish(struct page_out *o)
+{
+	int ret = 0;
+
+	for (unsigned i = 0; i < o->n; i++)
+		push(&o->ch[i], &(struct item){ .kind = IT_FINISH });
+	for (unsigned i = 0; i < o->n; i++) {
+		struct out_channel *c = &o->ch[i];
+
+		pthread_join(c->thread, NULL);
+		c->running = false;
+		if (!ret)
+			ret = c->err;
+	}
+	return ret;
+}
+
+void page_out_stats(struct page_out *o, struct ckpt_writer_stats *sum, uint64_t *data_bytes)
+{
+	memset(sum, 0, sizeof(*sum));
+	*data_bytes = 0;
+	/* read while the channels run: approximate, never used to decide */
+	for (unsigned i = 0; i < o->n; i++) {
+		const struct ckpt_writer_stats *st = ckpt_writer_stats(o->ch[i].w);
+
+		for (int e = 0; e < 4; e++)
+			sum->pages[e] += st->pages[e];
+		sum->page_bytes += st->page_bytes;
+		*data_bytes += o->ch[i].x->bytes_sent;
+	}
+}
+
+void page_out_set_rate(struct page_out *o, uint64_t bytes_per_s)
+{
+	for (unsigned i = 0; i < o->n; i++)
+		o->ch[i].x->rate_limit = bytes_per_s ? bytes_per_s / o->n + 1 : 0;
+}
+
+/* ---- destination ----------------------------------------------------------- */
+
+struct in_channel {
+	struct page_in *pi;
+	struct xport *x;
+	pthread_t thread;
+	bool started;
+	uint64_t marker;		/* under pi->lock */
+	bool done, failed;		/* under pi->lock */
+	char err[256];			/* set once before failed */
+};
+
+struct page_in {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned n;
+	struct ckpt_image_info info;
+	struct ckpt_page_target target;
+	struct in_channel ch[MIG_MAX_CHANNELS];
+};
+
+static long in_read(void *opaque, void *buf, size_t len)
+{
+	return xport_recv(opaque, buf, len);
+}
+
+static bool same_image(const struct ckpt_image_info *a, const struct ckpt_image_info *b)
+{
+	if (memcmp(a->image_uuid, b->image_uuid, 16) || a->page_size != b->page_size ||
+	    a->region_count != b->region_count)
+		return false;
+	for (unsigned i = 0; i < a->region_count; i++)
+		if (a->regions[i].id != b->regions[i].id || a->regions[i].gpa != b->regions[i].gpa ||
+		    a->regions[i].size != b->regions[i].size)
+			return false;
+	return true;
+}
+
+static void *in_main(void *arg)
+{
+	struct in_channel *c = arg;
+	struct page_in *pi = c->pi;
+	struct ckpt_source src = { in_read, c->x };
+	struct ckpt_reader_opts ro = { .allow_trailing = true };
+	struct ckpt_reader *r = ckpt_reader_new(&src, &ro);
+	struct ckpt_record rec;
+	int ret = r ? 0 : -ENOMEM;
+	const char *why = NULL;
+
+	while (!ret && (ret = ckpt_reader_next(r, &rec)) == 0) {
+		if (rec.type == CKPT_REC_HEADER) {
+			if (!same_image(rec.u.header, &pi->info))
+				why = "a data channel names another image";
+		} else if (rec.type == CKPT_REC_PAGES) {
+			ret = ckpt_reader_apply(r, &rec, &pi->target);
+		} else if (rec.type == CKPT_REC_MARKER) {
+			pthread_mutex_lock(&pi->lock);
+			c->marker = rec.u.marker.number;
+			pthread_cond_broadcast(&pi->cond);
+			pthread_mutex_unlock(&pi->lock);
+		} else if (rec.type == CKPT_REC_STATE) {
+			why = "state on a data channel";
+		} else if (rec.type == CKPT_REC_COMMIT) {
+			ret = 1;
+		}
+		if (why)
+			break;
+	}
+	pthread_mutex_lock(&pi->lock);
+	if (ret == 1 && !why) {
+		c->done = true;
+	} else {
+		snprintf(c->err, sizeof(c->err), "data channel %u: %s", (unsigned)(c - pi->ch),
+			 why ? why : c->x->err ? strerror(-c->x->err) :
+			 r ? ckpt_reader_errmsg(r) : "out of memory");
+		c->failed = true;
+	}
+	pthread_cond_broadcast(&pi->cond);
+	pthread_mutex_unlock(&pi->lock);
+	ckpt_reader_free(r);
+	return NULL;
+}
+
+struct page_in *page_in_start(struct xport **data, unsigned n,
+			      const struct ckpt_image_info *control_info,
+			      const struct ckpt_page_target *target)
+{
+	struct page_in *pi = calloc(1, sizeof(*pi));
+
+	if (!pi || n > MIG_MAX_CHANNELS) {
+		free(pi);
+		return NULL;
+	}
+	pthread_mutex_init(&pi->lock, NULL);
+	pthread_cond_init(&pi->cond, NULL);
+	pi->n = n;
+	pi->info = *control_info;
+	pi->target = *target;
+	for (unsigned i = 0; i < n; i++) {
+		pi->ch[i].pi = pi;
+		pi->ch[i].x = data[i];
+		if (pthread_create(&pi->ch[i].thread, NULL, in_main, &pi->ch[i])) {
+			page_in_stop(pi);
+			return NULL;
+		}
+		pi->ch[i].started = true;
+	}
+	return pi;
+}
+
+/* Wait until pred holds for every channel or one failed. */
+static int wait_all(struct page_in *pi, uint64_t round, bool to_end, char *err, size_t errlen)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&pi->lock);
+	for (;;) {
+		bool all = true;
+
+		for (unsigned i = 0; i < pi->n; i++) {
+			struct in_channel *c = &pi->ch[i];
+
+			if (c->failed) {
+				snprintf(err, errlen, "%s", c->err);
+				ret = -EBADMSG;
+				goto out;
+			}
+			if (to_end ? !c->done : !c->done && c->marker < round)
+				all = false;
+		}
+		if (all)
+			break;
+		pthread_cond_wait(&pi->cond, &pi->lock);
+	}
+out:
+	pthread_mutex_unlock(&pi->lock);
+	return ret;
+}
+
+int page_in_wait_marker(struct page_in *pi, uint64_t round, char *err, size_t errlen)
+{
+	return wait_all(pi, round, false, err, errlen);
+}
+
+int page_in_wait_end(struct page_in *pi, char *err, size_t errlen)
+{
+	return wait_all(pi, 0, true, err, errlen);
+}
+
+void page_in_stop(struct page_in *pi)
+{
+	if (!pi)
+		return;
+	for (unsigned i = 0; i < pi->n; i++) {
+		int fd = xport_fd(pi->ch[i].x);
+
+		if (pi->ch[i].started && fd >= 0)
+			shutdown(fd, SHUT_RDWR);	/* wakes a blocked reader */
+	}
+	for (unsigned i = 0; i < pi->n; i++)
+		if (pi->ch[i].started)
+			pthread_join(pi->ch[i].thread, NULL);
+	pthread_mutex_destroy(&pi->lock);
+	pthread_cond_destroy(&pi->cond);
+	free(pi);
+}
