@@ -341,6 +341,7 @@ struct in_channel {
 struct page_in {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
+	int control_fd;
 	unsigned n;
 	struct ckpt_image_info info;
 	struct ckpt_page_target target;
@@ -405,13 +406,35 @@ static void *in_main(void *arg)
 	}
 	pthread_cond_broadcast(&pi->cond);
 	pthread_mutex_unlock(&pi->lock);
+	if (c->failed) {
+		int fd = xport_fd(c->x);
+
+		if (pi->control_fd >= 0)
+			shutdown(pi->control_fd, SHUT_RD);
+		if (fd >= 0)
+			shutdown(fd, SHUT_RDWR);	/* the source's sends fail at once */
+	}
 	ckpt_reader_free(r);
 	return NULL;
 }
 
+const char *page_in_failure(struct page_in *pi)
+{
+	const char *why = NULL;
+
+	if (!pi)
+		return NULL;
+	pthread_mutex_lock(&pi->lock);
+	for (unsigned i = 0; i < pi->n && !why; i++)
+		if (pi->ch[i].failed)
+			why = pi->ch[i].err;
+	pthread_mutex_unlock(&pi->lock);
+	return why;
+}
+
 struct page_in *page_in_start(struct xport **data, unsigned n,
 			      const struct ckpt_image_info *control_info,
-			      const struct ckpt_page_target *target)
+			      const struct ckpt_page_target *target, struct xport *control)
 {
 	struct page_in *pi = calloc(1, sizeof(*pi));
 
@@ -422,6 +445,7 @@ struct page_in *page_in_start(struct xport **data, unsigned n,
 	pthread_mutex_init(&pi->lock, NULL);
 	pthread_cond_init(&pi->cond, NULL);
 	pi->n = n;
+	pi->control_fd = control ? xport_fd(control) : -1;
 	pi->info = *control_info;
 	pi->target = *target;
 	for (unsigned i = 0; i < n; i++) {

@@ -48,9 +48,13 @@ void page_out_set_rate(struct page_out *o, uint64_t bytes_per_s);
 
 struct page_in;
 
+/* control: a data channel that fails stops reading it (SHUT_RD), so the
+ * control thread wakes up and can tell the source why. */
 struct page_in *page_in_start(struct xport **data, unsigned n,
 			      const struct ckpt_image_info *control_info,
-			      const struct ckpt_page_target *target);
+			      const struct ckpt_page_target *target, struct xport *control);
+/* A failed channel's reason, or NULL. */
+const char *page_in_failure(struct page_in *pi);
 /* Wait until every data stream has reached MARKER round (or ended).
  * Returns 0, or -EBADMSG when one failed (reason in err). */
 int page_in_wait_marker(struct page_in *pi, uint64_t round, char *err, size_t errlen);

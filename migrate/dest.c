@@ -137,7 +137,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 		goto refuse;
 	if (o->nr_data_channels) {
 		pi = page_in_start((struct xport **)o->data_channels, o->nr_data_channels, &info,
-				   &target);
+				   &target, x);
 		if (!pi) {
 			snprintf(err, errlen, "cannot start the data channels");
 			goto refuse;
@@ -207,6 +207,12 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	return vm;
 
 bad_stream:
+	if (page_in_failure(pi)) {
+		/* the control channel was stopped because a data channel failed */
+		snprintf(err, errlen, "bad migration stream: %s", page_in_failure(pi));
+		x->err = 0;
+		goto refuse;
+	}
 	if (x->err)
 		goto lost;
 	snprintf(err, errlen, "bad migration stream: %s", ckpt_reader_errmsg(r));

@@ -46,6 +46,7 @@ struct source {
 	uint64_t pages_encoded, bytes_encoded;	/* for bytes per dirty page */
 	char peer_error[256];
 	bool corrupted;			/* fault point fired */
+	bool policy_timeout;		/* --timeout ran out, not the link */
 	uint64_t dest_round;		/* highest MARKER the destination reached */
 
 	pthread_t throttle_thread;
@@ -235,8 +236,10 @@ static int between_chunks(struct source *s, bool paused)
 	if (atomic_load(&s->prog->cancel))
 		return -ECANCELED;
 	if (!paused && s->p->timeout_s > 0 && now() - s->t_start > s->p->timeout_s &&
-	    !s->p->force_on_timeout)
+	    !s->p->force_on_timeout) {
+		s->policy_timeout = true;
 		return -ETIMEDOUT;
+	}
 	ret = ckpt_writer_error(s->w);
 	if (ret)
 		return ret;
@@ -525,6 +528,15 @@ static int switchover(struct source *s, unsigned round)
 			 "destination; it stays paused here", strerror(-ret));
 		return -EINPROGRESS;
 	}
+	{
+		struct ckpt_writer_stats ws;
+		uint64_t bytes;
+
+		totals(s, &ws, &bytes);
+		pthread_mutex_lock(&s->prog->lock);
+		s->prog->stats.transferred_bytes = bytes;
+		pthread_mutex_unlock(&s->prog->lock);
+	}
 	if (getenv("VMIGRATE_DEBUG"))
 		fprintf(stderr, "vmigrate: switchover: %llu final pages %.2f ms, state %.2f ms, "
 			"until loaded %.2f ms, until running %.2f ms\n",
@@ -533,13 +545,32 @@ static int switchover(struct source *s, unsigned round)
 	pthread_mutex_lock(&s->prog->lock);
 	s->prog->stats.downtime_ms = (uint64_t)((now() - s->t_pause) * 1000);
 	s->prog->stats.total_time_ms = (uint64_t)((now() - s->t_start) * 1000);
-	s->prog->stats.transferred_bytes = s->x->bytes_sent;
 	s->prog->stats.status = MIG_COMPLETED;
 	s->prog->stats.round_done = s->prog->stats.round_pages;
 	s->prog->stats.remaining_pages = 0;
 	s->prog->stats.eta_s = 0;
 	pthread_mutex_unlock(&s->prog->lock);
 	return 0;
+}
+
+/* After a failure: the destination may have said why on the control
+ * channel (a data channel's checksum, say); read it if it is there. */
+static void last_words(struct source *s)
+{
+	uint16_t type;
+	char msg[MIG_MSG_MAX + 1];
+	int err = s->x->err;
+
+	s->x->err = 0;		/* the control channel may still be readable */
+	while (xport_poll_in(s->x, 300) > 0 &&
+	       mig_msg_recv(s->x, &type, msg, sizeof(msg)) == 0) {
+		if (type == MIG_MSG_ERROR) {
+			snprintf(s->peer_error, sizeof(s->peer_error), "destination: %.200s", msg);
+			break;
+		}
+	}
+	if (err)
+		s->x->err = err;
 }
 
 /* ---- the whole run -------------------------------------------------------- */
@@ -589,8 +620,10 @@ static int precopy(struct source *s)
 		if (expect <= s->p->max_downtime_ms)
 			break;
 		if (s->p->timeout_s > 0 && now() - s->t_start > s->p->timeout_s) {
-			if (!s->p->force_on_timeout)
+			if (!s->p->force_on_timeout) {
+				s->policy_timeout = true;
 				return -ETIMEDOUT;
+			}
 			break;
 		}
 		/* Dirtying outpaces the link: slow the guest down (QEMU's rule:
@@ -642,11 +675,13 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 		throttle_stop(&s);
 		vm->ops->dirty_stop(vm);
 		vm_resume(vm);	/* the guest carries on here */
+		if (!s.peer_error[0] && ret != -ECANCELED)
+			last_words(&s);
 		if (s.peer_error[0])
 			fail_msg(&s, "%s", s.peer_error);
 		else if (ret == -ECANCELED)
 			fail_msg(&s, "cancelled");
-		else if (ret == -ETIMEDOUT && x->err != -ETIMEDOUT)
+		else if (s.policy_timeout)
 			fail_msg(&s, "did not converge within %.0f s", p->timeout_s);
 		else
 			fail_msg(&s, "%s", strerror(-ret));

@@ -146,7 +146,7 @@ static const struct xport_ops tcp_ops = {
 	.close = tcp_close,
 };
 
-static void tune_socket(int fd, int io_timeout_ms)
+void xport_tcp_tune(int fd, int io_timeout_ms)
 {
 	int one = 1, idle = 1, intvl = 1, cnt = 3;
 
@@ -174,7 +174,7 @@ struct xport *xport_tcp_from_fd(int fd, int io_timeout_ms)
 	t->fd = fd;
 	t->io_timeout_ms = io_timeout_ms;
 	fcntl(fd, F_SETFD, FD_CLOEXEC);
-	tune_socket(fd, io_timeout_ms);
+	xport_tcp_tune(fd, io_timeout_ms);
 	return &t->x;
 }
 

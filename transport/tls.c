@@ -81,6 +81,10 @@ struct xport_tls_ctx *xport_tls_ctx_new(const struct xport_tls_config *cfg, bool
 	SSL_CTX_set_max_proto_version(ctx->ssl, TLS1_3_VERSION);
 	SSL_CTX_set_mode(ctx->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_num_tickets(ctx->ssl, 0);
+	/* A peer that closes without close_notify ends the stream like EOF
+	 * (our records carry their own integrity); the channel stays usable
+	 * for sending the reason of a failure. */
+	SSL_CTX_set_options(ctx->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_session_cache_mode(ctx->ssl, SSL_SESS_CACHE_OFF);
 	if (SSL_CTX_load_verify_locations(ctx->ssl, cfg->ca_file, NULL) != 1) {
 		ssl_reason(err, errlen, cfg->ca_file ? cfg->ca_file : "no CA file");
@@ -321,6 +325,7 @@ static struct xport *handshake(struct xport_tls_ctx *ctx, int fd, const char *ho
 	t->fd = fd;
 	t->io_timeout_ms = io_timeout_ms;
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	xport_tcp_tune(fd, io_timeout_ms);
 	SSL_set_fd(t->ssl, fd);
 	if (!ctx->server) {
 		unsigned char ip[16];

@@ -56,6 +56,9 @@ struct xport *xport_tcp_connect(const char *host, const char *port,
 				int connect_timeout_ms, int io_timeout_ms,
 				char *err, size_t errlen);
 struct xport *xport_tcp_from_fd(int fd, int io_timeout_ms);
+/* Socket options of every channel between hosts: no Nagle, keepalives and
+ * TCP_USER_TIMEOUT from io_timeout_ms (no-ops on other sockets). */
+void xport_tcp_tune(int fd, int io_timeout_ms);
 /* A listening socket for host:port (host NULL or "" = any). */
 int xport_tcp_listen(const char *host, const char *port, char *err, size_t errlen);
 

@@ -243,7 +243,8 @@ static void show_progress(struct json_object *p, double *shown_pct, bool tty)
 
 int cmd_migrate(int argc, char **argv)
 {
-	enum { O_DOWNTIME = 256, O_BW, O_AUTO, O_TIMEOUT, O_ON_TIMEOUT, O_NOCOMP, O_JSON, O_QUIET };
+	enum { O_DOWNTIME = 256, O_BW, O_AUTO, O_TIMEOUT, O_ON_TIMEOUT, O_NOCOMP, O_JSON, O_QUIET,
+	       O_CHANNELS };
 	static const struct option longopts[] = {
 		{ "max-downtime", required_argument, NULL, O_DOWNTIME },
 		{ "bandwidth", required_argument, NULL, O_BW },
@@ -251,6 +252,7 @@ int cmd_migrate(int argc, char **argv)
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "on-timeout", required_argument, NULL, O_ON_TIMEOUT },
 		{ "no-compress", no_argument, NULL, O_NOCOMP },
+		{ "channels", required_argument, NULL, O_CHANNELS },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ 0 }
@@ -289,6 +291,10 @@ int cmd_migrate(int argc, char **argv)
 		case O_NOCOMP:
 			json_object_object_add(req, "compress", json_object_new_boolean(0));
 			break;
+		case O_CHANNELS:
+			bad = parse_uint(optarg, &v) || v > 16;
+			json_object_object_add(req, "channels", json_object_new_int((int)v));
+			break;
 		case O_JSON: json = true; break;
 		case O_QUIET: quiet = true; break;
 		default: bad = 1; break;
@@ -297,7 +303,7 @@ int cmd_migrate(int argc, char **argv)
 			json_object_put(req);
 			fprintf(stderr, "usage: vmigrate migrate NAME HOST[:PORT] [--max-downtime MS] "
 				"[--bandwidth RATE] [--auto-converge] [--timeout S] "
-				"[--on-timeout cancel|force] [--no-compress] [--json] [--quiet]\n");
+				"[--on-timeout cancel|force] [--no-compress] [--channels N] [--json] [--quiet]\n");
 			return EXIT_USAGE;
 		}
 	}

@@ -6,7 +6,8 @@
  *   TLS 1.3 handshake, mutual certificates, name and allow-list checks
  *   hello {name[, nonce]} -----------------> name free here?
  *   [with a peer key: challenge / proof both ways, peer_auth.c]
- *                            <-------------- {ok} or {error}
+ *                            <-------------- {ok, data_port, token} or {error}
+ *   per data channel: TCP to data_port, TLS, {migrate-data, token, i} -> {ok}
  *   migration stream (migrate/protocol.c)
  */
 #include "peer.h"
@@ -17,11 +18,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include "ipc.h"
 #include "tls.h"
 
 #define HELLO_TIMEOUT_MS	10000
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
 
 static int line_send(struct xport *x, struct json_object *o)
 {
@@ -159,18 +174,73 @@ static struct xport *secure(const struct peer_config *pc, int fd, const char *ho
 	return x;
 }
 
-struct xport *peer_dial(const struct peer_config *pc, int fd, const char *host,
-			const char *name, char *err, size_t errlen)
+void peer_session_close(struct peer_session *ps)
+{
+	xport_close(ps->control);
+	for (unsigned i = 0; i < ps->nr_data; i++)
+		xport_close(ps->data[i]);
+	memset(ps, 0, sizeof(*ps));
+}
+
+static void new_token(char out[33])
+{
+	unsigned char b[16];
+
+	if (getrandom(b, sizeof(b), 0) != sizeof(b))
+		memset(b, 0, sizeof(b));
+	for (int i = 0; i < 16; i++)
+		sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+/* One data channel to host:port, proven part of the session by token. */
+static struct xport *dial_data(const struct peer_config *pc, const char *host, const char *port,
+			       const char *token, unsigned i, char *err, size_t errlen)
+{
+	struct xport *tcp = xport_tcp_connect(host, port, 5000, pc->io_timeout_ms, err, errlen);
+	struct json_object *o, *rep;
+	struct xport *x;
+	int fd;
+
+	if (!tcp)
+		return NULL;
+	fd = dup(xport_fd(tcp));
+	xport_close(tcp);
+	if (fd < 0 || !(x = secure(pc, fd, host, false, err, errlen)))
+		return NULL;
+	o = json_object_new_object();
+	json_object_object_add(o, "op", json_object_new_string("migrate-data"));
+	json_object_object_add(o, "token", json_object_new_string(token));
+	json_object_object_add(o, "channel", json_object_new_int((int)i));
+	line_send(x, o);
+	json_object_put(o);
+	rep = line_recv(x);
+	if (!rep || !ipc_bool(rep, "ok", false)) {
+		snprintf(err, errlen, "data channel %u refused: %s", i,
+			 rep ? ipc_str(rep, "error", "no reason") : "connection closed");
+		json_object_put(rep);
+		xport_close(x);
+		return NULL;
+	}
+	json_object_put(rep);
+	return x;
+}
+
+int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *name,
+	      unsigned channels, struct peer_session *ps, char *err, size_t errlen)
 {
 	struct xport *x = secure(pc, fd, host, false, err, errlen);
 	struct json_object *hello, *rep;
-	char nonce[65];
+	char nonce[65], port[16], token[65];
 
+	memset(ps, 0, sizeof(*ps));
 	if (!x)
-		return NULL;
+		return -ECONNREFUSED;
+	if (channels > PEER_MAX_DATA)
+		channels = PEER_MAX_DATA;
 	hello = json_object_new_object();
 	json_object_object_add(hello, "op", json_object_new_string("migrate-in"));
 	json_object_object_add(hello, "name", json_object_new_string(name));
+	json_object_object_add(hello, "channels", json_object_new_int((int)channels));
 	peer_auth_hello(&pc->key, hello, nonce);
 	if (line_send(x, hello)) {
 		json_object_put(hello);
@@ -188,7 +258,7 @@ struct xport *peer_dial(const struct peer_config *pc, int fd, const char *host,
 		json_object_put(answer);
 		json_object_put(rep);
 		if (ret)
-			goto fail_said;
+			goto fail;
 		rep = line_recv(x);
 	}
 	if (!rep || !ipc_bool(rep, "ok", false)) {
@@ -198,16 +268,26 @@ struct xport *peer_dial(const struct peer_config *pc, int fd, const char *host,
 		json_object_put(rep);
 		goto fail;
 	}
+	snprintf(port, sizeof(port), "%lld", ipc_int(rep, "data_port", 0));
+	snprintf(token, sizeof(token), "%s", ipc_str(rep, "token", ""));
 	json_object_put(rep);
-	return x;
-fail_said:
+	ps->control = x;
+	for (unsigned i = 0; i < channels; i++) {
+		ps->data[i] = dial_data(pc, host, port, token, i, err, errlen);
+		if (!ps->data[i]) {
+			peer_session_close(ps);
+			return -ECONNREFUSED;
+		}
+		ps->nr_data = i + 1;
+	}
+	return 0;
 fail:
 	xport_close(x);
-	return NULL;
+	return -ECONNREFUSED;
 }
 
 struct xport *peer_accept(const struct peer_config *pc, int fd, char *name, size_t namelen,
-			  char *err, size_t errlen)
+			  unsigned *channels, char *err, size_t errlen)
 {
 	struct xport *x = secure(pc, fd, NULL, true, err, errlen);
 	struct json_object *hello, *challenge, *answer;
@@ -225,6 +305,9 @@ struct xport *peer_accept(const struct peer_config *pc, int fd, char *name, size
 		goto refuse;
 	}
 	snprintf(name, namelen, "%s", n);
+	*channels = (unsigned)ipc_int(hello, "channels", 0);
+	if (*channels > PEER_MAX_DATA)
+		*channels = PEER_MAX_DATA;
 	if (pc->key.set) {
 		challenge = json_object_new_object();
 		if (peer_auth_challenge(&pc->key, hello, challenge, nonce, err, errlen)) {
@@ -258,5 +341,96 @@ int peer_answer(struct xport *x, bool ok, const char *why)
 	int ret = line_send(x, o);
 
 	json_object_put(o);
+	return ret;
+}
+
+/* Accept the data channels on lfd until all came or the deadline passed. */
+static int take_data(const struct peer_config *pc, int lfd, const char *token,
+		     unsigned channels, struct peer_session *ps, char *err, size_t errlen)
+{
+	double deadline = now_ms() + (pc->handshake_timeout_ms > 0 ? pc->handshake_timeout_ms : 10000);
+	unsigned got = 0;
+
+	while (got < channels) {
+		struct pollfd p = { .fd = lfd, .events = POLLIN };
+		struct json_object *o;
+		struct xport *x;
+		int left = (int)(deadline - now_ms()), fd;
+		long i;
+
+		if (left <= 0 || poll(&p, 1, left) <= 0) {
+			snprintf(err, errlen, "only %u of %u data channels came", got, channels);
+			return -ETIMEDOUT;
+		}
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0 || !(x = secure(pc, fd, NULL, true, err, errlen)))
+			continue;	/* a stranger: not one of ours */
+		o = line_recv(x);
+		i = o ? ipc_int(o, "channel", -1) : -1;
+		if (!o || strcmp(ipc_str(o, "op", ""), "migrate-data") ||
+		    strcmp(ipc_str(o, "token", ""), token) || i < 0 || i >= (long)channels ||
+		    ps->data[i]) {
+			peer_answer(x, false, "not a data channel of this migration");
+			json_object_put(o);
+			xport_close(x);
+			continue;
+		}
+		json_object_put(o);
+		peer_answer(x, true, NULL);
+		ps->data[i] = x;
+		got++;
+	}
+	ps->nr_data = channels;
+	return 0;
+}
+
+int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned channels,
+		 struct peer_session *ps, char *err, size_t errlen)
+{
+	struct sockaddr_storage sa;
+	socklen_t sl = sizeof(sa);
+	struct json_object *o;
+	char token[33];
+	int lfd = -1, ret, port = 0;
+
+	memset(ps, 0, sizeof(*ps));
+	ps->control = control;
+	new_token(token);
+	if (channels) {
+		/* the data port listens where the control connection came in */
+		if (getsockname(xport_fd(control), (struct sockaddr *)&sa, &sl) < 0 ||
+		    (sa.ss_family != AF_INET && sa.ss_family != AF_INET6)) {
+			snprintf(err, errlen, "data channels need a TCP control connection");
+			return -EINVAL;
+		}
+		if (sa.ss_family == AF_INET)
+			((struct sockaddr_in *)&sa)->sin_port = 0;
+		else
+			((struct sockaddr_in6 *)&sa)->sin6_port = 0;
+		lfd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sl) < 0 || listen(lfd, 16) < 0 ||
+		    getsockname(lfd, (struct sockaddr *)&sa, &sl) < 0) {
+			snprintf(err, errlen, "data port: %s", strerror(errno));
+			if (lfd >= 0)
+				close(lfd);
+			return -errno;
+		}
+		port = ntohs(sa.ss_family == AF_INET ? ((struct sockaddr_in *)&sa)->sin_port :
+			     ((struct sockaddr_in6 *)&sa)->sin6_port);
+	}
+	o = ipc_ok();
+	json_object_object_add(o, "data_port", json_object_new_int(port));
+	json_object_object_add(o, "token", json_object_new_string(token));
+	ret = line_send(control, o);
+	json_object_put(o);
+	if (!ret && channels)
+		ret = take_data(pc, lfd, token, channels, ps, err, errlen);
+	if (lfd >= 0)
+		close(lfd);
+	if (ret) {
+		for (unsigned i = 0; i < PEER_MAX_DATA; i++)
+			xport_close(ps->data[i]);
+		memset(ps, 0, sizeof(*ps));
+	}
 	return ret;
 }

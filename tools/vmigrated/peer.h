@@ -34,15 +34,33 @@ void peer_config_from_json(struct json_object *o, struct peer_config *pc);
 /* Check the configuration once, at service start (files, key, contexts). */
 int peer_config_check(const struct peer_config *pc, char *err, size_t errlen);
 
-/* Source: secure the dialled socket, name the guest, authenticate. The
- * channel owns fd from here on. NULL with err when refused. */
-struct xport *peer_dial(const struct peer_config *pc, int fd, const char *host,
-			const char *name, char *err, size_t errlen);
+#define PEER_MAX_DATA	16
+
+/* The channels of one migration: ordered control plus parallel data. */
+struct peer_session {
+	struct xport *control;
+	struct xport *data[PEER_MAX_DATA];
+	unsigned nr_data;
+};
+
+void peer_session_close(struct peer_session *ps);
+
+/* Source: secure the dialled socket, name the guest, authenticate, then
+ * open `channels` data channels to the port the destination offers (each
+ * TLS too, each proving the session's token). The session owns fd from
+ * here on. -errno with err when refused. */
+int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *name,
+	      unsigned channels, struct peer_session *ps, char *err, size_t errlen);
 
 /* Destination: secure the accepted socket, read the hello, authenticate.
- * On success name holds the guest's name; answer with peer_answer(). */
+ * On success name holds the guest's name and *channels the data channels
+ * asked for; then peer_welcome() or peer_answer(x, false, why). */
 struct xport *peer_accept(const struct peer_config *pc, int fd, char *name, size_t namelen,
-			  char *err, size_t errlen);
+			  unsigned *channels, char *err, size_t errlen);
 int peer_answer(struct xport *x, bool ok, const char *why);
+/* Destination: say yes, offer a data port on the control connection's
+ * address, and take the data channels (bounded by the handshake timeout). */
+int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned channels,
+		 struct peer_session *ps, char *err, size_t errlen);
 
 #endif

@@ -45,7 +45,8 @@ struct worker {
 	char job[64];
 	struct mig_params params;
 	struct mig_progress prog;
-	struct xport *mig_x;
+	struct peer_session mig_session;	/* control and data channels of the job */
+	unsigned mig_channels;
 	int mig_fd;			/* dialled socket, before the peer protocol */
 	struct peer_config mig_peer;	/* the service's peer settings, as of this job */
 	char dest_host[256];
@@ -214,8 +215,8 @@ static void *migration_main(void *arg)
 	char err[512];
 	int ret;
 
-	W.mig_x = peer_dial(&W.mig_peer, W.mig_fd, W.dest_host, W.spec.name, err, sizeof(err));
-	if (!W.mig_x) {
+	if (peer_dial(&W.mig_peer, W.mig_fd, W.dest_host, W.spec.name, W.mig_channels,
+		      &W.mig_session, err, sizeof(err))) {
 		pthread_mutex_lock(&W.prog.lock);
 		W.prog.stats.status = MIG_FAILED;
 		snprintf(W.prog.stats.error, sizeof(W.prog.stats.error), "%.250s", err);
@@ -228,7 +229,9 @@ static void *migration_main(void *arg)
 		fprintf(stderr, "vmigrated: guest %s migration %s: %s\n", W.spec.name, W.job, err);
 		return NULL;
 	}
-	ret = mig_source_run(W.vm, W.mig_x, &W.params, &W.prog);
+	W.params.data_channels = W.mig_session.data;
+	W.params.nr_data_channels = W.mig_session.nr_data;
+	ret = mig_source_run(W.vm, W.mig_session.control, &W.params, &W.prog);
 
 	pthread_mutex_lock(&W.lock);
 	W.mig_result = ret;
@@ -243,8 +246,7 @@ static void *migration_main(void *arg)
 		W.state = W_RUNNING;
 	}
 	pthread_mutex_unlock(&W.lock);
-	xport_close(W.mig_x);
-	W.mig_x = NULL;
+	peer_session_close(&W.mig_session);
 	{
 		struct mig_stats st;
 
@@ -288,7 +290,7 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	}
 	mig_progress_init(&W.prog);
 	W.mig_fd = fd;
-	W.mig_x = NULL;
+	W.mig_channels = (unsigned)ipc_int(req, "channels", 0);
 	W.mig_done = false;
 	W.state = W_MIGRATING;
 	if (pthread_create(&W.mig_thread, NULL, migration_main, NULL)) {
@@ -477,7 +479,7 @@ void worker_run_boot(const struct worker_spec *s, int ready_fd)
 }
 
 struct incoming {
-	struct xport *x;
+	struct peer_session session;
 	struct mig_dest_opts opts;
 };
 
@@ -485,9 +487,10 @@ static void *incoming_main(void *arg)
 {
 	struct incoming *in = arg;
 	char err[512];
-	struct vm *vm = mig_dest_run(in->x, &in->opts, &W.incoming, err, sizeof(err));
+	struct vm *vm = mig_dest_run(in->session.control, &in->opts, &W.incoming, err,
+				     sizeof(err));
 
-	xport_close(in->x);
+	peer_session_close(&in->session);
 	pthread_mutex_lock(&W.lock);
 	if (!vm) {
 		fprintf(stderr, "vmigrated: incoming guest %s refused or lost: %s\n",
@@ -527,19 +530,22 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	static struct incoming in;
 	struct worker_spec s = *base;
 	char name[64], err[512];
+	unsigned channels = 0;
 	pthread_t t;
 
 	setsid();
 	prctl(PR_SET_NAME, "vmg:incoming");
 	signal(SIGPIPE, SIG_IGN);
-	in.x = peer_accept(&s.peer, peer_fd, name, sizeof(name), err, sizeof(err));
-	if (!in.x) {
+	struct xport *x = peer_accept(&s.peer, peer_fd, name, sizeof(name), &channels, err,
+				      sizeof(err));
+
+	if (!x) {
 		fprintf(stderr, "vmigrated: refused an incoming migration: %s\n", err);
 		_exit(1);
 	}
 	if (guest_alive(s.dir, name)) {
 		snprintf(err, sizeof(err), "a guest named '%s' already runs on this host", name);
-		peer_answer(in.x, false, err);
+		peer_answer(x, false, err);
 		fprintf(stderr, "vmigrated: refused an incoming migration: %s\n", err);
 		_exit(1);
 	}
@@ -548,13 +554,19 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	W.state = W_INCOMING;
 	in.opts = (struct mig_dest_opts){ .dirty_mode = s.dirty_mode, .events = events,
 					  .io_timeout_ms = s.io_timeout_ms };
-	if (peer_answer(in.x, true, NULL) ||
-	    pthread_create(&t, NULL, incoming_main, &in)) {
+	if (peer_welcome(&s.peer, x, channels, &in.session, err, sizeof(err))) {
+		fprintf(stderr, "vmigrated: incoming guest %s: %s\n", name, err);
 		unlink(W.sock_path);
 		_exit(1);
 	}
-	fprintf(stderr, "vmigrated: receiving guest %s (%s)\n", name,
-		s.peer.insecure ? "plain TCP" : "TLS");
+	in.opts.data_channels = in.session.data;
+	in.opts.nr_data_channels = in.session.nr_data;
+	if (pthread_create(&t, NULL, incoming_main, &in)) {
+		unlink(W.sock_path);
+		_exit(1);
+	}
+	fprintf(stderr, "vmigrated: receiving guest %s (%s, %u data channels)\n", name,
+		s.peer.insecure ? "plain TCP" : "TLS", channels);
 	pthread_detach(t);
 	serve();
 }
