@@ -1,9 +1,11 @@
 #!/bin/bash
-# Live-migration benchmark between two namespaced hosts: a 1 GiB guest with
+# Live-migration benchmark between two namespaced hosts (TLS and the
+# default channels unless a scenario says otherwise): a 1 GiB guest with
 # 400 MiB of random data (rest zero), idle and dirtying at 50, 200 and
-# 1000 MiB/s; a compressible guest; and the idle guest over a veth shaped
-# to 1 Gbit/s (tbf). One JSON line per scenario: total time, downtime,
-# bytes sent, rounds, and the effective rate in GB/s of guest RAM.
+# 1000 MiB/s; a compressible guest; the transport table (TCP/TLS, 1/2/4
+# channels, LZ4 on/off); and idle guests over a veth shaped to 1 Gbit/s
+# (tbf). One JSON line per scenario: total time, downtime, bytes sent,
+# rounds, and the effective rate in GB/s of guest RAM.
 set -u
 BUILD=${1:-build}
 . "$(dirname "$0")/../integration/hosts.sh"
@@ -51,10 +53,31 @@ scenario() {
 
 scenario idle-random --stop-after 51200
 [ -n "${BENCH_QUICK:-}" ] && exit 0
+scenario idle-random-1ch --stop-after 51200 -- --channels 1
 scenario dirty-50M --dirty-rate 50M
 scenario dirty-200M --dirty-rate 200M
 scenario dirty-1000M --dirty-rate 1000M -- --auto-converge --timeout 60 --on-timeout force
 scenario idle-text --content text --stop-after 51200
+
+# The transport table: TCP against TLS, 1, 2 and 4 channels, LZ4 on and
+# off, random and compressible guests; one run each, side by side.
+echo "# transport matrix (idle guests, one run each)"
+REPEAT=1
+for sec in tls tcp; do
+	if [ $sec = tcp ]; then
+		hosts_stop_services
+		hosts_start_service A "" --insecure && hosts_start_service B "" --insecure || exit 1
+	fi
+	for content in random text; do
+		for ch in 1 2 4; do
+			scenario "$sec-$content-${ch}ch" --content $content --stop-after 51200 -- --channels $ch
+		done
+		scenario "$sec-$content-2ch-nolz4" --content $content --stop-after 51200 -- --channels 2 --no-compress
+	done
+done
+hosts_stop_services
+hosts_start_service A && hosts_start_service B || exit 1
+REPEAT=${BENCH_MIGRATE_REPEAT:-3}
 
 if [ "$USE_NETNS" = 1 ] && command -v tc >/dev/null; then
 	ip netns exec "$NS_A" tc qdisc add dev "va$HOSTS_TAG" root tbf rate 1gbit burst 256kb latency 50ms

@@ -64,6 +64,17 @@ restart "" "--tls-allow hostZ" || exit 1
 msg=$(refused "closed\|refused") && grep -q "client 'hostA' is not allowed" "$HOSTS_DIR/B/service.log"
 check client_off_the_allow_list $? "$msg"
 
+restart "" "" || exit 1
+if [ -n "$(ls /sys/class/infiniband 2>/dev/null)" ]; then
+	echo "SKIP tls_peers.rdma_without_a_device_refused: this machine has an RDMA device"
+else
+	out=$(vmA migrate g "$HOST_B_ADDR:$HOST_B_PORT" --transport rdma --quiet 2>&1); rc=$?
+	sleep 0.3
+	[ $rc = 1 ] && echo "$out" | grep -q "no RDMA device" && [ "$(guest_on vmA)" = running ] &&
+		[ -z "$(guest_on vmB)" ]
+	check rdma_without_a_device_refused $? "rc=$rc: $out"
+fi
+
 restart "" "--tls-allow hostA" || exit 1
 out=$(vmA migrate g "$HOST_B_ADDR:$HOST_B_PORT" --quiet 2>&1); rc=$?
 [ $rc = 0 ] && [ "$(guest_on vmB)" = running ] && vmB verify g >/dev/null

@@ -244,7 +244,7 @@ static void show_progress(struct json_object *p, double *shown_pct, bool tty)
 int cmd_migrate(int argc, char **argv)
 {
 	enum { O_DOWNTIME = 256, O_BW, O_AUTO, O_TIMEOUT, O_ON_TIMEOUT, O_NOCOMP, O_JSON, O_QUIET,
-	       O_CHANNELS };
+	       O_CHANNELS, O_TRANSPORT };
 	static const struct option longopts[] = {
 		{ "max-downtime", required_argument, NULL, O_DOWNTIME },
 		{ "bandwidth", required_argument, NULL, O_BW },
@@ -253,6 +253,7 @@ int cmd_migrate(int argc, char **argv)
 		{ "on-timeout", required_argument, NULL, O_ON_TIMEOUT },
 		{ "no-compress", no_argument, NULL, O_NOCOMP },
 		{ "channels", required_argument, NULL, O_CHANNELS },
+		{ "transport", required_argument, NULL, O_TRANSPORT },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ 0 }
@@ -291,6 +292,11 @@ int cmd_migrate(int argc, char **argv)
 		case O_NOCOMP:
 			json_object_object_add(req, "compress", json_object_new_boolean(0));
 			break;
+		case O_TRANSPORT:
+			bad = strcmp(optarg, "tcp") && strcmp(optarg, "tls") && strcmp(optarg, "rdma");
+			json_object_object_add(req, "transport", json_object_new_string(
+				strcmp(optarg, "rdma") ? "tcp" : "rdma"));
+			break;
 		case O_CHANNELS:
 			bad = parse_uint(optarg, &v) || v > 16;
 			json_object_object_add(req, "channels", json_object_new_int((int)v));
@@ -303,7 +309,8 @@ int cmd_migrate(int argc, char **argv)
 			json_object_put(req);
 			fprintf(stderr, "usage: vmigrate migrate NAME HOST[:PORT] [--max-downtime MS] "
 				"[--bandwidth RATE] [--auto-converge] [--timeout S] "
-				"[--on-timeout cancel|force] [--no-compress] [--channels N] [--json] [--quiet]\n");
+				"[--on-timeout cancel|force] [--no-compress] [--channels N] [--transport tls|rdma] "
+				"[--json] [--quiet]\n");
 			return EXIT_USAGE;
 		}
 	}

@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "ipc.h"
+#include "rdma.h"
 #include "tls.h"
 
 #define HELLO_TIMEOUT_MS	10000
@@ -194,19 +195,28 @@ static void new_token(char out[33])
 
 /* One data channel to host:port, proven part of the session by token. */
 static struct xport *dial_data(const struct peer_config *pc, const char *host, const char *port,
-			       const char *token, unsigned i, char *err, size_t errlen)
+			       const char *token, unsigned i, bool rdma, char *err, size_t errlen)
 {
-	struct xport *tcp = xport_tcp_connect(host, port, 5000, pc->io_timeout_ms, err, errlen);
 	struct json_object *o, *rep;
 	struct xport *x;
-	int fd;
 
-	if (!tcp)
-		return NULL;
-	fd = dup(xport_fd(tcp));
-	xport_close(tcp);
-	if (fd < 0 || !(x = secure(pc, fd, host, false, err, errlen)))
-		return NULL;
+	if (rdma) {
+		/* RDMA fabrics are trusted networks: no TLS on the data path */
+		x = xport_rdma_connect(host, port, 5000, err, errlen);
+		if (!x)
+			return NULL;
+	} else {
+		struct xport *tcp = xport_tcp_connect(host, port, 5000, pc->io_timeout_ms, err,
+						      errlen);
+		int fd;
+
+		if (!tcp)
+			return NULL;
+		fd = dup(xport_fd(tcp));
+		xport_close(tcp);
+		if (fd < 0 || !(x = secure(pc, fd, host, false, err, errlen)))
+			return NULL;
+	}
 	o = json_object_new_object();
 	json_object_object_add(o, "op", json_object_new_string("migrate-data"));
 	json_object_object_add(o, "token", json_object_new_string(token));
@@ -226,7 +236,7 @@ static struct xport *dial_data(const struct peer_config *pc, const char *host, c
 }
 
 int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *name,
-	      unsigned channels, struct peer_session *ps, char *err, size_t errlen)
+	      unsigned channels, bool rdma, struct peer_session *ps, char *err, size_t errlen)
 {
 	struct xport *x = secure(pc, fd, host, false, err, errlen);
 	struct json_object *hello, *rep;
@@ -241,6 +251,7 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 	json_object_object_add(hello, "op", json_object_new_string("migrate-in"));
 	json_object_object_add(hello, "name", json_object_new_string(name));
 	json_object_object_add(hello, "channels", json_object_new_int((int)channels));
+	json_object_object_add(hello, "transport", json_object_new_string(rdma ? "rdma" : "tcp"));
 	peer_auth_hello(&pc->key, hello, nonce);
 	if (line_send(x, hello)) {
 		json_object_put(hello);
@@ -273,7 +284,7 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 	json_object_put(rep);
 	ps->control = x;
 	for (unsigned i = 0; i < channels; i++) {
-		ps->data[i] = dial_data(pc, host, port, token, i, err, errlen);
+		ps->data[i] = dial_data(pc, host, port, token, i, rdma, err, errlen);
 		if (!ps->data[i]) {
 			peer_session_close(ps);
 			return -ECONNREFUSED;
@@ -287,7 +298,7 @@ fail:
 }
 
 struct xport *peer_accept(const struct peer_config *pc, int fd, char *name, size_t namelen,
-			  unsigned *channels, char *err, size_t errlen)
+			  unsigned *channels, bool *rdma, char *err, size_t errlen)
 {
 	struct xport *x = secure(pc, fd, NULL, true, err, errlen);
 	struct json_object *hello, *challenge, *answer;
@@ -306,6 +317,7 @@ struct xport *peer_accept(const struct peer_config *pc, int fd, char *name, size
 	}
 	snprintf(name, namelen, "%s", n);
 	*channels = (unsigned)ipc_int(hello, "channels", 0);
+	*rdma = !strcmp(ipc_str(hello, "transport", "tcp"), "rdma");
 	if (*channels > PEER_MAX_DATA)
 		*channels = PEER_MAX_DATA;
 	if (pc->key.set) {
@@ -344,27 +356,42 @@ int peer_answer(struct xport *x, bool ok, const char *why)
 	return ret;
 }
 
-/* Accept the data channels on lfd until all came or the deadline passed. */
-static int take_data(const struct peer_config *pc, int lfd, const char *token,
-		     unsigned channels, struct peer_session *ps, char *err, size_t errlen)
+/* One data connection, TLS/TCP from lfd or RDMA from rl; NULL if none. */
+static struct xport *accept_one(const struct peer_config *pc, int lfd,
+				struct xport_rdma_listener *rl, int left_ms, char *err, size_t errlen)
+{
+	struct pollfd p = { .fd = lfd, .events = POLLIN };
+	int fd;
+
+	if (rl)
+		return xport_rdma_accept(rl, left_ms, err, errlen);
+	if (poll(&p, 1, left_ms) <= 0)
+		return NULL;
+	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	return fd < 0 ? NULL : secure(pc, fd, NULL, true, err, errlen);
+}
+
+/* Take the data channels until all came or the deadline passed. */
+static int take_data(const struct peer_config *pc, int lfd, struct xport_rdma_listener *rl,
+		     const char *token, unsigned channels, struct peer_session *ps,
+		     char *err, size_t errlen)
 {
 	double deadline = now_ms() + (pc->handshake_timeout_ms > 0 ? pc->handshake_timeout_ms : 10000);
 	unsigned got = 0;
 
 	while (got < channels) {
-		struct pollfd p = { .fd = lfd, .events = POLLIN };
 		struct json_object *o;
 		struct xport *x;
-		int left = (int)(deadline - now_ms()), fd;
+		int left = (int)(deadline - now_ms());
 		long i;
 
-		if (left <= 0 || poll(&p, 1, left) <= 0) {
+		if (left <= 0) {
 			snprintf(err, errlen, "only %u of %u data channels came", got, channels);
 			return -ETIMEDOUT;
 		}
-		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0 || !(x = secure(pc, fd, NULL, true, err, errlen)))
-			continue;	/* a stranger: not one of ours */
+		x = accept_one(pc, lfd, rl, left, err, errlen);
+		if (!x)
+			continue;	/* a stranger, or nothing yet */
 		o = line_recv(x);
 		i = o ? ipc_int(o, "channel", -1) : -1;
 		if (!o || strcmp(ipc_str(o, "op", ""), "migrate-data") ||
@@ -385,10 +412,11 @@ static int take_data(const struct peer_config *pc, int lfd, const char *token,
 }
 
 int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned channels,
-		 struct peer_session *ps, char *err, size_t errlen)
+		 bool rdma, struct peer_session *ps, char *err, size_t errlen)
 {
 	struct sockaddr_storage sa;
 	socklen_t sl = sizeof(sa);
+	struct xport_rdma_listener *rl = NULL;
 	struct json_object *o;
 	char token[33];
 	int lfd = -1, ret, port = 0;
@@ -396,7 +424,19 @@ int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned c
 	memset(ps, 0, sizeof(*ps));
 	ps->control = control;
 	new_token(token);
-	if (channels) {
+	if (channels && rdma) {
+		char addr[INET6_ADDRSTRLEN] = "";
+
+		if (getsockname(xport_fd(control), (struct sockaddr *)&sa, &sl) == 0)
+			inet_ntop(sa.ss_family, sa.ss_family == AF_INET ?
+				  (void *)&((struct sockaddr_in *)&sa)->sin_addr :
+				  (void *)&((struct sockaddr_in6 *)&sa)->sin6_addr, addr, sizeof(addr));
+		rl = xport_rdma_listen(addr, "0", &port, err, errlen);
+		if (!rl) {
+			peer_answer(control, false, err);
+			return -ENODEV;
+		}
+	} else if (channels) {
 		/* the data port listens where the control connection came in */
 		if (getsockname(xport_fd(control), (struct sockaddr *)&sa, &sl) < 0 ||
 		    (sa.ss_family != AF_INET && sa.ss_family != AF_INET6)) {
@@ -424,9 +464,10 @@ int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned c
 	ret = line_send(control, o);
 	json_object_put(o);
 	if (!ret && channels)
-		ret = take_data(pc, lfd, token, channels, ps, err, errlen);
+		ret = take_data(pc, lfd, rl, token, channels, ps, err, errlen);
 	if (lfd >= 0)
 		close(lfd);
+	xport_rdma_listener_free(rl);
 	if (ret) {
 		for (unsigned i = 0; i < PEER_MAX_DATA; i++)
 			xport_close(ps->data[i]);

@@ -49,18 +49,19 @@ void peer_session_close(struct peer_session *ps);
  * open `channels` data channels to the port the destination offers (each
  * TLS too, each proving the session's token). The session owns fd from
  * here on. -errno with err when refused. */
+/* rdma: data channels over RDMA instead of TLS/TCP (control stays). */
 int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *name,
-	      unsigned channels, struct peer_session *ps, char *err, size_t errlen);
+	      unsigned channels, bool rdma, struct peer_session *ps, char *err, size_t errlen);
 
 /* Destination: secure the accepted socket, read the hello, authenticate.
  * On success name holds the guest's name and *channels the data channels
  * asked for; then peer_welcome() or peer_answer(x, false, why). */
 struct xport *peer_accept(const struct peer_config *pc, int fd, char *name, size_t namelen,
-			  unsigned *channels, char *err, size_t errlen);
+			  unsigned *channels, bool *rdma, char *err, size_t errlen);
 int peer_answer(struct xport *x, bool ok, const char *why);
 /* Destination: say yes, offer a data port on the control connection's
  * address, and take the data channels (bounded by the handshake timeout). */
 int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned channels,
-		 struct peer_session *ps, char *err, size_t errlen);
+		 bool rdma, struct peer_session *ps, char *err, size_t errlen);
 
 #endif

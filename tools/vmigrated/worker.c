@@ -47,6 +47,7 @@ struct worker {
 	struct mig_progress prog;
 	struct peer_session mig_session;	/* control and data channels of the job */
 	unsigned mig_channels;
+	bool mig_rdma;			/* data channels over RDMA */
 	int mig_fd;			/* dialled socket, before the peer protocol */
 	struct peer_config mig_peer;	/* the service's peer settings, as of this job */
 	char dest_host[256];
@@ -216,7 +217,7 @@ static void *migration_main(void *arg)
 	int ret;
 
 	if (peer_dial(&W.mig_peer, W.mig_fd, W.dest_host, W.spec.name, W.mig_channels,
-		      &W.mig_session, err, sizeof(err))) {
+		      W.mig_rdma, &W.mig_session, err, sizeof(err))) {
 		pthread_mutex_lock(&W.prog.lock);
 		W.prog.stats.status = MIG_FAILED;
 		snprintf(W.prog.stats.error, sizeof(W.prog.stats.error), "%.250s", err);
@@ -291,6 +292,9 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	mig_progress_init(&W.prog);
 	W.mig_fd = fd;
 	W.mig_channels = (unsigned)ipc_int(req, "channels", 0);
+	W.mig_rdma = !strcmp(ipc_str(req, "transport", "tcp"), "rdma");
+	if (W.mig_rdma && !W.mig_channels)
+		W.mig_channels = 1;	/* pages need a data channel to ride RDMA */
 	W.mig_done = false;
 	W.state = W_MIGRATING;
 	if (pthread_create(&W.mig_thread, NULL, migration_main, NULL)) {
@@ -531,13 +535,14 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	struct worker_spec s = *base;
 	char name[64], err[512];
 	unsigned channels = 0;
+	bool rdma = false;
 	pthread_t t;
 
 	setsid();
 	prctl(PR_SET_NAME, "vmg:incoming");
 	signal(SIGPIPE, SIG_IGN);
-	struct xport *x = peer_accept(&s.peer, peer_fd, name, sizeof(name), &channels, err,
-				      sizeof(err));
+	struct xport *x = peer_accept(&s.peer, peer_fd, name, sizeof(name), &channels, &rdma,
+				      err, sizeof(err));
 
 	if (!x) {
 		fprintf(stderr, "vmigrated: refused an incoming migration: %s\n", err);
@@ -554,7 +559,7 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	W.state = W_INCOMING;
 	in.opts = (struct mig_dest_opts){ .dirty_mode = s.dirty_mode, .events = events,
 					  .io_timeout_ms = s.io_timeout_ms };
-	if (peer_welcome(&s.peer, x, channels, &in.session, err, sizeof(err))) {
+	if (peer_welcome(&s.peer, x, channels, rdma, &in.session, err, sizeof(err))) {
 		fprintf(stderr, "vmigrated: incoming guest %s: %s\n", name, err);
 		unlink(W.sock_path);
 		_exit(1);
@@ -565,8 +570,8 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 		unlink(W.sock_path);
 		_exit(1);
 	}
-	fprintf(stderr, "vmigrated: receiving guest %s (%s, %u data channels)\n", name,
-		s.peer.insecure ? "plain TCP" : "TLS", channels);
+	fprintf(stderr, "vmigrated: receiving guest %s (%s, %u data channels%s)\n", name,
+		s.peer.insecure ? "plain TCP" : "TLS", channels, rdma ? " over RDMA" : "");
 	pthread_detach(t);
 	serve();
 }
