@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "fault.h"
 
@@ -45,6 +46,8 @@ struct out_channel {
 
 struct page_out {
 	struct ckpt_writer *control;
+	void (*tick)(void *opaque);
+	void *opaque;
 	unsigned n;
 	uint64_t flush_seq;
 	struct out_channel ch[MIG_MAX_CHANNELS];
@@ -122,13 +125,31 @@ static void *out_main(void *arg)
 	}
 }
 
+/* Wait on a channel's condition for at most 100 ms; the lock is held. */
+static void wait_tick(struct out_channel *c)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 100000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	if (pthread_cond_timedwait(&c->cond, &c->lock, &ts) == ETIMEDOUT && c->o->tick) {
+		pthread_mutex_unlock(&c->lock);
+		c->o->tick(c->o->opaque);
+		pthread_mutex_lock(&c->lock);
+	}
+}
+
 static int push(struct out_channel *c, const struct item *it)
 {
 	int err;
 
 	pthread_mutex_lock(&c->lock);
 	while (c->count == QUEUE_ITEMS)
-		pthread_cond_wait(&c->cond, &c->lock);
+		wait_tick(c);
 	err = c->err;
 	if (!err || it->kind == IT_FINISH) {
 		c->q[(c->head + c->count) % QUEUE_ITEMS] = *it;
@@ -141,7 +162,8 @@ static int push(struct out_channel *c, const struct item *it)
 
 struct page_out *page_out_new(struct ckpt_writer *control, struct xport **data, unsigned n,
 			      const struct ckpt_image_info *info,
-			      const struct ckpt_writer_opts *wo)
+			      const struct ckpt_writer_opts *wo,
+			      void (*tick)(void *opaque), void *opaque)
 {
 	struct page_out *o = calloc(1, sizeof(*o));
 
@@ -150,6 +172,8 @@ struct page_out *page_out_new(struct ckpt_writer *control, struct xport **data, 
 		return NULL;
 	}
 	o->control = control;
+	o->tick = tick;
+	o->opaque = opaque;
 	o->n = n;
 	for (unsigned i = 0; i < n; i++) {
 		struct out_channel *c = &o->ch[i];
@@ -280,7 +304,7 @@ int page_out_flush(struct page_out *o)
 
 		pthread_mutex_lock(&c->lock);
 		while (c->flushed < it.first && !c->err)
-			pthread_cond_wait(&c->cond, &c->lock);
+			wait_tick(c);
 		if (!ret)
 			ret = c->err;
 		pthread_mutex_unlock(&c->lock);
@@ -318,12 +342,6 @@ void page_out_stats(struct page_out *o, struct ckpt_writer_stats *sum, uint64_t 
 		sum->page_bytes += st->page_bytes;
 		*data_bytes += o->ch[i].x->bytes_sent;
 	}
-}
-
-void page_out_set_rate(struct page_out *o, uint64_t bytes_per_s)
-{
-	for (unsigned i = 0; i < o->n; i++)
-		o->ch[i].x->rate_limit = bytes_per_s ? bytes_per_s / o->n + 1 : 0;
 }
 
 /* ---- destination ----------------------------------------------------------- */

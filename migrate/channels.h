@@ -24,10 +24,13 @@
 
 struct page_out;
 
-/* With n == 0 pages go through control, the control stream's writer. */
+/* With n == 0 pages go through control, the control stream's writer.
+ * tick, when set, is called about every 100 ms while the caller waits for
+ * the channels (a full queue, a flush), to keep progress figures live. */
 struct page_out *page_out_new(struct ckpt_writer *control, struct xport **data, unsigned n,
 			      const struct ckpt_image_info *info,
-			      const struct ckpt_writer_opts *wo);
+			      const struct ckpt_writer_opts *wo,
+			      void (*tick)(void *opaque), void *opaque);
 void page_out_free(struct page_out *o);
 
 int page_out_marker(struct page_out *o, unsigned round);
@@ -42,7 +45,6 @@ int page_out_flush(struct page_out *o);
 int page_out_finish(struct page_out *o);
 /* Page counts summed over the channels (and control), bytes on data channels. */
 void page_out_stats(struct page_out *o, struct ckpt_writer_stats *sum, uint64_t *data_bytes);
-void page_out_set_rate(struct page_out *o, uint64_t bytes_per_s);
 
 /* ---- destination side ----------------------------------------------------- */
 

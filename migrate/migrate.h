@@ -65,7 +65,8 @@ struct mig_progress {
 	pthread_mutex_t lock;
 	struct mig_stats stats;			/* under lock */
 	atomic_bool cancel;			/* set by anyone: stop, resume on the source */
-	_Atomic uint64_t bandwidth;		/* bytes/s, changeable while it runs */
+	struct xport_bucket bandwidth;		/* the cap over all channels; its rate
+						 * may change while it runs */
 };
 
 void mig_progress_init(struct mig_progress *p);

@@ -48,6 +48,7 @@ struct source {
 	bool corrupted;			/* fault point fired */
 	bool policy_timeout;		/* --timeout ran out, not the link */
 	uint64_t dest_round;		/* highest MARKER the destination reached */
+	uint64_t round_done;		/* pages of this round handed on so far */
 
 	pthread_t throttle_thread;
 	bool throttle_running;
@@ -75,6 +76,7 @@ void mig_progress_init(struct mig_progress *p)
 {
 	memset(p, 0, sizeof(*p));
 	pthread_mutex_init(&p->lock, NULL);
+	xport_bucket_init(&p->bandwidth, 0);
 }
 
 void mig_progress_get(struct mig_progress *p, struct mig_stats *out)
@@ -122,9 +124,6 @@ static int sink_writev(void *opaque, const struct iovec *iov, int iovcnt)
 {
 	struct source *s = opaque;
 
-	s->x->rate_limit = atomic_load(&s->prog->bandwidth);
-	if (s->out)
-		page_out_set_rate(s->out, s->x->rate_limit);
 	/* Fault point: one flipped bit in the data of a page batch, once. */
 	if (iovcnt == 4 && iov[3].iov_len > 100 && !s->corrupted &&
 	    s->x->bytes_sent > (4u << 20) && mig_fault("src-corrupt-stream")) {
@@ -283,6 +282,14 @@ static void account(struct source *s, uint64_t done)
 	pthread_mutex_unlock(&s->prog->lock);
 }
 
+/* While waiting for the channels: keep the figures live. */
+static void tick(void *opaque)
+{
+	struct source *s = opaque;
+
+	account(s, s->round_done);
+}
+
 /* ---- sending a round ----------------------------------------------------- */
 
 static uint64_t count_bits(const uint64_t *bm, uint64_t first, uint64_t n)
@@ -346,6 +353,7 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 	s->prog->stats.round_pages = total;
 	s->prog->stats.round_done = 0;
 	pthread_mutex_unlock(&s->prog->lock);
+	s->round_done = 0;
 
 	if (marker && (ckpt_writer_marker(s->w, CKPT_MARK_ROUND, round) ||
 		       ckpt_writer_flush(s->w) || page_out_marker(s->out, round)))
@@ -391,6 +399,7 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 			if (ret)
 				return ret;
 			done += dirty;
+			s->round_done = done;
 			account(s, done);
 			ret = between_chunks(s, paused);
 			if (ret)
@@ -589,7 +598,7 @@ static int precopy(struct source *s)
 	    ckpt_writer_flush(s->w))
 		return ckpt_writer_error(s->w) ? ckpt_writer_error(s->w) : -EIO;
 	s->out = page_out_new(s->w, (struct xport **)s->p->data_channels,
-			      s->p->nr_data_channels, &info, &s->wo);
+			      s->p->nr_data_channels, &info, &s->wo, tick, s);
 	if (!s->out)
 		return -ENOMEM;
 	ret = s->vm->ops->dirty_start(s->vm);
@@ -654,8 +663,12 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 	s.wo.codec.lz4 = p->compress;
 	s.wo.codec.delta = false;	/* no cache of sent pages yet */
 	s.t_start = now();
-	if (!atomic_load(&prog->bandwidth))
-		atomic_store(&prog->bandwidth, p->bandwidth);
+	if (!atomic_load(&prog->bandwidth.rate))
+		atomic_store(&prog->bandwidth.rate, p->bandwidth);
+	/* one cap over every channel of the job */
+	x->bucket = &prog->bandwidth;
+	for (unsigned i = 0; i < p->nr_data_channels; i++)
+		p->data_channels[i]->bucket = &prog->bandwidth;
 	for (unsigned i = 0; i < vm->nr_regions; i++) {
 		ram += vm->regions[i].size;
 		s.dirty[i] = calloc(1, vm_bitmap_bytes(&vm->regions[i]));
@@ -689,6 +702,8 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 	} else if (!ret) {
 		vm->ops->dirty_stop(vm);
 	}
+	if (s.w && ret)
+		account(&s, s.round_done);	/* final figures of a failed run */
 out:
 	page_out_free(s.out);
 	ckpt_writer_free(s.w);

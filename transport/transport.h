@@ -6,12 +6,27 @@
 #ifndef TRANSPORT_H
 #define TRANSPORT_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
 struct xport;
+
+/*
+ * A bandwidth cap shared by every channel of one job: one token bucket,
+ * holding at most 50 ms of the rate; rate may change at any time.
+ */
+struct xport_bucket {
+	_Atomic uint64_t rate;		/* bytes/s, 0 = no cap */
+	pthread_mutex_t lock;
+	double time;			/* under lock */
+	double tokens;			/* under lock */
+};
+
+void xport_bucket_init(struct xport_bucket *b, uint64_t rate);
 
 struct xport_ops {
 	const char *name;
@@ -35,10 +50,8 @@ struct xport {
 	 * peer is still found by TCP keepalives and TCP_USER_TIMEOUT. */
 	bool idle_ok;
 	uint64_t bytes_sent, bytes_received;
-	/* Bandwidth cap in bytes/s, 0 = none (token bucket in xport_sendv). */
-	uint64_t rate_limit;
-	double bucket_time;
-	double bucket_tokens;
+	/* Bandwidth cap, shared with the job's other channels; NULL = none. */
+	struct xport_bucket *bucket;
 };
 
 int xport_sendv(struct xport *x, const struct iovec *iov, int iovcnt);

@@ -15,22 +15,38 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Token bucket holding at most 50 ms of the rate: smooth, not bursty. */
-static void throttle(struct xport *x, size_t len)
+void xport_bucket_init(struct xport_bucket *b, uint64_t rate)
 {
-	double t = now(), burst = x->rate_limit * 0.05;
+	atomic_store(&b->rate, rate);
+	pthread_mutex_init(&b->lock, NULL);
+	b->time = 0;
+	b->tokens = 0;
+}
 
-	if (x->bucket_time == 0) {
-		x->bucket_time = t;
-		x->bucket_tokens = burst;
+/* Take len bytes from the bucket, sleeping when it runs dry. */
+static void throttle(struct xport_bucket *b, size_t len)
+{
+	uint64_t rate = atomic_load(&b->rate);
+	double t, burst, wait = 0;
+
+	if (!rate)
+		return;
+	burst = rate * 0.05;
+	pthread_mutex_lock(&b->lock);
+	t = now();
+	if (b->time == 0) {
+		b->time = t;
+		b->tokens = burst;
 	}
-	x->bucket_tokens += (t - x->bucket_time) * x->rate_limit;
-	if (x->bucket_tokens > burst)
-		x->bucket_tokens = burst;
-	x->bucket_time = t;
-	x->bucket_tokens -= len;
-	if (x->bucket_tokens < 0) {
-		double wait = -x->bucket_tokens / x->rate_limit;
+	b->tokens += (t - b->time) * rate;
+	if (b->tokens > burst)
+		b->tokens = burst;
+	b->time = t;
+	b->tokens -= len;
+	if (b->tokens < 0)
+		wait = -b->tokens / rate;
+	pthread_mutex_unlock(&b->lock);
+	if (wait > 0) {
 		struct timespec ts = { (time_t)wait, (long)((wait - (time_t)wait) * 1e9) };
 
 		nanosleep(&ts, NULL);
@@ -46,8 +62,8 @@ int xport_sendv(struct xport *x, const struct iovec *iov, int iovcnt)
 		return x->err;
 	for (int i = 0; i < iovcnt; i++)
 		len += iov[i].iov_len;
-	if (x->rate_limit)
-		throttle(x, len);
+	if (x->bucket)
+		throttle(x->bucket, len);
 	ret = x->ops->sendv(x, iov, iovcnt);
 	if (ret < 0)
 		return x->err = ret;

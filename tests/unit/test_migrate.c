@@ -366,3 +366,53 @@ TEST_T(auto_converge_throttles_until_it_fits, 120)
 	vm_destroy(d.vm);
 	vm_destroy(src);
 }
+
+struct steer {
+	struct mig_progress *prog;
+	uint64_t at_1s;
+};
+
+static void *raise_cap_later(void *arg)
+{
+	struct steer *s = arg;
+	struct mig_stats st;
+
+	tg_sleep_ms(1000);
+	mig_progress_get(s->prog, &st);
+	s->at_1s = st.transferred_bytes;
+	atomic_store(&s->prog->bandwidth.rate, 0);	/* lift the cap while it runs */
+	tg_sleep_ms(700);
+	atomic_store(&s->prog->cancel, true);
+	return NULL;
+}
+
+TEST(bandwidth_cap_holds_over_all_channels_and_changes_live)
+{
+	struct failing f;
+	struct steer st = { 0 };
+	pthread_t t;
+	struct xport *x;
+
+	f.src = tg_boot(&busy_guest);
+	mig_params_default(&f.p);
+	f.p.bandwidth = 4 << 20;	/* 4 MiB/s for the three channels together */
+	f.p.max_downtime_ms = 1;
+	mig_progress_init(&f.prog);
+	CHECK_EQ(vm_start(f.src), 0);
+	tg_sleep_ms(300);
+	counters_of(f.src, f.before);
+	x = start_dest_channels(&f.d, 3, &f.p);
+	f.x = x;
+	st.prog = &f.prog;
+	pthread_create(&t, NULL, raise_cap_later, &st);
+	CHECK_EQ(mig_source_run(f.src, f.x, &f.p, &f.prog), -ECANCELED);
+	pthread_join(t, NULL);
+	mig_progress_get(&f.prog, &f.st);
+	/* one second at 4 MiB/s plus the bucket's 50 ms: far below 3 x 4 MiB */
+	CHECK_MSG(st.at_1s < (6u << 20), "%llu bytes in the first second under a 4 MiB/s cap",
+		  (unsigned long long)st.at_1s);
+	CHECK_MSG(f.st.transferred_bytes > st.at_1s + (20u << 20),
+		  "lifting the cap did not speed it up: %llu then %llu bytes",
+		  (unsigned long long)st.at_1s, (unsigned long long)f.st.transferred_bytes);
+	failing_end(&f, MIG_CANCELLED);
+}

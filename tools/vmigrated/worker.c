@@ -369,7 +369,7 @@ static struct json_object *handle(struct json_object *req, int fd)
 		return o;
 	}
 	if (!strcmp(cmd, "set-bandwidth")) {
-		atomic_store(&W.prog.bandwidth, (uint64_t)ipc_int(req, "bandwidth", 0));
+		atomic_store(&W.prog.bandwidth.rate, (uint64_t)ipc_int(req, "bandwidth", 0));
 		return ipc_ok();
 	}
 	if (!strcmp(cmd, "stop") || !strcmp(cmd, "exit")) {
