@@ -5,6 +5,7 @@
 #include "transport.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <time.h>
 
 static double now(void)
@@ -53,6 +54,44 @@ static void throttle(struct xport_bucket *b, size_t len)
 	}
 }
 
+#define PACE_BYTES	(256 * 1024)	/* a capped send goes out in slices this big */
+
+/* Send iov in slices of at most PACE_BYTES, each paid for first, so a cap
+ * paces smoothly and a new rate applies within a slice. */
+static int paced_sendv(struct xport *x, const struct iovec *iov, int iovcnt)
+{
+	struct iovec part[16];
+	size_t off = 0;		/* into iov[i] */
+	int i = 0;
+
+	while (i < iovcnt) {
+		size_t budget = PACE_BYTES, total = 0;
+		int n = 0, ret;
+
+		while (i < iovcnt && budget && n < 16) {
+			size_t take = iov[i].iov_len - off;
+
+			if (take > budget)
+				take = budget;
+			part[n].iov_base = (uint8_t *)iov[i].iov_base + off;
+			part[n].iov_len = take;
+			n++;
+			total += take;
+			budget -= take;
+			off += take;
+			if (off == iov[i].iov_len) {
+				i++;
+				off = 0;
+			}
+		}
+		throttle(x->bucket, total);
+		ret = x->ops->sendv(x, part, n);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
 int xport_sendv(struct xport *x, const struct iovec *iov, int iovcnt)
 {
 	size_t len = 0;
@@ -62,9 +101,10 @@ int xport_sendv(struct xport *x, const struct iovec *iov, int iovcnt)
 		return x->err;
 	for (int i = 0; i < iovcnt; i++)
 		len += iov[i].iov_len;
-	if (x->bucket)
-		throttle(x->bucket, len);
-	ret = x->ops->sendv(x, iov, iovcnt);
+	if (x->bucket && atomic_load(&x->bucket->rate))
+		ret = paced_sendv(x, iov, iovcnt);
+	else
+		ret = x->ops->sendv(x, iov, iovcnt);
 	if (ret < 0)
 		return x->err = ret;
 	x->bytes_sent += len;
