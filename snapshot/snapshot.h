@@ -32,4 +32,28 @@ struct snap_restore_opts {
 struct vm *snap_restore(const char *path, const struct snap_restore_opts *opts,
 			char *err, size_t errlen);
 
+/* What a checkpoint file holds, read and checked from end to end. */
+struct snap_inspect {
+	struct ckpt_image_info info;
+	bool has_parent;
+	uint8_t parent_uuid[16], parent_digest[16];
+	uint8_t digest[16];
+	uint64_t file_bytes;
+	uint64_t records;
+	uint64_t pages[4];		/* entries by CKPT_ENC_*, zero runs by pages */
+	uint64_t page_bytes;		/* encoded page data */
+	unsigned rounds;
+	unsigned vcpus;			/* from the VM's configuration record */
+	uint64_t mem_bytes;
+	unsigned state_records;
+	bool indexed;
+};
+
+/*
+ * Read the whole file: every checksum, the record grammar, the index, the
+ * digest, and that the VM's configuration and every vCPU's state are
+ * there. 0, or a negative errno with err naming what is wrong.
+ */
+int snap_inspect(const char *path, struct snap_inspect *out, char *err, size_t errlen);
+
 #endif

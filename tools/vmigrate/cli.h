@@ -8,6 +8,7 @@
 #define EXIT_USAGE	2
 
 int cmd_run(int argc, char **argv);
+int cmd_ckpt(int argc, char **argv);
 int cmd_start(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_info(int argc, char **argv);

@@ -12,6 +12,7 @@ static const struct {
 	const char *summary;
 } commands[] = {
 	{ "run", cmd_run, "run a guest in the foreground (micro-VM on /dev/kvm)" },
+	{ "ckpt", cmd_ckpt, "show (info) or check (verify) a checkpoint file" },
 	{ "start", cmd_start, "start a guest under the local vmigrated" },
 	{ "list", cmd_list, "list the guests of this host" },
 	{ "info", cmd_info, "show one guest" },

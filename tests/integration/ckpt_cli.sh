@@ -1,0 +1,50 @@
+#!/bin/bash
+# Checkpoint files as operators handle them: `vmigrate run --save` writes
+# one with mode 0600, `ckpt info` shows what it holds, `ckpt verify` checks
+# it end to end and names what is wrong in a damaged or truncated copy.
+set -u
+BUILD=${1:-build}
+VMIGRATE=$BUILD/vmigrate
+FAILS=0
+check() {
+	if [ "$2" = 0 ]; then echo "PASS ckpt_cli.$1"; else echo "FAIL ckpt_cli.$1: $3"; FAILS=$((FAILS + 1)); fi
+}
+if [ ! -e /dev/kvm ]; then
+	echo "SKIP ckpt_cli: /dev/kvm is missing"
+	exit 0
+fi
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+f=$dir/g.ckpt
+
+"$VMIGRATE" run --mem 128M --vcpus 2 --working-set 16M --dirty-rate 20M --duration 0.5 \
+	--save "$f" --quiet >/dev/null 2>&1
+[ -f "$f" ] && [ "$(stat -c %a "$f")" = 600 ]
+check save_writes_a_private_file $? "$(ls -l "$f" 2>&1)"
+
+out=$("$VMIGRATE" ckpt info "$f" --json 2>&1)
+echo "$out" | grep -q '"vcpus":2' && echo "$out" | grep -q '"mem_bytes":134217728' &&
+	echo "$out" | grep -q '"incremental":false' && echo "$out" | grep -q '"indexed":true'
+check info_shows_the_image $? "$out"
+
+out=$("$VMIGRATE" ckpt verify "$f" 2>&1)
+[ $? = 0 ] && echo "$out" | grep -q "intact"
+check verify_accepts_a_good_file $? "$out"
+
+cp "$f" "$dir/bad.ckpt"
+size=$(stat -c %s "$f")
+printf '\xff' | dd of="$dir/bad.ckpt" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+out=$("$VMIGRATE" ckpt verify "$dir/bad.ckpt" 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q "checksum mismatch"
+check verify_names_a_damaged_byte $? "rc=$rc: $out"
+
+head -c $((size - 100)) "$f" >"$dir/short.ckpt"
+out=$("$VMIGRATE" ckpt verify "$dir/short.ckpt" 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q "truncated"
+check verify_names_a_truncated_file $? "rc=$rc: $out"
+
+ln -s "$f" "$dir/link.ckpt"
+out=$("$VMIGRATE" ckpt verify "$dir/link.ckpt" 2>&1); rc=$?
+[ $rc = 1 ]
+check symlinks_are_not_followed $? "rc=$rc: $out"
+[ $FAILS = 0 ]

@@ -1,0 +1,111 @@
+/*
+ * vmigrate ckpt info FILE [--json] and vmigrate ckpt verify FILE: what a
+ * checkpoint file holds, and whether every checksum, the record grammar,
+ * the index, the digest and the guest's state are all in order.
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "cli.h"
+#include "snapshot.h"
+
+static void hex(const uint8_t *b, size_t n, char *out)
+{
+	for (size_t i = 0; i < n; i++)
+		sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+static void print_json(const char *path, const struct snap_inspect *s)
+{
+	struct json_object *o = json_object_new_object(), *regions = json_object_new_array();
+	char buf[40];
+
+	json_object_object_add(o, "file", json_object_new_string(path));
+	json_object_object_add(o, "guest", json_object_new_string(s->info.guest_name));
+	hex(s->info.guest_uuid, 16, buf);
+	json_object_object_add(o, "guest_uuid", json_object_new_string(buf));
+	hex(s->info.image_uuid, 16, buf);
+	json_object_object_add(o, "image_uuid", json_object_new_string(buf));
+	hex(s->digest, 16, buf);
+	json_object_object_add(o, "digest", json_object_new_string(buf));
+	json_object_object_add(o, "format", json_object_new_string(
+		s->info.minor ? "1.x" : "1.0"));
+	json_object_object_add(o, "incremental", json_object_new_boolean(s->has_parent));
+	if (s->has_parent) {
+		hex(s->parent_uuid, 16, buf);
+		json_object_object_add(o, "parent_uuid", json_object_new_string(buf));
+	}
+	json_object_object_add(o, "created_ns", json_object_new_int64((int64_t)s->info.created_ns));
+	json_object_object_add(o, "vcpus", json_object_new_int((int)s->vcpus));
+	json_object_object_add(o, "mem_bytes", json_object_new_int64((int64_t)s->mem_bytes));
+	for (unsigned i = 0; i < s->info.region_count; i++) {
+		struct json_object *r = json_object_new_object();
+
+		json_object_object_add(r, "id", json_object_new_int((int)s->info.regions[i].id));
+		json_object_object_add(r, "gpa", json_object_new_int64((int64_t)s->info.regions[i].gpa));
+		json_object_object_add(r, "size", json_object_new_int64((int64_t)s->info.regions[i].size));
+		json_object_array_add(regions, r);
+	}
+	json_object_object_add(o, "regions", regions);
+	json_object_object_add(o, "file_bytes", json_object_new_int64((int64_t)s->file_bytes));
+	json_object_object_add(o, "records", json_object_new_int64((int64_t)s->records));
+	json_object_object_add(o, "zero_pages", json_object_new_int64((int64_t)s->pages[CKPT_ENC_ZERO]));
+	json_object_object_add(o, "raw_pages", json_object_new_int64((int64_t)s->pages[CKPT_ENC_RAW]));
+	json_object_object_add(o, "lz4_pages", json_object_new_int64((int64_t)s->pages[CKPT_ENC_LZ4]));
+	json_object_object_add(o, "delta_pages", json_object_new_int64((int64_t)s->pages[CKPT_ENC_DELTA]));
+	json_object_object_add(o, "page_bytes", json_object_new_int64((int64_t)s->page_bytes));
+	json_object_object_add(o, "rounds", json_object_new_int((int)s->rounds));
+	json_object_object_add(o, "indexed", json_object_new_boolean(s->indexed));
+	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+}
+
+static void print_text(const char *path, const struct snap_inspect *s)
+{
+	char uuid[40], digest[40], when[64];
+	time_t t = (time_t)(s->info.created_ns / 1000000000ull);
+	struct tm tm;
+
+	hex(s->info.guest_uuid, 16, uuid);
+	hex(s->digest, 16, digest);
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&t, &tm));
+	printf("%s: checkpoint of guest '%s' (%s), taken %s\n", path, s->info.guest_name, uuid, when);
+	printf("  %s, %u vCPUs, %llu MiB in %u region(s), digest %s\n",
+	       s->has_parent ? "incremental" : "full", s->vcpus,
+	       (unsigned long long)(s->mem_bytes >> 20), s->info.region_count, digest);
+	printf("  pages: %llu zero, %llu raw, %llu lz4, %llu delta; %.1f MiB of page data, "
+	       "%.1f MiB file, %llu records%s\n",
+	       (unsigned long long)s->pages[CKPT_ENC_ZERO], (unsigned long long)s->pages[CKPT_ENC_RAW],
+	       (unsigned long long)s->pages[CKPT_ENC_LZ4], (unsigned long long)s->pages[CKPT_ENC_DELTA],
+	       s->page_bytes / 1048576.0, s->file_bytes / 1048576.0,
+	       (unsigned long long)s->records, s->indexed ? ", indexed" : "");
+}
+
+int cmd_ckpt(int argc, char **argv)
+{
+	struct snap_inspect s;
+	char err[512];
+	bool json = argc == 4 && !strcmp(argv[3], "--json");
+
+	if ((argc != 3 && !json) || (strcmp(argv[1], "info") && strcmp(argv[1], "verify"))) {
+		fprintf(stderr, "usage: vmigrate ckpt info FILE [--json] | vmigrate ckpt verify FILE\n");
+		return EXIT_USAGE;
+	}
+	if (snap_inspect(argv[2], &s, err, sizeof(err))) {
+		fprintf(stderr, "vmigrate ckpt: %s\n", err);
+		return 1;
+	}
+	if (!strcmp(argv[1], "verify"))
+		printf("%s: intact (%llu records, every checksum, the index, the digest and "
+		       "the state of %u vCPUs checked)\n", argv[2], (unsigned long long)s.records,
+		       s.vcpus);
+	else if (json)
+		print_json(argv[2], &s);
+	else
+		print_text(argv[2], &s);
+	return 0;
+}
