@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +40,50 @@ static int fsync_dir_of(const char *path)
 	return ret;
 }
 
-static int write_image(struct vm *vm, int fd, struct snap_result *res)
+/* Pages of region ri: all of them, holes of the memfd as zero runs, or
+ * only those set in an incremental's bitmap. */
+static int write_region(struct ckpt_writer *w, const struct vm_region *r, const uint64_t *dirty)
+{
+	uint64_t pages = r->size / VM_PAGE_SIZE, p = 0;
+
+	while (p < pages && !ckpt_writer_error(w)) {
+		if (dirty) {
+			if ((dirty[p / 64] >> (p % 64)) & 1)
+				ckpt_writer_page(w, r->id, p, r->host + p * VM_PAGE_SIZE, NULL);
+			p++;
+			continue;
+		}
+		{
+			off_t off = (off_t)(r->memfd_offset + p * VM_PAGE_SIZE);
+			off_t data = lseek(r->memfd, off, SEEK_DATA);
+			uint64_t d = data < 0 ? pages : ((uint64_t)data - r->memfd_offset) / VM_PAGE_SIZE;
+			uint64_t h;
+			off_t hole;
+
+			if (d > pages)
+				d = pages;
+			if (d > p) {	/* never written: zero, without reading it */
+				ckpt_writer_zero_run(w, r->id, p, d - p);
+				p = d;
+				continue;
+			}
+			hole = lseek(r->memfd, off, SEEK_HOLE);
+			h = hole < 0 ? pages : ((uint64_t)hole - r->memfd_offset + VM_PAGE_SIZE - 1) /
+						VM_PAGE_SIZE;
+			if (h > pages)
+				h = pages;
+			for (; p < h && p < pages; p++)
+				if (ckpt_writer_page(w, r->id, p, r->host + p * VM_PAGE_SIZE, NULL))
+					break;
+			if (h <= p)
+				p++;	/* lseek disagreed with itself: move on */
+		}
+	}
+	return ckpt_writer_error(w);
+}
+
+static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
+		       struct snap_result *res)
 {
 	struct ckpt_writer_opts opts = { .codec = ckpt_codec_default, .build_index = true };
 	struct ckpt_image_info info;
@@ -47,6 +91,7 @@ static int write_image(struct vm *vm, int fd, struct snap_result *res)
 	struct ckpt_writer *w;
 	int ret;
 
+	opts.codec.delta = false;
 	ckpt_fd_sink(&fd, &sink);
 	w = ckpt_writer_new(&sink, &opts);
 	if (!w)
@@ -56,22 +101,22 @@ static int write_image(struct vm *vm, int fd, struct snap_result *res)
 		ckpt_writer_free(w);
 		return -errno;
 	}
+	memcpy(res->image_uuid, info.image_uuid, 16);
 	{
 		struct timespec ts;
 
 		clock_gettime(CLOCK_REALTIME, &ts);
 		info.created_ns = (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 	}
+	if (o && o->dirty)
+		info.flags |= CKPT_HDRF_INCREMENTAL;
 	ckpt_writer_header(w, &info);
+	if (o && o->dirty)
+		ckpt_writer_parent(w, o->parent_uuid, o->parent_digest);
 	vm->ops->save_config(vm, w);
 	ckpt_writer_marker(w, CKPT_MARK_ROUND, 1);
-	for (unsigned r = 0; r < vm->nr_regions && !ckpt_writer_error(w); r++) {
-		const struct vm_region *rg = &vm->regions[r];
-
-		for (uint64_t p = 0; p < rg->size / VM_PAGE_SIZE; p++)
-			if (ckpt_writer_page(w, rg->id, p, rg->host + p * VM_PAGE_SIZE, NULL))
-				break;
-	}
+	for (unsigned r = 0; r < vm->nr_regions && !ckpt_writer_error(w); r++)
+		write_region(w, &vm->regions[r], o && o->dirty ? o->dirty[r] : NULL);
 	if (!ckpt_writer_error(w)) {
 		ret = vm->ops->save_state(vm, w);
 		if (ret && !ckpt_writer_error(w)) {
@@ -86,8 +131,8 @@ static int write_image(struct vm *vm, int fd, struct snap_result *res)
 	return ret;
 }
 
-int snap_save_paused(struct vm *vm, const char *path, struct snap_result *res,
-		     char *err, size_t errlen)
+int snap_save_paused(struct vm *vm, const char *path, const struct snap_save_opts *opts,
+		     struct snap_result *res, char *err, size_t errlen)
 {
 	size_t len = strlen(path);
 	char *tmp = malloc(len + 16);
@@ -105,7 +150,7 @@ int snap_save_paused(struct vm *vm, const char *path, struct snap_result *res,
 		free(tmp);
 		return ret;
 	}
-	ret = write_image(vm, fd, res);
+	ret = write_image(vm, fd, opts, res);
 	if (ret) {
 		snprintf(err, errlen, "writing %s: %s", tmp, strerror(-ret));
 		goto fail;
@@ -136,75 +181,193 @@ fail:
 	return ret;
 }
 
-struct vm *snap_restore(const char *path, const struct snap_restore_opts *opts,
-			char *err, size_t errlen)
+#define MAX_CHAIN	64
+
+/* The head of a checkpoint file: its image, and its parent if incremental. */
+struct head {
+	char path[4096];
+	uint8_t image_uuid[16];
+	bool incremental;
+	uint8_t parent_uuid[16], parent_digest[16];
+};
+
+static int read_head(const char *path, struct head *h, char *err, size_t errlen)
 {
 	struct ckpt_source src;
-	struct ckpt_reader *r = NULL;
+	struct ckpt_reader *r;
+	struct ckpt_record rec;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), ret = 0;
+
+	memset(h, 0, sizeof(*h));
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	snprintf(h->path, sizeof(h->path), "%s", path);
+	ckpt_fd_source(&fd, &src);
+	r = ckpt_reader_new(&src, NULL);
+	if (!r || ckpt_reader_next(r, &rec)) {
+		snprintf(err, errlen, "%s: %s", path, r ? ckpt_reader_errmsg(r) : "out of memory");
+		ret = -EBADMSG;
+	} else {
+		memcpy(h->image_uuid, rec.u.header->image_uuid, 16);
+		h->incremental = rec.u.header->flags & CKPT_HDRF_INCREMENTAL;
+		if (h->incremental) {
+			if (ckpt_reader_next(r, &rec) || rec.type != CKPT_REC_PARENT) {
+				snprintf(err, errlen, "%s: %s", path, ckpt_reader_errmsg(r));
+				ret = -EBADMSG;
+			} else {
+				memcpy(h->parent_uuid, rec.u.parent.image_uuid, 16);
+				memcpy(h->parent_digest, rec.u.parent.digest, 16);
+			}
+		}
+	}
+	ckpt_reader_free(r);
+	close(fd);
+	return ret;
+}
+
+/* The parent of child: the file beside it that holds the named image. */
+static int find_parent(const struct head *child, struct head *parent, char *err, size_t errlen)
+{
+	char *copy = strdup(child->path), *dir;
+	DIR *d;
+	struct dirent *e;
+	int ret = -ENOENT;
+
+	if (!copy)
+		return -ENOMEM;
+	dir = dirname(copy);
+	d = opendir(dir);
+	while (d && (e = readdir(d))) {
+		char path[4096], ignore[256];
+
+		if (e->d_name[0] == '.' || strstr(e->d_name, ".tmp."))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		if (read_head(path, parent, ignore, sizeof(ignore)) == 0 &&
+		    !memcmp(parent->image_uuid, child->parent_uuid, 16)) {
+			ret = 0;
+			break;
+		}
+	}
+	if (d)
+		closedir(d);
+	if (ret)
+		snprintf(err, errlen, "%s: its parent image is not in %s", child->path, dir);
+	free(copy);
+	return ret;
+}
+
+/*
+ * Apply one file of the chain. Pages always; state only from the newest.
+ * The first file also builds the guest. Returns its COMMIT digest.
+ */
+static int apply_file(const char *path, bool first, bool newest,
+		      const struct snap_restore_opts *opts, struct vm **vmp,
+		      uint8_t digest[16], char *err, size_t errlen)
+{
+	struct ckpt_source src;
+	struct ckpt_reader *r;
 	struct ckpt_record rec;
 	struct ckpt_page_target target;
 	struct ckpt_image_info info;
 	struct vm_kvm_config cfg = { .dirty_mode = opts->dirty_mode, .events = opts->events };
-	struct vm *vm = NULL;
-	int fd, ret;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), ret;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return NULL;
+		return -errno;
 	}
 	ckpt_fd_source(&fd, &src);
 	r = ckpt_reader_new(&src, NULL);
 	if (!r) {
+		close(fd);
 		snprintf(err, errlen, "out of memory");
-		goto fail;
+		return -ENOMEM;
 	}
-	if (ckpt_reader_next(r, &rec) || ckpt_reader_next(r, &rec))
+	do {	/* HEADER, [PARENT], then the VM's configuration */
+		ret = ckpt_reader_next(r, &rec);
+	} while (!ret && rec.type != CKPT_REC_STATE);
+	if (ret)
 		goto bad_input;
 	info = *ckpt_reader_info(r);
-	if (info.flags & CKPT_HDRF_INCREMENTAL) {
-		snprintf(err, errlen, "%s is an incremental checkpoint; restore needs a full one", path);
-		goto fail;
-	}
 	if (vm_kvm_config_from_record(&rec, &cfg, err, errlen))
 		goto fail;
-	if (opts->nr_vcpus && opts->nr_vcpus != cfg.nr_vcpus) {
-		snprintf(err, errlen, "vCPU count mismatch: %s holds %u vCPUs, %u were asked for",
-			 path, cfg.nr_vcpus, opts->nr_vcpus);
-		goto fail;
+	if (first) {
+		if (opts->nr_vcpus && opts->nr_vcpus != cfg.nr_vcpus) {
+			snprintf(err, errlen, "vCPU count mismatch: %s holds %u vCPUs, %u were asked for",
+				 path, cfg.nr_vcpus, opts->nr_vcpus);
+			goto fail;
+		}
+		cfg.name = info.guest_name;
+		*vmp = vm_kvm_create(&cfg, err, errlen);
+		if (!*vmp)
+			goto fail;
+		memcpy((*vmp)->uuid, info.guest_uuid, sizeof((*vmp)->uuid));
 	}
-	cfg.name = info.guest_name;
-	vm = vm_kvm_create(&cfg, err, errlen);
-	if (!vm)
-		goto fail;
-	memcpy(vm->uuid, info.guest_uuid, sizeof(vm->uuid));
-	if (vm_page_target(vm, &info, &target)) {
-		snprintf(err, errlen, "%s: memory layout differs from a %u MiB guest's", path,
-			 (unsigned)(cfg.mem_bytes >> 20));
+	if (vm_page_target(*vmp, &info, &target)) {
+		snprintf(err, errlen, "%s: memory layout differs from the guest's", path);
 		goto fail;
 	}
 	target.use_fd = true;
-	if (vm->ops->load_state(vm, &rec, err, errlen))
+	if (newest && (*vmp)->ops->load_state(*vmp, &rec, err, errlen))
 		goto fail;
 	while ((ret = ckpt_reader_next(r, &rec)) == 0) {
 		if (rec.type == CKPT_REC_PAGES && ckpt_reader_apply(r, &rec, &target))
 			goto bad_input;
-		if (rec.type == CKPT_REC_STATE && vm->ops->load_state(vm, &rec, err, errlen))
+		if (rec.type == CKPT_REC_STATE && newest &&
+		    (*vmp)->ops->load_state(*vmp, &rec, err, errlen))
 			goto fail;
+		if (rec.type == CKPT_REC_COMMIT)
+			memcpy(digest, rec.u.commit.digest, 16);
 	}
 	if (ret != 1)
 		goto bad_input;
-	if (vm->ops->load_finish(vm, err, errlen))
-		goto fail;
 	ckpt_reader_free(r);
 	close(fd);
-	return vm;
-
+	return 0;
 bad_input:
 	snprintf(err, errlen, "%s: %s", path, ckpt_reader_errmsg(r));
 fail:
-	vm_destroy(vm);
 	ckpt_reader_free(r);
 	close(fd);
+	return -EBADMSG;
+}
+
+struct vm *snap_restore(const char *path, const struct snap_restore_opts *opts,
+			char *err, size_t errlen)
+{
+	static struct head chain[MAX_CHAIN];	/* newest first */
+	unsigned n = 1;
+	struct vm *vm = NULL;
+	uint8_t digest[16];
+
+	if (read_head(path, &chain[0], err, errlen))
+		return NULL;
+	while (chain[n - 1].incremental) {
+		if (n == MAX_CHAIN) {
+			snprintf(err, errlen, "%s: chain longer than %d checkpoints", path, MAX_CHAIN);
+			return NULL;
+		}
+		if (find_parent(&chain[n - 1], &chain[n], err, errlen))
+			return NULL;
+		n++;
+	}
+	/* oldest first; each file's digest must be the one its child names */
+	for (unsigned i = n; i-- > 0;) {
+		if (apply_file(chain[i].path, i == n - 1, i == 0, opts, &vm, digest, err, errlen))
+			goto fail;
+		if (i > 0 && memcmp(digest, chain[i - 1].parent_digest, 16)) {
+			snprintf(err, errlen, "%s: wrong parent: %s does not carry the digest it names",
+				 chain[i - 1].path, chain[i].path);
+			goto fail;
+		}
+	}
+	if (vm->ops->load_finish(vm, err, errlen))
+		goto fail;
+	return vm;
+fail:
+	vm_destroy(vm);
 	return NULL;
 }

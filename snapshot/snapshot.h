@@ -14,12 +14,21 @@ struct snap_result {
 	uint64_t file_bytes;
 	uint64_t pages[4];		/* by CKPT_ENC_* */
 	double seconds;
+	uint8_t image_uuid[16];		/* what an incremental child names as parent */
 	uint8_t digest[16];
 };
 
-/* Write a full checkpoint of a paused guest to path. */
-int snap_save_paused(struct vm *vm, const char *path, struct snap_result *res,
-		     char *err, size_t errlen);
+/* An incremental checkpoint: the pages set in dirty (one bitmap a region),
+ * on top of the parent image named here. */
+struct snap_save_opts {
+	uint64_t *const *dirty;		/* NULL: a full checkpoint */
+	uint8_t parent_uuid[16];
+	uint8_t parent_digest[16];
+};
+
+/* Write a checkpoint of a paused guest to path (opts NULL: full). */
+int snap_save_paused(struct vm *vm, const char *path, const struct snap_save_opts *opts,
+		     struct snap_result *res, char *err, size_t errlen);
 
 struct snap_restore_opts {
 	unsigned nr_vcpus;		/* 0: as in the image; else must match */
@@ -27,8 +36,10 @@ struct snap_restore_opts {
 	struct vm_events events;
 };
 
-/* Build a guest from a checkpoint file; it is left paused (vm_resume runs
- * it). NULL with the reason in err on any bad input. */
+/* Build a guest from a checkpoint file, following the parent chain of an
+ * incremental one (parents are found in the same directory by image uuid
+ * and must carry the digest their child names). It is left paused
+ * (vm_resume runs it). NULL with the reason in err on any bad input. */
 struct vm *snap_restore(const char *path, const struct snap_restore_opts *opts,
 			char *err, size_t errlen);
 

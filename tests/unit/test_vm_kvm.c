@@ -188,7 +188,7 @@ static struct vm *run_and_save(unsigned vcpus, unsigned ms, const char *path,
 	verify_ok(vm, NULL);
 	for (unsigned v = 0; v < vcpus; v++)
 		counters[v] = tg_status(vm, v)->counter;
-	CHECK_MSG(snap_save_paused(vm, path, &res, err, sizeof(err)) == 0, "%s", err);
+	CHECK_MSG(snap_save_paused(vm, path, NULL, &res, err, sizeof(err)) == 0, "%s", err);
 	CHECK(res.file_bytes > 0);
 	return vm;
 }

@@ -212,7 +212,7 @@ static int finish(struct vm *vm, const struct run_opts *o, double seconds,
 		struct snap_result res;
 		char err[512];
 
-		if (snap_save_paused(vm, o->save, &res, err, sizeof(err))) {
+		if (snap_save_paused(vm, o->save, NULL, &res, err, sizeof(err))) {
 			fprintf(stderr, "vmigrate run: save failed: %s\n", err);
 			status = 1;
 		} else if (!o->quiet) {

@@ -1,0 +1,155 @@
+/*
+ * Checkpoint chains: a full checkpoint and five incrementals of a guest
+ * that keeps dirtying memory, each holding only the pages dirtied since
+ * its parent; restoring the newest follows the chain, and the guest
+ * continues with memory intact. A parent that is missing or does not
+ * carry the digest its child names is refused.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "kvmguest.h"
+#include "snapshot.h"
+#include "testdata.h"
+
+struct chain {
+	char path[6][4200];
+	uint64_t counters[6][2];
+	uint64_t bytes[6];
+};
+
+static void checkpoint(struct vm *vm, const char *path, const struct snap_result *parent,
+		       uint64_t **dirty, struct snap_result *res)
+{
+	struct snap_save_opts o = { .dirty = dirty };
+	char err[512];
+
+	if (parent) {
+		memcpy(o.parent_uuid, parent->image_uuid, 16);
+		memcpy(o.parent_digest, parent->digest, 16);
+	}
+	CHECK_MSG(snap_save_paused(vm, path, parent ? &o : NULL, res, err, sizeof(err)) == 0,
+		  "%s", err);
+}
+
+/* Dirty pages since the last call, re-armed: the next incremental's set. */
+static void take_dirty(struct vm *vm, uint64_t **bm)
+{
+	for (unsigned r = 0; r < vm->nr_regions; r++) {
+		memset(bm[r], 0, vm_bitmap_bytes(&vm->regions[r]));
+		CHECK_EQ(vm->ops->dirty_sync(vm, r, bm[r]), 0);
+		CHECK_EQ(vm->ops->dirty_clear(vm, r, 0, vm->regions[r].size / VM_PAGE_SIZE, bm[r]), 0);
+	}
+}
+
+static void make_chain(struct chain *c)
+{
+	struct vm *vm = tg_boot(&(struct tg_opts){ .mem = 128 << 20, .vcpus = 2,
+						   .working_set = 32 << 20, .dirty_rate = 20 << 20 });
+	uint64_t *bm[VM_MAX_REGIONS] = { 0 };
+	struct snap_result prev, res;
+
+	for (unsigned r = 0; r < vm->nr_regions; r++)
+		bm[r] = calloc(1, vm_bitmap_bytes(&vm->regions[r]));
+	CHECK_EQ(vm->ops->dirty_start(vm), 0);
+	CHECK_EQ(vm_start(vm), 0);
+	tg_sleep_ms(400);
+	for (int i = 0; i < 6; i++) {
+		CHECK_EQ(vm_pause(vm), 0);
+		take_dirty(vm, bm);
+		snprintf(c->path[i], sizeof(c->path[i]), "%s/ck%d.ckpt", test_tmpdir(), i);
+		checkpoint(vm, c->path[i], i ? &prev : NULL, i ? bm : NULL, &res);
+		c->bytes[i] = res.file_bytes;
+		c->counters[i][0] = tg_status(vm, 0)->counter;
+		c->counters[i][1] = tg_status(vm, 1)->counter;
+		prev = res;
+		CHECK_EQ(vm_resume(vm), 0);
+		tg_sleep_ms(150);
+	}
+	vm_destroy(vm);
+	for (unsigned r = 0; r < VM_MAX_REGIONS; r++)
+		free(bm[r]);
+}
+
+static struct vm *restore(const char *path, char *err, size_t errlen)
+{
+	struct snap_restore_opts o = { 0 };
+
+	return snap_restore(path, &o, err, errlen);
+}
+
+TEST_T(incremental_chain_restores_intact, 120)
+{
+	struct chain c;
+	struct vm_verify_report rep;
+	struct snap_inspect in;
+	char err[512];
+	struct vm *vm;
+
+	make_chain(&c);
+	/* an incremental holds what changed: far less than the full image */
+	for (int i = 1; i < 6; i++)
+		CHECK_MSG(c.bytes[i] < c.bytes[0] / 2, "incremental %d: %llu bytes, full %llu", i,
+			  (unsigned long long)c.bytes[i], (unsigned long long)c.bytes[0]);
+	CHECK_EQ(snap_inspect(c.path[5], &in, err, sizeof(err)), 0);
+	CHECK(in.has_parent);
+
+	vm = restore(c.path[5], err, sizeof(err));
+	CHECK_MSG(vm, "restore: %s", err);
+	CHECK_EQ(tg_status(vm, 0)->counter, c.counters[5][0]);
+	CHECK_EQ(tg_status(vm, 1)->counter, c.counters[5][1]);
+	CHECK_MSG(vm_memtouch_verify(vm, NULL, &rep) == 0, "verify: %s", rep.msg);
+	CHECK_EQ(vm_resume(vm), 0);
+	tg_sleep_ms(200);
+	CHECK_EQ(vm_pause(vm), 0);
+	CHECK(tg_status(vm, 0)->counter > c.counters[5][0]);
+	CHECK_MSG(vm_memtouch_verify(vm, NULL, &rep) == 0, "verify after running: %s", rep.msg);
+	vm_destroy(vm);
+
+	/* a middle link restores to its own moment */
+	vm = restore(c.path[2], err, sizeof(err));
+	CHECK_MSG(vm, "restore: %s", err);
+	CHECK_EQ(tg_status(vm, 0)->counter, c.counters[2][0]);
+	CHECK_MSG(vm_memtouch_verify(vm, NULL, &rep) == 0, "verify: %s", rep.msg);
+	vm_destroy(vm);
+}
+
+TEST_T(missing_or_wrong_parent_refused, 120)
+{
+	struct chain c;
+	struct td_stream s;
+	char err[512];
+	uint8_t *buf, *img;
+	size_t len, ilen;
+	FILE *f;
+
+	make_chain(&c);
+	/* a parent whose content changed (its digest with it) */
+	f = fopen(c.path[3], "rb");
+	CHECK(f);
+	fseek(f, 0, SEEK_END);
+	ilen = (size_t)ftell(f);
+	rewind(f);
+	img = malloc(ilen);
+	CHECK(fread(img, 1, ilen, f) == ilen);
+	fclose(f);
+	CHECK_EQ(td_split(img, ilen, &s), 0);
+	s.recs[td_find(&s, CKPT_REC_STATE, 1)].payload[20] ^= 1;
+	td_join(&s, 0, 0, &buf, &len);
+	f = fopen(c.path[3], "wb");
+	CHECK(f && fwrite(buf, 1, len, f) == len);
+	fclose(f);
+	CHECK(!restore(c.path[5], err, sizeof(err)));
+	CHECK_MSG(strstr(err, "wrong parent"), "error: %s", err);
+
+	/* a parent that is gone */
+	CHECK(unlink(c.path[3]) == 0);
+	CHECK(!restore(c.path[5], err, sizeof(err)));
+	CHECK_MSG(strstr(err, "parent image is not in"), "error: %s", err);
+	td_stream_free(&s);
+	free(buf);
+	free(img);
+}
