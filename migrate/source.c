@@ -601,12 +601,24 @@ static int precopy(struct source *s)
 			      s->p->nr_data_channels, &info, &s->wo, tick, s);
 	if (!s->out)
 		return -ENOMEM;
+	/* Tracking may be on already (checkpoints keep it on): either way,
+	 * round 1 is all of RAM, and the sync re-arms every page. */
 	ret = s->vm->ops->dirty_start(s->vm);
+	if (ret && ret != -EALREADY)
+		return ret;
+	ret = sync_dirty(s, &dirty);
 	if (ret)
 		return ret;
-	ret = sync_dirty(s, &dirty);	/* every page: round 1 is all of RAM */
-	if (ret)
-		return ret;
+	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++) {
+		uint64_t pages = s->vm->regions[ri].size / VM_PAGE_SIZE;
+
+		memset(s->dirty[ri], 0xff, pages / 64 * 8);
+		if (pages % 64)
+			s->dirty[ri][pages / 64] = (1ull << (pages % 64)) - 1;
+	}
+	dirty = 0;
+	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++)
+		dirty += s->vm->regions[ri].size / VM_PAGE_SIZE;
 	set_status(s, MIG_ACTIVE);
 
 	for (;; round++) {

@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -435,6 +436,112 @@ int cmd_set_bandwidth(int argc, char **argv)
 	if (!rep)
 		return 1;
 	printf("%s: bandwidth %s\n", argv[1], argv[2]);
+	json_object_put(rep);
+	return 0;
+}
+
+/* An absolute path for the service, which has another working directory. */
+static char *absolute(const char *path)
+{
+	char *dir_copy = strdup(path), *base_copy = strdup(path), *dir, *abs = NULL;
+
+	if (dir_copy && base_copy) {
+		char *d = realpath(dirname(dir_copy), NULL);
+
+		dir = d;
+		if (dir && asprintf(&abs, "%s/%s", dir, basename(base_copy)) < 0)
+			abs = NULL;
+		free(d);
+	}
+	free(dir_copy);
+	free(base_copy);
+	return abs;
+}
+
+int cmd_snapshot(int argc, char **argv)
+{
+	bool incremental = false, json = false;
+	const char *name = NULL, *file = NULL;
+	struct json_object *req, *rep;
+	char *abs;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--incremental"))
+			incremental = true;
+		else if (!strcmp(argv[i], "--json"))
+			json = true;
+		else if (!name)
+			name = argv[i];
+		else if (!file)
+			file = argv[i];
+		else
+			name = NULL, i = argc;
+	}
+	if (!name || !file) {
+		fprintf(stderr, "usage: vmigrate snapshot NAME FILE [--incremental] [--json]\n");
+		return EXIT_USAGE;
+	}
+	abs = absolute(file);
+	if (!abs) {
+		fprintf(stderr, "vmigrate snapshot: %s: no such directory\n", file);
+		return 1;
+	}
+	req = new_req("snapshot");
+	json_object_object_add(req, "name", json_object_new_string(name));
+	json_object_object_add(req, "file", json_object_new_string(abs));
+	json_object_object_add(req, "incremental", json_object_new_boolean(incremental));
+	free(abs);
+	rep = request(req, true);
+	if (!rep)
+		return 1;
+	if (json)
+		print_json(rep);
+	else
+		printf("%s: %s checkpoint %s, %.1f MiB, guest paused %.1f ms\n", name,
+		       incremental ? "incremental" : "full", ipc_str(rep, "file", "?"),
+		       ipc_int(rep, "file_bytes", 0) / 1048576.0, ipc_double(rep, "pause_ms", 0));
+	json_object_put(rep);
+	return 0;
+}
+
+int cmd_restore(int argc, char **argv)
+{
+	const char *file = NULL, *name = NULL;
+	bool json = false;
+	struct json_object *req, *rep;
+	char *abs;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--name") && i + 1 < argc)
+			name = argv[++i];
+		else if (!strcmp(argv[i], "--json"))
+			json = true;
+		else if (!file)
+			file = argv[i];
+		else
+			file = NULL, i = argc;
+	}
+	if (!file) {
+		fprintf(stderr, "usage: vmigrate restore FILE [--name NAME] [--json]\n");
+		return EXIT_USAGE;
+	}
+	abs = realpath(file, NULL);
+	if (!abs) {
+		fprintf(stderr, "vmigrate restore: %s: %s\n", file, strerror(errno));
+		return 1;
+	}
+	req = new_req("restore");
+	json_object_object_add(req, "file", json_object_new_string(abs));
+	if (name)
+		json_object_object_add(req, "name", json_object_new_string(name));
+	free(abs);
+	rep = request(req, true);
+	if (!rep)
+		return 1;
+	if (json)
+		print_json(rep);
+	else
+		printf("restored %s (pid %lld)\n", file, ipc_int(rep, "pid", 0));
 	json_object_put(rep);
 	return 0;
 }

@@ -20,6 +20,8 @@ static const struct {
 	{ "verify", cmd_verify, "check a guest's memory and progress counter" },
 	{ "migrate", cmd_migrate, "move a running guest to another host" },
 	{ "resume", cmd_resume, "resume a guest left paused by an uncertain handover" },
+	{ "snapshot", cmd_snapshot, "checkpoint a guest to a file (full or --incremental)" },
+	{ "restore", cmd_restore, "start a guest from a checkpoint file and its parents" },
 	{ "jobs", cmd_jobs, "list migration jobs" },
 	{ "cancel", cmd_cancel, "cancel a migration job (the guest stays here)" },
 	{ "set-bandwidth", cmd_set_bandwidth, "change a running job's bandwidth cap" },

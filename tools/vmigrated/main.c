@@ -30,6 +30,7 @@
 
 #include "ipc.h"
 #include "peer.h"
+#include "snapshot.h"
 #include "transport.h"
 #include "worker.h"
 
@@ -72,14 +73,14 @@ static void log_msg(const char *fmt, ...)
 
 /* ---- guests, found by their sockets ------------------------------------------ */
 
-static struct json_object *call_guest(struct service *sv, const char *name,
-				      struct json_object *req, int fd)
+static struct json_object *call_guest_within(struct service *sv, const char *name,
+					     struct json_object *req, int fd, int timeout_ms)
 {
 	char path[600], err[700];
 	struct json_object *rep;
 
 	worker_sock_path(sv->guests_dir, name, path, sizeof(path));
-	rep = ipc_call(path, req, fd, WORKER_CALL_MS, err, sizeof(err));
+	rep = ipc_call(path, req, fd, timeout_ms, err, sizeof(err));
 	if (!rep) {
 		struct stat st;
 
@@ -88,6 +89,12 @@ static struct json_object *call_guest(struct service *sv, const char *name,
 		return ipc_error("guest '%s' does not answer: %s", name, err);
 	}
 	return rep;
+}
+
+static struct json_object *call_guest(struct service *sv, const char *name,
+				      struct json_object *req, int fd)
+{
+	return call_guest_within(sv, name, req, fd, WORKER_CALL_MS);
 }
 
 static struct json_object *simple_call(struct service *sv, const char *name, const char *cmd)
@@ -148,7 +155,8 @@ static bool guest_exists(struct service *sv, const char *name)
 }
 
 /* Fork a guest process; its first line on the socket pair says how it went. */
-static struct json_object *spawn(struct service *sv, const struct worker_spec *spec)
+static struct json_object *spawn(struct service *sv, const struct worker_spec *spec,
+				  const char *restore_file)
 {
 	int pipefd[2];
 	pid_t pid;
@@ -170,6 +178,8 @@ static struct json_object *spawn(struct service *sv, const struct worker_spec *s
 		close(sv->peer_fd);
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGCHLD, SIG_DFL);
+		if (restore_file)
+			worker_run_restore(spec, restore_file, pipefd[1]);
 		worker_run_boot(spec, pipefd[1]);
 	}
 	close(pipefd[1]);
@@ -197,9 +207,35 @@ static struct json_object *do_start(struct service *sv, struct json_object *req)
 	snprintf(spec.dir, sizeof(spec.dir), "%s", sv->guests_dir);
 	spec.vcpus = spec.vcpus ? spec.vcpus : 1;
 	spec.io_timeout_ms = sv->io_timeout_ms;
-	rep = spawn(sv, &spec);
+	rep = spawn(sv, &spec, NULL);
 	if (ipc_bool(rep, "ok", false))
 		log_msg("started guest %s", spec.name);
+	return rep;
+}
+
+static struct json_object *do_restore(struct service *sv, struct json_object *req)
+{
+	const char *file = ipc_str(req, "file", NULL), *name = ipc_str(req, "name", NULL);
+	struct snap_inspect in;
+	struct worker_spec spec;
+	struct json_object *rep;
+	char err[512];
+
+	if (!file || file[0] != '/')
+		return ipc_error("restore needs an absolute file name");
+	if (snap_inspect(file, &in, err, sizeof(err)))
+		return ipc_error("%s", err);
+	memset(&spec, 0, sizeof(spec));
+	snprintf(spec.name, sizeof(spec.name), "%s", name && *name ? name : in.info.guest_name);
+	if (!spec.name[0] || strchr(spec.name, '/'))
+		return ipc_error("restore needs a guest name (--name)");
+	if (guest_exists(sv, spec.name))
+		return ipc_error("a guest named '%s' already runs here", spec.name);
+	snprintf(spec.dir, sizeof(spec.dir), "%s", sv->guests_dir);
+	spec.io_timeout_ms = sv->io_timeout_ms;
+	rep = spawn(sv, &spec, file);
+	if (ipc_bool(rep, "ok", false))
+		log_msg("restored guest %s from %s", spec.name, file);
 	return rep;
 }
 
@@ -359,6 +395,16 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 	}
 	if (!strcmp(cmd, "migrate"))
 		return do_migrate(sv, req);
+	if (!strcmp(cmd, "restore"))
+		return do_restore(sv, req);
+	if (!strcmp(cmd, "snapshot")) {
+		struct json_object *fwd = json_object_get(req), *rep;
+
+		/* writing a large guest takes a while: wait up to ten minutes */
+		rep = call_guest_within(sv, name, fwd, -1, 600000);
+		json_object_put(fwd);
+		return rep;
+	}
 	if (!strcmp(cmd, "jobs"))
 		return do_jobs(sv);
 	if (!strcmp(cmd, "job"))

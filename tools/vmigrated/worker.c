@@ -23,6 +23,7 @@
 
 #include "ipc.h"
 #include "migrate.h"
+#include "snapshot.h"
 
 enum wstate { W_INCOMING, W_RUNNING, W_PAUSED, W_MIGRATING, W_UNCERTAIN, W_GONE };
 
@@ -56,6 +57,11 @@ struct worker {
 	int mig_result;			/* under lock once done */
 	bool mig_done;			/* under lock */
 	struct mig_stats incoming;	/* what the receiving side saw */
+
+	/* The last checkpoint, parent of the next incremental; dirty tracking
+	 * stays on from it. Under lock. */
+	bool snap_base_valid;
+	struct snap_result snap_base;
 };
 
 static struct worker W;
@@ -211,6 +217,93 @@ static struct json_object *do_verify(void)
 	return o;
 }
 
+/* Pages dirtied since the last checkpoint, re-armed for the next one. */
+static int take_dirty(struct vm *vm, uint64_t **bm)
+{
+	for (unsigned r = 0; r < vm->nr_regions; r++) {
+		int ret;
+
+		memset(bm[r], 0, vm_bitmap_bytes(&vm->regions[r]));
+		ret = vm->ops->dirty_sync(vm, r, bm[r]);
+		if (!ret)
+			ret = vm->ops->dirty_clear(vm, r, 0, vm->regions[r].size / VM_PAGE_SIZE, bm[r]);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static struct json_object *do_snapshot(struct json_object *req)
+{
+	const char *file = ipc_str(req, "file", NULL);
+	bool incremental = ipc_bool(req, "incremental", false);
+	uint64_t *bm[VM_MAX_REGIONS] = { 0 };
+	struct snap_save_opts o = { 0 };
+	struct snap_result res;
+	struct json_object *rep;
+	char err[512];
+	double t0;
+	int ret = 0;
+
+	if (!file || file[0] != '/')
+		return ipc_error("snapshot needs an absolute file name");
+	pthread_mutex_lock(&W.lock);
+	if (!W.vm || (W.state != W_RUNNING && W.state != W_PAUSED)) {
+		rep = ipc_error("guest %s is %s", W.spec.name, state_names[W.state]);
+		goto out;
+	}
+	if (incremental && !W.snap_base_valid) {
+		rep = ipc_error("no checkpoint of guest %s to build on: take a full one first",
+				W.spec.name);
+		goto out;
+	}
+	for (unsigned r = 0; r < W.vm->nr_regions; r++)
+		if (!(bm[r] = calloc(1, vm_bitmap_bytes(&W.vm->regions[r])))) {
+			rep = ipc_error("out of memory");
+			goto out;
+		}
+	t0 = now();
+	vm_pause(W.vm);
+	/* From a full checkpoint on, tracking stays on for the next one. */
+	ret = W.vm->ops->dirty_start(W.vm);
+	if (ret == -EALREADY)
+		ret = 0;
+	if (!ret)
+		ret = take_dirty(W.vm, bm);
+	if (incremental) {
+		memcpy(o.parent_uuid, W.snap_base.image_uuid, 16);
+		memcpy(o.parent_digest, W.snap_base.digest, 16);
+		o.dirty = bm;
+	}
+	if (!ret)
+		ret = snap_save_paused(W.vm, file, incremental ? &o : NULL, &res, err, sizeof(err));
+	else
+		snprintf(err, sizeof(err), "dirty tracking: %s", strerror(-ret));
+	if (W.state == W_RUNNING)
+		vm_resume(W.vm);
+	/* a failed one lost the dirty set: the next must be full */
+	W.snap_base_valid = !ret;
+	if (ret) {
+		rep = ipc_error("checkpoint failed, the guest runs on: %s", err);
+		goto out;
+	}
+	W.snap_base = res;
+	rep = ipc_ok();
+	json_object_object_add(rep, "file", json_object_new_string(file));
+	json_object_object_add(rep, "incremental", json_object_new_boolean(incremental));
+	json_object_object_add(rep, "file_bytes", json_object_new_int64((int64_t)res.file_bytes));
+	json_object_object_add(rep, "pause_ms", json_object_new_double((now() - t0) * 1e3));
+	json_object_object_add(rep, "pages_written", json_object_new_int64((int64_t)(
+		res.pages[CKPT_ENC_RAW] + res.pages[CKPT_ENC_LZ4] + res.pages[CKPT_ENC_DELTA])));
+	fprintf(stderr, "vmigrated: guest %s: %s checkpoint %s (%llu bytes)\n", W.spec.name,
+		incremental ? "incremental" : "full", file, (unsigned long long)res.file_bytes);
+out:
+	pthread_mutex_unlock(&W.lock);
+	for (unsigned r = 0; r < VM_MAX_REGIONS; r++)
+		free(bm[r]);
+	return rep;
+}
+
 static void *migration_main(void *arg)
 {
 	char err[512];
@@ -297,6 +390,7 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 		W.mig_channels = 1;	/* pages need a data channel to ride RDMA */
 	W.mig_done = false;
 	W.state = W_MIGRATING;
+	W.snap_base_valid = false;	/* the migration ends dirty tracking */
 	if (pthread_create(&W.mig_thread, NULL, migration_main, NULL)) {
 		W.state = W_RUNNING;
 		pthread_mutex_unlock(&W.lock);
@@ -344,6 +438,8 @@ static struct json_object *handle(struct json_object *req, int fd)
 		return do_migrate(req, fd);
 	if (!strcmp(cmd, "progress"))
 		return do_progress();
+	if (!strcmp(cmd, "snapshot"))
+		return do_snapshot(req);
 	if (!strcmp(cmd, "cancel")) {
 		atomic_store(&W.prog.cancel, true);
 		return ipc_ok();
@@ -573,5 +669,31 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	fprintf(stderr, "vmigrated: receiving guest %s (%s, %u data channels%s)\n", name,
 		s.peer.insecure ? "plain TCP" : "TLS", channels, rdma ? " over RDMA" : "");
 	pthread_detach(t);
+	serve();
+}
+
+void worker_run_restore(const struct worker_spec *s, const char *file, int ready_fd)
+{
+	struct snap_restore_opts ro = { .dirty_mode = s->dirty_mode, .events = events };
+	char err[512];
+
+	setup_common(s, ready_fd);
+	W.vm = snap_restore(file, &ro, err, sizeof(err));
+	if (!W.vm)
+		die_early(ready_fd, err);
+	W.spec.mem = 0;
+	for (unsigned i = 0; i < W.vm->nr_regions; i++)
+		W.spec.mem += W.vm->regions[i].size;
+	W.spec.vcpus = W.vm->nr_vcpus;
+	if (vm_resume(W.vm))
+		die_early(ready_fd, "cannot start the restored guest");
+	W.state = W_RUNNING;
+	fprintf(stderr, "vmigrated: guest %s restored from %s (pid %d)\n", s->name, file, getpid());
+	{
+		struct json_object *o = ipc_ok();
+
+		json_object_object_add(o, "pid", json_object_new_int(getpid()));
+		report_ready(ready_fd, o);
+	}
 	serve();
 }

@@ -1,0 +1,60 @@
+#!/bin/bash
+# Checkpoints of a running guest under vmigrated: a full one, then five
+# incrementals that hold only what changed, each with a short pause; the
+# newest restores (following its parents) into a guest whose memory
+# verifies and which continues; an incremental with no base is refused.
+set -u
+BUILD=${1:-build}
+. "$(dirname "$0")/hosts.sh"
+trap hosts_cleanup EXIT
+
+if [ ! -e /dev/kvm ]; then
+	echo "SKIP snapshot_service: /dev/kvm is missing"
+	exit 0
+fi
+hosts_setup || { echo "FAIL snapshot_service.setup: cannot create the test hosts"; exit 1; }
+hosts_start_service A || exit 1
+FAILS=0
+check() {
+	if [ "$2" = 0 ]; then echo "PASS snapshot_service.$1"; else echo "FAIL snapshot_service.$1: $3"; FAILS=$((FAILS + 1)); fi
+}
+d=$HOSTS_DIR/backups
+mkdir -p "$d"
+vmA start g --mem 256M --vcpus 2 --working-set 64M --dirty-rate 20M >/dev/null || exit 1
+wait_counter vmA g 16384
+
+out=$(vmA snapshot g "$d/g-1.ckpt" --incremental 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q "take a full one first"
+check incremental_without_base_refused $? "rc=$rc: $out"
+
+out=$(vmA snapshot g "$d/g-0.ckpt" --json 2>&1); rc=$?
+full=$(echo "$out" | json_field file_bytes)
+[ $rc = 0 ] && [ -n "$full" ]
+check full_checkpoint $? "rc=$rc: $out"
+
+ok=0
+for i in 1 2 3 4 5; do
+	sleep 0.3
+	out=$(vmA snapshot g "$d/g-$i.ckpt" --incremental --json 2>&1) || { ok=1; break; }
+	size=$(echo "$out" | json_field file_bytes)
+	[ "$size" -lt $((full / 2)) ] || { ok=1; out="incremental $i: $size bytes, full $full"; break; }
+done
+check five_small_incrementals $ok "$out"
+
+vmA verify g >/dev/null
+c_before=$(vmA info g --json | json_field counter)
+vmA stop g >/dev/null
+sleep 0.3
+out=$(vmA restore "$d/g-5.ckpt" --name g2 2>&1); rc=$?
+c_after=$(vmA info g2 --json | json_field counter)
+[ $rc = 0 ] && vmA verify g2 >/dev/null && [ -n "$c_after" ]
+check restore_follows_the_chain $? "rc=$rc: $out"
+
+sleep 0.3
+c2=$(vmA info g2 --json | json_field counter)
+[ "$c2" -gt "$c_after" ] && [ "$c_after" -le "$c_before" ]
+check restored_guest_continues $? "counters: before stop $c_before, at restore $c_after, later $c2"
+
+out=$("$VMIGRATE" ckpt verify "$d/g-3.ckpt" 2>&1)
+check chain_link_verifies $? "$out"
+[ $FAILS = 0 ]
