@@ -227,6 +227,20 @@ static int read_head(const char *path, struct head *h, char *err, size_t errlen)
 	return ret;
 }
 
+int snap_read_head(const char *path, uint8_t image_uuid[16], bool *incremental,
+		   uint8_t parent_uuid[16], char *err, size_t errlen)
+{
+	struct head h;
+	int ret = read_head(path, &h, err, errlen);
+
+	if (ret)
+		return ret;
+	memcpy(image_uuid, h.image_uuid, 16);
+	*incremental = h.incremental;
+	memcpy(parent_uuid, h.parent_uuid, 16);
+	return 0;
+}
+
 /* The parent of child: the file beside it that holds the named image. */
 static int find_parent(const struct head *child, struct head *parent, char *err, size_t errlen)
 {

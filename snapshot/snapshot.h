@@ -43,6 +43,10 @@ struct snap_restore_opts {
 struct vm *snap_restore(const char *path, const struct snap_restore_opts *opts,
 			char *err, size_t errlen);
 
+/* The head of a checkpoint file, read cheaply: its image and parent. */
+int snap_read_head(const char *path, uint8_t image_uuid[16], bool *incremental,
+		   uint8_t parent_uuid[16], char *err, size_t errlen);
+
 /* What a checkpoint file holds, read and checked from end to end. */
 struct snap_inspect {
 	struct ckpt_image_info info;

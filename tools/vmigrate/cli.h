@@ -21,5 +21,6 @@ int cmd_cancel(int argc, char **argv);
 int cmd_set_bandwidth(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
 
 #endif

@@ -22,6 +22,7 @@ static const struct {
 	{ "resume", cmd_resume, "resume a guest left paused by an uncertain handover" },
 	{ "snapshot", cmd_snapshot, "checkpoint a guest to a file (full or --incremental)" },
 	{ "restore", cmd_restore, "start a guest from a checkpoint file and its parents" },
+	{ "backup", cmd_backup, "one run of a backup schedule: checkpoint and prune" },
 	{ "jobs", cmd_jobs, "list migration jobs" },
 	{ "cancel", cmd_cancel, "cancel a migration job (the guest stays here)" },
 	{ "set-bandwidth", cmd_set_bandwidth, "change a running job's bandwidth cap" },

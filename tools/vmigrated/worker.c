@@ -257,6 +257,17 @@ static struct json_object *do_snapshot(struct json_object *req)
 				W.spec.name);
 		goto out;
 	}
+	if (incremental && ipc_str(req, "expect_parent", NULL)) {
+		char have[33];
+
+		for (int i = 0; i < 16; i++)
+			sprintf(have + 2 * i, "%02x", W.snap_base.image_uuid[i]);
+		if (strcmp(have, ipc_str(req, "expect_parent", ""))) {
+			rep = ipc_error("the last checkpoint of guest %s is not the one expected: "
+					"take a full one first", W.spec.name);
+			goto out;
+		}
+	}
 	for (unsigned r = 0; r < W.vm->nr_regions; r++)
 		if (!(bm[r] = calloc(1, vm_bitmap_bytes(&W.vm->regions[r])))) {
 			rep = ipc_error("out of memory");
