@@ -82,6 +82,68 @@ static int write_region(struct ckpt_writer *w, const struct vm_region *r, const 
 	return ckpt_writer_error(w);
 }
 
+#define LIVE_MAX_ROUNDS		8
+#define LIVE_DONE_PAGES		256	/* few enough to write while paused */
+
+static uint64_t count_bits(const uint64_t *bm, uint64_t pages)
+{
+	uint64_t n = 0;
+
+	for (uint64_t i = 0; i < (pages + 63) / 64; i++)
+		n += (uint64_t)__builtin_popcountll(bm[i]);
+	return n;
+}
+
+/*
+ * After round 1 of a live checkpoint: rounds of what the guest dirtied
+ * meanwhile, until little is left, then pause and write the rest. Leaves
+ * the guest paused with res->pause_ms holding when it stopped.
+ */
+static int live_rounds(struct vm *vm, struct ckpt_writer *w, struct snap_result *res)
+{
+	uint64_t *bm[VM_MAX_REGIONS] = { 0 };
+	int ret = 0;
+
+	for (unsigned r = 0; r < vm->nr_regions; r++)
+		if (!(bm[r] = calloc(1, vm_bitmap_bytes(&vm->regions[r]))))
+			ret = -ENOMEM;
+	for (unsigned round = 2; !ret; round++) {
+		uint64_t dirty = 0;
+		bool last = false;
+
+		for (unsigned r = 0; r < vm->nr_regions && !ret; r++) {
+			memset(bm[r], 0, vm_bitmap_bytes(&vm->regions[r]));
+			ret = vm->ops->dirty_sync(vm, r, bm[r]);
+			dirty += count_bits(bm[r], vm->regions[r].size / VM_PAGE_SIZE);
+		}
+		if (ret)
+			break;
+		if (dirty <= LIVE_DONE_PAGES || round > LIVE_MAX_ROUNDS) {
+			vm_pause(vm);
+			res->pause_ms = now();	/* turned into a duration at the end */
+			for (unsigned r = 0; r < vm->nr_regions && !ret; r++)
+				ret = vm->ops->dirty_sync(vm, r, bm[r]);	/* ORs in the rest */
+			last = true;
+		}
+		ckpt_writer_marker(w, CKPT_MARK_ROUND, round);
+		res->rounds = round;
+		for (unsigned r = 0; r < vm->nr_regions && !ret && !ckpt_writer_error(w); r++) {
+			if (!last)
+				ret = vm->ops->dirty_clear(vm, r, 0, vm->regions[r].size / VM_PAGE_SIZE,
+							  bm[r]);
+			if (!ret)
+				write_region(w, &vm->regions[r], bm[r]);
+		}
+		if (last)
+			break;
+	}
+	for (unsigned r = 0; r < VM_MAX_REGIONS; r++)
+		free(bm[r]);
+	if (!ret)
+		ret = ckpt_writer_error(w);
+	return ret;
+}
+
 static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 		       struct snap_result *res)
 {
@@ -115,8 +177,20 @@ static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 		ckpt_writer_parent(w, o->parent_uuid, o->parent_digest);
 	vm->ops->save_config(vm, w);
 	ckpt_writer_marker(w, CKPT_MARK_ROUND, 1);
+	res->rounds = 1;
+	/* live: the caller re-armed the dirty log just before, so whatever the
+	 * guest writes after a page is read shows in the next round */
 	for (unsigned r = 0; r < vm->nr_regions && !ckpt_writer_error(w); r++)
 		write_region(w, &vm->regions[r], o && o->dirty ? o->dirty[r] : NULL);
+	if (o && o->live && !ckpt_writer_error(w)) {
+		ret = live_rounds(vm, w, res);
+		if (ret) {
+			if (res->pause_ms > 0)
+				vm_resume(vm);	/* it stopped for the last round: go on */
+			ckpt_writer_free(w);
+			return ret;
+		}
+	}
 	if (!ckpt_writer_error(w)) {
 		ret = vm->ops->save_state(vm, w);
 		if (ret && !ckpt_writer_error(w)) {
@@ -125,6 +199,11 @@ static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 		}
 	}
 	ret = ckpt_writer_finish(w, res->digest);
+	if (o && o->live) {
+		/* the file is complete in the page cache: the guest goes on */
+		res->pause_ms = (now() - res->pause_ms) * 1e3;
+		vm_resume(vm);
+	}
 	memcpy(res->pages, ckpt_writer_stats(w)->pages, sizeof(res->pages));
 	res->file_bytes = ckpt_writer_stats(w)->bytes;
 	ckpt_writer_free(w);

@@ -15,6 +15,8 @@ struct snap_result {
 	uint64_t pages[4];		/* by CKPT_ENC_* */
 	double seconds;
 	uint8_t image_uuid[16];		/* what an incremental child names as parent */
+	double pause_ms;		/* live: how long the guest stood still */
+	unsigned rounds;
 	uint8_t digest[16];
 };
 
@@ -24,9 +26,16 @@ struct snap_save_opts {
 	uint64_t *const *dirty;		/* NULL: a full checkpoint */
 	uint8_t parent_uuid[16];
 	uint8_t parent_digest[16];
+	/* Live: the guest runs while pre-copy rounds go into the file; it is
+	 * paused only for the last dirty pages and the state, and runs again
+	 * before the file is synced. The caller turns dirty tracking on and
+	 * re-arms it (sync and clear) just before; for an incremental, that
+	 * sync is `dirty`. */
+	bool live;
 };
 
-/* Write a checkpoint of a paused guest to path (opts NULL: full). */
+/* Write a checkpoint of a paused guest, or of a running one with live, to
+ * path (opts NULL: full, paused). */
 int snap_save_paused(struct vm *vm, const char *path, const struct snap_save_opts *opts,
 		     struct snap_result *res, char *err, size_t errlen);
 

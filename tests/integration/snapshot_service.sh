@@ -57,4 +57,17 @@ check restored_guest_continues $? "counters: before stop $c_before, at restore $
 
 out=$("$VMIGRATE" ckpt verify "$d/g-3.ckpt" 2>&1)
 check chain_link_verifies $? "$out"
+
+# live: pre-copy rounds into the file while the guest dirties, a short pause
+out=$(vmA snapshot g2 "$d/live-0.ckpt" --live --json 2>&1) &&
+	out2=$(vmA snapshot g2 "$d/live-1.ckpt" --live --incremental --json 2>&1)
+rc=$?
+echo "#   live full: $(echo "$out" | json_field pause_ms) ms paused, $(echo "$out" | json_field rounds) rounds;" \
+	"live incremental: $(echo "$out2" | json_field pause_ms) ms paused"
+c_live=$(vmA info g2 --json | json_field counter)
+vmA stop g2 >/dev/null
+sleep 0.3
+vmA restore "$d/live-1.ckpt" --name g3 >/dev/null && vmA verify g3 >/dev/null &&
+	[ "$(vmA info g3 --json | json_field counter)" -le "$c_live" ]
+check live_checkpoints_restore $? "rc=$rc: $out / $out2"
 [ $FAILS = 0 ]

@@ -460,7 +460,7 @@ static char *absolute(const char *path)
 
 int cmd_snapshot(int argc, char **argv)
 {
-	bool incremental = false, json = false;
+	bool incremental = false, json = false, live = false;
 	const char *name = NULL, *file = NULL;
 	struct json_object *req, *rep;
 	char *abs;
@@ -468,6 +468,8 @@ int cmd_snapshot(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--incremental"))
 			incremental = true;
+		else if (!strcmp(argv[i], "--live"))
+			live = true;
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
 		else if (!name)
@@ -478,7 +480,7 @@ int cmd_snapshot(int argc, char **argv)
 			name = NULL, i = argc;
 	}
 	if (!name || !file) {
-		fprintf(stderr, "usage: vmigrate snapshot NAME FILE [--incremental] [--json]\n");
+		fprintf(stderr, "usage: vmigrate snapshot NAME FILE [--live] [--incremental] [--json]\n");
 		return EXIT_USAGE;
 	}
 	abs = absolute(file);
@@ -490,6 +492,7 @@ int cmd_snapshot(int argc, char **argv)
 	json_object_object_add(req, "name", json_object_new_string(name));
 	json_object_object_add(req, "file", json_object_new_string(abs));
 	json_object_object_add(req, "incremental", json_object_new_boolean(incremental));
+	json_object_object_add(req, "live", json_object_new_boolean(live));
 	free(abs);
 	rep = request(req, true);
 	if (!rep)
@@ -497,8 +500,8 @@ int cmd_snapshot(int argc, char **argv)
 	if (json)
 		print_json(rep);
 	else
-		printf("%s: %s checkpoint %s, %.1f MiB, guest paused %.1f ms\n", name,
-		       incremental ? "incremental" : "full", ipc_str(rep, "file", "?"),
+		printf("%s: %s%s checkpoint %s, %.1f MiB, guest paused %.1f ms\n", name,
+		       live ? "live " : "", incremental ? "incremental" : "full", ipc_str(rep, "file", "?"),
 		       ipc_int(rep, "file_bytes", 0) / 1048576.0, ipc_double(rep, "pause_ms", 0));
 	json_object_put(rep);
 	return 0;

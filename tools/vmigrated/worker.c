@@ -237,6 +237,7 @@ static struct json_object *do_snapshot(struct json_object *req)
 {
 	const char *file = ipc_str(req, "file", NULL);
 	bool incremental = ipc_bool(req, "incremental", false);
+	bool live = ipc_bool(req, "live", false);
 	uint64_t *bm[VM_MAX_REGIONS] = { 0 };
 	struct snap_save_opts o = { 0 };
 	struct snap_result res;
@@ -274,7 +275,9 @@ static struct json_object *do_snapshot(struct json_object *req)
 			goto out;
 		}
 	t0 = now();
-	vm_pause(W.vm);
+	live = live && W.state == W_RUNNING;
+	if (!live)
+		vm_pause(W.vm);
 	/* From a full checkpoint on, tracking stays on for the next one. */
 	ret = W.vm->ops->dirty_start(W.vm);
 	if (ret == -EALREADY)
@@ -286,11 +289,12 @@ static struct json_object *do_snapshot(struct json_object *req)
 		memcpy(o.parent_digest, W.snap_base.digest, 16);
 		o.dirty = bm;
 	}
+	o.live = live;
 	if (!ret)
-		ret = snap_save_paused(W.vm, file, incremental ? &o : NULL, &res, err, sizeof(err));
+		ret = snap_save_paused(W.vm, file, &o, &res, err, sizeof(err));
 	else
 		snprintf(err, sizeof(err), "dirty tracking: %s", strerror(-ret));
-	if (W.state == W_RUNNING)
+	if (W.state == W_RUNNING && !live)
 		vm_resume(W.vm);
 	/* a failed one lost the dirty set: the next must be full */
 	W.snap_base_valid = !ret;
@@ -303,7 +307,11 @@ static struct json_object *do_snapshot(struct json_object *req)
 	json_object_object_add(rep, "file", json_object_new_string(file));
 	json_object_object_add(rep, "incremental", json_object_new_boolean(incremental));
 	json_object_object_add(rep, "file_bytes", json_object_new_int64((int64_t)res.file_bytes));
-	json_object_object_add(rep, "pause_ms", json_object_new_double((now() - t0) * 1e3));
+	json_object_object_add(rep, "pause_ms", json_object_new_double(
+		live ? res.pause_ms : (now() - t0) * 1e3));
+	json_object_object_add(rep, "live", json_object_new_boolean(live));
+	json_object_object_add(rep, "rounds", json_object_new_int((int)res.rounds));
+	json_object_object_add(rep, "seconds", json_object_new_double(now() - t0));
 	json_object_object_add(rep, "pages_written", json_object_new_int64((int64_t)(
 		res.pages[CKPT_ENC_RAW] + res.pages[CKPT_ENC_LZ4] + res.pages[CKPT_ENC_DELTA])));
 	fprintf(stderr, "vmigrated: guest %s: %s checkpoint %s (%llu bytes)\n", W.spec.name,
