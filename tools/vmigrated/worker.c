@@ -694,6 +694,7 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 void worker_run_restore(const struct worker_spec *s, const char *file, int ready_fd)
 {
 	struct snap_restore_opts ro = { .dirty_mode = s->dirty_mode, .events = events };
+	uint64_t restored_counter;
 	char err[512];
 
 	setup_common(s, ready_fd);
@@ -704,6 +705,7 @@ void worker_run_restore(const struct worker_spec *s, const char *file, int ready
 	for (unsigned i = 0; i < W.vm->nr_regions; i++)
 		W.spec.mem += W.vm->regions[i].size;
 	W.spec.vcpus = W.vm->nr_vcpus;
+	restored_counter = vm_memtouch_total(W.vm);	/* where it starts again */
 	if (vm_resume(W.vm))
 		die_early(ready_fd, "cannot start the restored guest");
 	W.state = W_RUNNING;
@@ -712,6 +714,7 @@ void worker_run_restore(const struct worker_spec *s, const char *file, int ready
 		struct json_object *o = ipc_ok();
 
 		json_object_object_add(o, "pid", json_object_new_int(getpid()));
+		json_object_object_add(o, "counter", json_object_new_int64((int64_t)restored_counter));
 		report_ready(ready_fd, o);
 	}
 	serve();
