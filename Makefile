@@ -152,6 +152,7 @@ test: all
 bench: all
 	$(Q)for b in $(BENCH_BINS); do $$b || exit 1; done
 	$(Q)tests/bench/bench_migrate.sh $(BUILD)
+	$(Q)tests/bench/bench_snapshot.sh $(BUILD)
 
 # The fuzzer is built apart with clang: libFuzzer plus ASan and UBSan.
 FUZZ_DIR  := $(BUILD)/fuzz

@@ -8,7 +8,7 @@ PACKAGES="
 	clang libclang-rt-14-dev
 	liblz4-dev libxxhash-dev libssl-dev openssl
 	libvirt-dev librdmacm-dev libibverbs-dev libjson-c-dev
-	iproute2 iptables procps
+	iproute2 iptables procps bc
 "
 
 if [ "$(id -u)" -ne 0 ]; then
