@@ -5,7 +5,7 @@
 # there, and the statistics printed as the last line, in JSON.
 set -uo pipefail
 BUILD=${1:-build}
-. "$(dirname "$0")/../tests/integration/hosts.sh"
+. "$(dirname "$0")/../tests/integration/lib/hosts.sh"
 trap hosts_cleanup EXIT
 
 if [ ! -e /dev/kvm ]; then

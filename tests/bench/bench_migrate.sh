@@ -8,7 +8,7 @@
 # rounds, and the effective rate in GB/s of guest RAM.
 set -u
 BUILD=${1:-build}
-. "$(dirname "$0")/../integration/hosts.sh"
+. "$(dirname "$0")/../integration/lib/hosts.sh"
 trap hosts_cleanup EXIT
 
 if [ ! -e /dev/kvm ]; then

@@ -6,7 +6,7 @@
 # each. Files go to BENCH_SNAPSHOT_DIR (default a temporary directory).
 set -u
 BUILD=${1:-build}
-. "$(dirname "$0")/../integration/hosts.sh"
+. "$(dirname "$0")/../integration/lib/hosts.sh"
 trap hosts_cleanup EXIT
 
 if [ ! -e /dev/kvm ]; then

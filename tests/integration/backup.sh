@@ -5,19 +5,13 @@
 # a guest whose memory verifies. Also checks the systemd units parse.
 set -u
 BUILD=${1:-build}
-. "$(dirname "$0")/hosts.sh"
+. "$(dirname "$0")/lib/hosts.sh"
 trap hosts_cleanup EXIT
 
-if [ ! -e /dev/kvm ]; then
-	echo "SKIP backup: /dev/kvm is missing"
-	exit 0
-fi
+. "$(dirname "$0")/lib/suite.sh"
+suite_begin backup
 hosts_setup || { echo "FAIL backup.setup: cannot create the test hosts"; exit 1; }
 hosts_start_service A || exit 1
-FAILS=0
-check() {
-	if [ "$2" = 0 ]; then echo "PASS backup.$1"; else echo "FAIL backup.$1: $3"; FAILS=$((FAILS + 1)); fi
-}
 d=$HOSTS_DIR/backups
 mkdir -p "$d"
 vmA start web --mem 256M --working-set 32M --dirty-rate 20M >/dev/null || exit 1
@@ -69,4 +63,4 @@ if command -v systemd-analyze >/dev/null; then
 else
 	echo "SKIP backup.systemd_units_parse: systemd-analyze is not installed"
 fi
-[ $FAILS = 0 ]
+suite_end

@@ -5,14 +5,8 @@
 set -u
 BUILD=${1:-build}
 VMIGRATE=$BUILD/vmigrate
-FAILS=0
-check() {
-	if [ "$2" = 0 ]; then echo "PASS ckpt_cli.$1"; else echo "FAIL ckpt_cli.$1: $3"; FAILS=$((FAILS + 1)); fi
-}
-if [ ! -e /dev/kvm ]; then
-	echo "SKIP ckpt_cli: /dev/kvm is missing"
-	exit 0
-fi
+. "$(dirname "$0")/lib/suite.sh"
+suite_begin ckpt_cli
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 f=$dir/g.ckpt
@@ -47,4 +41,4 @@ ln -s "$f" "$dir/link.ckpt"
 out=$("$VMIGRATE" ckpt verify "$dir/link.ckpt" 2>&1); rc=$?
 [ $rc = 1 ]
 check symlinks_are_not_followed $? "rc=$rc: $out"
-[ $FAILS = 0 ]
+suite_end

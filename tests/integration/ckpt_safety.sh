@@ -5,7 +5,7 @@
 # a clear error while the guest keeps running. Removes its mount on exit.
 set -u
 BUILD=${1:-build}
-. "$(dirname "$0")/hosts.sh"
+. "$(dirname "$0")/lib/hosts.sh"
 MNT=
 cleanup() {
 	[ -n "$MNT" ] && umount "$MNT" 2>/dev/null && rmdir "$MNT"
@@ -13,14 +13,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ ! -e /dev/kvm ]; then
-	echo "SKIP ckpt_safety: /dev/kvm is missing"
-	exit 0
-fi
-FAILS=0
-check() {
-	if [ "$2" = 0 ]; then echo "PASS ckpt_safety.$1"; else echo "FAIL ckpt_safety.$1: $3"; FAILS=$((FAILS + 1)); fi
-}
+. "$(dirname "$0")/lib/suite.sh"
+suite_begin ckpt_safety
 d=$HOSTS_DIR/ck
 mkdir -p "$d"
 
@@ -73,4 +67,4 @@ if [ -n "$MNT" ]; then
 		[ -z "$(ls "$MNT")" ] && [ "$c2" -gt "$c1" ] && vmA verify g >/dev/null
 	check full_disk_fails_cleanly $? "rc=$rc: $out; files: $(ls "$MNT")"
 fi
-[ $FAILS = 0 ]
+suite_end

@@ -5,14 +5,8 @@
 set -u
 BUILD=${1:-build}
 VMIGRATE=$BUILD/vmigrate
-FAILS=0
-check() {
-	if [ "$2" = 0 ]; then echo "PASS cli_run.$1"; else echo "FAIL cli_run.$1: $3"; FAILS=$((FAILS + 1)); fi
-}
-if [ ! -e /dev/kvm ]; then
-	echo "SKIP cli_run: /dev/kvm is missing"
-	exit 0
-fi
+. "$(dirname "$0")/lib/suite.sh"
+suite_begin cli_run
 
 out=$("$VMIGRATE" run --guest "$BUILD/guests/memtouch.bin" --mem 128M --working-set 8M \
 	--duration 0.5 --verify --json --quiet 2>&1)
@@ -36,4 +30,4 @@ check bad_option_refused $? "rc=$rc: $out"
 out=$("$VMIGRATE" run --guest /nonexistent/payload --duration 0.1 2>&1); rc=$?
 [ $rc = 1 ] && echo "$out" | grep -q "No such file"
 check missing_payload_refused $? "rc=$rc: $out"
-[ $FAILS = 0 ]
+suite_end

@@ -5,7 +5,7 @@
 # Prints one PASS/FAIL/SKIP line per case.
 set -u
 BUILD=${1:-build}
-. "$(dirname "$0")/hosts.sh"
+. "$(dirname "$0")/lib/hosts.sh"
 trap hosts_cleanup EXIT
 
 if [ ! -e /dev/kvm ]; then

@@ -5,18 +5,12 @@
 # stays where it was. Prints one PASS/FAIL/SKIP line per case.
 set -u
 BUILD=${1:-build}
-. "$(dirname "$0")/hosts.sh"
+. "$(dirname "$0")/lib/hosts.sh"
 trap hosts_cleanup EXIT
 
-if [ ! -e /dev/kvm ]; then
-	echo "SKIP peer_auth: /dev/kvm is missing"
-	exit 0
-fi
+. "$(dirname "$0")/lib/suite.sh"
+suite_begin peer_auth
 hosts_setup || { echo "FAIL peer_auth.setup: cannot create the test hosts"; exit 1; }
-FAILS=0
-check() {
-	if [ "$2" = 0 ]; then echo "PASS peer_auth.$1"; else echo "FAIL peer_auth.$1: $3"; FAILS=$((FAILS + 1)); fi
-}
 KEY1=$HOSTS_DIR/key1 KEY2=$HOSTS_DIR/key2
 head -c 32 /dev/urandom >"$KEY1"; head -c 32 /dev/urandom >"$KEY2"; chmod 600 "$KEY1" "$KEY2"
 
@@ -56,4 +50,4 @@ restart "--peer-key $KEY1" "--peer-key $KEY1" || exit 1
 out=$(vmA migrate g "$HOST_B_ADDR:$HOST_B_PORT" --quiet 2>&1); rc=$?
 [ $rc = 0 ] && [ "$(guest_on vmB)" = running ] && vmB verify g >/dev/null
 check same_key_migrates $? "rc=$rc: $out"
-[ $FAILS = 0 ]
+suite_end

@@ -5,19 +5,13 @@
 # the control socket. Prints one PASS/FAIL/SKIP line per case.
 set -u
 BUILD=${1:-build}
-. "$(dirname "$0")/hosts.sh"
+. "$(dirname "$0")/lib/hosts.sh"
 trap hosts_cleanup EXIT
 
-if [ ! -e /dev/kvm ]; then
-	echo "SKIP service: /dev/kvm is missing"
-	exit 0
-fi
+. "$(dirname "$0")/lib/suite.sh"
+suite_begin service
 hosts_setup || { echo "FAIL service.setup: cannot create the test hosts"; exit 1; }
 hosts_start_service A || { echo "FAIL service.setup: service did not start"; exit 1; }
-FAILS=0
-check() {
-	if [ "$2" = 0 ]; then echo "PASS service.$1"; else echo "FAIL service.$1: $3"; FAILS=$((FAILS + 1)); fi
-}
 
 vmA start one --mem 128M --working-set 16M --dirty-rate 20M >/dev/null &&
 vmA start two --mem 128M --working-set 16M --dirty-rate 20M >/dev/null
@@ -62,4 +56,4 @@ vmA stop two >/dev/null
 sleep 0.3
 ! vmA list | grep -q '^two '
 check stop_removes_guest $? "two still listed"
-[ $FAILS = 0 ]
+suite_end

@@ -5,19 +5,13 @@
 # verifies and which continues; an incremental with no base is refused.
 set -u
 BUILD=${1:-build}
-. "$(dirname "$0")/hosts.sh"
+. "$(dirname "$0")/lib/hosts.sh"
 trap hosts_cleanup EXIT
 
-if [ ! -e /dev/kvm ]; then
-	echo "SKIP snapshot_service: /dev/kvm is missing"
-	exit 0
-fi
+. "$(dirname "$0")/lib/suite.sh"
+suite_begin snapshot_service
 hosts_setup || { echo "FAIL snapshot_service.setup: cannot create the test hosts"; exit 1; }
 hosts_start_service A || exit 1
-FAILS=0
-check() {
-	if [ "$2" = 0 ]; then echo "PASS snapshot_service.$1"; else echo "FAIL snapshot_service.$1: $3"; FAILS=$((FAILS + 1)); fi
-}
 d=$HOSTS_DIR/backups
 mkdir -p "$d"
 vmA start g --mem 256M --vcpus 2 --working-set 64M --dirty-rate 20M >/dev/null || exit 1
@@ -73,4 +67,4 @@ vmA restore "$d/live-1.ckpt" --name g3 --json >"$d/r.out" 2>&1 &&
 	[ "$(json_field counter <"$d/r.out")" -le "$c_live" ] &&
 	vmA verify g3 >"$d/v.out" 2>&1
 check live_checkpoints_restore $? "rc=$rc: $(cat "$d/r.out" "$d/v.out" 2>/dev/null), source counter $c_live"
-[ $FAILS = 0 ]
+suite_end

@@ -6,18 +6,12 @@
 # certificates nor --insecure does not start.
 set -u
 BUILD=${1:-build}
-. "$(dirname "$0")/hosts.sh"
+. "$(dirname "$0")/lib/hosts.sh"
 trap hosts_cleanup EXIT
 
-if [ ! -e /dev/kvm ]; then
-	echo "SKIP tls_peers: /dev/kvm is missing"
-	exit 0
-fi
+. "$(dirname "$0")/lib/suite.sh"
+suite_begin tls_peers
 hosts_setup || { echo "FAIL tls_peers.setup: cannot create the test hosts"; exit 1; }
-FAILS=0
-check() {
-	if [ "$2" = 0 ]; then echo "PASS tls_peers.$1"; else echo "FAIL tls_peers.$1: $3"; FAILS=$((FAILS + 1)); fi
-}
 guest_on() { $1 info g --json 2>/dev/null | json_field state; }
 restart() {
 	hosts_stop_services
@@ -79,4 +73,4 @@ restart "" "--tls-allow hostA" || exit 1
 out=$(vmA migrate g "$HOST_B_ADDR:$HOST_B_PORT" --quiet 2>&1); rc=$?
 [ $rc = 0 ] && [ "$(guest_on vmB)" = running ] && vmB verify g >/dev/null
 check allowed_client_migrates $? "rc=$rc: $out"
-[ $FAILS = 0 ]
+suite_end

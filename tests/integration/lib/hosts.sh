@@ -7,7 +7,7 @@
 # provides vmA/vmB (the CLI against each host's service).
 
 : "${BUILD:=build}"
-MKCERTS=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../../tools/mkcerts.sh")
+MKCERTS=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../../../tools/mkcerts.sh")
 VMIGRATE=$(realpath "$BUILD/vmigrate")
 VMIGRATED=$(realpath "$BUILD/vmigrated")
 HOSTS_DIR=$(mktemp -d /tmp/vmigrate-hosts.XXXXXX)
