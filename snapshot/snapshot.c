@@ -464,3 +464,17 @@ fail:
 	vm_destroy(vm);
 	return NULL;
 }
+
+int snap_merge(const char *path, const char *out, struct snap_result *res,
+	       char *err, size_t errlen)
+{
+	struct snap_restore_opts ro = { 0 };
+	struct vm *vm = snap_restore(path, &ro, err, errlen);
+	int ret;
+
+	if (!vm)
+		return -EBADMSG;
+	ret = snap_save_paused(vm, out, NULL, res, err, errlen);
+	vm_destroy(vm);
+	return ret;
+}

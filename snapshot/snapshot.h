@@ -52,6 +52,11 @@ struct snap_restore_opts {
 struct vm *snap_restore(const char *path, const struct snap_restore_opts *opts,
 			char *err, size_t errlen);
 
+/* Flatten a checkpoint and its parent chain into one full checkpoint at
+ * out (the guest is rebuilt in memory, never run). */
+int snap_merge(const char *path, const char *out, struct snap_result *res,
+	       char *err, size_t errlen);
+
 /* The head of a checkpoint file, read cheaply: its image and parent. */
 int snap_read_head(const char *path, uint8_t image_uuid[16], bool *incremental,
 		   uint8_t parent_uuid[16], char *err, size_t errlen);

@@ -153,3 +153,39 @@ TEST_T(missing_or_wrong_parent_refused, 120)
 	free(buf);
 	free(img);
 }
+
+TEST_T(merge_equals_the_chain, 120)
+{
+	struct chain c;
+	struct snap_result res;
+	struct snap_inspect in;
+	struct vm_verify_report rep;
+	char err[512], merged[4200];
+	struct vm *a, *b;
+
+	make_chain(&c);
+	snprintf(merged, sizeof(merged), "%s/merged.ckpt", test_tmpdir());
+	CHECK_MSG(snap_merge(c.path[5], merged, &res, err, sizeof(err)) == 0, "%s", err);
+	CHECK_EQ(snap_inspect(merged, &in, err, sizeof(err)), 0);
+	CHECK(!in.has_parent);
+
+	a = restore(merged, err, sizeof(err));
+	CHECK_MSG(a, "merged: %s", err);
+	b = restore(c.path[5], err, sizeof(err));
+	CHECK_MSG(b, "chain: %s", err);
+	CHECK_EQ(a->nr_regions, b->nr_regions);
+	for (unsigned r = 0; r < a->nr_regions; r++)
+		CHECK_MSG(!memcmp(a->regions[r].host, b->regions[r].host, a->regions[r].size),
+			  "region %u differs between the merged file and the chain", r);
+	CHECK_EQ(tg_status(a, 0)->counter, c.counters[5][0]);
+	CHECK_MSG(vm_memtouch_verify(a, NULL, &rep) == 0, "%s", rep.msg);
+	vm_destroy(a);
+	vm_destroy(b);
+
+	/* the merged file stands alone */
+	for (int i = 0; i < 5; i++)
+		CHECK(unlink(c.path[i]) == 0);
+	a = restore(merged, err, sizeof(err));
+	CHECK_MSG(a, "merged, alone: %s", err);
+	vm_destroy(a);
+}

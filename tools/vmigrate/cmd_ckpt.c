@@ -2,6 +2,7 @@
  * vmigrate ckpt info FILE [--json] and vmigrate ckpt verify FILE: what a
  * checkpoint file holds, and whether every checksum, the record grammar,
  * the index, the digest and the guest's state are all in order.
+ * vmigrate ckpt merge FILE OUT: one full checkpoint from a chain.
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -91,8 +92,20 @@ int cmd_ckpt(int argc, char **argv)
 	char err[512];
 	bool json = argc == 4 && !strcmp(argv[3], "--json");
 
+	if (argc == 4 && !strcmp(argv[1], "merge")) {
+		struct snap_result res;
+
+		if (snap_merge(argv[2], argv[3], &res, err, sizeof(err))) {
+			fprintf(stderr, "vmigrate ckpt merge: %s\n", err);
+			return 1;
+		}
+		printf("%s: full checkpoint of %s and its parents, %.1f MiB\n", argv[3], argv[2],
+		       res.file_bytes / 1048576.0);
+		return 0;
+	}
 	if ((argc != 3 && !json) || (strcmp(argv[1], "info") && strcmp(argv[1], "verify"))) {
-		fprintf(stderr, "usage: vmigrate ckpt info FILE [--json] | vmigrate ckpt verify FILE\n");
+		fprintf(stderr, "usage: vmigrate ckpt info FILE [--json] | vmigrate ckpt verify FILE |\n"
+			"       vmigrate ckpt merge FILE OUT\n");
 		return EXIT_USAGE;
 	}
 	if (snap_inspect(argv[2], &s, err, sizeof(err))) {
