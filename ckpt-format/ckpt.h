@@ -54,6 +54,9 @@ struct ckpt_writer_opts {
 	struct ckpt_codec_opts codec;
 	unsigned batch_pages;		/* entries per PAGES record, 0 = default */
 	bool build_index;		/* emit INDEX records (files) */
+	/* With a key, COMMIT carries an HMAC-SHA-256 of every byte before it. */
+	const uint8_t *mac_key;
+	size_t mac_key_len;
 };
 
 struct ckpt_writer_stats {
@@ -108,6 +111,7 @@ enum ckpt_error {
 	CKPT_E_ENCODING,	/* page data does not decode */
 	CKPT_E_DIGEST,		/* COMMIT digest or record count mismatch */
 	CKPT_E_TRAILING,	/* bytes after COMMIT */
+	CKPT_E_MAC,		/* a key was given and the MAC is missing or wrong */
 	CKPT_E_NOMEM,
 	CKPT_E_COUNT
 };
@@ -164,6 +168,9 @@ struct ckpt_record {
 
 struct ckpt_reader_opts {
 	bool allow_trailing;		/* live streams: stop after COMMIT */
+	/* With a key, the image must carry a matching HMAC-SHA-256. */
+	const uint8_t *mac_key;
+	size_t mac_key_len;
 };
 
 struct ckpt_reader;

@@ -19,7 +19,10 @@
 #include <string.h>
 #include <sys/uio.h>
 
+#include <openssl/crypto.h>
 #include <xxhash.h>
+
+#include "mac.h"
 
 #define MAX_STATES_PER_PERIOD	4096u
 
@@ -63,6 +66,7 @@ struct ckpt_reader {
 	uint8_t *scratch;
 	XXH3_state_t *sum;
 	XXH3_state_t *digest;
+	struct ckpt_mac *mac;		/* when a key was given */
 	struct ckpt_image_info info;
 
 	bool marker_seen[3];		/* by CKPT_MARK_* */
@@ -95,6 +99,7 @@ static const char *const error_names[CKPT_E_COUNT] = {
 	[CKPT_E_ENCODING] = "bad page encoding",
 	[CKPT_E_DIGEST] = "digest mismatch",
 	[CKPT_E_TRAILING] = "trailing data",
+	[CKPT_E_MAC] = "authentication failed",
 	[CKPT_E_NOMEM] = "out of memory",
 };
 
@@ -140,6 +145,13 @@ struct ckpt_reader *ckpt_reader_new(const struct ckpt_source *src,
 		return NULL;
 	}
 	XXH3_128bits_reset(r->digest);
+	if (r->opts.mac_key) {
+		r->mac = ckpt_mac_new(r->opts.mac_key, r->opts.mac_key_len);
+		if (!r->mac) {
+			ckpt_reader_free(r);
+			return NULL;
+		}
+	}
 	return r;
 }
 
@@ -149,6 +161,7 @@ void ckpt_reader_free(struct ckpt_reader *r)
 		return;
 	XXH3_freeState(r->sum);
 	XXH3_freeState(r->digest);
+	ckpt_mac_free(r->mac);
 	free(r->states);
 	free(r->batches);
 	free(r->buf);
@@ -521,6 +534,15 @@ static int parse_commit(struct ckpt_reader *r, const uint8_t *p, uint32_t len,
 	XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(r->digest));
 	if (memcmp(canon.digest, FIELD(p, struct ckpt_commit_rec, digest), 16) && !FUZZING)
 		return reject(r, CKPT_E_DIGEST, "image digest does not match its records");
+	if (r->mac) {
+		uint8_t want[32];
+
+		if (mac_alg != CKPT_MAC_HMAC_SHA256)
+			return reject(r, CKPT_E_MAC, "a key was given but the image carries no MAC");
+		if (ckpt_mac_final(r->mac, want) ||
+		    CRYPTO_memcmp(want, FIELD(p, struct ckpt_commit_rec, mac), 32))
+			return reject(r, CKPT_E_MAC, "the MAC does not match: altered, or another key");
+	}
 	memcpy(rec->u.commit.digest, canon.digest, 16);
 	rec->u.commit.index_offset = index_offset;
 	rec->u.commit.mac_alg = mac_alg;
@@ -615,8 +637,11 @@ static int read_record(struct ckpt_reader *r, struct ckpt_record *rec)
 	if (rec->flags & ~CKPT_RECF_KNOWN)
 		return reject(r, CKPT_E_FIELD, "record flags %#x", rec->flags);
 	r->seq_next++;
-	if (rec->type != CKPT_REC_COMMIT)
+	if (rec->type != CKPT_REC_COMMIT) {
 		XXH3_128bits_update(r->digest, &hdr, sizeof(hdr));
+		ckpt_mac_update(r->mac, &hdr, sizeof(hdr));
+		ckpt_mac_update(r->mac, r->buf, len);
+	}
 	rec->seq = seq;
 	rec->payload = r->buf;
 	rec->length = len;
@@ -637,6 +662,7 @@ int ckpt_reader_next(struct ckpt_reader *r, struct ckpt_record *rec)
 			return r->ret;
 		if (memcmp(magic, CKPT_MAGIC, CKPT_MAGIC_LEN))
 			return reject(r, CKPT_E_MAGIC, "not a vmigrate image or stream");
+		ckpt_mac_update(r->mac, magic, sizeof(magic));
 		r->phase = PH_HEADER;
 	}
 

@@ -13,6 +13,8 @@
 
 #include <xxhash.h>
 
+#include "mac.h"
+
 #define DEFAULT_BATCH_PAGES	1024u
 #define LZ4_GIVE_UP_STREAK	32u	/* failed attempts in a row */
 #define LZ4_SKIP_PAGES		224u	/* then pages sent without trying */
@@ -27,6 +29,7 @@ struct ckpt_writer {
 	uint64_t offset;		/* bytes written so far */
 	XXH3_state_t *digest;		/* over every record header */
 	XXH3_state_t *sum;		/* per-record checksum */
+	struct ckpt_mac *mac;		/* over every byte before COMMIT, or NULL */
 	struct ckpt_writer_stats stats;
 
 	/* The batch being built: one region, strictly increasing pages. */
@@ -77,6 +80,13 @@ struct ckpt_writer *ckpt_writer_new(const struct ckpt_sink *sink,
 		return NULL;
 	}
 	XXH3_128bits_reset(w->digest);
+	if (w->opts.mac_key) {
+		w->mac = ckpt_mac_new(w->opts.mac_key, w->opts.mac_key_len);
+		if (!w->mac) {
+			ckpt_writer_free(w);
+			return NULL;
+		}
+	}
 	return w;
 }
 
@@ -91,6 +101,7 @@ void ckpt_writer_free(struct ckpt_writer *w)
 	free(w->scratch);
 	XXH3_freeState(w->digest);
 	XXH3_freeState(w->sum);
+	ckpt_mac_free(w->mac);
 	free(w);
 }
 
@@ -139,8 +150,12 @@ static int emit(struct ckpt_writer *w, uint16_t type, uint16_t flags,
 	if (ret < 0)
 		return fail(w, ret);
 
-	if (type != CKPT_REC_COMMIT)
+	if (type != CKPT_REC_COMMIT) {
 		XXH3_128bits_update(w->digest, &hdr, sizeof(hdr));
+		ckpt_mac_update(w->mac, &hdr, sizeof(hdr));
+		for (int i = 0; i < nparts; i++)
+			ckpt_mac_update(w->mac, parts[i].iov_base, parts[i].iov_len);
+	}
 	w->seq++;
 	w->offset += sizeof(hdr) + len;
 	w->stats.records++;
@@ -240,6 +255,7 @@ int ckpt_writer_header(struct ckpt_writer *w, const struct ckpt_image_info *info
 	if (ret < 0)
 		return fail(w, ret);
 	w->offset = CKPT_MAGIC_LEN;
+	ckpt_mac_update(w->mac, CKPT_MAGIC, CKPT_MAGIC_LEN);
 
 	parts[0] = (struct iovec){ &h, sizeof(h) };
 	parts[1] = (struct iovec){ regions, info->region_count * sizeof(regions[0]) };
@@ -479,7 +495,9 @@ int ckpt_writer_finish(struct ckpt_writer *w, uint8_t *digest_out)
 
 	memset(&c, 0, sizeof(c));
 	c.digest_alg = htole32(CKPT_DIGEST_XXH3_128);
-	c.mac_alg = htole32(CKPT_MAC_NONE);
+	c.mac_alg = htole32(w->mac ? CKPT_MAC_HMAC_SHA256 : CKPT_MAC_NONE);
+	if (w->mac && ckpt_mac_final(w->mac, c.mac))
+		return fail(w, -EIO);
 	c.index_offset = htole64(w->opts.build_index ? w->first_index_offset : 0);
 	c.records = htole64(w->seq);
 	h = XXH3_128bits_digest(w->digest);

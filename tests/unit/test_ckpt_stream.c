@@ -381,3 +381,78 @@ TEST(pages_written_through_a_memfd_match)
 	ckpt_membuf_release(&m);
 	free(mem);
 }
+
+static int decode_with_key(const uint8_t *buf, size_t len, const char *key, enum ckpt_error *code)
+{
+	struct ckpt_membuf m = { .data = (uint8_t *)buf, .len = len, .cap = len, .fixed = true };
+	struct ckpt_reader_opts ro = { .mac_key = (const uint8_t *)key,
+				       .mac_key_len = key ? strlen(key) : 0 };
+	struct ckpt_source src;
+	struct ckpt_reader *r;
+	struct ckpt_record rec;
+	int ret;
+
+	ckpt_membuf_source(&m, &src);
+	r = ckpt_reader_new(&src, &ro);
+	while ((ret = ckpt_reader_next(r, &rec)) == 0)
+		;
+	*code = ckpt_reader_error(r);
+	ckpt_reader_free(r);
+	return ret == 1 ? 0 : ret;
+}
+
+TEST(mac_finds_tampering_that_checksums_miss)
+{
+	const size_t pages = 64;
+	const char *key = "0123456789abcdef-test-key";
+	uint8_t *mem = malloc(pages * PS), *forged;
+	struct ckpt_writer_opts opts = { .codec = ckpt_codec_default, .build_index = true,
+					 .mac_key = (const uint8_t *)key, .mac_key_len = strlen(key) };
+	struct ckpt_image_info info;
+	struct ckpt_membuf m = { 0 };
+	struct ckpt_sink sink;
+	struct ckpt_writer *w;
+	struct td_stream s;
+	enum ckpt_error code;
+	size_t flen;
+	long i;
+
+	td_fill(mem, pages * PS, MIX_RANDOM, 31);
+	one_region_info(&info, pages);
+	ckpt_membuf_sink(&m, &sink);
+	w = ckpt_writer_new(&sink, &opts);
+	ckpt_writer_header(w, &info);
+	ckpt_writer_marker(w, CKPT_MARK_ROUND, 1);
+	for (size_t p = 0; p < pages; p++)
+		ckpt_writer_page(w, 3, p, mem + p * PS, NULL);
+	CHECK_EQ(ckpt_writer_finish(w, NULL), 0);
+	ckpt_writer_free(w);
+
+	CHECK_EQ(decode_with_key(m.data, m.len, key, &code), 0);
+	CHECK_EQ(decode_with_key(m.data, m.len, NULL, &code), 0);
+	CHECK(decode_with_key(m.data, m.len, "another-key-entirely", &code) < 0);
+	CHECK_EQ(code, CKPT_E_MAC);
+
+	/* change a page and fix every checksum and the digest, as an attacker can */
+	CHECK_EQ(td_split(m.data, m.len, &s), 0);
+	i = td_find(&s, CKPT_REC_PAGES, 0);
+	s.recs[i].payload[s.recs[i].len - 1] ^= 0x55;
+	td_join(&s, 0, 0, &forged, &flen);
+	CHECK_EQ(decode_with_key(forged, flen, NULL, &code), 0);	/* unnoticed */
+	CHECK(decode_with_key(forged, flen, key, &code) < 0);
+	CHECK_EQ(code, CKPT_E_MAC);
+	free(forged);
+	td_stream_free(&s);
+
+	/* a key given for an image without a MAC */
+	{
+		struct ckpt_membuf plain;
+
+		write_full(mem, pages, true, &plain);
+		CHECK(decode_with_key(plain.data, plain.len, key, &code) < 0);
+		CHECK_EQ(code, CKPT_E_MAC);
+		ckpt_membuf_release(&plain);
+	}
+	ckpt_membuf_release(&m);
+	free(mem);
+}
