@@ -12,8 +12,36 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int snap_inspect(const char *path, struct snap_inspect *out, char *err, size_t errlen)
+int snap_key_load(const char *path, uint8_t key[64], char *err, size_t errlen)
 {
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	ssize_t n;
+
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "key %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -errno;
+	}
+	if (st.st_mode & 0077) {
+		close(fd);
+		snprintf(err, errlen, "key %s must not be readable by others (chmod 600)", path);
+		return -EPERM;
+	}
+	n = read(fd, key, 64);
+	close(fd);
+	if (n < 16) {
+		snprintf(err, errlen, "key %s must hold 16 to 64 bytes", path);
+		return -EINVAL;
+	}
+	return (int)n;
+}
+
+int snap_inspect(const char *path, const uint8_t *mac_key, size_t mac_key_len,
+		 struct snap_inspect *out, char *err, size_t errlen)
+{
+	struct ckpt_reader_opts ro = { .mac_key = mac_key, .mac_key_len = mac_key_len };
 	struct ckpt_source src;
 	struct ckpt_reader *r;
 	struct ckpt_record rec;
@@ -32,7 +60,7 @@ int snap_inspect(const char *path, struct snap_inspect *out, char *err, size_t e
 	}
 	out->file_bytes = (uint64_t)st.st_size;
 	ckpt_fd_source(&fd, &src);
-	r = ckpt_reader_new(&src, NULL);
+	r = ckpt_reader_new(&src, &ro);
 	if (!r) {
 		close(fd);
 		snprintf(err, errlen, "out of memory");

@@ -154,6 +154,10 @@ static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 	int ret;
 
 	opts.codec.delta = false;
+	if (o) {
+		opts.mac_key = o->mac_key;
+		opts.mac_key_len = o->mac_key_len;
+	}
 	ckpt_fd_sink(&fd, &sink);
 	w = ckpt_writer_new(&sink, &opts);
 	if (!w)
@@ -366,6 +370,7 @@ static int apply_file(const char *path, bool first, bool newest,
 	struct ckpt_page_target target;
 	struct ckpt_image_info info;
 	struct vm_kvm_config cfg = { .dirty_mode = opts->dirty_mode, .events = opts->events };
+	struct ckpt_reader_opts ro = { .mac_key = opts->mac_key, .mac_key_len = opts->mac_key_len };
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), ret;
 
 	if (fd < 0) {
@@ -373,7 +378,7 @@ static int apply_file(const char *path, bool first, bool newest,
 		return -errno;
 	}
 	ckpt_fd_source(&fd, &src);
-	r = ckpt_reader_new(&src, NULL);
+	r = ckpt_reader_new(&src, &ro);
 	if (!r) {
 		close(fd);
 		snprintf(err, errlen, "out of memory");
@@ -465,16 +470,17 @@ fail:
 	return NULL;
 }
 
-int snap_merge(const char *path, const char *out, struct snap_result *res,
-	       char *err, size_t errlen)
+int snap_merge(const char *path, const char *out, const uint8_t *mac_key, size_t mac_key_len,
+	       struct snap_result *res, char *err, size_t errlen)
 {
-	struct snap_restore_opts ro = { 0 };
+	struct snap_restore_opts ro = { .mac_key = mac_key, .mac_key_len = mac_key_len };
+	struct snap_save_opts so = { .mac_key = mac_key, .mac_key_len = mac_key_len };
 	struct vm *vm = snap_restore(path, &ro, err, errlen);
 	int ret;
 
 	if (!vm)
 		return -EBADMSG;
-	ret = snap_save_paused(vm, out, NULL, res, err, errlen);
+	ret = snap_save_paused(vm, out, &so, res, err, errlen);
 	vm_destroy(vm);
 	return ret;
 }

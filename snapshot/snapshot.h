@@ -26,6 +26,9 @@ struct snap_save_opts {
 	uint64_t *const *dirty;		/* NULL: a full checkpoint */
 	uint8_t parent_uuid[16];
 	uint8_t parent_digest[16];
+	/* With a key, the file carries an HMAC-SHA-256 (snap_key_load). */
+	const uint8_t *mac_key;
+	size_t mac_key_len;
 	/* Live: the guest runs while pre-copy rounds go into the file; it is
 	 * paused only for the last dirty pages and the state, and runs again
 	 * before the file is synced. The caller turns dirty tracking on and
@@ -43,7 +46,14 @@ struct snap_restore_opts {
 	unsigned nr_vcpus;		/* 0: as in the image; else must match */
 	enum vm_dirty_mode dirty_mode;
 	struct vm_events events;
+	/* With a key, every file of the chain must carry a matching MAC. */
+	const uint8_t *mac_key;
+	size_t mac_key_len;
 };
+
+/* A key for checkpoint MACs: 16 to 64 bytes in a file no one else may
+ * read. Returns its length, or a negative errno with err. */
+int snap_key_load(const char *path, uint8_t key[64], char *err, size_t errlen);
 
 /* Build a guest from a checkpoint file, following the parent chain of an
  * incremental one (parents are found in the same directory by image uuid
@@ -54,8 +64,8 @@ struct vm *snap_restore(const char *path, const struct snap_restore_opts *opts,
 
 /* Flatten a checkpoint and its parent chain into one full checkpoint at
  * out (the guest is rebuilt in memory, never run). */
-int snap_merge(const char *path, const char *out, struct snap_result *res,
-	       char *err, size_t errlen);
+int snap_merge(const char *path, const char *out, const uint8_t *mac_key, size_t mac_key_len,
+	       struct snap_result *res, char *err, size_t errlen);
 
 /* The head of a checkpoint file, read cheaply: its image and parent. */
 int snap_read_head(const char *path, uint8_t image_uuid[16], bool *incremental,
@@ -80,9 +90,11 @@ struct snap_inspect {
 
 /*
  * Read the whole file: every checksum, the record grammar, the index, the
- * digest, and that the VM's configuration and every vCPU's state are
- * there. 0, or a negative errno with err naming what is wrong.
+ * digest (and the MAC, given a key), and that the VM's configuration and
+ * every vCPU's state are there. 0, or a negative errno with err naming
+ * what is wrong.
  */
-int snap_inspect(const char *path, struct snap_inspect *out, char *err, size_t errlen);
+int snap_inspect(const char *path, const uint8_t *mac_key, size_t mac_key_len,
+		 struct snap_inspect *out, char *err, size_t errlen);
 
 #endif

@@ -41,4 +41,20 @@ ln -s "$f" "$dir/link.ckpt"
 out=$("$VMIGRATE" ckpt verify "$dir/link.ckpt" 2>&1); rc=$?
 [ $rc = 1 ]
 check symlinks_are_not_followed $? "rc=$rc: $out"
+# files signed with a key: verified with it, refused with another or if altered
+head -c 32 /dev/urandom >"$dir/key"; chmod 600 "$dir/key"
+head -c 32 /dev/urandom >"$dir/key2"; chmod 600 "$dir/key2"
+"$VMIGRATE" run --mem 128M --working-set 16M --duration 0.3 --save "$dir/s.ckpt" \
+	--key "$dir/key" --quiet >/dev/null 2>&1
+out=$("$VMIGRATE" ckpt verify "$dir/s.ckpt" --key "$dir/key" 2>&1)
+[ $? = 0 ] && echo "$out" | grep -q "the MAC"
+check signed_file_verifies_with_its_key $? "$out"
+out=$("$VMIGRATE" ckpt verify "$dir/s.ckpt" --key "$dir/key2" 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q "authentication failed"
+check another_key_is_refused $? "rc=$rc: $out"
+out=$("$VMIGRATE" run --restore "$dir/s.ckpt" --key "$dir/key2" --duration 0.1 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q "authentication failed"
+check restore_refuses_without_the_right_key $? "rc=$rc: $out"
+out=$("$VMIGRATE" run --restore "$dir/s.ckpt" --key "$dir/key" --duration 0.2 --verify --quiet 2>&1)
+check restore_with_the_key $? "$out"
 suite_end

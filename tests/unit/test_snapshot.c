@@ -94,7 +94,7 @@ TEST_T(incremental_chain_restores_intact, 120)
 	for (int i = 1; i < 6; i++)
 		CHECK_MSG(c.bytes[i] < c.bytes[0] / 2, "incremental %d: %llu bytes, full %llu", i,
 			  (unsigned long long)c.bytes[i], (unsigned long long)c.bytes[0]);
-	CHECK_EQ(snap_inspect(c.path[5], &in, err, sizeof(err)), 0);
+	CHECK_EQ(snap_inspect(c.path[5], NULL, 0, &in, err, sizeof(err)), 0);
 	CHECK(in.has_parent);
 
 	vm = restore(c.path[5], err, sizeof(err));
@@ -165,8 +165,8 @@ TEST_T(merge_equals_the_chain, 120)
 
 	make_chain(&c);
 	snprintf(merged, sizeof(merged), "%s/merged.ckpt", test_tmpdir());
-	CHECK_MSG(snap_merge(c.path[5], merged, &res, err, sizeof(err)) == 0, "%s", err);
-	CHECK_EQ(snap_inspect(merged, &in, err, sizeof(err)), 0);
+	CHECK_MSG(snap_merge(c.path[5], merged, NULL, 0, &res, err, sizeof(err)) == 0, "%s", err);
+	CHECK_EQ(snap_inspect(merged, NULL, 0, &in, err, sizeof(err)), 0);
 	CHECK(!in.has_parent);
 
 	a = restore(merged, err, sizeof(err));

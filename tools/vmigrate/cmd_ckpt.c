@@ -88,37 +88,59 @@ static void print_text(const char *path, const struct snap_inspect *s)
 
 int cmd_ckpt(int argc, char **argv)
 {
+	const char *cmd = argc > 1 ? argv[1] : "", *file = NULL, *out = NULL, *key_file = NULL;
 	struct snap_inspect s;
+	uint8_t key[64];
+	int key_len = 0;
+	bool json = false;
 	char err[512];
-	bool json = argc == 4 && !strcmp(argv[3], "--json");
 
-	if (argc == 4 && !strcmp(argv[1], "merge")) {
-		struct snap_result res;
-
-		if (snap_merge(argv[2], argv[3], &res, err, sizeof(err))) {
-			fprintf(stderr, "vmigrate ckpt merge: %s\n", err);
-			return 1;
-		}
-		printf("%s: full checkpoint of %s and its parents, %.1f MiB\n", argv[3], argv[2],
-		       res.file_bytes / 1048576.0);
-		return 0;
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--json"))
+			json = true;
+		else if (!strcmp(argv[i], "--key") && i + 1 < argc)
+			key_file = argv[++i];
+		else if (!file)
+			file = argv[i];
+		else if (!out)
+			out = argv[i];
+		else
+			file = NULL, i = argc;
 	}
-	if ((argc != 3 && !json) || (strcmp(argv[1], "info") && strcmp(argv[1], "verify"))) {
-		fprintf(stderr, "usage: vmigrate ckpt info FILE [--json] | vmigrate ckpt verify FILE |\n"
-			"       vmigrate ckpt merge FILE OUT\n");
+	if (!file || (strcmp(cmd, "info") && strcmp(cmd, "verify") && strcmp(cmd, "merge")) ||
+	    (!strcmp(cmd, "merge") != !!out)) {
+		fprintf(stderr, "usage: vmigrate ckpt info FILE [--json] [--key KEYFILE]\n"
+			"       vmigrate ckpt verify FILE [--key KEYFILE]\n"
+			"       vmigrate ckpt merge FILE OUT [--key KEYFILE]\n");
 		return EXIT_USAGE;
 	}
-	if (snap_inspect(argv[2], &s, err, sizeof(err))) {
+	if (key_file && (key_len = snap_key_load(key_file, key, err, sizeof(err))) < 0) {
 		fprintf(stderr, "vmigrate ckpt: %s\n", err);
 		return 1;
 	}
-	if (!strcmp(argv[1], "verify"))
-		printf("%s: intact (%llu records, every checksum, the index, the digest and "
-		       "the state of %u vCPUs checked)\n", argv[2], (unsigned long long)s.records,
-		       s.vcpus);
+	if (!strcmp(cmd, "merge")) {
+		struct snap_result res;
+
+		if (snap_merge(file, out, key_len ? key : NULL, (size_t)key_len, &res, err,
+			       sizeof(err))) {
+			fprintf(stderr, "vmigrate ckpt merge: %s\n", err);
+			return 1;
+		}
+		printf("%s: full checkpoint of %s and its parents, %.1f MiB\n", out, file,
+		       res.file_bytes / 1048576.0);
+		return 0;
+	}
+	if (snap_inspect(file, key_len ? key : NULL, (size_t)key_len, &s, err, sizeof(err))) {
+		fprintf(stderr, "vmigrate ckpt: %s\n", err);
+		return 1;
+	}
+	if (!strcmp(cmd, "verify"))
+		printf("%s: intact (%llu records, every checksum, the index, the digest%s and "
+		       "the state of %u vCPUs checked)\n", file, (unsigned long long)s.records,
+		       key_len ? ", the MAC" : "", s.vcpus);
 	else if (json)
-		print_json(argv[2], &s);
+		print_json(file, &s);
 	else
-		print_text(argv[2], &s);
+		print_text(file, &s);
 	return 0;
 }

@@ -34,6 +34,8 @@ struct run_opts {
 	bool quiet;
 	bool json;
 	uint64_t min_total;		/* --expect-counter-at-least */
+	uint8_t key[64];		/* --key: MAC of --save, checked on --restore */
+	int key_len;
 };
 
 static void on_signal(int sig)
@@ -86,6 +88,7 @@ GUEST_OPTS_HELP
 "  --verify              at the end, check every page and the counters\n"
 "  --save FILE           at the end, save the paused guest to FILE\n"
 "  --restore FILE        continue the guest saved in FILE instead of booting\n"
+"  --key FILE            HMAC key (16-64 bytes, mode 600): --save signs, --restore checks\n"
 "  --expect-counter-at-least N  with --verify: fail if fewer writes were done\n"
 "  --quiet               no progress lines\n"
 "  --json                print the final statistics as one JSON line\n");
@@ -94,7 +97,7 @@ GUEST_OPTS_HELP
 static int parse_args(int argc, char **argv, struct run_opts *o)
 {
 	enum { O_HUGE = GO_END, O_DUR, O_VERIFY, O_SAVE, O_RESTORE, O_QUIET, O_JSON, O_MIN,
-	       O_HELP };
+	       O_KEY, O_HELP };
 	static const struct option longopts[] = {
 		GUEST_LONGOPTS,
 		{ "hugetlb", no_argument, NULL, O_HUGE },
@@ -105,6 +108,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "expect-counter-at-least", required_argument, NULL, O_MIN },
+		{ "key", required_argument, NULL, O_KEY },
 		{ "help", no_argument, NULL, O_HELP },
 		{ 0 }
 	};
@@ -130,6 +134,16 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		case O_QUIET: o->quiet = true; break;
 		case O_JSON: o->json = true; break;
 		case O_MIN: if (parse_uint(optarg, &o->min_total)) bad = "--expect-counter-at-least"; break;
+		case O_KEY: {
+			char err[256];
+
+			o->key_len = snap_key_load(optarg, o->key, err, sizeof(err));
+			if (o->key_len < 0) {
+				fprintf(stderr, "vmigrate run: %s\n", err);
+				return -EINVAL;
+			}
+			break;
+		}
 		case O_HELP: usage(stdout); exit(0);
 		default: usage(stderr); return -EINVAL;
 		}
@@ -209,10 +223,12 @@ static int finish(struct vm *vm, const struct run_opts *o, double seconds,
 		}
 	}
 	if (o->save) {
+		struct snap_save_opts so = { .mac_key = o->key_len > 0 ? o->key : NULL,
+					     .mac_key_len = o->key_len > 0 ? (size_t)o->key_len : 0 };
 		struct snap_result res;
 		char err[512];
 
-		if (snap_save_paused(vm, o->save, NULL, &res, err, sizeof(err))) {
+		if (snap_save_paused(vm, o->save, &so, &res, err, sizeof(err))) {
 			fprintf(stderr, "vmigrate run: save failed: %s\n", err);
 			status = 1;
 		} else if (!o->quiet) {
@@ -260,7 +276,9 @@ int cmd_run(int argc, char **argv)
 
 	if (o.restore) {
 		struct snap_restore_opts ro = { .nr_vcpus = o.g.vcpus, .dirty_mode = o.g.dirty_mode,
-						.events = ev };
+						.events = ev,
+						.mac_key = o.key_len > 0 ? o.key : NULL,
+						.mac_key_len = o.key_len > 0 ? (size_t)o.key_len : 0 };
 		char err[512];
 
 		vm = snap_restore(o.restore, &ro, err, sizeof(err));

@@ -223,7 +223,7 @@ static struct json_object *do_restore(struct service *sv, struct json_object *re
 
 	if (!file || file[0] != '/')
 		return ipc_error("restore needs an absolute file name");
-	if (snap_inspect(file, &in, err, sizeof(err)))
+	if (snap_inspect(file, NULL, 0, &in, err, sizeof(err)))
 		return ipc_error("%s", err);
 	memset(&spec, 0, sizeof(spec));
 	snprintf(spec.name, sizeof(spec.name), "%s", name && *name ? name : in.info.guest_name);
