@@ -67,4 +67,14 @@ vmA restore "$d/live-1.ckpt" --name g3 --json >"$d/r.out" 2>&1 &&
 	[ "$(json_field counter <"$d/r.out")" -le "$c_live" ] &&
 	vmA verify g3 >"$d/v.out" 2>&1
 check live_checkpoints_restore $? "rc=$rc: $(cat "$d/r.out" "$d/v.out" 2>/dev/null), source counter $c_live"
+# keyed checkpoints under the service: signed, checked on restore
+head -c 32 /dev/urandom >"$d/k1"; head -c 32 /dev/urandom >"$d/k2"; chmod 600 "$d/k1" "$d/k2"
+vmA snapshot g3 "$d/signed.ckpt" --key "$d/k1" >/dev/null &&
+	"$VMIGRATE" ckpt verify "$d/signed.ckpt" --key "$d/k1" >/dev/null
+check keyed_snapshot_verifies $? "signed checkpoint did not verify"
+out=$(vmA restore "$d/signed.ckpt" --name g4 --key "$d/k2" 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q "authentication failed" && [ -z "$(vmA info g4 --json 2>/dev/null | json_field state)" ]
+check restore_with_another_key_refused $? "rc=$rc: $out"
+out=$(vmA restore "$d/signed.ckpt" --name g4 --key "$d/k1" 2>&1) && vmA verify g4 >/dev/null
+check restore_with_the_key $? "$out"
 suite_end

@@ -66,7 +66,7 @@ static int list_files(const char *dir, const char *guest, struct file *f, unsign
 }
 
 static struct json_object *snapshot_request(const char *guest, const char *path,
-					    const struct file *base)
+					    const struct file *base, const char *key_file)
 {
 	struct json_object *req = json_object_new_object();
 	char err[700];
@@ -77,6 +77,8 @@ static struct json_object *snapshot_request(const char *guest, const char *path,
 	json_object_object_add(req, "name", json_object_new_string(guest));
 	json_object_object_add(req, "file", json_object_new_string(path));
 	json_object_object_add(req, "incremental", json_object_new_boolean(base != NULL));
+	if (key_file)
+		json_object_object_add(req, "key_file", json_object_new_string(key_file));
 	if (base) {
 		char hex[33];
 
@@ -99,10 +101,12 @@ int cmd_backup(int argc, char **argv)
 		{ "keep", required_argument, NULL, 'k' },
 		{ "full-every", required_argument, NULL, 'f' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "key", required_argument, NULL, 'K' },
 		{ 0 }
 	};
 	static struct file files[MAX_FILES];
 	const char *dir = NULL, *guest;
+	char *key_file = NULL;
 	uint64_t keep = 0, full_every = 7;
 	unsigned n, since_full = 0, removed = 0;
 	bool json = false, full;
@@ -121,6 +125,11 @@ int cmd_backup(int argc, char **argv)
 		case 'k': bad = parse_uint(optarg, &keep) || keep < 1; break;
 		case 'f': bad = parse_uint(optarg, &full_every) || full_every < 1; break;
 		case 'j': json = true; break;
+		case 'K':
+			free(key_file);
+			key_file = realpath(optarg, NULL);
+			bad = !key_file;
+			break;
 		default: bad = 1;
 		}
 		if (bad)
@@ -145,12 +154,12 @@ int cmd_backup(int argc, char **argv)
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", gmtime_r(&tv.tv_sec, &tm));
 	snprintf(path, sizeof(path), "%s/%s-%s.%03ldZ.ckpt", abs, guest, stamp,
 		 (long)(tv.tv_usec / 1000));
-	rep = snapshot_request(guest, path, full ? NULL : &files[n - 1]);
+	rep = snapshot_request(guest, path, full ? NULL : &files[n - 1], key_file);
 	if (!full && !ipc_bool(rep, "ok", false) && strstr(ipc_str(rep, "error", ""), "full one")) {
 		/* the guest's last checkpoint is not the newest here: start anew */
 		json_object_put(rep);
 		full = true;
-		rep = snapshot_request(guest, path, NULL);
+		rep = snapshot_request(guest, path, NULL, key_file);
 	}
 	if (!ipc_bool(rep, "ok", false)) {
 		fprintf(stderr, "vmigrate backup: %s\n", ipc_str(rep, "error", "failed"));
@@ -187,8 +196,11 @@ int cmd_backup(int argc, char **argv)
 		       ipc_int(rep, "file_bytes", 0) / 1048576.0, removed);
 	}
 	json_object_put(rep);
+	free(key_file);
 	return 0;
 usage:
-	fprintf(stderr, "usage: vmigrate backup NAME --dir DIR --keep N [--full-every K] [--json]\n");
+	free(key_file);
+	fprintf(stderr, "usage: vmigrate backup NAME --dir DIR --keep N [--full-every K] "
+		"[--key KEYFILE] [--json]\n");
 	return EXIT_USAGE;
 }

@@ -458,10 +458,24 @@ static char *absolute(const char *path)
 	return abs;
 }
 
+/* The key file travels by name: the guest process reads it itself. */
+static int add_key(struct json_object *req, const char *key, const char *cmd)
+{
+	char *abs = realpath(key, NULL);
+
+	if (!abs) {
+		fprintf(stderr, "vmigrate %s: key %s: %s\n", cmd, key, strerror(errno));
+		return -1;
+	}
+	json_object_object_add(req, "key_file", json_object_new_string(abs));
+	free(abs);
+	return 0;
+}
+
 int cmd_snapshot(int argc, char **argv)
 {
 	bool incremental = false, json = false, live = false;
-	const char *name = NULL, *file = NULL;
+	const char *name = NULL, *file = NULL, *key = NULL;
 	struct json_object *req, *rep;
 	char *abs;
 
@@ -470,6 +484,8 @@ int cmd_snapshot(int argc, char **argv)
 			incremental = true;
 		else if (!strcmp(argv[i], "--live"))
 			live = true;
+		else if (!strcmp(argv[i], "--key") && i + 1 < argc)
+			key = argv[++i];
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
 		else if (!name)
@@ -480,7 +496,7 @@ int cmd_snapshot(int argc, char **argv)
 			name = NULL, i = argc;
 	}
 	if (!name || !file) {
-		fprintf(stderr, "usage: vmigrate snapshot NAME FILE [--live] [--incremental] [--json]\n");
+		fprintf(stderr, "usage: vmigrate snapshot NAME FILE [--live] [--incremental] [--key KEYFILE] [--json]\n");
 		return EXIT_USAGE;
 	}
 	abs = absolute(file);
@@ -494,6 +510,10 @@ int cmd_snapshot(int argc, char **argv)
 	json_object_object_add(req, "incremental", json_object_new_boolean(incremental));
 	json_object_object_add(req, "live", json_object_new_boolean(live));
 	free(abs);
+	if (key && add_key(req, key, "snapshot")) {
+		json_object_put(req);
+		return 1;
+	}
 	rep = request(req, true);
 	if (!rep)
 		return 1;
@@ -509,7 +529,7 @@ int cmd_snapshot(int argc, char **argv)
 
 int cmd_restore(int argc, char **argv)
 {
-	const char *file = NULL, *name = NULL;
+	const char *file = NULL, *name = NULL, *key = NULL;
 	bool json = false;
 	struct json_object *req, *rep;
 	char *abs;
@@ -517,6 +537,8 @@ int cmd_restore(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--name") && i + 1 < argc)
 			name = argv[++i];
+		else if (!strcmp(argv[i], "--key") && i + 1 < argc)
+			key = argv[++i];
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
 		else if (!file)
@@ -525,7 +547,7 @@ int cmd_restore(int argc, char **argv)
 			file = NULL, i = argc;
 	}
 	if (!file) {
-		fprintf(stderr, "usage: vmigrate restore FILE [--name NAME] [--json]\n");
+		fprintf(stderr, "usage: vmigrate restore FILE [--name NAME] [--key KEYFILE] [--json]\n");
 		return EXIT_USAGE;
 	}
 	abs = realpath(file, NULL);
@@ -538,6 +560,10 @@ int cmd_restore(int argc, char **argv)
 	if (name)
 		json_object_object_add(req, "name", json_object_new_string(name));
 	free(abs);
+	if (key && add_key(req, key, "restore")) {
+		json_object_put(req);
+		return 1;
+	}
 	rep = request(req, true);
 	if (!rep)
 		return 1;

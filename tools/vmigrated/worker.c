@@ -246,8 +246,14 @@ static struct json_object *do_snapshot(struct json_object *req)
 	double t0;
 	int ret = 0;
 
+	const char *key_file = ipc_str(req, "key_file", NULL);
+	uint8_t key[64];
+	int key_len = 0;
+
 	if (!file || file[0] != '/')
 		return ipc_error("snapshot needs an absolute file name");
+	if (key_file && (key_len = snap_key_load(key_file, key, err, sizeof(err))) < 0)
+		return ipc_error("%s", err);
 	pthread_mutex_lock(&W.lock);
 	if (!W.vm || (W.state != W_RUNNING && W.state != W_PAUSED)) {
 		rep = ipc_error("guest %s is %s", W.spec.name, state_names[W.state]);
@@ -290,6 +296,8 @@ static struct json_object *do_snapshot(struct json_object *req)
 		o.dirty = bm;
 	}
 	o.live = live;
+	o.mac_key = key_len > 0 ? key : NULL;
+	o.mac_key_len = key_len > 0 ? (size_t)key_len : 0;
 	if (!ret)
 		ret = snap_save_paused(W.vm, file, &o, &res, err, sizeof(err));
 	else
@@ -691,13 +699,23 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	serve();
 }
 
-void worker_run_restore(const struct worker_spec *s, const char *file, int ready_fd)
+void worker_run_restore(const struct worker_spec *s, const char *file, const char *key_file,
+			int ready_fd)
 {
 	struct snap_restore_opts ro = { .dirty_mode = s->dirty_mode, .events = events };
+	uint8_t key[64];
 	uint64_t restored_counter;
 	char err[512];
 
 	setup_common(s, ready_fd);
+	if (key_file) {
+		int n = snap_key_load(key_file, key, err, sizeof(err));
+
+		if (n < 0)
+			die_early(ready_fd, err);
+		ro.mac_key = key;
+		ro.mac_key_len = (size_t)n;
+	}
 	W.vm = snap_restore(file, &ro, err, sizeof(err));
 	if (!W.vm)
 		die_early(ready_fd, err);
