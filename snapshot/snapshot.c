@@ -16,6 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <endian.h>
+#include <xxhash.h>
+
 static double now(void)
 {
 	struct timespec ts;
@@ -483,4 +486,149 @@ int snap_merge(const char *path, const char *out, const uint8_t *mac_key, size_t
 	ret = snap_save_paused(vm, out, &so, res, err, errlen);
 	vm_destroy(vm);
 	return ret;
+}
+
+/* The state records of the newest file, read by skipping over its pages. */
+static int load_state_only(struct vm *vm, const char *path, const struct snap_restore_opts *opts,
+			   struct ckpt_image_info *info, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), ret = 0;
+	uint64_t off = CKPT_MAGIC_LEN;
+	uint8_t *buf = NULL;
+
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	for (;;) {
+		struct ckpt_rec_hdr h;
+		struct ckpt_record rec;
+		struct ckpt_state_rec sr;
+		uint32_t len;
+		uint16_t type;
+
+		if (pread(fd, &h, sizeof(h), (off_t)off) != sizeof(h)) {
+			snprintf(err, errlen, "%s: truncated at %llu", path, (unsigned long long)off);
+			ret = -EBADMSG;
+			break;
+		}
+		type = le16toh(h.type);
+		len = le32toh(h.length);
+		if (type == CKPT_REC_END || len > CKPT_MAX_PAYLOAD)
+			break;
+		if (type == CKPT_REC_STATE) {
+			XXH3_state_t *st = XXH3_createState();
+			bool ok;
+
+			free(buf);
+			buf = malloc(len ? len : 1);
+			ok = buf && len >= sizeof(sr) &&
+			     pread(fd, buf, len, (off_t)(off + sizeof(h))) == (ssize_t)len;
+			if (ok) {
+				XXH3_64bits_reset(st);
+				XXH3_64bits_update(st, &h, CKPT_REC_HDR_SUMMED);
+				XXH3_64bits_update(st, buf, len);
+				ok = XXH3_64bits_digest(st) == le64toh(h.checksum);
+			}
+			XXH3_freeState(st);
+			if (!ok) {
+				snprintf(err, errlen, "%s: bad state record at %llu", path,
+					 (unsigned long long)off);
+				ret = -EBADMSG;
+				break;
+			}
+			memcpy(&sr, buf, sizeof(sr));
+			memset(&rec, 0, sizeof(rec));
+			rec.type = CKPT_REC_STATE;
+			rec.flags = le16toh(h.flags);
+			rec.u.state.kind = le32toh(sr.kind);
+			rec.u.state.instance = le32toh(sr.instance);
+			rec.u.state.version = le32toh(sr.version);
+			rec.u.state.data = buf + sizeof(sr);
+			rec.u.state.len = len - sizeof(sr);
+			if (vm->ops->load_state(vm, &rec, err, errlen)) {
+				ret = -EBADMSG;
+				break;
+			}
+		}
+		off += sizeof(h) + len;
+	}
+	free(buf);
+	close(fd);
+	(void)opts;
+	(void)info;
+	return ret;
+}
+
+struct vm *snap_restore_lazy(const char *path, const struct snap_restore_opts *opts,
+			     struct snap_lazy **lazy, char *err, size_t errlen)
+{
+	static struct head chain[MAX_CHAIN];
+	char *files[MAX_CHAIN];
+	struct vm_kvm_config cfg = { .dirty_mode = opts->dirty_mode, .events = opts->events };
+	struct snap_inspect in;
+	struct vm *vm = NULL;
+	unsigned n = 1;
+
+	*lazy = NULL;
+	if (opts->mac_key) {
+		snprintf(err, errlen, "lazy restore cannot check a MAC before the guest runs");
+		return NULL;
+	}
+	if (read_head(path, &chain[0], err, errlen))
+		return NULL;
+	while (chain[n - 1].incremental) {
+		if (n == MAX_CHAIN || find_parent(&chain[n - 1], &chain[n], err, errlen))
+			return NULL;
+		n++;
+	}
+	for (unsigned i = 0; i < n; i++)
+		files[i] = chain[i].path;
+	/* the newest file's head gives the guest's shape */
+	{
+		struct ckpt_source src;
+		struct ckpt_reader *r;
+		struct ckpt_record rec;
+		int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), ret;
+
+		if (fd < 0) {
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+			return NULL;
+		}
+		ckpt_fd_source(&fd, &src);
+		r = ckpt_reader_new(&src, NULL);
+		do
+			ret = r ? ckpt_reader_next(r, &rec) : -ENOMEM;
+		while (!ret && rec.type != CKPT_REC_STATE);
+		memset(&in, 0, sizeof(in));
+		if (!ret) {
+			in.info = *ckpt_reader_info(r);
+			ret = vm_kvm_config_from_record(&rec, &cfg, err, errlen);
+		} else {
+			snprintf(err, errlen, "%s: %s", path, r ? ckpt_reader_errmsg(r) : "no memory");
+		}
+		ckpt_reader_free(r);
+		close(fd);
+		if (ret)
+			return NULL;
+	}
+	if (opts->nr_vcpus && opts->nr_vcpus != cfg.nr_vcpus) {
+		snprintf(err, errlen, "vCPU count mismatch: %s holds %u vCPUs, %u were asked for",
+			 path, cfg.nr_vcpus, opts->nr_vcpus);
+		return NULL;
+	}
+	cfg.name = in.info.guest_name;
+	vm = vm_kvm_create(&cfg, err, errlen);
+	if (!vm)
+		return NULL;
+	memcpy(vm->uuid, in.info.guest_uuid, sizeof(vm->uuid));
+	if (load_state_only(vm, path, opts, &in.info, err, errlen) ||
+	    snap_lazy_attach(vm, files, n, &in.info, lazy, err, errlen) ||
+	    vm->ops->load_finish(vm, err, errlen)) {
+		snap_lazy_free(*lazy);
+		*lazy = NULL;
+		vm_destroy(vm);
+		return NULL;
+	}
+	return vm;
 }

@@ -55,6 +55,24 @@ struct snap_restore_opts {
  * read. Returns its length, or a negative errno with err. */
 int snap_key_load(const char *path, uint8_t key[64], char *err, size_t errlen);
 
+struct snap_lazy;
+
+/*
+ * Lazy restore: build the guest from the state alone and let it run at
+ * once; pages come in on first touch (userfaultfd) and from a background
+ * prefetch. snap_lazy_wait() returns once every page is in (with how many
+ * faults were served and pages prefetched); snap_lazy_free() after that,
+ * before the guest is destroyed.
+ */
+struct vm *snap_restore_lazy(const char *path, const struct snap_restore_opts *opts,
+			     struct snap_lazy **lazy, char *err, size_t errlen);
+int snap_lazy_wait(struct snap_lazy *l, uint64_t *served, uint64_t *prefetched);
+void snap_lazy_free(struct snap_lazy *l);
+/* Internal to snapshot/: attach lazy loading to a guest built from files. */
+int snap_lazy_attach(struct vm *vm, char *const *files, unsigned nfiles,
+		     const struct ckpt_image_info *info, struct snap_lazy **out,
+		     char *err, size_t errlen);
+
 /* Build a guest from a checkpoint file, following the parent chain of an
  * incremental one (parents are found in the same directory by image uuid
  * and must carry the digest their child names). It is left paused

@@ -189,3 +189,28 @@ TEST_T(merge_equals_the_chain, 120)
 	CHECK_MSG(a, "merged, alone: %s", err);
 	vm_destroy(a);
 }
+
+TEST_T(lazy_restore_runs_first_and_loads_memory_behind, 120)
+{
+	struct chain c;
+	struct snap_restore_opts o = { 0 };
+	struct vm_verify_report rep;
+	struct snap_lazy *lazy;
+	uint64_t served = 0, prefetched = 0;
+	char err[512];
+	struct vm *vm;
+
+	make_chain(&c);
+	vm = snap_restore_lazy(c.path[5], &o, &lazy, err, sizeof(err));
+	CHECK_MSG(vm, "lazy restore: %s", err);
+	CHECK_EQ(tg_status(vm, 0)->counter, c.counters[5][0]);	/* the status page faults in */
+	CHECK_EQ(vm_resume(vm), 0);		/* runs before its memory is loaded */
+	CHECK_EQ(snap_lazy_wait(lazy, &served, &prefetched), 0);
+	CHECK_MSG(prefetched > 1000, "only %llu pages prefetched", (unsigned long long)prefetched);
+	tg_sleep_ms(100);
+	CHECK_EQ(vm_pause(vm), 0);
+	CHECK(tg_status(vm, 0)->counter > c.counters[5][0]);
+	CHECK_MSG(vm_memtouch_verify(vm, NULL, &rep) == 0, "verify: %s", rep.msg);
+	snap_lazy_free(lazy);
+	vm_destroy(vm);
+}

@@ -1,0 +1,375 @@
+/*
+ * Lazy restore: the guest runs before its memory is loaded. Guest RAM is
+ * registered with userfaultfd (missing pages); a handler thread answers
+ * each first touch with the page read through the files' indexes (newest
+ * file of the chain first), and a prefetch thread copies in everything
+ * else meanwhile. Only the state is read up front, by skipping over the
+ * page records.
+ *
+ * Random access reads single records, each checked by its own checksum;
+ * the whole-file digest is not checked on this path (ckpt verify does).
+ */
+#include "snapshot.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#define LAZY_MAX_FILES	64
+
+struct cached {
+	uint64_t offset;		/* 0: empty */
+	int file;
+	uint8_t *payload;
+	uint32_t len;
+};
+
+struct snap_lazy {
+	struct vm *vm;
+	int uffd;
+	unsigned nfiles;		/* newest first */
+	int fd[LAZY_MAX_FILES];
+	uint64_t *index[LAZY_MAX_FILES][VM_MAX_REGIONS];
+	pthread_t handler, prefetch;
+	bool threads;
+	atomic_bool stop;
+	atomic_uint_fast64_t served, prefetched;
+	atomic_bool done;		/* every page is in */
+	pthread_mutex_t lock;		/* serialises page fetches (the cache) */
+	struct cached cache[2];		/* under lock */
+	unsigned next_victim;		/* under lock */
+	uint8_t *scratch, *page;	/* under lock */
+	char err[256];
+};
+
+/* One record at offset, its checksum checked; payload in a cache slot. */
+static const struct cached *record_at(struct snap_lazy *l, int file, uint64_t offset,
+				      uint16_t *type)
+{
+	struct ckpt_rec_hdr h;
+	struct cached *c;
+	XXH3_state_t *st;
+	bool ok;
+
+	for (int i = 0; i < 2; i++)
+		if (l->cache[i].offset == offset && l->cache[i].file == file) {
+			*type = CKPT_REC_PAGES;
+			return &l->cache[i];
+		}
+	if (pread(l->fd[file], &h, sizeof(h), (off_t)offset) != sizeof(h) ||
+	    le32toh(h.length) > CKPT_MAX_PAYLOAD)
+		return NULL;
+	c = &l->cache[l->next_victim];
+	l->next_victim ^= 1;
+	free(c->payload);
+	c->offset = 0;
+	c->len = le32toh(h.length);
+	c->payload = malloc(c->len ? c->len : 1);
+	if (!c->payload || pread(l->fd[file], c->payload, c->len, (off_t)(offset + sizeof(h))) !=
+	    (ssize_t)c->len)
+		return NULL;
+	st = XXH3_createState();
+	XXH3_64bits_reset(st);
+	XXH3_64bits_update(st, &h, CKPT_REC_HDR_SUMMED);
+	XXH3_64bits_update(st, c->payload, c->len);
+	ok = st && XXH3_64bits_digest(st) == le64toh(h.checksum);
+	XXH3_freeState(st);
+	if (!ok)
+		return NULL;
+	c->offset = offset;
+	c->file = file;
+	*type = le16toh(h.type);
+	return c;
+}
+
+/* Decode page p of region slot ri into l->page; 1 when it is zero. */
+static int fetch_page(struct snap_lazy *l, unsigned ri, uint64_t p)
+{
+	for (unsigned f = 0; f < l->nfiles; f++) {
+		uint64_t off = l->index[f][ri] ? le64toh(l->index[f][ri][p]) : 0;
+		const struct cached *c;
+		const uint8_t *data;
+		uint32_t count;
+		uint16_t type;
+
+		if (!off)
+			continue;	/* not in this file: its parent's */
+		c = record_at(l, (int)f, off, &type);
+		if (!c || type != CKPT_REC_PAGES || c->len < 8)
+			return -EBADMSG;
+		memcpy(&count, c->payload + 4, 4);
+		count = le32toh(count);
+		if ((uint64_t)count * 16 > c->len - 8)
+			return -EBADMSG;
+		data = c->payload + 8 + (size_t)count * 16;
+		for (uint32_t e = 0; e < count; e++) {
+			struct ckpt_page_entry pe;
+			uint64_t first;
+			uint32_t size;
+
+			memcpy(&pe, c->payload + 8 + e * 16, sizeof(pe));
+			first = le64toh(pe.page);
+			size = le32toh(pe.size);
+			if (pe.encoding == CKPT_ENC_ZERO) {
+				if (p >= first && p - first < size)
+					return 1;
+				continue;
+			}
+			if ((size_t)(data - c->payload) + size > c->len)
+				return -EBADMSG;
+			if (first == p) {
+				if (pe.encoding == CKPT_ENC_DELTA)
+					return -EBADMSG;	/* not written by checkpoints */
+				return ckpt_page_decode(pe.encoding, data, size, l->page, VM_PAGE_SIZE,
+							l->scratch) ? -EBADMSG : 0;
+			}
+			data += size;
+		}
+		return -EBADMSG;	/* the index named a record without the page */
+	}
+	return 1;	/* in no file: zero */
+}
+
+/* Put page p of region ri in place; EEXIST (already there) is fine. */
+static int place(struct snap_lazy *l, unsigned ri, uint64_t p)
+{
+	const struct vm_region *r = &l->vm->regions[ri];
+	int ret;
+
+	pthread_mutex_lock(&l->lock);
+	ret = fetch_page(l, ri, p);
+	if (ret >= 0) {
+		struct uffdio_copy cp = {
+			.dst = (uintptr_t)(r->host + p * VM_PAGE_SIZE),
+			.src = (uintptr_t)l->page,
+			.len = VM_PAGE_SIZE,
+		};
+
+		if (ret == 1)
+			memset(l->page, 0, VM_PAGE_SIZE);
+		ret = 0;
+		if (ioctl(l->uffd, UFFDIO_COPY, &cp) < 0 && errno != EEXIST)
+			ret = -errno;
+	} else if (!l->err[0]) {
+		snprintf(l->err, sizeof(l->err), "region %u page %llu cannot be read back", r->id,
+			 (unsigned long long)p);
+	}
+	pthread_mutex_unlock(&l->lock);
+	return ret;
+}
+
+static void *handler_main(void *arg)
+{
+	struct snap_lazy *l = arg;
+
+	while (!atomic_load(&l->stop)) {
+		struct pollfd pf = { .fd = l->uffd, .events = POLLIN };
+		struct uffd_msg msg;
+
+		if (poll(&pf, 1, 100) <= 0)
+			continue;
+		if (read(l->uffd, &msg, sizeof(msg)) != sizeof(msg) ||
+		    msg.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		for (unsigned ri = 0; ri < l->vm->nr_regions; ri++) {
+			const struct vm_region *r = &l->vm->regions[ri];
+			uint64_t a = msg.arg.pagefault.address;
+
+			if (a >= (uintptr_t)r->host && a < (uintptr_t)r->host + r->size) {
+				if (place(l, ri, (a - (uintptr_t)r->host) / VM_PAGE_SIZE) == 0)
+					atomic_fetch_add(&l->served, 1);
+				break;
+			}
+		}
+	}
+	return NULL;
+}
+
+static void *prefetch_main(void *arg)
+{
+	struct snap_lazy *l = arg;
+
+	for (unsigned ri = 0; ri < l->vm->nr_regions && !atomic_load(&l->stop); ri++) {
+		uint64_t pages = l->vm->regions[ri].size / VM_PAGE_SIZE;
+
+		for (uint64_t p = 0; p < pages && !atomic_load(&l->stop); p++) {
+			bool anywhere = false;
+
+			for (unsigned f = 0; f < l->nfiles && !anywhere; f++)
+				anywhere = l->index[f][ri] && l->index[f][ri][p];
+			/* never-written pages stay holes: they read as zero anyway */
+			if (anywhere && place(l, ri, p) == 0)
+				atomic_fetch_add(&l->prefetched, 1);
+		}
+	}
+	/* Everything is in: pages never written fault as ordinary holes now. */
+	for (unsigned ri = 0; ri < l->vm->nr_regions; ri++) {
+		struct uffdio_range rg = { (uintptr_t)l->vm->regions[ri].host,
+					   l->vm->regions[ri].size };
+
+		ioctl(l->uffd, UFFDIO_UNREGISTER, &rg);
+	}
+	atomic_store(&l->done, true);
+	return NULL;
+}
+
+/* The COMMIT at the end of a file, then its INDEX records into l. */
+static int load_index(struct snap_lazy *l, unsigned f, const struct ckpt_image_info *info,
+		      char *err, size_t errlen)
+{
+	off_t end = lseek(l->fd[f], 0, SEEK_END);
+	struct ckpt_commit_rec c;
+	uint64_t off;
+	uint16_t type;
+
+	if (end < (off_t)CKPT_COMMIT_TOTAL ||
+	    pread(l->fd[f], &c, sizeof(c), end - (off_t)sizeof(c)) != sizeof(c)) {
+		snprintf(err, errlen, "file %u of the chain has no COMMIT", f);
+		return -EBADMSG;
+	}
+	off = le64toh(c.index_offset);
+	if (!off) {
+		snprintf(err, errlen, "file %u of the chain has no index", f);
+		return -EBADMSG;
+	}
+	for (unsigned r = 0; r < info->region_count; r++)
+		if (!(l->index[f][r] = calloc(info->regions[r].size / VM_PAGE_SIZE, 8)))
+			return -ENOMEM;
+	while (off < (uint64_t)end - CKPT_COMMIT_TOTAL) {
+		const struct cached *rc = record_at(l, (int)f, off, &type);
+		uint32_t region, count;
+		uint64_t first;
+		int slot;
+
+		if (!rc || type != CKPT_REC_INDEX || rc->len < 16) {
+			snprintf(err, errlen, "file %u: bad index record at %llu", f,
+				 (unsigned long long)off);
+			return -EBADMSG;
+		}
+		memcpy(&region, rc->payload, 4);
+		memcpy(&count, rc->payload + 4, 4);
+		memcpy(&first, rc->payload + 8, 8);
+		slot = ckpt_info_region_slot(info, le32toh(region));
+		count = le32toh(count);
+		first = le64toh(first);
+		if (slot < 0 || rc->len != 16 + (uint64_t)count * 8 ||
+		    first + count > info->regions[slot].size / VM_PAGE_SIZE) {
+			snprintf(err, errlen, "file %u: index out of range", f);
+			return -EBADMSG;
+		}
+		memcpy(l->index[f][slot] + first, rc->payload + 16, (size_t)count * 8);
+		off += sizeof(struct ckpt_rec_hdr) + rc->len;
+		l->cache[0].offset = l->cache[1].offset = 0;	/* index records are not pages */
+	}
+	return 0;
+}
+
+int snap_lazy_attach(struct vm *vm, char *const *files, unsigned nfiles,
+		     const struct ckpt_image_info *info, struct snap_lazy **out,
+		     char *err, size_t errlen)
+{
+	struct snap_lazy *l = calloc(1, sizeof(*l));
+	struct uffdio_api api = { .api = UFFD_API };
+	int ret = -EINVAL;
+
+	*out = NULL;
+	if (!l || nfiles > LAZY_MAX_FILES)
+		return -ENOMEM;
+	l->vm = vm;
+	l->uffd = -1;
+	pthread_mutex_init(&l->lock, NULL);
+	l->scratch = malloc(VM_PAGE_SIZE);
+	l->page = aligned_alloc(VM_PAGE_SIZE, VM_PAGE_SIZE);
+	for (unsigned f = 0; f < nfiles; f++) {
+		l->fd[f] = open(files[f], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (l->fd[f] < 0) {
+			snprintf(err, errlen, "%s: %s", files[f], strerror(errno));
+			goto fail;
+		}
+		l->nfiles = f + 1;
+		if ((ret = load_index(l, f, info, err, errlen)))
+			goto fail;
+	}
+	l->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (l->uffd < 0 || ioctl(l->uffd, UFFDIO_API, &api) < 0) {
+		snprintf(err, errlen, "userfaultfd: %s", strerror(errno));
+		ret = -errno;
+		goto fail;
+	}
+	for (unsigned r = 0; r < vm->nr_regions; r++) {
+		struct uffdio_register reg = {
+			.range = { (uintptr_t)vm->regions[r].host, vm->regions[r].size },
+			.mode = UFFDIO_REGISTER_MODE_MISSING,
+		};
+
+		if (ioctl(l->uffd, UFFDIO_REGISTER, &reg) < 0) {
+			snprintf(err, errlen, "registering guest RAM with userfaultfd: %s",
+				 strerror(errno));
+			ret = -errno;
+			goto fail;
+		}
+	}
+	if (pthread_create(&l->handler, NULL, handler_main, l) ||
+	    pthread_create(&l->prefetch, NULL, prefetch_main, l)) {
+		snprintf(err, errlen, "cannot start the lazy restore threads");
+		ret = -EAGAIN;
+		goto fail;
+	}
+	l->threads = true;
+	*out = l;
+	return 0;
+fail:
+	snap_lazy_free(l);
+	return ret ? ret : -EINVAL;
+}
+
+int snap_lazy_wait(struct snap_lazy *l, uint64_t *served, uint64_t *prefetched)
+{
+	while (!atomic_load(&l->done)) {
+		struct timespec ts = { 0, 5000000 };
+
+		nanosleep(&ts, NULL);
+	}
+	if (served)
+		*served = atomic_load(&l->served);
+	if (prefetched)
+		*prefetched = atomic_load(&l->prefetched);
+	return l->err[0] ? -EBADMSG : 0;
+}
+
+void snap_lazy_free(struct snap_lazy *l)
+{
+	if (!l)
+		return;
+	if (l->threads) {
+		pthread_join(l->prefetch, NULL);	/* every page in: faults are over */
+		atomic_store(&l->stop, true);
+		pthread_join(l->handler, NULL);
+	}
+	if (l->uffd >= 0)
+		close(l->uffd);
+	for (unsigned f = 0; f < l->nfiles; f++) {
+		close(l->fd[f]);
+		for (unsigned r = 0; r < VM_MAX_REGIONS; r++)
+			free(l->index[f][r]);
+	}
+	for (int i = 0; i < 2; i++)
+		free(l->cache[i].payload);
+	free(l->scratch);
+	free(l->page);
+	pthread_mutex_destroy(&l->lock);
+	free(l);
+}
