@@ -143,15 +143,18 @@ static int fetch_page(struct snap_lazy *l, unsigned ri, uint64_t p)
 	return 1;	/* in no file: zero */
 }
 
-/* Put page p of region ri in place; EEXIST (already there) is fine. */
-static int place(struct snap_lazy *l, unsigned ri, uint64_t p)
+/* Put page p of region ri in place; EEXIST (already there) is fine. A
+ * zero page is left a hole when skip_zero (it reads as zero anyway). */
+static int place(struct snap_lazy *l, unsigned ri, uint64_t p, bool skip_zero)
 {
 	const struct vm_region *r = &l->vm->regions[ri];
 	int ret;
 
 	pthread_mutex_lock(&l->lock);
 	ret = fetch_page(l, ri, p);
-	if (ret >= 0) {
+	if (ret == 1 && skip_zero) {
+		ret = 1;	/* left as a hole: nothing copied */
+	} else if (ret >= 0) {
 		struct uffdio_copy cp = {
 			.dst = (uintptr_t)(r->host + p * VM_PAGE_SIZE),
 			.src = (uintptr_t)l->page,
@@ -189,7 +192,7 @@ static void *handler_main(void *arg)
 			uint64_t a = msg.arg.pagefault.address;
 
 			if (a >= (uintptr_t)r->host && a < (uintptr_t)r->host + r->size) {
-				if (place(l, ri, (a - (uintptr_t)r->host) / VM_PAGE_SIZE) == 0)
+				if (place(l, ri, (a - (uintptr_t)r->host) / VM_PAGE_SIZE, false) == 0)
 					atomic_fetch_add(&l->served, 1);
 				break;
 			}
@@ -211,7 +214,7 @@ static void *prefetch_main(void *arg)
 			for (unsigned f = 0; f < l->nfiles && !anywhere; f++)
 				anywhere = l->index[f][ri] && l->index[f][ri][p];
 			/* never-written pages stay holes: they read as zero anyway */
-			if (anywhere && place(l, ri, p) == 0)
+			if (anywhere && place(l, ri, p, true) == 0)
 				atomic_fetch_add(&l->prefetched, 1);
 		}
 	}

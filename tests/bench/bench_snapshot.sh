@@ -44,6 +44,13 @@ for content in random text; do
 		"$(echo "$t1 - $t0" | bc -l)"
 	vmA verify r >/dev/null || echo "# verify after restore FAILED"
 	vmA stop r >/dev/null
+	# restore to the guest's first instruction, in one process, eager and lazy
+	for mode in eager lazy; do
+		out=$("$VMIGRATE" run --restore "$d/full-$content.ckpt" $([ $mode = lazy ] && echo --lazy) \
+			--duration 0.5 --verify --json --quiet 2>/dev/null)
+		printf '{"bench":"snapshot","scenario":"restore-%s-to-first-instruction-1gib","ms":%s,"verified":%s}\n' \
+			$mode "$(echo "$out" | json_field restore_ms)" "$(echo "$out" | json_field verified)"
+	done
 done
 
 vmA start l --mem 1G --vcpus 2 --working-set 400M --dirty-rate 100M >/dev/null

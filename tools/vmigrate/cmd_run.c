@@ -36,6 +36,7 @@ struct run_opts {
 	uint64_t min_total;		/* --expect-counter-at-least */
 	uint8_t key[64];		/* --key: MAC of --save, checked on --restore */
 	int key_len;
+	bool lazy;			/* --restore: run first, load memory behind */
 };
 
 static void on_signal(int sig)
@@ -89,6 +90,7 @@ GUEST_OPTS_HELP
 "  --save FILE           at the end, save the paused guest to FILE\n"
 "  --restore FILE        continue the guest saved in FILE instead of booting\n"
 "  --key FILE            HMAC key (16-64 bytes, mode 600): --save signs, --restore checks\n"
+"  --lazy                with --restore: run at once, load memory on first touch\n"
 "  --expect-counter-at-least N  with --verify: fail if fewer writes were done\n"
 "  --quiet               no progress lines\n"
 "  --json                print the final statistics as one JSON line\n");
@@ -97,7 +99,7 @@ GUEST_OPTS_HELP
 static int parse_args(int argc, char **argv, struct run_opts *o)
 {
 	enum { O_HUGE = GO_END, O_DUR, O_VERIFY, O_SAVE, O_RESTORE, O_QUIET, O_JSON, O_MIN,
-	       O_KEY, O_HELP };
+	       O_KEY, O_LAZY, O_HELP };
 	static const struct option longopts[] = {
 		GUEST_LONGOPTS,
 		{ "hugetlb", no_argument, NULL, O_HUGE },
@@ -109,6 +111,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		{ "json", no_argument, NULL, O_JSON },
 		{ "expect-counter-at-least", required_argument, NULL, O_MIN },
 		{ "key", required_argument, NULL, O_KEY },
+		{ "lazy", no_argument, NULL, O_LAZY },
 		{ "help", no_argument, NULL, O_HELP },
 		{ 0 }
 	};
@@ -144,6 +147,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 			}
 			break;
 		}
+		case O_LAZY: o->lazy = true; break;
 		case O_HELP: usage(stdout); exit(0);
 		default: usage(stderr); return -EINVAL;
 		}
@@ -199,7 +203,7 @@ static struct vm *boot_guest(const struct run_opts *o, const struct vm_events *e
 }
 
 static int finish(struct vm *vm, const struct run_opts *o, double seconds,
-		  uint64_t first_total)
+		  uint64_t first_total, double restore_ms)
 {
 	struct vm_verify_report rep;
 	int status = 0, ret;
@@ -239,13 +243,13 @@ static int finish(struct vm *vm, const struct run_opts *o, double seconds,
 	if (o->json)
 		printf("{\"status\":\"%s\",\"seconds\":%.3f,\"vcpus\":%u,\"counter\":%llu,"
 		       "\"page_writes\":%llu,\"dirty_mib_per_s\":%.1f,\"passes\":%llu,"
-		       "\"guest_check_errors\":%llu,\"verified\":%s}\n",
+		       "\"guest_check_errors\":%llu,\"restore_ms\":%.2f,\"verified\":%s}\n",
 		       status ? "failed" : "ok", seconds, rep.nr_vcpus,
 		       (unsigned long long)rep.total,
 		       (unsigned long long)(rep.total - first_total),
 		       seconds > 0 ? (rep.total - first_total) * 4096.0 / seconds / (1 << 20) : 0.0,
 		       (unsigned long long)rep.passes,
-		       (unsigned long long)rep.guest_check_errors,
+		       (unsigned long long)rep.guest_check_errors, restore_ms,
 		       o->verify ? (status ? "false" : "true") : "null");
 	if (atomic_load(&guest_failures))
 		status = 1;
@@ -260,7 +264,8 @@ int cmd_run(int argc, char **argv)
 	void *payload = NULL;
 	struct vm *vm;
 	uint64_t first_total = 0, last_total;
-	double t0, last;
+	struct snap_lazy *lazy = NULL;
+	double t0, last, t_restore = 0, restore_ms;
 	char why[256];
 	int status;
 
@@ -281,7 +286,9 @@ int cmd_run(int argc, char **argv)
 						.mac_key_len = o.key_len > 0 ? (size_t)o.key_len : 0 };
 		char err[512];
 
-		vm = snap_restore(o.restore, &ro, err, sizeof(err));
+		t_restore = now();
+		vm = o.lazy ? snap_restore_lazy(o.restore, &ro, &lazy, err, sizeof(err)) :
+			      snap_restore(o.restore, &ro, err, sizeof(err));
 		if (!vm) {
 			fprintf(stderr, "vmigrate run: restore refused: %s\n", err);
 			return 1;
@@ -290,7 +297,7 @@ int cmd_run(int argc, char **argv)
 		if (!o.quiet)
 			fprintf(stderr, "vmigrate: restored %s, counter at %llu\n", o.restore,
 				(unsigned long long)first_total);
-		if (o.verify) {
+		if (o.verify && !o.lazy) {	/* lazy: checked at the end, once it is all in */
 			struct vm_verify_report rep;
 
 			if (vm_memtouch_verify(vm, NULL, &rep)) {
@@ -308,14 +315,18 @@ int cmd_run(int argc, char **argv)
 		}
 	}
 
-	t0 = last = now();
-	last_total = first_total;
 	if ((o.restore ? vm_resume(vm) : vm_start(vm)) < 0) {
 		fprintf(stderr, "vmigrate run: cannot start the guest\n");
 		vm_destroy(vm);
 		free(payload);
 		return 1;
 	}
+	t0 = last = now();
+	last_total = first_total;
+	if (o.restore && !o.quiet)
+		fprintf(stderr, "vmigrate: the guest runs %.1f ms after the restore began (%s)\n",
+			(t0 - t_restore) * 1e3, o.lazy ? "lazy" : "eager");
+	restore_ms = o.restore ? (t0 - t_restore) * 1e3 : 0;
 	while (!stop_requested && !(o.duration > 0 && now() - t0 >= o.duration)) {
 		double t;
 		uint64_t total;
@@ -332,7 +343,18 @@ int cmd_run(int argc, char **argv)
 		last = t;
 		last_total = total;
 	}
-	status = finish(vm, &o, now() - t0, first_total);
+	if (lazy) {
+		uint64_t served = 0, prefetched = 0;
+
+		if (snap_lazy_wait(lazy, &served, &prefetched))
+			fprintf(stderr, "vmigrate run: lazy restore could not read every page\n");
+		else if (!o.quiet)
+			fprintf(stderr, "vmigrate: lazy restore done: %llu pages on first touch, "
+				"%llu prefetched\n", (unsigned long long)served,
+				(unsigned long long)prefetched);
+	}
+	status = finish(vm, &o, now() - t0, first_total, restore_ms);
+	snap_lazy_free(lazy);
 	vm_destroy(vm);
 	free(payload);
 	return status;
