@@ -353,6 +353,18 @@ int snap_lazy_wait(struct snap_lazy *l, uint64_t *served, uint64_t *prefetched)
 	return l->err[0] ? -EBADMSG : 0;
 }
 
+void snap_lazy_abort(struct snap_lazy *l)
+{
+	if (!l || !l->threads)
+		return;
+	/* stop serving; a vCPU waiting on a page stays waiting (never gets a
+	 * zero page instead) until the guest is destroyed */
+	atomic_store(&l->stop, true);
+	pthread_join(l->prefetch, NULL);
+	pthread_join(l->handler, NULL);
+	l->threads = false;
+}
+
 void snap_lazy_free(struct snap_lazy *l)
 {
 	if (!l)

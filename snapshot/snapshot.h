@@ -67,6 +67,10 @@ struct snap_lazy;
 struct vm *snap_restore_lazy(const char *path, const struct snap_restore_opts *opts,
 			     struct snap_lazy **lazy, char *err, size_t errlen);
 int snap_lazy_wait(struct snap_lazy *l, uint64_t *served, uint64_t *prefetched);
+/* After a failed wait (a page could not be read back): stop serving pages,
+ * then destroy the guest, then snap_lazy_free(). The guest never sees a
+ * page that was not read back intact. */
+void snap_lazy_abort(struct snap_lazy *l);
 void snap_lazy_free(struct snap_lazy *l);
 /* Internal to snapshot/: attach lazy loading to a guest built from files. */
 int snap_lazy_attach(struct vm *vm, char *const *files, unsigned nfiles,

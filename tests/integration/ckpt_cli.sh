@@ -41,6 +41,15 @@ ln -s "$f" "$dir/link.ckpt"
 out=$("$VMIGRATE" ckpt verify "$dir/link.ckpt" 2>&1); rc=$?
 [ $rc = 1 ]
 check symlinks_are_not_followed $? "rc=$rc: $out"
+# lazy restore: the guest runs first and memory follows; a damaged page
+# stops it with an error instead of reaching the guest
+out=$("$VMIGRATE" run --restore "$f" --lazy --duration 0.3 --verify --json --quiet 2>&1)
+[ $? = 0 ] && echo "$out" | grep -q '"verified":true'
+check lazy_restore_verifies $? "$out"
+out=$(timeout 60 "$VMIGRATE" run --restore "$dir/bad.ckpt" --lazy --duration 0.3 --quiet 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q "could not be read back intact"
+check lazy_restore_stops_on_a_damaged_page $? "rc=$rc: $out"
+
 # files signed with a key: verified with it, refused with another or if altered
 head -c 32 /dev/urandom >"$dir/key"; chmod 600 "$dir/key"
 head -c 32 /dev/urandom >"$dir/key2"; chmod 600 "$dir/key2"

@@ -346,9 +346,14 @@ int cmd_run(int argc, char **argv)
 	if (lazy) {
 		uint64_t served = 0, prefetched = 0;
 
-		if (snap_lazy_wait(lazy, &served, &prefetched))
-			fprintf(stderr, "vmigrate run: lazy restore could not read every page\n");
-		else if (!o.quiet)
+		if (snap_lazy_wait(lazy, &served, &prefetched)) {
+			fprintf(stderr, "vmigrate run: lazy restore FAILED: a page of %s could not be "
+				"read back intact; the guest is stopped\n", o.restore);
+			snap_lazy_abort(lazy);
+			vm_destroy(vm);
+			snap_lazy_free(lazy);
+			return 1;
+		} else if (!o.quiet)
 			fprintf(stderr, "vmigrate: lazy restore done: %llu pages on first touch, "
 				"%llu prefetched\n", (unsigned long long)served,
 				(unsigned long long)prefetched);
