@@ -560,6 +560,61 @@ static int load_state_only(struct vm *vm, const char *path, const struct snap_re
 	return ret;
 }
 
+/*
+ * A file's digest recomputed from its record headers alone (payloads are
+ * skipped, their checksums are in the headers) and checked against its
+ * COMMIT: cheap proof that the file is complete and is the image a child
+ * names. Returns 0 with the digest in out.
+ */
+static int digest_by_headers(const char *path, uint8_t out[16], char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), ret = -EBADMSG;
+	XXH3_state_t *st = XXH3_createState();
+	uint64_t off = CKPT_MAGIC_LEN;
+	char magic[CKPT_MAGIC_LEN];
+
+	if (fd < 0 || !st || pread(fd, magic, sizeof(magic), 0) != sizeof(magic) ||
+	    memcmp(magic, CKPT_MAGIC, CKPT_MAGIC_LEN)) {
+		snprintf(err, errlen, "%s: not a checkpoint", path);
+		goto out;
+	}
+	XXH3_128bits_reset(st);
+	for (;;) {
+		struct ckpt_rec_hdr h;
+		struct ckpt_commit_rec c;
+		XXH128_canonical_t canon;
+
+		if (pread(fd, &h, sizeof(h), (off_t)off) != sizeof(h) ||
+		    le32toh(h.length) > CKPT_MAX_PAYLOAD) {
+			snprintf(err, errlen, "%s: truncated", path);
+			break;
+		}
+		if (le16toh(h.type) != CKPT_REC_COMMIT) {
+			XXH3_128bits_update(st, &h, sizeof(h));
+			off += sizeof(h) + le32toh(h.length);
+			continue;
+		}
+		if (le32toh(h.length) != sizeof(c) ||
+		    pread(fd, &c, sizeof(c), (off_t)(off + sizeof(h))) != sizeof(c)) {
+			snprintf(err, errlen, "%s: bad COMMIT", path);
+			break;
+		}
+		XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(st));
+		if (memcmp(canon.digest, c.digest, 16)) {
+			snprintf(err, errlen, "%s: digest mismatch", path);
+			break;
+		}
+		memcpy(out, c.digest, 16);
+		ret = 0;
+		break;
+	}
+out:
+	XXH3_freeState(st);
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
 struct vm *snap_restore_lazy(const char *path, const struct snap_restore_opts *opts,
 			     struct snap_lazy **lazy, char *err, size_t errlen)
 {
@@ -582,8 +637,19 @@ struct vm *snap_restore_lazy(const char *path, const struct snap_restore_opts *o
 			return NULL;
 		n++;
 	}
-	for (unsigned i = 0; i < n; i++)
+	for (unsigned i = 0; i < n; i++) {
+		uint8_t digest[16];
+
 		files[i] = chain[i].path;
+		/* each file complete, and each parent the one its child names */
+		if (digest_by_headers(files[i], digest, err, errlen))
+			return NULL;
+		if (i > 0 && memcmp(digest, chain[i - 1].parent_digest, 16)) {
+			snprintf(err, errlen, "%s: wrong parent: %s does not carry the digest it names",
+				 chain[i - 1].path, chain[i].path);
+			return NULL;
+		}
+	}
 	/* the newest file's head gives the guest's shape */
 	{
 		struct ckpt_source src;

@@ -145,6 +145,14 @@ TEST_T(missing_or_wrong_parent_refused, 120)
 	CHECK(!restore(c.path[5], err, sizeof(err)));
 	CHECK_MSG(strstr(err, "wrong parent"), "error: %s", err);
 
+	{
+		struct snap_restore_opts lo = { 0 };
+		struct snap_lazy *lazy;
+
+		CHECK(!snap_restore_lazy(c.path[5], &lo, &lazy, err, sizeof(err)));
+		CHECK_MSG(strstr(err, "wrong parent"), "lazy: %s", err);
+	}
+
 	/* a parent that is gone */
 	CHECK(unlink(c.path[3]) == 0);
 	CHECK(!restore(c.path[5], err, sizeof(err)));
