@@ -219,6 +219,26 @@ int ckpt_reader_apply(struct ckpt_reader *r, const struct ckpt_record *rec,
 /* Region table position of a region id, or -1. */
 int ckpt_info_region_slot(const struct ckpt_image_info *info, uint32_t id);
 
+/* ---- random access to files (random_access.c) ----------------------------- */
+
+/* A record header in host order, with the bytes its checksum covers. */
+struct ckpt_rec_info {
+	uint16_t type, flags;
+	uint32_t length;
+	uint64_t checksum;
+	uint8_t summed[CKPT_REC_HDR_SUMMED];
+};
+
+/* The header of the record at offset; -EBADMSG if short or oversized. */
+int ckpt_pread_header(int fd, uint64_t offset, struct ckpt_rec_info *out);
+/* The record at offset with its payload in *buf (grown with realloc) and
+ * its checksum checked: 0, -EBADMSG or -ENOMEM. */
+int ckpt_pread_record(int fd, uint64_t offset, struct ckpt_rec_info *out, uint8_t **buf);
+/* The file's digest recomputed from its record headers (payloads are
+ * skipped: their checksums are in the headers) and matched against its
+ * COMMIT: 0 with digest set, or -EBADMSG for an incomplete or altered file. */
+int ckpt_file_digest(int fd, uint8_t digest[16]);
+
 /* Sources and sinks over memory, for tests, fuzzing and benchmarks. */
 struct ckpt_membuf {
 	uint8_t *data;

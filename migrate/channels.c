@@ -35,7 +35,6 @@ struct out_channel {
 	struct ckpt_writer *w;
 	pthread_t thread;
 	bool running;
-	bool corrupted;			/* fault point fired on this channel */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct item q[QUEUE_ITEMS];	/* under lock */
@@ -57,12 +56,7 @@ static int out_sink(void *opaque, const struct iovec *iov, int iovcnt)
 {
 	struct out_channel *c = opaque;
 
-	/* Fault point: one flipped bit in a page batch's data (see fault.h). */
-	if (iovcnt == 4 && iov[3].iov_len > 100 && !c->corrupted &&
-	    c->x->bytes_sent > (2u << 20) && mig_fault("src-corrupt-stream")) {
-		((uint8_t *)iov[3].iov_base)[50] ^= 0x10;
-		c->corrupted = true;
-	}
+	mig_fault_corrupt_batch(iov, iovcnt, c->x->bytes_sent, 2u << 20);
 	return xport_sendv(c->x, iov, iovcnt);
 }
 

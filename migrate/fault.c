@@ -5,6 +5,8 @@
 #include "fault.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,4 +40,24 @@ bool mig_fault(const char *point)
 		list = comma ? comma + 1 : NULL;
 	}
 	return false;
+}
+
+void mig_fault_corrupt_batch(const struct iovec *iov, int iovcnt, uint64_t sent,
+			     uint64_t after)
+{
+	static atomic_int armed = -1;	/* -1: not looked at yet */
+	int a = atomic_load(&armed);
+
+	if (a < 0) {
+		const char *list = getenv("VMIGRATE_FAULT");
+
+		a = list && strstr(list, "src-corrupt-stream") ? 1 : 0;
+		atomic_store(&armed, a);
+	}
+	if (!a || iovcnt != 4 || iov[3].iov_len <= 100 || sent <= after)
+		return;
+	if (mig_fault("src-corrupt-stream")) {
+		((uint8_t *)iov[3].iov_base)[50] ^= 0x10;
+		atomic_store(&armed, 0);
+	}
 }

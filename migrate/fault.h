@@ -12,7 +12,15 @@
 #define MIGRATE_FAULT_H
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
 
 bool mig_fault(const char *point);
+
+/* The src-corrupt-stream point, on a PAGES record about to be sent (its
+ * iovec: header, head, entries, data): once sent passed `after` bytes,
+ * flips one bit of the page data, once per process. Cheap when unarmed. */
+void mig_fault_corrupt_batch(const struct iovec *iov, int iovcnt, uint64_t sent,
+			     uint64_t after);
 
 #endif

@@ -45,7 +45,6 @@ struct source {
 	uint64_t round_bytes_start;
 	uint64_t pages_encoded, bytes_encoded;	/* for bytes per dirty page */
 	char peer_error[256];
-	bool corrupted;			/* fault point fired */
 	bool policy_timeout;		/* --timeout ran out, not the link */
 	uint64_t dest_round;		/* highest MARKER the destination reached */
 	uint64_t round_done;		/* pages of this round handed on so far */
@@ -124,12 +123,7 @@ static int sink_writev(void *opaque, const struct iovec *iov, int iovcnt)
 {
 	struct source *s = opaque;
 
-	/* Fault point: one flipped bit in the data of a page batch, once. */
-	if (iovcnt == 4 && iov[3].iov_len > 100 && !s->corrupted &&
-	    s->x->bytes_sent > (4u << 20) && mig_fault("src-corrupt-stream")) {
-		((uint8_t *)iov[3].iov_base)[50] ^= 0x10;
-		s->corrupted = true;
-	}
+	mig_fault_corrupt_batch(iov, iovcnt, s->x->bytes_sent, 4u << 20);
 	return xport_sendv(s->x, iov, iovcnt);
 }
 
@@ -178,31 +172,52 @@ static void throttle_stop(struct source *s)
 /* ---- peer and progress checks between chunks ---------------------------- */
 
 /* A message from the destination mid-stream: READY, or an ERROR that ends it. */
+/* Receive one message from the destination and act on it: READY and ROUND
+ * are noted, ERROR keeps the reason and ends the run. Sets *type. */
+static int take_msg(struct source *s, uint16_t *type)
+{
+	char msg[MIG_MSG_MAX + 1];
+	int ret = mig_msg_recv(s->x, type, msg, sizeof(msg));
+
+	if (ret)
+		return ret;
+	switch (*type) {
+	case MIG_MSG_READY:
+		pthread_mutex_lock(&s->prog->lock);
+		if (!s->prog->stats.setup_time_ms)
+			s->prog->stats.setup_time_ms = (uint64_t)((now() - s->t_start) * 1000);
+		pthread_mutex_unlock(&s->prog->lock);
+		return 0;
+	case MIG_MSG_ROUND: {
+		uint64_t n;
+
+		memcpy(&n, msg, sizeof(n));
+		s->dest_round = le64toh(n);
+		return 0;
+	}
+	case MIG_MSG_ERROR:
+		snprintf(s->peer_error, sizeof(s->peer_error), "destination: %.200s", msg);
+		return -ECONNABORTED;
+	case MIG_MSG_LOADED:
+	case MIG_MSG_RUNNING:
+		return 0;	/* the switchover waits for these */
+	default:
+		return -EPROTO;
+	}
+}
+
+/* Messages already waiting, taken without blocking. */
 static int check_peer(struct source *s)
 {
 	uint16_t type;
-	char msg[MIG_MSG_MAX + 1];
 	int ret;
 
 	while ((ret = xport_poll_in(s->x, 0)) > 0) {
-		ret = mig_msg_recv(s->x, &type, msg, sizeof(msg));
+		ret = take_msg(s, &type);
 		if (ret)
 			return ret;
-		if (type == MIG_MSG_READY) {
-			pthread_mutex_lock(&s->prog->lock);
-			s->prog->stats.setup_time_ms = (uint64_t)((now() - s->t_start) * 1000);
-			pthread_mutex_unlock(&s->prog->lock);
-		} else if (type == MIG_MSG_ROUND) {
-			uint64_t n;
-
-			memcpy(&n, msg, sizeof(n));
-			s->dest_round = le64toh(n);
-		} else if (type == MIG_MSG_ERROR) {
-			snprintf(s->peer_error, sizeof(s->peer_error), "destination: %.200s", msg);
-			return -ECONNABORTED;
-		} else {
-			return -EPROTO;
-		}
+		if (type == MIG_MSG_LOADED || type == MIG_MSG_RUNNING)
+			return -EPROTO;		/* not before the switchover */
 	}
 	return ret;
 }
@@ -464,25 +479,18 @@ static uint64_t expected_downtime_ms(const struct source *s, uint64_t pages)
 
 /* ---- switchover ---------------------------------------------------------- */
 
+/* Block until the message want arrives, noting others on the way. */
 static int wait_msg(struct source *s, uint16_t want)
 {
 	uint16_t type;
-	char msg[MIG_MSG_MAX + 1];
 	int ret;
 
-	for (;;) {
-		ret = mig_msg_recv(s->x, &type, msg, sizeof(msg));
-		if (ret)
-			return ret;
-		if (type == want)
-			return 0;
-		if (type == MIG_MSG_ERROR) {
-			snprintf(s->peer_error, sizeof(s->peer_error), "destination: %.200s", msg);
-			return -ECONNABORTED;
-		}
-		if (type != MIG_MSG_READY && type != MIG_MSG_ROUND)
-			return -EPROTO;
-	}
+	do {
+		ret = take_msg(s, &type);
+		if (!ret && type != want && (type == MIG_MSG_LOADED || type == MIG_MSG_RUNNING))
+			ret = -EPROTO;	/* a switchover step out of its turn */
+	} while (!ret && type != want);
+	return ret;
 }
 
 static int switchover(struct source *s, unsigned round)
@@ -567,17 +575,11 @@ static int switchover(struct source *s, unsigned round)
 static void last_words(struct source *s)
 {
 	uint16_t type;
-	char msg[MIG_MSG_MAX + 1];
 	int err = s->x->err;
 
 	s->x->err = 0;		/* the control channel may still be readable */
-	while (xport_poll_in(s->x, 300) > 0 &&
-	       mig_msg_recv(s->x, &type, msg, sizeof(msg)) == 0) {
-		if (type == MIG_MSG_ERROR) {
-			snprintf(s->peer_error, sizeof(s->peer_error), "destination: %.200s", msg);
-			break;
-		}
-	}
+	while (xport_poll_in(s->x, 300) > 0 && take_msg(s, &type) == 0)
+		;		/* until the ERROR, which take_msg keeps */
 	if (err)
 		s->x->err = err;
 }

@@ -26,8 +26,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
 #define LAZY_MAX_FILES	64
 
 struct cached {
@@ -59,39 +57,23 @@ struct snap_lazy {
 static const struct cached *record_at(struct snap_lazy *l, int file, uint64_t offset,
 				      uint16_t *type)
 {
-	struct ckpt_rec_hdr h;
+	struct ckpt_rec_info ri;
 	struct cached *c;
-	XXH3_state_t *st;
-	bool ok;
 
 	for (int i = 0; i < 2; i++)
 		if (l->cache[i].offset == offset && l->cache[i].file == file) {
 			*type = CKPT_REC_PAGES;
 			return &l->cache[i];
 		}
-	if (pread(l->fd[file], &h, sizeof(h), (off_t)offset) != sizeof(h) ||
-	    le32toh(h.length) > CKPT_MAX_PAYLOAD)
-		return NULL;
 	c = &l->cache[l->next_victim];
 	l->next_victim ^= 1;
-	free(c->payload);
 	c->offset = 0;
-	c->len = le32toh(h.length);
-	c->payload = malloc(c->len ? c->len : 1);
-	if (!c->payload || pread(l->fd[file], c->payload, c->len, (off_t)(offset + sizeof(h))) !=
-	    (ssize_t)c->len)
+	if (ckpt_pread_record(l->fd[file], offset, &ri, &c->payload))
 		return NULL;
-	st = XXH3_createState();
-	XXH3_64bits_reset(st);
-	XXH3_64bits_update(st, &h, CKPT_REC_HDR_SUMMED);
-	XXH3_64bits_update(st, c->payload, c->len);
-	ok = st && XXH3_64bits_digest(st) == le64toh(h.checksum);
-	XXH3_freeState(st);
-	if (!ok)
-		return NULL;
+	c->len = ri.length;
 	c->offset = offset;
 	c->file = file;
-	*type = le16toh(h.type);
+	*type = ri.type;
 	return c;
 }
 

@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #include <endian.h>
-#include <xxhash.h>
 
 static double now(void)
 {
@@ -489,8 +488,7 @@ int snap_merge(const char *path, const char *out, const uint8_t *mac_key, size_t
 }
 
 /* The state records of the newest file, read by skipping over its pages. */
-static int load_state_only(struct vm *vm, const char *path, const struct snap_restore_opts *opts,
-			   struct ckpt_image_info *info, char *err, size_t errlen)
+static int load_state_only(struct vm *vm, const char *path, char *err, size_t errlen)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), ret = 0;
 	uint64_t off = CKPT_MAGIC_LEN;
@@ -501,37 +499,19 @@ static int load_state_only(struct vm *vm, const char *path, const struct snap_re
 		return -errno;
 	}
 	for (;;) {
-		struct ckpt_rec_hdr h;
+		struct ckpt_rec_info ri;
 		struct ckpt_record rec;
 		struct ckpt_state_rec sr;
-		uint32_t len;
-		uint16_t type;
 
-		if (pread(fd, &h, sizeof(h), (off_t)off) != sizeof(h)) {
+		if (ckpt_pread_header(fd, off, &ri)) {
 			snprintf(err, errlen, "%s: truncated at %llu", path, (unsigned long long)off);
 			ret = -EBADMSG;
 			break;
 		}
-		type = le16toh(h.type);
-		len = le32toh(h.length);
-		if (type == CKPT_REC_END || len > CKPT_MAX_PAYLOAD)
+		if (ri.type == CKPT_REC_END)
 			break;
-		if (type == CKPT_REC_STATE) {
-			XXH3_state_t *st = XXH3_createState();
-			bool ok;
-
-			free(buf);
-			buf = malloc(len ? len : 1);
-			ok = buf && len >= sizeof(sr) &&
-			     pread(fd, buf, len, (off_t)(off + sizeof(h))) == (ssize_t)len;
-			if (ok) {
-				XXH3_64bits_reset(st);
-				XXH3_64bits_update(st, &h, CKPT_REC_HDR_SUMMED);
-				XXH3_64bits_update(st, buf, len);
-				ok = XXH3_64bits_digest(st) == le64toh(h.checksum);
-			}
-			XXH3_freeState(st);
-			if (!ok) {
+		if (ri.type == CKPT_REC_STATE) {
+			if (ckpt_pread_record(fd, off, &ri, &buf) || ri.length < sizeof(sr)) {
 				snprintf(err, errlen, "%s: bad state record at %llu", path,
 					 (unsigned long long)off);
 				ret = -EBADMSG;
@@ -540,78 +520,37 @@ static int load_state_only(struct vm *vm, const char *path, const struct snap_re
 			memcpy(&sr, buf, sizeof(sr));
 			memset(&rec, 0, sizeof(rec));
 			rec.type = CKPT_REC_STATE;
-			rec.flags = le16toh(h.flags);
+			rec.flags = ri.flags;
 			rec.u.state.kind = le32toh(sr.kind);
 			rec.u.state.instance = le32toh(sr.instance);
 			rec.u.state.version = le32toh(sr.version);
 			rec.u.state.data = buf + sizeof(sr);
-			rec.u.state.len = len - sizeof(sr);
+			rec.u.state.len = ri.length - sizeof(sr);
 			if (vm->ops->load_state(vm, &rec, err, errlen)) {
 				ret = -EBADMSG;
 				break;
 			}
 		}
-		off += sizeof(h) + len;
+		off += sizeof(struct ckpt_rec_hdr) + ri.length;
 	}
 	free(buf);
 	close(fd);
-	(void)opts;
-	(void)info;
 	return ret;
 }
 
-/*
- * A file's digest recomputed from its record headers alone (payloads are
- * skipped, their checksums are in the headers) and checked against its
- * COMMIT: cheap proof that the file is complete and is the image a child
- * names. Returns 0 with the digest in out.
- */
-static int digest_by_headers(const char *path, uint8_t out[16], char *err, size_t errlen)
+/* A file of a chain, complete and unaltered: its digest, from its headers. */
+static int file_digest(const char *path, uint8_t out[16], char *err, size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), ret = -EBADMSG;
-	XXH3_state_t *st = XXH3_createState();
-	uint64_t off = CKPT_MAGIC_LEN;
-	char magic[CKPT_MAGIC_LEN];
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), ret;
 
-	if (fd < 0 || !st || pread(fd, magic, sizeof(magic), 0) != sizeof(magic) ||
-	    memcmp(magic, CKPT_MAGIC, CKPT_MAGIC_LEN)) {
-		snprintf(err, errlen, "%s: not a checkpoint", path);
-		goto out;
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -errno;
 	}
-	XXH3_128bits_reset(st);
-	for (;;) {
-		struct ckpt_rec_hdr h;
-		struct ckpt_commit_rec c;
-		XXH128_canonical_t canon;
-
-		if (pread(fd, &h, sizeof(h), (off_t)off) != sizeof(h) ||
-		    le32toh(h.length) > CKPT_MAX_PAYLOAD) {
-			snprintf(err, errlen, "%s: truncated", path);
-			break;
-		}
-		if (le16toh(h.type) != CKPT_REC_COMMIT) {
-			XXH3_128bits_update(st, &h, sizeof(h));
-			off += sizeof(h) + le32toh(h.length);
-			continue;
-		}
-		if (le32toh(h.length) != sizeof(c) ||
-		    pread(fd, &c, sizeof(c), (off_t)(off + sizeof(h))) != sizeof(c)) {
-			snprintf(err, errlen, "%s: bad COMMIT", path);
-			break;
-		}
-		XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(st));
-		if (memcmp(canon.digest, c.digest, 16)) {
-			snprintf(err, errlen, "%s: digest mismatch", path);
-			break;
-		}
-		memcpy(out, c.digest, 16);
-		ret = 0;
-		break;
-	}
-out:
-	XXH3_freeState(st);
-	if (fd >= 0)
-		close(fd);
+	ret = ckpt_file_digest(fd, out);
+	close(fd);
+	if (ret)
+		snprintf(err, errlen, "%s: incomplete, or its digest does not match", path);
 	return ret;
 }
 
@@ -642,7 +581,7 @@ struct vm *snap_restore_lazy(const char *path, const struct snap_restore_opts *o
 
 		files[i] = chain[i].path;
 		/* each file complete, and each parent the one its child names */
-		if (digest_by_headers(files[i], digest, err, errlen))
+		if (file_digest(files[i], digest, err, errlen))
 			return NULL;
 		if (i > 0 && memcmp(digest, chain[i - 1].parent_digest, 16)) {
 			snprintf(err, errlen, "%s: wrong parent: %s does not carry the digest it names",
@@ -688,7 +627,7 @@ struct vm *snap_restore_lazy(const char *path, const struct snap_restore_opts *o
 	if (!vm)
 		return NULL;
 	memcpy(vm->uuid, in.info.guest_uuid, sizeof(vm->uuid));
-	if (load_state_only(vm, path, opts, &in.info, err, errlen) ||
+	if (load_state_only(vm, path, err, errlen) ||
 	    snap_lazy_attach(vm, files, n, &in.info, lazy, err, errlen) ||
 	    vm->ops->load_finish(vm, err, errlen)) {
 		snap_lazy_free(*lazy);
