@@ -49,6 +49,12 @@ c2=$(vmA info g2 --json | json_field counter)
 [ "$c2" -gt "$c_after" ] && [ "$c_after" -le "$c_before" ]
 check restored_guest_continues $? "counters: before stop $c_before, at restore $c_after, later $c2"
 
+# lazy restore: the guest runs at once, pages fault in from the chain
+out=$(vmA restore "$d/g-5.ckpt" --name gl --lazy 2>&1); rc=$?
+sleep 0.3
+[ $rc = 0 ] && vmA verify gl >/dev/null
+check lazy_restore_through_the_service $? "rc=$rc: $out"
+
 out=$("$VMIGRATE" ckpt verify "$d/g-3.ckpt" 2>&1)
 check chain_link_verifies $? "$out"
 

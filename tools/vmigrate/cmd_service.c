@@ -530,7 +530,7 @@ int cmd_snapshot(int argc, char **argv)
 int cmd_restore(int argc, char **argv)
 {
 	const char *file = NULL, *name = NULL, *key = NULL;
-	bool json = false;
+	bool json = false, lazy = false;
 	struct json_object *req, *rep;
 	char *abs;
 
@@ -539,6 +539,8 @@ int cmd_restore(int argc, char **argv)
 			name = argv[++i];
 		else if (!strcmp(argv[i], "--key") && i + 1 < argc)
 			key = argv[++i];
+		else if (!strcmp(argv[i], "--lazy"))
+			lazy = true;
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
 		else if (!file)
@@ -547,7 +549,7 @@ int cmd_restore(int argc, char **argv)
 			file = NULL, i = argc;
 	}
 	if (!file) {
-		fprintf(stderr, "usage: vmigrate restore FILE [--name NAME] [--key KEYFILE] [--json]\n");
+		fprintf(stderr, "usage: vmigrate restore FILE [--name NAME] [--lazy] [--key KEYFILE] [--json]\n");
 		return EXIT_USAGE;
 	}
 	abs = realpath(file, NULL);
@@ -559,6 +561,7 @@ int cmd_restore(int argc, char **argv)
 	json_object_object_add(req, "file", json_object_new_string(abs));
 	if (name)
 		json_object_object_add(req, "name", json_object_new_string(name));
+	json_object_object_add(req, "lazy", json_object_new_boolean(lazy));
 	free(abs);
 	if (key && add_key(req, key, "restore")) {
 		json_object_put(req);

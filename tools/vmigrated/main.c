@@ -156,7 +156,7 @@ static bool guest_exists(struct service *sv, const char *name)
 
 /* Fork a guest process; its first line on the socket pair says how it went. */
 static struct json_object *spawn(struct service *sv, const struct worker_spec *spec,
-				  const char *restore_file, const char *key_file)
+				  const char *restore_file, const char *key_file, bool lazy)
 {
 	int pipefd[2];
 	pid_t pid;
@@ -179,7 +179,7 @@ static struct json_object *spawn(struct service *sv, const struct worker_spec *s
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGCHLD, SIG_DFL);
 		if (restore_file)
-			worker_run_restore(spec, restore_file, key_file, pipefd[1]);
+			worker_run_restore(spec, restore_file, key_file, lazy, pipefd[1]);
 		worker_run_boot(spec, pipefd[1]);
 	}
 	close(pipefd[1]);
@@ -207,7 +207,7 @@ static struct json_object *do_start(struct service *sv, struct json_object *req)
 	snprintf(spec.dir, sizeof(spec.dir), "%s", sv->guests_dir);
 	spec.vcpus = spec.vcpus ? spec.vcpus : 1;
 	spec.io_timeout_ms = sv->io_timeout_ms;
-	rep = spawn(sv, &spec, NULL, NULL);
+	rep = spawn(sv, &spec, NULL, NULL, false);
 	if (ipc_bool(rep, "ok", false))
 		log_msg("started guest %s", spec.name);
 	return rep;
@@ -233,7 +233,7 @@ static struct json_object *do_restore(struct service *sv, struct json_object *re
 		return ipc_error("a guest named '%s' already runs here", spec.name);
 	snprintf(spec.dir, sizeof(spec.dir), "%s", sv->guests_dir);
 	spec.io_timeout_ms = sv->io_timeout_ms;
-	rep = spawn(sv, &spec, file, ipc_str(req, "key_file", NULL));
+	rep = spawn(sv, &spec, file, ipc_str(req, "key_file", NULL), ipc_bool(req, "lazy", false));
 	if (ipc_bool(rep, "ok", false))
 		log_msg("restored guest %s from %s", spec.name, file);
 	return rep;

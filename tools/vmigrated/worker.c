@@ -62,6 +62,11 @@ struct worker {
 	 * stays on from it. Under lock. */
 	bool snap_base_valid;
 	struct snap_result snap_base;
+
+	/* A lazy restore still loading memory behind the running guest. */
+	struct snap_lazy *lazy;
+	pthread_t lazy_thread;
+	bool lazy_started;
 };
 
 static struct worker W;
@@ -539,6 +544,8 @@ static _Noreturn void serve(void)
 	}
 	if (W.mig_started)
 		pthread_join(W.mig_thread, NULL);
+	if (W.lazy_started)
+		pthread_join(W.lazy_thread, NULL);	/* its pages must be in first */
 	unlink(W.sock_path);
 	if (W.vm)
 		vm_destroy(W.vm);
@@ -699,8 +706,34 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	serve();
 }
 
+/* Wait for a lazy restore to have every page in; a page that does not
+ * read back intact stops the guest (it never gets another page instead). */
+static void *lazy_main(void *arg)
+{
+	uint64_t served = 0, prefetched = 0;
+	int ret = snap_lazy_wait(W.lazy, &served, &prefetched);
+
+	pthread_mutex_lock(&W.lock);
+	if (ret) {
+		vm_pause(W.vm);
+		snap_lazy_abort(W.lazy);
+		W.state = W_PAUSED;
+		W.exit_requested = true;
+		fprintf(stderr, "vmigrated: guest %s: lazy restore FAILED, a page did not read "
+			"back intact; the guest is stopped\n", W.spec.name);
+	} else {
+		fprintf(stderr, "vmigrated: guest %s: all memory in (%llu pages on first touch, "
+			"%llu prefetched)\n", W.spec.name, (unsigned long long)served,
+			(unsigned long long)prefetched);
+	}
+	snap_lazy_free(W.lazy);
+	W.lazy = NULL;
+	pthread_mutex_unlock(&W.lock);
+	return NULL;
+}
+
 void worker_run_restore(const struct worker_spec *s, const char *file, const char *key_file,
-			int ready_fd)
+			bool lazy, int ready_fd)
 {
 	struct snap_restore_opts ro = { .dirty_mode = s->dirty_mode, .events = events };
 	uint8_t key[64];
@@ -716,7 +749,8 @@ void worker_run_restore(const struct worker_spec *s, const char *file, const cha
 		ro.mac_key = key;
 		ro.mac_key_len = (size_t)n;
 	}
-	W.vm = snap_restore(file, &ro, err, sizeof(err));
+	W.vm = lazy ? snap_restore_lazy(file, &ro, &W.lazy, err, sizeof(err)) :
+		      snap_restore(file, &ro, err, sizeof(err));
 	if (!W.vm)
 		die_early(ready_fd, err);
 	W.spec.mem = 0;
@@ -727,7 +761,13 @@ void worker_run_restore(const struct worker_spec *s, const char *file, const cha
 	if (vm_resume(W.vm))
 		die_early(ready_fd, "cannot start the restored guest");
 	W.state = W_RUNNING;
-	fprintf(stderr, "vmigrated: guest %s restored from %s (pid %d)\n", s->name, file, getpid());
+	if (lazy) {
+		if (pthread_create(&W.lazy_thread, NULL, lazy_main, NULL))
+			die_early(ready_fd, "cannot follow the lazy restore");
+		W.lazy_started = true;
+	}
+	fprintf(stderr, "vmigrated: guest %s restored from %s (pid %d%s)\n", s->name, file,
+		getpid(), lazy ? ", memory loading behind it" : "");
 	{
 		struct json_object *o = ipc_ok();
 

@@ -8,6 +8,7 @@
 #define WORKER_H
 
 #include <json-c/json.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "memtouch.h"
@@ -39,9 +40,10 @@ _Noreturn void worker_run_boot(const struct worker_spec *s, int ready_fd);
 _Noreturn void worker_run_incoming(const struct worker_spec *s, int peer_fd);
 
 /* In the forked child: restore a guest from a checkpoint file (and its
- * parent chain) and run it. Never returns. */
+ * parent chain) and run it; lazy: run first, load memory behind it.
+ * Never returns. */
 _Noreturn void worker_run_restore(const struct worker_spec *s, const char *file,
-				  const char *key_file, int ready_fd);
+				  const char *key_file, bool lazy, int ready_fd);
 
 /* Path of a guest's socket. */
 void worker_sock_path(const char *dir, const char *name, char *out, size_t len);
