@@ -52,6 +52,10 @@ struct ckpt_source {
 
 struct ckpt_writer_opts {
 	struct ckpt_codec_opts codec;
+	/* With codec.lz4: try LZ4 only while it pays, judged by the measured
+	 * cost of compressing against that of writing the bytes it saves
+	 * (lz4_auto.h). For streams over links of unknown speed. */
+	bool lz4_auto;
 	unsigned batch_pages;		/* entries per PAGES record, 0 = default */
 	bool build_index;		/* emit INDEX records (files) */
 	/* With a key, COMMIT carries an HMAC-SHA-256 of every byte before it. */

@@ -13,6 +13,7 @@
 
 #include <xxhash.h>
 
+#include "lz4_auto.h"
 #include "mac.h"
 
 #define DEFAULT_BATCH_PAGES	1024u
@@ -43,9 +44,11 @@ struct ckpt_writer {
 	uint8_t *scratch;
 
 	/* Adaptive LZ4: after a streak of pages that did not shrink (random
-	 * data), skip the attempt for a while and then probe again. */
+	 * data), skip the attempt for a while and then probe again. With
+	 * opts.lz4_auto the choice follows measured costs instead. */
 	unsigned lz4_fail_streak;
 	unsigned lz4_skip;
+	struct lz4_auto lz4_auto;
 
 	/* Per region and page: offset of the PAGES record with its latest copy. */
 	uint64_t *index[CKPT_MAX_REGIONS];
@@ -71,6 +74,7 @@ struct ckpt_writer *ckpt_writer_new(const struct ckpt_sink *sink,
 		w->opts = *opts;
 	else
 		w->opts.codec = ckpt_codec_default;
+	lz4_auto_init(&w->lz4_auto);
 	w->digest = XXH3_createState();
 	w->sum = XXH3_createState();
 	if (!w->digest || !w->sum) {
@@ -314,8 +318,15 @@ int ckpt_writer_flush(struct ckpt_writer *w)
 	parts[0] = (struct iovec){ &head, sizeof(head) };
 	parts[1] = (struct iovec){ w->entries, w->batch_count * sizeof(*w->entries) };
 	parts[2] = (struct iovec){ w->data, w->data_len };
-	if (emit(w, CKPT_REC_PAGES, 0, parts, 3))
+	if (w->opts.lz4_auto) {
+		uint64_t t0 = lz4_auto_now_ns();
+
+		if (emit(w, CKPT_REC_PAGES, 0, parts, 3))
+			return w->err;
+		lz4_auto_sent(&w->lz4_auto, w->offset - offset, lz4_auto_now_ns() - t0);
+	} else if (emit(w, CKPT_REC_PAGES, 0, parts, 3)) {
 		return w->err;
+	}
 	w->stats.page_bytes += w->data_len;
 
 	slot = ckpt_info_region_slot(&w->info, w->batch_region);
@@ -355,6 +366,41 @@ static int batch_prepare(struct ckpt_writer *w, uint32_t region_id,
 	return w->err;
 }
 
+/* Encode one page into the batch's data area, choosing whether to try LZ4. */
+static int encode_page(struct ckpt_writer *w, const void *data, const void *prev, size_t *len)
+{
+	struct ckpt_codec_opts codec = w->opts.codec;
+	bool automatic = codec.lz4 && w->opts.lz4_auto && !(prev && codec.delta);
+	bool timed = false;
+	uint64_t t0 = 0;
+	int enc;
+
+	if (automatic) {
+		codec.lz4 = lz4_auto_try(&w->lz4_auto, &timed);
+		if (timed)
+			t0 = lz4_auto_now_ns();
+	} else if (codec.lz4 && w->lz4_skip) {
+		codec.lz4 = false;
+		w->lz4_skip--;
+	}
+	enc = ckpt_page_encode(data, prev, w->info.page_size, &codec,
+			       w->data + w->data_len, len, w->scratch);
+	if (enc == CKPT_ENC_ZERO)
+		return enc;
+	if (automatic) {
+		lz4_auto_page(&w->lz4_auto, codec.lz4, w->info.page_size, *len,
+			      timed ? lz4_auto_now_ns() - t0 : 0);
+	} else if (codec.lz4 && enc == CKPT_ENC_RAW) {
+		if (++w->lz4_fail_streak >= LZ4_GIVE_UP_STREAK) {
+			w->lz4_skip = LZ4_SKIP_PAGES;
+			w->lz4_fail_streak = 0;
+		}
+	} else {
+		w->lz4_fail_streak = 0;
+	}
+	return enc;
+}
+
 int ckpt_writer_page(struct ckpt_writer *w, uint32_t region_id, uint64_t page,
 		     const void *data, const void *prev)
 {
@@ -364,25 +410,7 @@ int ckpt_writer_page(struct ckpt_writer *w, uint32_t region_id, uint64_t page,
 
 	if (batch_prepare(w, region_id, page, 1))
 		return w->err;
-	if (w->lz4_skip) {
-		struct ckpt_codec_opts raw = w->opts.codec;
-
-		raw.lz4 = false;
-		w->lz4_skip--;
-		enc = ckpt_page_encode(data, prev, w->info.page_size, &raw,
-				       w->data + w->data_len, &len, w->scratch);
-	} else {
-		enc = ckpt_page_encode(data, prev, w->info.page_size, &w->opts.codec,
-				       w->data + w->data_len, &len, w->scratch);
-		if (enc == CKPT_ENC_RAW && w->opts.codec.lz4) {
-			if (++w->lz4_fail_streak >= LZ4_GIVE_UP_STREAK) {
-				w->lz4_skip = LZ4_SKIP_PAGES;
-				w->lz4_fail_streak = 0;
-			}
-		} else if (enc != CKPT_ENC_ZERO) {
-			w->lz4_fail_streak = 0;
-		}
-	}
+	enc = encode_page(w, data, prev, &len);
 	w->stats.pages[enc]++;
 
 	/* Extend a zero run that ends right before this page. */

@@ -16,13 +16,19 @@
 #include "transport.h"
 #include "vm.h"
 
+enum mig_compress {
+	MIG_COMPRESS_AUTO,		/* LZ4 while it pays, by measured costs */
+	MIG_COMPRESS_LZ4,		/* LZ4 on every page, raw where it does not shrink */
+	MIG_COMPRESS_OFF,
+};
+
 struct mig_params {
 	uint64_t max_downtime_ms;	/* default 300, like QEMU */
 	uint64_t bandwidth;		/* bytes/s, 0 = unlimited */
 	bool auto_converge;
 	double timeout_s;		/* 0 = none */
 	bool force_on_timeout;		/* else cancel on timeout */
-	bool compress;			/* LZ4 per page, raw where it does not shrink */
+	enum mig_compress compress;	/* default auto */
 	int io_timeout_ms;		/* a silent peer fails the migration after this */
 	/* Data channels, opened by the caller: pages go there in parallel,
 	 * the channel given to mig_source_run keeps the ordered control. */
@@ -31,6 +37,8 @@ struct mig_params {
 };
 
 void mig_params_default(struct mig_params *p);
+/* "auto", "lz4" or "off"; -EINVAL for anything else. */
+int mig_compress_parse(const char *name, enum mig_compress *out);
 
 enum mig_status {
 	MIG_SETUP,
@@ -50,6 +58,7 @@ struct mig_stats {
 	uint64_t total_time_ms, setup_time_ms, downtime_ms, expected_downtime_ms;
 	uint64_t transferred_bytes, ram_total_bytes;
 	uint64_t zero_pages, normal_pages;
+	uint64_t compressed_pages;			/* of normal_pages, sent as LZ4 */
 	uint64_t dirty_sync_count, dirty_pages_rate;	/* pages per second */
 	double mbps;					/* megabits per second */
 	unsigned throttle_percentage;

@@ -67,8 +67,21 @@ void mig_params_default(struct mig_params *p)
 {
 	memset(p, 0, sizeof(*p));
 	p->max_downtime_ms = 300;
-	p->compress = true;
+	p->compress = MIG_COMPRESS_AUTO;
 	p->io_timeout_ms = 5000;
+}
+
+int mig_compress_parse(const char *name, enum mig_compress *out)
+{
+	if (!strcmp(name, "auto"))
+		*out = MIG_COMPRESS_AUTO;
+	else if (!strcmp(name, "lz4"))
+		*out = MIG_COMPRESS_LZ4;
+	else if (!strcmp(name, "off"))
+		*out = MIG_COMPRESS_OFF;
+	else
+		return -EINVAL;
+	return 0;
 }
 
 void mig_progress_init(struct mig_progress *p)
@@ -287,6 +300,7 @@ static void account(struct source *s, uint64_t done)
 	s->prog->stats.zero_pages = ws->pages[CKPT_ENC_ZERO];
 	s->prog->stats.normal_pages = ws->pages[CKPT_ENC_RAW] + ws->pages[CKPT_ENC_LZ4] +
 				      ws->pages[CKPT_ENC_DELTA];
+	s->prog->stats.compressed_pages = ws->pages[CKPT_ENC_LZ4] + ws->pages[CKPT_ENC_DELTA];
 	s->prog->stats.total_time_ms = (uint64_t)((now() - s->t_start) * 1000);
 	if (s->bandwidth > 0) {
 		double bpp = s->pages_encoded ? (double)s->bytes_encoded / s->pages_encoded : 4096;
@@ -674,7 +688,8 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 	int ret = -ENOMEM;
 
 	s.wo.codec = ckpt_codec_default;
-	s.wo.codec.lz4 = p->compress;
+	s.wo.codec.lz4 = p->compress != MIG_COMPRESS_OFF;
+	s.wo.lz4_auto = p->compress == MIG_COMPRESS_AUTO;
 	s.wo.codec.delta = false;	/* no cache of sent pages yet */
 	s.t_start = now();
 	if (!atomic_load(&prog->bandwidth.rate))

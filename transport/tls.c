@@ -22,6 +22,14 @@
 
 #define GATHER_BYTES	(64 * 1024)
 #define DIRECT_MIN	(16 * 1024)	/* pieces this large go straight out */
+/* Encrypted records are read and written this many bytes per syscall:
+ * one read or write per 16 KiB record cost more than the cipher did. */
+#define SOCKET_BUF_BYTES	(256 * 1024)
+
+/* AES-128-GCM first: the fastest suite where the CPU has AES-NI (about
+ * 1.5x AES-256 here), as strong as TLS 1.3 asks; the peer may still pick
+ * another of the three. */
+#define TLS13_SUITES	"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 struct xport_tls_ctx {
 	SSL_CTX *ssl;
@@ -80,6 +88,10 @@ struct xport_tls_ctx *xport_tls_ctx_new(const struct xport_tls_config *cfg, bool
 	SSL_CTX_set_min_proto_version(ctx->ssl, TLS1_3_VERSION);
 	SSL_CTX_set_max_proto_version(ctx->ssl, TLS1_3_VERSION);
 	SSL_CTX_set_mode(ctx->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_ciphersuites(ctx->ssl, TLS13_SUITES);
+	/* Read as many records per syscall as the buffer holds. */
+	SSL_CTX_set_read_ahead(ctx->ssl, 1);
+	SSL_CTX_set_default_read_buffer_len(ctx->ssl, SOCKET_BUF_BYTES);
 	SSL_CTX_set_num_tickets(ctx->ssl, 0);
 	/* A peer that closes without close_notify ends the stream like EOF
 	 * (our records carry their own integrity); the channel stays usable
@@ -190,6 +202,24 @@ static int flush_gather(struct tls_xport *t)
 	return ret;
 }
 
+/* Push the records the write buffer holds out to the socket. */
+static int flush_socket(struct tls_xport *t)
+{
+	BIO *wbio = SSL_get_wbio(t->ssl);
+	double deadline = io_deadline(t);
+
+	while (BIO_flush(wbio) <= 0) {
+		int ret;
+
+		if (!BIO_should_retry(wbio))
+			return errno ? -errno : -EPIPE;
+		ret = wait_ssl(t, SSL_ERROR_WANT_WRITE, deadline);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 static int tls_sendv(struct xport *x, const struct iovec *iov, int iovcnt)
 {
 	struct tls_xport *t = (struct tls_xport *)x;
@@ -212,7 +242,8 @@ static int tls_sendv(struct xport *x, const struct iovec *iov, int iovcnt)
 		memcpy(t->gather + t->gathered, p, len);
 		t->gathered += len;
 	}
-	return flush_gather(t);
+	ret = flush_gather(t);
+	return ret ? ret : flush_socket(t);
 }
 
 static long tls_recv(struct xport *x, void *buf, size_t len)
@@ -253,7 +284,7 @@ static int tls_poll_in(struct xport *x, int timeout_ms)
 	struct pollfd p = { .fd = t->fd, .events = POLLIN };
 	int n;
 
-	if (SSL_pending(t->ssl) > 0)
+	if (SSL_has_pending(t->ssl))	/* records already read ahead */
 		return 1;
 	do {
 		n = poll(&p, 1, timeout_ms);
@@ -267,6 +298,7 @@ static void tls_close(struct xport *x)
 
 	if (t->ssl) {
 		SSL_shutdown(t->ssl);	/* best effort: the socket is non-blocking */
+		BIO_flush(SSL_get_wbio(t->ssl));
 		SSL_free(t->ssl);
 	}
 	close(t->fd);
@@ -310,6 +342,27 @@ static bool allowed(const struct xport_tls_ctx *ctx, X509 *peer, const char *cn)
 	return false;
 }
 
+/*
+ * Records are read straight from the socket (with read-ahead) but written
+ * through a buffer, so a batch of records leaves in one syscall; every send
+ * ends with a flush.
+ */
+static int attach_socket(SSL *ssl, int fd)
+{
+	BIO *sock = BIO_new_socket(fd, BIO_NOCLOSE);
+	BIO *buffered = BIO_new(BIO_f_buffer());
+
+	if (!sock || !buffered || BIO_set_write_buffer_size(buffered, SOCKET_BUF_BYTES) != 1) {
+		BIO_free(sock);
+		BIO_free(buffered);
+		return -ENOMEM;
+	}
+	BIO_up_ref(sock);		/* one reference each for reading and writing */
+	BIO_push(buffered, sock);
+	SSL_set_bio(ssl, sock, buffered);
+	return 0;
+}
+
 static struct xport *handshake(struct xport_tls_ctx *ctx, int fd, const char *host,
 			       int io_timeout_ms, char *err, size_t errlen)
 {
@@ -326,7 +379,10 @@ static struct xport *handshake(struct xport_tls_ctx *ctx, int fd, const char *ho
 	t->io_timeout_ms = io_timeout_ms;
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	xport_tcp_tune(fd, io_timeout_ms);
-	SSL_set_fd(t->ssl, fd);
+	if (attach_socket(t->ssl, fd)) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	if (!ctx->server) {
 		unsigned char ip[16];
 

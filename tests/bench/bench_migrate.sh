@@ -3,9 +3,10 @@
 # default channels unless a scenario says otherwise): a 1 GiB guest with
 # 400 MiB of random data (rest zero), idle and dirtying at 50, 200 and
 # 1000 MiB/s; a compressible guest; the transport table (TCP/TLS, 1/2/4
-# channels, LZ4 on/off); and idle guests over a veth shaped to 1 Gbit/s
+# channels, compression auto/LZ4/off); and idle guests over a veth shaped to 1 Gbit/s
 # (tbf). One JSON line per scenario: total time, downtime, bytes sent,
 # rounds, and the effective rate in GB/s of guest RAM.
+# BENCH_PART=scenarios|matrix|shaped runs one part only (default: all).
 set -u
 BUILD=${1:-build}
 . "$(dirname "$0")/../integration/lib/hosts.sh"
@@ -51,41 +52,60 @@ scenario() {
 			name, (tt > 0 ? ram / (tt / 1000) / 1e9 : 0), $0 }'
 }
 
-scenario idle-random --stop-after 51200
-[ -n "${BENCH_QUICK:-}" ] && exit 0
-scenario idle-random-1ch --stop-after 51200 -- --channels 1
-scenario dirty-50M --dirty-rate 50M
-scenario dirty-200M --dirty-rate 200M
-scenario dirty-1000M --dirty-rate 1000M -- --auto-converge --timeout 60 --on-timeout force
-scenario idle-text --content text --stop-after 51200
+scenarios_part() {
+	scenario idle-random --stop-after 51200
+	[ -n "${BENCH_QUICK:-}" ] && return
+	scenario idle-random-1ch --stop-after 51200 -- --channels 1
+	scenario dirty-50M --dirty-rate 50M
+	scenario dirty-200M --dirty-rate 200M
+	scenario dirty-1000M --dirty-rate 1000M -- --auto-converge --timeout 60 --on-timeout force
+	scenario idle-text --content text --stop-after 51200
+}
 
-# The transport table: TCP against TLS, 1, 2 and 4 channels, LZ4 on and
-# off, random and compressible guests; one run each, side by side.
-echo "# transport matrix (idle guests, one run each)"
-REPEAT=1
-for sec in tls tcp; do
-	if [ $sec = tcp ]; then
-		hosts_stop_services
-		hosts_start_service A "" --insecure && hosts_start_service B "" --insecure || exit 1
-	fi
-	for content in random text; do
-		for ch in 1 2 4; do
-			scenario "$sec-$content-${ch}ch" --content $content --stop-after 51200 -- --channels $ch
+# The transport table: TCP against TLS, 1, 2 and 4 channels, compression
+# auto (the default), always LZ4 and off, random and compressible guests;
+# one run each, side by side.
+matrix_part() {
+	local REPEAT=1 sec content ch
+
+	echo "# transport matrix (idle guests, one run each)"
+	for sec in tls tcp; do
+		if [ $sec = tcp ]; then
+			hosts_stop_services
+			hosts_start_service A "" --insecure && hosts_start_service B "" --insecure || return 1
+		fi
+		for content in random text; do
+			for ch in 1 2 4; do
+				scenario "$sec-$content-${ch}ch" --content $content --stop-after 51200 -- --channels $ch
+			done
+			scenario "$sec-$content-2ch-lz4" --content $content --stop-after 51200 -- --channels 2 --compress lz4
+			scenario "$sec-$content-2ch-nolz4" --content $content --stop-after 51200 -- --channels 2 --compress off
 		done
-		scenario "$sec-$content-2ch-nolz4" --content $content --stop-after 51200 -- --channels 2 --no-compress
 	done
-done
-hosts_stop_services
-hosts_start_service A && hosts_start_service B || exit 1
-REPEAT=${BENCH_MIGRATE_REPEAT:-3}
+	hosts_stop_services
+	hosts_start_service A && hosts_start_service B
+}
 
-if [ "$USE_NETNS" = 1 ] && command -v tc >/dev/null; then
+shaped_part() {
+	if [ "$USE_NETNS" != 1 ] || ! command -v tc >/dev/null; then
+		echo "# shaped-link scenarios skipped: need network namespaces and tc"
+		return
+	fi
 	ip netns exec "$NS_A" tc qdisc add dev "va$HOSTS_TAG" root tbf rate 1gbit burst 256kb latency 50ms
-	scenario idle-random-1gbit --stop-after 51200
-	scenario idle-random-1gbit-nolz4 --stop-after 51200 -- --no-compress
-	scenario idle-text-1gbit --content text --stop-after 51200
-	scenario idle-text-1gbit-nolz4 --content text --stop-after 51200 -- --no-compress
+	local content
+
+	for content in random text; do
+		scenario idle-$content-1gbit --content $content --stop-after 51200
+		scenario idle-$content-1gbit-lz4 --content $content --stop-after 51200 -- --compress lz4
+		scenario idle-$content-1gbit-nolz4 --content $content --stop-after 51200 -- --compress off
+	done
 	ip netns exec "$NS_A" tc qdisc del dev "va$HOSTS_TAG" root
-else
-	echo "# shaped-link scenarios skipped: need network namespaces and tc"
-fi
+}
+
+PART=${BENCH_PART:-all}
+for p in scenarios matrix shaped; do
+	if [ "$PART" = all ] || [ "$PART" = $p ]; then
+		${p}_part || exit 1
+	fi
+	[ -n "${BENCH_QUICK:-}" ] && break
+done

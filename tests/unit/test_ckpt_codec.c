@@ -9,6 +9,7 @@
 #include <lz4.h>
 
 #include "harness.h"
+#include "lz4_auto.h"
 #include "testdata.h"
 
 #define PS 4096
@@ -144,4 +145,89 @@ TEST(every_mix_round_trips)
 	}
 	free(mem);
 	free(got);
+}
+
+/* ---- lz4_auto: the decision, fed with chosen costs ------------------------ */
+
+struct link_model {
+	double tried_ns, plain_ns, send_ns;	/* per byte */
+	double ratio;				/* LZ4 output over input */
+};
+
+/* Feed pages as a writer would, a record flushed every 1024 pages; returns
+ * how many of the last 4096 pages were tried with LZ4. */
+static unsigned feed(struct lz4_auto *a, const struct link_model *m, unsigned pages)
+{
+	unsigned tried_late = 0;
+	size_t record = 0;
+
+	for (unsigned i = 0; i < pages; i++) {
+		bool timed, tried = lz4_auto_try(a, &timed);
+		size_t wire = tried ? (size_t)(PS * m->ratio) : PS;
+		double cost = (tried ? m->tried_ns : m->plain_ns) * PS;
+
+		lz4_auto_page(a, tried, PS, wire, timed ? (uint64_t)cost : 0);
+		record += wire;
+		if (i % 1024 == 1023) {
+			lz4_auto_sent(a, record, (uint64_t)(record * m->send_ns));
+			record = 0;
+		}
+		if (tried && i >= pages - 4096)
+			tried_late++;
+	}
+	return tried_late;
+}
+
+/* Costs seen here: text LZ4 ~3 ns/B, a copy ~0.4, loopback ~0.3, 1 Gbit/s 8. */
+static const struct link_model loopback_text = { 3.0, 0.4, 0.3, 0.5 };
+static const struct link_model gigabit_text = { 3.0, 0.4, 8.0, 0.5 };
+static const struct link_model loopback_random = { 0.6, 0.4, 0.3, 1.0 };
+
+TEST(lz4_auto_stops_compressing_where_the_link_is_faster)
+{
+	struct lz4_auto a;
+	unsigned tried;
+
+	lz4_auto_init(&a);
+	CHECK(a.on);
+	tried = feed(&a, &loopback_text, 32768);
+	CHECK(!a.on);
+	CHECK_EQ(a.switches, 1);
+	/* off, but still probing one page in LZ4_AUTO_PROBE */
+	CHECK_EQ(tried, 4096 / LZ4_AUTO_PROBE);
+}
+
+TEST(lz4_auto_keeps_compressing_on_a_slow_link)
+{
+	struct lz4_auto a;
+
+	lz4_auto_init(&a);
+	CHECK_EQ(feed(&a, &gigabit_text, 32768), 4096 - 4096 / LZ4_AUTO_PROBE);
+	CHECK(a.on);
+	CHECK_EQ(a.switches, 0);
+}
+
+TEST(lz4_auto_follows_the_link_when_it_changes)
+{
+	struct lz4_auto a;
+
+	lz4_auto_init(&a);
+	feed(&a, &loopback_text, 32768);
+	CHECK(!a.on);
+	feed(&a, &gigabit_text, 32768);	/* the link got slow: compress again */
+	CHECK(a.on);
+	feed(&a, &loopback_random, 32768);	/* nothing shrinks: stop trying */
+	CHECK(!a.on);
+	CHECK_EQ(a.switches, 3);
+}
+
+TEST(lz4_auto_holds_its_choice_when_costs_are_close)
+{
+	static const struct link_model even = { 1.0, 0.5, 1.0, 1.0 - 0.5 / 1.0 + 0.02 };
+	struct lz4_auto a;
+
+	lz4_auto_init(&a);
+	feed(&a, &even, 65536);		/* on costs 1.52, off 1.5: within the margin */
+	CHECK(a.on);
+	CHECK_EQ(a.switches, 0);
 }

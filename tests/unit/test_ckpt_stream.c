@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "golden.h"
@@ -455,4 +456,77 @@ TEST(mac_finds_tampering_that_checksums_miss)
 	}
 	ckpt_membuf_release(&m);
 	free(mem);
+}
+
+/* A sink in front of a membuf that takes ns_per_byte to pass each byte on,
+ * as a slow link would. */
+struct paced_sink {
+	struct ckpt_sink inner;
+	double ns_per_byte;
+};
+
+static int paced_writev(void *opaque, const struct iovec *iov, int n)
+{
+	struct paced_sink *p = opaque;
+	size_t bytes = 0;
+
+	for (int i = 0; i < n; i++)
+		bytes += iov[i].iov_len;
+	if (p->ns_per_byte > 0) {
+		uint64_t ns = (uint64_t)(bytes * p->ns_per_byte);
+		struct timespec ts = { (time_t)(ns / 1000000000u), (long)(ns % 1000000000u) };
+
+		nanosleep(&ts, NULL);
+	}
+	return p->inner.writev(p->inner.opaque, iov, n);
+}
+
+/* Text pages through a writer with lz4_auto over a link of the given pace;
+ * returns the share of pages sent as LZ4 and checks the stream decodes. */
+static double lz4_share_at(double ns_per_byte)
+{
+	const size_t pages = 16384;	/* 64 MiB: eight decision windows */
+	struct ckpt_writer_opts opts = { .codec = ckpt_codec_default, .lz4_auto = true };
+	uint8_t *mem = malloc(pages * PS), *got = malloc(pages * PS);
+	struct paced_sink paced = { .ns_per_byte = ns_per_byte };
+	struct ckpt_sink sink = { paced_writev, &paced };
+	struct ckpt_page_target t = { .host = { got } };
+	const struct ckpt_writer_stats *st;
+	struct ckpt_image_info info;
+	struct ckpt_membuf m = { 0 };
+	struct ckpt_writer *w;
+	struct td_decode d;
+	double share;
+
+	opts.codec.delta = false;
+	td_fill(mem, pages * PS, MIX_TEXT, 9);
+	one_region_info(&info, pages);
+	ckpt_membuf_sink(&m, &paced.inner);
+	w = ckpt_writer_new(&sink, &opts);
+	CHECK(w && mem && got);
+	CHECK_EQ(ckpt_writer_header(w, &info), 0);
+	CHECK_EQ(ckpt_writer_marker(w, CKPT_MARK_ROUND, 1), 0);
+	for (size_t p = 0; p < pages; p++)
+		CHECK_EQ(ckpt_writer_page(w, 3, p, mem + p * PS, NULL), 0);
+	CHECK_EQ(ckpt_writer_state(w, CKPT_STATE_VM, 0, 1, false, "x", 1), 0);
+	CHECK_EQ(ckpt_writer_finish(w, NULL), 0);
+	st = ckpt_writer_stats(w);
+	share = (double)st->pages[CKPT_ENC_LZ4] / (st->pages[CKPT_ENC_LZ4] + st->pages[CKPT_ENC_RAW]);
+	CHECK_MSG(td_decode(m.data, m.len, &t, &d) == 0, "%s", d.msg);
+	CHECK(!memcmp(mem, got, pages * PS));
+	ckpt_writer_free(w);
+	ckpt_membuf_release(&m);
+	free(mem);
+	free(got);
+	return share;
+}
+
+/* The ratios are wide (LZ4 on text costs several times a copy here; a
+ * paced link 20 ns a byte costs several times LZ4): no timing knife-edge. */
+TEST(lz4_auto_compresses_for_a_slow_link_and_not_for_memory)
+{
+	double slow = lz4_share_at(20), fast = lz4_share_at(0);
+
+	CHECK_MSG(slow > 0.9, "slow link: %.2f of pages as LZ4", slow);
+	CHECK_MSG(fast < 0.5, "into memory: %.2f of pages as LZ4", fast);
 }

@@ -21,6 +21,7 @@
 #include "cli.h"
 #include "guest_opts.h"
 #include "ipc.h"
+#include "migrate.h"
 #include "units.h"
 
 #define EXIT_UNCERTAIN	3
@@ -244,14 +245,15 @@ static void show_progress(struct json_object *p, double *shown_pct, bool tty)
 
 int cmd_migrate(int argc, char **argv)
 {
-	enum { O_DOWNTIME = 256, O_BW, O_AUTO, O_TIMEOUT, O_ON_TIMEOUT, O_NOCOMP, O_JSON, O_QUIET,
-	       O_CHANNELS, O_TRANSPORT };
+	enum { O_DOWNTIME = 256, O_BW, O_AUTO, O_TIMEOUT, O_ON_TIMEOUT, O_COMPRESS, O_NOCOMP,
+	       O_JSON, O_QUIET, O_CHANNELS, O_TRANSPORT };
 	static const struct option longopts[] = {
 		{ "max-downtime", required_argument, NULL, O_DOWNTIME },
 		{ "bandwidth", required_argument, NULL, O_BW },
 		{ "auto-converge", no_argument, NULL, O_AUTO },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "on-timeout", required_argument, NULL, O_ON_TIMEOUT },
+		{ "compress", required_argument, NULL, O_COMPRESS },
 		{ "no-compress", no_argument, NULL, O_NOCOMP },
 		{ "channels", required_argument, NULL, O_CHANNELS },
 		{ "transport", required_argument, NULL, O_TRANSPORT },
@@ -290,8 +292,15 @@ int cmd_migrate(int argc, char **argv)
 			bad = strcmp(optarg, "cancel") && strcmp(optarg, "force");
 			json_object_object_add(req, "on_timeout", json_object_new_string(optarg));
 			break;
+		case O_COMPRESS: {
+			enum mig_compress mode;
+
+			bad = mig_compress_parse(optarg, &mode);
+			json_object_object_add(req, "compress", json_object_new_string(optarg));
+			break;
+		}
 		case O_NOCOMP:
-			json_object_object_add(req, "compress", json_object_new_boolean(0));
+			json_object_object_add(req, "compress", json_object_new_string("off"));
 			break;
 		case O_TRANSPORT:
 			bad = strcmp(optarg, "tcp") && strcmp(optarg, "tls") && strcmp(optarg, "rdma");
@@ -310,7 +319,8 @@ int cmd_migrate(int argc, char **argv)
 			json_object_put(req);
 			fprintf(stderr, "usage: vmigrate migrate NAME HOST[:PORT] [--max-downtime MS] "
 				"[--bandwidth RATE] [--auto-converge] [--timeout S] "
-				"[--on-timeout cancel|force] [--no-compress] [--channels N] [--transport tls|rdma] "
+				"[--on-timeout cancel|force] [--compress auto|lz4|off] [--no-compress] "
+				"[--channels N] [--transport tls|rdma] "
 				"[--json] [--quiet]\n");
 			return EXIT_USAGE;
 		}

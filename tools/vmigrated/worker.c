@@ -385,10 +385,15 @@ static void *migration_main(void *arg)
 
 static struct json_object *do_migrate(struct json_object *req, int fd)
 {
+	enum mig_compress compress;
 	struct json_object *o;
 
 	if (fd < 0)
 		return ipc_error("migrate needs the connection to the destination");
+	if (mig_compress_parse(ipc_str(req, "compress", "auto"), &compress)) {
+		close(fd);
+		return ipc_error("compress must be auto, lz4 or off");
+	}
 	pthread_mutex_lock(&W.lock);
 	if (W.state != W_RUNNING || !W.vm) {
 		o = ipc_error("guest %s is %s, not running", W.spec.name, state_names[W.state]);
@@ -404,7 +409,7 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	W.params.auto_converge = ipc_bool(req, "auto_converge", false);
 	W.params.timeout_s = ipc_double(req, "timeout_s", 0);
 	W.params.force_on_timeout = !strcmp(ipc_str(req, "on_timeout", "cancel"), "force");
-	W.params.compress = ipc_bool(req, "compress", true);
+	W.params.compress = compress;
 	W.params.io_timeout_ms = (int)ipc_int(req, "io_timeout_ms", W.spec.io_timeout_ms);
 	snprintf(W.job, sizeof(W.job), "%s", ipc_str(req, "job", "job"));
 	snprintf(W.dest_host, sizeof(W.dest_host), "%s", ipc_str(req, "dest_host", ""));
