@@ -93,6 +93,11 @@ int ckpt_writer_state(struct ckpt_writer *w, uint32_t kind, uint32_t instance,
 /* END, INDEX (if built) and COMMIT; digest_out (16 bytes) may be NULL. */
 int ckpt_writer_finish(struct ckpt_writer *w, uint8_t *digest_out);
 int ckpt_writer_error(const struct ckpt_writer *w);
+/* The buffers every PAGES record is sent from (entries, page data), so a
+ * channel can register them and send records without copying (RDMA).
+ * Valid from ckpt_writer_header until ckpt_writer_free; returns how many
+ * it filled in (0 before the header). */
+int ckpt_writer_buffers(const struct ckpt_writer *w, struct iovec out[2]);
 const struct ckpt_writer_stats *ckpt_writer_stats(const struct ckpt_writer *w);
 
 /* ---- reader ------------------------------------------------------------ */

@@ -119,6 +119,15 @@ const struct ckpt_writer_stats *ckpt_writer_stats(const struct ckpt_writer *w)
 	return &w->stats;
 }
 
+int ckpt_writer_buffers(const struct ckpt_writer *w, struct iovec out[2])
+{
+	if (!w->entries || !w->data)
+		return 0;
+	out[0] = (struct iovec){ w->entries, w->batch_cap * sizeof(*w->entries) };
+	out[1] = (struct iovec){ w->data, (size_t)w->batch_cap * w->info.page_size };
+	return 2;
+}
+
 /* Write one record whose payload is the concatenation of parts. */
 static int emit(struct ckpt_writer *w, uint16_t type, uint16_t flags,
 		const struct iovec *parts, int nparts)

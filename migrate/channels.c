@@ -154,6 +154,25 @@ static int push(struct out_channel *c, const struct item *it)
 	return it->kind == IT_FINISH ? 0 : err;
 }
 
+void mig_writer_register(struct xport *x, const struct ckpt_writer *w)
+{
+	struct iovec buf[2];
+	int n = ckpt_writer_buffers(w, buf);
+
+	/* a refusal only means those records are copied, as before */
+	for (int i = 0; i < n; i++)
+		xport_register_mem(x, buf[i].iov_base, buf[i].iov_len);
+}
+
+void mig_writer_unregister(struct xport *x, const struct ckpt_writer *w)
+{
+	struct iovec buf[2];
+	int n = w ? ckpt_writer_buffers(w, buf) : 0;
+
+	for (int i = 0; i < n; i++)
+		xport_unregister_mem(x, buf[i].iov_base);
+}
+
 struct page_out *page_out_new(struct ckpt_writer *control, struct xport **data, unsigned n,
 			      const struct ckpt_image_info *info,
 			      const struct ckpt_writer_opts *wo,
@@ -179,8 +198,12 @@ struct page_out *page_out_new(struct ckpt_writer *control, struct xport **data, 
 		pthread_cond_init(&c->cond, NULL);
 		c->w = ckpt_writer_new(&sink, wo);
 		/* every data stream names the same image as the control stream */
-		if (!c->w || ckpt_writer_header(c->w, info) ||
-		    pthread_create(&c->thread, NULL, out_main, c)) {
+		if (!c->w || ckpt_writer_header(c->w, info)) {
+			page_out_free(o);
+			return NULL;
+		}
+		mig_writer_register(c->x, c->w);	/* before its thread sends */
+		if (pthread_create(&c->thread, NULL, out_main, c)) {
 			page_out_free(o);
 			return NULL;
 		}
@@ -206,6 +229,8 @@ void page_out_free(struct page_out *o)
 			push(c, &fin);
 			pthread_join(c->thread, NULL);
 		}
+		if (c->w)
+			mig_writer_unregister(c->x, c->w);
 		ckpt_writer_free(c->w);
 		pthread_mutex_destroy(&c->lock);
 		pthread_cond_destroy(&c->cond);

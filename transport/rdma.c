@@ -12,11 +12,19 @@
  *                         <--------------   SEND(0 bytes, imm = owed) when owed >= SLOTS/2
  *
  * Waits go through the completion channel and the CM event channel with a
- * poll deadline, like the other transports. Copies are made into and out
- * of the registered slots; registering guest memory for zero-copy writes
- * is left for later.
+ * poll deadline, like the other transports.
+ *
+ * Sending: small pieces are copied into the send slot; large pieces that
+ * lie in memory the caller registered (xport_register_mem: a writer's batch
+ * buffers) go straight from there as extra SGEs of the same SEND, without a
+ * copy (rdma_plan.c cuts the stream). sendv returns only once such SENDs
+ * completed, because the caller reuses the buffer at once. Receiving copies
+ * out of the slots. Guest RAM itself is not sent from: a page's record
+ * carries a checksum, and a running guest could change the page between the
+ * checksum and the DMA; the writer's copy is what makes the two agree.
  */
 #include "rdma.h"
+#include "rdma_plan.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +41,7 @@
 
 #define SLOTS		16
 #define SLOT_BYTES	(256 * 1024)
+#define WR_DIRECT	(1u << 16)	/* in a SEND's wr_id: it reads caller memory */
 
 struct rdma_xport {
 	struct xport x;
@@ -47,6 +56,11 @@ struct rdma_xport {
 	unsigned credits;		/* sends the peer can take now */
 	unsigned owed;			/* receives posted again, not yet told */
 	bool send_busy[SLOTS];
+	unsigned max_sge;		/* per SEND, as the device allows */
+	unsigned direct_inflight;	/* SENDs reading caller memory */
+	struct rdma_region regions[RDMA_PLAN_MAX_REGIONS];
+	struct ibv_mr *region_mr[RDMA_PLAN_MAX_REGIONS];
+	unsigned nr_regions;
 	/* received slots, in arrival order, with what is left of the first */
 	unsigned ready[SLOTS];
 	uint32_t ready_len[SLOTS];
@@ -138,6 +152,7 @@ static int post_recv(struct rdma_xport *t, unsigned i)
 static int setup(struct rdma_xport *t, char *err, size_t errlen)
 {
 	struct ibv_qp_init_attr qa = { 0 };
+	struct ibv_device_attr dev;
 	size_t bytes = (size_t)2 * SLOTS * SLOT_BYTES;
 
 	t->pd = ibv_alloc_pd(t->id->verbs);
@@ -154,7 +169,10 @@ static int setup(struct rdma_xport *t, char *err, size_t errlen)
 	qa.qp_type = IBV_QPT_RC;
 	qa.cap.max_send_wr = 2 * SLOTS;
 	qa.cap.max_recv_wr = SLOTS;
-	qa.cap.max_send_sge = 1;
+	t->max_sge = 1;
+	if (ibv_query_device(t->id->verbs, &dev) == 0 && dev.max_sge > 1)
+		t->max_sge = dev.max_sge < RDMA_PLAN_MAX_SGE ? (unsigned)dev.max_sge : RDMA_PLAN_MAX_SGE;
+	qa.cap.max_send_sge = t->max_sge;
 	qa.cap.max_recv_sge = 1;
 	if (rdma_create_qp(t->id, t->pd, &qa)) {
 		snprintf(err, errlen, "RDMA: queue pair: %s", strerror(errno));
@@ -191,7 +209,9 @@ static int progress(struct rdma_xport *t, bool block, double deadline)
 				continue;
 			}
 			if (wc[i].opcode == IBV_WC_SEND) {
-				t->send_busy[wc[i].wr_id - SLOTS] = false;
+				if (wc[i].wr_id & WR_DIRECT)
+					t->direct_inflight--;
+				t->send_busy[(wc[i].wr_id & ~WR_DIRECT) - SLOTS] = false;
 			} else if (wc[i].opcode == IBV_WC_RECV) {
 				if (wc[i].wc_flags & IBV_WC_WITH_IMM)
 					t->credits += ntohl(wc[i].imm_data);
@@ -237,10 +257,12 @@ static int progress(struct rdma_xport *t, bool block, double deadline)
 	}
 }
 
-static int post_send(struct rdma_xport *t, unsigned slot, uint32_t len)
+/* Post a SEND of the given SGEs from slot; credit-only when n == 0. */
+static int post_send_sges(struct rdma_xport *t, unsigned slot, struct ibv_sge *sge, int n,
+			  bool direct)
 {
-	struct ibv_sge sge = { (uintptr_t)send_slot(t, slot), len, t->mr->lkey };
-	struct ibv_send_wr wr = { .wr_id = SLOTS + slot, .sg_list = &sge, .num_sge = 1,
+	struct ibv_send_wr wr = { .wr_id = SLOTS + slot + (direct ? WR_DIRECT : 0),
+				  .sg_list = sge, .num_sge = n,
 				  .opcode = IBV_WR_SEND_WITH_IMM,
 				  .send_flags = IBV_SEND_SIGNALED }, *bad;
 
@@ -250,7 +272,15 @@ static int post_send(struct rdma_xport *t, unsigned slot, uint32_t len)
 	t->owed = 0;
 	t->credits--;
 	t->send_busy[slot] = true;
+	t->direct_inflight += direct;
 	return 0;
+}
+
+static int post_send(struct rdma_xport *t, unsigned slot, uint32_t len)
+{
+	struct ibv_sge sge = { (uintptr_t)send_slot(t, slot), len, t->mr->lkey };
+
+	return post_send_sges(t, slot, &sge, len ? 1 : 0, false);
 }
 
 /* A free send slot, when the peer can take data (keeping one credit). */
@@ -271,41 +301,85 @@ static int acquire_slot(struct rdma_xport *t, unsigned min_credits, double deadl
 	}
 }
 
+/* One planned SEND: copied runs into the slot, direct pieces by reference. */
+static int post_plan(struct rdma_xport *t, unsigned slot, const struct rdma_send_plan *plan)
+{
+	struct ibv_sge sge[RDMA_PLAN_MAX_SGE];
+	uint8_t *fill = send_slot(t, slot);
+	int n = 0;
+
+	for (unsigned i = 0; i < plan->n; i++) {
+		const struct rdma_piece *pc = &plan->piece[i];
+
+		if (pc->region >= 0) {
+			sge[n++] = (struct ibv_sge){ (uintptr_t)pc->p, pc->len,
+						     t->region_mr[pc->region]->lkey };
+			continue;
+		}
+		if (i == 0 || plan->piece[i - 1].region >= 0)
+			sge[n++] = (struct ibv_sge){ (uintptr_t)fill, 0, t->mr->lkey };
+		memcpy(fill, pc->p, pc->len);
+		fill += pc->len;
+		sge[n - 1].length += pc->len;
+	}
+	return post_send_sges(t, slot, sge, n, plan->direct);
+}
+
 static int rdma_sendv(struct xport *x, const struct iovec *iov, int iovcnt)
 {
 	struct rdma_xport *t = (struct rdma_xport *)x;
 	double deadline = t->timeout_ms > 0 ? now_ms() + t->timeout_ms : 0;
-	int slot = -1;
-	uint32_t fill = 0;
+	struct rdma_planner pl;
+	struct rdma_send_plan plan;
+	int ret = 0;
 
-	for (int i = 0; i < iovcnt; i++) {
-		const uint8_t *p = iov[i].iov_base;
-		size_t left = iov[i].iov_len;
+	rdma_planner_init(&pl, iov, iovcnt, t->regions, t->nr_regions, SLOT_BYTES, t->max_sge);
+	while (!ret && rdma_plan_next(&pl, &plan)) {
+		int slot = acquire_slot(t, 2, deadline);
 
-		while (left) {
-			size_t n;
-
-			if (slot < 0) {
-				slot = acquire_slot(t, 2, deadline);
-				if (slot < 0)
-					return slot;
-				fill = 0;
-			}
-			n = SLOT_BYTES - fill < left ? SLOT_BYTES - fill : left;
-			memcpy(send_slot(t, (unsigned)slot) + fill, p, n);
-			fill += (uint32_t)n;
-			p += n;
-			left -= n;
-			if (fill == SLOT_BYTES) {
-				int ret = post_send(t, (unsigned)slot, fill);
-
-				if (ret)
-					return ret;
-				slot = -1;
-			}
-		}
+		ret = slot < 0 ? slot : post_plan(t, (unsigned)slot, &plan);
 	}
-	return slot >= 0 ? post_send(t, (unsigned)slot, fill) : 0;
+	/* The caller may overwrite what direct SENDs read once we return. */
+	while (t->direct_inflight && !t->peer_gone) {
+		int err = progress(t, true, deadline);
+
+		if (err)
+			return ret ? ret : err;
+	}
+	if (!ret && t->peer_gone)
+		ret = -ECONNRESET;
+	return ret;
+}
+
+static int rdma_register_mem(struct xport *x, const void *addr, size_t len)
+{
+	struct rdma_xport *t = (struct rdma_xport *)x;
+	struct ibv_mr *mr;
+
+	if (t->nr_regions == RDMA_PLAN_MAX_REGIONS)
+		return -ENOSPC;
+	/* Only ever read by the device, for SENDs: no access rights needed. */
+	mr = ibv_reg_mr(t->pd, (void *)addr, len, 0);
+	if (!mr)
+		return -errno;
+	t->regions[t->nr_regions] = (struct rdma_region){ addr, len };
+	t->region_mr[t->nr_regions++] = mr;
+	return 0;
+}
+
+static void rdma_unregister_mem(struct xport *x, const void *addr)
+{
+	struct rdma_xport *t = (struct rdma_xport *)x;
+
+	for (unsigned i = 0; i < t->nr_regions; i++) {
+		if (t->regions[i].addr != addr)
+			continue;
+		ibv_dereg_mr(t->region_mr[i]);
+		t->nr_regions--;
+		t->regions[i] = t->regions[t->nr_regions];
+		t->region_mr[i] = t->region_mr[t->nr_regions];
+		return;
+	}
 }
 
 /* Tell the peer about receives posted again, when enough piled up. */
@@ -385,6 +459,8 @@ static void rdma_close(struct xport *x)
 		if (t->id->qp)
 			rdma_destroy_qp(t->id);
 	}
+	while (t->nr_regions)
+		rdma_unregister_mem(x, t->regions[0].addr);
 	if (t->mr)
 		ibv_dereg_mr(t->mr);
 	free(t->area);
@@ -408,6 +484,8 @@ static const struct xport_ops rdma_ops = {
 	.poll_in = rdma_poll_in,
 	.fd = rdma_fd,
 	.close = rdma_close,
+	.register_mem = rdma_register_mem,
+	.unregister_mem = rdma_unregister_mem,
 };
 
 static struct rdma_xport *new_xport(int timeout_ms)

@@ -40,6 +40,9 @@ struct xport_ops {
 	/* The socket underneath, for shutdown and draining; -1 if none. */
 	int (*fd)(const struct xport *x);
 	void (*close)(struct xport *x);
+	/* Optional: memory to send from without copying (see xport_register_mem). */
+	int (*register_mem)(struct xport *x, const void *addr, size_t len);
+	void (*unregister_mem)(struct xport *x, const void *addr);
 };
 
 struct xport {
@@ -62,6 +65,17 @@ long xport_recv(struct xport *x, void *buf, size_t len);
 int xport_poll_in(struct xport *x, int timeout_ms);
 int xport_fd(const struct xport *x);
 void xport_close(struct xport *x);
+/*
+ * Memory the caller sends from again and again (a stream writer's batch
+ * buffers). A transport that can send straight out of registered memory
+ * (RDMA) registers it and from then on sends large pieces inside it without
+ * copying them; the others ignore it. Returns 0 or -errno (the area is then
+ * sent as before, by copying). The area must stay allocated until it is
+ * unregistered or the channel closed; sendv does not return before the
+ * hardware is done reading it.
+ */
+int xport_register_mem(struct xport *x, const void *addr, size_t len);
+void xport_unregister_mem(struct xport *x, const void *addr);
 
 /* TCP. io_timeout_ms bounds every send and receive (0 = none) and, with
  * TCP_USER_TIMEOUT and keepalives, how long a silent peer goes unnoticed. */

@@ -159,3 +159,14 @@ void xport_close(struct xport *x)
 	if (x)
 		x->ops->close(x);
 }
+
+int xport_register_mem(struct xport *x, const void *addr, size_t len)
+{
+	return x->ops->register_mem ? x->ops->register_mem(x, addr, len) : 0;
+}
+
+void xport_unregister_mem(struct xport *x, const void *addr)
+{
+	if (x->ops->unregister_mem)
+		x->ops->unregister_mem(x, addr);
+}
