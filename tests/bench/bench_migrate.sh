@@ -24,7 +24,7 @@ echo "# migration benchmark: 1 GiB guest, 2 vCPUs, 400 MiB working set, best of 
 # scenario NAME START-OPTIONS... -- MIGRATE-OPTIONS...
 scenario() {
 	local name=$1; shift
-	local start=() mig=() best="" best_t=999999999
+	local start=() mig=() best="" best_t=999999999 times=()
 	while [ $# -gt 0 ] && [ "$1" != -- ]; do start+=("$1"); shift; done
 	[ $# -gt 0 ] && shift
 	mig=("$@")
@@ -41,15 +41,19 @@ scenario() {
 			echo "# $name run $i: $out"
 			vmA stop bench >/dev/null
 		fi
+		[ -n "$t" ] && times+=("$t")
 		[ -n "$t" ] && [ "$t" -lt "$best_t" ] && { best_t=$t; best=$out; }
 		sleep 0.3
 	done
-	echo "$best" | awk -v name="$name" '{
+	# the best run's figures, with the median total of all runs beside them
+	local median
+	median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+	echo "$best" | awk -v name="$name" -v median="${median:-0}" -v runs="${#times[@]}" '{
 		match($0, /"total_time_ms":[0-9]+/); tt = substr($0, RSTART + 16, RLENGTH - 16);
 		match($0, /"ram_total_bytes":[0-9]+/); ram = substr($0, RSTART + 18, RLENGTH - 18);
 		sub(/^\{/, "");
-		printf "{\"bench\":\"migrate\",\"scenario\":\"%s\",\"effective_gbs\":%.2f,%s\n",
-			name, (tt > 0 ? ram / (tt / 1000) / 1e9 : 0), $0 }'
+		printf "{\"bench\":\"migrate\",\"scenario\":\"%s\",\"effective_gbs\":%.2f,\"runs\":%d,\"median_total_time_ms\":%d,%s\n",
+			name, (tt > 0 ? ram / (tt / 1000) / 1e9 : 0), runs, median, $0 }'
 }
 
 scenarios_part() {
@@ -64,11 +68,11 @@ scenarios_part() {
 
 # The transport table: TCP against TLS, 1, 2 and 4 channels, compression
 # auto (the default), always LZ4 and off, random and compressible guests;
-# one run each, side by side.
+# side by side, one run each unless BENCH_MATRIX_REPEAT says more.
 matrix_part() {
-	local REPEAT=1 sec content ch
+	local REPEAT=${BENCH_MATRIX_REPEAT:-1} sec content ch
 
-	echo "# transport matrix (idle guests, one run each)"
+	echo "# transport matrix (idle guests, best of $REPEAT)"
 	for sec in tls tcp; do
 		if [ $sec = tcp ]; then
 			hosts_stop_services

@@ -488,6 +488,8 @@ static void usage(FILE *f)
 "  --tls-dir DIR         ca.crt, cert.pem and key.pem for TLS between hosts\n"
 "  --tls-allow NAMES     comma-separated client names let in (default: any the CA signed)\n"
 "  --insecure            plain TCP between hosts instead of TLS (both ends must say so)\n"
+"  --data-ports LO-HI    ports an incoming guest offers its data channels on, for\n"
+"                        firewalls (default: any free port)\n"
 "  --peer-key FILE       shared secret (16-64 bytes, mode 600): peers must prove it\n");
 }
 
@@ -502,6 +504,7 @@ int main(int argc, char **argv)
 		{ "tls-dir", required_argument, NULL, 'd' },
 		{ "tls-allow", required_argument, NULL, 'a' },
 		{ "insecure", no_argument, NULL, 'i' },
+		{ "data-ports", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -533,6 +536,14 @@ int main(int argc, char **argv)
 		case 'd': snprintf(sv.peer.tls_dir, sizeof(sv.peer.tls_dir), "%s", optarg); break;
 		case 'a': snprintf(sv.peer.allow, sizeof(sv.peer.allow), "%s", optarg); break;
 		case 'i': sv.peer.insecure = true; break;
+		case 'p':
+			if (peer_parse_port_range(optarg, &sv.peer.data_port_lo,
+						  &sv.peer.data_port_hi)) {
+				fprintf(stderr, "vmigrated: --data-ports wants LO-HI or PORT "
+					"(1-65535), not '%s'\n", optarg);
+				return 2;
+			}
+			break;
 		case 'k':
 			if (peer_key_load(optarg, &sv.peer.key, err, sizeof(err))) {
 				fprintf(stderr, "vmigrated: %s\n", err);

@@ -111,6 +111,8 @@ struct json_object *peer_config_to_json(const struct peer_config *pc)
 	json_object_object_add(o, "io_timeout_ms", json_object_new_int(pc->io_timeout_ms));
 	json_object_object_add(o, "handshake_timeout_ms",
 			       json_object_new_int(pc->handshake_timeout_ms));
+	json_object_object_add(o, "data_port_lo", json_object_new_int(pc->data_port_lo));
+	json_object_object_add(o, "data_port_hi", json_object_new_int(pc->data_port_hi));
 	return o;
 }
 
@@ -125,6 +127,8 @@ void peer_config_from_json(struct json_object *o, struct peer_config *pc)
 	snprintf(pc->allow, sizeof(pc->allow), "%s", ipc_str(o, "allow", ""));
 	pc->io_timeout_ms = (int)ipc_int(o, "io_timeout_ms", 5000);
 	pc->handshake_timeout_ms = (int)ipc_int(o, "handshake_timeout_ms", 10000);
+	pc->data_port_lo = (uint16_t)ipc_int(o, "data_port_lo", 0);
+	pc->data_port_hi = (uint16_t)ipc_int(o, "data_port_hi", 0);
 	if (n >= 16 && n <= sizeof(pc->key.key)) {
 		for (size_t i = 0; i < n; i++) {
 			unsigned v;
@@ -411,11 +415,101 @@ static int take_data(const struct peer_config *pc, int lfd, struct xport_rdma_li
 	return 0;
 }
 
-int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned channels,
-		 bool rdma, struct peer_session *ps, char *err, size_t errlen)
+int peer_parse_port_range(const char *s, uint16_t *lo, uint16_t *hi)
+{
+	unsigned a, b;
+	int end = 0;
+
+	if (sscanf(s, "%u-%u%n", &a, &b, &end) == 2 && !s[end]) {
+		/* LO-HI */
+	} else if (sscanf(s, "%u%n", &a, &end) == 1 && !s[end]) {
+		b = a;
+	} else {
+		return -EINVAL;
+	}
+	if (a < 1 || b > 65535 || a > b)
+		return -EINVAL;
+	*lo = (uint16_t)a;
+	*hi = (uint16_t)b;
+	return 0;
+}
+
+static void set_port(struct sockaddr_storage *sa, uint16_t port)
+{
+	if (sa->ss_family == AF_INET)
+		((struct sockaddr_in *)sa)->sin_port = htons(port);
+	else
+		((struct sockaddr_in6 *)sa)->sin6_port = htons(port);
+}
+
+/* A listening socket for the data channels on the control connection's
+ * address: the first free port of the configured range, or any. */
+static int listen_data_port(const struct peer_config *pc, const struct xport *control,
+			    int *port, char *err, size_t errlen)
 {
 	struct sockaddr_storage sa;
 	socklen_t sl = sizeof(sa);
+	unsigned lo = pc->data_port_lo, hi = pc->data_port_lo ? pc->data_port_hi : 0;
+
+	if (getsockname(xport_fd(control), (struct sockaddr *)&sa, &sl) < 0 ||
+	    (sa.ss_family != AF_INET && sa.ss_family != AF_INET6)) {
+		snprintf(err, errlen, "data channels need a TCP control connection");
+		return -EINVAL;
+	}
+	for (unsigned p = lo; p <= hi; p++) {
+		int lfd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int e;
+
+		set_port(&sa, (uint16_t)p);
+		if (lfd >= 0 && bind(lfd, (struct sockaddr *)&sa, sl) == 0 && listen(lfd, 16) == 0 &&
+		    getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0) {
+			*port = ntohs(sa.ss_family == AF_INET ? ((struct sockaddr_in *)&sa)->sin_port :
+				      ((struct sockaddr_in6 *)&sa)->sin6_port);
+			return lfd;
+		}
+		e = errno;
+		if (lfd >= 0)
+			close(lfd);
+		if (e != EADDRINUSE || p == hi) {
+			if (e == EADDRINUSE)
+				snprintf(err, errlen, "no free data port in %u-%u", lo, hi);
+			else
+				snprintf(err, errlen, "data port: %s", strerror(e));
+			return -e;
+		}
+	}
+	return -EINVAL;		/* not reached: the range holds at least port 0 */
+}
+
+/* The RDMA listener for the data channels, on the same terms. */
+static struct xport_rdma_listener *listen_data_rdma(const struct peer_config *pc,
+						    const struct xport *control, int *port,
+						    char *err, size_t errlen)
+{
+	struct sockaddr_storage sa;
+	socklen_t sl = sizeof(sa);
+	char addr[INET6_ADDRSTRLEN] = "";
+	unsigned lo = pc->data_port_lo, hi = pc->data_port_lo ? pc->data_port_hi : 0;
+
+	if (getsockname(xport_fd(control), (struct sockaddr *)&sa, &sl) == 0)
+		inet_ntop(sa.ss_family, sa.ss_family == AF_INET ?
+			  (void *)&((struct sockaddr_in *)&sa)->sin_addr :
+			  (void *)&((struct sockaddr_in6 *)&sa)->sin6_addr, addr, sizeof(addr));
+	for (unsigned p = lo; p <= hi; p++) {
+		struct xport_rdma_listener *rl;
+		char ps[8];
+
+		snprintf(ps, sizeof(ps), "%u", p);
+		rl = xport_rdma_listen(addr, ps, port, err, errlen);
+		if (rl || !xport_rdma_available(err, errlen))
+			return rl;
+	}
+	return NULL;		/* err names the last port's failure */
+}
+
+int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned channels,
+		 bool rdma, struct peer_session *ps, char *err, size_t errlen)
+{
 	struct xport_rdma_listener *rl = NULL;
 	struct json_object *o;
 	char token[33];
@@ -425,38 +519,17 @@ int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned c
 	ps->control = control;
 	new_token(token);
 	if (channels && rdma) {
-		char addr[INET6_ADDRSTRLEN] = "";
-
-		if (getsockname(xport_fd(control), (struct sockaddr *)&sa, &sl) == 0)
-			inet_ntop(sa.ss_family, sa.ss_family == AF_INET ?
-				  (void *)&((struct sockaddr_in *)&sa)->sin_addr :
-				  (void *)&((struct sockaddr_in6 *)&sa)->sin6_addr, addr, sizeof(addr));
-		rl = xport_rdma_listen(addr, "0", &port, err, errlen);
+		rl = listen_data_rdma(pc, control, &port, err, errlen);
 		if (!rl) {
 			peer_answer(control, false, err);
 			return -ENODEV;
 		}
 	} else if (channels) {
-		/* the data port listens where the control connection came in */
-		if (getsockname(xport_fd(control), (struct sockaddr *)&sa, &sl) < 0 ||
-		    (sa.ss_family != AF_INET && sa.ss_family != AF_INET6)) {
-			snprintf(err, errlen, "data channels need a TCP control connection");
-			return -EINVAL;
+		lfd = listen_data_port(pc, control, &port, err, errlen);
+		if (lfd < 0) {
+			peer_answer(control, false, err);
+			return lfd;
 		}
-		if (sa.ss_family == AF_INET)
-			((struct sockaddr_in *)&sa)->sin_port = 0;
-		else
-			((struct sockaddr_in6 *)&sa)->sin6_port = 0;
-		lfd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sl) < 0 || listen(lfd, 16) < 0 ||
-		    getsockname(lfd, (struct sockaddr *)&sa, &sl) < 0) {
-			snprintf(err, errlen, "data port: %s", strerror(errno));
-			if (lfd >= 0)
-				close(lfd);
-			return -errno;
-		}
-		port = ntohs(sa.ss_family == AF_INET ? ((struct sockaddr_in *)&sa)->sin_port :
-			     ((struct sockaddr_in6 *)&sa)->sin6_port);
 	}
 	o = ipc_ok();
 	json_object_object_add(o, "data_port", json_object_new_int(port));
@@ -465,6 +538,7 @@ int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned c
 	json_object_put(o);
 	if (!ret && channels)
 		ret = take_data(pc, lfd, rl, token, channels, ps, err, errlen);
+	ps->data_port = port;
 	if (lfd >= 0)
 		close(lfd);
 	xport_rdma_listener_free(rl);

@@ -23,7 +23,13 @@ struct peer_config {
 	struct peer_key key;
 	int io_timeout_ms;
 	int handshake_timeout_ms;
+	/* Where a receiving guest offers its data channels: the first free
+	 * port of [lo, hi], for firewalls; 0 = any free port. */
+	uint16_t data_port_lo, data_port_hi;
 };
+
+/* "LO-HI" or "PORT" into a range of ports; -EINVAL when it is not one. */
+int peer_parse_port_range(const char *s, uint16_t *lo, uint16_t *hi);
 
 /* The configuration travels with each migrate request to the guest
  * process (over its root-only socket), so a guest started long ago uses
@@ -41,6 +47,7 @@ struct peer_session {
 	struct xport *control;
 	struct xport *data[PEER_MAX_DATA];
 	unsigned nr_data;
+	int data_port;			/* where they came in (destination) */
 };
 
 void peer_session_close(struct peer_session *ps);

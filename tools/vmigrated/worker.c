@@ -701,6 +701,9 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	}
 	in.opts.data_channels = in.session.data;
 	in.opts.nr_data_channels = in.session.nr_data;
+	if (in.session.nr_data)
+		fprintf(stderr, "vmigrated: incoming guest %s: %u data channel(s) on port %d\n",
+			name, in.session.nr_data, in.session.data_port);
 	if (pthread_create(&t, NULL, incoming_main, &in)) {
 		unlink(W.sock_path);
 		_exit(1);
