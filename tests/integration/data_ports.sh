@@ -7,11 +7,8 @@
 set -u
 BUILD=${1:-build}
 . "$(dirname "$0")/lib/hosts.sh"
-trap hosts_cleanup EXIT
-
 . "$(dirname "$0")/lib/suite.sh"
-suite_begin data_ports
-hosts_setup || { echo "FAIL data_ports.setup: cannot create the test hosts"; exit 1; }
+suite_with_hosts data_ports
 guest_on() { $1 info g --json 2>/dev/null | json_field state; }
 LO=$((HOST_B_PORT + 200))
 HI=$((LO + 3))

@@ -6,11 +6,8 @@
 set -u
 BUILD=${1:-build}
 . "$(dirname "$0")/lib/hosts.sh"
-trap hosts_cleanup EXIT
-
 . "$(dirname "$0")/lib/suite.sh"
-suite_begin peer_auth
-hosts_setup || { echo "FAIL peer_auth.setup: cannot create the test hosts"; exit 1; }
+suite_with_hosts peer_auth
 KEY1=$HOSTS_DIR/key1 KEY2=$HOSTS_DIR/key2
 head -c 32 /dev/urandom >"$KEY1"; head -c 32 /dev/urandom >"$KEY2"; chmod 600 "$KEY1" "$KEY2"
 

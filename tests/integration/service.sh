@@ -6,11 +6,8 @@
 set -u
 BUILD=${1:-build}
 . "$(dirname "$0")/lib/hosts.sh"
-trap hosts_cleanup EXIT
-
 . "$(dirname "$0")/lib/suite.sh"
-suite_begin service
-hosts_setup || { echo "FAIL service.setup: cannot create the test hosts"; exit 1; }
+suite_with_hosts service
 hosts_start_service A || { echo "FAIL service.setup: service did not start"; exit 1; }
 
 vmA start one --mem 128M --working-set 16M --dirty-rate 20M >/dev/null &&

@@ -6,11 +6,8 @@
 set -u
 BUILD=${1:-build}
 . "$(dirname "$0")/lib/hosts.sh"
-trap hosts_cleanup EXIT
-
 . "$(dirname "$0")/lib/suite.sh"
-suite_begin snapshot_service
-hosts_setup || { echo "FAIL snapshot_service.setup: cannot create the test hosts"; exit 1; }
+suite_with_hosts snapshot_service
 hosts_start_service A || exit 1
 d=$HOSTS_DIR/backups
 mkdir -p "$d"

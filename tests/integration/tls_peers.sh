@@ -7,11 +7,8 @@
 set -u
 BUILD=${1:-build}
 . "$(dirname "$0")/lib/hosts.sh"
-trap hosts_cleanup EXIT
-
 . "$(dirname "$0")/lib/suite.sh"
-suite_begin tls_peers
-hosts_setup || { echo "FAIL tls_peers.setup: cannot create the test hosts"; exit 1; }
+suite_with_hosts tls_peers
 guest_on() { $1 info g --json 2>/dev/null | json_field state; }
 restart() {
 	hosts_stop_services

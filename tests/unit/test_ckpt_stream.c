@@ -29,19 +29,12 @@ static void one_region_info(struct ckpt_image_info *info, size_t pages)
 		.size = pages * PS };
 }
 
-/* Write mem as one full round; returns the stream in m. */
-static void write_full(const uint8_t *mem, size_t pages, bool index,
-		       struct ckpt_membuf *m)
+/* A whole stream through w: mem as one round, a state record, the end. */
+static void write_round(struct ckpt_writer *w, const uint8_t *mem, size_t pages)
 {
-	struct ckpt_writer_opts opts = { .codec = ckpt_codec_default, .build_index = index };
 	struct ckpt_image_info info;
-	struct ckpt_sink sink;
-	struct ckpt_writer *w;
 
 	one_region_info(&info, pages);
-	memset(m, 0, sizeof(*m));
-	ckpt_membuf_sink(m, &sink);
-	w = ckpt_writer_new(&sink, &opts);
 	CHECK(w);
 	CHECK_EQ(ckpt_writer_header(w, &info), 0);
 	CHECK_EQ(ckpt_writer_marker(w, CKPT_MARK_ROUND, 1), 0);
@@ -49,6 +42,20 @@ static void write_full(const uint8_t *mem, size_t pages, bool index,
 		CHECK_EQ(ckpt_writer_page(w, 3, p, mem + p * PS, NULL), 0);
 	CHECK_EQ(ckpt_writer_state(w, CKPT_STATE_VM, 0, 1, false, "x", 1), 0);
 	CHECK_EQ(ckpt_writer_finish(w, NULL), 0);
+}
+
+/* Write mem as one full round; returns the stream in m. */
+static void write_full(const uint8_t *mem, size_t pages, bool index,
+		       struct ckpt_membuf *m)
+{
+	struct ckpt_writer_opts opts = { .codec = ckpt_codec_default, .build_index = index };
+	struct ckpt_sink sink;
+	struct ckpt_writer *w;
+
+	memset(m, 0, sizeof(*m));
+	ckpt_membuf_sink(m, &sink);
+	w = ckpt_writer_new(&sink, &opts);
+	write_round(w, mem, pages);
 	ckpt_writer_free(w);
 }
 
@@ -492,24 +499,17 @@ static double lz4_share_at(double ns_per_byte)
 	struct ckpt_sink sink = { paced_writev, &paced };
 	struct ckpt_page_target t = { .host = { got } };
 	const struct ckpt_writer_stats *st;
-	struct ckpt_image_info info;
 	struct ckpt_membuf m = { 0 };
 	struct ckpt_writer *w;
 	struct td_decode d;
 	double share;
 
 	opts.codec.delta = false;
+	CHECK(mem && got);
 	td_fill(mem, pages * PS, MIX_TEXT, 9);
-	one_region_info(&info, pages);
 	ckpt_membuf_sink(&m, &paced.inner);
 	w = ckpt_writer_new(&sink, &opts);
-	CHECK(w && mem && got);
-	CHECK_EQ(ckpt_writer_header(w, &info), 0);
-	CHECK_EQ(ckpt_writer_marker(w, CKPT_MARK_ROUND, 1), 0);
-	for (size_t p = 0; p < pages; p++)
-		CHECK_EQ(ckpt_writer_page(w, 3, p, mem + p * PS, NULL), 0);
-	CHECK_EQ(ckpt_writer_state(w, CKPT_STATE_VM, 0, 1, false, "x", 1), 0);
-	CHECK_EQ(ckpt_writer_finish(w, NULL), 0);
+	write_round(w, mem, pages);
 	st = ckpt_writer_stats(w);
 	share = (double)st->pages[CKPT_ENC_LZ4] / (st->pages[CKPT_ENC_LZ4] + st->pages[CKPT_ENC_RAW]);
 	CHECK_MSG(td_decode(m.data, m.len, &t, &d) == 0, "%s", d.msg);

@@ -49,23 +49,32 @@ static void *echo_server(void *arg)
 	return NULL;
 }
 
-TEST(loopback_connection_carries_data_both_ways)
+/* A loopback connection to an echo server on its own thread; skips, saying
+ * what is untested, where there is no device. */
+static struct xport *connect_to_echo(struct server *s, pthread_t *t, const char *what)
 {
 	char why[256], err[512], port[16];
-	struct server s = { .len = 32 << 20 };
-	uint8_t *out = malloc(s.len), *in = malloc(s.len);
 	struct xport *x;
-	pthread_t t;
 	int bound = 0;
 
 	if (!xport_rdma_available(why, sizeof(why)))
-		SKIP("%s: the RDMA data path is untested on this machine", why);
-	s.l = xport_rdma_listen("127.0.0.1", "0", &bound, err, sizeof(err));
-	CHECK_MSG(s.l, "listen: %s", err);
+		SKIP("%s: %s is untested on this machine", why, what);
+	s->l = xport_rdma_listen("127.0.0.1", "0", &bound, err, sizeof(err));
+	CHECK_MSG(s->l, "listen: %s", err);
 	snprintf(port, sizeof(port), "%d", bound);
-	pthread_create(&t, NULL, echo_server, &s);
+	pthread_create(t, NULL, echo_server, s);
 	x = xport_rdma_connect("127.0.0.1", port, 5000, err, sizeof(err));
 	CHECK_MSG(x, "connect: %s", err);
+	return x;
+}
+
+TEST(loopback_connection_carries_data_both_ways)
+{
+	struct server s = { .len = 32 << 20 };
+	uint8_t *out = malloc(s.len), *in = malloc(s.len);
+	pthread_t t;
+	struct xport *x = connect_to_echo(&s, &t, "the RDMA data path");
+
 	td_fill(out, s.len, MIX_RANDOM, 9);
 	CHECK_EQ(xport_send(x, out, s.len), 0);
 	CHECK_EQ(xport_recv_exact(x, in, s.len), 0);
@@ -82,22 +91,12 @@ TEST(loopback_connection_carries_data_both_ways)
  * buffers, mixed with small copied pieces, arrive byte-exact. */
 TEST(registered_buffers_go_out_intact)
 {
-	char why[256], err[512], port[16];
 	const size_t data_len = 4 << 20;
 	struct server s = { .len = 16 * (32 + data_len) };
 	uint8_t *data = malloc(data_len), *in = malloc(s.len), *expect = malloc(s.len);
-	struct xport *x;
 	pthread_t t;
-	int bound = 0;
+	struct xport *x = connect_to_echo(&s, &t, "the zero-copy send path");
 
-	if (!xport_rdma_available(why, sizeof(why)))
-		SKIP("%s: the zero-copy send path is untested on this machine", why);
-	s.l = xport_rdma_listen("127.0.0.1", "0", &bound, err, sizeof(err));
-	CHECK_MSG(s.l, "listen: %s", err);
-	snprintf(port, sizeof(port), "%d", bound);
-	pthread_create(&t, NULL, echo_server, &s);
-	x = xport_rdma_connect("127.0.0.1", port, 5000, err, sizeof(err));
-	CHECK_MSG(x, "connect: %s", err);
 	CHECK_EQ(xport_register_mem(x, data, data_len), 0);
 	for (int i = 0; i < 16; i++) {
 		uint8_t hdr[32];

@@ -11,6 +11,15 @@ suite_begin() {
 	fi
 }
 
+# suite_begin for a suite on two hosts (lib/hosts.sh sourced first): the
+# hosts are made now, removed on exit whatever happens, and a suite whose
+# hosts cannot be made fails.
+suite_with_hosts() {
+	trap hosts_cleanup EXIT
+	suite_begin "$1"
+	hosts_setup || { echo "FAIL $1.setup: cannot create the test hosts"; exit 1; }
+}
+
 # check CASE STATUS WHY: one result line
 check() {
 	if [ "$2" = 0 ]; then
