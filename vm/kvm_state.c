@@ -32,6 +32,9 @@ enum vcpu_tag {
 	TAG_COUNT
 };
 #define TAG_OPTIONAL	0x80000000u
+/* Optional: what the VMM knows of the vCPU beyond KVM's state (u32 flags). */
+#define TAG_RUN_STATE	(TAG_OPTIONAL | 1)
+#define RUN_FINISHED	1u	/* the guest finished or failed on it: never runs again */
 
 static const size_t tag_size[TAG_COUNT] = {
 	[TAG_REGS] = sizeof(struct kvm_regs),
@@ -236,6 +239,14 @@ static int save_vcpu(struct kvm_vm *k, struct kvm_vcpu_ctx *c, struct ckpt_write
 		ret = get_piece(&b, c->fd, pieces[i].req, pieces[i].tag);
 	if (!ret)
 		ret = save_msrs(k, c, &b);
+	if (!ret) {
+		/* A finished vCPU's registers point into its last loop (memtouch
+		 * spins on PAUSE): it must stay parked wherever it is loaded. */
+		uint32_t flags = htole32(c->done ? RUN_FINISHED : 0);
+
+		tlv_put(&b, TAG_RUN_STATE, &flags, sizeof(flags));
+		ret = b.err;
+	}
 	if (!ret)
 		ret = ckpt_writer_state(w, CKPT_STATE_VCPU, c->index, VCPU_STATE_VERSION,
 					false, b.data, b.len);
@@ -383,6 +394,7 @@ static int load_clock(struct kvm_vm *k, const struct ckpt_record *rec, char *err
 struct vcpu_pieces {
 	const uint8_t *data[TAG_COUNT];
 	size_t len[TAG_COUNT];
+	uint32_t run_flags;		/* TAG_RUN_STATE, 0 when absent */
 };
 
 static int parse_vcpu(const struct ckpt_record *rec, struct vcpu_pieces *p,
@@ -406,7 +418,10 @@ static int parse_vcpu(const struct ckpt_record *rec, struct vcpu_pieces *p,
 		if (len > left)
 			return kvm_err(err, errlen, -EBADMSG, "vCPU state: piece %u runs past the record",
 				       tag & ~TAG_OPTIONAL);
-		if (tag & TAG_OPTIONAL) {
+		if (tag == TAG_RUN_STATE && len == sizeof(p->run_flags)) {
+			memcpy(&p->run_flags, d, sizeof(p->run_flags));
+			p->run_flags = le32toh(p->run_flags);
+		} else if (tag & TAG_OPTIONAL) {
 			/* from a newer writer: safe to ignore by definition */
 		} else if (tag == 0 || tag >= TAG_COUNT) {
 			return kvm_err(err, errlen, -EBADMSG, "vCPU state: unknown piece %u", tag);
@@ -527,6 +542,7 @@ static int load_vcpu(struct kvm_vm *k, const struct ckpt_record *rec, char *err,
 	    (ret = set_piece(c, &p, TAG_EVENTS, KVM_SET_VCPU_EVENTS, err, errlen)) ||
 	    (ret = set_piece(c, &p, TAG_DEBUGREGS, KVM_SET_DEBUGREGS, err, errlen)))
 		return ret;
+	c->done = p.run_flags & RUN_FINISHED;
 	k->loaded_vcpu[i] = true;
 	return 0;
 }

@@ -23,6 +23,7 @@ struct vm *tg_boot(const struct tg_opts *o)
 		.content = o->content,
 		.seed = 7,
 		.fill_first = !o->no_fill,
+		.stop_after = o->stop_after,
 	};
 	struct vm_kvm_config cfg = {
 		.name = "test",

@@ -17,6 +17,7 @@ struct tg_opts {
 	enum mt_content content;
 	enum vm_dirty_mode dirty_mode;
 	bool no_fill;		/* pace the first pass too */
+	uint64_t stop_after;	/* writes per vCPU, then it finishes; 0 = never */
 };
 
 /* Skip the calling test unless /dev/kvm works. */

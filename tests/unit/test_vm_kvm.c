@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -224,6 +225,52 @@ TEST(state_round_trip_continues_memory_counter_and_tsc)
 		CHECK_MSG(st->heartbeat > hb[v], "vCPU %u TSC went back", v);
 	}
 	vm_destroy(back);
+}
+
+static double process_cpu_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* A vCPU whose guest finished is parked by the VMM, its registers left in
+ * the payload's last loop (a PAUSE spin). Restored elsewhere it must stay
+ * parked: run, it would spin on a core for ever. A spinning vCPU costs a
+ * whole core (hundreds of ms in the window), a parked one nothing. */
+TEST(finished_vcpus_stay_parked_after_restore)
+{
+	const char *path = tmpfile_path("finished.ckpt");
+	struct vm *vm = tg_boot(&(struct tg_opts){ .vcpus = 2, .working_set = 16 << 20,
+						   .stop_after = 64 });
+	struct snap_restore_opts ro = { 0 };
+	struct snap_result res;
+	double cpu;
+	char err[512];
+
+	CHECK_EQ(vm_start(vm), 0);
+	for (int i = 0; i < 200 && tg_total(vm) < 128; i++)
+		tg_sleep_ms(10);
+	CHECK_EQ(tg_total(vm), 128);
+	tg_sleep_ms(50);		/* both report done and are parked */
+	cpu = process_cpu_ms();
+	tg_sleep_ms(300);
+	CHECK_MSG(process_cpu_ms() - cpu < 100, "finished guest used %.0f ms of CPU",
+		  process_cpu_ms() - cpu);
+	CHECK_EQ(vm_pause(vm), 0);
+	CHECK_MSG(snap_save_paused(vm, path, NULL, &res, err, sizeof(err)) == 0, "%s", err);
+	vm_destroy(vm);
+
+	vm = snap_restore(path, &ro, err, sizeof(err));
+	CHECK_MSG(vm, "restore: %s", err);
+	CHECK_EQ(vm_resume(vm), 0);
+	cpu = process_cpu_ms();
+	tg_sleep_ms(300);
+	CHECK_MSG(process_cpu_ms() - cpu < 100, "restored finished guest used %.0f ms of CPU",
+		  process_cpu_ms() - cpu);
+	CHECK_EQ(tg_total(vm), 128);
+	vm_destroy(vm);
 }
 
 TEST(restore_in_a_new_process)
