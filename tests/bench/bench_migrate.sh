@@ -90,6 +90,8 @@ matrix_part() {
 	hosts_start_service A && hosts_start_service B
 }
 
+# The same guests over a veth shaped to 1 Gbit/s (tbf): compression auto,
+# LZ4 and off over TLS, and auto over plain TCP.
 shaped_part() {
 	if [ "$USE_NETNS" != 1 ] || ! command -v tc >/dev/null; then
 		echo "# shaped-link scenarios skipped: need network namespaces and tc"
@@ -103,6 +105,13 @@ shaped_part() {
 		scenario idle-$content-1gbit-lz4 --content $content --stop-after 51200 -- --compress lz4
 		scenario idle-$content-1gbit-nolz4 --content $content --stop-after 51200 -- --compress off
 	done
+	hosts_stop_services
+	hosts_start_service A "" --insecure && hosts_start_service B "" --insecure || return 1
+	for content in random text; do
+		scenario tcp-$content-1gbit --content $content --stop-after 51200
+	done
+	hosts_stop_services
+	hosts_start_service A && hosts_start_service B || return 1
 	ip netns exec "$NS_A" tc qdisc del dev "va$HOSTS_TAG" root
 }
 
