@@ -4,16 +4,26 @@
  * when compressing plus sending the smaller result takes less time than
  * copying plus sending the page as it is:
  *
- *     tried + ratio * send  <  plain + send      (seconds per input byte)
+ *     tried + ratio * send  <  plain + send      (ns per input byte)
  *
- * where tried and plain are the measured encode costs with and without the
+ * tried and plain are the measured encode costs with and without the
  * attempt, ratio is wire bytes over input bytes for tried pages, and send
- * is the measured cost of a wire byte (checksum, encryption, the link and
- * the peer's pace behind it). On a fast link the right answer is "no", on
- * a slow one "yes"; the same guest can need both within one migration.
+ * is what a wire byte costs to send: checksum, encryption, and the wait
+ * for the link and the peer's pace behind it. On a fast link the answer is
+ * "no", on a slow one "yes"; the same guest can need both.
+ *
+ * send is measured while sending without LZ4, where the thread keeps the
+ * socket buffer full; with LZ4 it is kept, and forgotten after a while in
+ * which the link did not hold the thread back, so a link that got faster
+ * is found again (unknown, it counts as free). The sum overstates LZ4's
+ * cost where compressing and draining overlap on hosts of their own, so in
+ * a band of link speeds it keeps LZ4 off where LZ4 would win (text pages
+ * here: a link that drains a channel at 190 to 285 MB/s); in exchange it
+ * never mistakes a peer slowed by sharing our cores for a slow link. A stream
+ * starts without LZ4 and decides after two windows, while buffers fill.
  *
  * A small share of pages (one in LZ4_AUTO_PROBE) takes the other choice so
- * that both costs stay known. Private to ckpt-format/.
+ * that both encode costs stay known. Private to ckpt-format/.
  */
 #ifndef CKPT_LZ4_AUTO_H
 #define CKPT_LZ4_AUTO_H
@@ -32,11 +42,19 @@ struct lz4_auto {
 	bool on;			/* the current choice */
 	unsigned seq;			/* non-zero pages seen */
 	unsigned switches;		/* times the choice changed */
+	unsigned windows;		/* measured so far */
+	unsigned quiet;			/* windows with LZ4 the link did not hold back */
+	bool settling;			/* the window after a switch: buffers change */
 	/* Smoothed costs in ns per byte; negative until measured. */
-	double tried, plain, send, ratio;
+	double tried, plain, ratio, send;
+	/* The thread's CPU clock (CLOCK_THREAD_CPUTIME_ID; tests set another). */
+	uint64_t (*cpu_now)(void *opaque);
+	void *cpu_opaque;
 	/* The window being measured. */
-	struct lz4_auto_cost w_tried, w_plain, w_send;
+	uint64_t w_cpu_start;
+	struct lz4_auto_cost w_tried, w_plain;
 	uint64_t w_tried_in, w_tried_out;
+	uint64_t w_wire, w_send_cpu, w_blocked;
 	unsigned w_pages;
 };
 
@@ -49,9 +67,11 @@ bool lz4_auto_try(struct lz4_auto *a, bool *timed);
  * it was not timed). Every LZ4_AUTO_WINDOW pages the choice is revisited. */
 void lz4_auto_page(struct lz4_auto *a, bool tried, size_t in, size_t out, uint64_t ns);
 
-/* A record of bytes went out in ns (checksum and sink together). */
-void lz4_auto_sent(struct lz4_auto *a, size_t bytes, uint64_t ns);
+/* A record of bytes went out: wall_ns in all, cpu_ns of it on this thread's
+ * CPU (checksum, encryption, copies); the rest it waited for the link. */
+void lz4_auto_sent(struct lz4_auto *a, size_t bytes, uint64_t wall_ns, uint64_t cpu_ns);
 
 uint64_t lz4_auto_now_ns(void);
+uint64_t lz4_auto_thread_cpu_ns(void *unused);
 
 #endif

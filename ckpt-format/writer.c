@@ -328,11 +328,12 @@ int ckpt_writer_flush(struct ckpt_writer *w)
 	parts[1] = (struct iovec){ w->entries, w->batch_count * sizeof(*w->entries) };
 	parts[2] = (struct iovec){ w->data, w->data_len };
 	if (w->opts.lz4_auto) {
-		uint64_t t0 = lz4_auto_now_ns();
+		uint64_t t0 = lz4_auto_now_ns(), cpu0 = lz4_auto_thread_cpu_ns(NULL);
 
 		if (emit(w, CKPT_REC_PAGES, 0, parts, 3))
 			return w->err;
-		lz4_auto_sent(&w->lz4_auto, w->offset - offset, lz4_auto_now_ns() - t0);
+		lz4_auto_sent(&w->lz4_auto, w->offset - offset, lz4_auto_now_ns() - t0,
+			      lz4_auto_thread_cpu_ns(NULL) - cpu0);
 	} else if (emit(w, CKPT_REC_PAGES, 0, parts, 3)) {
 		return w->err;
 	}

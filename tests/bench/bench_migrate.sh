@@ -120,5 +120,7 @@ for p in scenarios matrix shaped; do
 	if [ "$PART" = all ] || [ "$PART" = $p ]; then
 		${p}_part || exit 1
 	fi
-	[ -n "${BENCH_QUICK:-}" ] && break
+	if [ -n "${BENCH_QUICK:-}" ]; then
+		break
+	fi
 done
