@@ -18,8 +18,9 @@
  * is found again (unknown, it counts as free). The sum overstates LZ4's
  * cost where compressing and draining overlap on hosts of their own, so in
  * a band of link speeds it keeps LZ4 off where LZ4 would win (text pages
- * here: a link that drains a channel at 190 to 285 MB/s); in exchange it
- * never mistakes a peer slowed by sharing our cores for a slow link. A stream
+ * here: a link that drains a channel at 190 to 285 MB/s); in exchange a
+ * peer slowed by our own compressing (one sharing our cores) is not taken
+ * for a slow link. A peer that is slow even without LZ4 looks like one. A stream
  * starts without LZ4 and decides after two windows, while buffers fill.
  *
  * A small share of pages (one in LZ4_AUTO_PROBE) takes the other choice so
