@@ -7,6 +7,7 @@
  *   src-stall-before-go   the source waits 3 s between LOADED and GO
  *   dst-exit-before-loaded the destination's process dies instead of LOADED
  *   dst-exit-before-running the destination's process dies after GO, before running
+ *   lazy-slow-prefetch    a lazy restore's prefetch takes 5 ms a MiB
  */
 #ifndef MIGRATE_FAULT_H
 #define MIGRATE_FAULT_H

@@ -26,6 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fault.h"
+
 #define LAZY_MAX_FILES	64
 
 struct cached {
@@ -186,12 +188,16 @@ static void *handler_main(void *arg)
 static void *prefetch_main(void *arg)
 {
 	struct snap_lazy *l = arg;
+	bool slow = mig_fault("lazy-slow-prefetch");	/* tests: a long load */
 
 	for (unsigned ri = 0; ri < l->vm->nr_regions && !atomic_load(&l->stop); ri++) {
 		uint64_t pages = l->vm->regions[ri].size / VM_PAGE_SIZE;
 
 		for (uint64_t p = 0; p < pages && !atomic_load(&l->stop); p++) {
 			bool anywhere = false;
+
+			if (slow && p % 256 == 0)
+				usleep(5000);	/* 5 ms a MiB */
 
 			for (unsigned f = 0; f < l->nfiles && !anywhere; f++)
 				anywhere = l->index[f][ri] && l->index[f][ri][p];

@@ -63,8 +63,11 @@ struct worker {
 	bool snap_base_valid;
 	struct snap_result snap_base;
 
-	/* A lazy restore still loading memory behind the running guest. */
+	/* A lazy restore still loading memory behind the running guest (NULL
+	 * once every page is in; under lock). Until then, pages not yet loaded
+	 * are holes in the memfd that read as zero: nothing may copy memory. */
 	struct snap_lazy *lazy;
+	bool lazy_failed;		/* under lock: memory is incomplete for good */
 	pthread_t lazy_thread;
 	bool lazy_started;
 };
@@ -185,6 +188,8 @@ static struct json_object *do_info(void)
 	json_object_object_add(o, "uptime_s", json_object_new_double(now() - W.started));
 	if (W.vm)
 		json_object_object_add(o, "counter", json_object_new_int64((int64_t)vm_memtouch_total(W.vm)));
+	json_object_object_add(o, "memory", json_object_new_string(
+		W.lazy ? "loading" : W.lazy_failed ? "incomplete" : "loaded"));
 	if (W.job[0])
 		json_object_object_add(o, "job", json_object_new_string(W.job));
 	pthread_mutex_unlock(&W.lock);
@@ -238,6 +243,15 @@ static int take_dirty(struct vm *vm, uint64_t **bm)
 	return 0;
 }
 
+/* Before a checkpoint copies memory: let a lazy restore finish loading it. */
+static void wait_memory_loaded(void)
+{
+	if (W.lazy_started) {
+		pthread_join(W.lazy_thread, NULL);
+		W.lazy_started = false;
+	}
+}
+
 static struct json_object *do_snapshot(struct json_object *req)
 {
 	const char *file = ipc_str(req, "file", NULL);
@@ -259,9 +273,15 @@ static struct json_object *do_snapshot(struct json_object *req)
 		return ipc_error("snapshot needs an absolute file name");
 	if (key_file && (key_len = snap_key_load(key_file, key, err, sizeof(err))) < 0)
 		return ipc_error("%s", err);
+	wait_memory_loaded();
 	pthread_mutex_lock(&W.lock);
 	if (!W.vm || (W.state != W_RUNNING && W.state != W_PAUSED)) {
 		rep = ipc_error("guest %s is %s", W.spec.name, state_names[W.state]);
+		goto out;
+	}
+	if (W.lazy_failed) {
+		rep = ipc_error("guest %s did not finish loading its memory: nothing to save",
+				W.spec.name);
 		goto out;
 	}
 	if (incremental && !W.snap_base_valid) {
@@ -397,6 +417,15 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	pthread_mutex_lock(&W.lock);
 	if (W.state != W_RUNNING || !W.vm) {
 		o = ipc_error("guest %s is %s, not running", W.spec.name, state_names[W.state]);
+		pthread_mutex_unlock(&W.lock);
+		close(fd);
+		return o;
+	}
+	if (W.lazy) {
+		/* The destination waits for its handshake meanwhile: do not make
+		 * it wait for a load of unknown length too. */
+		o = ipc_error("guest %s is still loading its memory (lazy restore): migrate it "
+			      "once 'vmigrate info' shows its memory loaded", W.spec.name);
 		pthread_mutex_unlock(&W.lock);
 		close(fd);
 		return o;
@@ -736,9 +765,11 @@ static void *lazy_main(void *arg)
 	}
 	snap_lazy_free(W.lazy);
 	W.lazy = NULL;
+	W.lazy_failed = ret != 0;
 	pthread_mutex_unlock(&W.lock);
 	return NULL;
 }
+
 
 void worker_run_restore(const struct worker_spec *s, const char *file, const char *key_file,
 			bool lazy, int ready_fd)
