@@ -317,7 +317,7 @@ int ckpt_writer_flush(struct ckpt_writer *w)
 {
 	struct ckpt_pages_rec head;
 	struct iovec parts[3];
-	uint64_t offset = w->offset;
+	uint64_t offset = w->offset, t0 = 0, cpu0 = 0;
 	int slot;
 
 	if (w->err || !w->batch_count)
@@ -328,15 +328,14 @@ int ckpt_writer_flush(struct ckpt_writer *w)
 	parts[1] = (struct iovec){ w->entries, w->batch_count * sizeof(*w->entries) };
 	parts[2] = (struct iovec){ w->data, w->data_len };
 	if (w->opts.lz4_auto) {
-		uint64_t t0 = lz4_auto_now_ns(), cpu0 = lz4_auto_thread_cpu_ns(NULL);
-
-		if (emit(w, CKPT_REC_PAGES, 0, parts, 3))
-			return w->err;
+		t0 = lz4_auto_now_ns();
+		cpu0 = lz4_auto_thread_cpu_ns(NULL);
+	}
+	if (emit(w, CKPT_REC_PAGES, 0, parts, 3))
+		return w->err;
+	if (w->opts.lz4_auto)
 		lz4_auto_sent(&w->lz4_auto, w->offset - offset, lz4_auto_now_ns() - t0,
 			      lz4_auto_thread_cpu_ns(NULL) - cpu0);
-	} else if (emit(w, CKPT_REC_PAGES, 0, parts, 3)) {
-		return w->err;
-	}
 	w->stats.page_bytes += w->data_len;
 
 	slot = ckpt_info_region_slot(&w->info, w->batch_region);

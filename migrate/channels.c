@@ -154,7 +154,9 @@ static int push(struct out_channel *c, const struct item *it)
 	return it->kind == IT_FINISH ? 0 : err;
 }
 
-void mig_writer_register(struct xport *x, const struct ckpt_writer *w)
+/* Let x send w's PAGES records straight from the writer's buffers (RDMA;
+ * a no-op on other transports). Unregistered before the writer is freed. */
+static void writer_register(struct xport *x, const struct ckpt_writer *w)
 {
 	struct iovec buf[2];
 	int n = ckpt_writer_buffers(w, buf);
@@ -164,7 +166,7 @@ void mig_writer_register(struct xport *x, const struct ckpt_writer *w)
 		xport_register_mem(x, buf[i].iov_base, buf[i].iov_len);
 }
 
-void mig_writer_unregister(struct xport *x, const struct ckpt_writer *w)
+static void writer_unregister(struct xport *x, const struct ckpt_writer *w)
 {
 	struct iovec buf[2];
 	int n = w ? ckpt_writer_buffers(w, buf) : 0;
@@ -202,7 +204,7 @@ struct page_out *page_out_new(struct ckpt_writer *control, struct xport **data, 
 			page_out_free(o);
 			return NULL;
 		}
-		mig_writer_register(c->x, c->w);	/* before its thread sends */
+		writer_register(c->x, c->w);	/* before its thread sends */
 		if (pthread_create(&c->thread, NULL, out_main, c)) {
 			page_out_free(o);
 			return NULL;
@@ -230,7 +232,7 @@ void page_out_free(struct page_out *o)
 			pthread_join(c->thread, NULL);
 		}
 		if (c->w)
-			mig_writer_unregister(c->x, c->w);
+			writer_unregister(c->x, c->w);
 		ckpt_writer_free(c->w);
 		pthread_mutex_destroy(&c->lock);
 		pthread_cond_destroy(&c->cond);

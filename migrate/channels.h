@@ -22,11 +22,6 @@
 
 /* ---- source side ---------------------------------------------------------- */
 
-/* Let x send w's PAGES records straight from the writer's buffers (RDMA;
- * a no-op on other transports). Unregister before the writer is freed. */
-void mig_writer_register(struct xport *x, const struct ckpt_writer *w);
-void mig_writer_unregister(struct xport *x, const struct ckpt_writer *w);
-
 struct page_out;
 
 /* With n == 0 pages go through control, the control stream's writer.

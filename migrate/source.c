@@ -613,7 +613,6 @@ static int precopy(struct source *s)
 	if (ckpt_writer_header(s->w, &info) || s->vm->ops->save_config(s->vm, s->w) ||
 	    ckpt_writer_flush(s->w))
 		return ckpt_writer_error(s->w) ? ckpt_writer_error(s->w) : -EIO;
-	mig_writer_register(s->x, s->w);
 	s->out = page_out_new(s->w, (struct xport **)s->p->data_channels,
 			      s->p->nr_data_channels, &info, &s->wo, tick, s);
 	if (!s->out)
@@ -736,8 +735,6 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 		account(&s, s.round_done);	/* final figures of a failed run */
 out:
 	page_out_free(s.out);
-	if (s.w)
-		mig_writer_unregister(x, s.w);
 	ckpt_writer_free(s.w);
 	for (unsigned i = 0; i < VM_MAX_REGIONS; i++)
 		free(s.dirty[i]);

@@ -6,16 +6,10 @@
 set -u
 BUILD=${1:-build}
 . "$(dirname "$0")/lib/hosts.sh"
-trap hosts_cleanup EXIT
-
-if [ ! -e /dev/kvm ]; then
-	echo "SKIP migrate_faults: /dev/kvm is missing"
-	exit 0
-fi
-hosts_setup || { echo "FAIL migrate_faults.setup: cannot create the test hosts"; exit 1; }
+. "$(dirname "$0")/lib/suite.sh"
+suite_with_hosts migrate_faults
 
 G=guest1
-FAILS=0
 note() { echo "#   $*"; }
 
 # Fresh services (with optional fault points) and a fresh guest on A.

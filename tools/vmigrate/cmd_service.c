@@ -469,17 +469,21 @@ static char *absolute(const char *path)
 }
 
 /* The key file travels by name: the guest process reads it itself. */
-static int add_key(struct json_object *req, const char *key, const char *cmd)
+/* request(req, true), naming the key file (key: a path, or NULL) first. */
+static struct json_object *request_with_key(struct json_object *req, const char *key,
+					    const char *cmd)
 {
-	char *abs = realpath(key, NULL);
+	char *abs = key ? realpath(key, NULL) : NULL;
 
-	if (!abs) {
+	if (key && !abs) {
 		fprintf(stderr, "vmigrate %s: key %s: %s\n", cmd, key, strerror(errno));
-		return -1;
+		json_object_put(req);
+		return NULL;
 	}
-	json_object_object_add(req, "key_file", json_object_new_string(abs));
+	if (abs)
+		json_object_object_add(req, "key_file", json_object_new_string(abs));
 	free(abs);
-	return 0;
+	return request(req, true);
 }
 
 int cmd_snapshot(int argc, char **argv)
@@ -520,11 +524,7 @@ int cmd_snapshot(int argc, char **argv)
 	json_object_object_add(req, "incremental", json_object_new_boolean(incremental));
 	json_object_object_add(req, "live", json_object_new_boolean(live));
 	free(abs);
-	if (key && add_key(req, key, "snapshot")) {
-		json_object_put(req);
-		return 1;
-	}
-	rep = request(req, true);
+	rep = request_with_key(req, key, "snapshot");
 	if (!rep)
 		return 1;
 	if (json)
@@ -573,11 +573,7 @@ int cmd_restore(int argc, char **argv)
 		json_object_object_add(req, "name", json_object_new_string(name));
 	json_object_object_add(req, "lazy", json_object_new_boolean(lazy));
 	free(abs);
-	if (key && add_key(req, key, "restore")) {
-		json_object_put(req);
-		return 1;
-	}
-	rep = request(req, true);
+	rep = request_with_key(req, key, "restore");
 	if (!rep)
 		return 1;
 	if (json)
