@@ -3,8 +3,8 @@
 # default channels unless a scenario says otherwise): a 1 GiB guest with
 # 400 MiB of random data (rest zero), idle and dirtying at 50, 200 and
 # 1000 MiB/s; a compressible guest; the transport table (TCP/TLS, 1/2/4
-# channels, compression auto/LZ4/off); and idle guests over a veth shaped to 1 Gbit/s
-# (tbf). One JSON line per scenario: total time, downtime, bytes sent,
+# channels, compression auto/LZ4/off) over loopback and over a veth shaped
+# to 1 Gbit/s (tbf). One JSON line per scenario: total time, downtime, bytes sent,
 # rounds, and the effective rate in GB/s of guest RAM.
 # BENCH_PART=scenarios|matrix|shaped runs one part only (default: all).
 set -u
@@ -68,11 +68,12 @@ scenarios_part() {
 
 # The transport table: TCP against TLS, 1, 2 and 4 channels, compression
 # auto (the default), always LZ4 and off, random and compressible guests;
-# side by side, one run each unless BENCH_MATRIX_REPEAT says more.
-matrix_part() {
-	local REPEAT=${BENCH_MATRIX_REPEAT:-1} sec content ch
+# side by side, one run each unless BENCH_MATRIX_REPEAT says more. $1 is
+# the link, as a suffix of the scenario names ("" for plain loopback).
+transport_table() {
+	local link=${1:-} REPEAT=${BENCH_MATRIX_REPEAT:-1} sec content ch
 
-	echo "# transport matrix (idle guests, best of $REPEAT)"
+	echo "# transport matrix${link:+ over ${link#-}} (idle guests, best of $REPEAT)"
 	for sec in tls tcp; do
 		if [ $sec = tcp ]; then
 			hosts_stop_services
@@ -80,39 +81,33 @@ matrix_part() {
 		fi
 		for content in random text; do
 			for ch in 1 2 4; do
-				scenario "$sec-$content-${ch}ch" --content $content --stop-after 51200 -- --channels $ch
+				scenario "$sec-$content-${ch}ch$link" --content $content --stop-after 51200 -- --channels $ch
 			done
-			scenario "$sec-$content-2ch-lz4" --content $content --stop-after 51200 -- --channels 2 --compress lz4
-			scenario "$sec-$content-2ch-nolz4" --content $content --stop-after 51200 -- --channels 2 --compress off
+			scenario "$sec-$content-2ch-lz4$link" --content $content --stop-after 51200 -- --channels 2 --compress lz4
+			scenario "$sec-$content-2ch-nolz4$link" --content $content --stop-after 51200 -- --channels 2 --compress off
 		done
 	done
 	hosts_stop_services
 	hosts_start_service A && hosts_start_service B
 }
 
-# The same guests over a veth shaped to 1 Gbit/s (tbf): compression auto,
-# LZ4 and off over TLS, and auto over plain TCP.
+matrix_part() {
+	transport_table ""
+}
+
+# The same table over a veth shaped to 1 Gbit/s (tbf).
 shaped_part() {
+	local ret
+
 	if [ "$USE_NETNS" != 1 ] || ! command -v tc >/dev/null; then
 		echo "# shaped-link scenarios skipped: need network namespaces and tc"
 		return
 	fi
 	ip netns exec "$NS_A" tc qdisc add dev "va$HOSTS_TAG" root tbf rate 1gbit burst 256kb latency 50ms
-	local content
-
-	for content in random text; do
-		scenario idle-$content-1gbit --content $content --stop-after 51200
-		scenario idle-$content-1gbit-lz4 --content $content --stop-after 51200 -- --compress lz4
-		scenario idle-$content-1gbit-nolz4 --content $content --stop-after 51200 -- --compress off
-	done
-	hosts_stop_services
-	hosts_start_service A "" --insecure && hosts_start_service B "" --insecure || return 1
-	for content in random text; do
-		scenario tcp-$content-1gbit --content $content --stop-after 51200
-	done
-	hosts_stop_services
-	hosts_start_service A && hosts_start_service B || return 1
+	transport_table -1gbit
+	ret=$?
 	ip netns exec "$NS_A" tc qdisc del dev "va$HOSTS_TAG" root
+	return $ret
 }
 
 PART=${BENCH_PART:-all}
