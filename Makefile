@@ -53,7 +53,7 @@ WARN += -Werror
 endif
 
 CFLAGS   ?= -O2 -g
-CPPFLAGS += -D_GNU_SOURCE -I. -Ickpt-format -Ivm -Isnapshot -Itransport -Imigrate -Itools/common -Itests -Itests/lib -MMD -MP
+CPPFLAGS += -D_GNU_SOURCE -I. -Ickpt-format -Ifault -Ivm -Isnapshot -Itransport -Imigrate -Itools/common -Itests -Itests/lib -MMD -MP
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) -pthread
 LDFLAGS  += -pthread -Wl,--as-needed
 LDLIBS   += $(PKG_LIBS)
@@ -63,7 +63,7 @@ ALL_CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
 LDFLAGS    += -fsanitize=$(SANITIZER)
 endif
 
-LIB_DIRS := ckpt-format transport vm migrate snapshot replicate
+LIB_DIRS := fault ckpt-format transport vm migrate snapshot replicate
 LIB_SRCS := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libvmigrate.a

@@ -56,7 +56,7 @@ static int out_sink(void *opaque, const struct iovec *iov, int iovcnt)
 {
 	struct out_channel *c = opaque;
 
-	mig_fault_corrupt_batch(iov, iovcnt, c->x->bytes_sent, 2u << 20);
+	fault_corrupt_batch(iov, iovcnt, c->x->bytes_sent, 2u << 20);
 	return xport_sendv(c->x, iov, iovcnt);
 }
 

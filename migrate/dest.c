@@ -176,7 +176,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 		goto refuse;
 	if (vm->ops->load_finish(vm, err, errlen))
 		goto refuse;
-	if (mig_fault("dst-exit-before-loaded"))
+	if (fault_point("dst-exit-before-loaded"))
 		_exit(99);
 	if (mig_msg_send(x, MIG_MSG_LOADED, NULL, 0))
 		goto lost;
@@ -188,7 +188,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 			 "stays with the source", ret ? strerror(-ret) : "unexpected message");
 		goto fail;
 	}
-	if (mig_fault("dst-exit-before-running"))
+	if (fault_point("dst-exit-before-running"))
 		_exit(99);
 	if (vm_resume(vm)) {
 		snprintf(err, errlen, "could not start the received guest");

@@ -136,7 +136,7 @@ static int sink_writev(void *opaque, const struct iovec *iov, int iovcnt)
 {
 	struct source *s = opaque;
 
-	mig_fault_corrupt_batch(iov, iovcnt, s->x->bytes_sent, 4u << 20);
+	fault_corrupt_batch(iov, iovcnt, s->x->bytes_sent, 4u << 20);
 	return xport_sendv(s->x, iov, iovcnt);
 }
 
@@ -542,7 +542,7 @@ static int switchover(struct source *s, unsigned round)
 	if (!ret)
 		ret = wait_msg(s, MIG_MSG_LOADED);
 	t[2] = now();
-	if (!ret && mig_fault("src-stall-before-go"))
+	if (!ret && fault_point("src-stall-before-go"))
 		sleep(3);
 	if (!ret && atomic_load(&s->prog->cancel))
 		ret = -ECANCELED;

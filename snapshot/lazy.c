@@ -188,7 +188,7 @@ static void *handler_main(void *arg)
 static void *prefetch_main(void *arg)
 {
 	struct snap_lazy *l = arg;
-	bool slow = mig_fault("lazy-slow-prefetch");	/* tests: a long load */
+	bool slow = fault_point("lazy-slow-prefetch");	/* tests: a long load */
 
 	for (unsigned ri = 0; ri < l->vm->nr_regions && !atomic_load(&l->stop); ri++) {
 		uint64_t pages = l->vm->regions[ri].size / VM_PAGE_SIZE;

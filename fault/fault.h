@@ -1,7 +1,9 @@
 /*
  * Named fault points for tests (like CRIU_FAULT): VMIGRATE_FAULT holds a
  * comma-separated list of points that fire, each once per process. Never
- * set in production.
+ * set in production. The lowest layer, so migrate/, snapshot/ and
+ * replicate/ all use it without including each other's headers. Every
+ * point in use is listed here.
  *
  *   src-corrupt-stream    the source flips one byte of a page batch on the wire
  *   src-stall-before-go   the source waits 3 s between LOADED and GO
@@ -9,19 +11,19 @@
  *   dst-exit-before-running the destination's process dies after GO, before running
  *   lazy-slow-prefetch    a lazy restore's prefetch takes 5 ms a MiB
  */
-#ifndef MIGRATE_FAULT_H
-#define MIGRATE_FAULT_H
+#ifndef FAULT_H
+#define FAULT_H
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
-bool mig_fault(const char *point);
+bool fault_point(const char *point);
 
 /* The src-corrupt-stream point, on a PAGES record about to be sent (its
  * iovec: header, head, entries, data): once sent passed `after` bytes,
  * flips one bit of the page data, once per process. Cheap when unarmed. */
-void mig_fault_corrupt_batch(const struct iovec *iov, int iovcnt, uint64_t sent,
+void fault_corrupt_batch(const struct iovec *iov, int iovcnt, uint64_t sent,
 			     uint64_t after);
 
 #endif

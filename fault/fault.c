@@ -26,7 +26,7 @@ static bool fired_before(const char *point)
 	return seen;
 }
 
-bool mig_fault(const char *point)
+bool fault_point(const char *point)
 {
 	const char *list = getenv("VMIGRATE_FAULT");
 	size_t n = strlen(point);
@@ -42,7 +42,7 @@ bool mig_fault(const char *point)
 	return false;
 }
 
-void mig_fault_corrupt_batch(const struct iovec *iov, int iovcnt, uint64_t sent,
+void fault_corrupt_batch(const struct iovec *iov, int iovcnt, uint64_t sent,
 			     uint64_t after)
 {
 	static atomic_int armed = -1;	/* -1: not looked at yet */
@@ -56,7 +56,7 @@ void mig_fault_corrupt_batch(const struct iovec *iov, int iovcnt, uint64_t sent,
 	}
 	if (!a || iovcnt != 4 || iov[3].iov_len <= 100 || sent <= after)
 		return;
-	if (mig_fault("src-corrupt-stream")) {
+	if (fault_point("src-corrupt-stream")) {
 		((uint8_t *)iov[3].iov_base)[50] ^= 0x10;
 		atomic_store(&armed, 0);
 	}
