@@ -48,6 +48,7 @@ struct snap_lazy {
 	atomic_bool stop;
 	atomic_uint_fast64_t served, prefetched;
 	atomic_bool done;		/* every page is in */
+	atomic_bool failed;		/* a page did not read back: never all in */
 	pthread_mutex_t lock;		/* serialises page fetches (the cache) */
 	struct cached cache[2];		/* under lock */
 	unsigned next_victim;		/* under lock */
@@ -151,8 +152,9 @@ static int place(struct snap_lazy *l, unsigned ri, uint64_t p, bool skip_zero)
 		if (ioctl(l->uffd, UFFDIO_COPY, &cp) < 0 && errno != EEXIST)
 			ret = -errno;
 	} else if (!l->err[0]) {
-		snprintf(l->err, sizeof(l->err), "region %u page %llu cannot be read back", r->id,
+		snprintf(l->err, sizeof(l->err), "region %u page %llu", r->id,
 			 (unsigned long long)p);
+		atomic_store(&l->failed, true);
 	}
 	pthread_mutex_unlock(&l->lock);
 	return ret;
@@ -204,9 +206,13 @@ static void *prefetch_main(void *arg)
 			/* never-written pages stay holes: they read as zero anyway */
 			if (anywhere && place(l, ri, p, true) == 0)
 				atomic_fetch_add(&l->prefetched, 1);
+			if (atomic_load(&l->failed))
+				return NULL;
 		}
 	}
-	/* Everything is in: pages never written fault as ordinary holes now. */
+	/* Everything is in: pages never written fault as ordinary holes now.
+	 * Never after a failure: unregistering would wake the vCPU waiting on
+	 * the bad page and hand it a zero page instead. */
 	for (unsigned ri = 0; ri < l->vm->nr_regions; ri++) {
 		struct uffdio_range rg = { (uintptr_t)l->vm->regions[ri].host,
 					   l->vm->regions[ri].size };
@@ -327,9 +333,21 @@ fail:
 	return ret ? ret : -EINVAL;
 }
 
+int snap_lazy_poll(const struct snap_lazy *l)
+{
+	if (atomic_load(&l->failed))
+		return -EBADMSG;
+	return atomic_load(&l->done) ? 1 : 0;
+}
+
+const char *snap_lazy_error(const struct snap_lazy *l)
+{
+	return atomic_load(&l->failed) ? l->err : NULL;
+}
+
 int snap_lazy_wait(struct snap_lazy *l, uint64_t *served, uint64_t *prefetched)
 {
-	while (!atomic_load(&l->done)) {
+	while (snap_lazy_poll(l) == 0) {
 		struct timespec ts = { 0, 5000000 };
 
 		nanosleep(&ts, NULL);
@@ -338,7 +356,7 @@ int snap_lazy_wait(struct snap_lazy *l, uint64_t *served, uint64_t *prefetched)
 		*served = atomic_load(&l->served);
 	if (prefetched)
 		*prefetched = atomic_load(&l->prefetched);
-	return l->err[0] ? -EBADMSG : 0;
+	return snap_lazy_poll(l) < 0 ? -EBADMSG : 0;
 }
 
 void snap_lazy_abort(struct snap_lazy *l)

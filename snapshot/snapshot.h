@@ -67,6 +67,12 @@ struct snap_lazy;
 struct vm *snap_restore_lazy(const char *path, const struct snap_restore_opts *opts,
 			     struct snap_lazy **lazy, char *err, size_t errlen);
 int snap_lazy_wait(struct snap_lazy *l, uint64_t *served, uint64_t *prefetched);
+/* Without waiting: 1 every page is in, 0 still loading, -EBADMSG a page did
+ * not read back intact (the vCPU that touched it waits for ever; pause the
+ * guest at once). The wait above returns at once on such a failure too. */
+int snap_lazy_poll(const struct snap_lazy *l);
+/* Which page failed, or NULL. */
+const char *snap_lazy_error(const struct snap_lazy *l);
 /* After a failed wait (a page could not be read back): stop serving pages,
  * then destroy the guest, then snap_lazy_free(). The guest never sees a
  * page that was not read back intact. */

@@ -256,6 +256,19 @@ static int finish(struct vm *vm, const struct run_opts *o, double seconds,
 	return status;
 }
 
+/* A page of the file did not read back: the vCPU that touched it never
+ * resumes, the others stop now, and nothing of the guest is used again. */
+static int lazy_failed(struct vm *vm, struct snap_lazy *lazy, const char *file)
+{
+	vm_pause(vm);
+	fprintf(stderr, "vmigrate run: lazy restore FAILED: %s of %s could not be read back "
+		"intact; the guest is stopped\n", snap_lazy_error(lazy), file);
+	snap_lazy_abort(lazy);
+	vm_destroy(vm);
+	snap_lazy_free(lazy);
+	return 1;
+}
+
 int cmd_run(int argc, char **argv)
 {
 	struct run_opts o;
@@ -332,6 +345,8 @@ int cmd_run(int argc, char **argv)
 		uint64_t total;
 
 		usleep(o.duration > 0 && o.duration < 1 ? 10000 : 100000);
+		if (lazy && snap_lazy_poll(lazy) < 0)
+			return lazy_failed(vm, lazy, o.restore);
 		t = now();
 		if (t - last < 1.0)
 			continue;
@@ -346,14 +361,9 @@ int cmd_run(int argc, char **argv)
 	if (lazy) {
 		uint64_t served = 0, prefetched = 0;
 
-		if (snap_lazy_wait(lazy, &served, &prefetched)) {
-			fprintf(stderr, "vmigrate run: lazy restore FAILED: a page of %s could not be "
-				"read back intact; the guest is stopped\n", o.restore);
-			snap_lazy_abort(lazy);
-			vm_destroy(vm);
-			snap_lazy_free(lazy);
-			return 1;
-		} else if (!o.quiet)
+		if (snap_lazy_wait(lazy, &served, &prefetched))
+			return lazy_failed(vm, lazy, o.restore);
+		if (!o.quiet)
 			fprintf(stderr, "vmigrate: lazy restore done: %llu pages on first touch, "
 				"%llu prefetched\n", (unsigned long long)served,
 				(unsigned long long)prefetched);

@@ -756,8 +756,8 @@ static void *lazy_main(void *arg)
 		snap_lazy_abort(W.lazy);
 		W.state = W_PAUSED;
 		W.exit_requested = true;
-		fprintf(stderr, "vmigrated: guest %s: lazy restore FAILED, a page did not read "
-			"back intact; the guest is stopped\n", W.spec.name);
+		fprintf(stderr, "vmigrated: guest %s: lazy restore FAILED, %s did not read "
+			"back intact; the guest is stopped\n", W.spec.name, snap_lazy_error(W.lazy));
 	} else {
 		fprintf(stderr, "vmigrated: guest %s: all memory in (%llu pages on first touch, "
 			"%llu prefetched)\n", W.spec.name, (unsigned long long)served,
