@@ -49,6 +49,20 @@ else
 	echo "SKIP service.control_socket_refuses_other_users: no 'nobody' user or setpriv"
 fi
 
+# A guest that does not answer still holds its name: a second start is
+# refused, saying so, and list shows it instead of leaving it out.
+pid=$(vmA info two --json | json_field pid)
+kill -STOP "$pid"
+out=$(vmA start two --mem 128M --working-set 16M 2>&1); rc=$?
+list=$(vmA list 2>&1)
+kill -CONT "$pid"
+sleep 0.2
+[ $rc = 1 ] && echo "$out" | grep -q "not answering" &&
+	echo "$list" | grep -q "^two  *not answering" &&
+	[ "$(vmA info two --json | json_field pid)" = "$pid" ] &&
+	[ "$(hosts_count_procs A vmg:two)" = 1 ] && vmA verify two >/dev/null
+check stopped_guest_keeps_its_name $? "rc=$rc: $out; list: $list; vmg:two processes: $(hosts_count_procs A vmg:two)"
+
 vmA stop two >/dev/null
 sleep 0.3
 ! vmA list | grep -q '^two '

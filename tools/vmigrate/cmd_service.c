@@ -150,11 +150,16 @@ int cmd_list(int argc, char **argv)
 	if (json) {
 		print_json(rep);
 	} else if (json_object_object_get_ex(rep, "guests", &guests)) {
-		printf("%-20s %-10s %8s %6s %14s\n", "NAME", "STATE", "MEM(MiB)", "VCPUS", "COUNTER");
+		printf("%-20s %-13s %8s %6s %14s\n", "NAME", "STATE", "MEM(MiB)", "VCPUS", "COUNTER");
 		for (size_t i = 0; i < json_object_array_length(guests); i++) {
 			struct json_object *g = json_object_array_get_idx(guests, i);
 
-			printf("%-20s %-10s %8lld %6lld %14lld\n", ipc_str(g, "name", "?"),
+			if (!json_object_object_get_ex(g, "mem", NULL)) {	/* not answering */
+				printf("%-20s %-13s %8s %6s %14s  (pid %lld)\n", ipc_str(g, "name", "?"),
+				       ipc_str(g, "state", "?"), "-", "-", "-", ipc_int(g, "pid", 0));
+				continue;
+			}
+			printf("%-20s %-13s %8lld %6lld %14lld\n", ipc_str(g, "name", "?"),
 			       ipc_str(g, "state", "?"), ipc_int(g, "mem", 0) >> 20,
 			       ipc_int(g, "vcpus", 0), ipc_int(g, "counter", 0));
 		}

@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "guest_lock.h"
 #include "ipc.h"
 #include "peer.h"
 #include "snapshot.h"
@@ -82,8 +83,12 @@ static struct json_object *call_guest_within(struct service *sv, const char *nam
 	worker_sock_path(sv->guests_dir, name, path, sizeof(path));
 	rep = ipc_call(path, req, fd, timeout_ms, err, sizeof(err));
 	if (!rep) {
+		pid_t holder = guest_lock_holder(sv->guests_dir, name);
 		struct stat st;
 
+		if (holder)
+			return ipc_error("guest '%s' (process %d) is not answering: %s", name,
+					 (int)holder, err);
 		if (stat(path, &st) != 0)
 			return ipc_error("no guest named '%s' on this host", name);
 		return ipc_error("guest '%s' does not answer: %s", name, err);
@@ -107,51 +112,108 @@ static struct json_object *simple_call(struct service *sv, const char *name, con
 	return rep;
 }
 
-/* Every guest that answers; sockets of dead guests are removed. */
+/* A guest's name from a directory entry NAME.sock or NAME.lock. */
+static bool entry_name(const char *entry, char *name, size_t len)
+{
+	size_t n = strlen(entry);
+
+	if (n < 6 || n - 5 >= len ||
+	    (strcmp(entry + n - 5, ".sock") && strcmp(entry + n - 5, ".lock")))
+		return false;
+	memcpy(name, entry, n - 5);
+	name[n - 5] = 0;
+	return true;
+}
+
+/* One guest as list shows it, or NULL when nothing of it is left. A
+ * guest whose process holds its name but does not answer is listed as
+ * "not answering", never left out: a start under its name would fail. */
+static struct json_object *probe_guest(struct service *sv, const char *name)
+{
+	struct json_object *req = json_object_new_object(), *rep;
+	char path[600], err[700];
+	pid_t holder;
+
+	worker_sock_path(sv->guests_dir, name, path, sizeof(path));
+	json_object_object_add(req, "cmd", json_object_new_string("info"));
+	rep = access(path, F_OK) == 0 ? ipc_call(path, req, -1, 2000, err, sizeof(err)) : NULL;
+	json_object_put(req);
+	if (rep)
+		return rep;
+	holder = guest_lock_holder(sv->guests_dir, name);
+	if (!holder) {
+		if (access(path, F_OK) == 0 && (errno == ECONNREFUSED ||
+						strstr(err, "Connection refused"))) {
+			log_msg("guest %s is gone; removing its socket", name);
+			unlink(path);
+		}
+		return NULL;
+	}
+	rep = ipc_ok();
+	json_object_object_add(rep, "name", json_object_new_string(name));
+	json_object_object_add(rep, "state", json_object_new_string("not answering"));
+	json_object_object_add(rep, "pid", json_object_new_int(holder > 0 ? holder : 0));
+	return rep;
+}
+
+/* Every guest of this host, from the sockets and name locks. */
 static struct json_object *scan_guests(struct service *sv)
 {
-	struct json_object *arr = json_object_new_array();
+	struct json_object *arr = json_object_new_array(), *seen = json_object_new_object();
 	DIR *d = opendir(sv->guests_dir);
 	struct dirent *e;
 
-	if (!d)
-		return arr;
-	while ((e = readdir(d))) {
-		size_t n = strlen(e->d_name);
-		char name[64], path[600], err[700];
-		struct json_object *req, *rep;
+	while (d && (e = readdir(d))) {
+		struct json_object *g;
+		char name[64];
 
-		if (n < 6 || n - 5 >= sizeof(name) || strcmp(e->d_name + n - 5, ".sock"))
+		if (!entry_name(e->d_name, name, sizeof(name)) ||
+		    json_object_object_get_ex(seen, name, NULL))
 			continue;
-		memcpy(name, e->d_name, n - 5);
-		name[n - 5] = 0;
-		worker_sock_path(sv->guests_dir, name, path, sizeof(path));
-		req = json_object_new_object();
-		json_object_object_add(req, "cmd", json_object_new_string("info"));
-		rep = ipc_call(path, req, -1, 2000, err, sizeof(err));
-		json_object_put(req);
-		if (!rep) {
-			if (errno == ECONNREFUSED || strstr(err, "Connection refused")) {
-				log_msg("guest %s is gone; removing its socket", name);
-				unlink(path);
-			}
-			continue;
-		}
-		json_object_array_add(arr, rep);
+		json_object_object_add(seen, name, NULL);
+		if ((g = probe_guest(sv, name)))
+			json_object_array_add(arr, g);
 	}
-	closedir(d);
+	if (d)
+		closedir(d);
+	json_object_put(seen);
 	return arr;
 }
 
-static bool guest_exists(struct service *sv, const char *name)
+/* NULL when the name is free here, else the error that says who has it.
+ * The guest process takes the name itself (guest_lock.h), so two starts
+ * racing still cannot both have it; this is for a clear message. */
+static struct json_object *name_taken(struct service *sv, const char *name)
 {
-	struct json_object *all = scan_guests(sv);
-	bool found = false;
+	pid_t holder = guest_lock_holder(sv->guests_dir, name);
+	struct json_object *g;
 
-	for (size_t i = 0; i < json_object_array_length(all); i++)
-		found |= !strcmp(ipc_str(json_object_array_get_idx(all, i), "name", ""), name);
-	json_object_put(all);
-	return found;
+	if (!holder)
+		return NULL;
+	g = probe_guest(sv, name);
+	if (g && !strcmp(ipc_str(g, "state", ""), "not answering")) {
+		json_object_put(g);
+		return ipc_error("a guest named '%s' already runs here (process %d) but is not "
+				 "answering: it keeps the name until it ends", name, (int)holder);
+	}
+	json_object_put(g);
+	return ipc_error("a guest named '%s' already runs here", name);
+}
+
+/* Guests that moved away while no service watched (it was killed during
+ * their migration): nobody collects their result now, so they go. */
+static void reap_moved_away(struct service *sv, struct json_object *guests)
+{
+	for (size_t i = 0; i < json_object_array_length(guests); i++) {
+		struct json_object *g = json_object_array_get_idx(guests, i);
+		const char *name = ipc_str(g, "name", "");
+
+		if (strcmp(ipc_str(g, "state", ""), "migrated"))
+			continue;
+		json_object_put(simple_call(sv, name, "exit"));
+		log_msg("guest %s had moved away (job %s); its process ends", name,
+			ipc_str(g, "job", "?"));
+	}
 }
 
 /* Fork a guest process; its first line on the socket pair says how it went. */
@@ -202,8 +264,8 @@ static struct json_object *do_start(struct service *sv, struct json_object *req)
 
 	if (worker_spec_from_json(req, &spec, err, sizeof(err)))
 		return ipc_error("%s", err);
-	if (guest_exists(sv, spec.name))
-		return ipc_error("a guest named '%s' already runs here", spec.name);
+	if ((rep = name_taken(sv, spec.name)))
+		return rep;
 	snprintf(spec.dir, sizeof(spec.dir), "%s", sv->guests_dir);
 	spec.vcpus = spec.vcpus ? spec.vcpus : 1;
 	spec.io_timeout_ms = sv->io_timeout_ms;
@@ -229,8 +291,8 @@ static struct json_object *do_restore(struct service *sv, struct json_object *re
 	snprintf(spec.name, sizeof(spec.name), "%s", name && *name ? name : in.info.guest_name);
 	if (!spec.name[0] || strchr(spec.name, '/'))
 		return ipc_error("restore needs a guest name (--name)");
-	if (guest_exists(sv, spec.name))
-		return ipc_error("a guest named '%s' already runs here", spec.name);
+	if ((rep = name_taken(sv, spec.name)))
+		return rep;
 	snprintf(spec.dir, sizeof(spec.dir), "%s", sv->guests_dir);
 	spec.io_timeout_ms = sv->io_timeout_ms;
 	rep = spawn(sv, &spec, file, ipc_str(req, "key_file", NULL), ipc_bool(req, "lazy", false));
@@ -591,6 +653,7 @@ int main(int argc, char **argv)
 	{
 		struct json_object *found = scan_guests(&sv);
 
+		reap_moved_away(&sv, found);
 		log_msg("listening on %s for peers (%s%s), control socket %s; "
 			"%zu guest(s) already running", sv.listen_addr,
 			sv.peer.insecure ? "INSECURE: plain TCP, peers not authenticated by TLS" :

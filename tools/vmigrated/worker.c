@@ -6,6 +6,11 @@
  * States: running <-> paused; running -> migrating -> gone (moved) or
  * back to running (failed, guest still here) or uncertain (handed over,
  * no answer: kept paused for the operator); incoming -> running.
+ *
+ * The process holds the guest's name (guest_lock.h) from before it binds
+ * the socket until the guest is gone from here: a moved-away process
+ * gives the name up at once and lingers only to hand its job's result to
+ * the service, for at most GONE_LINGER_S.
  */
 #include "worker.h"
 
@@ -21,9 +26,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "guest_lock.h"
 #include "ipc.h"
 #include "migrate.h"
 #include "snapshot.h"
+
+#define GONE_LINGER_S	30
 
 enum wstate { W_INCOMING, W_RUNNING, W_PAUSED, W_MIGRATING, W_UNCERTAIN, W_GONE };
 
@@ -36,7 +44,9 @@ struct worker {
 	struct worker_spec spec;
 	char sock_path[600];
 	int listen_fd;
+	int name_fd;			/* the name lock; -1 once the guest left */
 	double started;
+	double gone_at;			/* under lock: when the guest left (W_GONE) */
 	pthread_mutex_t lock;
 	struct vm *vm;			/* under lock */
 	enum wstate state;		/* under lock */
@@ -163,6 +173,17 @@ static _Noreturn void die_early(int ready_fd, const char *msg)
 	if (W.listen_fd >= 0)
 		unlink(W.sock_path);
 	_exit(1);
+}
+
+/* The guest left this host: free its name for whoever comes next (the
+ * guest migrating back, say). Called under W.lock. */
+static void give_up_name(void)
+{
+	W.state = W_GONE;
+	W.gone_at = now();
+	if (W.name_fd >= 0)
+		close(W.name_fd);
+	W.name_fd = -1;
 }
 
 /* ---- requests -------------------------------------------------------------- */
@@ -385,7 +406,7 @@ static void *migration_main(void *arg)
 	if (ret == 0) {
 		vm_destroy(W.vm);	/* it runs on the destination now */
 		W.vm = NULL;
-		W.state = W_GONE;
+		give_up_name();
 	} else if (ret == -EINPROGRESS) {
 		W.state = W_UNCERTAIN;
 	} else {
@@ -558,7 +579,8 @@ static _Noreturn void serve(void)
 		bool leave;
 
 		pthread_mutex_lock(&W.lock);
-		leave = W.exit_requested;
+		leave = W.exit_requested ||
+			(W.state == W_GONE && now() - W.gone_at > GONE_LINGER_S);
 		pthread_mutex_unlock(&W.lock);
 		if (leave)
 			break;
@@ -587,13 +609,44 @@ static _Noreturn void serve(void)
 	_exit(0);
 }
 
-static void setup_common(const struct worker_spec *s, int ready_fd)
+/* A process that moved the guest away may still serve the socket (to hand
+ * over its result): we hold the name now, so it must go. */
+static void evict_leftover(void)
 {
-	char err[512];
+	struct json_object *req = json_object_new_object(), *rep;
+	char err[256];
 
+	json_object_object_add(req, "cmd", json_object_new_string("exit"));
+	rep = ipc_call(W.sock_path, req, -1, 2000, err, sizeof(err));
+	json_object_put(req);
+	json_object_put(rep);
+}
+
+/* Take the guest's name, then its socket. */
+static int hold_name_and_socket(char *err, size_t errlen)
+{
+	pid_t holder;
+
+	worker_sock_path(W.spec.dir, W.spec.name, W.sock_path, sizeof(W.sock_path));
+	W.name_fd = guest_lock_take(W.spec.dir, W.spec.name, &holder, err, errlen);
+	if (W.name_fd == -EBUSY) {
+		snprintf(err, errlen, "a guest named '%s' already runs on this host (process %d "
+			 "holds the name)", W.spec.name, (int)holder);
+		return -EBUSY;
+	}
+	if (W.name_fd < 0)
+		return W.name_fd;
+	evict_leftover();
+	W.listen_fd = ipc_listen(W.sock_path, 0600, err, errlen);
+	return W.listen_fd < 0 ? W.listen_fd : 0;
+}
+
+static int setup_common(const struct worker_spec *s, char *err, size_t errlen)
+{
 	memset(&W, 0, sizeof(W));
 	W.spec = *s;
 	W.listen_fd = -1;
+	W.name_fd = -1;
 	W.started = now();
 	pthread_mutex_init(&W.lock, NULL);
 	mig_progress_init(&W.prog);
@@ -606,10 +659,7 @@ static void setup_common(const struct worker_spec *s, int ready_fd)
 		snprintf(comm, sizeof(comm), "vmg:%.11s", s->name);
 		prctl(PR_SET_NAME, comm);	/* so `pkill vmigrated` spares guests */
 	}
-	worker_sock_path(s->dir, s->name, W.sock_path, sizeof(W.sock_path));
-	W.listen_fd = ipc_listen(W.sock_path, 0600, err, sizeof(err));
-	if (W.listen_fd < 0)
-		die_early(ready_fd, err);
+	return hold_name_and_socket(err, errlen);
 }
 
 void worker_run_boot(const struct worker_spec *s, int ready_fd)
@@ -621,7 +671,8 @@ void worker_run_boot(const struct worker_spec *s, int ready_fd)
 	char err[512];
 	void *owned;	/* a payload read from a file lives as long as the guest */
 
-	setup_common(s, ready_fd);
+	if (setup_common(s, err, sizeof(err)))
+		die_early(ready_fd, err);
 	cfg.payload = vm_payload_load(s->guest, &cfg.payload_size, &owned, err, sizeof(err));
 	if (!cfg.payload)
 		die_early(ready_fd, err);
@@ -679,20 +730,6 @@ static void *incoming_main(void *arg)
 	return NULL;
 }
 
-/* Is a guest of this name already served here? */
-static bool guest_alive(const char *dir, const char *name)
-{
-	char path[600], err[700];
-	int fd;
-
-	worker_sock_path(dir, name, path, sizeof(path));
-	fd = ipc_connect(path, err, sizeof(err));
-	if (fd < 0)
-		return false;
-	close(fd);
-	return true;
-}
-
 void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 {
 	static struct incoming in;
@@ -712,14 +749,14 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 		fprintf(stderr, "vmigrated: refused an incoming migration: %s\n", err);
 		_exit(1);
 	}
-	if (guest_alive(s.dir, name)) {
-		snprintf(err, sizeof(err), "a guest named '%s' already runs on this host", name);
+	snprintf(s.name, sizeof(s.name), "%s", name);
+	if (setup_common(&s, err, sizeof(err))) {
 		peer_answer(x, false, err);
 		fprintf(stderr, "vmigrated: refused an incoming migration: %s\n", err);
+		if (W.listen_fd >= 0)
+			unlink(W.sock_path);
 		_exit(1);
 	}
-	snprintf(s.name, sizeof(s.name), "%s", name);
-	setup_common(&s, -1);
 	W.state = W_INCOMING;
 	in.opts = (struct mig_dest_opts){ .dirty_mode = s.dirty_mode, .events = events,
 					  .io_timeout_ms = s.io_timeout_ms };
@@ -779,7 +816,8 @@ void worker_run_restore(const struct worker_spec *s, const char *file, const cha
 	uint64_t restored_counter;
 	char err[512];
 
-	setup_common(s, ready_fd);
+	if (setup_common(s, err, sizeof(err)))
+		die_early(ready_fd, err);
 	if (key_file) {
 		int n = snap_key_load(key_file, key, err, sizeof(err));
 

@@ -108,6 +108,18 @@ hosts_stop_services() {
 	SVC_A_PID= SVC_B_PID=
 }
 
+# how many processes named COMM (vmg:NAME) run on host A or B; without
+# namespaces, on this machine
+hosts_count_procs() {
+	local ns=$NS_A n=0 p
+	[ "$1" = B ] && ns=$NS_B
+	if [ "$USE_NETNS" != 1 ]; then pgrep -c -x "$2"; return 0; fi
+	for p in $(ip netns pids "$ns" 2>/dev/null); do
+		[ "$(cat /proc/"$p"/comm 2>/dev/null)" = "$2" ] && n=$((n + 1))
+	done
+	echo "$n"
+}
+
 vmA() { VMIGRATE_CONTROL="$HOSTS_DIR/A/vmigrated.sock" "$VMIGRATE" "$@"; }
 vmB() { VMIGRATE_CONTROL="$HOSTS_DIR/B/vmigrated.sock" "$VMIGRATE" "$@"; }
 
