@@ -9,6 +9,7 @@
  *   src-stall-before-go   the source waits 3 s between LOADED and GO
  *   dst-exit-before-loaded the destination's process dies instead of LOADED
  *   dst-exit-before-running the destination's process dies after GO, before running
+ *   dst-stop-after-loaded the destination's process stops itself (SIGSTOP) after LOADED
  *   lazy-slow-prefetch    a lazy restore's prefetch takes 5 ms a MiB
  */
 #ifndef FAULT_H

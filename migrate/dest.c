@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <poll.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -49,6 +50,59 @@ static double now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The handover bound's clock: it counts while this process is stopped
+ * (SIGSTOP, a debugger) and while the host sleeps. */
+static double boot_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int decide(const struct mig_dest_opts *o, bool run, const char *why)
+{
+	return o->decide ? o->decide(o->opaque, run, why) : 0;
+}
+
+/*
+ * After LOADED: GO within the bound, or nothing. Returns 0 on a GO in
+ * time; else err says why and the guest must be discarded.
+ */
+static int await_go(struct xport *x, double t_loaded, char *err, size_t errlen)
+{
+	const double bound = MIG_GO_BOUND_MS / 1e3;
+	uint16_t type;
+	int ret;
+
+	do {
+		double left = t_loaded + bound - boot_now();
+
+		if (left <= 0) {
+			snprintf(err, errlen, "no GO within %d ms of LOADED: the guest is "
+				 "discarded here and stays with the source", MIG_GO_BOUND_MS);
+			return -ETIMEDOUT;
+		}
+		ret = xport_poll_in(x, left < 0.2 ? (int)(left * 1000) + 1 : 200);
+	} while (ret == 0);
+	if (ret > 0)
+		ret = mig_msg_recv(x, &type, NULL, 0);
+	if (ret || type != MIG_MSG_GO) {
+		snprintf(err, errlen, "no GO from the source after loading (%s); the guest "
+			 "stays with the source", ret ? strerror(-ret) : "unexpected message");
+		return ret ? ret : -EPROTO;
+	}
+	if (boot_now() - t_loaded > bound) {
+		/* this process was stopped or starved: the source may have given
+		 * up on us and resumed its copy */
+		snprintf(err, errlen, "GO came %.0f ms after LOADED, past the bound of %d ms: "
+			 "the guest is discarded here and stays with the source",
+			 (boot_now() - t_loaded) * 1e3, MIG_GO_BOUND_MS);
+		return -ETIMEDOUT;
+	}
+	return 0;
 }
 
 /*
@@ -90,8 +144,8 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	struct vm_kvm_config cfg = { .dirty_mode = o->dirty_mode, .events = o->events };
 	struct vm *vm = NULL;
 	struct page_in *pi = NULL;
-	double t0 = now();
-	uint16_t type;
+	double t0 = now(), t_loaded = 0;
+	bool loaded_sent = false;
 	int ret;
 
 	/* Channels may idle between rounds; a dead source is still noticed by
@@ -178,18 +232,23 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 		goto refuse;
 	if (fault_point("dst-exit-before-loaded"))
 		_exit(99);
+	t_loaded = boot_now();
 	if (mig_msg_send(x, MIG_MSG_LOADED, NULL, 0))
 		goto lost;
+	loaded_sent = true;
+	if (fault_point("dst-stop-after-loaded"))
+		raise(SIGSTOP);		/* tests: a destination stopped in the window */
 
-	/* Run only on GO: without it the source may still run the guest. */
-	ret = mig_msg_recv(x, &type, NULL, 0);
-	if (ret || type != MIG_MSG_GO) {
-		snprintf(err, errlen, "no GO from the source after loading (%s); the guest "
-			 "stays with the source", ret ? strerror(-ret) : "unexpected message");
-		goto fail;
-	}
+	/* Run only on GO in time: without it the source may run the guest. */
+	if (await_go(x, t_loaded, err, errlen))
+		goto refuse;
 	if (fault_point("dst-exit-before-running"))
 		_exit(99);
+	if (decide(o, true, "GO in time")) {
+		snprintf(err, errlen, "cannot record the decision to run the guest; it is "
+			 "discarded here");
+		goto refuse;
+	}
 	if (vm_resume(vm)) {
 		snprintf(err, errlen, "could not start the received guest");
 		goto fail;
@@ -223,6 +282,8 @@ lost:
 	snprintf(err, errlen, "connection to the source lost: %s",
 		 strerror(x->err ? -x->err : EPIPE));
 fail:
+	if (loaded_sent)
+		decide(o, false, err);
 	st->status = MIG_FAILED;
 	snprintf(st->error, sizeof(st->error), "%s", err);
 	page_in_stop(pi);

@@ -37,6 +37,13 @@ struct mig_params {
 };
 
 void mig_params_default(struct mig_params *p);
+
+/*
+ * The handover bound (protocol.c): the destination runs the guest only if
+ * GO reaches it within MIG_GO_BOUND_MS of its LOADED, by its own clock; the
+ * source sends GO only within half of that after LOADED reached it.
+ */
+#define MIG_GO_BOUND_MS	5000
 /* "auto", "lz4" or "off"; -EINVAL for anything else. */
 int mig_compress_parse(const char *name, enum mig_compress *out);
 
@@ -102,6 +109,11 @@ struct mig_dest_opts {
 	/* The destination ends of the source's data channels, in order. */
 	struct xport *const *data_channels;
 	unsigned nr_data_channels;
+	/* After LOADED: the decision, made durable before it takes effect:
+	 * run = true just before the guest is resumed (a failure discards it
+	 * instead), run = false when it is discarded. The source's operator
+	 * asks for it after an uncertain handover (protocol.c). */
+	int (*decide)(void *opaque, bool run, const char *why);
 };
 
 /* Receive a guest over x. Returns it running, or NULL with err set; on

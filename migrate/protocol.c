@@ -16,10 +16,31 @@
  *                            <-------------  RUNNING
  *   A destroys its copy
  *
- * Before A sends GO, any failure resumes A and B discards its copy. After
- * GO, A never resumes on its own: if RUNNING does not come, the outcome is
- * uncertain and an operator decides. B runs only after GO. So at no time
- * can both copies run.
+ * Who may run the guest, the one rule (MIG_GO_BOUND_MS = T):
+ *
+ *  1. B runs the guest only after GO, and only if GO reached it within T
+ *     of sending LOADED, by B's own CLOCK_BOOTTIME (it counts while B is
+ *     stopped or starved). Past T, B discards its copy, even if GO is
+ *     waiting in its socket. B makes its decision durable (run or discard,
+ *     per job: mig_dest_opts.decide) before it takes effect.
+ *  2. A sends GO only within T/2 of receiving LOADED; later, it resumes
+ *     its own copy without sending GO (B then discards by rule 1).
+ *  3. Before GO, any failure resumes A; B never saw GO and cannot run.
+ *     After GO, A never resumes on its own: RUNNING means B runs it; an
+ *     ERROR from B means B discarded it (B sends ERROR after LOADED only
+ *     when it will never run), and A resumes; anything else (silence, a
+ *     broken connection) is uncertain and A stays paused.
+ *  4. An uncertain A is resumed only on B's word: the operator's resume
+ *     asks B's service, which answers from B's durable decision and from
+ *     whether a process holds the guest's name there (tools/vmigrated:
+ *     "discarded" or "never ran" allow it; "runs", "deciding" or "not
+ *     answering" refuse it). Only where B's host is lost for good may the
+ *     operator say so (resume --destination-lost), and even then not
+ *     before T has surely passed since GO, so a B that got GO late has
+ *     discarded itself by then.
+ *
+ * So at no time can both copies run, whatever either side's processes or
+ * the operator do, short of declaring a live host lost.
  */
 #include "protocol.h"
 

@@ -546,6 +546,14 @@ static int switchover(struct source *s, unsigned round)
 		sleep(3);
 	if (!ret && atomic_load(&s->prog->cancel))
 		ret = -ECANCELED;
+	if (!ret && now() - t[2] > MIG_GO_BOUND_MS / 2e3) {
+		/* B may see this GO past its bound and discard itself, or not:
+		 * better not to hand over than to leave the outcome uncertain */
+		fail_msg(s, "the switchover stalled %.0f ms after the destination loaded the "
+			 "guest, past half the handover bound (%d ms): it resumes here",
+			 (now() - t[2]) * 1e3, MIG_GO_BOUND_MS);
+		ret = -ETIMEDOUT;
+	}
 	if (ret)
 		return ret;	/* B has nothing that runs: A resumes */
 
@@ -554,6 +562,8 @@ static int switchover(struct source *s, unsigned round)
 	ret = mig_msg_send(s->x, MIG_MSG_GO, NULL, 0);
 	if (!ret)
 		ret = wait_msg(s, MIG_MSG_RUNNING);
+	if (ret == -ECONNABORTED)
+		return ret;	/* B said ERROR instead: it discarded its copy */
 	if (ret) {
 		fail_msg(s, "no answer after handing the guest over (%s): it may run on the "
 			 "destination; it stays paused here", strerror(-ret));

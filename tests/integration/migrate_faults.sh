@@ -226,7 +226,64 @@ case_source_service_killed_mid_migration() {
 	one_copy_on vmA "$before"
 }
 
-ALL_CASES="destination_not_listening destination_killed_mid_round destination_killed_after_source_paused connection_cut_by_firewall corrupted_byte_in_stream cancel_while_setting_up cancel_mid_round cancel_after_source_paused lost_answer_after_handover_is_uncertain source_service_killed_mid_migration"
+# pid of the process holding the guest's name on B (answering or not)
+holder_on_b() { hosts_pids B "vmg:$G" | head -1; }
+wait_gone() { for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; return 1; }
+
+# The destination is stopped (SIGSTOP) right after LOADED: GO reaches it
+# only past the handover bound. The source cannot know whether it runs:
+# resume is refused while the destination does not answer, and refused
+# with --destination-lost until the bound has passed; once continued, the
+# destination discards itself, says so when asked, and resume goes on.
+case_destination_stopped_after_loaded() {
+	local before rc pid out
+	prepare "" "VMIGRATE_FAULT=dst-stop-after-loaded" || return 1
+	before=$(counter_on vmA)
+	vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --quiet >"$HOSTS_DIR/mig.out" 2>&1
+	rc=$?
+	pid=$(holder_on_b)
+	[ $rc = 3 ] || { note "exit status $rc, expected 3 (uncertain)"; kill -CONT "$pid"; return 1; }
+	[ "$(state_on vmA)" = uncertain ] || { note "A says '$(state_on vmA)'"; kill -CONT "$pid"; return 1; }
+	vmB list | grep -q "^$G  *not answering" || { note "B's list: $(vmB list)"; kill -CONT "$pid"; return 1; }
+	out=$(vmA resume $G 2>&1) && { note "resumed while B does not answer: $out"; kill -CONT "$pid"; return 1; }
+	note "resume refused: $out"
+	out=$(vmA resume $G --destination-lost 2>&1) &&
+		{ note "resumed as lost within the bound: $out"; kill -CONT "$pid"; return 1; }
+	note "resume --destination-lost refused: $out"
+	kill -CONT "$pid"
+	wait_gone "$pid" || { note "B's process stays after GO came late"; return 1; }
+	grep -q "is discarded here" "$HOSTS_DIR/B/service.log" || { note "B does not say why it discarded"; return 1; }
+	out=$(vmA resume $G 2>&1) || { note "resume refused after B discarded: $out"; return 1; }
+	echo "$out" | grep -q discarded || { note "resume without B's word: $out"; return 1; }
+	one_copy_on vmA "$before" || return 1
+	hosts_stop_services; hosts_start_service A && hosts_start_service B || return 1
+	second_migration_works
+}
+
+# The way in: the source stalls between LOADED and GO and the
+# destination is stopped in that window. Past half the bound the source
+# does not hand over: it resumes, and the destination discards itself.
+case_stalled_source_and_stopped_destination() {
+	local before rc pid
+	prepare "VMIGRATE_FAULT=src-stall-before-go" || return 1
+	before=$(counter_on vmA)
+	migrate_bg
+	for _ in $(seq 200); do vmA jobs --json | grep -q '"status":"device"' && break; sleep 0.05; done
+	sleep 0.5
+	pid=$(holder_on_b)
+	[ -n "$pid" ] || { note "no receiving process on B"; return 1; }
+	kill -STOP "$pid"
+	wait $MIG_PID; rc=$?
+	kill -CONT "$pid"
+	[ $rc = 1 ] || { note "exit status $rc, expected 1 (the guest stays here)"; return 1; }
+	grep -q "resumes here" "$HOSTS_DIR/mig.out" || { note "no reason given"; return 1; }
+	wait_gone "$pid" || { note "B's process stays"; return 1; }
+	one_copy_on vmA "$before" || return 1
+	hosts_stop_services; hosts_start_service A && hosts_start_service B || return 1
+	second_migration_works
+}
+
+ALL_CASES="destination_not_listening destination_killed_mid_round destination_killed_after_source_paused connection_cut_by_firewall corrupted_byte_in_stream cancel_while_setting_up cancel_mid_round cancel_after_source_paused lost_answer_after_handover_is_uncertain source_service_killed_mid_migration destination_stopped_after_loaded stalled_source_and_stopped_destination"
 # MIGRATE_FAULTS_CASES="a b" runs only those (while working on one)
 for c in ${MIGRATE_FAULTS_CASES:-$ALL_CASES}; do
 	: >"$HOSTS_DIR/mig.out"

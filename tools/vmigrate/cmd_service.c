@@ -210,7 +210,46 @@ static int simple(int argc, char **argv, const char *cmd)
 int cmd_info(int argc, char **argv) { return simple(argc, argv, "info"); }
 int cmd_stop(int argc, char **argv) { return simple(argc, argv, "stop"); }
 int cmd_verify(int argc, char **argv) { return simple(argc, argv, "verify"); }
-int cmd_resume(int argc, char **argv) { return simple(argc, argv, "resume"); }
+/* resume NAME [--destination-lost]: after an uncertain handover, the
+ * service asks the destination first (migrate/protocol.c, rule 4). */
+int cmd_resume(int argc, char **argv)
+{
+	struct json_object *req, *rep;
+	const char *name = NULL;
+	bool lost = false;
+	int status;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--destination-lost"))
+			lost = true;
+		else if (!name && argv[i][0] != '-')
+			name = argv[i];
+		else
+			name = NULL, i = argc;
+	}
+	if (!name) {
+		fprintf(stderr, "usage: vmigrate resume NAME [--destination-lost]\n"
+			"  resumes a guest left paused by an uncertain handover, once the\n"
+			"  destination confirms it does not run it; --destination-lost: that\n"
+			"  host is gone for good (your word; refused until the handover bound\n"
+			"  has passed)\n");
+		return EXIT_USAGE;
+	}
+	req = new_req("resume");
+	json_object_object_add(req, "name", json_object_new_string(name));
+	json_object_object_add(req, "destination_lost", json_object_new_boolean(lost));
+	rep = request(req, false);
+	if (!rep)
+		return 1;
+	status = ipc_bool(rep, "ok", false) ? 0 : 1;
+	if (status)
+		fprintf(stderr, "vmigrate: %s\n", ipc_str(rep, "error", "failed"));
+	else
+		printf("%s: resumed here (destination: %s)\n", name,
+		       ipc_str(rep, "destination", "?"));
+	json_object_put(rep);
+	return status;
+}
 
 static double now(void)
 {

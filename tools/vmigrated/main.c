@@ -375,6 +375,32 @@ static struct json_object *do_migrate(struct service *sv, struct json_object *re
 	return rep;
 }
 
+/* An uncertain guest is resumed only on the destination's word: open the
+ * way to ask it (the guest process asks, migrate/protocol.c rule 4). */
+static struct json_object *do_resume(struct service *sv, struct json_object *req)
+{
+	const char *name = ipc_str(req, "name", "");
+	struct json_object *info = simple_call(sv, name, "info"), *fwd, *rep;
+	char err[512], host[256];
+	int fd = -1;
+
+	if (!ipc_bool(info, "ok", false))
+		return info;
+	fwd = json_object_get(req);
+	if (!strcmp(ipc_str(info, "state", ""), "uncertain") &&
+	    !ipc_bool(req, "destination_lost", false)) {
+		fd = dial_peer(sv, ipc_str(info, "dest", ""), host, sizeof(host), err, sizeof(err));
+		if (fd < 0)
+			json_object_object_add(fwd, "dial_error", json_object_new_string(err));
+	}
+	json_object_put(info);
+	rep = call_guest_within(sv, name, fwd, fd, 30000);
+	json_object_put(fwd);
+	if (fd >= 0)
+		close(fd);
+	return rep;
+}
+
 /* The guest that runs a job, from the job's name. */
 static struct json_object *find_job(struct service *sv, const char *job, char *name, size_t len)
 {
@@ -446,8 +472,10 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 		return do_start(sv, req);
 	if (!strcmp(cmd, "list"))
 		return do_list(sv);
-	if (!strcmp(cmd, "info") || !strcmp(cmd, "verify") || !strcmp(cmd, "resume"))
+	if (!strcmp(cmd, "info") || !strcmp(cmd, "verify"))
 		return simple_call(sv, name, cmd);
+	if (!strcmp(cmd, "resume"))
+		return do_resume(sv, req);
 	if (!strcmp(cmd, "stop")) {
 		struct json_object *rep = simple_call(sv, name, "stop");
 
@@ -629,13 +657,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vmigrated: %s: %s\n", sv.state_dir, strerror(errno));
 		return 1;
 	}
-	sv.control_fd = ipc_listen(sv.control_path, mode, err, sizeof(err));
-	if (sv.control_fd < 0) {
-		fprintf(stderr, "vmigrated: %s\n", err);
-		return 1;
-	}
-	if (sv.has_group && chown(sv.control_path, 0, sv.group) < 0)
-		log_msg("chown of %s: %s", sv.control_path, strerror(errno));
 	if (xport_split_hostport(sv.listen_addr, DEFAULT_PORT, host, sizeof(host), port,
 				 sizeof(port))) {
 		fprintf(stderr, "vmigrated: bad --listen '%s'\n", sv.listen_addr);
@@ -646,6 +667,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vmigrated: %s\n", err);
 		return 1;
 	}
+	/* last: once the control socket is there, the service takes peers too */
+	sv.control_fd = ipc_listen(sv.control_path, mode, err, sizeof(err));
+	if (sv.control_fd < 0) {
+		fprintf(stderr, "vmigrated: %s\n", err);
+		return 1;
+	}
+	if (sv.has_group && chown(sv.control_path, 0, sv.group) < 0)
+		log_msg("chown of %s: %s", sv.control_path, strerror(errno));
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);

@@ -4,11 +4,16 @@
  *   dialer (source guest process)            listener (destination guest process)
  *   TCP connect (by vmigrated)  -----------> accept (by vmigrated), fork
  *   TLS 1.3 handshake, mutual certificates, name and allow-list checks
- *   hello {name[, nonce]} -----------------> name free here?
+ *   hello {migrate-in, name, job[, nonce]} -> name free here?
  *   [with a peer key: challenge / proof both ways, peer_auth.c]
  *                            <-------------- {ok, data_port, token} or {error}
  *   per data channel: TCP to data_port, TLS, {migrate-data, token, i} -> {ok}
  *   migration stream (migrate/protocol.c)
+ *
+ * After an uncertain handover the source asks, on a connection of its own
+ * opened the same way, what the destination decided:
+ *   hello {handover, name, job[, nonce]} ->
+ *                            <-------------- {ok, decision, detail}
  */
 #include "peer.h"
 
@@ -239,30 +244,41 @@ static struct xport *dial_data(const struct peer_config *pc, const char *host, c
 	return x;
 }
 
-int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *name,
-	      unsigned channels, bool rdma, struct peer_session *ps, char *err, size_t errlen)
+/* A hello naming op, the guest and the job. */
+static struct json_object *new_hello(const char *op, const char *name, const char *job)
+{
+	struct json_object *hello = json_object_new_object();
+
+	json_object_object_add(hello, "op", json_object_new_string(op));
+	json_object_object_add(hello, "name", json_object_new_string(name));
+	json_object_object_add(hello, "job", json_object_new_string(job));
+	return hello;
+}
+
+/*
+ * Dialer: secure fd, send the hello (taking it), prove the key if there
+ * is one, and return the listener's {ok:true,...} with *xo the connection;
+ * NULL with err when refused (the connection is closed then).
+ */
+static struct json_object *greet(const struct peer_config *pc, int fd, const char *host,
+				 struct json_object *hello, struct xport **xo, char *err,
+				 size_t errlen)
 {
 	struct xport *x = secure(pc, fd, host, false, err, errlen);
-	struct json_object *hello, *rep;
-	char nonce[65], port[16], token[65];
+	const char *name = ipc_str(hello, "name", "");
+	struct json_object *rep = NULL;
+	char nonce[65];
 
-	memset(ps, 0, sizeof(*ps));
-	if (!x)
-		return -ECONNREFUSED;
-	if (channels > PEER_MAX_DATA)
-		channels = PEER_MAX_DATA;
-	hello = json_object_new_object();
-	json_object_object_add(hello, "op", json_object_new_string("migrate-in"));
-	json_object_object_add(hello, "name", json_object_new_string(name));
-	json_object_object_add(hello, "channels", json_object_new_int((int)channels));
-	json_object_object_add(hello, "transport", json_object_new_string(rdma ? "rdma" : "tcp"));
+	*xo = NULL;
+	if (!x) {
+		json_object_put(hello);
+		return NULL;
+	}
 	peer_auth_hello(&pc->key, hello, nonce);
 	if (line_send(x, hello)) {
-		json_object_put(hello);
 		snprintf(err, errlen, "%s: sending the hello failed", host);
 		goto fail;
 	}
-	json_object_put(hello);
 	rep = line_recv(x);
 	if (rep && pc->key.set && !ipc_str(rep, "error", NULL)) {
 		struct json_object *answer = json_object_new_object();
@@ -272,6 +288,7 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 			ret = line_send(x, answer);
 		json_object_put(answer);
 		json_object_put(rep);
+		rep = NULL;
 		if (ret)
 			goto fail;
 		rep = line_recv(x);
@@ -280,9 +297,35 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 		snprintf(err, errlen, "%s refused: %s", host,
 			 rep ? ipc_str(rep, "error", "no reason") :
 			 "the connection closed (TLS on one end only?)");
-		json_object_put(rep);
 		goto fail;
 	}
+	json_object_put(hello);
+	*xo = x;
+	return rep;
+fail:
+	json_object_put(rep);
+	json_object_put(hello);
+	xport_close(x);
+	return NULL;
+}
+
+int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *name,
+	      const char *job, unsigned channels, bool rdma, struct peer_session *ps,
+	      char *err, size_t errlen)
+{
+	struct json_object *hello, *rep;
+	char port[16], token[65];
+	struct xport *x;
+
+	memset(ps, 0, sizeof(*ps));
+	if (channels > PEER_MAX_DATA)
+		channels = PEER_MAX_DATA;
+	hello = new_hello("migrate-in", name, job);
+	json_object_object_add(hello, "channels", json_object_new_int((int)channels));
+	json_object_object_add(hello, "transport", json_object_new_string(rdma ? "rdma" : "tcp"));
+	rep = greet(pc, fd, host, hello, &x, err, errlen);
+	if (!rep)
+		return -ECONNREFUSED;
 	snprintf(port, sizeof(port), "%lld", ipc_int(rep, "data_port", 0));
 	snprintf(token, sizeof(token), "%s", ipc_str(rep, "token", ""));
 	json_object_put(rep);
@@ -296,34 +339,54 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 		ps->nr_data = i + 1;
 	}
 	return 0;
-fail:
-	xport_close(x);
-	return -ECONNREFUSED;
 }
 
-struct xport *peer_accept(const struct peer_config *pc, int fd, char *name, size_t namelen,
-			  unsigned *channels, bool *rdma, char *err, size_t errlen)
+int peer_ask_handover(const struct peer_config *pc, int fd, const char *host,
+		      const char *name, const char *job, char *decision, size_t len,
+		      char *detail, size_t detail_len, char *err, size_t errlen)
+{
+	struct xport *x;
+	struct json_object *rep = greet(pc, fd, host, new_hello("handover", name, job), &x,
+					err, errlen);
+
+	if (!rep)
+		return -ECONNREFUSED;
+	snprintf(decision, len, "%s", ipc_str(rep, "decision", ""));
+	snprintf(detail, detail_len, "%s", ipc_str(rep, "detail", ""));
+	json_object_put(rep);
+	xport_close(x);
+	return decision[0] ? 0 : -EPROTO;
+}
+
+struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hello *h,
+			  char *err, size_t errlen)
 {
 	struct xport *x = secure(pc, fd, NULL, true, err, errlen);
 	struct json_object *hello, *challenge, *answer;
-	const char *n;
+	const char *n, *op, *job;
 	char nonce[65];
 
+	memset(h, 0, sizeof(*h));
 	if (!x)
 		return NULL;
 	hello = line_recv(x);
 	n = hello ? ipc_str(hello, "name", NULL) : NULL;
-	if (!hello || strcmp(ipc_str(hello, "op", ""), "migrate-in") || !n || !*n ||
-	    strlen(n) >= namelen || strchr(n, '/') || n[0] == '.') {
-		snprintf(err, errlen, "expected a migrate-in request%s",
+	op = hello ? ipc_str(hello, "op", "") : "";
+	job = hello ? ipc_str(hello, "job", "") : "";
+	if (!hello || (strcmp(op, "migrate-in") && strcmp(op, "handover")) || !n || !*n ||
+	    strlen(n) >= sizeof(h->name) || strchr(n, '/') || n[0] == '.' ||
+	    strlen(job) >= sizeof(h->job)) {
+		snprintf(err, errlen, "expected a migrate-in or handover request%s",
 			 pc->insecure ? " (a TLS peer talking to a plain port?)" : "");
 		goto refuse;
 	}
-	snprintf(name, namelen, "%s", n);
-	*channels = (unsigned)ipc_int(hello, "channels", 0);
-	*rdma = !strcmp(ipc_str(hello, "transport", "tcp"), "rdma");
-	if (*channels > PEER_MAX_DATA)
-		*channels = PEER_MAX_DATA;
+	snprintf(h->op, sizeof(h->op), "%s", op);
+	snprintf(h->name, sizeof(h->name), "%s", n);
+	snprintf(h->job, sizeof(h->job), "%s", job);
+	h->channels = (unsigned)ipc_int(hello, "channels", 0);
+	h->rdma = !strcmp(ipc_str(hello, "transport", "tcp"), "rdma");
+	if (h->channels > PEER_MAX_DATA)
+		h->channels = PEER_MAX_DATA;
 	if (pc->key.set) {
 		challenge = json_object_new_object();
 		if (peer_auth_challenge(&pc->key, hello, challenge, nonce, err, errlen)) {
@@ -333,7 +396,7 @@ struct xport *peer_accept(const struct peer_config *pc, int fd, char *name, size
 		line_send(x, challenge);
 		json_object_put(challenge);
 		answer = line_recv(x);
-		if (!answer || peer_auth_check(&pc->key, ipc_str(hello, "nonce", ""), nonce, name,
+		if (!answer || peer_auth_check(&pc->key, ipc_str(hello, "nonce", ""), nonce, h->name,
 					       answer, err, errlen)) {
 			if (!answer)
 				snprintf(err, errlen, "no answer to the challenge");
@@ -349,6 +412,18 @@ refuse:
 	peer_answer(x, false, err);
 	xport_close(x);
 	return NULL;
+}
+
+int peer_answer_handover(struct xport *x, const char *decision, const char *detail)
+{
+	struct json_object *o = ipc_ok();
+	int ret;
+
+	json_object_object_add(o, "decision", json_object_new_string(decision));
+	json_object_object_add(o, "detail", json_object_new_string(detail));
+	ret = line_send(x, o);
+	json_object_put(o);
+	return ret;
 }
 
 int peer_answer(struct xport *x, bool ok, const char *why)

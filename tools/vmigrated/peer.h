@@ -56,16 +56,41 @@ void peer_session_close(struct peer_session *ps);
  * open `channels` data channels to the port the destination offers (each
  * TLS too, each proving the session's token). The session owns fd from
  * here on. -errno with err when refused. */
-/* rdma: data channels over RDMA instead of TLS/TCP (control stays). */
+/* rdma: data channels over RDMA instead of TLS/TCP (control stays). job
+ * names the migration, so the destination can answer for it later. */
 int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *name,
-	      unsigned channels, bool rdma, struct peer_session *ps, char *err, size_t errlen);
+	      const char *job, unsigned channels, bool rdma, struct peer_session *ps,
+	      char *err, size_t errlen);
+
+/* Source, after an uncertain handover: ask the destination what it
+ * decided for the guest's job (one of the PEER_HANDOVER_ words below, with
+ * a detail for the operator). The connection is closed after. */
+int peer_ask_handover(const struct peer_config *pc, int fd, const char *host,
+		      const char *name, const char *job, char *decision, size_t len,
+		      char *detail, size_t detail_len, char *err, size_t errlen);
+
+#define PEER_HANDOVER_RUNS	"runs"		/* it decided to run the guest */
+#define PEER_HANDOVER_DISCARDED	"discarded"	/* it decided never to */
+#define PEER_HANDOVER_NEVER	"never-ran"	/* no process of the job left, no decision */
+#define PEER_HANDOVER_DECIDING	"deciding"	/* its process still waits for GO */
+#define PEER_HANDOVER_SILENT	"not-answering"	/* its process holds the name, silent */
+
+/* What a dialer asked for. */
+struct peer_hello {
+	char op[16];			/* "migrate-in" or "handover" */
+	char name[64];
+	char job[64];
+	unsigned channels;		/* data channels asked for */
+	bool rdma;
+};
 
 /* Destination: secure the accepted socket, read the hello, authenticate.
- * On success name holds the guest's name and *channels the data channels
- * asked for; then peer_welcome() or peer_answer(x, false, why). */
-struct xport *peer_accept(const struct peer_config *pc, int fd, char *name, size_t namelen,
-			  unsigned *channels, bool *rdma, char *err, size_t errlen);
+ * Then, for migrate-in, peer_welcome() or peer_answer(x, false, why); for
+ * handover, peer_answer_handover(). */
+struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hello *h,
+			  char *err, size_t errlen);
 int peer_answer(struct xport *x, bool ok, const char *why);
+int peer_answer_handover(struct xport *x, const char *decision, const char *detail);
 /* Destination: say yes, offer a data port on the control connection's
  * address, and take the data channels (bounded by the handshake timeout). */
 int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned channels,

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "guest_lock.h"
+#include "handover.h"
 #include "ipc.h"
 #include "migrate.h"
 #include "snapshot.h"
@@ -52,6 +53,8 @@ struct worker {
 	enum wstate state;		/* under lock */
 	bool exit_requested;		/* under lock */
 
+	char incoming_job[64];		/* the job that brought the guest here */
+
 	/* The current or last migration job. */
 	char job[64];
 	struct mig_params params;
@@ -62,6 +65,8 @@ struct worker {
 	int mig_fd;			/* dialled socket, before the peer protocol */
 	struct peer_config mig_peer;	/* the service's peer settings, as of this job */
 	char dest_host[256];
+	char dest[300];			/* HOST[:PORT] as the operator gave it */
+	double uncertain_since;		/* under lock: when the handover became uncertain */
 	pthread_t mig_thread;
 	bool mig_started;
 	int mig_result;			/* under lock once done */
@@ -213,6 +218,10 @@ static struct json_object *do_info(void)
 		W.lazy ? "loading" : W.lazy_failed ? "incomplete" : "loaded"));
 	if (W.job[0])
 		json_object_object_add(o, "job", json_object_new_string(W.job));
+	if (W.incoming_job[0])
+		json_object_object_add(o, "incoming_job", json_object_new_string(W.incoming_job));
+	if (W.state == W_UNCERTAIN)	/* where to ask before resuming */
+		json_object_object_add(o, "dest", json_object_new_string(W.dest));
 	pthread_mutex_unlock(&W.lock);
 	return o;
 }
@@ -382,7 +391,7 @@ static void *migration_main(void *arg)
 	char err[512];
 	int ret;
 
-	if (peer_dial(&W.mig_peer, W.mig_fd, W.dest_host, W.spec.name, W.mig_channels,
+	if (peer_dial(&W.mig_peer, W.mig_fd, W.dest_host, W.spec.name, W.job, W.mig_channels,
 		      W.mig_rdma, &W.mig_session, err, sizeof(err))) {
 		pthread_mutex_lock(&W.prog.lock);
 		W.prog.stats.status = MIG_FAILED;
@@ -409,6 +418,7 @@ static void *migration_main(void *arg)
 		give_up_name();
 	} else if (ret == -EINPROGRESS) {
 		W.state = W_UNCERTAIN;
+		W.uncertain_since = now();	/* GO went out before this */
 	} else {
 		W.state = W_RUNNING;
 	}
@@ -463,6 +473,7 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	W.params.io_timeout_ms = (int)ipc_int(req, "io_timeout_ms", W.spec.io_timeout_ms);
 	snprintf(W.job, sizeof(W.job), "%s", ipc_str(req, "job", "job"));
 	snprintf(W.dest_host, sizeof(W.dest_host), "%s", ipc_str(req, "dest_host", ""));
+	snprintf(W.dest, sizeof(W.dest), "%s", ipc_str(req, "dest", ""));
 	{
 		struct json_object *peer = NULL;
 
@@ -513,6 +524,76 @@ static struct json_object *do_progress(void)
 	return o;
 }
 
+/*
+ * The operator's resume after an uncertain handover, rule 4 of
+ * migrate/protocol.c: only on the destination's word that it does not and
+ * will not run the guest (fd: a connection to its service, opened by ours),
+ * or, where that host is lost for good, on the operator's word once the
+ * handover bound has surely passed.
+ */
+static struct json_object *do_resume(struct json_object *req, int fd)
+{
+	const double wait_s = MIG_GO_BOUND_MS / 1e3 + 1;
+	bool lost = ipc_bool(req, "destination_lost", false);
+	char decision[32] = "", detail[256] = "", err[512] = "";
+	struct json_object *o = NULL;
+	double since;
+
+	pthread_mutex_lock(&W.lock);
+	since = now() - W.uncertain_since;
+	if (W.state != W_UNCERTAIN || !W.vm)
+		o = ipc_error("guest %s is %s: only an uncertain guest is resumed by hand",
+			      W.spec.name, state_names[W.state]);
+	pthread_mutex_unlock(&W.lock);
+	if (!o && lost && since < wait_s)
+		o = ipc_error("guest %s: wait %.0f s more: until then the destination may still "
+			      "take the guest over", W.spec.name, wait_s - since);
+	if (!o && !lost && fd < 0)
+		o = ipc_error("guest %s: cannot ask the destination %s whether it runs the guest "
+			      "(%s); it stays paused. Try again, or if that host is lost for good, "
+			      "'vmigrate resume %s --destination-lost'", W.spec.name, W.dest,
+			      ipc_str(req, "dial_error", "no connection"), W.spec.name);
+	if (!o && !lost && fd >= 0) {
+		int ret = peer_ask_handover(&W.mig_peer, fd, W.dest_host, W.spec.name, W.job,
+					    decision, sizeof(decision), detail, sizeof(detail),
+					    err, sizeof(err));
+
+		fd = -1;	/* the query owns it */
+		if (ret)
+			o = ipc_error("guest %s: the destination did not say whether it runs the "
+				      "guest (%s); it stays paused", W.spec.name, err);
+		else if (!strcmp(decision, PEER_HANDOVER_RUNS))
+			o = ipc_error("guest %s runs on the destination (%s): it stays paused here; "
+				      "'vmigrate stop %s' frees this host", W.spec.name, detail,
+				      W.spec.name);
+		else if (strcmp(decision, PEER_HANDOVER_DISCARDED) &&
+			 strcmp(decision, PEER_HANDOVER_NEVER))
+			o = ipc_error("guest %s: the destination has not decided (%s: %s); it stays "
+				      "paused, try again in a few seconds", W.spec.name, decision,
+				      detail);
+	}
+	if (fd >= 0)
+		close(fd);
+	if (o)
+		return o;
+	pthread_mutex_lock(&W.lock);
+	if (W.state == W_UNCERTAIN && W.vm) {
+		W.vm->ops->dirty_stop(W.vm);
+		vm_resume(W.vm);
+		W.state = W_RUNNING;
+		o = ipc_ok();
+		json_object_object_add(o, "destination", json_object_new_string(
+			lost ? "declared lost by the operator" : decision));
+		fprintf(stderr, "vmigrated: guest %s resumed here by the operator (destination: "
+			"%s%s%s)\n", W.spec.name, lost ? "declared lost" : decision,
+			detail[0] ? ", " : "", detail);
+	} else {
+		o = ipc_error("guest %s is %s now", W.spec.name, state_names[W.state]);
+	}
+	pthread_mutex_unlock(&W.lock);
+	return o;
+}
+
 static struct json_object *handle(struct json_object *req, int fd)
 {
 	const char *cmd = ipc_str(req, "cmd", "");
@@ -531,26 +612,8 @@ static struct json_object *handle(struct json_object *req, int fd)
 		atomic_store(&W.prog.cancel, true);
 		return ipc_ok();
 	}
-	if (!strcmp(cmd, "resume")) {
-		struct json_object *o;
-
-		/* The operator's call after an uncertain handover: they checked
-		 * that the destination does not run the guest. */
-		pthread_mutex_lock(&W.lock);
-		if (W.state != W_UNCERTAIN || !W.vm) {
-			o = ipc_error("guest %s is %s: only an uncertain guest is resumed by hand",
-				      W.spec.name, state_names[W.state]);
-		} else {
-			W.vm->ops->dirty_stop(W.vm);
-			vm_resume(W.vm);
-			W.state = W_RUNNING;
-			o = ipc_ok();
-			fprintf(stderr, "vmigrated: guest %s resumed here by the operator\n",
-				W.spec.name);
-		}
-		pthread_mutex_unlock(&W.lock);
-		return o;
-	}
+	if (!strcmp(cmd, "resume"))
+		return do_resume(req, fd);
 	if (!strcmp(cmd, "set-bandwidth")) {
 		atomic_store(&W.prog.bandwidth.rate, (uint64_t)ipc_int(req, "bandwidth", 0));
 		return ipc_ok();
@@ -702,6 +765,28 @@ struct incoming {
 	struct mig_dest_opts opts;
 };
 
+/* migrate/dest.c's decide hook: durable before it takes effect. */
+static int record_decision(void *opaque, bool run, const char *why)
+{
+	return handover_record(W.spec.dir, W.spec.name, W.incoming_job, run, why);
+}
+
+/* A source's question after an uncertain handover; then this process ends. */
+static _Noreturn void answer_handover(const struct worker_spec *s, const struct peer_hello *h,
+				      struct xport *x)
+{
+	char decision[32], detail[256];
+
+	prctl(PR_SET_NAME, "vmg:handover");
+	handover_answer(s->dir, h->name, h->job, decision, sizeof(decision), detail,
+			sizeof(detail));
+	peer_answer_handover(x, decision, detail);
+	fprintf(stderr, "vmigrated: asked about guest %s, job %s: %s (%s)\n", h->name, h->job,
+		decision, detail);
+	xport_close(x);
+	_exit(0);
+}
+
 static void *incoming_main(void *arg)
 {
 	struct incoming *in = arg;
@@ -734,21 +819,22 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 {
 	static struct incoming in;
 	struct worker_spec s = *base;
-	char name[64], err[512];
-	unsigned channels = 0;
-	bool rdma = false;
+	struct peer_hello h;
+	const char *name = h.name;
+	char err[512];
 	pthread_t t;
 
 	setsid();
 	prctl(PR_SET_NAME, "vmg:incoming");
 	signal(SIGPIPE, SIG_IGN);
-	struct xport *x = peer_accept(&s.peer, peer_fd, name, sizeof(name), &channels, &rdma,
-				      err, sizeof(err));
+	struct xport *x = peer_accept(&s.peer, peer_fd, &h, err, sizeof(err));
 
 	if (!x) {
 		fprintf(stderr, "vmigrated: refused an incoming migration: %s\n", err);
 		_exit(1);
 	}
+	if (!strcmp(h.op, "handover"))
+		answer_handover(&s, &h, x);
 	snprintf(s.name, sizeof(s.name), "%s", name);
 	if (setup_common(&s, err, sizeof(err))) {
 		peer_answer(x, false, err);
@@ -758,9 +844,11 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 		_exit(1);
 	}
 	W.state = W_INCOMING;
+	snprintf(W.incoming_job, sizeof(W.incoming_job), "%s", h.job);
 	in.opts = (struct mig_dest_opts){ .dirty_mode = s.dirty_mode, .events = events,
-					  .io_timeout_ms = s.io_timeout_ms };
-	if (peer_welcome(&s.peer, x, channels, rdma, &in.session, err, sizeof(err))) {
+					  .io_timeout_ms = s.io_timeout_ms,
+					  .decide = record_decision };
+	if (peer_welcome(&s.peer, x, h.channels, h.rdma, &in.session, err, sizeof(err))) {
 		fprintf(stderr, "vmigrated: incoming guest %s: %s\n", name, err);
 		unlink(W.sock_path);
 		_exit(1);
@@ -774,8 +862,9 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 		unlink(W.sock_path);
 		_exit(1);
 	}
-	fprintf(stderr, "vmigrated: receiving guest %s (%s, %u data channels%s)\n", name,
-		s.peer.insecure ? "plain TCP" : "TLS", channels, rdma ? " over RDMA" : "");
+	fprintf(stderr, "vmigrated: receiving guest %s, job %s (%s, %u data channels%s)\n",
+		name, h.job, s.peer.insecure ? "plain TCP" : "TLS", h.channels,
+		h.rdma ? " over RDMA" : "");
 	pthread_detach(t);
 	serve();
 }

@@ -85,6 +85,7 @@ hosts_start_service() {
 	if [ "$host" = A ]; then dir=$HOSTS_DIR/A addr=$HOST_A_ADDR port=$HOST_A_PORT ns=$NS_A
 	else dir=$HOSTS_DIR/B addr=$HOST_B_ADDR port=$HOST_B_PORT ns=$NS_B; fi
 	log=$dir/service.log
+	rm -f "$dir/vmigrated.sock"	# a killed service's: not a sign of this one
 	case " $opts " in
 	*" --insecure "*|*" --tls-dir "*) ;;
 	*) opts="$opts --tls-dir $HOSTS_DIR/pki/host$host" ;;
@@ -108,17 +109,18 @@ hosts_stop_services() {
 	SVC_A_PID= SVC_B_PID=
 }
 
-# how many processes named COMM (vmg:NAME) run on host A or B; without
+# the pids of processes named COMM (vmg:NAME) on host A or B; without
 # namespaces, on this machine
-hosts_count_procs() {
-	local ns=$NS_A n=0 p
+hosts_pids() {
+	local ns=$NS_A p
 	[ "$1" = B ] && ns=$NS_B
-	if [ "$USE_NETNS" != 1 ]; then pgrep -c -x "$2"; return 0; fi
+	if [ "$USE_NETNS" != 1 ]; then pgrep -x "$2"; return 0; fi
 	for p in $(ip netns pids "$ns" 2>/dev/null); do
-		[ "$(cat /proc/"$p"/comm 2>/dev/null)" = "$2" ] && n=$((n + 1))
+		[ "$(cat /proc/"$p"/comm 2>/dev/null)" = "$2" ] && echo "$p"
 	done
-	echo "$n"
+	true
 }
+hosts_count_procs() { hosts_pids "$@" | wc -l; }
 
 vmA() { VMIGRATE_CONTROL="$HOSTS_DIR/A/vmigrated.sock" "$VMIGRATE" "$@"; }
 vmB() { VMIGRATE_CONTROL="$HOSTS_DIR/B/vmigrated.sock" "$VMIGRATE" "$@"; }

@@ -1,0 +1,136 @@
+/*
+ * Handover decisions: one small JSON file per guest name holding the last
+ * job decided here ({"job","decision","why"}), replaced atomically (temp
+ * file, fsync, rename, fsync of the directory), so a crash leaves the old
+ * decision or the new one, never none.
+ *
+ * Answering, in this order (a process writes "run" before it resumes the
+ * guest and holds the name while the guest is here, so each step is safe
+ * against the process moving on meanwhile):
+ *   the record names the job            -> what it says
+ *   a process holds the name for the job -> deciding, runs, or silent
+ *   otherwise                           -> never ran: no process of the job
+ *                                          is left and it decided nothing
+ */
+#include "handover.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "guest_lock.h"
+#include "ipc.h"
+#include "peer.h"
+#include "worker.h"
+
+static void record_path(const char *dir, const char *name, char *out, size_t len)
+{
+	snprintf(out, len, "%s/%s.handover", dir, name);
+}
+
+int handover_record(const char *dir, const char *name, const char *job, bool run,
+		    const char *why)
+{
+	struct json_object *o = json_object_new_object();
+	char path[600], tmp[620];
+	const char *s;
+	int fd, dfd, ret = 0;
+
+	record_path(dir, name, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	json_object_object_add(o, "job", json_object_new_string(job));
+	json_object_object_add(o, "decision", json_object_new_string(
+		run ? PEER_HANDOVER_RUNS : PEER_HANDOVER_DISCARDED));
+	json_object_object_add(o, "why", json_object_new_string(why ? why : ""));
+	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 || write(fd, s, strlen(s)) != (ssize_t)strlen(s) || fsync(fd) < 0 ||
+	    rename(tmp, path) < 0)
+		ret = -errno;
+	if (fd >= 0)
+		close(fd);
+	json_object_put(o);
+	if (ret) {
+		fprintf(stderr, "vmigrated: guest %s: recording the handover decision in %s: %s\n",
+			name, path, strerror(-ret));
+		unlink(tmp);
+		return ret;
+	}
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fsync(dfd) < 0)
+		ret = -errno;
+	if (dfd >= 0)
+		close(dfd);
+	return ret;
+}
+
+/* The recorded decision for job, or NULL. */
+static const char *recorded(const char *dir, const char *name, const char *job,
+			    char *why, size_t len)
+{
+	char path[600];
+	struct json_object *o;
+	const char *d = NULL;
+
+	record_path(dir, name, path, sizeof(path));
+	o = json_object_from_file(path);
+	if (o && !strcmp(ipc_str(o, "job", ""), job)) {
+		d = !strcmp(ipc_str(o, "decision", ""), PEER_HANDOVER_RUNS) ?
+			PEER_HANDOVER_RUNS : PEER_HANDOVER_DISCARDED;
+		snprintf(why, len, "%s", ipc_str(o, "why", ""));
+	}
+	json_object_put(o);
+	return d;
+}
+
+void handover_answer(const char *dir, const char *name, const char *job, char *decision,
+		     size_t len, char *detail, size_t detail_len)
+{
+	struct json_object *req, *info;
+	const char *d;
+	char sock[600], err[256];
+	pid_t holder;
+
+	if ((d = recorded(dir, name, job, detail, detail_len)))
+		goto out;
+	holder = guest_lock_holder(dir, name);
+	if (!holder) {
+		d = PEER_HANDOVER_NEVER;
+		snprintf(detail, detail_len, "no process holds guest %s here and job %s "
+			 "decided nothing", name, job);
+		goto out;
+	}
+	worker_sock_path(dir, name, sock, sizeof(sock));
+	req = json_object_new_object();
+	json_object_object_add(req, "cmd", json_object_new_string("info"));
+	info = ipc_call(sock, req, -1, 2000, err, sizeof(err));
+	json_object_put(req);
+	if (!info) {
+		d = PEER_HANDOVER_SILENT;
+		snprintf(detail, detail_len, "process %d holds guest %s here but is not "
+			 "answering", (int)holder, name);
+	} else if (strcmp(ipc_str(info, "incoming_job", ""), job)) {
+		d = PEER_HANDOVER_NEVER;
+		snprintf(detail, detail_len, "guest %s here came by another job (%s)", name,
+			 ipc_str(info, "incoming_job", "none"));
+	} else if (!strcmp(ipc_str(info, "state", ""), "incoming")) {
+		d = PEER_HANDOVER_DECIDING;
+		snprintf(detail, detail_len, "process %d still receives job %s", (int)holder, job);
+	} else {
+		d = PEER_HANDOVER_RUNS;
+		snprintf(detail, detail_len, "guest %s is %s here (process %d)", name,
+			 ipc_str(info, "state", "?"), (int)holder);
+	}
+	json_object_put(info);
+	/* the process may have decided while we looked */
+	if (strcmp(d, PEER_HANDOVER_RUNS)) {
+		const char *again = recorded(dir, name, job, detail, detail_len);
+
+		d = again ? again : d;
+	}
+out:
+	snprintf(decision, len, "%s", d);
+}
