@@ -216,19 +216,64 @@ static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 	return ret;
 }
 
+/*
+ * The file being written has no name (O_TMPFILE in the target's directory)
+ * until it is complete and on disk: a writer killed while writing or
+ * syncing leaves nothing behind. Only then does it get a temporary name
+ * (linkat), which rename() puts in place. Where the file system has no
+ * O_TMPFILE, a named temporary file (mkostemp) instead.
+ */
+static int create_unnamed(const char *path)
+{
+	char *copy = strdup(path);
+	int fd;
+
+	if (!copy)
+		return -ENOMEM;
+	fd = open(dirname(copy), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+	free(copy);
+	return fd < 0 ? -errno : fd;
+}
+
+/* Give the unnamed file fd the name tmp (its XXXXXX made unique). */
+static int name_unnamed(int fd, char *tmp)
+{
+	char proc[64];
+	size_t n = strlen(tmp);
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	for (int tries = 0; tries < 100; tries++) {
+		unsigned char r[6];
+
+		if (getrandom(r, sizeof(r), 0) != sizeof(r))
+			return -EIO;
+		for (int i = 0; i < 6; i++)
+			tmp[n - 6 + i] = "abcdefghijklmnopqrstuvwxyz0123456789"[r[i] % 36];
+		if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) == 0)
+			return 0;
+		if (errno != EEXIST)
+			return -errno;
+	}
+	return -EEXIST;
+}
+
 int snap_save_paused(struct vm *vm, const char *path, const struct snap_save_opts *opts,
 		     struct snap_result *res, char *err, size_t errlen)
 {
 	size_t len = strlen(path);
 	char *tmp = malloc(len + 16);
 	double t0 = now();
+	bool unnamed;
 	int fd, ret;
 
 	memset(res, 0, sizeof(*res));
 	if (!tmp)
 		return -ENOMEM;
 	snprintf(tmp, len + 16, "%s.tmp.XXXXXX", path);
-	fd = mkostemp(tmp, O_CLOEXEC);	/* 0600, never follows a symlink */
+	fd = create_unnamed(path);
+	unnamed = fd >= 0;
+	if (!unnamed)
+		fd = mkostemp(tmp, O_CLOEXEC);	/* 0600, never follows a symlink */
 	if (fd < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "creating %s: %s", tmp, strerror(errno));
@@ -237,14 +282,21 @@ int snap_save_paused(struct vm *vm, const char *path, const struct snap_save_opt
 	}
 	ret = write_image(vm, fd, opts, res);
 	if (ret) {
-		snprintf(err, errlen, "writing %s: %s", tmp, strerror(-ret));
+		snprintf(err, errlen, "writing %s: %s", unnamed ? path : tmp, strerror(-ret));
 		goto fail;
 	}
 	if (fsync(fd) < 0) {
 		ret = -errno;
-		snprintf(err, errlen, "fsync %s: %s", tmp, strerror(errno));
+		snprintf(err, errlen, "fsync %s: %s", unnamed ? path : tmp, strerror(errno));
 		goto fail;
 	}
+	if (unnamed && (ret = name_unnamed(fd, tmp))) {
+		snprintf(err, errlen, "naming the new %s: %s", path, strerror(-ret));
+		unnamed = false;
+		tmp[0] = 0;	/* nothing to remove */
+		goto fail;
+	}
+	unnamed = false;
 	close(fd);
 	fd = -1;
 	if (rename(tmp, path) < 0) {
@@ -261,7 +313,8 @@ int snap_save_paused(struct vm *vm, const char *path, const struct snap_save_opt
 fail:
 	if (fd >= 0)
 		close(fd);
-	unlink(tmp);
+	if (!unnamed && tmp[0])
+		unlink(tmp);
 	free(tmp);
 	return ret;
 }
