@@ -2,7 +2,8 @@
 #   make            library, tools, guest payloads, tests
 #   make test       every test, with the summary line last
 #   make bench      benchmarks, each printing its numbers
-#   make fuzz       the decoder fuzzer for FUZZ_SECONDS (default 60)
+#   make fuzz       every fuzz target for FUZZ_SECONDS each (default 60)
+#   make soak       long migration runs with a leak check (tests/soak)
 #   make demo       the end-to-end demo
 #   make deps       install every Debian package the project needs (root)
 # Knobs: WERROR=0, V=1, SANITIZER=address|undefined, BUILD=dir
@@ -92,7 +93,7 @@ COMMON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/common/*.c))
 CLI_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/vmigrate/*.c)) $(COMMON_OBJS)
 SERVICE_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/vmigrated/*.c)) $(COMMON_OBJS)
 
-.PHONY: all test bench fuzz demo deps clean help
+.PHONY: all test bench soak fuzz demo deps clean help
 all: $(LIB) $(GUESTS) $(TOOL_BINS) $(TEST_BINS) $(BENCH_BINS)
 
 define compile
@@ -154,22 +155,51 @@ bench: all
 	$(Q)tests/bench/bench_migrate.sh $(BUILD)
 	$(Q)tests/bench/bench_snapshot.sh $(BUILD)
 
-# The fuzzer is built apart with clang: libFuzzer plus ASan and UBSan.
-FUZZ_DIR  := $(BUILD)/fuzz
-FUZZ_BIN  := $(FUZZ_DIR)/fuzz_reader
-FUZZ_SRCS := tests/fuzz/fuzz_reader.c $(wildcard ckpt-format/*.c)
-$(FUZZ_BIN): $(FUZZ_SRCS) $(wildcard ckpt-format/*.h)
-	@mkdir -p $(dir $@)
-	@$(if $(Q),echo "  FUZZ    $@")
-	$(Q)$(CLANG) -std=c11 -g -O1 -D_GNU_SOURCE -Ickpt-format \
-	  -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION \
-	  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	  $(PKG_CFLAGS) -o $@ $(FUZZ_SRCS) $(PKG_LIBS)
+# Long runs of live migration with a leak check, bounded in time
+# (SOAK_MIGRATIONS, SOAK_ROUNDS, SOAK_TIMEOUT_S: tests/soak/soak.sh).
+soak: all
+	$(Q)tests/soak/soak.sh $(BUILD)
 
-fuzz: $(FUZZ_BIN)
-	@mkdir -p $(FUZZ_DIR)/corpus
-	$(Q)$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
-	  -print_final_stats=1 $(FUZZ_DIR)/corpus tests/fuzz/corpus
+# The fuzzers are built apart with clang: libFuzzer plus ASan and UBSan.
+# One target per kind of untrusted input, each with its seed corpus in
+# tests/fuzz/ (run-fuzz.sh says which). The library and the service's code
+# (without its main) are compiled again with clang into one archive, from
+# which each target links what it reads with.
+FUZZ_DIR      := $(BUILD)/fuzz
+FUZZ_OBJ      := $(FUZZ_DIR)/obj
+FUZZ_TARGETS  := reader peer_hello peer_dial mig_msg control
+FUZZ_BINS     := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
+FUZZ_LIB      := $(FUZZ_DIR)/libvmigrate-fuzz.a
+FUZZ_LIB_SRCS := $(LIB_SRCS) $(wildcard tools/common/*.c) \
+	$(filter-out tools/vmigrated/main.c,$(wildcard tools/vmigrated/*.c))
+FUZZ_SAN      := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS   := -std=c11 -g -O1 $(filter-out -Werror,$(WARN)) \
+	-Wno-gnu-variable-sized-type-not-at-end $(FUZZ_SAN) -Itools/vmigrated \
+	-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION $(PKG_CFLAGS) -pthread
+
+$(FUZZ_OBJ)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CLANG   $<")
+	$(Q)$(CLANG) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_OBJ)/vm/payloads.o: CPPFLAGS += -DMEMTOUCH_BIN='"$(BUILD)/guests/memtouch.bin"'
+$(FUZZ_OBJ)/vm/payloads.o: $(GUESTS)
+
+$(FUZZ_LIB): $(FUZZ_LIB_SRCS:%.c=$(FUZZ_OBJ)/%.o)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+.SECONDARY: $(FUZZ_TARGETS:%=$(FUZZ_OBJ)/tests/fuzz/fuzz_%.o)
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_OBJ)/tests/fuzz/fuzz_%.o $(FUZZ_LIB)
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)$(CLANG) -fsanitize=fuzzer $(FUZZ_SAN) -pthread -o $@ $^ $(PKG_LIBS)
+
+# The peer targets know their nonces in advance (fuzz_random.c).
+$(FUZZ_DIR)/fuzz_peer_hello $(FUZZ_DIR)/fuzz_peer_dial: $(FUZZ_OBJ)/tests/fuzz/fuzz_random.o
+
+# Every target for FUZZ_SECONDS each; fails if any crashed, leaked or hung.
+fuzz: $(FUZZ_BINS)
+	$(Q)tests/fuzz/run-fuzz.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 demo: all
 	$(Q)tools/demo.sh $(BUILD)

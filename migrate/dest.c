@@ -88,7 +88,7 @@ static int await_go(struct xport *x, double t_loaded, char *err, size_t errlen)
 		ret = xport_poll_in(x, left < 0.2 ? (int)(left * 1000) + 1 : 200);
 	} while (ret == 0);
 	if (ret > 0)
-		ret = mig_msg_recv(x, &type, NULL, 0);
+		ret = mig_msg_recv(x, &type, NULL, 0, NULL);
 	if (ret || type != MIG_MSG_GO) {
 		snprintf(err, errlen, "no GO from the source after loading (%s); the guest "
 			 "stays with the source", ret ? strerror(-ret) : "unexpected message");

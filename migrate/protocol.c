@@ -62,7 +62,7 @@ int mig_msg_send(struct xport *x, uint16_t type, const void *payload, uint32_t l
 	return xport_sendv(x, iov, len ? 2 : 1);
 }
 
-int mig_msg_recv(struct xport *x, uint16_t *type, char *buf, size_t buflen)
+int mig_msg_recv(struct xport *x, uint16_t *type, char *buf, size_t buflen, uint32_t *lenp)
 {
 	struct mig_msg_hdr h;
 	char discard[MIG_MSG_MAX];
@@ -78,6 +78,8 @@ int mig_msg_recv(struct xport *x, uint16_t *type, char *buf, size_t buflen)
 	ret = xport_recv_exact(x, discard, len);
 	if (ret)
 		return ret;
+	if (lenp)
+		*lenp = len;
 	if (buf && buflen) {
 		size_t n = len < buflen - 1 ? len : buflen - 1;
 

@@ -32,7 +32,8 @@ struct mig_msg_hdr {
 static_assert(sizeof(struct mig_msg_hdr) == 12, "message header is 12 bytes");
 
 int mig_msg_send(struct xport *x, uint16_t type, const void *payload, uint32_t len);
-/* Receive one message; text payloads come back NUL-terminated in buf. */
-int mig_msg_recv(struct xport *x, uint16_t *type, char *buf, size_t buflen);
+/* Receive one message; text payloads come back NUL-terminated in buf, and
+ * *len (may be NULL) says how long the payload was. */
+int mig_msg_recv(struct xport *x, uint16_t *type, char *buf, size_t buflen, uint32_t *len);
 
 #endif

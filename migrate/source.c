@@ -190,7 +190,8 @@ static void throttle_stop(struct source *s)
 static int take_msg(struct source *s, uint16_t *type)
 {
 	char msg[MIG_MSG_MAX + 1];
-	int ret = mig_msg_recv(s->x, type, msg, sizeof(msg));
+	uint32_t len = 0;
+	int ret = mig_msg_recv(s->x, type, msg, sizeof(msg), &len);
 
 	if (ret)
 		return ret;
@@ -204,6 +205,8 @@ static int take_msg(struct source *s, uint16_t *type)
 	case MIG_MSG_ROUND: {
 		uint64_t n;
 
+		if (len != sizeof(n))
+			return -EPROTO;	/* else a round from stack garbage */
 		memcpy(&n, msg, sizeof(n));
 		s->dest_round = le64toh(n);
 		return 0;

@@ -171,13 +171,19 @@ struct json_object *ipc_recv(int sock, int *fd, int timeout_ms)
 		}
 		for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
 			if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-				int got;
+				size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
 
-				memcpy(&got, CMSG_DATA(c), sizeof(int));
-				if (fd && *fd < 0)
-					*fd = got;
-				else
-					close(got);
+				/* the first one is the caller's; any more a peer
+				 * sent would stay open in this process for ever */
+				for (size_t k = 0; k < nfd; k++) {
+					int got;
+
+					memcpy(&got, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+					if (fd && *fd < 0)
+						*fd = got;
+					else
+						close(got);
+				}
 			}
 		if (buf[len] == '\n') {
 			buf[len] = 0;

@@ -30,6 +30,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 #include "ipc.h"
 #include "rdma.h"
 #include "tls.h"
@@ -121,10 +123,10 @@ struct json_object *peer_config_to_json(const struct peer_config *pc)
 	return o;
 }
 
-void peer_config_from_json(struct json_object *o, struct peer_config *pc)
+int peer_config_from_json(struct json_object *o, struct peer_config *pc)
 {
 	const char *hex = ipc_str(o, "key", "");
-	size_t n = strlen(hex) / 2;
+	size_t n = 0;
 
 	memset(pc, 0, sizeof(*pc));
 	pc->insecure = ipc_bool(o, "insecure", false);
@@ -134,17 +136,17 @@ void peer_config_from_json(struct json_object *o, struct peer_config *pc)
 	pc->handshake_timeout_ms = (int)ipc_int(o, "handshake_timeout_ms", 10000);
 	pc->data_port_lo = (uint16_t)ipc_int(o, "data_port_lo", 0);
 	pc->data_port_hi = (uint16_t)ipc_int(o, "data_port_hi", 0);
-	if (n >= 16 && n <= sizeof(pc->key.key)) {
-		for (size_t i = 0; i < n; i++) {
-			unsigned v;
-
-			if (sscanf(hex + 2 * i, "%2x", &v) != 1)
-				return;
-			pc->key.key[i] = (unsigned char)v;
-		}
-		pc->key.len = n;
-		pc->key.set = true;
+	if (!hex[0])
+		return 0;
+	/* strict hex, no separators: a bad key must not quietly mean none */
+	if (!OPENSSL_hexstr2buf_ex(pc->key.key, sizeof(pc->key.key), &n, hex, '\0') ||
+	    n < 16) {
+		memset(&pc->key, 0, sizeof(pc->key));
+		return -EINVAL;
 	}
+	pc->key.len = n;
+	pc->key.set = true;
+	return 0;
 }
 
 int peer_config_check(const struct peer_config *pc, char *err, size_t errlen)
@@ -383,6 +385,11 @@ struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hell
 	snprintf(h->op, sizeof(h->op), "%s", op);
 	snprintf(h->name, sizeof(h->name), "%s", n);
 	snprintf(h->job, sizeof(h->job), "%s", job);
+	if (ipc_int(hello, "channels", 0) < 0) {
+		snprintf(err, errlen, "a hello asked for %lld data channels",
+			 ipc_int(hello, "channels", 0));
+		goto refuse;
+	}
 	h->channels = (unsigned)ipc_int(hello, "channels", 0);
 	h->rdma = !strcmp(ipc_str(hello, "transport", "tcp"), "rdma");
 	if (h->channels > PEER_MAX_DATA)

@@ -35,7 +35,8 @@ int peer_parse_port_range(const char *s, uint16_t *lo, uint16_t *hi);
  * process (over its root-only socket), so a guest started long ago uses
  * what the service uses now. */
 struct json_object *peer_config_to_json(const struct peer_config *pc);
-void peer_config_from_json(struct json_object *o, struct peer_config *pc);
+/* -EINVAL for a key that is not 16-64 bytes of hex. */
+int peer_config_from_json(struct json_object *o, struct peer_config *pc);
 
 /* Check the configuration once, at service start (files, key, contexts). */
 int peer_config_check(const struct peer_config *pc, char *err, size_t errlen);

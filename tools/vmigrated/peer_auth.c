@@ -72,6 +72,9 @@ static void proof(const struct peer_key *k, const char *role, const char *a,
 	char msg[512];
 	int n = snprintf(msg, sizeof(msg), "vmigrate-peer %s %s %s %s", role, a, b, name);
 
+	out[0] = 0;	/* matches no proof (same() wants 64 digits) */
+	if (n < 0 || (size_t)n >= sizeof(msg))
+		return;
 	HMAC(EVP_sha256(), k->key, (int)k->len, (unsigned char *)msg, (size_t)n, mac, &len);
 	for (unsigned i = 0; i < 32 && i < len; i++)
 		sprintf(out + 2 * i, "%02x", mac[i]);

@@ -436,11 +436,17 @@ static void *migration_main(void *arg)
 
 static struct json_object *do_migrate(struct json_object *req, int fd)
 {
+	struct json_object *o, *peer = NULL;
 	enum mig_compress compress;
-	struct json_object *o;
+	struct peer_config pc;
 
 	if (fd < 0)
 		return ipc_error("migrate needs the connection to the destination");
+	json_object_object_get_ex(req, "peer", &peer);
+	if (peer_config_from_json(peer, &pc)) {
+		close(fd);
+		return ipc_error("the service's peer key did not reach the guest intact");
+	}
 	if (mig_compress_parse(ipc_str(req, "compress", "auto"), &compress)) {
 		close(fd);
 		return ipc_error("compress must be auto, lz4 or off");
@@ -474,12 +480,7 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	snprintf(W.job, sizeof(W.job), "%s", ipc_str(req, "job", "job"));
 	snprintf(W.dest_host, sizeof(W.dest_host), "%s", ipc_str(req, "dest_host", ""));
 	snprintf(W.dest, sizeof(W.dest), "%s", ipc_str(req, "dest", ""));
-	{
-		struct json_object *peer = NULL;
-
-		json_object_object_get_ex(req, "peer", &peer);
-		peer_config_from_json(peer, &W.mig_peer);
-	}
+	W.mig_peer = pc;
 	mig_progress_init(&W.prog);
 	W.mig_fd = fd;
 	W.mig_channels = (unsigned)ipc_int(req, "channels", 0);
@@ -598,6 +599,11 @@ static struct json_object *handle(struct json_object *req, int fd)
 {
 	const char *cmd = ipc_str(req, "cmd", "");
 
+	if (fd >= 0 && strcmp(cmd, "migrate") && strcmp(cmd, "resume")) {
+		close(fd);	/* nothing else takes one */
+		fd = -1;
+	}
+
 	if (!strcmp(cmd, "info"))
 		return do_info();
 	if (!strcmp(cmd, "verify"))
@@ -628,8 +634,6 @@ static struct json_object *handle(struct json_object *req, int fd)
 		pthread_mutex_unlock(&W.lock);
 		return ipc_ok();
 	}
-	if (fd >= 0)
-		close(fd);
 	return ipc_error("unknown request '%s'", cmd);
 }
 
