@@ -10,6 +10,7 @@
  *   dst-exit-before-loaded the destination's process dies instead of LOADED
  *   dst-exit-before-running the destination's process dies after GO, before running
  *   dst-stop-after-loaded the destination's process stops itself (SIGSTOP) after LOADED
+ *   dst-decision-unrecorded the destination cannot record its handover decision
  *   lazy-slow-prefetch    a lazy restore's prefetch takes 5 ms a MiB
  */
 #ifndef FAULT_H

@@ -283,7 +283,23 @@ case_stalled_source_and_stopped_destination() {
 	second_migration_works
 }
 
-ALL_CASES="destination_not_listening destination_killed_mid_round destination_killed_after_source_paused connection_cut_by_firewall corrupted_byte_in_stream cancel_while_setting_up cancel_mid_round cancel_after_source_paused lost_answer_after_handover_is_uncertain source_service_killed_mid_migration destination_stopped_after_loaded stalled_source_and_stopped_destination"
+# The destination got GO in time but cannot make its decision durable: it
+# must not run the guest, and it says so (ERROR) so the source resumes at
+# once instead of staying uncertain.
+case_destination_cannot_record_decision() {
+	local before rc
+	prepare "" "VMIGRATE_FAULT=dst-decision-unrecorded" || return 1
+	before=$(counter_on vmA)
+	vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --quiet >"$HOSTS_DIR/mig.out" 2>&1
+	rc=$?
+	[ $rc = 1 ] || { note "exit status $rc, expected 1"; return 1; }
+	grep -q "cannot record the decision" "$HOSTS_DIR/mig.out" || { note "no reason given"; return 1; }
+	one_copy_on vmA "$before" || return 1
+	hosts_stop_services; hosts_start_service A && hosts_start_service B || return 1
+	second_migration_works
+}
+
+ALL_CASES="destination_not_listening destination_killed_mid_round destination_killed_after_source_paused connection_cut_by_firewall corrupted_byte_in_stream cancel_while_setting_up cancel_mid_round cancel_after_source_paused lost_answer_after_handover_is_uncertain source_service_killed_mid_migration destination_stopped_after_loaded stalled_source_and_stopped_destination destination_cannot_record_decision"
 # MIGRATE_FAULTS_CASES="a b" runs only those (while working on one)
 for c in ${MIGRATE_FAULTS_CASES:-$ALL_CASES}; do
 	: >"$HOSTS_DIR/mig.out"

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "guest_lock.h"
 #include "ipc.h"
 #include "peer.h"
@@ -39,6 +40,10 @@ int handover_record(const char *dir, const char *name, const char *job, bool run
 	const char *s;
 	int fd, dfd, ret = 0;
 
+	if (fault_point("dst-decision-unrecorded")) {
+		json_object_put(o);
+		return -EIO;
+	}
 	record_path(dir, name, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	json_object_object_add(o, "job", json_object_new_string(job));
