@@ -32,7 +32,8 @@ PKG_libvirt    := libvirt-dev
 PKG_librdmacm  := librdmacm-dev
 PKG_libibverbs := libibverbs-dev
 PKG_json-c     := libjson-c-dev
-PKGS := liblz4 libxxhash libssl libcrypto libvirt librdmacm libibverbs json-c
+PKG_libcurl    := libcurl4-openssl-dev
+PKGS := liblz4 libxxhash libssl libcrypto libvirt librdmacm libibverbs json-c libcurl
 
 NO_BUILD_GOALS := deps clean help
 ifneq ($(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all)),)
@@ -54,7 +55,7 @@ WARN += -Werror
 endif
 
 CFLAGS   ?= -O2 -g
-CPPFLAGS += -D_GNU_SOURCE -I. -Ickpt-format -Ifault -Ivm -Isnapshot -Itransport -Imigrate -Itools/common -Itests -Itests/lib -MMD -MP
+CPPFLAGS += -D_GNU_SOURCE -I. -Ickpt-format -Ifault -Ivm -Isnapshot -Itransport -Imigrate -Ireplicate -Itools/common -Itests -Itests/lib -MMD -MP
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) -pthread
 LDFLAGS  += -pthread -Wl,--as-needed
 LDLIBS   += $(PKG_LIBS)

@@ -225,6 +225,12 @@ struct ckpt_page_target {
 int ckpt_reader_apply(struct ckpt_reader *r, const struct ckpt_record *rec,
 		      const struct ckpt_page_target *target);
 
+/* A copy of rec that stays valid after the reader moves on (a standby
+ * holds an epoch's records until the epoch is complete): its payload and
+ * views point into *owned, which the caller frees. 0 or -ENOMEM. */
+int ckpt_record_dup(const struct ckpt_record *rec, struct ckpt_record *out,
+		    uint8_t **owned);
+
 /* Region table position of a region id, or -1. */
 int ckpt_info_region_slot(const struct ckpt_image_info *info, uint32_t id);
 

@@ -134,6 +134,16 @@ static_assert(sizeof(struct ckpt_state_rec) == 16, "state record head is 16 byte
 #define CKPT_STATE_CLOCK	4
 #define CKPT_STATE_DEVICE	5
 #define CKPT_STATE_GUEST	6	/* payload-specific (e.g. memtouch params) */
+#define CKPT_STATE_EPOCH	7	/* seal of a replication epoch (below) */
+
+/* CKPT_STATE_EPOCH, version 1: the last record of epoch `epoch`. */
+struct ckpt_epoch_seal {
+	uint64_t token;			/* fencing token of the primary that wrote it */
+	uint64_t epoch;			/* = the number of the EPOCH marker before it */
+	uint64_t pages;			/* page entries of the epoch (zero runs count pages) */
+	uint64_t states;		/* STATE records of the epoch before this one */
+};
+static_assert(sizeof(struct ckpt_epoch_seal) == 32, "epoch seal is 32 bytes");
 
 struct ckpt_end_rec {
 	uint64_t pages_total;		/* page entries written (zero runs count pages) */

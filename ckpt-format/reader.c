@@ -786,6 +786,30 @@ static int run_add(struct page_run *run, uint64_t off, const void *data, size_t 
 	return ret;
 }
 
+int ckpt_record_dup(const struct ckpt_record *rec, struct ckpt_record *out,
+		    uint8_t **owned)
+{
+	uint8_t *copy = malloc(rec->length ? rec->length : 1);
+
+#define REBASE(ptr) ((ptr) ? (const void *)(copy + ((const uint8_t *)(ptr) - rec->payload)) : NULL)
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, rec->payload, rec->length);
+	*out = *rec;
+	out->payload = copy;
+	if (rec->type == CKPT_REC_PAGES) {
+		out->u.pages.entries = REBASE(rec->u.pages.entries);
+		out->u.pages.data = REBASE(rec->u.pages.data);
+	} else if (rec->type == CKPT_REC_STATE) {
+		out->u.state.data = REBASE(rec->u.state.data);
+	} else if (rec->type == CKPT_REC_INDEX) {
+		out->u.index.offsets = REBASE(rec->u.index.offsets);
+	}
+#undef REBASE
+	*owned = copy;
+	return 0;
+}
+
 int ckpt_reader_apply(struct ckpt_reader *r, const struct ckpt_record *rec,
 		      const struct ckpt_page_target *target)
 {

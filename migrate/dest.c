@@ -68,10 +68,11 @@ static int decide(const struct mig_dest_opts *o, bool run, const char *why)
 }
 
 /*
- * After LOADED: GO within the bound, or nothing. Returns 0 on a GO in
- * time; else err says why and the guest must be discarded.
+ * After LOADED: GO (STANDBY when receiving a standby) within the bound, or
+ * nothing. Returns 0 when it came in time; else err says why and the guest
+ * must be discarded.
  */
-static int await_go(struct xport *x, double t_loaded, char *err, size_t errlen)
+static int await_go(struct xport *x, double t_loaded, uint16_t want, char *err, size_t errlen)
 {
 	const double bound = MIG_GO_BOUND_MS / 1e3;
 	uint16_t type;
@@ -89,7 +90,7 @@ static int await_go(struct xport *x, double t_loaded, char *err, size_t errlen)
 	} while (ret == 0);
 	if (ret > 0)
 		ret = mig_msg_recv(x, &type, NULL, 0, NULL);
-	if (ret || type != MIG_MSG_GO) {
+	if (ret || type != want) {
 		snprintf(err, errlen, "no GO from the source after loading (%s); the guest "
 			 "stays with the source", ret ? strerror(-ret) : "unexpected message");
 		return ret ? ret : -EPROTO;
@@ -240,8 +241,15 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 		raise(SIGSTOP);		/* tests: a destination stopped in the window */
 
 	/* Run only on GO in time: without it the source may run the guest. */
-	if (await_go(x, t_loaded, err, errlen))
+	if (await_go(x, t_loaded, o->standby ? MIG_MSG_STANDBY : MIG_MSG_GO, err, errlen))
 		goto refuse;
+	if (o->standby) {
+		st->status = MIG_COMPLETED;
+		st->total_time_ms = (uint64_t)((now() - t0) * 1000);
+		page_in_stop(pi);
+		ckpt_reader_free(r);
+		return vm;	/* paused: a standby, never run on this word */
+	}
 	if (fault_point("dst-exit-before-running"))
 		_exit(99);
 	if (decide(o, true, "GO in time")) {

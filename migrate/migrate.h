@@ -34,6 +34,11 @@ struct mig_params {
 	 * the channel given to mig_source_run keeps the ordered control. */
 	struct xport *const *data_channels;
 	unsigned nr_data_channels;
+	/* Replication's initial synchronisation: once the destination has
+	 * loaded the guest it keeps its copy paused, as a standby, and the
+	 * guest resumes here; dirty tracking stays on for the epochs that
+	 * follow on the same control channel (replicate/). */
+	bool standby;
 };
 
 void mig_params_default(struct mig_params *p);
@@ -92,7 +97,9 @@ void mig_progress_get(struct mig_progress *p, struct mig_stats *out);
  * Migrate vm out over x. Returns 0 when the guest runs on the destination
  * (vm is left paused and must be destroyed), -ECANCELED or another negative
  * errno when it failed and the guest runs on the source again, or
- * -EINPROGRESS when the outcome is uncertain (vm is left paused).
+ * -EINPROGRESS when the outcome is uncertain (vm is left paused). With
+ * p->standby, 0 means the destination holds a standby copy and vm runs on
+ * here, dirty tracking on.
  */
 int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 		   struct mig_progress *prog);
@@ -109,6 +116,9 @@ struct mig_dest_opts {
 	/* The destination ends of the source's data channels, in order. */
 	struct xport *const *data_channels;
 	unsigned nr_data_channels;
+	/* Receive a standby (mig_params.standby on the source): after LOADED
+	 * wait for STANDBY, never GO, and return the guest paused. */
+	bool standby;
 	/* After LOADED: the decision, made durable before it takes effect:
 	 * run = true just before the guest is resumed (a failure discards it
 	 * instead), run = false when it is discarded. The source's operator

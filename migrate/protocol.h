@@ -21,6 +21,7 @@ enum mig_msg_type {
 	MIG_MSG_RUNNING = 4,	/* dst: it runs here */
 	MIG_MSG_ERROR = 5,	/* either: payload is a reason, then the end */
 	MIG_MSG_ROUND = 6,	/* dst: reached MARKER n (le64): rounds before n applied */
+	MIG_MSG_STANDBY = 7,	/* src: I run on; keep your copy paused, as a standby */
 };
 
 struct mig_msg_hdr {

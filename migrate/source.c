@@ -510,6 +510,24 @@ static int wait_msg(struct source *s, uint16_t want)
 	return ret;
 }
 
+/* Replication's sync is complete: B keeps its copy as a standby (it never
+ * runs it on this word) and the guest goes on here. */
+static int keep_running(struct source *s)
+{
+	int ret = mig_msg_send(s->x, MIG_MSG_STANDBY, NULL, 0);
+
+	if (ret)
+		return ret;
+	vm_resume(s->vm);
+	pthread_mutex_lock(&s->prog->lock);
+	s->prog->stats.downtime_ms = (uint64_t)((now() - s->t_pause) * 1000);
+	s->prog->stats.total_time_ms = (uint64_t)((now() - s->t_start) * 1000);
+	s->prog->stats.status = MIG_COMPLETED;
+	s->prog->stats.remaining_pages = 0;
+	pthread_mutex_unlock(&s->prog->lock);
+	return 0;
+}
+
 static int switchover(struct source *s, unsigned round)
 {
 	uint64_t remaining;
@@ -559,6 +577,8 @@ static int switchover(struct source *s, unsigned round)
 	}
 	if (ret)
 		return ret;	/* B has nothing that runs: A resumes */
+	if (s->p->standby)
+		return keep_running(s);
 
 	/* The point of no return: after GO, A never resumes by itself. */
 	set_status(s, MIG_UNCERTAIN);
@@ -741,7 +761,7 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 		else
 			fail_msg(&s, "%s", strerror(-ret));
 		set_status(&s, ret == -ECANCELED ? MIG_CANCELLED : MIG_FAILED);
-	} else if (!ret) {
+	} else if (!ret && !p->standby) {
 		vm->ops->dirty_stop(vm);
 	}
 	if (s.w && ret)

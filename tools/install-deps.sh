@@ -9,6 +9,7 @@ PACKAGES="
 	liblz4-dev libxxhash-dev libssl-dev openssl
 	libvirt-dev librdmacm-dev libibverbs-dev libjson-c-dev
 	iproute2 iptables procps bc
+	libcurl4-openssl-dev etcd-server etcd-client
 "
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -119,5 +119,6 @@ int kvm_save_config(struct vm *vm, struct ckpt_writer *w);
 int kvm_save_state(struct vm *vm, struct ckpt_writer *w);
 int kvm_load_state(struct vm *vm, const struct ckpt_record *rec, char *err, size_t errlen);
 int kvm_load_finish(struct vm *vm, char *err, size_t errlen);
+int kvm_load_again(struct vm *vm, char *err, size_t errlen);
 
 #endif

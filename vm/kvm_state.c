@@ -586,6 +586,23 @@ int kvm_load_state(struct vm *vm, const struct ckpt_record *rec, char *err, size
 	}
 }
 
+int kvm_load_again(struct vm *vm, char *err, size_t errlen)
+{
+	struct kvm_vm *k = to_kvm(vm);
+
+	if (k->incoming || !k->loaded_vm)
+		return kvm_err(err, errlen, -EINVAL, "guest has no loaded state to replace");
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		if (k->vcpus[i].thread_started)
+			return kvm_err(err, errlen, -EBUSY, "guest ran: its state is its own now");
+	/* the configuration stays: an epoch carries everything else anew */
+	k->loaded_clock = false;
+	memset(k->loaded_irqchip, 0, sizeof(k->loaded_irqchip));
+	memset(k->loaded_vcpu, 0, sizeof(k->loaded_vcpu));
+	k->incoming = true;
+	return 0;
+}
+
 int kvm_load_finish(struct vm *vm, char *err, size_t errlen)
 {
 	struct kvm_vm *k = to_kvm(vm);

@@ -456,6 +456,7 @@ static const struct vm_ops kvm_ops = {
 	.save_state = kvm_save_state,
 	.load_state = kvm_load_state,
 	.load_finish = kvm_load_finish,
+	.load_again = kvm_load_again,
 	.destroy = kvm_destroy,
 };
 

@@ -67,6 +67,9 @@ struct vm_ops {
 			  char *err, size_t errlen);
 	/* After the last STATE record: refuse if anything required is missing. */
 	int (*load_finish)(struct vm *vm, char *err, size_t errlen);
+	/* A loaded guest that never ran takes a new full set of STATE records
+	 * (a standby applying a replication epoch); load_finish() after them. */
+	int (*load_again)(struct vm *vm, char *err, size_t errlen);
 
 	void (*destroy)(struct vm *vm);
 };

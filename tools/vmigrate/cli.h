@@ -5,7 +5,17 @@
 #ifndef CLI_H
 #define CLI_H
 
+#include <json-c/json.h>
+#include <stdbool.h>
+
 #define EXIT_USAGE	2
+#define EXIT_UNCERTAIN	3
+
+/* One request to the local service (service_client.c); prints the error
+ * and returns NULL on failure, or on a refusal when want_ok. */
+struct json_object *svc_request(struct json_object *req, bool want_ok);
+struct json_object *svc_req(const char *cmd);
+void svc_print_json(struct json_object *o);
 
 int cmd_run(int argc, char **argv);
 int cmd_ckpt(int argc, char **argv);
@@ -22,5 +32,6 @@ int cmd_set_bandwidth(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
+int cmd_replicate(int argc, char **argv);
 
 #endif

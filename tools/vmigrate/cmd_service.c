@@ -24,48 +24,6 @@
 #include "migrate.h"
 #include "units.h"
 
-#define EXIT_UNCERTAIN	3
-#define DEFAULT_CONTROL	"/run/vmigrate/vmigrated.sock"
-
-static const char *control_path(void)
-{
-	const char *p = getenv("VMIGRATE_CONTROL");
-
-	return p && *p ? p : DEFAULT_CONTROL;
-}
-
-/* One request to the service; prints the error and returns NULL on failure. */
-static struct json_object *request(struct json_object *req, bool want_ok)
-{
-	char err[700];
-	struct json_object *rep = ipc_call(control_path(), req, -1, 120000, err, sizeof(err));
-
-	json_object_put(req);
-	if (!rep) {
-		fprintf(stderr, "vmigrate: cannot reach vmigrated: %s\n", err);
-		return NULL;
-	}
-	if (want_ok && !ipc_bool(rep, "ok", false)) {
-		fprintf(stderr, "vmigrate: %s\n", ipc_str(rep, "error", "request failed"));
-		json_object_put(rep);
-		return NULL;
-	}
-	return rep;
-}
-
-static struct json_object *new_req(const char *cmd)
-{
-	struct json_object *o = json_object_new_object();
-
-	json_object_object_add(o, "cmd", json_object_new_string(cmd));
-	return o;
-}
-
-static void print_json(struct json_object *o)
-{
-	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-}
-
 /* Options shared by the simple commands: NAME and --json. */
 static int name_and_json(int argc, char **argv, const char **name, bool *json, const char *what)
 {
@@ -119,17 +77,17 @@ int cmd_start(int argc, char **argv)
 		fprintf(stderr, "vmigrate start: give exactly one guest NAME\n");
 		return EXIT_USAGE;
 	}
-	req = new_req("start");
+	req = svc_req("start");
 	json_object_object_add(req, "name", json_object_new_string(argv[optind]));
 	if (guest_opts_to_json(&g, req, "start")) {
 		json_object_put(req);
 		return 1;
 	}
-	rep = request(req, true);
+	rep = svc_request(req, true);
 	if (!rep)
 		return 1;
 	if (json)
-		print_json(rep);
+		svc_print_json(rep);
 	else
 		printf("started %s (pid %lld)\n", argv[optind], ipc_int(rep, "pid", 0));
 	json_object_put(rep);
@@ -144,11 +102,11 @@ int cmd_list(int argc, char **argv)
 
 	if (name_and_json(argc, argv, &unused, &json, ""))
 		return EXIT_USAGE;
-	rep = request(new_req("list"), true);
+	rep = svc_request(svc_req("list"), true);
 	if (!rep)
 		return 1;
 	if (json) {
-		print_json(rep);
+		svc_print_json(rep);
 	} else if (json_object_object_get_ex(rep, "guests", &guests)) {
 		printf("%-20s %-13s %8s %6s %14s\n", "NAME", "STATE", "MEM(MiB)", "VCPUS", "COUNTER");
 		for (size_t i = 0; i < json_object_array_length(guests); i++) {
@@ -178,14 +136,14 @@ static int simple(int argc, char **argv, const char *cmd)
 
 	if (name_and_json(argc, argv, &name, &json, "NAME"))
 		return EXIT_USAGE;
-	req = new_req(cmd);
+	req = svc_req(cmd);
 	json_object_object_add(req, "name", json_object_new_string(name));
-	rep = request(req, false);
+	rep = svc_request(req, false);
 	if (!rep)
 		return 1;
 	status = ipc_bool(rep, "ok", false) ? 0 : 1;
 	if (json) {
-		print_json(rep);
+		svc_print_json(rep);
 	} else if (status) {
 		fprintf(stderr, "vmigrate: %s\n", ipc_str(rep, "error", "failed"));
 	} else if (!strcmp(cmd, "info")) {
@@ -235,10 +193,10 @@ int cmd_resume(int argc, char **argv)
 			"  has passed)\n");
 		return EXIT_USAGE;
 	}
-	req = new_req("resume");
+	req = svc_req("resume");
 	json_object_object_add(req, "name", json_object_new_string(name));
 	json_object_object_add(req, "destination_lost", json_object_new_boolean(lost));
-	rep = request(req, false);
+	rep = svc_request(req, false);
 	if (!rep)
 		return 1;
 	status = ipc_bool(rep, "ok", false) ? 0 : 1;
@@ -305,7 +263,7 @@ int cmd_migrate(int argc, char **argv)
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ 0 }
 	};
-	struct json_object *req = new_req("migrate"), *rep, *st = NULL;
+	struct json_object *req = svc_req("migrate"), *rep, *st = NULL;
 	bool json = false, quiet = false, tty = isatty(2);
 	double shown = 0, last_line = 0, seconds;
 	char job[128];
@@ -376,7 +334,7 @@ int cmd_migrate(int argc, char **argv)
 	}
 	json_object_object_add(req, "name", json_object_new_string(argv[optind]));
 	json_object_object_add(req, "dest", json_object_new_string(argv[optind + 1]));
-	rep = request(req, true);
+	rep = svc_request(req, true);
 	if (!rep)
 		return 1;	/* nothing started: the guest runs here */
 	snprintf(job, sizeof(job), "%s", ipc_str(rep, "job", ""));
@@ -385,10 +343,10 @@ int cmd_migrate(int argc, char **argv)
 		fprintf(stderr, "vmigrate: job %s: %s -> %s\n", job, argv[optind], argv[optind + 1]);
 
 	for (;;) {
-		struct json_object *q = new_req("job");
+		struct json_object *q = svc_req("job");
 
 		json_object_object_add(q, "job", json_object_new_string(job));
-		rep = request(q, true);
+		rep = svc_request(q, true);
 		if (!rep) {
 			fprintf(stderr, "vmigrate: lost track of job %s; see 'vmigrate info %s'\n",
 				job, argv[optind]);
@@ -410,7 +368,7 @@ int cmd_migrate(int argc, char **argv)
 	}
 	json_object_object_get_ex(rep, "stats", &st);
 	if (json)
-		print_json(st);
+		svc_print_json(st);
 	else
 		printf("%s: %s in %lld ms, downtime %lld ms, %lld rounds, %.1f MiB sent%s%s\n",
 		       argv[optind], ipc_str(st, "status", "?"), ipc_int(st, "total_time_ms", 0),
@@ -435,11 +393,11 @@ int cmd_jobs(int argc, char **argv)
 
 	if (name_and_json(argc, argv, &unused, &json, ""))
 		return EXIT_USAGE;
-	rep = request(new_req("jobs"), true);
+	rep = svc_request(svc_req("jobs"), true);
 	if (!rep)
 		return 1;
 	if (json) {
-		print_json(rep);
+		svc_print_json(rep);
 	} else if (json_object_object_get_ex(rep, "jobs", &jobs)) {
 		printf("%-32s %-16s %-10s %6s %10s\n", "JOB", "GUEST", "STATUS", "ROUND", "SENT(MiB)");
 		for (size_t i = 0; i < json_object_array_length(jobs); i++) {
@@ -464,9 +422,9 @@ int cmd_cancel(int argc, char **argv)
 		fprintf(stderr, "usage: vmigrate cancel JOB\n");
 		return EXIT_USAGE;
 	}
-	req = new_req("cancel");
+	req = svc_req("cancel");
 	json_object_object_add(req, "job", json_object_new_string(argv[1]));
-	rep = request(req, true);
+	rep = svc_request(req, true);
 	if (!rep)
 		return 1;
 	printf("%s: cancel requested\n", argv[1]);
@@ -483,10 +441,10 @@ int cmd_set_bandwidth(int argc, char **argv)
 		fprintf(stderr, "usage: vmigrate set-bandwidth JOB RATE\n");
 		return EXIT_USAGE;
 	}
-	req = new_req("set-bandwidth");
+	req = svc_req("set-bandwidth");
 	json_object_object_add(req, "job", json_object_new_string(argv[1]));
 	json_object_object_add(req, "bandwidth", json_object_new_int64((int64_t)rate));
-	rep = request(req, true);
+	rep = svc_request(req, true);
 	if (!rep)
 		return 1;
 	printf("%s: bandwidth %s\n", argv[1], argv[2]);
@@ -513,7 +471,7 @@ static char *absolute(const char *path)
 }
 
 /* The key file travels by name: the guest process reads it itself. */
-/* request(req, true), naming the key file (key: a path, or NULL) first. */
+/* svc_request(req, true), naming the key file (key: a path, or NULL) first. */
 static struct json_object *request_with_key(struct json_object *req, const char *key,
 					    const char *cmd)
 {
@@ -527,7 +485,7 @@ static struct json_object *request_with_key(struct json_object *req, const char 
 	if (abs)
 		json_object_object_add(req, "key_file", json_object_new_string(abs));
 	free(abs);
-	return request(req, true);
+	return svc_request(req, true);
 }
 
 int cmd_snapshot(int argc, char **argv)
@@ -562,7 +520,7 @@ int cmd_snapshot(int argc, char **argv)
 		fprintf(stderr, "vmigrate snapshot: %s: no such directory\n", file);
 		return 1;
 	}
-	req = new_req("snapshot");
+	req = svc_req("snapshot");
 	json_object_object_add(req, "name", json_object_new_string(name));
 	json_object_object_add(req, "file", json_object_new_string(abs));
 	json_object_object_add(req, "incremental", json_object_new_boolean(incremental));
@@ -572,7 +530,7 @@ int cmd_snapshot(int argc, char **argv)
 	if (!rep)
 		return 1;
 	if (json)
-		print_json(rep);
+		svc_print_json(rep);
 	else
 		printf("%s: %s%s checkpoint %s, %.1f MiB, guest paused %.1f ms\n", name,
 		       live ? "live " : "", incremental ? "incremental" : "full", ipc_str(rep, "file", "?"),
@@ -611,7 +569,7 @@ int cmd_restore(int argc, char **argv)
 		fprintf(stderr, "vmigrate restore: %s: %s\n", file, strerror(errno));
 		return 1;
 	}
-	req = new_req("restore");
+	req = svc_req("restore");
 	json_object_object_add(req, "file", json_object_new_string(abs));
 	if (name)
 		json_object_object_add(req, "name", json_object_new_string(name));
@@ -621,7 +579,7 @@ int cmd_restore(int argc, char **argv)
 	if (!rep)
 		return 1;
 	if (json)
-		print_json(rep);
+		svc_print_json(rep);
 	else
 		printf("restored %s (pid %lld)\n", file, ipc_int(rep, "pid", 0));
 	json_object_put(rep);

@@ -333,15 +333,18 @@ static int dial_peer(struct service *sv, const char *dest, char *host, size_t ho
 	return fd;
 }
 
+/* migrate and replicate: dial the other host, then the guest process runs
+ * the job over that connection. */
 static struct json_object *do_migrate(struct service *sv, struct json_object *req)
 {
 	const char *name = ipc_str(req, "name", NULL), *dest = ipc_str(req, "dest", NULL);
+	const char *cmd = ipc_str(req, "cmd", "migrate");
 	struct json_object *info, *fwd, *rep;
 	char err[512], job[128], host[256];
 	int fd;
 
 	if (!name || !dest)
-		return ipc_error("migrate needs a guest name and a destination");
+		return ipc_error("%s needs a guest name and a destination", cmd);
 	info = simple_call(sv, name, "info");
 	if (!ipc_bool(info, "ok", false))
 		return info;
@@ -354,9 +357,9 @@ static struct json_object *do_migrate(struct service *sv, struct json_object *re
 	fd = dial_peer(sv, dest, host, sizeof(host), err, sizeof(err));
 	if (fd < 0)
 		return ipc_error("%s", err);
-	snprintf(job, sizeof(job), "%s-%ld", name, (long)time(NULL));
+	snprintf(job, sizeof(job), "%s-%s%ld", name, strcmp(cmd, "migrate") ? "repl-" : "",
+		 (long)time(NULL));
 	fwd = json_object_get(req);
-	json_object_object_add(fwd, "cmd", json_object_new_string("migrate"));
 	json_object_object_add(fwd, "job", json_object_new_string(job));
 	json_object_object_add(fwd, "dest_host", json_object_new_string(host));
 	json_object_object_add(fwd, "peer", peer_config_to_json(&sv->peer));
@@ -371,7 +374,8 @@ static struct json_object *do_migrate(struct service *sv, struct json_object *re
 	json_object_put(fwd);
 	close(fd);
 	if (ipc_bool(rep, "ok", false))
-		log_msg("migrating guest %s to %s as job %s", name, dest, job);
+		log_msg("%s guest %s to %s as job %s", strcmp(cmd, "migrate") ? "replicating" :
+			"migrating", name, dest, job);
 	return rep;
 }
 
@@ -483,8 +487,16 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 			log_msg("stopped guest %s", name);
 		return rep;
 	}
-	if (!strcmp(cmd, "migrate"))
+	if (!strcmp(cmd, "migrate") || !strcmp(cmd, "replicate"))
 		return do_migrate(sv, req);
+	if (!strcmp(cmd, "replicate-status") || !strcmp(cmd, "replicate-stop")) {
+		struct json_object *fwd = json_object_get(req), *rep;
+
+		/* a stop waits for the last epoch's acknowledgement */
+		rep = call_guest_within(sv, name, fwd, -1, 30000);
+		json_object_put(fwd);
+		return rep;
+	}
 	if (!strcmp(cmd, "restore"))
 		return do_restore(sv, req);
 	if (!strcmp(cmd, "snapshot")) {

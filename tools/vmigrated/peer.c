@@ -5,6 +5,7 @@
  *   TCP connect (by vmigrated)  -----------> accept (by vmigrated), fork
  *   TLS 1.3 handshake, mutual certificates, name and allow-list checks
  *   hello {migrate-in, name, job[, nonce]} -> name free here?
+ *   (replicate-in: the same, for a standby copy)
  *   [with a peer key: challenge / proof both ways, peer_auth.c]
  *                            <-------------- {ok, data_port, token} or {error}
  *   per data channel: TCP to data_port, TLS, {migrate-data, token, i} -> {ok}
@@ -311,9 +312,9 @@ fail:
 	return NULL;
 }
 
-int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *name,
-	      const char *job, unsigned channels, bool rdma, struct peer_session *ps,
-	      char *err, size_t errlen)
+int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *op,
+	      const char *name, const char *job, unsigned channels, bool rdma,
+	      struct peer_session *ps, char *err, size_t errlen)
 {
 	struct json_object *hello, *rep;
 	char port[16], token[65];
@@ -322,7 +323,7 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 	memset(ps, 0, sizeof(*ps));
 	if (channels > PEER_MAX_DATA)
 		channels = PEER_MAX_DATA;
-	hello = new_hello("migrate-in", name, job);
+	hello = new_hello(op, name, job);
 	json_object_object_add(hello, "channels", json_object_new_int((int)channels));
 	json_object_object_add(hello, "transport", json_object_new_string(rdma ? "rdma" : "tcp"));
 	rep = greet(pc, fd, host, hello, &x, err, errlen);
@@ -375,10 +376,11 @@ struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hell
 	n = hello ? ipc_str(hello, "name", NULL) : NULL;
 	op = hello ? ipc_str(hello, "op", "") : "";
 	job = hello ? ipc_str(hello, "job", "") : "";
-	if (!hello || (strcmp(op, "migrate-in") && strcmp(op, "handover")) || !n || !*n ||
+	if (!hello || (strcmp(op, "migrate-in") && strcmp(op, "replicate-in") &&
+		       strcmp(op, "handover")) || !n || !*n ||
 	    strlen(n) >= sizeof(h->name) || strchr(n, '/') || n[0] == '.' ||
 	    strlen(job) >= sizeof(h->job)) {
-		snprintf(err, errlen, "expected a migrate-in or handover request%s",
+		snprintf(err, errlen, "expected a migrate-in, replicate-in or handover request%s",
 			 pc->insecure ? " (a TLS peer talking to a plain port?)" : "");
 		goto refuse;
 	}

@@ -57,11 +57,12 @@ void peer_session_close(struct peer_session *ps);
  * open `channels` data channels to the port the destination offers (each
  * TLS too, each proving the session's token). The session owns fd from
  * here on. -errno with err when refused. */
-/* rdma: data channels over RDMA instead of TLS/TCP (control stays). job
- * names the migration, so the destination can answer for it later. */
-int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *name,
-	      const char *job, unsigned channels, bool rdma, struct peer_session *ps,
-	      char *err, size_t errlen);
+/* op: "migrate-in", or "replicate-in" for a standby. rdma: data channels
+ * over RDMA instead of TLS/TCP (control stays). job names the migration,
+ * so the destination can answer for it later. */
+int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *op,
+	      const char *name, const char *job, unsigned channels, bool rdma,
+	      struct peer_session *ps, char *err, size_t errlen);
 
 /* Source, after an uncertain handover: ask the destination what it
  * decided for the guest's job (one of the PEER_HANDOVER_ words below, with
@@ -78,7 +79,7 @@ int peer_ask_handover(const struct peer_config *pc, int fd, const char *host,
 
 /* What a dialer asked for. */
 struct peer_hello {
-	char op[16];			/* "migrate-in" or "handover" */
+	char op[16];			/* "migrate-in", "replicate-in" or "handover" */
 	char name[64];
 	char job[64];
 	unsigned channels;		/* data channels asked for */

@@ -5,7 +5,14 @@
  *
  * States: running <-> paused; running -> migrating -> gone (moved) or
  * back to running (failed, guest still here) or uncertain (handed over,
- * no answer: kept paused for the operator); incoming -> running.
+ * no answer: kept paused for the operator); incoming -> running;
+ * incoming -> standby (a replica, never run here by replication itself).
+ * A running guest may be replicated (repl_active): it stays running.
+ *
+ * What the guest emits (console, and a line with its counter at each of
+ * its self-check passes) goes out through repl_output(): at once, or, while
+ * replicated, once the standby holds the epoch that produced it. It is
+ * written to the service's log and to guests/NAME.output.
  *
  * The process holds the guest's name (guest_lock.h) from before it binds
  * the socket until the guest is gone from here: a moved-away process
@@ -15,6 +22,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -23,6 +31,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,20 +39,24 @@
 #include "handover.h"
 #include "ipc.h"
 #include "migrate.h"
+#include "replicate.h"
 #include "snapshot.h"
 
 #define GONE_LINGER_S	30
 
-enum wstate { W_INCOMING, W_RUNNING, W_PAUSED, W_MIGRATING, W_UNCERTAIN, W_GONE };
+enum wstate { W_INCOMING, W_RUNNING, W_PAUSED, W_MIGRATING, W_UNCERTAIN, W_GONE,
+	      W_STANDBY };
 
 static const char *const state_names[] = {
 	[W_INCOMING] = "incoming", [W_RUNNING] = "running", [W_PAUSED] = "paused",
 	[W_MIGRATING] = "migrating", [W_UNCERTAIN] = "uncertain", [W_GONE] = "migrated",
+	[W_STANDBY] = "standby",
 };
 
 struct worker {
 	struct worker_spec spec;
 	char sock_path[600];
+	struct vm *_Atomic events_vm;	/* W.vm for the vCPU threads' callbacks */
 	int listen_fd;
 	int name_fd;			/* the name lock; -1 once the guest left */
 	double started;
@@ -72,6 +85,19 @@ struct worker {
 	int mig_result;			/* under lock once done */
 	bool mig_done;			/* under lock */
 	struct mig_stats incoming;	/* what the receiving side saw */
+
+	/* Replication, primary side: the job runs on repl_thread, its figures
+	 * and held output in rprog (its own lock). */
+	bool repl_active;		/* under lock */
+	struct repl_params rparams;
+	struct repl_progress rprog;
+	pthread_t repl_thread;
+	bool repl_started;		/* repl_thread to be joined */
+	bool repl_ran;			/* a replication job ran: its figures stay */
+	int repl_result;		/* under lock once !repl_active */
+	/* Standby side: figures of the epochs applied (under lock). */
+	struct repl_standby_stats standby;
+	int output_fd;			/* guests/NAME.output: released output */
 
 	/* The last checkpoint, parent of the next incremental; dirty tracking
 	 * stays on from it. Under lock. */
@@ -137,16 +163,40 @@ int worker_spec_from_json(struct json_object *req, struct worker_spec *s,
 	return 0;
 }
 
+/* Output the outside may see now (replicate.h's release callback). */
+static void release_output(void *opaque, uint64_t token, uint64_t epoch, const char *buf,
+			   size_t len)
+{
+	char head[96];
+	int n = snprintf(head, sizeof(head), "token %llu epoch %llu: ",
+			 (unsigned long long)token, (unsigned long long)epoch);
+	bool nl = len && buf[len - 1] == '\n';
+	struct iovec iov[3] = { { head, (size_t)n }, { (void *)buf, len }, { "\n", nl ? 0 : 1 } };
+
+	fprintf(stderr, "[guest %s] %.*s%s", W.spec.name, (int)len, buf, nl ? "" : "\n");
+	if (W.output_fd >= 0 && writev(W.output_fd, iov, 3) < 0)
+		fprintf(stderr, "vmigrated: guest %s: writing its output: %s\n", W.spec.name,
+			strerror(errno));
+}
+
 static void on_console(void *opaque, const char *buf, size_t len)
 {
-	fprintf(stderr, "[guest %s] %.*s%s", W.spec.name, (int)len, buf,
-		len && buf[len - 1] == '\n' ? "" : "\n");
+	repl_output(&W.rprog, buf, len);
 }
 
 static void on_event(void *opaque, unsigned vcpu, uint32_t code, uint32_t arg)
 {
 	if (code == VMG_EV_CHECK_BAD)
 		fprintf(stderr, "vmigrated: guest %s vCPU %u self-check FAILED\n", W.spec.name, vcpu);
+	if (code == VMG_EV_CHECK_OK) {
+		struct vm *vm = atomic_load(&W.events_vm);
+		char line[96];
+		int n = vm ? snprintf(line, sizeof(line), "vcpu %u pass, counter %llu\n", vcpu,
+				      (unsigned long long)vm_memtouch_total(vm)) :
+			     snprintf(line, sizeof(line), "vcpu %u pass\n", vcpu);
+
+		repl_output(&W.rprog, line, (size_t)n);
+	}
 }
 
 static void on_stopped(void *opaque, unsigned vcpu, int err, const char *why)
@@ -220,6 +270,13 @@ static struct json_object *do_info(void)
 		json_object_object_add(o, "job", json_object_new_string(W.job));
 	if (W.incoming_job[0])
 		json_object_object_add(o, "incoming_job", json_object_new_string(W.incoming_job));
+	if (W.repl_active) {
+		struct repl_stats rs;
+
+		repl_progress_get(&W.rprog, &rs);
+		json_object_object_add(o, "replication", json_object_new_string(
+			repl_state_name(rs.state)));
+	}
 	if (W.state == W_UNCERTAIN)	/* where to ask before resuming */
 		json_object_object_add(o, "dest", json_object_new_string(W.dest));
 	pthread_mutex_unlock(&W.lock);
@@ -233,12 +290,18 @@ static struct json_object *do_verify(void)
 	int ret;
 
 	pthread_mutex_lock(&W.lock);
-	if (!W.vm || (W.state != W_RUNNING && W.state != W_PAUSED)) {
+	if (!W.vm || (W.state != W_RUNNING && W.state != W_PAUSED && W.state != W_STANDBY)) {
 		o = ipc_error("guest %s is %s: nothing to verify here", W.spec.name,
 			      state_names[W.state]);
 		pthread_mutex_unlock(&W.lock);
 		return o;
 	}
+	if (W.repl_active) {	/* its epochs pause and resume it meanwhile */
+		pthread_mutex_unlock(&W.lock);
+		return ipc_error("guest %s is replicated: verify its standby, or stop the "
+				 "replication first", W.spec.name);
+	}
+	/* a standby never ran and is not paused: W.lock keeps epochs out */
 	vm_pause(W.vm);
 	ret = vm_memtouch_verify(W.vm, &(struct vm_verify_opts){
 		.prefill = W.spec.prefill[0] ? W.spec.prefill : NULL }, &rep);
@@ -314,6 +377,10 @@ static struct json_object *do_snapshot(struct json_object *req)
 				W.spec.name);
 		goto out;
 	}
+	if (W.repl_active) {
+		rep = ipc_error("guest %s is replicated: stop the replication first", W.spec.name);
+		goto out;
+	}
 	if (incremental && !W.snap_base_valid) {
 		rep = ipc_error("no checkpoint of guest %s to build on: take a full one first",
 				W.spec.name);
@@ -386,27 +453,38 @@ out:
 	return rep;
 }
 
-static void *migration_main(void *arg)
+/* Open the job's peer session (op: migrate-in or replicate-in); on failure
+ * the job is over and the guest runs on here. */
+static int dial_job(const char *op)
 {
 	char err[512];
+
+	if (!peer_dial(&W.mig_peer, W.mig_fd, W.dest_host, op, W.spec.name, W.job,
+		       W.mig_channels, W.mig_rdma, &W.mig_session, err, sizeof(err))) {
+		W.params.data_channels = W.mig_session.data;
+		W.params.nr_data_channels = W.mig_session.nr_data;
+		return 0;
+	}
+	pthread_mutex_lock(&W.prog.lock);
+	W.prog.stats.status = MIG_FAILED;
+	snprintf(W.prog.stats.error, sizeof(W.prog.stats.error), "%.250s", err);
+	pthread_mutex_unlock(&W.prog.lock);
+	fprintf(stderr, "vmigrated: guest %s job %s: %s\n", W.spec.name, W.job, err);
+	return -ECONNREFUSED;
+}
+
+static void *migration_main(void *arg)
+{
 	int ret;
 
-	if (peer_dial(&W.mig_peer, W.mig_fd, W.dest_host, W.spec.name, W.job, W.mig_channels,
-		      W.mig_rdma, &W.mig_session, err, sizeof(err))) {
-		pthread_mutex_lock(&W.prog.lock);
-		W.prog.stats.status = MIG_FAILED;
-		snprintf(W.prog.stats.error, sizeof(W.prog.stats.error), "%.250s", err);
-		pthread_mutex_unlock(&W.prog.lock);
+	if (dial_job("migrate-in")) {
 		pthread_mutex_lock(&W.lock);
 		W.mig_result = -ECONNREFUSED;
 		W.mig_done = true;
 		W.state = W_RUNNING;
 		pthread_mutex_unlock(&W.lock);
-		fprintf(stderr, "vmigrated: guest %s migration %s: %s\n", W.spec.name, W.job, err);
 		return NULL;
 	}
-	W.params.data_channels = W.mig_session.data;
-	W.params.nr_data_channels = W.mig_session.nr_data;
 	ret = mig_source_run(W.vm, W.mig_session.control, &W.params, &W.prog);
 
 	pthread_mutex_lock(&W.lock);
@@ -434,6 +512,54 @@ static void *migration_main(void *arg)
 	return NULL;
 }
 
+/*
+ * Replication, primary side: the standby's initial sync is a live
+ * migration that leaves the guest running here (mig_params.standby), then
+ * epochs on the same control channel until stopped or the standby is lost.
+ */
+static void *replication_main(void *arg)
+{
+	struct repl_stats rs;
+	int ret = dial_job("replicate-in");
+
+	if (!ret) {
+		double t0 = now();
+
+		W.params.standby = true;
+		ret = mig_source_run(W.vm, W.mig_session.control, &W.params, &W.prog);
+		pthread_mutex_lock(&W.rprog.lock);
+		W.rprog.stats.sync_s = now() - t0;
+		pthread_mutex_unlock(&W.rprog.lock);
+		if (!ret) {
+			fprintf(stderr, "vmigrated: guest %s job %s: standby in sync after %.2f s; "
+				"epochs begin\n", W.spec.name, W.job, now() - t0);
+			ret = repl_primary_run(W.vm, W.mig_session.control, &W.rparams, &W.rprog);
+		}
+	}
+	peer_session_close(&W.mig_session);
+	W.vm->ops->dirty_stop(W.vm);
+	repl_progress_get(&W.rprog, &rs);
+	if (rs.state == REPL_SYNCING) {
+		struct mig_stats st;
+
+		mig_progress_get(&W.prog, &st);
+		pthread_mutex_lock(&W.rprog.lock);
+		W.rprog.stats.state = REPL_FAILED;
+		snprintf(W.rprog.stats.error, sizeof(W.rprog.stats.error), "initial sync: %.200s",
+			 st.error[0] ? st.error : strerror(-ret));
+		pthread_mutex_unlock(&W.rprog.lock);
+		repl_progress_get(&W.rprog, &rs);
+	}
+	pthread_mutex_lock(&W.lock);
+	W.repl_result = ret;
+	W.repl_active = false;
+	pthread_mutex_unlock(&W.lock);
+	fprintf(stderr, "vmigrated: guest %s replication %s: %s after %llu epochs%s%s; the guest "
+		"runs on here\n", W.spec.name, W.job, repl_state_name(rs.state),
+		(unsigned long long)rs.epochs, rs.error[0] ? ": " : "", rs.error);
+	return NULL;
+}
+
 static struct json_object *do_migrate(struct json_object *req, int fd)
 {
 	struct json_object *o, *peer = NULL;
@@ -458,6 +584,13 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 		close(fd);
 		return o;
 	}
+	if (W.repl_active) {
+		o = ipc_error("guest %s is replicated (job %s): 'vmigrate replicate stop %s' "
+			      "first", W.spec.name, W.job, W.spec.name);
+		pthread_mutex_unlock(&W.lock);
+		close(fd);
+		return o;
+	}
 	if (W.lazy) {
 		/* The destination waits for its handshake meanwhile: do not make
 		 * it wait for a load of unknown length too. */
@@ -467,8 +600,14 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 		close(fd);
 		return o;
 	}
-	if (W.mig_started && W.mig_done)
+	if (W.mig_started && W.mig_done) {
 		pthread_join(W.mig_thread, NULL);
+		W.mig_started = false;
+	}
+	if (W.repl_started) {
+		pthread_join(W.repl_thread, NULL);	/* over: repl_active is false */
+		W.repl_started = false;
+	}
 	mig_params_default(&W.params);
 	W.params.max_downtime_ms = (uint64_t)ipc_int(req, "max_downtime_ms", 300);
 	W.params.bandwidth = (uint64_t)ipc_int(req, "bandwidth", 0);
@@ -487,16 +626,37 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	W.mig_rdma = !strcmp(ipc_str(req, "transport", "tcp"), "rdma");
 	if (W.mig_rdma && !W.mig_channels)
 		W.mig_channels = 1;	/* pages need a data channel to ride RDMA */
-	W.mig_done = false;
-	W.state = W_MIGRATING;
-	W.snap_base_valid = false;	/* the migration ends dirty tracking */
-	if (pthread_create(&W.mig_thread, NULL, migration_main, NULL)) {
-		W.state = W_RUNNING;
-		pthread_mutex_unlock(&W.lock);
-		close(fd);
-		return ipc_error("cannot start the migration");
+	W.snap_base_valid = false;	/* the job ends dirty tracking */
+	if (!strcmp(ipc_str(req, "cmd", ""), "replicate")) {
+		W.rparams = (struct repl_params){
+			.epoch_ms = (unsigned)ipc_int(req, "epoch_ms", 0),
+			.compress = compress == MIG_COMPRESS_LZ4,
+		};
+		pthread_mutex_lock(&W.rprog.lock);
+		memset(&W.rprog.stats, 0, sizeof(W.rprog.stats));
+		W.rprog.stats.state = REPL_SYNCING;
+		pthread_mutex_unlock(&W.rprog.lock);
+		atomic_store(&W.rprog.stop, false);
+		W.repl_active = true;
+		if (pthread_create(&W.repl_thread, NULL, replication_main, NULL)) {
+			W.repl_active = false;
+			pthread_mutex_unlock(&W.lock);
+			close(fd);
+			return ipc_error("cannot start the replication");
+		}
+		W.repl_started = true;
+		W.repl_ran = true;
+	} else {
+		W.mig_done = false;
+		W.state = W_MIGRATING;
+		if (pthread_create(&W.mig_thread, NULL, migration_main, NULL)) {
+			W.state = W_RUNNING;
+			pthread_mutex_unlock(&W.lock);
+			close(fd);
+			return ipc_error("cannot start the migration");
+		}
+		W.mig_started = true;
 	}
-	W.mig_started = true;
 	pthread_mutex_unlock(&W.lock);
 	o = ipc_ok();
 	json_object_object_add(o, "job", json_object_new_string(W.job));
@@ -595,11 +755,93 @@ static struct json_object *do_resume(struct json_object *req, int fd)
 	return o;
 }
 
+static struct json_object *repl_stats_object(const struct repl_stats *rs)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "state", json_object_new_string(repl_state_name(rs->state)));
+	json_object_object_add(o, "arbiter", json_object_new_string(
+		"none: no automatic failover, no protection against split brain"));
+	json_object_object_add(o, "token", json_object_new_int64((int64_t)rs->token));
+	json_object_object_add(o, "epochs", json_object_new_int64((int64_t)rs->epochs));
+	json_object_object_add(o, "acked_epoch", json_object_new_int64((int64_t)rs->acked_epoch));
+	json_object_object_add(o, "epoch_rate", json_object_new_double(rs->epoch_rate));
+	json_object_object_add(o, "pause_p50_ms", json_object_new_double(rs->pause_p50_ms));
+	json_object_object_add(o, "pause_p99_ms", json_object_new_double(rs->pause_p99_ms));
+	json_object_object_add(o, "bytes_per_epoch",
+			       json_object_new_int64((int64_t)rs->bytes_per_epoch));
+	json_object_object_add(o, "bytes_sent", json_object_new_int64((int64_t)rs->bytes_sent));
+	json_object_object_add(o, "lag_ms", json_object_new_double(rs->lag_ms));
+	json_object_object_add(o, "held_output_bytes",
+			       json_object_new_int64((int64_t)rs->held_output_bytes));
+	json_object_object_add(o, "released_output_bytes",
+			       json_object_new_int64((int64_t)rs->released_output_bytes));
+	json_object_object_add(o, "sync_s", json_object_new_double(rs->sync_s));
+	if (rs->error[0])
+		json_object_object_add(o, "error", json_object_new_string(rs->error));
+	return o;
+}
+
+/* replicate status: the primary's figures, or what the standby applied. */
+static struct json_object *do_replicate_status(void)
+{
+	struct json_object *o = ipc_ok();
+	struct repl_stats rs;
+
+	pthread_mutex_lock(&W.lock);
+	json_object_object_add(o, "name", json_object_new_string(W.spec.name));
+	if (W.state == W_STANDBY) {
+		json_object_object_add(o, "role", json_object_new_string("standby"));
+		json_object_object_add(o, "applied_epoch",
+				       json_object_new_int64((int64_t)W.standby.applied_epoch));
+		json_object_object_add(o, "token", json_object_new_int64((int64_t)W.standby.token));
+		json_object_object_add(o, "applied_pages",
+				       json_object_new_int64((int64_t)W.standby.applied_pages));
+		json_object_object_add(o, "last_apply_ms",
+				       json_object_new_double(W.standby.last_apply_ms));
+		if (W.standby.error[0])
+			json_object_object_add(o, "error", json_object_new_string(W.standby.error));
+		pthread_mutex_unlock(&W.lock);
+		return o;
+	}
+	if (!W.repl_ran) {
+		pthread_mutex_unlock(&W.lock);
+		json_object_put(o);
+		return ipc_error("guest %s is not replicated", W.spec.name);
+	}
+	json_object_object_add(o, "role", json_object_new_string("primary"));
+	json_object_object_add(o, "job", json_object_new_string(W.job));
+	json_object_object_add(o, "standby", json_object_new_string(W.dest));
+	json_object_object_add(o, "active", json_object_new_boolean(W.repl_active));
+	pthread_mutex_unlock(&W.lock);
+	repl_progress_get(&W.rprog, &rs);
+	json_object_object_add(o, "replication", repl_stats_object(&rs));
+	return o;
+}
+
+/* replicate stop: a last epoch, then the end on both sides. */
+static struct json_object *do_replicate_stop(void)
+{
+	bool active;
+
+	pthread_mutex_lock(&W.lock);
+	active = W.repl_active;
+	pthread_mutex_unlock(&W.lock);
+	if (!active)
+		return ipc_error("guest %s is not replicated here (a standby is stopped from its "
+				 "primary)", W.spec.name);
+	atomic_store(&W.rprog.stop, true);
+	pthread_join(W.repl_thread, NULL);
+	W.repl_started = false;
+	return do_replicate_status();
+}
+
 static struct json_object *handle(struct json_object *req, int fd)
 {
 	const char *cmd = ipc_str(req, "cmd", "");
 
-	if (fd >= 0 && strcmp(cmd, "migrate") && strcmp(cmd, "resume")) {
+	if (fd >= 0 && strcmp(cmd, "migrate") && strcmp(cmd, "replicate") &&
+	    strcmp(cmd, "resume")) {
 		close(fd);	/* nothing else takes one */
 		fd = -1;
 	}
@@ -608,8 +850,12 @@ static struct json_object *handle(struct json_object *req, int fd)
 		return do_info();
 	if (!strcmp(cmd, "verify"))
 		return do_verify();
-	if (!strcmp(cmd, "migrate"))
+	if (!strcmp(cmd, "migrate") || !strcmp(cmd, "replicate"))
 		return do_migrate(req, fd);
+	if (!strcmp(cmd, "replicate-status"))
+		return do_replicate_status();
+	if (!strcmp(cmd, "replicate-stop"))
+		return do_replicate_stop();
 	if (!strcmp(cmd, "progress"))
 		return do_progress();
 	if (!strcmp(cmd, "snapshot"))
@@ -629,6 +875,11 @@ static struct json_object *handle(struct json_object *req, int fd)
 		if (W.state == W_MIGRATING || W.state == W_INCOMING) {
 			pthread_mutex_unlock(&W.lock);
 			return ipc_error("guest %s is migrating: cancel the job first", W.spec.name);
+		}
+		if (W.repl_active) {
+			pthread_mutex_unlock(&W.lock);
+			return ipc_error("guest %s is replicated: 'vmigrate replicate stop %s' first",
+					 W.spec.name, W.spec.name);
 		}
 		W.exit_requested = true;
 		pthread_mutex_unlock(&W.lock);
@@ -667,6 +918,8 @@ static _Noreturn void serve(void)
 	}
 	if (W.mig_started)
 		pthread_join(W.mig_thread, NULL);
+	if (W.repl_started)
+		pthread_join(W.repl_thread, NULL);
 	if (W.lazy_started)
 		pthread_join(W.lazy_thread, NULL);	/* its pages must be in first */
 	unlink(W.sock_path);
@@ -704,6 +957,15 @@ static int hold_name_and_socket(char *err, size_t errlen)
 	if (W.name_fd < 0)
 		return W.name_fd;
 	evict_leftover();
+	{
+		char out[600];
+
+		snprintf(out, sizeof(out), "%s/%s.output", W.spec.dir, W.spec.name);
+		W.output_fd = open(out, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (W.output_fd < 0)
+			fprintf(stderr, "vmigrated: guest %s: %s: %s (output goes to the log only)\n",
+				W.spec.name, out, strerror(errno));
+	}
 	W.listen_fd = ipc_listen(W.sock_path, 0600, err, errlen);
 	return W.listen_fd < 0 ? W.listen_fd : 0;
 }
@@ -714,9 +976,11 @@ static int setup_common(const struct worker_spec *s, char *err, size_t errlen)
 	W.spec = *s;
 	W.listen_fd = -1;
 	W.name_fd = -1;
+	W.output_fd = -1;
 	W.started = now();
 	pthread_mutex_init(&W.lock, NULL);
 	mig_progress_init(&W.prog);
+	repl_progress_init(&W.rprog, release_output, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, SIG_IGN);	/* the service's Ctrl-C is not ours */
 	setsid();
@@ -748,6 +1012,7 @@ void worker_run_boot(const struct worker_spec *s, int ready_fd)
 	W.vm = vm_kvm_create(&cfg, err, sizeof(err));
 	if (!W.vm)
 		die_early(ready_fd, err);
+	atomic_store(&W.events_vm, W.vm);
 	if (s->prefill[0] && vm_memtouch_prefill(W.vm, s->prefill, NULL, err, sizeof(err)))
 		die_early(ready_fd, err);
 	if (vm_start(W.vm))
@@ -791,6 +1056,41 @@ static _Noreturn void answer_handover(const struct worker_spec *s, const struct 
 	_exit(0);
 }
 
+/* A standby, in sync: apply epochs until the primary ends it (then this
+ * process ends: the standby is freed) or is lost (then the copy stays, at
+ * its last epoch; replication alone never runs it). */
+static void follow_epochs(struct incoming *in, struct vm *vm)
+{
+	int ret;
+
+	pthread_mutex_lock(&W.lock);
+	W.vm = vm;
+	W.state = W_STANDBY;
+	W.spec.mem = 0;
+	for (unsigned i = 0; i < vm->nr_regions; i++)
+		W.spec.mem += vm->regions[i].size;
+	W.spec.vcpus = vm->nr_vcpus;
+	pthread_mutex_unlock(&W.lock);
+	fprintf(stderr, "vmigrated: guest %s: standby in sync (job %s); applying epochs\n",
+		W.spec.name, W.incoming_job);
+	ret = repl_standby_run(vm, in->session.control, &W.lock, &W.standby);
+	peer_session_close(&in->session);
+	pthread_mutex_lock(&W.lock);
+	if (W.standby.stopped_by_primary) {
+		fprintf(stderr, "vmigrated: guest %s: replication stopped by the primary after "
+			"epoch %llu; the standby is freed\n", W.spec.name,
+			(unsigned long long)W.standby.applied_epoch);
+		W.exit_requested = true;
+	} else {
+		fprintf(stderr, "vmigrated: guest %s: the primary is lost (%s); the standby holds "
+			"epoch %llu (token %llu) and stays paused\n", W.spec.name,
+			W.standby.error[0] ? W.standby.error : strerror(-ret),
+			(unsigned long long)W.standby.applied_epoch,
+			(unsigned long long)W.standby.token);
+	}
+	pthread_mutex_unlock(&W.lock);
+}
+
 static void *incoming_main(void *arg)
 {
 	struct incoming *in = arg;
@@ -798,6 +1098,10 @@ static void *incoming_main(void *arg)
 	struct vm *vm = mig_dest_run(in->session.control, &in->opts, &W.incoming, err,
 				     sizeof(err));
 
+	if (vm && in->opts.standby) {
+		follow_epochs(in, vm);
+		return NULL;
+	}
 	peer_session_close(&in->session);
 	pthread_mutex_lock(&W.lock);
 	if (!vm) {
@@ -807,6 +1111,7 @@ static void *incoming_main(void *arg)
 		W.exit_requested = true;
 	} else {
 		W.vm = vm;
+		atomic_store(&W.events_vm, vm);
 		W.state = W_RUNNING;
 		W.spec.mem = 0;
 		for (unsigned i = 0; i < vm->nr_regions; i++)
@@ -851,7 +1156,8 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	snprintf(W.incoming_job, sizeof(W.incoming_job), "%s", h.job);
 	in.opts = (struct mig_dest_opts){ .dirty_mode = s.dirty_mode, .events = events,
 					  .io_timeout_ms = s.io_timeout_ms,
-					  .decide = record_decision };
+					  .decide = record_decision,
+					  .standby = !strcmp(h.op, "replicate-in") };
 	if (peer_welcome(&s.peer, x, h.channels, h.rdma, &in.session, err, sizeof(err))) {
 		fprintf(stderr, "vmigrated: incoming guest %s: %s\n", name, err);
 		unlink(W.sock_path);
@@ -923,6 +1229,7 @@ void worker_run_restore(const struct worker_spec *s, const char *file, const cha
 		      snap_restore(file, &ro, err, sizeof(err));
 	if (!W.vm)
 		die_early(ready_fd, err);
+	atomic_store(&W.events_vm, W.vm);
 	W.spec.mem = 0;
 	for (unsigned i = 0; i < W.vm->nr_regions; i++)
 		W.spec.mem += W.vm->regions[i].size;

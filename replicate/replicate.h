@@ -1,0 +1,116 @@
+/*
+ * Continuous replication: a standby copy of a running guest on a second
+ * host, a few milliseconds behind. After an initial live synchronisation
+ * (migrate/ with mig_params.standby), the primary runs in epochs: pause,
+ * copy the dirty pages and the state into an epoch, resume, ship it; the
+ * standby takes an epoch in completely, checks its seal, applies it at once
+ * (never half of one) and acknowledges it. What the guest emits is held on
+ * the primary until the epoch that produced it is acknowledged (Remus's
+ * output commit), so a failover loses nothing the outside saw.
+ *
+ * Both ends work over the control channel of the migration that made the
+ * standby; the stream is a ckpt-format stream of its own (FORMAT.md: EPOCH
+ * markers and seals), the acknowledgements fixed 24-byte messages back.
+ */
+#ifndef REPLICATE_H
+#define REPLICATE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "transport.h"
+#include "vm.h"
+
+enum repl_state {
+	REPL_SYNCING,		/* initial synchronisation (a live pre-copy) */
+	REPL_PROTECTED,		/* epochs acknowledged in time */
+	REPL_DEGRADED,		/* the standby falls behind: epochs wait for it */
+	REPL_STOPPED,		/* ended cleanly on both sides */
+	REPL_FAILED,		/* the standby is lost: unprotected */
+};
+
+const char *repl_state_name(enum repl_state s);
+
+struct repl_params {
+	unsigned epoch_ms;	/* fixed epoch length; 0 = as short as the link allows */
+	uint64_t token;		/* fencing token, carried in every epoch (0: no arbiter) */
+	bool compress;		/* LZ4 on epoch pages (they are encoded after resuming) */
+	unsigned max_inflight;	/* epochs sent but not acknowledged; 0 = default (4) */
+};
+
+/* What replicate status shows; figures over the last REPL_WINDOW epochs. */
+#define REPL_WINDOW	256
+struct repl_stats {
+	enum repl_state state;
+	uint64_t token;
+	uint64_t epochs;			/* sealed and sent */
+	uint64_t acked_epoch;			/* last acknowledged */
+	double epoch_rate;			/* per second, over the window */
+	double pause_p50_ms, pause_p99_ms;	/* vCPUs paused per epoch */
+	uint64_t bytes_per_epoch;		/* mean over the window */
+	uint64_t bytes_sent;
+	double lag_ms;				/* last epoch: pause to acknowledgement */
+	uint64_t held_output_bytes;		/* emitted, waiting for their epoch */
+	uint64_t released_output_bytes;
+	double sync_s;				/* the initial synchronisation */
+	char error[256];
+};
+
+/* Guest output held until its epoch is acknowledged, then released
+ * through a callback (with the token and the epoch that covers it). */
+typedef void (*repl_release_fn)(void *opaque, uint64_t token, uint64_t epoch,
+				const char *buf, size_t len);
+
+/* Shared between the replicating thread and whoever watches or steers it. */
+struct repl_progress {
+	pthread_mutex_t lock;
+	struct repl_stats stats;	/* under lock */
+	atomic_bool stop;		/* set by anyone: end replication cleanly */
+	repl_release_fn release;	/* set before the run */
+	void *release_opaque;
+	/* output not yet released: under lock */
+	struct repl_held *held, **held_tail;
+	uint64_t open_epoch;		/* under lock: the epoch output goes into */
+	/* window of per-epoch figures: owned by the replicating thread */
+	double pause_ms[REPL_WINDOW], sealed_at[REPL_WINDOW];
+	uint64_t epoch_bytes[REPL_WINDOW];
+};
+
+void repl_progress_init(struct repl_progress *p, repl_release_fn release, void *opaque);
+void repl_progress_destroy(struct repl_progress *p);
+void repl_progress_get(struct repl_progress *p, struct repl_stats *out);
+/* The guest emitted buf (any thread): held until its epoch is acknowledged,
+ * or released at once when no replication runs. */
+void repl_output(struct repl_progress *p, const char *buf, size_t len);
+
+/*
+ * Primary: run epochs over x (the control channel of the standby's sync)
+ * until prog->stop (then a clean end: 0) or the standby is lost (-errno,
+ * the guest runs on here, unprotected). vm runs throughout, dirty tracking
+ * on (left on as it came).
+ */
+int repl_primary_run(struct vm *vm, struct xport *x, const struct repl_params *p,
+		     struct repl_progress *prog);
+
+struct repl_standby_stats {
+	uint64_t applied_epoch;		/* under the caller's apply lock */
+	uint64_t token;
+	uint64_t applied_pages;
+	double last_apply_ms;
+	bool stopped_by_primary;	/* a clean end, not a lost link */
+	char error[256];
+};
+
+/*
+ * Standby: apply the epochs read from x to vm (paused) until the stream
+ * ends. Each epoch is applied under *apply_lock, whole, once sealed, so a
+ * holder of the lock sees one consistent image. Returns 0 when the
+ * primary ended it cleanly, else -errno (link lost, or a damaged or
+ * fenced-off epoch refused); vm holds the last applied epoch either way.
+ */
+int repl_standby_run(struct vm *vm, struct xport *x, pthread_mutex_t *apply_lock,
+		     struct repl_standby_stats *st);
+
+#endif

@@ -1,0 +1,77 @@
+#!/bin/bash
+# Continuous replication between two hosts (network namespaces), without
+# an arbiter: the initial sync makes a standby on B, epochs follow and are
+# acknowledged, the standby's image verifies at any point and never gets
+# ahead of the primary, output is released only for acknowledged epochs,
+# a migration is refused while replicated, a clean stop frees the standby,
+# and a lost standby leaves the guest running, unprotected, saying so.
+set -u
+BUILD=${1:-build}
+. "$(dirname "$0")/lib/hosts.sh"
+. "$(dirname "$0")/lib/suite.sh"
+suite_with_hosts replicate
+hosts_start_service A && hosts_start_service B || exit 1
+G=g1
+B_AT="$HOST_B_ADDR:$HOST_B_PORT"
+status_field() { $1 replicate status $G --json 2>/dev/null | json_field "$2"; }
+OUT=$HOSTS_DIR/A/guests/$G.output
+
+vmA start $G --mem 256M --vcpus 2 --working-set 64M --dirty-rate 20M >/dev/null &&
+	wait_counter vmA $G 20000 || { echo "FAIL replicate.setup: no guest"; exit 1; }
+
+out=$(vmA replicate $G "$B_AT" 2>&1); rc=$?
+[ $rc = 0 ] && echo "$out" | grep -q "protected\|degraded" &&
+	[ "$(vmB info $G --json | json_field state)" = standby ]
+check initial_sync_makes_a_standby $? "rc=$rc: $out; B: $(vmB list 2>&1)"
+
+sleep 2
+st=$(vmA replicate status $G --json)
+epochs=$(echo "$st" | json_field epochs) acked=$(echo "$st" | json_field acked_epoch)
+echo "# $(vmA replicate status $G)"
+[ "${epochs:-0}" -ge 20 ] && [ "$((epochs - acked))" -le 4 ] &&
+	echo "$st" | grep -q '"arbiter":"none: no automatic failover'
+check epochs_are_acknowledged $? "$st"
+
+ca=$(vmA info $G --json | json_field counter)
+vb=$(vmB verify $G 2>&1); rcv=$?
+cb=$(vmB info $G --json | json_field counter)
+[ $rcv = 0 ] && [ "$cb" -le "$(vmA info $G --json | json_field counter)" ] && [ "$cb" -gt 20000 ]
+check standby_image_verifies $? "verify: $vb; counters A $ca B $cb"
+
+# released lines carry the epoch that covered them; none is ahead of the
+# acknowledged epochs, and their counters never go back
+acked=$(status_field vmA acked_epoch)
+last=$(grep -c 'pass, counter' "$OUT")
+max_epoch=$(sed -n 's/^token [0-9]* epoch \([0-9]*\): .*/\1/p' "$OUT" | sort -n | tail -1)
+sorted=$(grep -o 'counter [0-9]*' "$OUT" | awk '{print $2}' | sort -n -c 2>&1 && echo ok)
+[ "$last" -ge 1 ] && [ "${max_epoch:-0}" -le "$acked" ] && [ "${max_epoch:-0}" -gt 0 ] &&
+	[ "${sorted##*$'\n'}" = ok ]
+check output_waits_for_its_epoch $? "lines $last, max epoch $max_epoch, acked $acked, $sorted"
+
+out=$(vmA migrate $G "$B_AT" --quiet 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q "replicated"
+check migration_refused_while_replicated $? "rc=$rc: $out"
+
+out=$(vmA replicate stop $G 2>&1); rc=$?
+sleep 0.5
+[ $rc = 0 ] && echo "$out" | grep -q stopped && [ -z "$(vmB info $G --json 2>/dev/null | json_field state)" ] &&
+	[ "$(status_field vmA held_output_bytes)" = 0 ]
+check clean_stop_frees_the_standby $? "rc=$rc: $out; B: $(vmB list 2>&1)"
+
+# protected again, then the standby's process dies: the guest runs on,
+# unprotected, and says so
+vmA replicate $G "$B_AT" >/dev/null 2>&1
+pid=$(vmB info $G --json | json_field pid)
+[ -n "$pid" ] && kill -9 "$pid"
+for _ in $(seq 100); do [ "$(status_field vmA state)" = failed ] && break; sleep 0.1; done
+c1=$(vmA info $G --json | json_field counter); sleep 0.3; c2=$(vmA info $G --json | json_field counter)
+st=$(vmA replicate status $G 2>&1)
+[ "$(status_field vmA state)" = failed ] && [ "$c2" -gt "$c1" ] &&
+	[ "$(status_field vmA held_output_bytes)" = 0 ] && vmA verify $G >/dev/null
+check lost_standby_leaves_the_guest_running $? "$st; counters $c1 $c2"
+
+before=$(vmA info $G --json | json_field counter)
+vmA migrate $G "$B_AT" --quiet >/dev/null && vmB verify $G >/dev/null &&
+	[ "$(vmB info $G --json | json_field counter)" -ge "$before" ]
+check migrates_after_replication $? "$(vmB list 2>&1)"
+suite_end

@@ -1,0 +1,198 @@
+/*
+ * Replication between two micro-VMs in one process over a socket pair: the
+ * initial sync makes a standby, epochs follow at their pace and are all
+ * acknowledged, the standby's image verifies whole at any point, output is
+ * released only for acknowledged epochs and never gets ahead of the
+ * standby, a damaged epoch is never applied, an older fencing token is
+ * refused, and a clean stop ends both sides.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "kvmguest.h"
+#include "migrate.h"
+#include "replicate.h"
+
+struct standby_run {
+	struct xport *x;
+	struct vm *vm;
+	struct mig_stats mst;
+	struct repl_standby_stats st;
+	pthread_mutex_t lock;
+	char err[512];
+	int ret;
+	pthread_t thread;
+};
+
+static void *standby_main(void *arg)
+{
+	struct standby_run *s = arg;
+	struct mig_dest_opts o = { .io_timeout_ms = 5000, .standby = true };
+
+	s->vm = mig_dest_run(s->x, &o, &s->mst, s->err, sizeof(s->err));
+	s->ret = s->vm ? repl_standby_run(s->vm, s->x, &s->lock, &s->st) : -EIO;
+	return NULL;
+}
+
+struct primary_run {
+	struct vm *vm;
+	struct xport *x;
+	struct repl_params p;
+	struct repl_progress prog;
+	int ret;
+	pthread_t thread;
+};
+
+static void *primary_main(void *arg)
+{
+	struct primary_run *p = arg;
+
+	p->ret = repl_primary_run(p->vm, p->x, &p->p, &p->prog);
+	return NULL;
+}
+
+/* What was released, checked as it is released: never an epoch the
+ * standby has not applied. */
+struct released {
+	struct standby_run *sb;
+	uint64_t last_epoch, lines, bad;
+};
+
+static void on_release(void *opaque, uint64_t token, uint64_t epoch, const char *buf,
+		       size_t len)
+{
+	struct released *r = opaque;
+
+	pthread_mutex_lock(&r->sb->lock);
+	if (epoch > r->sb->st.applied_epoch || epoch < r->last_epoch)
+		r->bad++;
+	pthread_mutex_unlock(&r->sb->lock);
+	r->last_epoch = epoch;
+	r->lines++;
+}
+
+/* A running guest with a standby of it; the primary's epochs started. */
+static void protect(struct vm *src, struct standby_run *sb, struct primary_run *pr,
+		    struct released *rel, unsigned epoch_ms, uint64_t token)
+{
+	struct mig_params mp;
+	struct mig_progress mprog;
+	int sv[2];
+
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+	memset(sb, 0, sizeof(*sb));
+	pthread_mutex_init(&sb->lock, NULL);
+	sb->x = xport_tcp_from_fd(sv[1], 5000);
+	CHECK(pthread_create(&sb->thread, NULL, standby_main, sb) == 0);
+	memset(pr, 0, sizeof(*pr));
+	pr->vm = src;
+	pr->x = xport_tcp_from_fd(sv[0], 5000);
+	mig_params_default(&mp);
+	mp.standby = true;
+	mig_progress_init(&mprog);
+	CHECK_EQ(mig_source_run(src, pr->x, &mp, &mprog), 0);
+	pr->p = (struct repl_params){ .epoch_ms = epoch_ms, .token = token };
+	memset(rel, 0, sizeof(*rel));
+	rel->sb = sb;
+	repl_progress_init(&pr->prog, on_release, rel);
+	CHECK(pthread_create(&pr->thread, NULL, primary_main, pr) == 0);
+}
+
+static void unprotect(struct standby_run *sb, struct primary_run *pr)
+{
+	atomic_store(&pr->prog.stop, true);
+	pthread_join(pr->thread, NULL);
+	pthread_join(sb->thread, NULL);
+	xport_close(pr->x);
+	xport_close(sb->x);
+}
+
+static void verify_standby(struct standby_run *sb)
+{
+	struct vm_verify_report rep;
+	int ret;
+
+	pthread_mutex_lock(&sb->lock);
+	ret = vm_memtouch_verify(sb->vm, NULL, &rep);
+	pthread_mutex_unlock(&sb->lock);
+	CHECK_MSG(ret == 0, "standby at epoch %llu: %s",
+		  (unsigned long long)sb->st.applied_epoch, rep.msg);
+}
+
+TEST_T(standby_follows_a_dirtying_guest_epoch_by_epoch, 120)
+{
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 256 << 20, .vcpus = 2,
+						    .working_set = 64 << 20,
+						    .dirty_rate = 50 << 20 });
+	struct standby_run sb;
+	struct primary_run pr;
+	struct released rel;
+	struct repl_stats st;
+	char line[64];
+
+	CHECK_EQ(vm_start(src), 0);
+	tg_sleep_ms(300);
+	protect(src, &sb, &pr, &rel, 0, 7);
+	for (int i = 0; i < 10; i++) {
+		snprintf(line, sizeof(line), "line %d\n", i);
+		repl_output(&pr.prog, line, strlen(line));
+		tg_sleep_ms(100);
+		verify_standby(&sb);	/* whole at any moment */
+	}
+	repl_progress_get(&pr.prog, &st);
+	printf("#   %llu epochs, %.0f/s, pause p50 %.2f ms p99 %.2f ms, %llu bytes/epoch, "
+	       "lag %.1f ms\n", (unsigned long long)st.epochs, st.epoch_rate, st.pause_p50_ms,
+	       st.pause_p99_ms, (unsigned long long)st.bytes_per_epoch, st.lag_ms);
+	CHECK_MSG(st.epochs >= 10, "only %llu epochs in a second", (unsigned long long)st.epochs);
+	CHECK_EQ(st.token, 7);
+	unprotect(&sb, &pr);
+	CHECK_EQ(pr.ret, 0);
+	CHECK_MSG(sb.ret == 0 && sb.st.stopped_by_primary, "standby: %d %s", sb.ret, sb.st.error);
+	repl_progress_get(&pr.prog, &st);
+	CHECK_EQ(st.acked_epoch, st.epochs);	/* a clean stop waits for every one */
+	CHECK_EQ(sb.st.applied_epoch, st.epochs);
+	CHECK_EQ(rel.lines, 10);
+	CHECK_EQ(rel.bad, 0);
+	CHECK_EQ(st.held_output_bytes, 0);
+	/* the guest paused at the last epoch: the standby holds exactly it */
+	vm_pause(src);
+	CHECK(tg_total(sb.vm) <= tg_total(src));
+	verify_standby(&sb);
+	repl_progress_destroy(&pr.prog);
+	vm_destroy(sb.vm);
+	vm_destroy(src);
+}
+
+TEST_T(output_waits_for_the_standby, 60)
+{
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 128 << 20, .vcpus = 1,
+						    .working_set = 16 << 20,
+						    .dirty_rate = 10 << 20 });
+	struct standby_run sb;
+	struct primary_run pr;
+	struct released rel;
+	struct repl_stats st;
+
+	CHECK_EQ(vm_start(src), 0);
+	/* a fixed, long epoch: output emitted now waits for the next one */
+	protect(src, &sb, &pr, &rel, 400, 1);
+	tg_sleep_ms(50);
+	repl_output(&pr.prog, "held\n", 5);
+	repl_progress_get(&pr.prog, &st);
+	CHECK_EQ(rel.lines, 0);
+	CHECK_EQ(st.held_output_bytes, 5);
+	tg_sleep_ms(900);
+	repl_progress_get(&pr.prog, &st);
+	CHECK_EQ(rel.lines, 1);
+	CHECK_EQ(rel.bad, 0);
+	unprotect(&sb, &pr);
+	repl_progress_destroy(&pr.prog);
+	vm_destroy(sb.vm);
+	vm_destroy(src);
+}

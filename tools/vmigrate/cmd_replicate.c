@@ -1,0 +1,193 @@
+/*
+ * vmigrate replicate: keep a standby copy of a running guest on another
+ * host (replicate/replicate.h).
+ *
+ *   replicate NAME HOST[:PORT] [--epoch MS] [--compress lz4|off] [--channels N]
+ *                              [--bandwidth RATE] [--json]
+ *   replicate status NAME [--json]
+ *   replicate stop NAME
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "ipc.h"
+#include "units.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: vmigrate replicate NAME HOST[:PORT] [OPTIONS]   start protecting a running guest\n"
+"       vmigrate replicate status NAME [--json]\n"
+"       vmigrate replicate stop NAME                      last epoch, then free the standby\n"
+"  --epoch MS          fixed epoch length (default: as short as the link allows, 10 ms at least)\n"
+"  --compress lz4|off  LZ4 on epoch pages (default off: epochs are small and frequent)\n"
+"  --channels N        data channels of the initial sync (default one a core, up to 4)\n"
+"  --bandwidth RATE    cap of the initial sync (e.g. 100M/s; default none)\n"
+"  --json              print the status as JSON\n"
+"There is no arbiter yet: without one, a standby is never run automatically\n"
+"and nothing protects against split brain; the status says so.\n");
+}
+
+static void print_status(struct json_object *rep)
+{
+	struct json_object *r;
+
+	if (!strcmp(ipc_str(rep, "role", ""), "standby")) {
+		printf("%s: standby, epoch %lld applied (token %lld), last apply %.2f ms%s%s\n",
+		       ipc_str(rep, "name", "?"), ipc_int(rep, "applied_epoch", 0),
+		       ipc_int(rep, "token", 0), ipc_double(rep, "last_apply_ms", 0),
+		       ipc_str(rep, "error", NULL) ? "; " : "", ipc_str(rep, "error", ""));
+		return;
+	}
+	if (!json_object_object_get_ex(rep, "replication", &r))
+		return;
+	printf("%s -> %s: %s, %lld epochs (%lld acknowledged), %.0f epochs/s, pause p50 %.2f ms "
+	       "p99 %.2f ms, %.1f KiB/epoch, lag %.1f ms, held output %lld bytes, token %lld\n"
+	       "  arbiter: %s%s%s\n",
+	       ipc_str(rep, "name", "?"), ipc_str(rep, "standby", "?"), ipc_str(r, "state", "?"),
+	       ipc_int(r, "epochs", 0), ipc_int(r, "acked_epoch", 0), ipc_double(r, "epoch_rate", 0),
+	       ipc_double(r, "pause_p50_ms", 0), ipc_double(r, "pause_p99_ms", 0),
+	       ipc_int(r, "bytes_per_epoch", 0) / 1024.0, ipc_double(r, "lag_ms", 0),
+	       ipc_int(r, "held_output_bytes", 0), ipc_int(r, "token", 0),
+	       ipc_str(r, "arbiter", "?"), ipc_str(r, "error", NULL) ? "\n  error: " : "",
+	       ipc_str(r, "error", ""));
+}
+
+/* status and stop: NAME [--json]. */
+static int named(int argc, char **argv, const char *cmd)
+{
+	const char *name = NULL;
+	struct json_object *req, *rep;
+	bool json = false;
+
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--json"))
+			json = true;
+		else if (!name && argv[i][0] != '-')
+			name = argv[i];
+		else
+			name = NULL, i = argc;
+	}
+	if (!name) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	req = svc_req(cmd);
+	json_object_object_add(req, "name", json_object_new_string(name));
+	rep = svc_request(req, true);
+	if (!rep)
+		return 1;
+	if (json)
+		svc_print_json(rep);
+	else
+		print_status(rep);
+	json_object_put(rep);
+	return 0;
+}
+
+/* Wait for the initial sync to end: protected, or failed. */
+static int wait_synced(const char *name, bool json)
+{
+	for (int i = 0; i < 6000; i++) {
+		struct json_object *req = svc_req("replicate-status"), *rep, *r;
+		const char *state;
+		int status;
+
+		json_object_object_add(req, "name", json_object_new_string(name));
+		rep = svc_request(req, true);
+		if (!rep)
+			return 1;
+		state = json_object_object_get_ex(rep, "replication", &r) ?
+			ipc_str(r, "state", "?") : "?";
+		if (strcmp(state, "syncing")) {
+			status = strcmp(state, "protected") && strcmp(state, "degraded") ? 1 : 0;
+			if (json)
+				svc_print_json(rep);
+			else
+				print_status(rep);
+			json_object_put(rep);
+			return status;
+		}
+		json_object_put(rep);
+		usleep(100000);
+	}
+	fprintf(stderr, "vmigrate: the initial sync of %s takes over 10 minutes; see "
+		"'vmigrate replicate status %s'\n", name, name);
+	return 1;
+}
+
+int cmd_replicate(int argc, char **argv)
+{
+	enum { O_EPOCH = 256, O_COMPRESS, O_CHANNELS, O_BW, O_JSON, O_HELP };
+	static const struct option longopts[] = {
+		{ "epoch", required_argument, NULL, O_EPOCH },
+		{ "compress", required_argument, NULL, O_COMPRESS },
+		{ "channels", required_argument, NULL, O_CHANNELS },
+		{ "bandwidth", required_argument, NULL, O_BW },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "help", no_argument, NULL, O_HELP },
+		{ 0 }
+	};
+	struct json_object *req, *rep;
+	bool json = false;
+	uint64_t v;
+	int c;
+
+	if (argc >= 2 && !strcmp(argv[1], "status"))
+		return named(argc, argv, "replicate-status");
+	if (argc >= 2 && !strcmp(argv[1], "stop"))
+		return named(argc, argv, "replicate-stop");
+	req = svc_req("replicate");
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		const char *bad = NULL;
+
+		switch (c) {
+		case O_EPOCH:
+			if (parse_uint(optarg, &v) || !v || v > 60000)
+				bad = "--epoch";
+			json_object_object_add(req, "epoch_ms", json_object_new_int64((int64_t)v));
+			break;
+		case O_COMPRESS:
+			if (strcmp(optarg, "lz4") && strcmp(optarg, "off"))
+				bad = "--compress (lz4 or off)";
+			json_object_object_add(req, "compress", json_object_new_string(optarg));
+			break;
+		case O_CHANNELS:
+			if (parse_uint(optarg, &v) || v > 16)
+				bad = "--channels";
+			json_object_object_add(req, "channels", json_object_new_int((int)v));
+			break;
+		case O_BW:
+			if (parse_rate(optarg, &v))
+				bad = "--bandwidth";
+			json_object_object_add(req, "bandwidth", json_object_new_int64((int64_t)v));
+			break;
+		case O_JSON: json = true; break;
+		case O_HELP: usage(stdout); json_object_put(req); return 0;
+		default: usage(stderr); json_object_put(req); return EXIT_USAGE;
+		}
+		if (bad) {
+			fprintf(stderr, "vmigrate replicate: bad value '%s' for %s\n", optarg, bad);
+			json_object_put(req);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 2) {
+		usage(stderr);
+		json_object_put(req);
+		return EXIT_USAGE;
+	}
+	if (!json_object_object_get_ex(req, "compress", NULL))
+		json_object_object_add(req, "compress", json_object_new_string("off"));
+	json_object_object_add(req, "name", json_object_new_string(argv[optind]));
+	json_object_object_add(req, "dest", json_object_new_string(argv[optind + 1]));
+	rep = svc_request(req, true);
+	if (!rep)
+		return 1;
+	json_object_put(rep);
+	return wait_synced(argv[optind], json);
+}
