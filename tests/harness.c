@@ -3,6 +3,9 @@
  * from a sanitizer or a hang is reported as that test's failure and the
  * rest still run. Exit status 0 when nothing failed.
  */
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
 #include "harness.h"
 
 #include <errno.h>
@@ -105,6 +108,13 @@ static enum outcome run_one(const char *suite, struct test_case *tc)
 		setpgid(0, 0);
 		alarm(tc->timeout_s);
 		tc->fn();
+#ifdef __SANITIZE_ADDRESS__
+		/* _exit skips LeakSanitizer's own check: a leak fails the case */
+		if (__lsan_do_recoverable_leak_check()) {
+			dprintf(report_fd, "LeakSanitizer found leaks (above)");
+			_exit(1);
+		}
+#endif
 		_exit(0);
 	}
 	close(pipefd[1]);

@@ -77,6 +77,12 @@ struct xport_tls_ctx *xport_tls_ctx_new(const struct xport_tls_config *cfg, bool
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	/* OpenSSL hands these names to fopen(), which must not get NULL. */
+	if (!cfg->ca_file || !cfg->cert_file || !cfg->key_file) {
+		snprintf(err, errlen, "TLS needs %s", !cfg->ca_file ? "a CA file" :
+			 !cfg->cert_file ? "a certificate" : "a private key");
+		goto fail;
+	}
 	ctx->server = server;
 	ctx->handshake_timeout_ms = cfg->handshake_timeout_ms > 0 ? cfg->handshake_timeout_ms : 10000;
 	ctx->ssl = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
@@ -99,16 +105,16 @@ struct xport_tls_ctx *xport_tls_ctx_new(const struct xport_tls_config *cfg, bool
 	SSL_CTX_set_options(ctx->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_session_cache_mode(ctx->ssl, SSL_SESS_CACHE_OFF);
 	if (SSL_CTX_load_verify_locations(ctx->ssl, cfg->ca_file, NULL) != 1) {
-		ssl_reason(err, errlen, cfg->ca_file ? cfg->ca_file : "no CA file");
+		ssl_reason(err, errlen, cfg->ca_file);
 		goto fail;
 	}
 	if (SSL_CTX_use_certificate_chain_file(ctx->ssl, cfg->cert_file) != 1) {
-		ssl_reason(err, errlen, cfg->cert_file ? cfg->cert_file : "no certificate");
+		ssl_reason(err, errlen, cfg->cert_file);
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx->ssl, cfg->key_file, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_check_private_key(ctx->ssl) != 1) {
-		ssl_reason(err, errlen, cfg->key_file ? cfg->key_file : "no key");
+		ssl_reason(err, errlen, cfg->key_file);
 		goto fail;
 	}
 	SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_PEER |

@@ -23,7 +23,7 @@ static void load_golden(struct td_stream *s)
 	struct ckpt_sink sink;
 	uint8_t digest[16];
 
-	memset(&golden, 0, sizeof(golden));
+	ckpt_membuf_release(&golden);	/* the one a previous call made */
 	ckpt_membuf_sink(&golden, &sink);
 	CHECK_EQ(golden_write(&sink, digest), 0);
 	if (s)

@@ -220,6 +220,7 @@ TEST(client_without_certificate_refused)
 	make_pki(&p);
 	cfg.ca_file = p.ca.cert;
 	CHECK(!xport_tls_ctx_new(&cfg, false, err, sizeof(err)));	/* no cert: refused */
+	CHECK_MSG(strstr(err, "needs a certificate"), "refused with \"%s\"", err);
 	srv.ctx = ctx_for(&p.ca, &p.server, true, NULL, 0);
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
 	srv.fd = sv[0];

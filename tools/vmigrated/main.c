@@ -426,6 +426,8 @@ static struct json_object *find_job(struct service *sv, const char *job, char *n
 static struct json_object *do_job(struct service *sv, struct json_object *req, const char *cmd)
 {
 	const char *job = ipc_str(req, "job", "");
+	/* cmd may point into req's own "cmd", which the line below replaces */
+	bool progress = !strcmp(cmd, "progress");
 	char name[64];
 	struct json_object *rep = find_job(sv, job, name, sizeof(name)), *fwd;
 
@@ -436,7 +438,7 @@ static struct json_object *do_job(struct service *sv, struct json_object *req, c
 	rep = call_guest(sv, name, fwd, -1);
 	json_object_put(fwd);
 	/* A guest that moved has nothing left to do here once its result is read. */
-	if (!strcmp(cmd, "progress") && ipc_bool(rep, "done", false)) {
+	if (progress && ipc_bool(rep, "done", false)) {
 		struct json_object *st;
 
 		if (json_object_object_get_ex(rep, "stats", &st) &&

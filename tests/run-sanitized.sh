@@ -1,0 +1,59 @@
+#!/bin/bash
+# Builds everything with SANITIZER=address or undefined into BUILD (default
+# build-asan / build-ubsan) and runs the whole suite there (make test). Every
+# process the tests start, the services and guest processes whose stderr
+# goes to log files included, writes its sanitizer reports into one folder
+# (log_path); each report found there afterwards counts as one failure, on
+# top of what the suite counted. Prints the suite's lines, the reports and,
+# last, "N passed, N failed[, N skipped]". Exits non-zero on any failure.
+# Usage: tests/run-sanitized.sh address|undefined [BUILD]
+set -u
+cd "$(dirname "$0")/.."
+san=${1:?usage: run-sanitized.sh address|undefined [BUILD]}
+case $san in
+address) build=${2:-build-asan} ;;
+undefined) build=${2:-build-ubsan} ;;
+*) echo "run-sanitized: unknown sanitizer '$san'" >&2; echo "0 passed, 1 failed"; exit 1 ;;
+esac
+reports=$(mktemp -d /tmp/vmigrate-san.XXXXXX)
+log=$(mktemp)
+trap 'rm -rf "$reports" "$log"' EXIT
+
+# A finding stops the process that made it (ASan always does; UBSan only
+# with halt_on_error). LeakSanitizer (part of ASan) checks a process that
+# leaves through exit() or main's return, not one that calls _exit(): the
+# CLI and the service are checked, forked test cases and guest processes not.
+export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0:log_path=$reports/asan"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan"
+
+if ! make -j"$(nproc)" BUILD="$build" SANITIZER="$san" all; then
+	echo "FAIL sanitize-$san.build: the $san build failed"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+make test BUILD="$build" SANITIZER="$san" 2>&1 | tee "$log"
+summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+read -r passed failed skipped < <(echo "$summary" |
+	sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed\(, \([0-9]*\) skipped\)\{0,1\}$/\1 \2 \4/p')
+if [ -z "${passed:-}" ]; then
+	echo "FAIL sanitize-$san.suite: make test printed no summary"
+	passed=0 failed=1 skipped=0
+fi
+skipped=${skipped:-0}
+
+# Processes still exiting write their reports a moment later. The first
+# reports are shown (one finding is often reported by many processes).
+sleep 1
+n=0
+for r in "$reports"/*; do
+	[ -s "$r" ] || continue
+	n=$((n + 1))
+	echo "FAIL sanitize-$san.report: $(basename "$r") (process ${r##*.})"
+	[ "$n" -le 5 ] && sed 's/^/#   /' "$r" | head -n 40
+done
+failed=$((failed + n))
+
+summary="$passed passed, $failed failed"
+[ "$skipped" -gt 0 ] && summary="$summary, $skipped skipped"
+echo "$summary"
+[ "$failed" -eq 0 ]
