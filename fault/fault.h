@@ -11,6 +11,8 @@
  *   dst-exit-before-running the destination's process dies after GO, before running
  *   dst-stop-after-loaded the destination's process stops itself (SIGSTOP) after LOADED
  *   dst-decision-unrecorded the destination cannot record its handover decision
+ *   repl-skip-self-fence  a replication primary ignores its lease: never fences, never
+ *                         marks a lost standby stale (the output checker must catch it)
  *   lazy-slow-prefetch    a lazy restore's prefetch takes 5 ms a MiB
  */
 #ifndef FAULT_H

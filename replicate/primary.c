@@ -207,6 +207,11 @@ static int seal_epoch(struct primary *pr, uint64_t n, double *pause_ms)
 
 	pr->buf.len = 0;
 	t0 = now();
+	pthread_mutex_lock(&pr->prog->run_lock);
+	if (atomic_load(&pr->prog->fenced)) {
+		pthread_mutex_unlock(&pr->prog->run_lock);
+		return -EPERM;
+	}
 	vm_pause(pr->vm);
 	t_paused = now();
 	ret = ckpt_writer_marker(pr->w, CKPT_MARK_EPOCH, n);
@@ -235,7 +240,12 @@ static int seal_epoch(struct primary *pr, uint64_t n, double *pause_ms)
 	pr->prog->open_epoch = n + 1;
 	pthread_mutex_unlock(&pr->prog->lock);
 	pr->sealed_at[n % REPL_WINDOW] = t0;
-	vm_resume(pr->vm);
+	/* past the lease's deadline another host may own the guest: fence */
+	if (!repl_may_run(pr->prog))
+		atomic_store(&pr->prog->fenced, true);
+	if (!atomic_load(&pr->prog->fenced))
+		vm_resume(pr->vm);
+	pthread_mutex_unlock(&pr->prog->run_lock);
 	*pause_ms = (now() - t0) * 1e3;
 	if (getenv("VMIGRATE_DEBUG"))
 		fprintf(stderr, "vmigrate: epoch %llu: %llu pages, paused %.2f ms (stop %.2f, "
@@ -302,10 +312,11 @@ int repl_primary_run(struct vm *vm, struct xport *x, const struct repl_params *p
 	if (!pr.w)
 		goto out;
 	x->idle_ok = true;	/* acknowledgements are timed here */
+	x->bucket = NULL;	/* the sync's cap is not the epochs': they wait for no one */
 	pthread_mutex_lock(&prog->lock);
 	prog->stats.token = p->token;
 	prog->stats.state = REPL_PROTECTED;
-	prog->open_epoch = 1;
+	prog->open_epoch = 1;		/* held since the sync (repl_output_hold) */
 	pthread_mutex_unlock(&prog->lock);
 	pr.last_ack = now();
 	ret = stream_header(&pr);
@@ -330,13 +341,17 @@ int repl_primary_run(struct vm *vm, struct xport *x, const struct repl_params *p
 	if (ret) {
 		fail_msg(&pr, "replication lost: %s", strerror(-ret));
 		set_state(&pr, REPL_FAILED);
+		/* the standby falls behind from here: it must never take over */
+		while (p->standby_lost && p->standby_lost(p->opaque) && repl_may_run(prog)) {
+			struct timespec ts = { 0, 200000000 };
+
+			nanosleep(&ts, NULL);
+		}
 	}
 	/* Output stays held no longer: protected or not, the guest runs here
-	 * and is the only copy that may run (no arbiter hands it over). */
-	pthread_mutex_lock(&prog->lock);
-	prog->open_epoch = 0;
-	pthread_mutex_unlock(&prog->lock);
-	repl_release_upto(prog, UINT64_MAX);
+	 * and, while its lease holds (or without an arbiter), is the only
+	 * copy that may run. (Fenced: nothing leaves, repl_may_run says.) */
+	repl_output_release_all(prog);
 out:
 	ckpt_writer_free(pr.w);
 	ckpt_membuf_release(&pr.buf);

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "lease.h"
 #include "transport.h"
 #include "vm.h"
 
@@ -29,6 +30,7 @@ enum repl_state {
 	REPL_DEGRADED,		/* the standby falls behind: epochs wait for it */
 	REPL_STOPPED,		/* ended cleanly on both sides */
 	REPL_FAILED,		/* the standby is lost: unprotected */
+	REPL_FENCED,		/* the lease ran out: the guest is stopped here for good */
 };
 
 const char *repl_state_name(enum repl_state s);
@@ -38,6 +40,12 @@ struct repl_params {
 	uint64_t token;		/* fencing token, carried in every epoch (0: no arbiter) */
 	bool compress;		/* LZ4 on epoch pages (they are encoded after resuming) */
 	unsigned max_inflight;	/* epochs sent but not acknowledged; 0 = default (4) */
+	/* With an arbiter, when the standby is lost: make sure it can never
+	 * take the guest over (its epochs fall behind what we release from
+	 * now on); 0 when done. Until it returns 0 no output leaves. NULL:
+	 * nothing to do (no arbiter: no standby takes over by itself). */
+	int (*standby_lost)(void *opaque);
+	void *opaque;
 };
 
 /* What replicate status shows; figures over the last REPL_WINDOW epochs. */
@@ -70,6 +78,16 @@ struct repl_progress {
 	atomic_bool stop;		/* set by anyone: end replication cleanly */
 	repl_release_fn release;	/* set before the run */
 	void *release_opaque;
+	/* With an arbiter: the guest runs and its output leaves only while
+	 * this is valid (NULL: no arbiter). Read by any thread: the owner sets
+	 * it NULL, waits a grace period, then frees it (repl_drop_lease). */
+	struct repl_lease *_Atomic lease;
+	/* Serialises the epochs' pause/resume with the fence: once fenced,
+	 * nothing resumes the guest. */
+	pthread_mutex_t run_lock;
+	atomic_bool fenced;		/* set under run_lock; read anywhere (vCPU
+					 * threads emit output while an epoch holds
+					 * run_lock and waits for them to pause) */
 	/* output not yet released: under lock */
 	struct repl_held *held, **held_tail;
 	uint64_t open_epoch;		/* under lock: the epoch output goes into */
@@ -81,9 +99,23 @@ struct repl_progress {
 void repl_progress_init(struct repl_progress *p, repl_release_fn release, void *opaque);
 void repl_progress_destroy(struct repl_progress *p);
 void repl_progress_get(struct repl_progress *p, struct repl_stats *out);
+/* The lease ran out (lease.h's fence callback): pause vm for good and
+ * release no more output. Any thread. */
+void repl_fence(struct repl_progress *p, struct vm *vm, const char *why);
+/* May the guest run and its output leave? (No arbiter: always.) */
+bool repl_may_run(struct repl_progress *p);
+/* Hand the lease back: no more checks against it, then it is revoked
+ * (while still valid) and freed. Returns what revoking returned. */
+int repl_drop_lease(struct repl_progress *p, char *err, size_t errlen);
 /* The guest emitted buf (any thread): held until its epoch is acknowledged,
  * or released at once when no replication runs. */
 void repl_output(struct repl_progress *p, const char *buf, size_t len);
+/* Hold output from now on: call before the initial sync, whose last pause
+ * is the image the standby starts from; what the guest emits after it
+ * leaves with epoch 1. repl_primary_run releases it, or, when no
+ * replication follows (the sync failed), repl_output_release_all(). */
+void repl_output_hold(struct repl_progress *p);
+void repl_output_release_all(struct repl_progress *p);
 
 /*
  * Primary: run epochs over x (the control channel of the standby's sync)
@@ -109,8 +141,9 @@ struct repl_standby_stats {
  * holder of the lock sees one consistent image. Returns 0 when the
  * primary ended it cleanly, else -errno (link lost, or a damaged or
  * fenced-off epoch refused); vm holds the last applied epoch either way.
+ * silence_ms > 0: a primary silent that long is lost (-ETIMEDOUT).
  */
 int repl_standby_run(struct vm *vm, struct xport *x, pthread_mutex_t *apply_lock,
-		     struct repl_standby_stats *st);
+		     int silence_ms, struct repl_standby_stats *st);
 
 #endif

@@ -29,6 +29,7 @@ struct held_rec {
 struct standby {
 	struct vm *vm;
 	struct xport *x;
+	int silence_ms;
 	struct ckpt_reader *r;
 	struct ckpt_page_target target;
 	struct repl_standby_stats *st;
@@ -49,7 +50,11 @@ static double now(void)
 
 static long source_read(void *opaque, void *buf, size_t len)
 {
-	return xport_recv(opaque, buf, len);
+	struct standby *sb = opaque;
+
+	if (sb->silence_ms > 0 && xport_poll_in(sb->x, sb->silence_ms) == 0)
+		return -ETIMEDOUT;	/* no epoch, no end: the primary is lost */
+	return xport_recv(sb->x, buf, len);
 }
 
 static void drop_held(struct standby *sb)
@@ -206,11 +211,11 @@ static int on_record(struct standby *sb, const struct ckpt_record *rec,
 }
 
 int repl_standby_run(struct vm *vm, struct xport *x, pthread_mutex_t *apply_lock,
-		     struct repl_standby_stats *st)
+		     int silence_ms, struct repl_standby_stats *st)
 {
-	struct ckpt_source src = { source_read, x };
+	struct standby sb = { .vm = vm, .x = x, .st = st, .silence_ms = silence_ms };
+	struct ckpt_source src = { source_read, &sb };
 	struct ckpt_reader_opts ro = { .allow_trailing = true };
-	struct standby sb = { .vm = vm, .x = x, .st = st };
 	struct ckpt_image_info info;
 	struct ckpt_record rec;
 	int ret;
@@ -242,7 +247,8 @@ int repl_standby_run(struct vm *vm, struct xport *x, pthread_mutex_t *apply_lock
 		ret = 0;
 	if (ret && !st->error[0])
 		snprintf(st->error, sizeof(st->error), "replication stream: %s",
-			 x->err ? strerror(-x->err) : ckpt_reader_errmsg(sb.r));
+			 x->err ? strerror(-x->err) : ret == -ETIMEDOUT ?
+			 "the primary fell silent" : ckpt_reader_errmsg(sb.r));
 	drop_held(&sb);
 	free(sb.held);
 	ckpt_reader_free(sb.r);

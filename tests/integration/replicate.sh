@@ -42,7 +42,7 @@ check standby_image_verifies $? "verify: $vb; counters A $ca B $cb"
 # acknowledged epochs, and their counters never go back
 acked=$(status_field vmA acked_epoch)
 last=$(grep -c 'pass, counter' "$OUT")
-max_epoch=$(sed -n 's/^token [0-9]* epoch \([0-9]*\): .*/\1/p' "$OUT" | sort -n | tail -1)
+max_epoch=$(sed -n 's/^[0-9.]* token [0-9]* epoch \([0-9]*\): .*/\1/p' "$OUT" | sort -n | tail -1)
 sorted=$(grep -o 'counter [0-9]*' "$OUT" | awk '{print $2}' | sort -n -c 2>&1 && echo ok)
 [ "$last" -ge 1 ] && [ "${max_epoch:-0}" -le "$acked" ] && [ "${max_epoch:-0}" -gt 0 ] &&
 	[ "${sorted##*$'\n'}" = ok ]

@@ -3,7 +3,8 @@
  * host (replicate/replicate.h).
  *
  *   replicate NAME HOST[:PORT] [--epoch MS] [--compress lz4|off] [--channels N]
- *                              [--bandwidth RATE] [--json]
+ *                              [--bandwidth RATE] [--arbiter etcd://H:P,...] [--ttl S]
+ *                              [--json]
  *   replicate status NAME [--json]
  *   replicate stop NAME
  */
@@ -26,9 +27,13 @@ static void usage(FILE *f)
 "  --compress lz4|off  LZ4 on epoch pages (default off: epochs are small and frequent)\n"
 "  --channels N        data channels of the initial sync (default one a core, up to 4)\n"
 "  --bandwidth RATE    cap of the initial sync (e.g. 100M/s; default none)\n"
+"  --arbiter etcd://H:P[,H:P...]  who may run the guest: the primary owns it on a\n"
+"                      lease there and fences itself before the lease can run out;\n"
+"                      the standby takes the guest over only once it has\n"
+"  --ttl S             the lease, in seconds (default 5)\n"
 "  --json              print the status as JSON\n"
-"There is no arbiter yet: without one, a standby is never run automatically\n"
-"and nothing protects against split brain; the status says so.\n");
+"Without --arbiter, a standby is never run automatically and nothing protects\n"
+"against split brain; the status says so.\n");
 }
 
 static void print_status(struct json_object *rep)
@@ -121,9 +126,11 @@ static int wait_synced(const char *name, bool json)
 
 int cmd_replicate(int argc, char **argv)
 {
-	enum { O_EPOCH = 256, O_COMPRESS, O_CHANNELS, O_BW, O_JSON, O_HELP };
+	enum { O_EPOCH = 256, O_COMPRESS, O_CHANNELS, O_BW, O_ARBITER, O_TTL, O_JSON, O_HELP };
 	static const struct option longopts[] = {
 		{ "epoch", required_argument, NULL, O_EPOCH },
+		{ "arbiter", required_argument, NULL, O_ARBITER },
+		{ "ttl", required_argument, NULL, O_TTL },
 		{ "compress", required_argument, NULL, O_COMPRESS },
 		{ "channels", required_argument, NULL, O_CHANNELS },
 		{ "bandwidth", required_argument, NULL, O_BW },
@@ -165,6 +172,16 @@ int cmd_replicate(int argc, char **argv)
 			if (parse_rate(optarg, &v))
 				bad = "--bandwidth";
 			json_object_object_add(req, "bandwidth", json_object_new_int64((int64_t)v));
+			break;
+		case O_ARBITER:
+			if (strncmp(optarg, "etcd://", 7) || !optarg[7])
+				bad = "--arbiter (etcd://HOST:PORT[,HOST:PORT...])";
+			json_object_object_add(req, "arbiter", json_object_new_string(optarg));
+			break;
+		case O_TTL:
+			if (parse_uint(optarg, &v) || v < 2 || v > 3600)
+				bad = "--ttl (2 to 3600 seconds)";
+			json_object_object_add(req, "ttl", json_object_new_int((int)v));
 			break;
 		case O_JSON: json = true; break;
 		case O_HELP: usage(stdout); json_object_put(req); return 0;

@@ -313,8 +313,8 @@ fail:
 }
 
 int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *op,
-	      const char *name, const char *job, unsigned channels, bool rdma,
-	      struct peer_session *ps, char *err, size_t errlen)
+	      const char *name, const char *job, const struct peer_arbiter *arb,
+	      unsigned channels, bool rdma, struct peer_session *ps, char *err, size_t errlen)
 {
 	struct json_object *hello, *rep;
 	char port[16], token[65];
@@ -324,6 +324,11 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 	if (channels > PEER_MAX_DATA)
 		channels = PEER_MAX_DATA;
 	hello = new_hello(op, name, job);
+	if (arb && arb->endpoints[0]) {
+		json_object_object_add(hello, "arbiter", json_object_new_string(arb->endpoints));
+		json_object_object_add(hello, "ttl", json_object_new_int(arb->ttl_s));
+		json_object_object_add(hello, "epoch_ms", json_object_new_int((int)arb->epoch_ms));
+	}
 	json_object_object_add(hello, "channels", json_object_new_int((int)channels));
 	json_object_object_add(hello, "transport", json_object_new_string(rdma ? "rdma" : "tcp"));
 	rep = greet(pc, fd, host, hello, &x, err, errlen);
@@ -387,6 +392,15 @@ struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hell
 	snprintf(h->op, sizeof(h->op), "%s", op);
 	snprintf(h->name, sizeof(h->name), "%s", n);
 	snprintf(h->job, sizeof(h->job), "%s", job);
+	snprintf(h->arb.endpoints, sizeof(h->arb.endpoints), "%s", ipc_str(hello, "arbiter", ""));
+	h->arb.ttl_s = (int)ipc_int(hello, "ttl", 0);
+	h->arb.epoch_ms = (unsigned)ipc_int(hello, "epoch_ms", 0);
+	if (h->arb.endpoints[0] && (h->arb.ttl_s < 1 || h->arb.ttl_s > 3600 ||
+				    ipc_int(hello, "epoch_ms", 0) < 0 ||
+				    h->arb.epoch_ms > 60000)) {
+		snprintf(err, errlen, "a replicate-in hello with a TTL of %d s", h->arb.ttl_s);
+		goto refuse;
+	}
 	if (ipc_int(hello, "channels", 0) < 0) {
 		snprintf(err, errlen, "a hello asked for %lld data channels",
 			 ipc_int(hello, "channels", 0));

@@ -57,12 +57,19 @@ void peer_session_close(struct peer_session *ps);
  * open `channels` data channels to the port the destination offers (each
  * TLS too, each proving the session's token). The session owns fd from
  * here on. -errno with err when refused. */
-/* op: "migrate-in", or "replicate-in" for a standby. rdma: data channels
- * over RDMA instead of TLS/TCP (control stays). job names the migration,
- * so the destination can answer for it later. */
+/* What a standby must know of its arbiter to take the guest over. */
+struct peer_arbiter {
+	char endpoints[256];		/* "" = none */
+	int ttl_s;
+	unsigned epoch_ms;		/* the primary's fixed epoch, 0 = adaptive */
+};
+
+/* op: "migrate-in", or "replicate-in" for a standby (arb: its arbiter, or
+ * NULL). rdma: data channels over RDMA instead of TLS/TCP (control stays).
+ * job names the migration, so the destination can answer for it later. */
 int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *op,
-	      const char *name, const char *job, unsigned channels, bool rdma,
-	      struct peer_session *ps, char *err, size_t errlen);
+	      const char *name, const char *job, const struct peer_arbiter *arb,
+	      unsigned channels, bool rdma, struct peer_session *ps, char *err, size_t errlen);
 
 /* Source, after an uncertain handover: ask the destination what it
  * decided for the guest's job (one of the PEER_HANDOVER_ words below, with
@@ -84,6 +91,7 @@ struct peer_hello {
 	char job[64];
 	unsigned channels;		/* data channels asked for */
 	bool rdma;
+	struct peer_arbiter arb;	/* replicate-in */
 };
 
 /* Destination: secure the accepted socket, read the hello, authenticate.

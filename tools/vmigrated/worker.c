@@ -34,6 +34,9 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
 
 #include "guest_lock.h"
 #include "handover.h"
@@ -45,12 +48,12 @@
 #define GONE_LINGER_S	30
 
 enum wstate { W_INCOMING, W_RUNNING, W_PAUSED, W_MIGRATING, W_UNCERTAIN, W_GONE,
-	      W_STANDBY };
+	      W_STANDBY, W_FENCED };
 
 static const char *const state_names[] = {
 	[W_INCOMING] = "incoming", [W_RUNNING] = "running", [W_PAUSED] = "paused",
 	[W_MIGRATING] = "migrating", [W_UNCERTAIN] = "uncertain", [W_GONE] = "migrated",
-	[W_STANDBY] = "standby",
+	[W_STANDBY] = "standby", [W_FENCED] = "fenced",
 };
 
 struct worker {
@@ -89,6 +92,8 @@ struct worker {
 	/* Replication, primary side: the job runs on repl_thread, its figures
 	 * and held output in rprog (its own lock). */
 	bool repl_active;		/* under lock */
+	struct peer_arbiter arb;	/* the job's arbiter ("" = none) */
+	struct repl_arbiter *arbiter;	/* the replication job's; its lease in rprog */
 	struct repl_params rparams;
 	struct repl_progress rprog;
 	pthread_t repl_thread;
@@ -167,9 +172,15 @@ int worker_spec_from_json(struct json_object *req, struct worker_spec *s,
 static void release_output(void *opaque, uint64_t token, uint64_t epoch, const char *buf,
 			   size_t len)
 {
-	char head[96];
-	int n = snprintf(head, sizeof(head), "token %llu epoch %llu: ",
-			 (unsigned long long)token, (unsigned long long)epoch);
+	char head[128];
+	struct timespec ts;
+	int n;
+
+	/* the shared clock, so a checker can order two hosts' releases */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	n = snprintf(head, sizeof(head), "%lld.%06ld token %llu epoch %llu: ",
+		     (long long)ts.tv_sec, ts.tv_nsec / 1000, (unsigned long long)token,
+		     (unsigned long long)epoch);
 	bool nl = len && buf[len - 1] == '\n';
 	struct iovec iov[3] = { { head, (size_t)n }, { (void *)buf, len }, { "\n", nl ? 0 : 1 } };
 
@@ -189,13 +200,18 @@ static void on_event(void *opaque, unsigned vcpu, uint32_t code, uint32_t arg)
 	if (code == VMG_EV_CHECK_BAD)
 		fprintf(stderr, "vmigrated: guest %s vCPU %u self-check FAILED\n", W.spec.name, vcpu);
 	if (code == VMG_EV_CHECK_OK) {
+		/* two vCPUs' lines leave in the order their counters were read */
+		static pthread_mutex_t order = PTHREAD_MUTEX_INITIALIZER;
 		struct vm *vm = atomic_load(&W.events_vm);
 		char line[96];
-		int n = vm ? snprintf(line, sizeof(line), "vcpu %u pass, counter %llu\n", vcpu,
-				      (unsigned long long)vm_memtouch_total(vm)) :
-			     snprintf(line, sizeof(line), "vcpu %u pass\n", vcpu);
+		int n;
 
+		pthread_mutex_lock(&order);
+		n = vm ? snprintf(line, sizeof(line), "vcpu %u pass, counter %llu\n", vcpu,
+				  (unsigned long long)vm_memtouch_total(vm)) :
+			 snprintf(line, sizeof(line), "vcpu %u pass\n", vcpu);
 		repl_output(&W.rprog, line, (size_t)n);
+		pthread_mutex_unlock(&order);
 	}
 }
 
@@ -459,7 +475,7 @@ static int dial_job(const char *op)
 {
 	char err[512];
 
-	if (!peer_dial(&W.mig_peer, W.mig_fd, W.dest_host, op, W.spec.name, W.job,
+	if (!peer_dial(&W.mig_peer, W.mig_fd, W.dest_host, op, W.spec.name, W.job, &W.arb,
 		       W.mig_channels, W.mig_rdma, &W.mig_session, err, sizeof(err))) {
 		W.params.data_channels = W.mig_session.data;
 		W.params.nr_data_channels = W.mig_session.nr_data;
@@ -512,6 +528,76 @@ static void *migration_main(void *arg)
 	return NULL;
 }
 
+/* The lease ran out (lease.h): stop the guest here for good. */
+static void on_fence(void *opaque, const char *why)
+{
+	repl_fence(&W.rprog, W.vm, why);
+	pthread_mutex_lock(&W.lock);
+	W.state = W_FENCED;
+	pthread_mutex_unlock(&W.lock);
+	fprintf(stderr, "vmigrated: guest %s FENCED (%s): it stays paused here and releases "
+		"nothing more; another host may own it now\n", W.spec.name, why);
+}
+
+/* repl_params.standby_lost: our standby's epochs fall behind from now on;
+ * the arbiter must refuse it the guest before any more output leaves. */
+static int mark_standby_stale(void *opaque)
+{
+	struct repl_lease *l = atomic_load(&W.rprog.lease);
+	char err[256];
+	int ret;
+
+	if (l && repl_lease_skips_fence(l))
+		return 0;	/* the broken owner of the fault point */
+	ret = repl_arbiter_mark_stale(W.arbiter, W.spec.name, W.rparams.token, err, sizeof(err));
+
+	if (ret)
+		fprintf(stderr, "vmigrated: guest %s: cannot yet mark its standby stale (%s); "
+			"output stays held\n", W.spec.name, err);
+	return ret;
+}
+
+/* An owner id the operator can place: which guest process on which host. */
+static void owner_id(char *out, size_t len, const char *role)
+{
+	char host[64] = "?";
+
+	gethostname(host, sizeof(host) - 1);
+	snprintf(out, len, "%s of %s on %s, pid %d", role, W.spec.name, host, (int)getpid());
+}
+
+/* With --arbiter: own the guest before the standby exists (the token
+ * goes into every epoch). Returns 0, or -errno with the job failed. */
+static int take_ownership(void)
+{
+	char err[512], owner[160];
+	struct repl_lease *lease;
+	uint64_t token;
+	int ret;
+
+	W.arbiter = repl_arbiter_etcd_new(W.arb.endpoints, W.arb.ttl_s * 1000 / 3 + 100, err,
+					  sizeof(err));
+	ret = W.arbiter ? 0 : -EINVAL;
+	owner_id(owner, sizeof(owner), "primary");
+	if (!ret)
+		ret = repl_lease_take(W.arbiter, W.spec.name, owner, W.arb.ttl_s, 0, on_fence,
+				      NULL, &lease, &token, err, sizeof(err));
+	if (ret) {
+		pthread_mutex_lock(&W.rprog.lock);
+		W.rprog.stats.state = REPL_FAILED;
+		snprintf(W.rprog.stats.error, sizeof(W.rprog.stats.error), "arbiter: %.230s", err);
+		pthread_mutex_unlock(&W.rprog.lock);
+		return ret;
+	}
+	W.rparams.token = token;
+	W.rparams.standby_lost = mark_standby_stale;
+	atomic_store(&W.rprog.lease, lease);
+	fprintf(stderr, "vmigrated: guest %s owned through %s: token %llu, lease %d s\n",
+		W.spec.name, W.arb.endpoints, (unsigned long long)token, repl_lease_ttl(lease));
+	return 0;
+}
+
+
 /*
  * Replication, primary side: the standby's initial sync is a live
  * migration that leaves the guest running here (mig_params.standby), then
@@ -520,12 +606,16 @@ static void *migration_main(void *arg)
 static void *replication_main(void *arg)
 {
 	struct repl_stats rs;
-	int ret = dial_job("replicate-in");
+	int ret = W.arb.endpoints[0] ? take_ownership() : 0;
+
+	if (!ret)
+		ret = dial_job("replicate-in");
 
 	if (!ret) {
 		double t0 = now();
 
 		W.params.standby = true;
+		repl_output_hold(&W.rprog);
 		ret = mig_source_run(W.vm, W.mig_session.control, &W.params, &W.prog);
 		pthread_mutex_lock(&W.rprog.lock);
 		W.rprog.stats.sync_s = now() - t0;
@@ -538,6 +628,15 @@ static void *replication_main(void *arg)
 	}
 	peer_session_close(&W.mig_session);
 	W.vm->ops->dirty_stop(W.vm);
+	repl_output_release_all(&W.rprog);	/* no standby follows it any more */
+	if (!atomic_load(&W.rprog.fenced)) {
+		char err[256];
+
+		/* the guest is on its own here now: nobody else may take it */
+		if (repl_drop_lease(&W.rprog, err, sizeof(err)))
+			fprintf(stderr, "vmigrated: guest %s: revoking its lease: %s\n",
+				W.spec.name, err);
+	}
 	repl_progress_get(&W.rprog, &rs);
 	if (rs.state == REPL_SYNCING) {
 		struct mig_stats st;
@@ -632,6 +731,11 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 			.epoch_ms = (unsigned)ipc_int(req, "epoch_ms", 0),
 			.compress = compress == MIG_COMPRESS_LZ4,
 		};
+		memset(&W.arb, 0, sizeof(W.arb));
+		snprintf(W.arb.endpoints, sizeof(W.arb.endpoints), "%s",
+			 ipc_str(req, "arbiter", ""));
+		W.arb.ttl_s = (int)ipc_int(req, "ttl", 5);
+		W.arb.epoch_ms = W.rparams.epoch_ms;
 		pthread_mutex_lock(&W.rprog.lock);
 		memset(&W.rprog.stats, 0, sizeof(W.rprog.stats));
 		W.rprog.stats.state = REPL_SYNCING;
@@ -760,8 +864,15 @@ static struct json_object *repl_stats_object(const struct repl_stats *rs)
 	struct json_object *o = json_object_new_object();
 
 	json_object_object_add(o, "state", json_object_new_string(repl_state_name(rs->state)));
-	json_object_object_add(o, "arbiter", json_object_new_string(
-		"none: no automatic failover, no protection against split brain"));
+	if (W.arb.endpoints[0]) {
+		char a[300];
+
+		snprintf(a, sizeof(a), "%s, lease %d s", W.arb.endpoints, W.arb.ttl_s);
+		json_object_object_add(o, "arbiter", json_object_new_string(a));
+	} else {
+		json_object_object_add(o, "arbiter", json_object_new_string(
+			"none: no automatic failover, no protection against split brain"));
+	}
 	json_object_object_add(o, "token", json_object_new_int64((int64_t)rs->token));
 	json_object_object_add(o, "epochs", json_object_new_int64((int64_t)rs->epochs));
 	json_object_object_add(o, "acked_epoch", json_object_new_int64((int64_t)rs->acked_epoch));
@@ -926,6 +1037,9 @@ static _Noreturn void serve(void)
 	if (W.vm)
 		vm_destroy(W.vm);
 	fprintf(stderr, "vmigrated: guest %s process exits\n", W.spec.name);
+#ifdef __SANITIZE_ADDRESS__
+	__lsan_do_leak_check();		/* _exit skips it; a report fails the run */
+#endif
 	_exit(0);
 }
 
@@ -1056,11 +1170,68 @@ static _Noreturn void answer_handover(const struct worker_spec *s, const struct 
 	_exit(0);
 }
 
+/*
+ * The primary is lost and an arbiter decides: once its lease is gone, take
+ * the guest over from the last applied epoch, unless the primary marked
+ * this standby stale (it went on without it) or another host has it. Gives
+ * up once the primary is seen to keep its lease well past a TTL (it lives:
+ * only the link to us broke). Returns true when the guest runs here.
+ */
+static bool take_over(struct vm *vm)
+{
+	double give_up = now() + 3.0 * W.arb.ttl_s + 2;
+	char err[512] = "", owner[160];
+	struct repl_lease *lease;
+	uint64_t token;
+	int ret = -EAGAIN;
+
+	W.arbiter = repl_arbiter_etcd_new(W.arb.endpoints, W.arb.ttl_s * 1000 / 3 + 100, err,
+					  sizeof(err));
+	if (!W.arbiter)
+		goto out;
+	owner_id(owner, sizeof(owner), "standby taken over");
+	while (now() < give_up) {
+		ret = repl_arbiter_wait_free(W.arbiter, W.spec.name, 1000, err, sizeof(err));
+		if (ret)
+			continue;	/* still held, or the store is out of reach */
+		ret = repl_lease_take(W.arbiter, W.spec.name, owner, W.arb.ttl_s, W.standby.token,
+				      on_fence, NULL, &lease, &token, err, sizeof(err));
+		if (ret != -EAGAIN && ret != -ETIMEDOUT && ret != -ECONNREFUSED &&
+		    ret != -EHOSTUNREACH && ret != -ENETUNREACH && ret != -ECONNRESET)
+			break;
+	}
+	if (ret)
+		goto out;
+	pthread_mutex_lock(&W.rprog.lock);
+	W.rprog.stats.token = token;
+	pthread_mutex_unlock(&W.rprog.lock);
+	atomic_store(&W.rprog.lease, lease);
+	pthread_mutex_lock(&W.lock);
+	atomic_store(&W.events_vm, vm);
+	pthread_mutex_lock(&W.rprog.run_lock);
+	if (repl_may_run(&W.rprog) && vm_resume(vm) == 0)
+		W.state = W_RUNNING;
+	pthread_mutex_unlock(&W.rprog.run_lock);
+	pthread_mutex_unlock(&W.lock);
+	fprintf(stderr, "vmigrated: guest %s TAKEN OVER from epoch %llu (token %llu -> %llu): "
+		"it runs here now\n", W.spec.name, (unsigned long long)W.standby.applied_epoch,
+		(unsigned long long)W.standby.token, (unsigned long long)token);
+	return true;
+out:
+	fprintf(stderr, "vmigrated: guest %s: the standby gives up (%s)\n", W.spec.name,
+		ret == -ESTALE ? "its primary went on without it" : ret == -EBUSY ?
+		"another host owns the guest" : err[0] ? err : "the primary keeps its lease");
+	return false;
+}
+
 /* A standby, in sync: apply epochs until the primary ends it (then this
- * process ends: the standby is freed) or is lost (then the copy stays, at
- * its last epoch; replication alone never runs it). */
+ * process ends: the standby is freed) or is lost (then, with an arbiter,
+ * it may take the guest over; without one the copy stays at its last
+ * epoch: replication alone never runs it). */
 static void follow_epochs(struct incoming *in, struct vm *vm)
 {
+	int silence = W.arb.endpoints[0] ?
+		      (W.arb.epoch_ms * 3 > 1000 ? (int)W.arb.epoch_ms * 3 : 1000) : 0;
 	int ret;
 
 	pthread_mutex_lock(&W.lock);
@@ -1073,8 +1244,18 @@ static void follow_epochs(struct incoming *in, struct vm *vm)
 	pthread_mutex_unlock(&W.lock);
 	fprintf(stderr, "vmigrated: guest %s: standby in sync (job %s); applying epochs\n",
 		W.spec.name, W.incoming_job);
-	ret = repl_standby_run(vm, in->session.control, &W.lock, &W.standby);
+	ret = repl_standby_run(vm, in->session.control, &W.lock, silence, &W.standby);
 	peer_session_close(&in->session);
+	if (!W.standby.stopped_by_primary && W.arb.endpoints[0] && W.standby.applied_epoch) {
+		fprintf(stderr, "vmigrated: guest %s: the primary is lost (%s); asking the arbiter\n",
+			W.spec.name, W.standby.error);
+		if (take_over(vm))
+			return;
+		pthread_mutex_lock(&W.lock);
+		W.exit_requested = true;	/* a stale copy: of no use to anyone */
+		pthread_mutex_unlock(&W.lock);
+		return;
+	}
 	pthread_mutex_lock(&W.lock);
 	if (W.standby.stopped_by_primary) {
 		fprintf(stderr, "vmigrated: guest %s: replication stopped by the primary after "
@@ -1154,6 +1335,7 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	}
 	W.state = W_INCOMING;
 	snprintf(W.incoming_job, sizeof(W.incoming_job), "%s", h.job);
+	W.arb = h.arb;
 	in.opts = (struct mig_dest_opts){ .dirty_mode = s.dirty_mode, .events = events,
 					  .io_timeout_ms = s.io_timeout_ms,
 					  .decide = record_decision,

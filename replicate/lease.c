@@ -1,0 +1,226 @@
+/*
+ * The lease keeper (lease.h): one thread renews (a renewal that fails is
+ * tried again every 200 ms until the deadline), another waits for the
+ * deadline, so a renewal stuck on an unreachable store never delays the
+ * fence. The deadline counts from the time just before a renewal was
+ * sent, never from its answer, and once passed it never moves again.
+ */
+#include "lease.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fault.h"
+
+struct repl_lease {
+	struct repl_arbiter *a;
+	int ttl;
+	double margin;
+	repl_fence_fn fence;
+	void *opaque;
+	pthread_t keeper, fencer;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	double deadline;		/* under lock; 0 once lost */
+	bool stop;			/* under lock */
+	bool fenced;			/* under lock: the deadline passed, for good */
+	bool skip_fence;		/* tests: a broken owner that never fences */
+	char why[256];			/* under lock */
+};
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void wait_until(struct repl_lease *l, double t)
+{
+	struct timespec ts;
+	double rt;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	rt = ts.tv_sec + ts.tv_nsec / 1e9 + (t - now());
+	ts.tv_sec = (time_t)rt;
+	ts.tv_nsec = (long)((rt - (double)ts.tv_sec) * 1e9);
+	pthread_cond_timedwait(&l->cond, &l->lock, &ts);
+}
+
+/* Renewals; they may block up to the arbiter's request timeout, so the
+ * deadline is watched by the fencer, not here. */
+static void *keeper_main(void *arg)
+{
+	struct repl_lease *l = arg;
+	double next = now() + l->ttl / 3.0;
+
+	pthread_mutex_lock(&l->lock);
+	while (!l->stop && !l->fenced) {
+		char err[256] = "";
+		double sent;
+		int ret;
+
+		if (now() < next) {
+			wait_until(l, next);
+			continue;
+		}
+		pthread_mutex_unlock(&l->lock);
+		sent = now();
+		ret = repl_arbiter_keepalive(l->a, err, sizeof(err));
+		pthread_mutex_lock(&l->lock);
+		if (l->fenced)
+			break;		/* too late: what is lost stays lost */
+		if (!ret) {
+			if (sent + l->ttl - l->margin > l->deadline)
+				l->deadline = sent + l->ttl - l->margin;
+			next = sent + l->ttl / 3.0;
+			l->why[0] = 0;
+		} else if (ret == -ENOENT) {
+			snprintf(l->why, sizeof(l->why), "the lease is gone: %s", err);
+			l->deadline = now();	/* lost now: fence at once */
+		} else {
+			snprintf(l->why, sizeof(l->why), "renewing the lease: %s", err);
+			next = now() + 0.2;	/* again, until the deadline */
+		}
+		pthread_cond_broadcast(&l->cond);
+	}
+	pthread_mutex_unlock(&l->lock);
+	return NULL;
+}
+
+/* At the deadline, whatever the renewals are doing: the fence, once. */
+static void *fencer_main(void *arg)
+{
+	struct repl_lease *l = arg;
+	bool skip = l->skip_fence;
+
+	pthread_mutex_lock(&l->lock);
+	while (!l->stop) {
+		if (now() >= l->deadline) {
+			l->fenced = true;
+			pthread_cond_broadcast(&l->cond);
+			pthread_mutex_unlock(&l->lock);
+			if (!skip)
+				l->fence(l->opaque, l->why[0] ? l->why :
+					 "the lease could not be renewed in time");
+			return NULL;
+		}
+		wait_until(l, l->deadline);
+	}
+	pthread_mutex_unlock(&l->lock);
+	return NULL;
+}
+
+int repl_lease_take(struct repl_arbiter *a, const char *guest, const char *owner_id,
+		    int ttl_s, uint64_t after_token, repl_fence_fn fence, void *opaque,
+		    struct repl_lease **out, uint64_t *token, char *err, size_t errlen)
+{
+	struct repl_lease *l = calloc(1, sizeof(*l));
+	double sent = now();
+	int ttl = 0, ret;
+
+	*out = NULL;
+	if (!l)
+		return -ENOMEM;
+	ret = after_token ?
+	      repl_arbiter_take_over(a, guest, owner_id, ttl_s, after_token, token, &ttl, err,
+				     errlen) :
+	      repl_arbiter_acquire(a, guest, owner_id, ttl_s, token, &ttl, err, errlen);
+	if (ret) {
+		free(l);
+		return ret;
+	}
+	l->a = a;
+	l->ttl = ttl;
+	/* a quarter of the TTL, at least half a second: renewals and clock
+	 * rates have that much slack before the store could expire it */
+	l->margin = ttl / 4.0 > 0.5 ? ttl / 4.0 : 0.5;
+	l->fence = fence;
+	l->opaque = opaque;
+	l->deadline = sent + ttl - l->margin;
+	/* tests: an owner without the discipline, so the checker must catch it */
+	l->skip_fence = fault_point("repl-skip-self-fence");
+	pthread_mutex_init(&l->lock, NULL);
+	pthread_cond_init(&l->cond, NULL);
+	if (pthread_create(&l->keeper, NULL, keeper_main, l)) {
+		repl_arbiter_revoke(a, NULL, 0);
+		free(l);
+		snprintf(err, errlen, "cannot start the lease keeper");
+		return -EAGAIN;
+	}
+	if (pthread_create(&l->fencer, NULL, fencer_main, l)) {
+		pthread_mutex_lock(&l->lock);
+		l->stop = true;
+		pthread_cond_broadcast(&l->cond);
+		pthread_mutex_unlock(&l->lock);
+		pthread_join(l->keeper, NULL);
+		repl_arbiter_revoke(a, NULL, 0);
+		free(l);
+		snprintf(err, errlen, "cannot start the lease fencer");
+		return -EAGAIN;
+	}
+	*out = l;
+	return 0;
+}
+
+bool repl_lease_valid(struct repl_lease *l)
+{
+	return l->skip_fence || now() < repl_lease_deadline(l);
+}
+
+bool repl_lease_skips_fence(const struct repl_lease *l)
+{
+	return l->skip_fence;
+}
+
+double repl_lease_deadline(struct repl_lease *l)
+{
+	double d;
+
+	pthread_mutex_lock(&l->lock);
+	d = l->fenced ? 0 : l->deadline;
+	pthread_mutex_unlock(&l->lock);
+	return d;
+}
+
+int repl_lease_ttl(const struct repl_lease *l)
+{
+	return l->ttl;
+}
+
+static void stop_keeper(struct repl_lease *l)
+{
+	pthread_mutex_lock(&l->lock);
+	l->stop = true;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	pthread_join(l->keeper, NULL);
+	pthread_join(l->fencer, NULL);
+}
+
+int repl_lease_release(struct repl_lease *l, char *err, size_t errlen)
+{
+	int ret;
+
+	stop_keeper(l);
+	ret = repl_arbiter_revoke(l->a, err, errlen);
+	pthread_mutex_destroy(&l->lock);
+	pthread_cond_destroy(&l->cond);
+	free(l);
+	return ret;
+}
+
+void repl_lease_free(struct repl_lease *l)
+{
+	if (!l)
+		return;
+	stop_keeper(l);
+	pthread_mutex_destroy(&l->lock);
+	pthread_cond_destroy(&l->cond);
+	free(l);
+}
