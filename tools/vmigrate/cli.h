@@ -16,6 +16,9 @@
 struct json_object *svc_request(struct json_object *req, bool want_ok);
 struct json_object *svc_req(const char *cmd);
 void svc_print_json(struct json_object *o);
+/* argv[first..] holds one NAME and, maybe, flag: 0, or -EINVAL. */
+int svc_name_and_flag(int argc, char **argv, int first, const char *flag, const char **name,
+		      bool *set);
 
 int cmd_run(int argc, char **argv);
 int cmd_ckpt(int argc, char **argv);

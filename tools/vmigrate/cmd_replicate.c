@@ -68,15 +68,7 @@ static int named(int argc, char **argv, const char *cmd)
 	struct json_object *req, *rep;
 	bool json = false;
 
-	for (int i = 2; i < argc; i++) {
-		if (!strcmp(argv[i], "--json"))
-			json = true;
-		else if (!name && argv[i][0] != '-')
-			name = argv[i];
-		else
-			name = NULL, i = argc;
-	}
-	if (!name) {
+	if (svc_name_and_flag(argc, argv, 2, "--json", &name, &json)) {
 		usage(stderr);
 		return EXIT_USAGE;
 	}

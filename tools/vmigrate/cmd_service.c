@@ -177,15 +177,7 @@ int cmd_resume(int argc, char **argv)
 	bool lost = false;
 	int status;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--destination-lost"))
-			lost = true;
-		else if (!name && argv[i][0] != '-')
-			name = argv[i];
-		else
-			name = NULL, i = argc;
-	}
-	if (!name) {
+	if (svc_name_and_flag(argc, argv, 1, "--destination-lost", &name, &lost)) {
 		fprintf(stderr, "usage: vmigrate resume NAME [--destination-lost]\n"
 			"  resumes a guest left paused by an uncertain handover, once the\n"
 			"  destination confirms it does not run it; --destination-lost: that\n"

@@ -1,8 +1,10 @@
 /*
  * The CLI's side of the control socket: one request, one reply.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "ipc.h"
@@ -40,6 +42,22 @@ struct json_object *svc_req(const char *cmd)
 
 	json_object_object_add(o, "cmd", json_object_new_string(cmd));
 	return o;
+}
+
+int svc_name_and_flag(int argc, char **argv, int first, const char *flag, const char **name,
+		      bool *set)
+{
+	*name = NULL;
+	*set = false;
+	for (int i = first; i < argc; i++) {
+		if (!strcmp(argv[i], flag))
+			*set = true;
+		else if (!*name && argv[i][0] != '-')
+			*name = argv[i];
+		else
+			return -EINVAL;
+	}
+	return *name ? 0 : -EINVAL;
 }
 
 void svc_print_json(struct json_object *o)
