@@ -131,6 +131,46 @@ case_only_the_replication_link_cut() {
 	return $rc
 }
 
+# Every process of the primary's host dies, its etcd member with them.
+case_primary_host_killed() {
+	local t0
+	protect || return 1
+	t0=$(now_ms)
+	for p in $(ip netns pids "$NS_A"); do kill -9 "$p" 2>/dev/null; done
+	b_took_over "$t0" || return 1
+	etcd_restart "$HOSTS_DIR/etcd" 0 && etcd_wait_healthy "$HOSTS_DIR/etcd" 20 >/dev/null
+}
+
+# The primary's process is stopped for longer than the lease: the standby
+# takes over; when it continues, the old primary finds its deadline passed
+# and stays fenced, releasing nothing.
+case_primary_stopped_past_the_lease() {
+	local pid t0
+	protect || return 1
+	pid=$(vmA info $G --json | json_field pid)
+	t0=$(now_ms)
+	kill -STOP "$pid"
+	for _ in $(seq 150); do [ "$(state_on vmB)" = running ] && break; sleep 0.1; done
+	kill -CONT "$pid"
+	sleep 1
+	[ "$(state_on vmA)" = fenced ] || { note "A is '$(state_on vmA)' after SIGCONT"; return 1; }
+	b_took_over "$t0"
+}
+
+# The etcd leader dies together with the primary's guest process.
+case_etcd_leader_and_primary_killed() {
+	local pid t0 leader
+	protect || return 1
+	pid=$(vmA info $G --json | json_field pid)
+	leader=$(etcd_leader "$HOSTS_DIR/etcd")
+	t0=$(now_ms)
+	kill -9 "$pid"
+	etcd_kill "$HOSTS_DIR/etcd" "$leader"
+	note "killed etcd member $leader (the leader) with the primary"
+	b_took_over "$t0" || return 1
+	etcd_restart "$HOSTS_DIR/etcd" "$leader" && etcd_wait_healthy "$HOSTS_DIR/etcd" 20 >/dev/null
+}
+
 # The checker can fail: a primary that skips its self-fence (and goes on
 # releasing output unprotected) while partitioned must be caught.
 case_checker_catches_a_skipped_fence() {
@@ -153,7 +193,10 @@ case_checker_catches_a_skipped_fence() {
 	note "the checker caught it: $out"
 }
 
-for c in ${FAILOVER_CASES:-primary_guest_killed primary_partitioned only_the_replication_link_cut checker_catches_a_skipped_fence}; do
+ALL_CASES="primary_guest_killed primary_host_killed primary_partitioned
+	primary_stopped_past_the_lease etcd_leader_and_primary_killed only_the_replication_link_cut
+	checker_catches_a_skipped_fence"
+for c in ${FAILOVER_CASES:-$ALL_CASES}; do
 	"case_$c"
 	check "$c" $? "see the lines above"
 done
