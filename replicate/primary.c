@@ -300,6 +300,7 @@ int repl_primary_run(struct vm *vm, struct xport *x, const struct repl_params *p
 	struct primary pr = { .vm = vm, .x = x, .p = p, .prog = prog };
 	struct ckpt_sink sink;
 	unsigned inflight = p->max_inflight ? p->max_inflight : DEFAULT_INFLIGHT;
+	double due;
 	int ret = -ENOMEM;
 
 	wo.codec.lz4 = p->compress;
@@ -320,9 +321,9 @@ int repl_primary_run(struct vm *vm, struct xport *x, const struct repl_params *p
 	pthread_mutex_unlock(&prog->lock);
 	pr.last_ack = now();
 	ret = stream_header(&pr);
+	due = now();
 	while (!ret && !atomic_load(&prog->stop)) {
-		double start = now(), pause_ms;
-		unsigned fixed = p->epoch_ms;
+		double pause_ms;
 
 		ret = seal_epoch(&pr, ++pr.sealed, &pause_ms);
 		if (!ret)
@@ -330,7 +331,12 @@ int repl_primary_run(struct vm *vm, struct xport *x, const struct repl_params *p
 		if (ret)
 			break;
 		update_stats(&pr, pause_ms, pr.buf.len);
-		ret = read_acks(&pr, start + (fixed ? fixed : MIN_EPOCH_MS) / 1e3, inflight);
+		/* epochs on a fixed beat; one that ran late moves the beat
+		 * instead of starting a burst to catch up */
+		due += (p->epoch_ms ? p->epoch_ms : MIN_EPOCH_MS) / 1e3;
+		if (due < now())
+			due = now();
+		ret = read_acks(&pr, due, inflight);
 		set_state(&pr, pr.sealed - pr.acked >= inflight - 1 ? REPL_DEGRADED : REPL_PROTECTED);
 	}
 	if (!ret) {
