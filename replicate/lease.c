@@ -137,9 +137,12 @@ int repl_lease_take(struct repl_arbiter *a, const char *guest, const char *owner
 	}
 	l->a = a;
 	l->ttl = ttl;
-	/* a quarter of the TTL, at least half a second: renewals and clock
-	 * rates have that much slack before the store could expire it */
-	l->margin = ttl / 4.0 > 0.5 ? ttl / 4.0 : 0.5;
+	/* a quarter of the TTL, at least a second: etcd 3.4's leader cut off
+	 * from its quorum goes on renewing for up to 1.8 s (measured), while
+	 * the new leader, elected after at least an election timeout (1 s),
+	 * gives the lease a whole TTL from then: the deadline must come before
+	 * (cut + 1 s + TTL), so it may trail a fake renewal by TTL - 0.8 s */
+	l->margin = ttl / 4.0 > 1.0 ? ttl / 4.0 : 1.0;
 	l->fence = fence;
 	l->opaque = opaque;
 	l->deadline = sent + ttl - l->margin;
