@@ -89,6 +89,12 @@ static struct xport *start_dest_channels(struct dest_run *d, unsigned n, struct 
 
 static void finish_dest(struct dest_run *d)
 {
+	/* The source's data channels end with its run, as a real source's do:
+	 * a destination waiting for a marker on one of them must see it end
+	 * (left open, a cancel between two channels' markers hung the test). */
+	for (unsigned i = 0; i < d->nr_data; i++)
+		if (d->src_data[i])
+			shutdown(xport_fd(d->src_data[i]), SHUT_RDWR);
 	pthread_join(d->thread, NULL);
 	xport_close(d->x);
 	for (unsigned i = 0; i < d->nr_data; i++) {
