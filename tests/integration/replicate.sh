@@ -39,10 +39,13 @@ cb=$(vmB info $G --json | json_field counter)
 check standby_image_verifies $? "verify: $vb; counters A $ca B $cb"
 
 # released lines carry the epoch that covered them; none is ahead of the
-# acknowledged epochs, and their counters never go back
-acked=$(status_field vmA acked_epoch)
+# acknowledged epochs, and their counters never go back (a pass takes the
+# guest a few seconds: wait for one released under replication)
+epoch_max() { sed -n 's/^[0-9.]* token [0-9]* epoch \([0-9]*\): .*/\1/p' "$OUT" | sort -n | tail -1; }
+for _ in $(seq 200); do [ "$(epoch_max)" -gt 0 ] 2>/dev/null && break; sleep 0.1; done
+max_epoch=$(epoch_max)
+acked=$(status_field vmA acked_epoch)	# read after: it only grows
 last=$(grep -c 'pass, counter' "$OUT")
-max_epoch=$(sed -n 's/^[0-9.]* token [0-9]* epoch \([0-9]*\): .*/\1/p' "$OUT" | sort -n | tail -1)
 sorted=$(grep -o 'counter [0-9]*' "$OUT" | awk '{print $2}' | sort -n -c 2>&1 && echo ok)
 [ "$last" -ge 1 ] && [ "${max_epoch:-0}" -le "$acked" ] && [ "${max_epoch:-0}" -gt 0 ] &&
 	[ "${sorted##*$'\n'}" = ok ]
