@@ -40,15 +40,12 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* Until monotonic time t (the condition runs on CLOCK_MONOTONIC: a change
+ * of the wall clock moves no deadline). */
 static void wait_until(struct repl_lease *l, double t)
 {
-	struct timespec ts;
-	double rt;
+	struct timespec ts = { (time_t)t, (long)((t - (double)(time_t)t) * 1e9) };
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	rt = ts.tv_sec + ts.tv_nsec / 1e9 + (t - now());
-	ts.tv_sec = (time_t)rt;
-	ts.tv_nsec = (long)((rt - (double)ts.tv_sec) * 1e9);
 	pthread_cond_timedwait(&l->cond, &l->lock, &ts);
 }
 
@@ -149,7 +146,14 @@ int repl_lease_take(struct repl_arbiter *a, const char *guest, const char *owner
 	/* tests: an owner without the discipline, so the checker must catch it */
 	l->skip_fence = fault_point("repl-skip-self-fence");
 	pthread_mutex_init(&l->lock, NULL);
-	pthread_cond_init(&l->cond, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&l->cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	if (pthread_create(&l->keeper, NULL, keeper_main, l)) {
 		repl_arbiter_revoke(a, NULL, 0);
 		free(l);

@@ -16,7 +16,8 @@
 struct json_object *svc_request(struct json_object *req, bool want_ok);
 struct json_object *svc_req(const char *cmd);
 void svc_print_json(struct json_object *o);
-/* argv[first..] holds one NAME and, maybe, flag: 0, or -EINVAL. */
+/* argv[first..] holds at most one NAME (*name NULL without one) and,
+ * maybe, flag: 0, or -EINVAL for anything else. */
 int svc_name_and_flag(int argc, char **argv, int first, const char *flag, const char **name,
 		      bool *set);
 

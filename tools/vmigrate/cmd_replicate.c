@@ -68,7 +68,7 @@ static int named(int argc, char **argv, const char *cmd)
 	struct json_object *req, *rep;
 	bool json = false;
 
-	if (svc_name_and_flag(argc, argv, 2, "--json", &name, &json)) {
+	if (svc_name_and_flag(argc, argv, 2, "--json", &name, &json) || !name) {
 		usage(stderr);
 		return EXIT_USAGE;
 	}

@@ -27,19 +27,7 @@
 /* Options shared by the simple commands: NAME and --json. */
 static int name_and_json(int argc, char **argv, const char **name, bool *json, const char *what)
 {
-	*json = false;
-	*name = NULL;
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--json"))
-			*json = true;
-		else if (!*name && argv[i][0] != '-')
-			*name = argv[i];
-		else {
-			fprintf(stderr, "usage: vmigrate %s %s [--json]\n", argv[0], what);
-			return -EINVAL;
-		}
-	}
-	if (!*name && what[0]) {
+	if (svc_name_and_flag(argc, argv, 1, "--json", name, json) || (!*name && what[0])) {
 		fprintf(stderr, "usage: vmigrate %s %s [--json]\n", argv[0], what);
 		return -EINVAL;
 	}
@@ -177,7 +165,7 @@ int cmd_resume(int argc, char **argv)
 	bool lost = false;
 	int status;
 
-	if (svc_name_and_flag(argc, argv, 1, "--destination-lost", &name, &lost)) {
+	if (svc_name_and_flag(argc, argv, 1, "--destination-lost", &name, &lost) || !name) {
 		fprintf(stderr, "usage: vmigrate resume NAME [--destination-lost]\n"
 			"  resumes a guest left paused by an uncertain handover, once the\n"
 			"  destination confirms it does not run it; --destination-lost: that\n"

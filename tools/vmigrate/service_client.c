@@ -57,7 +57,7 @@ int svc_name_and_flag(int argc, char **argv, int first, const char *flag, const 
 		else
 			return -EINVAL;
 	}
-	return *name ? 0 : -EINVAL;
+	return 0;
 }
 
 void svc_print_json(struct json_object *o)
