@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "channels.h"
+#include "digests.h"
 #include "fault.h"
 #include "protocol.h"
 
@@ -146,7 +147,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	struct vm *vm = NULL;
 	struct page_in *pi = NULL;
 	double t0 = now(), t_loaded = 0;
-	bool loaded_sent = false;
+	bool loaded_sent = false, based = false;
 	int ret;
 
 	/* Channels may idle between rounds; a dead source is still noticed by
@@ -173,7 +174,18 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	cfg.name = info.guest_name;
 	if (o->admit && o->admit(o->opaque, &info, &cfg, err, errlen))
 		goto refuse;
-	vm = vm_kvm_create(&cfg, err, errlen);
+	if (o->standby && o->has_base) {
+		cfg.adopt_memfd = true;
+		cfg.memfd = o->base_memfd;
+		vm = vm_kvm_create(&cfg, err, errlen);
+		if (!vm)
+			fprintf(stderr, "vmigrate: the earlier copy of guest %s is of no use (%s): "
+				"a full sync\n", info.guest_name, err);
+		based = vm != NULL;
+		cfg.adopt_memfd = false;
+	}
+	if (!vm)
+		vm = vm_kvm_create(&cfg, err, errlen);
 	if (!vm)
 		goto refuse;
 	memcpy(vm->uuid, info.guest_uuid, sizeof(vm->uuid));
@@ -201,6 +213,8 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	st->setup_time_ms = (uint64_t)((now() - t0) * 1000);
 	st->ram_total_bytes = cfg.mem_bytes;
 	if (mig_msg_send(x, MIG_MSG_READY, NULL, 0))
+		goto lost;
+	if (o->standby && digests_send(x, based ? vm : NULL))
 		goto lost;
 	st->status = MIG_ACTIVE;
 

@@ -71,6 +71,7 @@ struct mig_stats {
 	uint64_t transferred_bytes, ram_total_bytes;
 	uint64_t zero_pages, normal_pages;
 	uint64_t compressed_pages;			/* of normal_pages, sent as LZ4 */
+	uint64_t matched_pages;				/* not sent: a standby had them */
 	uint64_t dirty_sync_count, dirty_pages_rate;	/* pages per second */
 	double mbps;					/* megabits per second */
 	unsigned throttle_percentage;
@@ -119,6 +120,12 @@ struct mig_dest_opts {
 	/* Receive a standby (mig_params.standby on the source): after LOADED
 	 * wait for STANDBY, never GO, and return the guest paused. */
 	bool standby;
+	/* A standby only: RAM of an earlier copy of this guest (the old
+	 * primary's, after a failover) to build on. Its pages' digests go to
+	 * the source, which sends only the pages that differ. Ignored (a
+	 * full sync) when its size is not the guest's. The caller keeps fd. */
+	bool has_base;
+	int base_memfd;
 	/* After LOADED: the decision, made durable before it takes effect:
 	 * run = true just before the guest is resumed (a failure discards it
 	 * instead), run = false when it is discarded. The source's operator

@@ -16,6 +16,12 @@
  *                            <-------------  RUNNING
  *   A destroys its copy
  *
+ * A standby's sync (mig_params.standby) differs at both ends: right after
+ * READY, B sends DIGESTS of the pages it holds already (an earlier copy
+ * of the guest, or none) and A waits for them, so that round 1 skips every
+ * page whose digest matches (digests.h); and after LOADED, A sends STANDBY
+ * instead of GO and runs on, B keeps its copy paused.
+ *
  * Who may run the guest, the one rule (MIG_GO_BOUND_MS = T):
  *
  *  1. B runs the guest only after GO, and only if GO reached it within T

@@ -22,6 +22,8 @@ enum mig_msg_type {
 	MIG_MSG_ERROR = 5,	/* either: payload is a reason, then the end */
 	MIG_MSG_ROUND = 6,	/* dst: reached MARKER n (le64): rounds before n applied */
 	MIG_MSG_STANDBY = 7,	/* src: I run on; keep your copy paused, as a standby */
+	MIG_MSG_DIGESTS = 8,	/* dst, standby sync: digests of pages it holds
+				 * already (digests.h); count 0 ends them */
 };
 
 struct mig_msg_hdr {

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "channels.h"
+#include "digests.h"
 #include "fault.h"
 #include "protocol.h"
 
@@ -48,6 +49,8 @@ struct source {
 	bool policy_timeout;		/* --timeout ran out, not the link */
 	uint64_t dest_round;		/* highest MARKER the destination reached */
 	uint64_t round_done;		/* pages of this round handed on so far */
+	struct page_digests have;	/* a standby's pages from an earlier copy */
+	uint64_t matched;		/* pages of round 1 it had already */
 
 	pthread_t throttle_thread;
 	bool throttle_running;
@@ -184,18 +187,11 @@ static void throttle_stop(struct source *s)
 
 /* ---- peer and progress checks between chunks ---------------------------- */
 
-/* A message from the destination mid-stream: READY, or an ERROR that ends it. */
-/* Receive one message from the destination and act on it: READY and ROUND
- * are noted, ERROR keeps the reason and ends the run. Sets *type. */
-static int take_msg(struct source *s, uint16_t *type)
+/* A message from the destination, acted on: READY and ROUND are noted,
+ * ERROR keeps the reason and ends the run. */
+static int act_on_msg(struct source *s, uint16_t type, const char *msg, uint32_t len)
 {
-	char msg[MIG_MSG_MAX + 1];
-	uint32_t len = 0;
-	int ret = mig_msg_recv(s->x, type, msg, sizeof(msg), &len);
-
-	if (ret)
-		return ret;
-	switch (*type) {
+	switch (type) {
 	case MIG_MSG_READY:
 		pthread_mutex_lock(&s->prog->lock);
 		if (!s->prog->stats.setup_time_ms)
@@ -220,6 +216,16 @@ static int take_msg(struct source *s, uint16_t *type)
 	default:
 		return -EPROTO;
 	}
+}
+
+/* Receive one message from the destination and act on it; sets *type. */
+static int take_msg(struct source *s, uint16_t *type)
+{
+	char msg[MIG_MSG_MAX + 1];
+	uint32_t len = 0;
+	int ret = mig_msg_recv(s->x, type, msg, sizeof(msg), &len);
+
+	return ret ? ret : act_on_msg(s, *type, msg, len);
 }
 
 /* Messages already waiting, taken without blocking. */
@@ -304,6 +310,7 @@ static void account(struct source *s, uint64_t done)
 	s->prog->stats.normal_pages = ws->pages[CKPT_ENC_RAW] + ws->pages[CKPT_ENC_LZ4] +
 				      ws->pages[CKPT_ENC_DELTA];
 	s->prog->stats.compressed_pages = ws->pages[CKPT_ENC_LZ4] + ws->pages[CKPT_ENC_DELTA];
+	s->prog->stats.matched_pages = s->matched;
 	s->prog->stats.total_time_ms = (uint64_t)((now() - s->t_start) * 1000);
 	if (s->bandwidth > 0) {
 		double bpp = s->pages_encoded ? (double)s->bytes_encoded / s->pages_encoded : 4096;
@@ -357,6 +364,25 @@ static uint64_t data_end(const struct vm_region *r, uint64_t page, uint64_t end)
 	hole -= (off_t)r->memfd_offset;
 	hole = (hole + VM_PAGE_SIZE - 1) / VM_PAGE_SIZE;
 	return (uint64_t)hole > end ? end : (uint64_t)hole;
+}
+
+/* Round 1 of a resynchronisation: pages the destination holds already
+ * stay out of it. Read after their chunk's dirty log was cleared, so a
+ * write that lands later is in the next round. */
+static void drop_matching(struct source *s, unsigned ri, uint64_t first, uint64_t end)
+{
+	const struct vm_region *r = &s->vm->regions[ri];
+	uint64_t *bm = s->dirty[ri];
+
+	if (!s->have.pages)
+		return;
+	for (uint64_t p = first; p < end; p++) {
+		if (((bm[p / 64] >> (p % 64)) & 1) &&
+		    digests_match(&s->have, ri, p, r->host + p * VM_PAGE_SIZE)) {
+			bm[p / 64] &= ~(1ull << (p % 64));
+			s->matched++;
+		}
+	}
 }
 
 static int send_pages(struct source *s, unsigned ri, uint64_t first, uint64_t end)
@@ -423,6 +449,7 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 					madvise(r->host + h * VM_PAGE_SIZE,
 						((d > h ? d : h + 1) - h) * VM_PAGE_SIZE,
 						MADV_POPULATE_READ);
+					drop_matching(s, ri, h, d > h ? d : h + 1);
 					ret = send_pages(s, ri, h, d > h ? d : h + 1);
 					p = d > h ? d : h + 1;
 				}
@@ -633,6 +660,38 @@ static void last_words(struct source *s)
 
 /* ---- the whole run -------------------------------------------------------- */
 
+/* A standby's sync: what the destination holds already, before round 1
+ * (digests.h). READY comes first; an ERROR ends the run. */
+static int take_digests(struct source *s)
+{
+	char msg[MIG_MSG_MAX + 1];
+	double deadline = now() + (s->p->io_timeout_ms > 0 ? s->p->io_timeout_ms / 1e3 : 60);
+	uint16_t type;
+	uint32_t len;
+	int ret = digests_init(&s->have, s->vm);
+
+	while (!ret) {
+		if (now() > deadline)
+			return -ETIMEDOUT;
+		ret = xport_poll_in(s->x, 100);
+		if (ret <= 0)
+			continue;
+		ret = mig_msg_recv(s->x, &type, msg, sizeof(msg), &len);
+		if (ret)
+			break;
+		if (type == MIG_MSG_READY || type == MIG_MSG_ERROR) {
+			ret = act_on_msg(s, type, msg, len);
+			continue;
+		}
+		if (type != MIG_MSG_DIGESTS)
+			return -EPROTO;
+		ret = digests_take(&s->have, s->vm, msg, len);
+		if (ret == 1)
+			return 0;
+	}
+	return ret;
+}
+
 static int precopy(struct source *s)
 {
 	struct ckpt_image_info info;
@@ -646,6 +705,11 @@ static int precopy(struct source *s)
 	if (ckpt_writer_header(s->w, &info) || s->vm->ops->save_config(s->vm, s->w) ||
 	    ckpt_writer_flush(s->w))
 		return ckpt_writer_error(s->w) ? ckpt_writer_error(s->w) : -EIO;
+	if (s->p->standby) {
+		ret = take_digests(s);
+		if (ret)
+			return ret;
+	}
 	s->out = page_out_new(s->w, (struct xport **)s->p->data_channels,
 			      s->p->nr_data_channels, &info, &s->wo, tick, s);
 	if (!s->out)
@@ -768,6 +832,7 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 		account(&s, s.round_done);	/* final figures of a failed run */
 out:
 	page_out_free(s.out);
+	digests_free(&s.have);
 	ckpt_writer_free(s.w);
 	for (unsigned i = 0; i < VM_MAX_REGIONS; i++)
 		free(s.dirty[i]);

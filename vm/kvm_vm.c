@@ -23,6 +23,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -105,13 +106,24 @@ static int setup_memory(struct kvm_vm *k, const struct vm_kvm_config *cfg,
 	uint64_t low = cfg->mem_bytes < VMG_LOW_LIMIT ? cfg->mem_bytes : VMG_LOW_LIMIT;
 	unsigned flags = MFD_CLOEXEC | (cfg->hugetlb ? MFD_HUGETLB | MFD_HUGE_2MB : 0);
 
-	k->memfd = memfd_create("vmigrate-guest-ram", flags);
-	if (k->memfd < 0)
-		return kvm_err(err, errlen, -errno, "memfd_create%s: %s",
-			       cfg->hugetlb ? " (hugetlb)" : "", strerror(errno));
-	if (ftruncate(k->memfd, (off_t)cfg->mem_bytes) < 0)
-		return kvm_err(err, errlen, -errno, "sizing guest RAM to %llu bytes: %s",
-			       (unsigned long long)cfg->mem_bytes, strerror(errno));
+	if (cfg->adopt_memfd) {
+		struct stat st;
+
+		k->memfd = fcntl(cfg->memfd, F_DUPFD_CLOEXEC, 0);
+		if (k->memfd < 0 || fstat(k->memfd, &st) < 0)
+			return kvm_err(err, errlen, -errno, "the RAM to adopt: %s", strerror(errno));
+		if ((uint64_t)st.st_size != cfg->mem_bytes)
+			return kvm_err(err, errlen, -EINVAL, "the RAM to adopt is not %llu bytes",
+				       (unsigned long long)cfg->mem_bytes);
+	} else {
+		k->memfd = memfd_create("vmigrate-guest-ram", flags);
+		if (k->memfd < 0)
+			return kvm_err(err, errlen, -errno, "memfd_create%s: %s",
+				       cfg->hugetlb ? " (hugetlb)" : "", strerror(errno));
+		if (ftruncate(k->memfd, (off_t)cfg->mem_bytes) < 0)
+			return kvm_err(err, errlen, -errno, "sizing guest RAM to %llu bytes: %s",
+				       (unsigned long long)cfg->mem_bytes, strerror(errno));
+	}
 	k->mem = mmap(NULL, cfg->mem_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
 		      k->memfd, 0);
 	if (k->mem == MAP_FAILED) {

@@ -96,6 +96,12 @@ struct vm_kvm_config {
 	size_t payload_size;
 	uint64_t args[16];
 	struct vm_events events;
+	/* RAM to adopt instead of a fresh memfd (a copy of this guest's
+	 * memory kept elsewhere, as the base of a resynchronisation): its
+	 * size must be mem_bytes. The VM maps a duplicate: the caller keeps
+	 * and closes its own descriptor. */
+	bool adopt_memfd;
+	int memfd;
 };
 
 /* Create a kvm micro-VM; on failure NULL with the reason in err. */

@@ -20,6 +20,7 @@
 #include "replicate.h"
 
 struct standby_run {
+	int base_memfd;			/* an earlier copy to build on, or -1 */
 	struct xport *x;
 	struct vm *vm;
 	struct mig_stats mst;
@@ -33,7 +34,8 @@ struct standby_run {
 static void *standby_main(void *arg)
 {
 	struct standby_run *s = arg;
-	struct mig_dest_opts o = { .io_timeout_ms = 5000, .standby = true };
+	struct mig_dest_opts o = { .io_timeout_ms = 5000, .standby = true,
+				   .has_base = s->base_memfd >= 0, .base_memfd = s->base_memfd };
 
 	s->vm = mig_dest_run(s->x, &o, &s->mst, s->err, sizeof(s->err));
 	s->ret = s->vm ? repl_standby_run(s->vm, s->x, &s->lock, 0, &s->st) : -EIO;
@@ -77,9 +79,11 @@ static void on_release(void *opaque, uint64_t token, uint64_t epoch, const char 
 	r->lines++;
 }
 
-/* A running guest with a standby of it; the primary's epochs started. */
-static void protect(struct vm *src, struct standby_run *sb, struct primary_run *pr,
-		    struct released *rel, unsigned epoch_ms, uint64_t token)
+/* A running guest with a standby of it (built on base_memfd's copy when
+ * >= 0); the primary's epochs started. The sync's figures into *sync. */
+static void protect_on(struct vm *src, struct standby_run *sb, struct primary_run *pr,
+		       struct released *rel, unsigned epoch_ms, uint64_t token, int base_memfd,
+		       struct mig_stats *sync)
 {
 	struct mig_params mp;
 	struct mig_progress mprog;
@@ -87,6 +91,7 @@ static void protect(struct vm *src, struct standby_run *sb, struct primary_run *
 
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
 	memset(sb, 0, sizeof(*sb));
+	sb->base_memfd = base_memfd;
 	pthread_mutex_init(&sb->lock, NULL);
 	sb->x = xport_tcp_from_fd(sv[1], 5000);
 	CHECK(pthread_create(&sb->thread, NULL, standby_main, sb) == 0);
@@ -101,8 +106,17 @@ static void protect(struct vm *src, struct standby_run *sb, struct primary_run *
 	repl_progress_init(&pr->prog, on_release, rel);
 	repl_output_hold(&pr->prog);
 	CHECK_EQ(mig_source_run(src, pr->x, &mp, &mprog), 0);
+	mig_progress_get(&mprog, sync);
 	pr->p = (struct repl_params){ .epoch_ms = epoch_ms, .token = token };
 	CHECK(pthread_create(&pr->thread, NULL, primary_main, pr) == 0);
+}
+
+static void protect(struct vm *src, struct standby_run *sb, struct primary_run *pr,
+		    struct released *rel, unsigned epoch_ms, uint64_t token)
+{
+	struct mig_stats sync;
+
+	protect_on(src, sb, pr, rel, epoch_ms, token, -1, &sync);
 }
 
 static void unprotect(struct standby_run *sb, struct primary_run *pr)
@@ -204,5 +218,80 @@ TEST_T(output_waits_for_the_standby, 60)
 	unprotect(&sb, &pr);
 	repl_progress_destroy(&pr.prog);
 	vm_destroy(sb.vm);
+	vm_destroy(src);
+}
+
+/* Pages of two guests' RAM that differ. */
+static uint64_t pages_differing(const struct vm *a, const struct vm *b)
+{
+	uint64_t n = 0;
+
+	for (unsigned r = 0; r < a->nr_regions; r++)
+		for (uint64_t off = 0; off < a->regions[r].size; off += VM_PAGE_SIZE)
+			n += memcmp(a->regions[r].host + off, b->regions[r].host + off,
+				    VM_PAGE_SIZE) != 0;
+	return n;
+}
+
+/*
+ * The old primary's copy as the base of a new standby: only the pages that
+ * differ cross (hash comparison), and the result is the primary's RAM byte
+ * for byte, also where the base was damaged or held data the primary's
+ * RAM does not (never-written pages there).
+ */
+TEST_T(standby_resynchronised_from_an_earlier_copy_gets_only_what_differs, 90)
+{
+	/* a guest that writes its working set, then stays still */
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 128 << 20, .vcpus = 1,
+						    .working_set = 16 << 20,
+						    .stop_after = 40000 });
+	struct standby_run sb1, sb2;
+	struct primary_run pr1, pr2;
+	struct released rel1, rel2;
+	struct mig_stats sync1, sync2;
+	const struct vm_region *r;
+	uint64_t damaged = 0, before, data_pages;
+
+	CHECK_EQ(vm_start(src), 0);
+	for (int i = 0; i < 500 && tg_total(src) < 40000; i++)
+		tg_sleep_ms(10);
+	CHECK_EQ(tg_total(src), 40000);
+	protect_on(src, &sb1, &pr1, &rel1, 0, 1, -1, &sync1);
+	tg_sleep_ms(200);
+	unprotect(&sb1, &pr1);
+	CHECK_EQ(pr1.ret, 0);
+	CHECK_EQ(pages_differing(src, sb1.vm), 0);
+
+	/* the earlier copy went wrong in places: 100 pages of data changed,
+	 * and a page the guest never wrote holds something */
+	r = &sb1.vm->regions[0];
+	for (uint64_t p = (16u << 20) / VM_PAGE_SIZE; damaged < 100; p += 37, damaged++)
+		memset(r->host + p * VM_PAGE_SIZE + 100, 0x5a, 64);
+	memset(r->host + r->size - VM_PAGE_SIZE, 0xab, VM_PAGE_SIZE);
+	before = pages_differing(src, sb1.vm);
+	CHECK_EQ(before, 101);
+
+	protect_on(src, &sb2, &pr2, &rel2, 0, 2, r->memfd, &sync2);
+	printf("#   full sync: %llu pages sent; resync: %llu sent, %llu matched, %llu zero, "
+	       "%llu bytes\n", (unsigned long long)sync1.normal_pages,
+	       (unsigned long long)sync2.normal_pages, (unsigned long long)sync2.matched_pages,
+	       (unsigned long long)sync2.zero_pages, (unsigned long long)sync2.transferred_bytes);
+	data_pages = sync1.normal_pages;
+	CHECK_MSG(sync2.normal_pages >= 100 && sync2.normal_pages <= 100 + 16,
+		  "the resync sent %llu pages for 100 that differ",
+		  (unsigned long long)sync2.normal_pages);
+	CHECK_MSG(sync2.matched_pages + 16 >= data_pages - 100,
+		  "only %llu of %llu pages matched", (unsigned long long)sync2.matched_pages,
+		  (unsigned long long)data_pages);
+	CHECK(sync2.transferred_bytes < sync1.transferred_bytes / 10);
+	tg_sleep_ms(200);
+	unprotect(&sb2, &pr2);
+	CHECK_EQ(pr2.ret, 0);
+	CHECK_EQ(pages_differing(src, sb2.vm), 0);
+	verify_standby(&sb2);
+	repl_progress_destroy(&pr1.prog);
+	repl_progress_destroy(&pr2.prog);
+	vm_destroy(sb2.vm);
+	vm_destroy(sb1.vm);
 	vm_destroy(src);
 }
