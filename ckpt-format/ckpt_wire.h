@@ -135,6 +135,7 @@ static_assert(sizeof(struct ckpt_state_rec) == 16, "state record head is 16 byte
 #define CKPT_STATE_DEVICE	5
 #define CKPT_STATE_GUEST	6	/* payload-specific (e.g. memtouch params) */
 #define CKPT_STATE_EPOCH	7	/* seal of a replication epoch (below) */
+#define CKPT_STATE_SWITCH	8	/* le64 token: the primary stopped for good (below) */
 
 /* CKPT_STATE_EPOCH, version 1: the last record of epoch `epoch`. */
 struct ckpt_epoch_seal {

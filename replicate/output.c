@@ -21,7 +21,8 @@ struct repl_held {
 static const char *const state_names[] = {
 	[REPL_SYNCING] = "syncing", [REPL_PROTECTED] = "protected",
 	[REPL_DEGRADED] = "degraded", [REPL_STOPPED] = "stopped", [REPL_FAILED] = "failed",
-	[REPL_FENCED] = "fenced",
+	[REPL_FENCED] = "fenced", [REPL_SWITCHED] = "failed-over",
+	[REPL_UNPROTECTED] = "unprotected",
 };
 
 const char *repl_state_name(enum repl_state s)

@@ -15,6 +15,11 @@
  * MIN_EPOCH_MS): a slow link lengthens epochs instead of queueing them. A
  * standby more than max_inflight epochs behind holds the next epoch back
  * (degraded) until it catches up; protection is never dropped silently.
+ *
+ * A planned failover (switch_over) ends with an epoch that says SWITCH and
+ * leaves the guest paused. Acknowledged, the guest stays paused here for
+ * good and the caller moves the ownership; not acknowledged, the guest
+ * resumes here, as after any lost standby.
  */
 #include "internal.h"
 
@@ -197,8 +202,10 @@ static int capture_pages(struct primary *pr, uint64_t *pages)
 	return 0;
 }
 
-/* Epoch n: pause, capture, seal, resume. Returns the pause in ms or <0. */
-static int seal_epoch(struct primary *pr, uint64_t n, double *pause_ms)
+/* Epoch n: pause, capture, seal, resume (the last, with handing_over:
+ * SWITCH before the seal, and the guest left paused). Returns the pause in
+ * ms or <0. */
+static int seal_epoch(struct primary *pr, uint64_t n, bool handing_over, double *pause_ms)
 {
 	struct ckpt_epoch_seal seal;
 	uint64_t pages = 0, records;
@@ -223,6 +230,12 @@ static int seal_epoch(struct primary *pr, uint64_t n, double *pause_ms)
 	records = ckpt_writer_stats(pr->w)->records;
 	if (!ret)
 		ret = pr->vm->ops->save_state(pr->vm, pr->w);
+	if (!ret && handing_over) {
+		uint64_t token = htole64(pr->p->token);
+
+		ret = ckpt_writer_state(pr->w, CKPT_STATE_SWITCH, 0, 1, false, &token,
+					sizeof(token));
+	}
 	if (!ret)
 		ret = ckpt_writer_flush(pr->w);
 	seal = (struct ckpt_epoch_seal){
@@ -243,7 +256,7 @@ static int seal_epoch(struct primary *pr, uint64_t n, double *pause_ms)
 	/* past the lease's deadline another host may own the guest: fence */
 	if (!repl_may_run(pr->prog))
 		atomic_store(&pr->prog->fenced, true);
-	if (!atomic_load(&pr->prog->fenced))
+	if (!atomic_load(&pr->prog->fenced) && !handing_over)
 		vm_resume(pr->vm);
 	pthread_mutex_unlock(&pr->prog->run_lock);
 	*pause_ms = (now() - t0) * 1e3;
@@ -273,11 +286,13 @@ static int stream_header(struct primary *pr)
 	return send_buf(pr);
 }
 
-/* The last epoch, then the stream's end, and every acknowledgement. */
-static int finish(struct primary *pr)
+/* The last epoch, every acknowledgement, then the stream's end. Handing
+ * over: the guest stays paused, and once the standby holds the last epoch
+ * (all output released) it stays so for good. */
+static int finish(struct primary *pr, bool handing_over)
 {
 	double pause_ms;
-	int ret = seal_epoch(pr, ++pr->sealed, &pause_ms);
+	int ret = seal_epoch(pr, ++pr->sealed, handing_over, &pause_ms);
 
 	if (!ret)
 		ret = send_buf(pr);
@@ -286,6 +301,11 @@ static int finish(struct primary *pr)
 	pr->buf.len = 0;
 	if (!ret)
 		ret = read_acks(pr, 0, 1);	/* until all are acknowledged */
+	if (!ret && handing_over) {
+		pthread_mutex_lock(&pr->prog->run_lock);
+		atomic_store(&pr->prog->fenced, true);
+		pthread_mutex_unlock(&pr->prog->run_lock);
+	}
 	if (!ret && ckpt_writer_finish(pr->w, NULL))
 		ret = ckpt_writer_error(pr->w);
 	if (!ret)
@@ -300,6 +320,7 @@ int repl_primary_run(struct vm *vm, struct xport *x, const struct repl_params *p
 	struct primary pr = { .vm = vm, .x = x, .p = p, .prog = prog };
 	struct ckpt_sink sink;
 	unsigned inflight = p->max_inflight ? p->max_inflight : DEFAULT_INFLIGHT;
+	bool handing_over = false;
 	double due;
 	int ret = -ENOMEM;
 
@@ -322,10 +343,10 @@ int repl_primary_run(struct vm *vm, struct xport *x, const struct repl_params *p
 	pr.last_ack = now();
 	ret = stream_header(&pr);
 	due = now();
-	while (!ret && !atomic_load(&prog->stop)) {
+	while (!ret && !atomic_load(&prog->stop) && !atomic_load(&prog->switch_over)) {
 		double pause_ms;
 
-		ret = seal_epoch(&pr, ++pr.sealed, &pause_ms);
+		ret = seal_epoch(&pr, ++pr.sealed, false, &pause_ms);
 		if (!ret)
 			ret = send_buf(&pr);
 		if (ret)
@@ -340,9 +361,10 @@ int repl_primary_run(struct vm *vm, struct xport *x, const struct repl_params *p
 		set_state(&pr, pr.sealed - pr.acked >= inflight - 1 ? REPL_DEGRADED : REPL_PROTECTED);
 	}
 	if (!ret) {
-		ret = finish(&pr);
+		handing_over = !atomic_load(&prog->stop);
+		ret = finish(&pr, handing_over);
 		if (!ret)
-			set_state(&pr, REPL_STOPPED);
+			set_state(&pr, handing_over ? REPL_SWITCHED : REPL_STOPPED);
 	}
 	if (ret) {
 		fail_msg(&pr, "replication lost: %s", strerror(-ret));
@@ -353,6 +375,11 @@ int repl_primary_run(struct vm *vm, struct xport *x, const struct repl_params *p
 
 			nanosleep(&ts, NULL);
 		}
+		/* a handover that did not complete: the guest goes on here */
+		pthread_mutex_lock(&prog->run_lock);
+		if (handing_over && !atomic_load(&prog->fenced) && repl_may_run(prog))
+			vm_resume(vm);
+		pthread_mutex_unlock(&prog->run_lock);
 	}
 	/* Output stays held no longer: protected or not, the guest runs here
 	 * and, while its lease holds (or without an arbiter), is the only

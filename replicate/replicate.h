@@ -31,6 +31,10 @@ enum repl_state {
 	REPL_STOPPED,		/* ended cleanly on both sides */
 	REPL_FAILED,		/* the standby is lost: unprotected */
 	REPL_FENCED,		/* the lease ran out: the guest is stopped here for good */
+	REPL_SWITCHED,		/* handed to the standby (planned failover): stopped
+				 * here for good */
+	REPL_UNPROTECTED,	/* the standby is lost; the guest runs on here while
+				 * a new one is synchronised */
 };
 
 const char *repl_state_name(enum repl_state s);
@@ -76,6 +80,8 @@ struct repl_progress {
 	pthread_mutex_t lock;
 	struct repl_stats stats;	/* under lock */
 	atomic_bool stop;		/* set by anyone: end replication cleanly */
+	atomic_bool switch_over;	/* set by anyone: a last epoch with the guest
+					 * stopped for good, then the standby takes it */
 	repl_release_fn release;	/* set before the run */
 	void *release_opaque;
 	/* With an arbiter: the guest runs and its output leaves only while
@@ -121,7 +127,11 @@ void repl_output_release_all(struct repl_progress *p);
  * Primary: run epochs over x (the control channel of the standby's sync)
  * until prog->stop (then a clean end: 0) or the standby is lost (-errno,
  * the guest runs on here, unprotected). vm runs throughout, dirty tracking
- * on (left on as it came).
+ * on (left on as it came). On prog->switch_over the last epoch says SWITCH
+ * and leaves vm paused: once the standby acknowledged it, prog is fenced
+ * (nothing here resumes the guest or releases output again), the state is
+ * REPL_SWITCHED and 0 returned; the caller hands the ownership over
+ * (repl_drop_lease). Not acknowledged: as a lost standby, vm resumed.
  */
 int repl_primary_run(struct vm *vm, struct xport *x, const struct repl_params *p,
 		     struct repl_progress *prog);
@@ -132,6 +142,8 @@ struct repl_standby_stats {
 	uint64_t applied_pages;
 	double last_apply_ms;
 	bool stopped_by_primary;	/* a clean end, not a lost link */
+	bool handed_over;		/* the last epoch applied said SWITCH: the
+					 * primary stopped for good; take over */
 	char error[256];
 };
 

@@ -38,6 +38,7 @@ struct standby {
 	struct held_rec *held;
 	size_t nheld, cap;
 	unsigned nstates;
+	bool switch_seen;		/* the open epoch says SWITCH */
 };
 
 static double now(void)
@@ -64,6 +65,7 @@ static void drop_held(struct standby *sb)
 	sb->nheld = 0;
 	sb->nstates = 0;
 	sb->pages = 0;
+	sb->switch_seen = false;
 }
 
 static int hold(struct standby *sb, const struct ckpt_record *rec)
@@ -162,6 +164,7 @@ static int apply_epoch(struct standby *sb, const struct ckpt_record *rec,
 		sb->st->token = le64toh(seal.token);
 		sb->st->applied_pages += sb->pages;
 		sb->st->last_apply_ms = (now() - t0) * 1e3;
+		sb->st->handed_over = sb->switch_seen;
 	}
 	pthread_mutex_unlock(apply_lock);
 	if (ret) {
@@ -204,6 +207,10 @@ static int on_record(struct standby *sb, const struct ckpt_record *rec,
 		if (rec->u.state.kind == CKPT_STATE_EPOCH)
 			return apply_epoch(sb, rec, apply_lock);
 		sb->nstates++;
+		if (rec->u.state.kind == CKPT_STATE_SWITCH) {
+			sb->switch_seen = true;		/* for the primary, not the guest */
+			return 0;
+		}
 		return hold(sb, rec);
 	default:
 		return 0;

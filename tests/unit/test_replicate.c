@@ -177,6 +177,7 @@ TEST_T(standby_follows_a_dirtying_guest_epoch_by_epoch, 120)
 	unprotect(&sb, &pr);
 	CHECK_EQ(pr.ret, 0);
 	CHECK_MSG(sb.ret == 0 && sb.st.stopped_by_primary, "standby: %d %s", sb.ret, sb.st.error);
+	CHECK(!sb.st.handed_over);
 	repl_progress_get(&pr.prog, &st);
 	CHECK_EQ(st.acked_epoch, st.epochs);	/* a clean stop waits for every one */
 	CHECK_EQ(sb.st.applied_epoch, st.epochs);
@@ -293,5 +294,47 @@ TEST_T(standby_resynchronised_from_an_earlier_copy_gets_only_what_differs, 90)
 	repl_progress_destroy(&pr2.prog);
 	vm_destroy(sb2.vm);
 	vm_destroy(sb1.vm);
+	vm_destroy(src);
+}
+
+/* A planned failover: the last epoch says SWITCH, the guest stays paused
+ * on the primary for good, and the standby holds exactly its RAM. */
+TEST_T(switch_over_leaves_the_standby_the_whole_guest, 60)
+{
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 128 << 20, .vcpus = 2,
+						    .working_set = 16 << 20,
+						    .dirty_rate = 20 << 20 });
+	struct standby_run sb;
+	struct primary_run pr;
+	struct released rel;
+	struct repl_stats st;
+	uint64_t counter;
+
+	CHECK_EQ(vm_start(src), 0);
+	protect(src, &sb, &pr, &rel, 0, 3);
+	tg_sleep_ms(300);
+	repl_output(&pr.prog, "before the switch\n", 18);
+	atomic_store(&pr.prog.switch_over, true);
+	pthread_join(pr.thread, NULL);
+	pthread_join(sb.thread, NULL);
+	CHECK_EQ(pr.ret, 0);
+	repl_progress_get(&pr.prog, &st);
+	CHECK_EQ(st.state, REPL_SWITCHED);
+	CHECK(atomic_load(&pr.prog.fenced));
+	CHECK_MSG(sb.ret == 0 && sb.st.handed_over, "standby: %d %s, handed over %d", sb.ret,
+		  sb.st.error, sb.st.handed_over);
+	CHECK_EQ(sb.st.applied_epoch, st.epochs);
+	CHECK_EQ(rel.lines, 1);			/* released: its epoch was acknowledged */
+	CHECK_EQ(st.held_output_bytes, 0);
+	/* the primary stays paused: nothing moves there any more */
+	counter = tg_total(src);
+	tg_sleep_ms(200);
+	CHECK_EQ(tg_total(src), counter);
+	CHECK_EQ(pages_differing(src, sb.vm), 0);
+	verify_standby(&sb);
+	xport_close(pr.x);
+	xport_close(sb.x);
+	repl_progress_destroy(&pr.prog);
+	vm_destroy(sb.vm);
 	vm_destroy(src);
 }
