@@ -1,9 +1,10 @@
 /*
  * The arbiter: who may run a replicated guest. One owner key per guest
  * (vmigrate/owner/<guest>) held on a lease in a quorum store; the revision
- * that created the key is the fencing token carried in every epoch. A
- * backend is an ops table (etcd first; a Pacemaker/corosync one can be
- * added as another table without touching the callers).
+ * that last wrote the key (the acquire that created it, or a later
+ * reissue) is the fencing token carried in every epoch. A backend is an
+ * ops table (etcd first; a Pacemaker/corosync one can be added as another
+ * table without touching the callers).
  *
  * How the replication engine uses it:
  *
@@ -17,6 +18,11 @@
  *                                          standby lost, going on without it:
  *                                          mark_stale(guest, T) before releasing
  *                                          output it did not acknowledge
+ *   a new standby (or the old one          a new standby to synchronise:
+ *   synchronised from scratch):            reissue(guest, me) -> T2, the key
+ *   apply epochs of token T2 only                 held throughout; ship with T2
+ *   primary lost: take_over(.., T2)        (take_over with T, stale or not,
+ *                                                 fails from then on)
  *
  * The lease expires on the store at (the moment its leader renewed it) +
  * TTL, and that moment is after the client sent the request, so a deadline
@@ -46,17 +52,21 @@
  *
  * Threads: acquire, take_over, keepalive and revoke share the lease and are
  * serialised on one lock (a keepalive waits while an acquire or revoke of
- * the same arbiter runs); owner() and mark_stale() share another connection
- * and lock, so one thread may run keepalive while another runs owner() or
- * mark_stale(); wait_free() makes its own connections and may run
+ * the same arbiter runs); owner(), mark_stale() and reissue() share another
+ * connection and lock (reissue only reads the lease's id under the first),
+ * so one thread may run keepalive while another runs owner(), mark_stale()
+ * or reissue(); wait_free() makes its own connections and may run
  * concurrently with anything, any number of times. repl_arbiter_free()
  * must not run concurrently with any other call.
  *
- * Keys (etcd): vmigrate/owner/<guest> = owner id, on the lease; its create
- * revision is the token. vmigrate/last/<guest>, on no lease (it outlives
- * every owner): written in the same transaction that takes the owner key,
- * so its mod revision is the last owner's token, and written again by
- * mark_stale(), which makes it differ from every token a standby holds.
+ * Keys (etcd): vmigrate/owner/<guest> = owner id, on the lease; its mod
+ * revision is the token (its create revision until a reissue writes it
+ * again on the same lease). vmigrate/last/<guest>, on no lease (it outlives
+ * every owner): written in every transaction that writes the owner key
+ * (acquire, take_over, reissue), so its mod revision is the last owner's
+ * latest token, and written again by mark_stale(), which makes it differ
+ * from every token a standby holds. take_over requires the owner key absent
+ * and last's mod revision equal to the standby's token.
  */
 #ifndef REPL_ARBITER_H
 #define REPL_ARBITER_H
@@ -78,6 +88,8 @@ struct repl_arbiter_ops {
 		       char *err, size_t errlen);
 	int (*mark_stale)(struct repl_arbiter *a, const char *guest, uint64_t token,
 			  char *err, size_t errlen);
+	int (*reissue)(struct repl_arbiter *a, const char *guest, const char *owner_id,
+		       uint64_t *token, char *err, size_t errlen);
 	int (*keepalive)(struct repl_arbiter *a, char *err, size_t errlen);
 	int (*revoke)(struct repl_arbiter *a, char *err, size_t errlen);
 	int (*owner)(struct repl_arbiter *a, const char *guest, char *owner_id, size_t len,
@@ -145,10 +157,29 @@ int repl_arbiter_take_over(struct repl_arbiter *a, const char *guest, const char
  * lost); other -errno when etcd cannot be reached (then nothing is marked:
  * release no output that the standby did not acknowledge). A standby
  * synchronised again later under the same token is refused as well: that
- * needs a new token (a new lease).
+ * needs a new token (reissue).
  */
 int repl_arbiter_mark_stale(struct repl_arbiter *a, const char *guest, uint64_t token,
 			    char *err, size_t errlen);
+
+/*
+ * The owner takes a new token without letting go of the guest (to
+ * synchronise a new standby after mark_stale): one transaction, only if
+ * vmigrate/owner/<guest> is still on this arbiter's lease, that writes the
+ * owner key again (value owner_id, same lease) and vmigrate/last/<guest>;
+ * *token = the revision of that transaction, greater than every token
+ * before it. The ownership never lapses. Afterwards take_over(after_token
+ * = the new token) can succeed (once the key is free), take_over with any
+ * older token fails with -ESTALE, and mark_stale and owner() know only the
+ * new token. -ENOENT when the key is gone or on another lease, or this
+ * arbiter holds no lease (ownership lost); other -errno as the rest (etcd
+ * unreachable: nothing changed, or, if the reply was lost, maybe changed:
+ * the caller keeps its old token and must not claim the new one; it may
+ * call reissue again, which then gives the token to use). guest and
+ * owner_id as acquire.
+ */
+int repl_arbiter_reissue(struct repl_arbiter *a, const char *guest, const char *owner_id,
+			 uint64_t *token, char *err, size_t errlen);
 
 /*
  * Renew the lease once; returns within request_timeout_ms. 0 renewed (to
@@ -169,8 +200,9 @@ int repl_arbiter_revoke(struct repl_arbiter *a, char *err, size_t errlen);
 /*
  * Who holds guest's key (a linearizable read: a member without a quorum
  * cannot answer it): 0 with owner_id (if not NULL; NUL-terminated, -ERANGE
- * when it does not fit in len) and *token (if not NULL) = the key's create
- * revision; -ENOENT when nobody holds it.
+ * when it does not fit in len) and *token (if not NULL) = the holder's
+ * token (the key's mod revision: the acquire, take_over or reissue that
+ * wrote it last); -ENOENT when nobody holds it.
  */
 int repl_arbiter_owner(struct repl_arbiter *a, const char *guest, char *owner_id, size_t len,
 		       uint64_t *token, char *err, size_t errlen);

@@ -53,6 +53,14 @@ static int check_guest(const char *guest, char *err, size_t errlen)
 	return 0;
 }
 
+static int check_owner_id(const char *owner_id, char *err, size_t errlen)
+{
+	if (!name_ok(owner_id, false))
+		return fail(err, errlen, -EINVAL, "arbiter: an owner id needs 1 to %d "
+			    "characters and no control characters", REPL_ARBITER_NAME_MAX);
+	return 0;
+}
+
 void repl_arbiter_free(struct repl_arbiter *a)
 {
 	if (a)
@@ -64,11 +72,10 @@ static int take(struct repl_arbiter *a, const char *guest, const char *owner_id,
 {
 	int rc = check_guest(guest, err, errlen);
 
+	if (!rc)
+		rc = check_owner_id(owner_id, err, errlen);
 	if (rc)
 		return rc;
-	if (!name_ok(owner_id, false))
-		return fail(err, errlen, -EINVAL, "arbiter: an owner id needs 1 to %d "
-			    "characters and no control characters", REPL_ARBITER_NAME_MAX);
 	if (ttl_s < 1 || ttl_s > 86400)
 		return fail(err, errlen, -EINVAL, "arbiter: a lease TTL of %d s is not in "
 			    "1 .. 86400", ttl_s);
@@ -108,6 +115,20 @@ int repl_arbiter_mark_stale(struct repl_arbiter *a, const char *guest, uint64_t 
 		return fail(err, errlen, -EINVAL, "arbiter: token %llu is not a revision",
 			    (unsigned long long)token);
 	return a->ops->mark_stale(a, guest, token, err, errlen);
+}
+
+int repl_arbiter_reissue(struct repl_arbiter *a, const char *guest, const char *owner_id,
+			 uint64_t *token, char *err, size_t errlen)
+{
+	int rc = check_guest(guest, err, errlen);
+
+	if (!rc)
+		rc = check_owner_id(owner_id, err, errlen);
+	if (rc)
+		return rc;
+	if (!token)
+		return fail(err, errlen, -EINVAL, "arbiter: reissue needs token");
+	return a->ops->reissue(a, guest, owner_id, token, err, errlen);
 }
 
 int repl_arbiter_keepalive(struct repl_arbiter *a, char *err, size_t errlen)

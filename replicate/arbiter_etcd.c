@@ -12,8 +12,13 @@
  *                                 else range(owner) [, range(last)]
  *                                                              -> holder and its token
  *              POST /v3/lease/revoke {ID}                      (when the txn failed)
- *   mark_stale POST /v3/kv/txn  if create_revision(owner) == token
+ *   mark_stale POST /v3/kv/txn  if mod_revision(owner) == token
  *                                 then put(last, "stale ...")  (a revision past every token)
+ *                                 else range(owner)
+ *   reissue    POST /v3/kv/txn  if lease(owner) == our lease
+ *                                 then put(owner, id, lease), put(last, id)
+ *                                                              -> header.revision = token
+ *                                 else range(owner)            -> its holder, if any
  *   keepalive  POST /v3/lease/keepalive {ID}                   -> {"result":{ID, TTL}}, TTL 0 = gone
  *   revoke     POST /v3/lease/revoke {ID}
  *   owner      POST /v3/kv/range {key}                         -> kvs[0]
@@ -28,7 +33,13 @@
  * A retried request may have been applied by the endpoint that timed out:
  * a grant then leaves a lease with no key that runs out by itself; a txn
  * then finds the key held by our owner id on our lease, which is success;
- * a revoke then finds the lease gone, which is what was asked.
+ * a reissue then writes the key once more, and the later revision is the
+ * token (the earlier one was never given out); a revoke then finds the
+ * lease gone, which is what was asked.
+ *
+ * The token is the owner key's mod revision: the acquire's transaction
+ * created the key, a reissue's wrote it again (one put per key: etcd
+ * refuses a txn with two operations on the same key).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -589,7 +600,8 @@ static int guest_key(const char *prefix, const char *guest, char *raw, size_t ra
 	return b64_encode(raw, (size_t)n, b64, b64len);
 }
 
-/* A key-value from a reply: it must be the key asked for, created at a revision. */
+/* A key-value from a reply: it must be the key asked for, created and last
+ * written at revisions (the owner key's mod revision is its token). */
 struct kv {
 	char value[VALUE_MAX + 1];
 	size_t value_len;
@@ -606,8 +618,8 @@ static int parse_kv(json_object *kvo, const char *key, struct kv *kv, char *why,
 	    klen != strlen(key) || memcmp(k, key, klen) ||
 	    j_b64(kvo, "value", kv->value, sizeof(kv->value), &kv->value_len) < 0 ||
 	    j_int64(kvo, "create_revision", &kv->create_revision) <= 0 ||
-	    kv->create_revision <= 0 || j_int64(kvo, "mod_revision", &kv->mod_revision) < 0 ||
-	    kv->mod_revision < 0 || j_int64(kvo, "lease", &kv->lease) < 0)
+	    kv->create_revision <= 0 || j_int64(kvo, "mod_revision", &kv->mod_revision) <= 0 ||
+	    kv->mod_revision < kv->create_revision || j_int64(kvo, "lease", &kv->lease) < 0)
 		return fail(why, whylen, -EPROTO, "malformed key-value in etcd's reply");
 	return 0;
 }
@@ -762,12 +774,12 @@ static int etcd_acquire(struct repl_arbiter *a, const char *guest, const char *o
 	if (found && kv.lease == id && kv.value_len == strlen(owner_id) &&
 	    !memcmp(kv.value, owner_id, kv.value_len)) {
 		/* A try that timed out took it for us. */
-		*token = (uint64_t)kv.create_revision;
+		*token = (uint64_t)kv.mod_revision;
 		goto owned;
 	}
 	if (found) {
 		rc = fail(err, errlen, -EBUSY, "guest '%s' is held by '%s' (token %lld)", guest,
-			  printable(&kv, holder, sizeof(holder)), (long long)kv.create_revision);
+			  printable(&kv, holder, sizeof(holder)), (long long)kv.mod_revision);
 		goto revoke;
 	}
 	found = after_token ? txn_range(resps, 1, lraw, &kv) : -EPROTO;
@@ -806,6 +818,40 @@ unlock:
 	return rc;
 }
 
+/*
+ * A transaction (mark_stale, reissue) whose failure branch reads guest's
+ * owner key (raw), on the query connection: 1 it succeeded (*rev its
+ * revision), 0 refused (*found: 1 with the owner key in kv, 0 absent),
+ * -errno with msg.
+ */
+static int owner_txn(struct etcd_arbiter *e, const char *body, const char *raw, int64_t *rev,
+		     int *found, struct kv *kv, char *msg, size_t msglen)
+{
+	json_object *r, *resps;
+	bool won;
+	int rc;
+
+	pthread_mutex_lock(&e->query_lock);
+	rc = etcd_post(e, e->query_curl, "/v3/kv/txn", body, false, e->timeout_ms, &r, msg,
+		       msglen);
+	pthread_mutex_unlock(&e->query_lock);
+	if (rc)
+		return rc;
+	*rev = header_revision(r);
+	if (*rev <= 0 || j_bool(r, "succeeded", &won) < 0)
+		rc = -EPROTO;
+	else if (won)
+		rc = 1;
+	else if (j_field(r, "responses", json_type_array, &resps) <= 0 ||
+		 json_object_array_length(resps) != 1 ||
+		 (*found = txn_range(resps, 0, raw, kv)) < 0)
+		rc = -EPROTO;
+	json_object_put(r);
+	if (rc == -EPROTO)
+		fail(msg, msglen, rc, "malformed reply to the transaction");
+	return rc;
+}
+
 static int etcd_mark_stale(struct repl_arbiter *a, const char *guest, uint64_t token,
 			   char *err, size_t errlen)
 {
@@ -813,10 +859,9 @@ static int etcd_mark_stale(struct repl_arbiter *a, const char *guest, uint64_t t
 	char raw[sizeof(KEY_PREFIX) + REPL_ARBITER_NAME_MAX], key[512];
 	char lraw[sizeof(KEY_PREFIX) + REPL_ARBITER_NAME_MAX], lkey[512];
 	char note[96], val[160], body[2048], msg[MSG_LEN], holder[REPL_ARBITER_NAME_MAX + 5];
-	json_object *r = NULL, *resps;
 	struct kv kv;
-	bool won;
-	int rc, found;
+	int64_t rev;
+	int rc, found = 0;
 
 	snprintf(note, sizeof(note), "stale: token %llu went on without its standby",
 		 (unsigned long long)token);
@@ -825,44 +870,76 @@ static int etcd_mark_stale(struct repl_arbiter *a, const char *guest, uint64_t t
 	    b64_encode(note, strlen(note), val, sizeof(val)))
 		return fail(err, errlen, -EINVAL, "arbiter: guest name too long");
 	snprintf(body, sizeof(body),
-		 "{\"compare\":[{\"target\":\"CREATE\",\"key\":\"%s\",\"result\":\"EQUAL\","
-		 "\"create_revision\":\"%llu\"}],"
+		 "{\"compare\":[{\"target\":\"MOD\",\"key\":\"%s\",\"result\":\"EQUAL\","
+		 "\"mod_revision\":\"%llu\"}],"
 		 "\"success\":[{\"request_put\":{\"key\":\"%s\",\"value\":\"%s\"}}],"
 		 "\"failure\":[{\"request_range\":{\"key\":\"%s\"}}]}",
 		 key, (unsigned long long)token, lkey, val, key);
-	pthread_mutex_lock(&e->query_lock);
-	rc = etcd_post(e, e->query_curl, "/v3/kv/txn", body, false, e->timeout_ms, &r, msg,
-		       sizeof(msg));
-	pthread_mutex_unlock(&e->query_lock);
-	if (rc)
+	rc = owner_txn(e, body, raw, &rev, &found, &kv, msg, sizeof(msg));
+	if (rc == 1)
+		return 0;
+	if (rc == 0 && found && kv.mod_revision == (int64_t)token)
+		rc = fail(msg, sizeof(msg), -EPROTO, "malformed reply to the transaction "
+			  "(refused, yet the key has that token)");
+	if (rc < 0)
 		return fail(err, errlen, rc, "etcd: marking the standby of guest '%s' stale: %s",
 			    guest, msg);
-	if (header_revision(r) <= 0 || j_bool(r, "succeeded", &won) < 0) {
-		rc = fail(err, errlen, -EPROTO, "etcd: malformed reply marking the standby of "
-			  "guest '%s' stale", guest);
-		goto put_r;
-	}
-	if (won) {
-		rc = 0;
-		goto put_r;
-	}
-	if (j_field(r, "responses", json_type_array, &resps) <= 0 ||
-	    json_object_array_length(resps) != 1 || (found = txn_range(resps, 0, raw, &kv)) < 0 ||
-	    (found && kv.create_revision == (int64_t)token)) {
-		rc = fail(err, errlen, -EPROTO, "etcd: malformed reply marking the standby of "
-			  "guest '%s' stale", guest);
-		goto put_r;
-	}
 	if (found)
-		rc = fail(err, errlen, -ENOENT, "guest '%s' is held by '%s' (token %lld), not by "
-			  "token %llu: nothing marked", guest, printable(&kv, holder, sizeof(holder)),
-			  (long long)kv.create_revision, (unsigned long long)token);
-	else
-		rc = fail(err, errlen, -ENOENT, "guest '%s' has no owner: token %llu is gone, "
-			  "nothing marked", guest, (unsigned long long)token);
-put_r:
-	json_object_put(r);
-	return rc;
+		return fail(err, errlen, -ENOENT, "guest '%s' is held by '%s' (token %lld), not "
+			    "by token %llu: nothing marked", guest,
+			    printable(&kv, holder, sizeof(holder)), (long long)kv.mod_revision,
+			    (unsigned long long)token);
+	return fail(err, errlen, -ENOENT, "guest '%s' has no owner: token %llu is gone, "
+		    "nothing marked", guest, (unsigned long long)token);
+}
+
+static int etcd_reissue(struct repl_arbiter *a, const char *guest, const char *owner_id,
+			uint64_t *token, char *err, size_t errlen)
+{
+	struct etcd_arbiter *e = (struct etcd_arbiter *)a;
+	char raw[sizeof(KEY_PREFIX) + REPL_ARBITER_NAME_MAX], key[512], val[512];
+	char lraw[sizeof(KEY_PREFIX) + REPL_ARBITER_NAME_MAX], lkey[512];
+	char body[4096], msg[MSG_LEN], holder[REPL_ARBITER_NAME_MAX + 5];
+	struct kv kv;
+	int64_t id, rev;
+	int rc, found = 0;
+
+	if (guest_key(KEY_PREFIX, guest, raw, sizeof(raw), key, sizeof(key)) ||
+	    guest_key(LAST_PREFIX, guest, lraw, sizeof(lraw), lkey, sizeof(lkey)) ||
+	    b64_encode(owner_id, strlen(owner_id), val, sizeof(val)))
+		return fail(err, errlen, -EINVAL, "arbiter: guest name or owner id too long");
+	pthread_mutex_lock(&e->lease_lock);
+	id = e->lease_id;
+	pthread_mutex_unlock(&e->lease_lock);
+	if (!id)
+		return fail(err, errlen, -ENOENT, "arbiter: no lease held (none acquired, or it "
+			    "was lost): guest '%s' is not ours to reissue", guest);
+	/* the same puts as acquire's: both keys get the txn's revision */
+	snprintf(body, sizeof(body),
+		 "{\"compare\":[{\"target\":\"LEASE\",\"key\":\"%s\",\"result\":\"EQUAL\","
+		 "\"lease\":\"%lld\"}],"
+		 "\"success\":[{\"request_put\":{\"key\":\"%s\",\"value\":\"%s\",\"lease\":\"%lld\"}},"
+		 "{\"request_put\":{\"key\":\"%s\",\"value\":\"%s\"}}],"
+		 "\"failure\":[{\"request_range\":{\"key\":\"%s\"}}]}",
+		 key, (long long)id, key, val, (long long)id, lkey, val, key);
+	rc = owner_txn(e, body, raw, &rev, &found, &kv, msg, sizeof(msg));
+	if (rc == 1) {
+		*token = (uint64_t)rev;
+		return 0;
+	}
+	if (rc == 0 && found && kv.lease == id)
+		rc = fail(msg, sizeof(msg), -EPROTO, "malformed reply to the transaction "
+			  "(refused, yet the key is on our lease)");
+	if (rc < 0)
+		return fail(err, errlen, rc, "etcd: reissuing the token of guest '%s': %s", guest,
+			    msg);
+	if (found)
+		return fail(err, errlen, -ENOENT, "guest '%s' is held by '%s' (token %lld) on "
+			    "another lease than ours (%lld): no token reissued", guest,
+			    printable(&kv, holder, sizeof(holder)), (long long)kv.mod_revision,
+			    (long long)id);
+	return fail(err, errlen, -ENOENT, "guest '%s' has no owner (our lease %lld ran out "
+		    "or was revoked): no token reissued", guest, (long long)id);
 }
 
 static int etcd_keepalive(struct repl_arbiter *a, char *err, size_t errlen)
@@ -980,7 +1057,7 @@ static int etcd_owner(struct repl_arbiter *a, const char *guest, char *owner_id,
 		memcpy(owner_id, kv.value, kv.value_len + 1);
 	}
 	if (token)
-		*token = (uint64_t)kv.create_revision;
+		*token = (uint64_t)kv.mod_revision;
 	return 0;
 }
 
@@ -1152,7 +1229,7 @@ static int etcd_wait_free(struct repl_arbiter *a, const char *guest, int timeout
 		last = -ETIMEDOUT;
 		snprintf(msg, sizeof(msg), "guest '%s' is still held by '%s' (token %lld) after "
 			 "%d ms%s%s%s", guest, printable(&kv, holder, sizeof(holder)),
-			 (long long)kv.create_revision, timeout_ms, wmsg[0] ? " (last watch: " : "",
+			 (long long)kv.mod_revision, timeout_ms, wmsg[0] ? " (last watch: " : "",
 			 wmsg, wmsg[0] ? ")" : "");
 		if (left <= 0)
 			break;
@@ -1333,6 +1410,7 @@ static const struct repl_arbiter_ops etcd_ops = {
 	.name = "etcd",
 	.acquire = etcd_acquire,
 	.mark_stale = etcd_mark_stale,
+	.reissue = etcd_reissue,
 	.keepalive = etcd_keepalive,
 	.revoke = etcd_revoke,
 	.owner = etcd_owner,

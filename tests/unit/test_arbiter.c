@@ -3,7 +3,8 @@
  * (tests/integration/lib/etcd.sh): acquire, a second owner refused, renewal
  * past the TTL, expiry and takeover with a larger token, revoke, wait_free,
  * a standby's take-over only from the last owner and never once marked
- * stale, one member or the leader killed, the quorum lost; and against endpoints
+ * stale, a new token for a new standby without letting go of the key, one
+ * member or the leader killed, the quorum lost; and against endpoints
  * that are not etcd (nothing listening, HTML, garbage, silence, malformed
  * JSON for every call), which must fail with a clear error and no crash.
  * Prints what the replication engine needs to know as "# arbiter:" lines.
@@ -559,6 +560,71 @@ TEST(take_over_and_stale)
 	cluster_stop(&c);
 }
 
+/*
+ * The owner takes a new token for a new standby without letting go of the
+ * key: after mark_stale and reissue, only the standby of the new token may
+ * take over.
+ */
+TEST(reissue_keeps_the_key)
+{
+	struct cluster c;
+	struct repl_arbiter *p, *s, *q;
+	char err[1024], who[64], want[64];
+	uint64_t t1, t2, t3, t4, t;
+	int ttl, rc;
+
+	cluster_start(&c);
+	p = arbiter(c.eps);
+	s = arbiter(c.eps);
+	q = arbiter(c.eps);
+	CHECK(repl_arbiter_acquire(p, "g", "primary", 2, &t1, &ttl, err, sizeof(err)) == 0);
+	/* a larger token, the key held by the same owner on the same lease */
+	rc = repl_arbiter_reissue(p, "g", "primary", &t2, err, sizeof(err));
+	CHECK_MSG(rc == 0 && t2 > t1, "reissue: %d %s (token %llu after %llu)", rc, err,
+		  (unsigned long long)t2, (unsigned long long)t1);
+	rc = repl_arbiter_owner(q, "g", who, sizeof(who), &t, err, sizeof(err));
+	CHECK_MSG(rc == 0 && !strcmp(who, "primary") && t == t2, "owner after reissue: %d %s, "
+		  "'%s' token %llu", rc, err, who, (unsigned long long)t);
+	CHECK_EQ(repl_arbiter_keepalive(p, err, sizeof(err)), 0);
+	rc = repl_arbiter_acquire(s, "g", "standby", 2, &t, &ttl, err, sizeof(err));
+	snprintf(want, sizeof(want), "'primary' (token %llu)", (unsigned long long)t2);
+	CHECK_MSG(rc == -EBUSY && strstr(err, want), "acquire of a reissued key: %d %s", rc, err);
+	CHECK_EQ(repl_arbiter_mark_stale(p, "g", t1, err, sizeof(err)), -ENOENT);
+	/* the standby of t2 lost: marked stale, a new one synchronised under t3 */
+	rc = repl_arbiter_mark_stale(p, "g", t2, err, sizeof(err));
+	CHECK_MSG(rc == 0, "mark_stale of a reissued token: %d %s", rc, err);
+	rc = repl_arbiter_reissue(p, "g", "primary", &t3, err, sizeof(err));
+	CHECK_MSG(rc == 0 && t3 > t2, "reissue after mark_stale: %d %s", rc, err);
+	CHECK(repl_arbiter_owner(q, "g", NULL, 0, &t, err, sizeof(err)) == 0 && t == t3);
+	/* the primary dies: its lease runs out, the key with it */
+	CHECK(repl_arbiter_wait_free(s, "g", 6000, err, sizeof(err)) == 0);
+	rc = repl_arbiter_reissue(p, "g", "primary", &t, err, sizeof(err));
+	CHECK_MSG(rc == -ENOENT && strstr(err, "no owner"), "reissue on an expired lease: %d %s",
+		  rc, err);
+	/* only the standby of the last token takes over */
+	rc = repl_arbiter_take_over(s, "g", "standby", 2, t1, &t, &ttl, err, sizeof(err));
+	CHECK_MSG(rc == -ESTALE, "take_over with the first token: %d %s", rc, err);
+	rc = repl_arbiter_take_over(s, "g", "standby", 2, t2, &t, &ttl, err, sizeof(err));
+	CHECK_MSG(rc == -ESTALE && strstr(err, "went on without"), "take_over with the token "
+		  "marked stale: %d %s", rc, err);
+	rc = repl_arbiter_take_over(s, "g", "standby", 2, t3, &t4, &ttl, err, sizeof(err));
+	CHECK_MSG(rc == 0 && t4 > t3, "take_over with the reissued token: %d %s", rc, err);
+	/* the key on another lease; then no lease at all */
+	rc = repl_arbiter_reissue(p, "g", "primary", &t, err, sizeof(err));
+	CHECK_MSG(rc == -ENOENT && strstr(err, "'standby'"), "reissue of a key taken over: %d %s",
+		  rc, err);
+	CHECK_EQ(repl_arbiter_keepalive(p, err, sizeof(err)), -ENOENT);
+	CHECK_EQ(repl_arbiter_reissue(p, "g", "primary", &t, err, sizeof(err)), -ENOENT);
+	CHECK(repl_arbiter_revoke(s, err, sizeof(err)) == 0);
+	rc = repl_arbiter_reissue(s, "g", "standby", &t, err, sizeof(err));
+	CHECK_MSG(rc == -ENOENT && strstr(err, "no lease"), "reissue after revoke: %d %s", rc, err);
+	CHECK_EQ(repl_arbiter_owner(q, "g", NULL, 0, &t, err, sizeof(err)), -ENOENT);
+	repl_arbiter_free(p);
+	repl_arbiter_free(s);
+	repl_arbiter_free(q);
+	cluster_stop(&c);
+}
+
 struct bg {
 	struct repl_arbiter *a;
 	const char *guest;
@@ -960,8 +1026,8 @@ static const struct case_ acquire_cases[] = {
 	{ "txn: succeeded a string", { GRANT_OK, REVOKE_OK, { "/v3/kv/txn", 200, "{" HDR ",\"succeeded\":\"yes\"}" } } },
 	{ "txn: failed, no responses", { GRANT_OK, REVOKE_OK, { "/v3/kv/txn", 200, "{" HDR "}" } } },
 	{ "txn: failed, empty kvs", { GRANT_OK, REVOKE_OK, { "/v3/kv/txn", 200, "{" HDR ",\"responses\":[{\"response_range\":{" HDR ",\"kvs\":[]}}]}" } } },
-	{ "txn: failed, another key", { GRANT_OK, REVOKE_OK, { "/v3/kv/txn", 200, "{" HDR ",\"responses\":[{\"response_range\":{" HDR ",\"kvs\":[{\"key\":\"" VAL_A "\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\"}]}}]}" } } },
-	{ "txn: failed, value not base64", { GRANT_OK, REVOKE_OK, { "/v3/kv/txn", 200, "{" HDR ",\"responses\":[{\"response_range\":{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"a$b=\",\"create_revision\":\"3\"}]}}]}" } } },
+	{ "txn: failed, another key", { GRANT_OK, REVOKE_OK, { "/v3/kv/txn", 200, "{" HDR ",\"responses\":[{\"response_range\":{" HDR ",\"kvs\":[{\"key\":\"" VAL_A "\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\",\"mod_revision\":\"3\"}]}}]}" } } },
+	{ "txn: failed, value not base64", { GRANT_OK, REVOKE_OK, { "/v3/kv/txn", 200, "{" HDR ",\"responses\":[{\"response_range\":{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"a$b=\",\"create_revision\":\"3\",\"mod_revision\":\"3\"}]}}]}" } } },
 	{ "txn: failed, no create_revision", { GRANT_OK, REVOKE_OK, { "/v3/kv/txn", 200, "{" HDR ",\"responses\":[{\"response_range\":{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"" VAL_A "\"}]}}]}" } } },
 	{ "txn: failed, kvs an object", { GRANT_OK, REVOKE_OK, { "/v3/kv/txn", 200, "{" HDR ",\"responses\":[{\"response_range\":{" HDR ",\"kvs\":{}}}]}" } } },
 	{ "txn: responses hold a number", { GRANT_OK, REVOKE_OK, { "/v3/kv/txn", 200, "{" HDR ",\"responses\":[5]}" } } },
@@ -1003,17 +1069,19 @@ TEST(malformed_replies)
 	/* held by another, said properly: -EBUSY naming it, the lease revoked */
 	static const struct fake_reply busy[] = { GRANT_OK, REVOKE_OK, { "/v3/kv/txn", 200,
 		"{" HDR ",\"responses\":[{\"response_range\":{" HDR ",\"kvs\":[{\"key\":\"" KEY_G
-		"\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\",\"lease\":\"4\"}]}}]}" },
+		"\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\",\"mod_revision\":\"4\","
+		"\"lease\":\"4\"}]}}]}" },
 		{ NULL, 0, NULL } };
 	fake_set(&f, busy);
 	revokes = atomic_load(&f.hits_revoke);
 	rc = repl_arbiter_acquire(a, "g", "hostA", 2, &t, &ttl, err, sizeof(err));
-	CHECK_MSG(rc == -EBUSY && strstr(err, "'hostA' (token 3)"), "%d %s", rc, err);
+	CHECK_MSG(rc == -EBUSY && strstr(err, "'hostA' (token 4)"), "%d %s", rc, err);
 	CHECK_EQ(atomic_load(&f.hits_revoke), revokes + 1);
 	/* our own owner id on our own lease: an earlier try won (a retried txn) */
 	static const struct fake_reply ours[] = { GRANT_OK, REVOKE_OK, { "/v3/kv/txn", 200,
 		"{" HDR ",\"responses\":[{\"response_range\":{" HDR ",\"kvs\":[{\"key\":\"" KEY_G
-		"\",\"value\":\"" VAL_A "\",\"create_revision\":\"6\",\"lease\":\"5\"}]}}]}" },
+		"\",\"value\":\"" VAL_A "\",\"create_revision\":\"6\",\"mod_revision\":\"6\","
+		"\"lease\":\"5\"}]}}]}" },
 		{ NULL, 0, NULL } };
 	fake_set(&f, ours);
 	rc = repl_arbiter_acquire(a, "g", "hostA", 2, &t, &ttl, err, sizeof(err));
@@ -1071,20 +1139,30 @@ TEST(malformed_replies)
 	static const struct case_ range_cases[] = {
 		{ "no header", { { "/v3/kv/range", 200, "{\"kvs\":[]}" } } },
 		{ "kvs a string", { { "/v3/kv/range", 200, "{" HDR ",\"kvs\":\"x\"}" } } },
-		{ "another key", { { "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" VAL_A "\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\"}]}" } } },
-		{ "bad padding", { { "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"aG9=zdEE\",\"create_revision\":\"3\"}]}" } } },
-		{ "empty value", { { "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"create_revision\":\"3\"}]}" } } },
-		{ "a NUL in the value", { { "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"aG9zdAA=\",\"create_revision\":\"3\"}]}" } } },
+		{ "another key", { { "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" VAL_A "\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\",\"mod_revision\":\"3\"}]}" } } },
+		{ "bad padding", { { "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"aG9=zdEE\",\"create_revision\":\"3\",\"mod_revision\":\"3\"}]}" } } },
+		{ "empty value", { { "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"create_revision\":\"3\",\"mod_revision\":\"3\"}]}" } } },
+		{ "a NUL in the value", { { "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"aG9zdAA=\",\"create_revision\":\"3\",\"mod_revision\":\"3\"}]}" } } },
 		{ "revision -1", { { "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"" VAL_A "\",\"create_revision\":\"-1\"}]}" } } },
+		{ "no mod_revision", { { "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\"}]}" } } },
+		{ "written before it was made", { { "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\",\"mod_revision\":\"2\"}]}" } } },
 	};
 	for (size_t i = 0; i < sizeof(range_cases) / sizeof(range_cases[0]); i++) {
 		fake_set(&f, range_cases[i].r);
 		rc = repl_arbiter_owner(a, "g", who, sizeof(who), &t, err, sizeof(err));
 		CHECK_MSG(rc == -EPROTO, "owner, %s: %d %s", range_cases[i].what, rc, err);
 	}
+	/* a key written again (reissued): its token is the last write's revision */
+	static const struct fake_reply reissued[] = { { "/v3/kv/range", 200, "{" HDR ",\"kvs\":"
+		"[{\"key\":\"" KEY_G "\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\","
+		"\"mod_revision\":\"5\",\"lease\":\"5\"}]}" }, { NULL, 0, NULL } };
+	fake_set(&f, reissued);
+	rc = repl_arbiter_owner(a, "g", who, sizeof(who), &t, err, sizeof(err));
+	CHECK_MSG(rc == 0 && t == 5 && !strcmp(who, "hostA"), "owner of a reissued key: %d %s",
+		  rc, err);
 	/* wait_free: a watch stream that is not one */
 	static const struct fake_reply watch_bad[] = {
-		{ "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\"}]}" },
+		{ "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\",\"mod_revision\":\"3\"}]}" },
 		{ "/v3/watch", 200, "{\"result\":{" HDR ",\"created\":true}}\n{\"result\":{" HDR ",\"events\":[{\"type\":\"DELETE\"}]}}\n" },
 		{ NULL, 0, NULL } };
 	fake_set(&f, watch_bad);
@@ -1092,14 +1170,14 @@ TEST(malformed_replies)
 	CHECK_MSG(rc == -ETIMEDOUT && strstr(err, "malformed message in etcd's watch"),
 		  "wait_free: %d %s", rc, err);
 	static const struct fake_reply watch_other[] = {
-		{ "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\"}]}" },
+		{ "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\",\"mod_revision\":\"3\"}]}" },
 		{ "/v3/watch", 200, "{\"result\":{" HDR ",\"created\":true}}\n{\"result\":{" HDR ",\"events\":[{\"type\":\"DELETE\",\"kv\":{\"key\":\"" VAL_A "\"}}]}}\n" },
 		{ NULL, 0, NULL } };
 	fake_set(&f, watch_other);
 	rc = repl_arbiter_wait_free(a, "g", 300, err, sizeof(err));
 	CHECK_MSG(rc == -ETIMEDOUT, "a deletion of another key freed ours: %d %s", rc, err);
 	static const struct fake_reply watch_del[] = {
-		{ "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\"}]}" },
+		{ "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\",\"mod_revision\":\"3\"}]}" },
 		{ "/v3/watch", 200, "{\"result\":{" HDR ",\"created\":true}}\n{\"result\":{" HDR ",\"events\":[{\"type\":\"DELETE\",\"kv\":{\"key\":\"" KEY_G "\"}}]}}\n" },
 		{ NULL, 0, NULL } };
 	fake_set(&f, watch_del);
@@ -1108,4 +1186,72 @@ TEST(malformed_replies)
 	repl_arbiter_free(a);
 	fake_stop(&f);
 	free(big);
+}
+
+/* reissue's arguments, replies that are wrong or refuse, and an endpoint gone */
+TEST(reissue_replies)
+{
+	static const struct fake_reply won[] = { GRANT_OK, REVOKE_OK, TXN_WON, { NULL, 0, NULL } };
+	static const struct fake_reply reissued[] = { { "/v3/kv/txn", 200,
+		"{\"header\":{\"revision\":\"9\"},\"succeeded\":true}" }, { NULL, 0, NULL } };
+	static const struct case_ bad[] = {
+		{ "no header", { { "/v3/kv/txn", 200, "{\"succeeded\":true}" } } },
+		{ "succeeded a number", { { "/v3/kv/txn", 200, "{" HDR ",\"succeeded\":1}" } } },
+		{ "refused, no responses", { { "/v3/kv/txn", 200, "{" HDR "}" } } },
+		{ "refused, two ranges", { { "/v3/kv/txn", 200, "{" HDR ",\"responses\":[{\"response_range\":{" HDR "}},{\"response_range\":{" HDR "}}]}" } } },
+		{ "refused, yet on our lease", { { "/v3/kv/txn", 200, "{" HDR ",\"responses\":[{\"response_range\":{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"" VAL_A "\",\"create_revision\":\"7\",\"mod_revision\":\"7\",\"lease\":\"5\"}]}}]}" } } },
+		{ "refused, another key", { { "/v3/kv/txn", 200, "{" HDR ",\"responses\":[{\"response_range\":{" HDR ",\"kvs\":[{\"key\":\"" VAL_A "\",\"value\":\"" VAL_A "\",\"create_revision\":\"7\",\"mod_revision\":\"7\",\"lease\":\"6\"}]}}]}" } } },
+	};
+	static const struct fake_reply other[] = { { "/v3/kv/txn", 200, "{" HDR ",\"responses\":"
+		"[{\"response_range\":{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"aG9zdEI=\","
+		"\"create_revision\":\"6\",\"mod_revision\":\"6\",\"lease\":\"4\"}]}}]}" },
+		{ NULL, 0, NULL } };
+	static const struct fake_reply none[] = { { "/v3/kv/txn", 200, "{" HDR ",\"responses\":"
+		"[{\"response_range\":{" HDR "}}]}" }, { NULL, 0, NULL } };
+	static const struct fake_reply no_lease[] = { { "/v3/kv/txn", 404,
+		"{\"error\":\"etcdserver: requested lease not found\",\"message\":\"etcdserver: "
+		"requested lease not found\",\"code\":5}" }, { NULL, 0, NULL } };
+	struct fake f;
+	struct repl_arbiter *a;
+	char err[1024], eps[64];
+	uint64_t t;
+	int ttl, rc;
+
+	fake_start(&f, FAKE_HTTP, won);
+	snprintf(eps, sizeof(eps), "127.0.0.1:%d", f.port);
+	a = arbiter(eps);
+	CHECK_EQ(repl_arbiter_reissue(a, "a/b", "hostA", &t, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(repl_arbiter_reissue(a, "g", "", &t, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(repl_arbiter_reissue(a, "g", "host\tA", &t, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(repl_arbiter_reissue(a, "g", "hostA", NULL, err, sizeof(err)), -EINVAL);
+	rc = repl_arbiter_reissue(a, "g", "hostA", &t, err, sizeof(err));
+	CHECK_MSG(rc == -ENOENT && strstr(err, "no lease"), "reissue before acquire: %d %s", rc,
+		  err);
+	CHECK(repl_arbiter_acquire(a, "g", "hostA", 2, &t, &ttl, err, sizeof(err)) == 0 && t == 7);
+	fake_set(&f, reissued);
+	rc = repl_arbiter_reissue(a, "g", "hostA", &t, err, sizeof(err));
+	CHECK_MSG(rc == 0 && t == 9, "reissue: %d %s (token %llu)", rc, err, (unsigned long long)t);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		fake_set(&f, bad[i].r);
+		t = 0;
+		rc = repl_arbiter_reissue(a, "g", "hostA", &t, err, sizeof(err));
+		CHECK_MSG(rc == -EPROTO && t == 0, "reissue, %s: %d %s", bad[i].what, rc, err);
+	}
+	fake_set(&f, other);
+	rc = repl_arbiter_reissue(a, "g", "hostA", &t, err, sizeof(err));
+	CHECK_MSG(rc == -ENOENT && strstr(err, "'hostB' (token 6)"), "held by another: %d %s", rc,
+		  err);
+	fake_set(&f, none);
+	rc = repl_arbiter_reissue(a, "g", "hostA", &t, err, sizeof(err));
+	CHECK_MSG(rc == -ENOENT && strstr(err, "no owner"), "nobody holds it: %d %s", rc, err);
+	fake_set(&f, no_lease);
+	rc = repl_arbiter_reissue(a, "g", "hostA", &t, err, sizeof(err));
+	CHECK_MSG(rc == -ENOENT && strstr(err, "lease not found"), "lease gone: %d %s", rc, err);
+	/* unreachable: an error that says so, nothing claimed */
+	fake_stop(&f);
+	t = 0;
+	rc = repl_arbiter_reissue(a, "g", "hostA", &t, err, sizeof(err));
+	CHECK_MSG(rc == -ECONNREFUSED && strstr(err, eps) && t == 0, "reissue, endpoint gone: "
+		  "%d %s", rc, err);
+	repl_arbiter_free(a);
 }
