@@ -62,19 +62,26 @@ sleep 0.5
 check clean_stop_frees_the_standby $? "rc=$rc: $out; B: $(vmB list 2>&1)"
 
 # protected again, then the standby's process dies: the guest runs on,
-# unprotected, and says so
+# unprotected, says so, and a new standby is synchronised on the same host
 vmA replicate $G "$B_AT" >/dev/null 2>&1
 pid=$(vmB info $G --json | json_field pid)
 [ -n "$pid" ] && kill -9 "$pid"
-for _ in $(seq 100); do [ "$(status_field vmA state)" = failed ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ "$(status_field vmA state)" = unprotected ] && break; sleep 0.1; done
 c1=$(vmA info $G --json | json_field counter); sleep 0.3; c2=$(vmA info $G --json | json_field counter)
 st=$(vmA replicate status $G 2>&1)
-[ "$(status_field vmA state)" = failed ] && [ "$c2" -gt "$c1" ] &&
-	[ "$(status_field vmA held_output_bytes)" = 0 ] && vmA verify $G >/dev/null
+[ "$(status_field vmA state)" = unprotected ] && [ "$c2" -gt "$c1" ] &&
+	[ "$(status_field vmA held_output_bytes)" = 0 ]
 check lost_standby_leaves_the_guest_running $? "$st; counters $c1 $c2"
 
+for _ in $(seq 300); do [ "$(status_field vmA state)" = protected ] && break; sleep 0.1; done
+st=$(vmA replicate status $G 2>&1)
+[ "$(status_field vmA state)" = protected ] && [ "$(vmB info $G --json | json_field state)" = standby ] &&
+	[ "$(vmB info $G --json | json_field pid)" != "$pid" ] && vmB verify $G >/dev/null
+check a_new_standby_replaces_the_lost_one $? "$st; B: $(vmB list 2>&1)"
+
 before=$(vmA info $G --json | json_field counter)
-vmA migrate $G "$B_AT" --quiet >/dev/null && vmB verify $G >/dev/null &&
+vmA replicate stop $G >/dev/null && sleep 0.5 &&
+	vmA migrate $G "$B_AT" --quiet >/dev/null && vmB verify $G >/dev/null &&
 	[ "$(vmB info $G --json | json_field counter)" -ge "$before" ]
 check migrates_after_replication $? "$(vmB list 2>&1)"
 suite_end

@@ -37,5 +37,6 @@ int cmd_snapshot(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_replicate(int argc, char **argv);
+int cmd_failover(int argc, char **argv);
 
 #endif

@@ -7,6 +7,7 @@
  *                              [--json]
  *   replicate status NAME [--json]
  *   replicate stop NAME
+ *   failover NAME [--json]       (a planned switch to the standby)
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -33,7 +34,8 @@ static void usage(FILE *f)
 "  --ttl S             the lease, in seconds (default 5)\n"
 "  --json              print the status as JSON\n"
 "Without --arbiter, a standby is never run automatically and nothing protects\n"
-"against split brain; the status says so.\n");
+"against split brain; the status says so. 'vmigrate failover NAME' moves a\n"
+"protected guest to its standby, losing nothing.\n");
 }
 
 static void print_status(struct json_object *rep)
@@ -199,4 +201,34 @@ int cmd_replicate(int argc, char **argv)
 		return 1;
 	json_object_put(rep);
 	return wait_synced(argv[optind], json);
+}
+
+/* vmigrate failover NAME: the last epoch with the guest stopped here for
+ * good, then its key moves to the standby, which runs it and protects it in
+ * turn on this host. */
+int cmd_failover(int argc, char **argv)
+{
+	const char *name = NULL;
+	struct json_object *req, *rep;
+	bool json = false;
+
+	if (svc_name_and_flag(argc, argv, 1, "--json", &name, &json) || !name) {
+		fprintf(stderr, "usage: vmigrate failover NAME [--json]   hand a protected guest to "
+			"its standby (needs --arbiter)\n");
+		return EXIT_USAGE;
+	}
+	req = svc_req("failover");
+	json_object_object_add(req, "name", json_object_new_string(name));
+	rep = svc_request(req, true);
+	if (!rep)
+		return 1;
+	if (json)
+		svc_print_json(rep);
+	else
+		printf("%s: handed over after epoch %lld; it runs on the standby %s now (%s, token "
+		       "%lld), and this host's copy, stopped for good, becomes its standby\n", name,
+		       ipc_int(rep, "last_epoch", 0), ipc_str(rep, "standby", "?"),
+		       ipc_str(rep, "runs_on", "?"), ipc_int(rep, "token", 0));
+	json_object_put(rep);
+	return 0;
 }

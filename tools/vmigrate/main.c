@@ -20,6 +20,7 @@ static const struct {
 	{ "verify", cmd_verify, "check a guest's memory and progress counter" },
 	{ "migrate", cmd_migrate, "move a running guest to another host" },
 	{ "replicate", cmd_replicate, "keep a standby copy on another host (status, stop)" },
+	{ "failover", cmd_failover, "hand a replicated guest to its standby (planned)" },
 	{ "resume", cmd_resume, "resume a guest left paused by an uncertain handover" },
 	{ "snapshot", cmd_snapshot, "checkpoint a guest to a file (full or --incremental)" },
 	{ "restore", cmd_restore, "start a guest from a checkpoint file and its parents" },

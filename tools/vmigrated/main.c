@@ -35,7 +35,6 @@
 #include "transport.h"
 #include "worker.h"
 
-#define DEFAULT_PORT		"7480"
 #define WORKER_CALL_MS		10000
 #define READY_TIMEOUT_MS	60000
 
@@ -256,6 +255,19 @@ static struct json_object *spawn(struct service *sv, const struct worker_spec *s
 
 /* ---- control requests ----------------------------------------------------- */
 
+/* What every guest process of this service gets from it. */
+static void spec_from_service(const struct service *sv, struct worker_spec *spec)
+{
+	char host[256], port[32];
+
+	snprintf(spec->dir, sizeof(spec->dir), "%s", sv->guests_dir);
+	spec->io_timeout_ms = sv->io_timeout_ms;
+	spec->peer = sv->peer;
+	if (!xport_split_hostport(sv->listen_addr, PEER_DEFAULT_PORT, host, sizeof(host), port,
+				  sizeof(port)))
+		spec->home_port = (int)strtol(port, NULL, 10);
+}
+
 static struct json_object *do_start(struct service *sv, struct json_object *req)
 {
 	struct worker_spec spec;
@@ -266,9 +278,8 @@ static struct json_object *do_start(struct service *sv, struct json_object *req)
 		return ipc_error("%s", err);
 	if ((rep = name_taken(sv, spec.name)))
 		return rep;
-	snprintf(spec.dir, sizeof(spec.dir), "%s", sv->guests_dir);
+	spec_from_service(sv, &spec);
 	spec.vcpus = spec.vcpus ? spec.vcpus : 1;
-	spec.io_timeout_ms = sv->io_timeout_ms;
 	rep = spawn(sv, &spec, NULL, NULL, false);
 	if (ipc_bool(rep, "ok", false))
 		log_msg("started guest %s", spec.name);
@@ -293,8 +304,7 @@ static struct json_object *do_restore(struct service *sv, struct json_object *re
 		return ipc_error("restore needs a guest name (--name)");
 	if ((rep = name_taken(sv, spec.name)))
 		return rep;
-	snprintf(spec.dir, sizeof(spec.dir), "%s", sv->guests_dir);
-	spec.io_timeout_ms = sv->io_timeout_ms;
+	spec_from_service(sv, &spec);
 	rep = spawn(sv, &spec, file, ipc_str(req, "key_file", NULL), ipc_bool(req, "lazy", false));
 	if (ipc_bool(rep, "ok", false))
 		log_msg("restored guest %s from %s", spec.name, file);
@@ -307,30 +317,6 @@ static struct json_object *do_list(struct service *sv)
 
 	json_object_object_add(rep, "guests", scan_guests(sv));
 	return rep;
-}
-
-/* Dial the destination's service; the guest process opens the rest. */
-static int dial_peer(struct service *sv, const char *dest, char *host, size_t hostlen,
-		     char *err, size_t errlen)
-{
-	char port[32];
-	struct xport *x;
-	int fd;
-
-	if (xport_split_hostport(dest, DEFAULT_PORT, host, hostlen, port, sizeof(port))) {
-		snprintf(err, errlen, "bad destination '%s' (HOST[:PORT])", dest);
-		return -EINVAL;
-	}
-	x = xport_tcp_connect(host, port, 5000, sv->io_timeout_ms, err, errlen);
-	if (!x)
-		return -ECONNREFUSED;
-	fd = dup(xport_fd(x));
-	xport_close(x);
-	if (fd < 0) {
-		snprintf(err, errlen, "dup: %s", strerror(errno));
-		return -EIO;
-	}
-	return fd;
 }
 
 /* migrate and replicate: dial the other host, then the guest process runs
@@ -354,7 +340,7 @@ static struct json_object *do_migrate(struct service *sv, struct json_object *re
 		return rep;
 	}
 	json_object_put(info);
-	fd = dial_peer(sv, dest, host, sizeof(host), err, sizeof(err));
+	fd = peer_connect(dest, sv->io_timeout_ms, host, sizeof(host), err, sizeof(err));
 	if (fd < 0)
 		return ipc_error("%s", err);
 	snprintf(job, sizeof(job), "%s-%s%ld", name, strcmp(cmd, "migrate") ? "repl-" : "",
@@ -393,7 +379,8 @@ static struct json_object *do_resume(struct service *sv, struct json_object *req
 	fwd = json_object_get(req);
 	if (!strcmp(ipc_str(info, "state", ""), "uncertain") &&
 	    !ipc_bool(req, "destination_lost", false)) {
-		fd = dial_peer(sv, ipc_str(info, "dest", ""), host, sizeof(host), err, sizeof(err));
+		fd = peer_connect(ipc_str(info, "dest", ""), sv->io_timeout_ms, host, sizeof(host), err,
+				  sizeof(err));
 		if (fd < 0)
 			json_object_object_add(fwd, "dial_error", json_object_new_string(err));
 	}
@@ -491,11 +478,13 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 	}
 	if (!strcmp(cmd, "migrate") || !strcmp(cmd, "replicate"))
 		return do_migrate(sv, req);
-	if (!strcmp(cmd, "replicate-status") || !strcmp(cmd, "replicate-stop")) {
+	if (!strcmp(cmd, "replicate-status") || !strcmp(cmd, "replicate-stop") ||
+	    !strcmp(cmd, "failover")) {
 		struct json_object *fwd = json_object_get(req), *rep;
 
-		/* a stop waits for the last epoch's acknowledgement */
-		rep = call_guest_within(sv, name, fwd, -1, 30000);
+		/* a stop waits for the last epoch's acknowledgement, a failover
+		 * for the standby to take the guest (a few lease TTLs at most) */
+		rep = call_guest_within(sv, name, fwd, -1, strcmp(cmd, "failover") ? 30000 : 120000);
 		json_object_put(fwd);
 		return rep;
 	}
@@ -564,9 +553,7 @@ static void serve_peer(struct service *sv)
 	if (conn < 0)
 		return;
 	memset(&spec, 0, sizeof(spec));
-	snprintf(spec.dir, sizeof(spec.dir), "%s", sv->guests_dir);
-	spec.io_timeout_ms = sv->io_timeout_ms;
-	spec.peer = sv->peer;
+	spec_from_service(sv, &spec);
 	fflush(NULL);
 	pid = fork();
 	if (pid == 0) {
@@ -585,7 +572,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: vmigrated [OPTIONS]\n"
-"  --listen HOST:PORT    peer connections (default 0.0.0.0:" DEFAULT_PORT ")\n"
+"  --listen HOST:PORT    peer connections (default 0.0.0.0:" PEER_DEFAULT_PORT ")\n"
 "  --state-dir DIR       control socket and guests' sockets (default /run/vmigrate)\n"
 "  --group NAME          members may use the control socket too (default: root only)\n"
 "  --io-timeout MS       a silent peer fails a migration after this (default 5000)\n"
@@ -619,7 +606,7 @@ int main(int argc, char **argv)
 	int c;
 
 	snprintf(sv.state_dir, sizeof(sv.state_dir), "/run/vmigrate");
-	snprintf(sv.listen_addr, sizeof(sv.listen_addr), "0.0.0.0:" DEFAULT_PORT);
+	snprintf(sv.listen_addr, sizeof(sv.listen_addr), "0.0.0.0:" PEER_DEFAULT_PORT);
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l': snprintf(sv.listen_addr, sizeof(sv.listen_addr), "%s", optarg); break;
@@ -671,7 +658,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vmigrated: %s: %s\n", sv.state_dir, strerror(errno));
 		return 1;
 	}
-	if (xport_split_hostport(sv.listen_addr, DEFAULT_PORT, host, sizeof(host), port,
+	if (xport_split_hostport(sv.listen_addr, PEER_DEFAULT_PORT, host, sizeof(host), port,
 				 sizeof(port))) {
 		fprintf(stderr, "vmigrated: bad --listen '%s'\n", sv.listen_addr);
 		return 2;

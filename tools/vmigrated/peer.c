@@ -312,6 +312,29 @@ fail:
 	return NULL;
 }
 
+int peer_connect(const char *dest, int io_timeout_ms, char *host, size_t hostlen,
+		 char *err, size_t errlen)
+{
+	char port[32];
+	struct xport *x;
+	int fd;
+
+	if (xport_split_hostport(dest, PEER_DEFAULT_PORT, host, hostlen, port, sizeof(port))) {
+		snprintf(err, errlen, "bad destination '%s' (HOST[:PORT])", dest);
+		return -EINVAL;
+	}
+	x = xport_tcp_connect(host, port, 5000, io_timeout_ms, err, errlen);
+	if (!x)
+		return -ECONNREFUSED;
+	fd = dup(xport_fd(x));
+	xport_close(x);
+	if (fd < 0) {
+		snprintf(err, errlen, "dup: %s", strerror(errno));
+		return -EIO;
+	}
+	return fd;
+}
+
 int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *op,
 	      const char *name, const char *job, const struct peer_arbiter *arb,
 	      unsigned channels, bool rdma, struct peer_session *ps, char *err, size_t errlen)
@@ -328,6 +351,8 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 		json_object_object_add(hello, "arbiter", json_object_new_string(arb->endpoints));
 		json_object_object_add(hello, "ttl", json_object_new_int(arb->ttl_s));
 		json_object_object_add(hello, "epoch_ms", json_object_new_int((int)arb->epoch_ms));
+		if (arb->home_port > 0)
+			json_object_object_add(hello, "home_port", json_object_new_int(arb->home_port));
 	}
 	json_object_object_add(hello, "channels", json_object_new_int((int)channels));
 	json_object_object_add(hello, "transport", json_object_new_string(rdma ? "rdma" : "tcp"));
@@ -366,6 +391,25 @@ int peer_ask_handover(const struct peer_config *pc, int fd, const char *host,
 	return decision[0] ? 0 : -EPROTO;
 }
 
+/* The dialer's service: its address as this connection sees it, and the
+ * port it says it listens on. */
+static void primary_address(int fd, int port, char *out, size_t len)
+{
+	struct sockaddr_storage sa;
+	socklen_t sl = sizeof(sa);
+	char ip[INET6_ADDRSTRLEN] = "";
+
+	out[0] = 0;
+	if (getpeername(fd, (struct sockaddr *)&sa, &sl) < 0)
+		return;
+	if (sa.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, ip, sizeof(ip));
+	else if (sa.ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, ip, sizeof(ip));
+	if (ip[0])
+		snprintf(out, len, sa.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip, port);
+}
+
 struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hello *h,
 			  char *err, size_t errlen)
 {
@@ -395,6 +439,9 @@ struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hell
 	snprintf(h->arb.endpoints, sizeof(h->arb.endpoints), "%s", ipc_str(hello, "arbiter", ""));
 	h->arb.ttl_s = (int)ipc_int(hello, "ttl", 0);
 	h->arb.epoch_ms = (unsigned)ipc_int(hello, "epoch_ms", 0);
+	if (ipc_int(hello, "home_port", 0) > 0 && ipc_int(hello, "home_port", 0) < 65536)
+		primary_address(fd, (int)ipc_int(hello, "home_port", 0), h->arb.primary,
+				sizeof(h->arb.primary));
 	if (h->arb.endpoints[0] && (h->arb.ttl_s < 1 || h->arb.ttl_s > 3600 ||
 				    ipc_int(hello, "epoch_ms", 0) < 0 ||
 				    h->arb.epoch_ms > 60000)) {

@@ -41,7 +41,14 @@ int peer_config_from_json(struct json_object *o, struct peer_config *pc);
 /* Check the configuration once, at service start (files, key, contexts). */
 int peer_config_check(const struct peer_config *pc, char *err, size_t errlen);
 
-#define PEER_MAX_DATA	16
+#define PEER_DEFAULT_PORT	"7480"
+#define PEER_MAX_DATA		16
+
+/* Dial another host's service (HOST[:PORT]); the guest process secures
+ * the connection (peer_dial). Returns the socket, or -errno with err;
+ * host gets the HOST part. */
+int peer_connect(const char *dest, int io_timeout_ms, char *host, size_t hostlen,
+		 char *err, size_t errlen);
 
 /* The channels of one migration: ordered control plus parallel data. */
 struct peer_session {
@@ -57,11 +64,14 @@ void peer_session_close(struct peer_session *ps);
  * open `channels` data channels to the port the destination offers (each
  * TLS too, each proving the session's token). The session owns fd from
  * here on. -errno with err when refused. */
-/* What a standby must know of its arbiter to take the guest over. */
+/* What a standby must know of its arbiter to take the guest over, and of
+ * its primary to protect the guest in turn once it has. */
 struct peer_arbiter {
 	char endpoints[256];		/* "" = none */
 	int ttl_s;
 	unsigned epoch_ms;		/* the primary's fixed epoch, 0 = adaptive */
+	int home_port;			/* dialer: its service's port for peers */
+	char primary[300];		/* accepter: that service, HOST:PORT ("": unknown) */
 };
 
 /* op: "migrate-in", or "replicate-in" for a standby (arb: its arbiter, or

@@ -6,8 +6,11 @@
  * States: running <-> paused; running -> migrating -> gone (moved) or
  * back to running (failed, guest still here) or uncertain (handed over,
  * no answer: kept paused for the operator); incoming -> running;
- * incoming -> standby (a replica, never run here by replication itself).
- * A running guest may be replicated (repl_active): it stays running.
+ * incoming -> standby (a replica, never run here by replication itself)
+ * -> running (taken over, through the arbiter); running -> fenced (its
+ * lease ran out, or it was handed to its standby: stopped for good, its
+ * RAM kept as the base of a new standby). A running guest may be
+ * replicated (repl_active, worker_repl.c): it stays running.
  *
  * What the guest emits (console, and a line with its counter at each of
  * its self-check passes) goes out through repl_output(): at once, or, while
@@ -19,7 +22,7 @@
  * gives the name up at once and lingers only to hand its job's result to
  * the service, for at most GONE_LINGER_S.
  */
-#include "worker.h"
+#include "worker_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -47,80 +50,15 @@
 
 #define GONE_LINGER_S	30
 
-enum wstate { W_INCOMING, W_RUNNING, W_PAUSED, W_MIGRATING, W_UNCERTAIN, W_GONE,
-	      W_STANDBY, W_FENCED };
-
-static const char *const state_names[] = {
+const char *const worker_state_names[] = {
 	[W_INCOMING] = "incoming", [W_RUNNING] = "running", [W_PAUSED] = "paused",
 	[W_MIGRATING] = "migrating", [W_UNCERTAIN] = "uncertain", [W_GONE] = "migrated",
 	[W_STANDBY] = "standby", [W_FENCED] = "fenced",
 };
 
-struct worker {
-	struct worker_spec spec;
-	char sock_path[600];
-	struct vm *_Atomic events_vm;	/* W.vm for the vCPU threads' callbacks */
-	int listen_fd;
-	int name_fd;			/* the name lock; -1 once the guest left */
-	double started;
-	double gone_at;			/* under lock: when the guest left (W_GONE) */
-	pthread_mutex_t lock;
-	struct vm *vm;			/* under lock */
-	enum wstate state;		/* under lock */
-	bool exit_requested;		/* under lock */
+struct worker W;
 
-	char incoming_job[64];		/* the job that brought the guest here */
-
-	/* The current or last migration job. */
-	char job[64];
-	struct mig_params params;
-	struct mig_progress prog;
-	struct peer_session mig_session;	/* control and data channels of the job */
-	unsigned mig_channels;
-	bool mig_rdma;			/* data channels over RDMA */
-	int mig_fd;			/* dialled socket, before the peer protocol */
-	struct peer_config mig_peer;	/* the service's peer settings, as of this job */
-	char dest_host[256];
-	char dest[300];			/* HOST[:PORT] as the operator gave it */
-	double uncertain_since;		/* under lock: when the handover became uncertain */
-	pthread_t mig_thread;
-	bool mig_started;
-	int mig_result;			/* under lock once done */
-	bool mig_done;			/* under lock */
-	struct mig_stats incoming;	/* what the receiving side saw */
-
-	/* Replication, primary side: the job runs on repl_thread, its figures
-	 * and held output in rprog (its own lock). */
-	bool repl_active;		/* under lock */
-	struct peer_arbiter arb;	/* the job's arbiter ("" = none) */
-	struct repl_arbiter *arbiter;	/* the replication job's; its lease in rprog */
-	struct repl_params rparams;
-	struct repl_progress rprog;
-	pthread_t repl_thread;
-	bool repl_started;		/* repl_thread to be joined */
-	bool repl_ran;			/* a replication job ran: its figures stay */
-	int repl_result;		/* under lock once !repl_active */
-	/* Standby side: figures of the epochs applied (under lock). */
-	struct repl_standby_stats standby;
-	int output_fd;			/* guests/NAME.output: released output */
-
-	/* The last checkpoint, parent of the next incremental; dirty tracking
-	 * stays on from it. Under lock. */
-	bool snap_base_valid;
-	struct snap_result snap_base;
-
-	/* A lazy restore still loading memory behind the running guest (NULL
-	 * once every page is in; under lock). Until then, pages not yet loaded
-	 * are holes in the memfd that read as zero: nothing may copy memory. */
-	struct snap_lazy *lazy;
-	bool lazy_failed;		/* under lock: memory is incomplete for good */
-	pthread_t lazy_thread;
-	bool lazy_started;
-};
-
-static struct worker W;
-
-static double now(void)
+double worker_now(void)
 {
 	struct timespec ts;
 
@@ -251,7 +189,7 @@ static _Noreturn void die_early(int ready_fd, const char *msg)
 static void give_up_name(void)
 {
 	W.state = W_GONE;
-	W.gone_at = now();
+	W.gone_at = worker_now();
 	if (W.name_fd >= 0)
 		close(W.name_fd);
 	W.name_fd = -1;
@@ -273,11 +211,11 @@ static struct json_object *do_info(void)
 
 	pthread_mutex_lock(&W.lock);
 	json_object_object_add(o, "name", json_object_new_string(W.spec.name));
-	json_object_object_add(o, "state", json_object_new_string(state_names[W.state]));
+	json_object_object_add(o, "state", json_object_new_string(worker_state_names[W.state]));
 	json_object_object_add(o, "pid", json_object_new_int(getpid()));
 	json_object_object_add(o, "mem", json_object_new_int64((int64_t)W.spec.mem));
 	json_object_object_add(o, "vcpus", json_object_new_int((int)W.spec.vcpus));
-	json_object_object_add(o, "uptime_s", json_object_new_double(now() - W.started));
+	json_object_object_add(o, "uptime_s", json_object_new_double(worker_now() - W.started));
 	if (W.vm)
 		json_object_object_add(o, "counter", json_object_new_int64((int64_t)vm_memtouch_total(W.vm)));
 	json_object_object_add(o, "memory", json_object_new_string(
@@ -308,7 +246,7 @@ static struct json_object *do_verify(void)
 	pthread_mutex_lock(&W.lock);
 	if (!W.vm || (W.state != W_RUNNING && W.state != W_PAUSED && W.state != W_STANDBY)) {
 		o = ipc_error("guest %s is %s: nothing to verify here", W.spec.name,
-			      state_names[W.state]);
+			      worker_state_names[W.state]);
 		pthread_mutex_unlock(&W.lock);
 		return o;
 	}
@@ -385,7 +323,7 @@ static struct json_object *do_snapshot(struct json_object *req)
 	wait_memory_loaded();
 	pthread_mutex_lock(&W.lock);
 	if (!W.vm || (W.state != W_RUNNING && W.state != W_PAUSED)) {
-		rep = ipc_error("guest %s is %s", W.spec.name, state_names[W.state]);
+		rep = ipc_error("guest %s is %s", W.spec.name, worker_state_names[W.state]);
 		goto out;
 	}
 	if (W.lazy_failed) {
@@ -418,7 +356,7 @@ static struct json_object *do_snapshot(struct json_object *req)
 			rep = ipc_error("out of memory");
 			goto out;
 		}
-	t0 = now();
+	t0 = worker_now();
 	live = live && W.state == W_RUNNING;
 	if (!live)
 		vm_pause(W.vm);
@@ -454,10 +392,10 @@ static struct json_object *do_snapshot(struct json_object *req)
 	json_object_object_add(rep, "incremental", json_object_new_boolean(incremental));
 	json_object_object_add(rep, "file_bytes", json_object_new_int64((int64_t)res.file_bytes));
 	json_object_object_add(rep, "pause_ms", json_object_new_double(
-		live ? res.pause_ms : (now() - t0) * 1e3));
+		live ? res.pause_ms : (worker_now() - t0) * 1e3));
 	json_object_object_add(rep, "live", json_object_new_boolean(live));
 	json_object_object_add(rep, "rounds", json_object_new_int((int)res.rounds));
-	json_object_object_add(rep, "seconds", json_object_new_double(now() - t0));
+	json_object_object_add(rep, "seconds", json_object_new_double(worker_now() - t0));
 	json_object_object_add(rep, "pages_written", json_object_new_int64((int64_t)(
 		res.pages[CKPT_ENC_RAW] + res.pages[CKPT_ENC_LZ4] + res.pages[CKPT_ENC_DELTA])));
 	fprintf(stderr, "vmigrated: guest %s: %s checkpoint %s (%llu bytes)\n", W.spec.name,
@@ -469,9 +407,7 @@ out:
 	return rep;
 }
 
-/* Open the job's peer session (op: migrate-in or replicate-in); on failure
- * the job is over and the guest runs on here. */
-static int dial_job(const char *op)
+int worker_dial_job(const char *op)
 {
 	char err[512];
 
@@ -493,7 +429,7 @@ static void *migration_main(void *arg)
 {
 	int ret;
 
-	if (dial_job("migrate-in")) {
+	if (worker_dial_job("migrate-in")) {
 		pthread_mutex_lock(&W.lock);
 		W.mig_result = -ECONNREFUSED;
 		W.mig_done = true;
@@ -512,7 +448,7 @@ static void *migration_main(void *arg)
 		give_up_name();
 	} else if (ret == -EINPROGRESS) {
 		W.state = W_UNCERTAIN;
-		W.uncertain_since = now();	/* GO went out before this */
+		W.uncertain_since = worker_now();	/* GO went out before this */
 	} else {
 		W.state = W_RUNNING;
 	}
@@ -525,137 +461,6 @@ static void *migration_main(void *arg)
 		fprintf(stderr, "vmigrated: guest %s migration %s: %s%s%s\n", W.spec.name, W.job,
 			mig_status_name(st.status), st.error[0] ? ": " : "", st.error);
 	}
-	return NULL;
-}
-
-/* The lease ran out (lease.h): stop the guest here for good. */
-static void on_fence(void *opaque, const char *why)
-{
-	repl_fence(&W.rprog, W.vm, why);
-	pthread_mutex_lock(&W.lock);
-	W.state = W_FENCED;
-	pthread_mutex_unlock(&W.lock);
-	fprintf(stderr, "vmigrated: guest %s FENCED (%s): it stays paused here and releases "
-		"nothing more; another host may own it now\n", W.spec.name, why);
-}
-
-/* repl_params.standby_lost: our standby's epochs fall behind from now on;
- * the arbiter must refuse it the guest before any more output leaves. */
-static int mark_standby_stale(void *opaque)
-{
-	struct repl_lease *l = atomic_load(&W.rprog.lease);
-	char err[256];
-	int ret;
-
-	if (l && repl_lease_skips_fence(l))
-		return 0;	/* the broken owner of the fault point */
-	ret = repl_arbiter_mark_stale(W.arbiter, W.spec.name, W.rparams.token, err, sizeof(err));
-
-	if (ret)
-		fprintf(stderr, "vmigrated: guest %s: cannot yet mark its standby stale (%s); "
-			"output stays held\n", W.spec.name, err);
-	return ret;
-}
-
-/* An owner id the operator can place: which guest process on which host. */
-static void owner_id(char *out, size_t len, const char *role)
-{
-	char host[64] = "?";
-
-	gethostname(host, sizeof(host) - 1);
-	snprintf(out, len, "%s of %s on %s, pid %d", role, W.spec.name, host, (int)getpid());
-}
-
-/* With --arbiter: own the guest before the standby exists (the token
- * goes into every epoch). Returns 0, or -errno with the job failed. */
-static int take_ownership(void)
-{
-	char err[512], owner[160];
-	struct repl_lease *lease;
-	uint64_t token;
-	int ret;
-
-	W.arbiter = repl_arbiter_etcd_new(W.arb.endpoints, W.arb.ttl_s * 1000 / 3 + 100, err,
-					  sizeof(err));
-	ret = W.arbiter ? 0 : -EINVAL;
-	owner_id(owner, sizeof(owner), "primary");
-	if (!ret)
-		ret = repl_lease_take(W.arbiter, W.spec.name, owner, W.arb.ttl_s, 0, on_fence,
-				      NULL, &lease, &token, err, sizeof(err));
-	if (ret) {
-		pthread_mutex_lock(&W.rprog.lock);
-		W.rprog.stats.state = REPL_FAILED;
-		snprintf(W.rprog.stats.error, sizeof(W.rprog.stats.error), "arbiter: %.230s", err);
-		pthread_mutex_unlock(&W.rprog.lock);
-		return ret;
-	}
-	W.rparams.token = token;
-	W.rparams.standby_lost = mark_standby_stale;
-	atomic_store(&W.rprog.lease, lease);
-	fprintf(stderr, "vmigrated: guest %s owned through %s: token %llu, lease %d s\n",
-		W.spec.name, W.arb.endpoints, (unsigned long long)token, repl_lease_ttl(lease));
-	return 0;
-}
-
-
-/*
- * Replication, primary side: the standby's initial sync is a live
- * migration that leaves the guest running here (mig_params.standby), then
- * epochs on the same control channel until stopped or the standby is lost.
- */
-static void *replication_main(void *arg)
-{
-	struct repl_stats rs;
-	int ret = W.arb.endpoints[0] ? take_ownership() : 0;
-
-	if (!ret)
-		ret = dial_job("replicate-in");
-
-	if (!ret) {
-		double t0 = now();
-
-		W.params.standby = true;
-		repl_output_hold(&W.rprog);
-		ret = mig_source_run(W.vm, W.mig_session.control, &W.params, &W.prog);
-		pthread_mutex_lock(&W.rprog.lock);
-		W.rprog.stats.sync_s = now() - t0;
-		pthread_mutex_unlock(&W.rprog.lock);
-		if (!ret) {
-			fprintf(stderr, "vmigrated: guest %s job %s: standby in sync after %.2f s; "
-				"epochs begin\n", W.spec.name, W.job, now() - t0);
-			ret = repl_primary_run(W.vm, W.mig_session.control, &W.rparams, &W.rprog);
-		}
-	}
-	peer_session_close(&W.mig_session);
-	W.vm->ops->dirty_stop(W.vm);
-	repl_output_release_all(&W.rprog);	/* no standby follows it any more */
-	if (!atomic_load(&W.rprog.fenced)) {
-		char err[256];
-
-		/* the guest is on its own here now: nobody else may take it */
-		if (repl_drop_lease(&W.rprog, err, sizeof(err)))
-			fprintf(stderr, "vmigrated: guest %s: revoking its lease: %s\n",
-				W.spec.name, err);
-	}
-	repl_progress_get(&W.rprog, &rs);
-	if (rs.state == REPL_SYNCING) {
-		struct mig_stats st;
-
-		mig_progress_get(&W.prog, &st);
-		pthread_mutex_lock(&W.rprog.lock);
-		W.rprog.stats.state = REPL_FAILED;
-		snprintf(W.rprog.stats.error, sizeof(W.rprog.stats.error), "initial sync: %.200s",
-			 st.error[0] ? st.error : strerror(-ret));
-		pthread_mutex_unlock(&W.rprog.lock);
-		repl_progress_get(&W.rprog, &rs);
-	}
-	pthread_mutex_lock(&W.lock);
-	W.repl_result = ret;
-	W.repl_active = false;
-	pthread_mutex_unlock(&W.lock);
-	fprintf(stderr, "vmigrated: guest %s replication %s: %s after %llu epochs%s%s; the guest "
-		"runs on here\n", W.spec.name, W.job, repl_state_name(rs.state),
-		(unsigned long long)rs.epochs, rs.error[0] ? ": " : "", rs.error);
 	return NULL;
 }
 
@@ -678,7 +483,7 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	}
 	pthread_mutex_lock(&W.lock);
 	if (W.state != W_RUNNING || !W.vm) {
-		o = ipc_error("guest %s is %s, not running", W.spec.name, state_names[W.state]);
+		o = ipc_error("guest %s is %s, not running", W.spec.name, worker_state_names[W.state]);
 		pthread_mutex_unlock(&W.lock);
 		close(fd);
 		return o;
@@ -736,20 +541,13 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 			 ipc_str(req, "arbiter", ""));
 		W.arb.ttl_s = (int)ipc_int(req, "ttl", 5);
 		W.arb.epoch_ms = W.rparams.epoch_ms;
-		pthread_mutex_lock(&W.rprog.lock);
-		memset(&W.rprog.stats, 0, sizeof(W.rprog.stats));
-		W.rprog.stats.state = REPL_SYNCING;
-		pthread_mutex_unlock(&W.rprog.lock);
-		atomic_store(&W.rprog.stop, false);
-		W.repl_active = true;
-		if (pthread_create(&W.repl_thread, NULL, replication_main, NULL)) {
-			W.repl_active = false;
+		W.arb.home_port = W.spec.home_port;
+		W.repl_keep_trying = false;	/* until protected once */
+		if (repl_job_start()) {
 			pthread_mutex_unlock(&W.lock);
 			close(fd);
 			return ipc_error("cannot start the replication");
 		}
-		W.repl_started = true;
-		W.repl_ran = true;
 	} else {
 		W.mig_done = false;
 		W.state = W_MIGRATING;
@@ -805,10 +603,10 @@ static struct json_object *do_resume(struct json_object *req, int fd)
 	double since;
 
 	pthread_mutex_lock(&W.lock);
-	since = now() - W.uncertain_since;
+	since = worker_now() - W.uncertain_since;
 	if (W.state != W_UNCERTAIN || !W.vm)
 		o = ipc_error("guest %s is %s: only an uncertain guest is resumed by hand",
-			      W.spec.name, state_names[W.state]);
+			      W.spec.name, worker_state_names[W.state]);
 	pthread_mutex_unlock(&W.lock);
 	if (!o && lost && since < wait_s)
 		o = ipc_error("guest %s: wait %.0f s more: until then the destination may still "
@@ -853,98 +651,10 @@ static struct json_object *do_resume(struct json_object *req, int fd)
 			"%s%s%s)\n", W.spec.name, lost ? "declared lost" : decision,
 			detail[0] ? ", " : "", detail);
 	} else {
-		o = ipc_error("guest %s is %s now", W.spec.name, state_names[W.state]);
+		o = ipc_error("guest %s is %s now", W.spec.name, worker_state_names[W.state]);
 	}
 	pthread_mutex_unlock(&W.lock);
 	return o;
-}
-
-static struct json_object *repl_stats_object(const struct repl_stats *rs)
-{
-	struct json_object *o = json_object_new_object();
-
-	json_object_object_add(o, "state", json_object_new_string(repl_state_name(rs->state)));
-	if (W.arb.endpoints[0]) {
-		char a[300];
-
-		snprintf(a, sizeof(a), "%s, lease %d s", W.arb.endpoints, W.arb.ttl_s);
-		json_object_object_add(o, "arbiter", json_object_new_string(a));
-	} else {
-		json_object_object_add(o, "arbiter", json_object_new_string(
-			"none: no automatic failover, no protection against split brain"));
-	}
-	json_object_object_add(o, "token", json_object_new_int64((int64_t)rs->token));
-	json_object_object_add(o, "epochs", json_object_new_int64((int64_t)rs->epochs));
-	json_object_object_add(o, "acked_epoch", json_object_new_int64((int64_t)rs->acked_epoch));
-	json_object_object_add(o, "epoch_rate", json_object_new_double(rs->epoch_rate));
-	json_object_object_add(o, "pause_p50_ms", json_object_new_double(rs->pause_p50_ms));
-	json_object_object_add(o, "pause_p99_ms", json_object_new_double(rs->pause_p99_ms));
-	json_object_object_add(o, "bytes_per_epoch",
-			       json_object_new_int64((int64_t)rs->bytes_per_epoch));
-	json_object_object_add(o, "bytes_sent", json_object_new_int64((int64_t)rs->bytes_sent));
-	json_object_object_add(o, "lag_ms", json_object_new_double(rs->lag_ms));
-	json_object_object_add(o, "held_output_bytes",
-			       json_object_new_int64((int64_t)rs->held_output_bytes));
-	json_object_object_add(o, "released_output_bytes",
-			       json_object_new_int64((int64_t)rs->released_output_bytes));
-	json_object_object_add(o, "sync_s", json_object_new_double(rs->sync_s));
-	if (rs->error[0])
-		json_object_object_add(o, "error", json_object_new_string(rs->error));
-	return o;
-}
-
-/* replicate status: the primary's figures, or what the standby applied. */
-static struct json_object *do_replicate_status(void)
-{
-	struct json_object *o = ipc_ok();
-	struct repl_stats rs;
-
-	pthread_mutex_lock(&W.lock);
-	json_object_object_add(o, "name", json_object_new_string(W.spec.name));
-	if (W.state == W_STANDBY) {
-		json_object_object_add(o, "role", json_object_new_string("standby"));
-		json_object_object_add(o, "applied_epoch",
-				       json_object_new_int64((int64_t)W.standby.applied_epoch));
-		json_object_object_add(o, "token", json_object_new_int64((int64_t)W.standby.token));
-		json_object_object_add(o, "applied_pages",
-				       json_object_new_int64((int64_t)W.standby.applied_pages));
-		json_object_object_add(o, "last_apply_ms",
-				       json_object_new_double(W.standby.last_apply_ms));
-		if (W.standby.error[0])
-			json_object_object_add(o, "error", json_object_new_string(W.standby.error));
-		pthread_mutex_unlock(&W.lock);
-		return o;
-	}
-	if (!W.repl_ran) {
-		pthread_mutex_unlock(&W.lock);
-		json_object_put(o);
-		return ipc_error("guest %s is not replicated", W.spec.name);
-	}
-	json_object_object_add(o, "role", json_object_new_string("primary"));
-	json_object_object_add(o, "job", json_object_new_string(W.job));
-	json_object_object_add(o, "standby", json_object_new_string(W.dest));
-	json_object_object_add(o, "active", json_object_new_boolean(W.repl_active));
-	pthread_mutex_unlock(&W.lock);
-	repl_progress_get(&W.rprog, &rs);
-	json_object_object_add(o, "replication", repl_stats_object(&rs));
-	return o;
-}
-
-/* replicate stop: a last epoch, then the end on both sides. */
-static struct json_object *do_replicate_stop(void)
-{
-	bool active;
-
-	pthread_mutex_lock(&W.lock);
-	active = W.repl_active;
-	pthread_mutex_unlock(&W.lock);
-	if (!active)
-		return ipc_error("guest %s is not replicated here (a standby is stopped from its "
-				 "primary)", W.spec.name);
-	atomic_store(&W.rprog.stop, true);
-	pthread_join(W.repl_thread, NULL);
-	W.repl_started = false;
-	return do_replicate_status();
 }
 
 static struct json_object *handle(struct json_object *req, int fd)
@@ -964,9 +674,13 @@ static struct json_object *handle(struct json_object *req, int fd)
 	if (!strcmp(cmd, "migrate") || !strcmp(cmd, "replicate"))
 		return do_migrate(req, fd);
 	if (!strcmp(cmd, "replicate-status"))
-		return do_replicate_status();
+		return repl_job_status();
 	if (!strcmp(cmd, "replicate-stop"))
-		return do_replicate_stop();
+		return repl_job_stop();
+	if (!strcmp(cmd, "failover"))
+		return repl_job_failover();
+	if (!strcmp(cmd, "give-copy"))
+		return repl_give_copy();
 	if (!strcmp(cmd, "progress"))
 		return do_progress();
 	if (!strcmp(cmd, "snapshot"))
@@ -1009,7 +723,7 @@ static _Noreturn void serve(void)
 
 		pthread_mutex_lock(&W.lock);
 		leave = W.exit_requested ||
-			(W.state == W_GONE && now() - W.gone_at > GONE_LINGER_S);
+			(W.state == W_GONE && worker_now() - W.gone_at > GONE_LINGER_S);
 		pthread_mutex_unlock(&W.lock);
 		if (leave)
 			break;
@@ -1021,7 +735,8 @@ static _Noreturn void serve(void)
 		req = ipc_recv(conn, &fd, 5000);
 		if (req) {
 			rep = handle(req, fd);
-			ipc_send(conn, rep, -1);
+			ipc_send(conn, rep, W.reply_fd);
+			W.reply_fd = -1;
 			json_object_put(rep);
 			json_object_put(req);
 		}
@@ -1084,14 +799,15 @@ static int hold_name_and_socket(char *err, size_t errlen)
 	return W.listen_fd < 0 ? W.listen_fd : 0;
 }
 
-static int setup_common(const struct worker_spec *s, char *err, size_t errlen)
+int worker_setup(const struct worker_spec *s, char *err, size_t errlen)
 {
 	memset(&W, 0, sizeof(W));
 	W.spec = *s;
 	W.listen_fd = -1;
 	W.name_fd = -1;
 	W.output_fd = -1;
-	W.started = now();
+	W.reply_fd = -1;
+	W.started = worker_now();
 	pthread_mutex_init(&W.lock, NULL);
 	mig_progress_init(&W.prog);
 	repl_progress_init(&W.rprog, release_output, NULL);
@@ -1116,7 +832,7 @@ void worker_run_boot(const struct worker_spec *s, int ready_fd)
 	char err[512];
 	void *owned;	/* a payload read from a file lives as long as the guest */
 
-	if (setup_common(s, err, sizeof(err)))
+	if (worker_setup(s, err, sizeof(err)))
 		die_early(ready_fd, err);
 	cfg.payload = vm_payload_load(s->guest, &cfg.payload_size, &owned, err, sizeof(err));
 	if (!cfg.payload)
@@ -1143,10 +859,6 @@ void worker_run_boot(const struct worker_spec *s, int ready_fd)
 	serve();
 }
 
-struct incoming {
-	struct peer_session session;
-	struct mig_dest_opts opts;
-};
 
 /* migrate/dest.c's decide hook: durable before it takes effect. */
 static int record_decision(void *opaque, bool run, const char *why)
@@ -1170,108 +882,6 @@ static _Noreturn void answer_handover(const struct worker_spec *s, const struct 
 	_exit(0);
 }
 
-/*
- * The primary is lost and an arbiter decides: once its lease is gone, take
- * the guest over from the last applied epoch, unless the primary marked
- * this standby stale (it went on without it) or another host has it. Gives
- * up once the primary is seen to keep its lease well past a TTL (it lives:
- * only the link to us broke). Returns true when the guest runs here.
- */
-static bool take_over(struct vm *vm)
-{
-	double give_up = now() + 3.0 * W.arb.ttl_s + 2;
-	char err[512] = "", owner[160];
-	struct repl_lease *lease;
-	uint64_t token;
-	int ret = -EAGAIN;
-
-	W.arbiter = repl_arbiter_etcd_new(W.arb.endpoints, W.arb.ttl_s * 1000 / 3 + 100, err,
-					  sizeof(err));
-	if (!W.arbiter)
-		goto out;
-	owner_id(owner, sizeof(owner), "standby taken over");
-	while (now() < give_up) {
-		ret = repl_arbiter_wait_free(W.arbiter, W.spec.name, 1000, err, sizeof(err));
-		if (ret)
-			continue;	/* still held, or the store is out of reach */
-		ret = repl_lease_take(W.arbiter, W.spec.name, owner, W.arb.ttl_s, W.standby.token,
-				      on_fence, NULL, &lease, &token, err, sizeof(err));
-		if (ret != -EAGAIN && ret != -ETIMEDOUT && ret != -ECONNREFUSED &&
-		    ret != -EHOSTUNREACH && ret != -ENETUNREACH && ret != -ECONNRESET)
-			break;
-	}
-	if (ret)
-		goto out;
-	pthread_mutex_lock(&W.rprog.lock);
-	W.rprog.stats.token = token;
-	pthread_mutex_unlock(&W.rprog.lock);
-	atomic_store(&W.rprog.lease, lease);
-	pthread_mutex_lock(&W.lock);
-	atomic_store(&W.events_vm, vm);
-	pthread_mutex_lock(&W.rprog.run_lock);
-	if (repl_may_run(&W.rprog) && vm_resume(vm) == 0)
-		W.state = W_RUNNING;
-	pthread_mutex_unlock(&W.rprog.run_lock);
-	pthread_mutex_unlock(&W.lock);
-	fprintf(stderr, "vmigrated: guest %s TAKEN OVER from epoch %llu (token %llu -> %llu): "
-		"it runs here now\n", W.spec.name, (unsigned long long)W.standby.applied_epoch,
-		(unsigned long long)W.standby.token, (unsigned long long)token);
-	return true;
-out:
-	fprintf(stderr, "vmigrated: guest %s: the standby gives up (%s)\n", W.spec.name,
-		ret == -ESTALE ? "its primary went on without it" : ret == -EBUSY ?
-		"another host owns the guest" : err[0] ? err : "the primary keeps its lease");
-	return false;
-}
-
-/* A standby, in sync: apply epochs until the primary ends it (then this
- * process ends: the standby is freed) or is lost (then, with an arbiter,
- * it may take the guest over; without one the copy stays at its last
- * epoch: replication alone never runs it). */
-static void follow_epochs(struct incoming *in, struct vm *vm)
-{
-	int silence = W.arb.endpoints[0] ?
-		      (W.arb.epoch_ms * 3 > 1000 ? (int)W.arb.epoch_ms * 3 : 1000) : 0;
-	int ret;
-
-	pthread_mutex_lock(&W.lock);
-	W.vm = vm;
-	W.state = W_STANDBY;
-	W.spec.mem = 0;
-	for (unsigned i = 0; i < vm->nr_regions; i++)
-		W.spec.mem += vm->regions[i].size;
-	W.spec.vcpus = vm->nr_vcpus;
-	pthread_mutex_unlock(&W.lock);
-	fprintf(stderr, "vmigrated: guest %s: standby in sync (job %s); applying epochs\n",
-		W.spec.name, W.incoming_job);
-	ret = repl_standby_run(vm, in->session.control, &W.lock, silence, &W.standby);
-	peer_session_close(&in->session);
-	if (!W.standby.stopped_by_primary && W.arb.endpoints[0] && W.standby.applied_epoch) {
-		fprintf(stderr, "vmigrated: guest %s: the primary is lost (%s); asking the arbiter\n",
-			W.spec.name, W.standby.error);
-		if (take_over(vm))
-			return;
-		pthread_mutex_lock(&W.lock);
-		W.exit_requested = true;	/* a stale copy: of no use to anyone */
-		pthread_mutex_unlock(&W.lock);
-		return;
-	}
-	pthread_mutex_lock(&W.lock);
-	if (W.standby.stopped_by_primary) {
-		fprintf(stderr, "vmigrated: guest %s: replication stopped by the primary after "
-			"epoch %llu; the standby is freed\n", W.spec.name,
-			(unsigned long long)W.standby.applied_epoch);
-		W.exit_requested = true;
-	} else {
-		fprintf(stderr, "vmigrated: guest %s: the primary is lost (%s); the standby holds "
-			"epoch %llu (token %llu) and stays paused\n", W.spec.name,
-			W.standby.error[0] ? W.standby.error : strerror(-ret),
-			(unsigned long long)W.standby.applied_epoch,
-			(unsigned long long)W.standby.token);
-	}
-	pthread_mutex_unlock(&W.lock);
-}
-
 static void *incoming_main(void *arg)
 {
 	struct incoming *in = arg;
@@ -1279,8 +889,11 @@ static void *incoming_main(void *arg)
 	struct vm *vm = mig_dest_run(in->session.control, &in->opts, &W.incoming, err,
 				     sizeof(err));
 
+	if (in->opts.has_base)
+		close(in->opts.base_memfd);	/* the guest maps its own */
+
 	if (vm && in->opts.standby) {
-		follow_epochs(in, vm);
+		repl_follow_epochs(in, vm);
 		return NULL;
 	}
 	peer_session_close(&in->session);
@@ -1312,6 +925,7 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	struct peer_hello h;
 	const char *name = h.name;
 	char err[512];
+	int ret, base_fd = -1;
 	pthread_t t;
 
 	setsid();
@@ -1326,7 +940,10 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	if (!strcmp(h.op, "handover"))
 		answer_handover(&s, &h, x);
 	snprintf(s.name, sizeof(s.name), "%s", name);
-	if (setup_common(&s, err, sizeof(err))) {
+	ret = worker_setup(&s, err, sizeof(err));
+	if (ret == -EBUSY && !strcmp(h.op, "replicate-in"))
+		ret = repl_take_fenced_copy(&s, &base_fd, err, sizeof(err));
+	if (ret) {
 		peer_answer(x, false, err);
 		fprintf(stderr, "vmigrated: refused an incoming migration: %s\n", err);
 		if (W.listen_fd >= 0)
@@ -1339,7 +956,8 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	in.opts = (struct mig_dest_opts){ .dirty_mode = s.dirty_mode, .events = events,
 					  .io_timeout_ms = s.io_timeout_ms,
 					  .decide = record_decision,
-					  .standby = !strcmp(h.op, "replicate-in") };
+					  .standby = !strcmp(h.op, "replicate-in"),
+					  .has_base = base_fd >= 0, .base_memfd = base_fd };
 	if (peer_welcome(&s.peer, x, h.channels, h.rdma, &in.session, err, sizeof(err))) {
 		fprintf(stderr, "vmigrated: incoming guest %s: %s\n", name, err);
 		unlink(W.sock_path);
@@ -1397,7 +1015,7 @@ void worker_run_restore(const struct worker_spec *s, const char *file, const cha
 	uint64_t restored_counter;
 	char err[512];
 
-	if (setup_common(s, err, sizeof(err)))
+	if (worker_setup(s, err, sizeof(err)))
 		die_early(ready_fd, err);
 	if (key_file) {
 		int n = snap_key_load(key_file, key, err, sizeof(err));

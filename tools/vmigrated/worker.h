@@ -26,6 +26,7 @@ struct worker_spec {
 	enum vm_dirty_mode dirty_mode;
 	int io_timeout_ms;
 	struct peer_config peer;	/* how to talk to other hosts */
+	int home_port;			/* the service's port for peers (0: unknown) */
 };
 
 /* Fill a spec from a start request; -EINVAL with err on bad fields. */

@@ -1,0 +1,123 @@
+/*
+ * Private to the guest process (worker.c, worker_repl.c): its one state,
+ * W, shared by its threads under W.lock where marked.
+ */
+#ifndef WORKER_INTERNAL_H
+#define WORKER_INTERNAL_H
+
+#include <pthread.h>
+
+#include "migrate.h"
+#include "peer.h"
+#include "replicate.h"
+#include "arbiter.h"
+#include "snapshot.h"
+#include "worker.h"
+
+enum wstate { W_INCOMING, W_RUNNING, W_PAUSED, W_MIGRATING, W_UNCERTAIN, W_GONE,
+	      W_STANDBY, W_FENCED };
+
+extern const char *const worker_state_names[];
+
+struct worker {
+	struct worker_spec spec;
+	char sock_path[600];
+	struct vm *_Atomic events_vm;	/* W.vm for the vCPU threads' callbacks */
+	int listen_fd;
+	int name_fd;			/* the name lock; -1 once the guest left */
+	double started;
+	double gone_at;			/* under lock: when the guest left (W_GONE) */
+	pthread_mutex_t lock;
+	struct vm *vm;			/* under lock */
+	enum wstate state;		/* under lock */
+	bool exit_requested;		/* under lock */
+
+	char incoming_job[64];		/* the job that brought the guest here */
+
+	/* The current or last migration job. */
+	char job[64];
+	struct mig_params params;
+	struct mig_progress prog;
+	struct peer_session mig_session;	/* control and data channels of the job */
+	unsigned mig_channels;
+	bool mig_rdma;			/* data channels over RDMA */
+	int mig_fd;			/* dialled socket, before the peer protocol */
+	struct peer_config mig_peer;	/* the service's peer settings, as of this job */
+	char dest_host[256];
+	char dest[300];			/* HOST[:PORT] as the operator gave it */
+	double uncertain_since;		/* under lock: when the handover became uncertain */
+	pthread_t mig_thread;
+	bool mig_started;
+	int mig_result;			/* under lock once done */
+	bool mig_done;			/* under lock */
+	struct mig_stats incoming;	/* what the receiving side saw */
+
+	/* Replication, primary side: the job runs on repl_thread, its figures
+	 * and held output in rprog (its own lock). */
+	bool repl_active;		/* under lock */
+	bool repl_keep_trying;		/* a lost or unreachable standby is replaced,
+					 * not given up (once protected, or after a
+					 * takeover) */
+	bool stale_marked;		/* the last standby of this token was marked
+					 * stale: a new one needs a new token */
+	char handover[256];		/* a planned failover's outcome */
+	uint64_t handover_token;	/* the new owner's, 0 when it did not happen */
+	struct peer_arbiter arb;	/* the job's arbiter ("" = none) */
+	struct repl_arbiter *arbiter;	/* the replication job's; its lease in rprog */
+	struct repl_params rparams;
+	struct repl_progress rprog;
+	pthread_t repl_thread;
+	bool repl_started;		/* repl_thread to be joined */
+	bool repl_ran;			/* a replication job ran: its figures stay */
+	int repl_result;		/* under lock once !repl_active */
+	/* Standby side: figures of the epochs applied (under lock). */
+	struct repl_standby_stats standby;
+	int output_fd;			/* guests/NAME.output: released output */
+	int reply_fd;			/* sent with the reply to the current request */
+
+	/* The last checkpoint, parent of the next incremental; dirty tracking
+	 * stays on from it. Under lock. */
+	bool snap_base_valid;
+	struct snap_result snap_base;
+
+	/* A lazy restore still loading memory behind the running guest (NULL
+	 * once every page is in; under lock). Until then, pages not yet loaded
+	 * are holes in the memfd that read as zero: nothing may copy memory. */
+	struct snap_lazy *lazy;
+	bool lazy_failed;		/* under lock: memory is incomplete for good */
+	pthread_t lazy_thread;
+	bool lazy_started;
+};
+
+extern struct worker W;
+
+/* A guest arriving: its peer session and how to receive it. */
+struct incoming {
+	struct peer_session session;
+	struct mig_dest_opts opts;
+};
+
+double worker_now(void);
+/* Reset W for guest s: its name (-EBUSY when held), socket and output. */
+int worker_setup(const struct worker_spec *s, char *err, size_t errlen);
+/* Open the job's peer session (op: migrate-in or replicate-in) over
+ * W.mig_fd; on failure the job is over and the guest runs on here. */
+int worker_dial_job(const char *op);
+
+/* worker_repl.c: replication jobs. */
+/* Start the replication job set up in W (under W.lock). */
+int repl_job_start(void);
+struct json_object *repl_job_status(void);
+struct json_object *repl_job_stop(void);
+struct json_object *repl_job_failover(void);
+/* A fenced copy's RAM for a new standby of this host (reply_fd); then this
+ * process ends. */
+struct json_object *repl_give_copy(void);
+/* The standby side, once in sync: apply epochs; take over when the primary
+ * is lost or hands the guest over. */
+void repl_follow_epochs(struct incoming *in, struct vm *vm);
+/* A new standby arriving where a fenced copy of the guest still holds its
+ * name: take that copy's RAM (*base_fd) and then the name. */
+int repl_take_fenced_copy(const struct worker_spec *s, int *base_fd, char *err, size_t errlen);
+
+#endif
