@@ -250,17 +250,15 @@ static struct json_object *do_verify(void)
 		pthread_mutex_unlock(&W.lock);
 		return o;
 	}
-	if (W.repl_active) {	/* its epochs pause and resume it meanwhile */
-		pthread_mutex_unlock(&W.lock);
-		return ipc_error("guest %s is replicated: verify its standby, or stop the "
-				 "replication first", W.spec.name);
-	}
-	/* a standby never ran and is not paused: W.lock keeps epochs out */
+	/* a standby never ran and is not paused: W.lock keeps epochs out; a
+	 * replicated guest's epochs wait on run_lock (they pause and resume it) */
+	pthread_mutex_lock(&W.rprog.run_lock);
 	vm_pause(W.vm);
 	ret = vm_memtouch_verify(W.vm, &(struct vm_verify_opts){
 		.prefill = W.spec.prefill[0] ? W.spec.prefill : NULL }, &rep);
-	if (W.state == W_RUNNING)
+	if (W.state == W_RUNNING && !atomic_load(&W.rprog.fenced))
 		vm_resume(W.vm);
+	pthread_mutex_unlock(&W.rprog.run_lock);
 	pthread_mutex_unlock(&W.lock);
 	o = ret ? ipc_error("verify failed: %s", rep.msg) : ipc_ok();
 	json_object_object_add(o, "pages_checked", json_object_new_int64((int64_t)rep.pages_checked));
