@@ -61,6 +61,10 @@ static void print_status(struct json_object *rep)
 	       ipc_int(r, "held_output_bytes", 0), ipc_int(r, "token", 0),
 	       ipc_str(r, "arbiter", "?"), ipc_str(r, "error", NULL) ? "\n  error: " : "",
 	       ipc_str(r, "error", ""));
+	if (!strcmp(ipc_str(r, "state", ""), "degraded"))
+		printf("  the standby falls behind (the link is slower than the guest dirties "
+		       "memory): epochs lengthened to %.0f ms, the next waits for it\n",
+		       ipc_double(r, "epoch_ms", 0));
 }
 
 /* status and stop: NAME [--json]. */

@@ -460,6 +460,9 @@ static struct json_object *repl_stats_object(const struct repl_stats *rs)
 	json_object_object_add(o, "epochs", json_object_new_int64((int64_t)rs->epochs));
 	json_object_object_add(o, "acked_epoch", json_object_new_int64((int64_t)rs->acked_epoch));
 	json_object_object_add(o, "epoch_rate", json_object_new_double(rs->epoch_rate));
+	/* how long epochs are now: longer than asked when the standby lags */
+	json_object_object_add(o, "epoch_ms", json_object_new_double(
+		rs->epoch_rate > 0 ? 1e3 / rs->epoch_rate : 0));
 	json_object_object_add(o, "pause_p50_ms", json_object_new_double(rs->pause_p50_ms));
 	json_object_object_add(o, "pause_p99_ms", json_object_new_double(rs->pause_p99_ms));
 	json_object_object_add(o, "bytes_per_epoch",
