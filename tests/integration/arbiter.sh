@@ -1,9 +1,10 @@
 #!/bin/bash
 # The etcd clusters the arbiter's tests (build/tests/test_arbiter) and the
 # HA tests run on (lib/etcd.sh): three healthy members with a leader; a
-# member killed and restarted; two clusters of one suite on different
-# ports; members inside a network namespace; and nothing left running when
-# a suite fails, exits or is killed with SIGKILL.
+# member killed and restarted; leadership moved; two clusters of one
+# suite on different ports; members inside a network namespace, listening
+# on exactly the ports etcd_ports names; and nothing left running when a
+# suite fails, exits or is killed with SIGKILL.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib/suite.sh
@@ -63,6 +64,11 @@ check kill_leader $? "running '$running', healthy $rc, old leader $leader, new '
 etcd_restart "$D1" "$leader"
 etcd_wait_healthy "$D1" 10 && [ "$(etcd_running "$D1" | wc -l)" = 3 ]
 check restart $? "member $leader did not come back: $(tail -n 3 "$D1/m$leader.log")"
+
+# 2a. leadership handed to a member of our choosing
+to=$(((leader + 1) % 3))
+etcd_move_leader "$D1" "$to" && [ "$(etcd_leader "$D1")" = "$to" ]
+check move_leader $? "member $to does not lead after etcd_move_leader: '$(etcd_leader "$D1")'"
 
 # 2b. every member killed (a host's namespace emptied): health fails at
 # once, restart_all brings the cluster back on its data
@@ -131,6 +137,13 @@ if [ "$(id -u)" = 0 ] && ip netns add "$NS" 2>/dev/null; then
 	etcd_cluster_start "$D6" "$NS@127.0.0.1" "$NS@127.0.0.1" "$NS@127.0.0.1" &&
 		[ "$(ip netns pids "$NS" | wc -l)" = 3 ] && [ -n "$(etcd_leader "$D6")" ]
 	check netns $? "no healthy cluster in namespace $NS"
+	# etcd_ports names every port the members listen on, no other (the
+	# failover tests cut exactly these)
+	ports=$(etcd_ports "$D6" | tr ',' '\n' | sort -n | tr '\n' ' ')
+	heard=$(ip netns exec "$NS" ss -Htln | awk '{ n = split($4, a, ":"); print a[n] }' |
+		sort -nu | tr '\n' ' ')
+	[ "$(wc -w <<<"$ports")" = 6 ] && [ "$ports" = "$heard" ]
+	check ports $? "etcd_ports '$ports', listening in $NS: '$heard'"
 	etcd_stop "$D6"
 	[ -z "$(ip netns pids "$NS")" ]
 	check netns_stop $? "processes left in namespace $NS"

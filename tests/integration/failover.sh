@@ -1,12 +1,17 @@
 #!/bin/bash
-# Failover of a replicated guest decided by etcd (a 3-member cluster: one
-# member in the primary's namespace, two in the standby's, so the standby's
-# side keeps a quorum when the primary's host goes), between two namespaced
-# hosts. After each fault: exactly one host released output at a time, with
+# Failover of a replicated guest decided by etcd, between two namespaced
+# hosts and a witness (lib/hosts.sh, HOSTS_WITNESS=1): a 3-member cluster
+# with one member on each of the primary A, the standby B and the witness C,
+# so B's side (B and C) keeps a quorum when A's host goes or is cut off.
+# After each fault: exactly one host released output at a time, with
 # tokens that only grow, and the guest's counter never went back below what
 # the outside saw (lib/output_check.py over both hosts' released output);
 # the guest runs on exactly one host and its memory verifies. The checker
 # is shown to fail when the primary skips its self-fence (fault point).
+# Partitions are iptables rules: in A's namespace to cut A off, in B's to
+# cut only vmigrate's ports between A and B (the services' port and a
+# fixed range of data ports), in A's to cut only etcd's ports (the members
+# file's client and peer ports).
 set -u
 BUILD=${1:-build}
 . "$(dirname "$0")/lib/hosts.sh"
@@ -17,15 +22,15 @@ if ! etcd_available; then
 	echo "SKIP failover: the etcd binary is missing (tools/install-deps.sh installs etcd-server)"
 	exit 0
 fi
+HOSTS_WITNESS=1
 suite_with_hosts failover
 if [ "$USE_NETNS" != 1 ]; then
 	echo "SKIP failover: needs network namespaces (partitions are iptables rules in them)"
 	exit 0
 fi
-trap 'unpartition; etcd_cleanup; hosts_cleanup' EXIT
-etcd_cluster_start "$HOSTS_DIR/etcd" "$NS_A@$HOST_A_ADDR" "$NS_B@$HOST_B_ADDR" \
-	"$NS_B@$HOST_B_ADDR" || { echo "FAIL failover.setup: etcd did not start"; exit 1; }
-EPS=$(etcd_endpoints "$HOSTS_DIR/etcd")
+# both services offer their data channels here (A's and B's port are one)
+DATA_PORTS=$((HOST_B_PORT + 100)):$((HOST_B_PORT + 131))
+VMG_PORTS=$HOST_B_PORT,$DATA_PORTS
 G=g1
 TTL=3
 note() { echo "#   $*"; }
@@ -42,10 +47,55 @@ unpartition() {
 	true
 }
 
+# iptables in B's namespace (-I adds, -D removes): drop what comes from A
+# to either service's port or data ports, or from them
+cut_replication() {
+	local dir
+	for dir in --dports --sports; do
+		ip netns exec "$NS_B" iptables "$1" INPUT -s "$HOST_A_ADDR" -p tcp \
+			-m multiport "$dir" "$VMG_PORTS" -j DROP || return 1
+	done
+}
+
+# iptables in A's namespace (-I adds, -D removes): drop A's traffic to and
+# from every etcd member's client and peer port, and nothing else. $2 all:
+# on loopback too, A's own member out of its service's reach as well; own:
+# not on loopback, A's service still reaches its own member (which has no
+# quorum: its peer traffic goes over A's veth)
+cut_etcd() {
+	local chain dir lo=()
+	for chain in INPUT OUTPUT; do
+		if [ "${2:-}" = own ]; then
+			if [ $chain = INPUT ]; then lo=(! -i lo); else lo=(! -o lo); fi
+		fi
+		for dir in --dports --sports; do
+			ip netns exec "$NS_A" iptables "$1" "$chain" "${lo[@]}" -p tcp \
+				-m multiport "$dir" "$ETCD_PORTS" -j DROP || return 1
+		done
+	done
+}
+
+# every rule any case added, gone, whatever a failed case left: A's and
+# B's namespaces hold no rules but these
+heal() {
+	local ns
+	for ns in "$NS_A" "$NS_B"; do
+		ip netns exec "$ns" iptables -F INPUT 2>/dev/null
+		ip netns exec "$ns" iptables -F OUTPUT 2>/dev/null
+	done
+	true
+}
+
+trap 'heal; etcd_cleanup; hosts_cleanup' EXIT
+etcd_cluster_start "$HOSTS_DIR/etcd" "$NS_A@$HOST_A_ADDR" "$NS_B@$HOST_B_ADDR" \
+	"$NS_C@$HOST_C_ADDR" || { echo "FAIL failover.setup: etcd did not start"; exit 1; }
+EPS=$(etcd_endpoints "$HOSTS_DIR/etcd")
+ETCD_PORTS=$(etcd_ports "$HOSTS_DIR/etcd")
+
 # every vmigrate process of a host, sparing its etcd member
 kill_vmigrate() {
-	local ns=$NS_A p c
-	[ "$1" = B ] && ns=$NS_B
+	local ns p c
+	ns=$(hosts_ns "$1")
 	for p in $(ip netns pids "$ns" 2>/dev/null); do
 		c=$(cat /proc/"$p"/comm 2>/dev/null)
 		case $c in vmigrated|vmg:*) kill -9 "$p" 2>/dev/null ;; esac
@@ -62,7 +112,8 @@ protect() {
 	[ -n "${PROTECTED_BEFORE:-}" ] && sleep $((TTL + 2))	# the last owner's lease runs out
 	PROTECTED_BEFORE=1
 	rm -f "$HOSTS_DIR"/A/guests/* "$HOSTS_DIR"/B/guests/*
-	hosts_start_service A "${1:-}" && hosts_start_service B || return 1
+	hosts_start_service A "${1:-}" "--data-ports ${DATA_PORTS/:/-}" &&
+		hosts_start_service B "" "--data-ports ${DATA_PORTS/:/-}" || return 1
 	vmA start $G --mem 128M --vcpus 2 --working-set 8M --dirty-rate 20M >/dev/null || return 1
 	wait_counter vmA $G 4096 || return 1
 	vmA replicate $G "$HOST_B_ADDR:$HOST_B_PORT" --arbiter "etcd://$EPS" --ttl $TTL \
@@ -89,6 +140,14 @@ b_took_over() {
 	return $rc
 }
 
+# which member leads before a cut: when it is A's, B's side elects another
+# first, and a new leader gives every lease its whole TTL again
+note_leader() {
+	local i
+	i=$(etcd_leader "$HOSTS_DIR/etcd") || i=none
+	note "etcd leader before the fault: member $i (members: A B C)"
+}
+
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 case_primary_guest_killed() {
@@ -103,6 +162,7 @@ case_primary_guest_killed() {
 case_primary_partitioned() {
 	local t0
 	protect || return 1
+	note_leader
 	t0=$(now_ms)
 	partition || return 1
 	b_took_over "$t0" || { unpartition; return 1; }
@@ -114,15 +174,16 @@ case_primary_partitioned() {
 
 case_only_the_replication_link_cut() {
 	protect || return 1
-	# the services' and data ports between the two, not etcd's
-	ip netns exec "$NS_B" iptables -I INPUT 1 -s "$HOST_A_ADDR" -p tcp ! --dport 20000:32000 -j DROP
-	ip netns exec "$NS_B" iptables -I INPUT 1 -s "$HOST_A_ADDR" -p tcp --sport 20000:32000 -j ACCEPT
+	cut_replication -I || { heal; return 1; }
 	sleep $((3 * TTL + 4))
-	ip netns exec "$NS_B" iptables -D INPUT -s "$HOST_A_ADDR" -p tcp --sport 20000:32000 -j ACCEPT
-	ip netns exec "$NS_B" iptables -D INPUT -s "$HOST_A_ADDR" -p tcp ! --dport 20000:32000 -j DROP
+	cut_replication -D
 	# the primary kept its lease: no failover, A runs on, B gave up
 	[ "$(state_on vmA)" = running ] || { note "A is '$(state_on vmA)'"; return 1; }
 	[ "$(state_on vmB)" != running ] || { note "B runs the guest too"; return 1; }
+	# and the cut did cut the replication: A lost its standby, which ended
+	vmA replicate status $G --json 2>/dev/null | grep -q '"state":"failed"' ||
+		{ note "A's replication: $(vmA replicate status $G 2>&1 | head -3)"; return 1; }
+	[ -z "$(state_on vmB)" ] || { note "B still holds the guest ('$(state_on vmB)')"; return 1; }
 	vmA verify $G >/dev/null 2>&1 || vmA replicate status $G >/dev/null
 	local out rc
 	out=$(python3 "$CHECK_OUTPUT" "$HOSTS_DIR/A/guests/$G.output" "$HOSTS_DIR/B/guests/$G.output")
@@ -130,6 +191,46 @@ case_only_the_replication_link_cut() {
 	note "checker: $out"
 	return $rc
 }
+
+# The primary is cut from every etcd member (cut_etcd MODE), but not from
+# its standby: replication flows on (A releases output acknowledged after
+# the cut) until A, unable to renew, fences itself; B, its primary silent,
+# waits for the lease to run out and takes the guest over. With etcd back,
+# A stays fenced and releases nothing.
+cut_from_etcd_only() {
+	local t0 t_cut after lines
+	protect || return 1
+	if [ "$1" = own ]; then
+		etcd_move_leader "$HOSTS_DIR/etcd" 0 || { note "A's member would not lead"; return 1; }
+	fi
+	note_leader
+	t0=$(now_ms)
+	cut_etcd -I "$1" || { heal; return 1; }
+	t_cut=$(now_ms)
+	b_took_over "$t0" || { heal; return 1; }
+	[ "$(state_on vmA)" = fenced ] ||
+		{ note "A is '$(state_on vmA)', not fenced"; heal; return 1; }
+	after=$(awk -v t="$t_cut" '$1 * 1000 > t' "$HOSTS_DIR/A/guests/$G.output" | wc -l)
+	note "A released $after line(s) acknowledged by B after the cut, the last" \
+		"$(awk 'NR == FNR { a = $1; next } FNR == 1 { printf "%d", ($1 - a) * 1000 }' \
+			"$HOSTS_DIR/A/guests/$G.output" "$HOSTS_DIR/B/guests/$G.output") ms before B's first"
+	[ "$after" -gt 0 ] || { note "replication did not flow while etcd was cut"; heal; return 1; }
+	lines=$(wc -l <"$HOSTS_DIR/A/guests/$G.output")
+	cut_etcd -D "$1"
+	sleep 2
+	[ "$(state_on vmA)" = fenced ] && [ "$(wc -l <"$HOSTS_DIR/A/guests/$G.output")" = "$lines" ] ||
+		{ note "with etcd back A is '$(state_on vmA)' and released more"; return 1; }
+}
+
+# every member out of A's reach, its own included
+case_primary_cut_from_etcd_only() { cut_from_etcd_only all; }
+
+# A's service still reaches its own member, cut off from its peers and
+# made the leader first: it goes on renewing until it steps down, and
+# the new leader gives the lease its whole TTL again. While the standby
+# acknowledges, a fence too late would show as output released on both
+# hosts at once.
+case_primary_cut_from_etcd_but_its_member() { cut_from_etcd_only own; }
 
 # Every process of the primary's host dies, its etcd member with them.
 case_primary_host_killed() {
@@ -195,6 +296,7 @@ case_checker_catches_a_skipped_fence() {
 
 ALL_CASES="primary_guest_killed primary_host_killed primary_partitioned
 	primary_stopped_past_the_lease etcd_leader_and_primary_killed only_the_replication_link_cut
+	primary_cut_from_etcd_only primary_cut_from_etcd_but_its_member
 	checker_catches_a_skipped_fence"
 for c in ${FAILOVER_CASES:-$ALL_CASES}; do
 	"case_$c"

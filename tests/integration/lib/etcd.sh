@@ -11,6 +11,8 @@
 #   etcd_available || { echo "SKIP x: etcd is missing"; exit 0; }
 #   etcd_cluster_start DIR [[NETNS@]ADDR ...]  # 3 x 127.0.0.1 by default
 #   eps=$(etcd_endpoints DIR)                  # H:P,H:P,H:P (the client URLs)
+#   ports=$(etcd_ports DIR) # P,P,... every member's client and peer port
+#                          # (for iptables -m multiport: cut etcd, nothing else)
 #   etcd_kill DIR I        # SIGKILL member I (0-based)
 #   etcd_restart DIR I     # start member I again on its data dir
 #   etcd_restart_all DIR   # every member that does not run (after a whole
@@ -19,6 +21,7 @@
 #   etcd_wait_healthy DIR [SECS]   # every member still running answers /health
 #                          # (fails at once when none runs)
 #   etcd_leader DIR        # prints the leader's index
+#   etcd_move_leader DIR I # until member I leads (the leader hands over)
 #   etcd_wait_free DIR GUEST [SECS]  # until nobody owns GUEST (the arbiter's
 #                          # key vmigrate/owner/GUEST is gone: a lease of an
 #                          # earlier case ran out)
@@ -26,7 +29,8 @@
 # or run (for C tests, which then own the members through their process
 # group and VMIGRATE_ETCD_OWNER, the pid the watchdog watches):
 #   etcd.sh start DIR [SPEC...]   prints the endpoints
-#   etcd.sh kill|restart DIR I    etcd.sh restart_all|leader|stop|endpoints DIR
+#   etcd.sh kill|restart|move_leader DIR I
+#   etcd.sh restart_all|leader|stop|endpoints|ports DIR
 #
 # VMIGRATE_ETCD names the etcd binary (default etcd), VMIGRATE_ETCD_PORT_BASE
 # the first port to try. (Never export variables named ETCD_*: etcd reads
@@ -223,6 +227,10 @@ etcd_endpoints() {
 	awk '{ printf "%s%s:%s", (NR > 1 ? "," : ""), $3, $4 } END { print "" }' "$1/members"
 }
 
+etcd_ports() {
+	awk '{ printf "%s%s,%s", (NR > 1 ? "," : ""), $4, $5 } END { print "" }' "$1/members"
+}
+
 # every member that still runs answers {"health":"true"} within SECS
 etcd_wait_healthy() {
 	local dir=$1 secs=${2:-20} i n t all
@@ -291,6 +299,22 @@ etcd_leader() {
 	return 1
 }
 
+etcd_move_leader() {
+	local dir=$1 to=$2 id lead t
+	id=$(_etcd_http "$dir" "$to" POST /v3/maintenance/status '{}' |
+		sed -n 's/.*"member_id":"\([0-9]*\)".*/\1/p')
+	[ -n "$id" ] || return 1
+	for ((t = 0; t < 50; t++)); do
+		if lead=$(etcd_leader "$dir"); then
+			[ "$lead" = "$to" ] && return 0
+			_etcd_http "$dir" "$lead" POST /v3/maintenance/transfer-leadership \
+				"{\"targetID\":\"$id\"}" >/dev/null
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
 etcd_wait_free() {
 	local dir=$1 guest=$2 secs=${3:-10} key reply t i
 	key=$(printf 'vmigrate/owner/%s' "$guest" | base64 -w0)
@@ -334,13 +358,15 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
 	restart) etcd_restart "$1" "$2" ;;
 	restart_all) etcd_restart_all "$1" ;;
 	leader) etcd_leader "$1" ;;
+	move_leader) etcd_move_leader "$1" "$2" ;;
 	wait_free) etcd_wait_free "$1" "$2" "${3:-10}" ;;
 	stop) etcd_stop "$1" ;;
 	endpoints) etcd_endpoints "$1" ;;
+	ports) etcd_ports "$1" ;;
 	healthy) etcd_wait_healthy "$1" "${2:-20}" ;;
 	*)
-		echo "usage: etcd.sh start DIR [[NETNS@]ADDR...] | kill|restart DIR I |" \
-			"restart_all|leader|stop|endpoints DIR | healthy DIR [SECS] |" \
+		echo "usage: etcd.sh start DIR [[NETNS@]ADDR...] | kill|restart|move_leader DIR I |" \
+			"restart_all|leader|stop|endpoints|ports DIR | healthy DIR [SECS] |" \
 			"wait_free DIR GUEST [SECS]" >&2
 		exit 2
 		;;
