@@ -112,6 +112,7 @@ protect() {
 	[ -n "${PROTECTED_BEFORE:-}" ] && sleep $((TTL + 2))	# the last owner's lease runs out
 	PROTECTED_BEFORE=1
 	rm -f "$HOSTS_DIR"/A/guests/* "$HOSTS_DIR"/B/guests/*
+	: >"$HOSTS_DIR/A/service.log"; : >"$HOSTS_DIR/B/service.log"	# this case's lines only
 	hosts_start_service A "${1:-}" "--data-ports ${DATA_PORTS/:/-}" &&
 		hosts_start_service B "" "--data-ports ${DATA_PORTS/:/-}" || return 1
 	vmA start $G --mem 128M --vcpus 2 --working-set 8M --dirty-rate 20M >/dev/null || return 1
@@ -148,6 +149,21 @@ note_leader() {
 	note "etcd leader before the fault: member $i (members: A B C)"
 }
 
+# Once A is reachable again, B protects the guest there: A's fenced copy
+# is the base of the new standby, so the sync sends only what differs.
+old_primary_becomes_standby() {
+	local i
+	for i in $(seq 300); do [ "$(state_on vmA)" = standby ] && break; sleep 0.1; done
+	if [ "$(state_on vmA)" != standby ]; then
+		note "A is '$(state_on vmA)', not B's standby"; tail -3 "$HOSTS_DIR/B/service.log" | sed 's/^/#   B: /'
+		return 1
+	fi
+	note "A is B's standby: $(grep -o 'standby in sync.*it had already' "$HOSTS_DIR/B/service.log" | tail -1)"
+	grep -q "base of a new standby" "$HOSTS_DIR/A/service.log" ||
+		{ note "A's copy was not the base of the new standby"; return 1; }
+	vmA verify $G >/dev/null || { note "A's standby does not verify"; return 1; }
+}
+
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 case_primary_guest_killed() {
@@ -170,6 +186,7 @@ case_primary_partitioned() {
 	[ "$(state_on vmA)" = fenced ] ||
 		{ note "A is '$(state_on vmA)', not fenced"; unpartition; return 1; }
 	unpartition
+	old_primary_becomes_standby
 }
 
 case_only_the_replication_link_cut() {
@@ -180,11 +197,18 @@ case_only_the_replication_link_cut() {
 	# the primary kept its lease: no failover, A runs on, B gave up
 	[ "$(state_on vmA)" = running ] || { note "A is '$(state_on vmA)'"; return 1; }
 	[ "$(state_on vmB)" != running ] || { note "B runs the guest too"; return 1; }
-	# and the cut did cut the replication: A lost its standby, which ended
-	vmA replicate status $G --json 2>/dev/null | grep -q '"state":"failed"' ||
+	# and the cut did cut the replication: A lost its standby, which gave
+	# up (stale); with the link back, A protects the guest again there
+	grep -q "UNPROTECTED" "$HOSTS_DIR/A/service.log" || { note "A never lost its standby"; return 1; }
+	grep -q "the standby gives up" "$HOSTS_DIR/B/service.log" ||
+		{ note "B's standby did not give up"; return 1; }
+	for _ in $(seq 200); do
+		vmA replicate status $G --json 2>/dev/null | grep -q '"state":"protected"' && break
+		sleep 0.1
+	done
+	vmA replicate status $G --json 2>/dev/null | grep -q '"state":"protected"' ||
 		{ note "A's replication: $(vmA replicate status $G 2>&1 | head -3)"; return 1; }
-	[ -z "$(state_on vmB)" ] || { note "B still holds the guest ('$(state_on vmB)')"; return 1; }
-	vmA verify $G >/dev/null 2>&1 || vmA replicate status $G >/dev/null
+	vmA verify $G >/dev/null || { note "verify failed on A"; return 1; }
 	local out rc
 	out=$(python3 "$CHECK_OUTPUT" "$HOSTS_DIR/A/guests/$G.output" "$HOSTS_DIR/B/guests/$G.output")
 	rc=$?
@@ -282,7 +306,7 @@ case_checker_catches_a_skipped_fence() {
 	for _ in $(seq 150); do [ "$(state_on vmB)" = running ] && break; sleep 0.1; done
 	# the broken primary gives its standby up and goes on releasing
 	for _ in $(seq 300); do
-		vmA replicate status $G --json 2>/dev/null | grep -q '"state":"failed"' && break
+		vmA replicate status $G --json 2>/dev/null | grep -q '"state":"unprotected"' && break
 		sleep 0.1
 	done
 	sleep 1.5
@@ -294,10 +318,61 @@ case_checker_catches_a_skipped_fence() {
 	note "the checker caught it: $out"
 }
 
+# A planned failover to B and back to A: nothing is lost, each time the
+# old primary's copy becomes the new standby through a resync that sends
+# only what differs
+case_planned_failover_and_back() {
+	local out i
+	protect || return 1
+	out=$(vmA failover $G 2>&1) || { note "failover: $out"; return 1; }
+	note "$out"
+	[ "$(state_on vmB)" = running ] || { note "B is '$(state_on vmB)'"; return 1; }
+	for i in $(seq 200); do [ "$(state_on vmA)" = standby ] && break; sleep 0.1; done
+	[ "$(state_on vmA)" = standby ] || { note "A is '$(state_on vmA)', not a standby"; return 1; }
+	note "A is B's standby: $(grep -o 'standby in sync.*it had already' "$HOSTS_DIR/B/service.log" | tail -1)"
+	for i in $(seq 100); do vmB replicate status $G --json | grep -q '"state":"protected"' && break; sleep 0.1; done
+	sleep 1
+	out=$(vmB failover $G 2>&1) || { note "failover back: $out"; return 1; }
+	note "$out"
+	[ "$(state_on vmA)" = running ] || { note "A is '$(state_on vmA)'"; return 1; }
+	vmA verify $G >/dev/null || { note "verify failed on A"; return 1; }
+	for i in $(seq 200); do [ "$(state_on vmB)" = standby ] && break; sleep 0.1; done
+	[ "$(state_on vmB)" = standby ] || { note "B is '$(state_on vmB)', not a standby"; return 1; }
+	sleep 1.5
+	out=$(python3 "$CHECK_OUTPUT" "$HOSTS_DIR/A/guests/$G.output" "$HOSTS_DIR/B/guests/$G.output")
+	local rc=$?
+	note "checker: $out"
+	return $rc
+}
+
+# The standby's process dies: the primary runs on, unprotected, marks it
+# stale, and protects the guest again under a new token; then the primary
+# dies and the new standby takes over.
+case_standby_killed_then_replaced() {
+	local pid t0 tok1 tok2 i
+	protect || return 1
+	tok1=$(vmA replicate status $G --json | json_field token)
+	pid=$(vmB info $G --json | json_field pid)
+	kill -9 "$pid"
+	for i in $(seq 100); do vmA replicate status $G --json | grep -q '"state":"unprotected"' && break; sleep 0.1; done
+	vmA replicate status $G | sed 's/^/#   /'
+	[ "$(state_on vmA)" = running ] || { note "A is '$(state_on vmA)'"; return 1; }
+	for i in $(seq 300); do vmA replicate status $G --json | grep -q '"state":"protected"' && break; sleep 0.1; done
+	vmA replicate status $G --json | grep -q '"state":"protected"' || { note "not protected again: $(vmA replicate status $G)"; return 1; }
+	tok2=$(vmA replicate status $G --json | sed -n 's/.*"replication":{[^}]*"token":\([0-9]*\).*/\1/p')
+	note "protected again: token $tok1 -> $tok2"
+	[ "$tok2" -gt "$tok1" ] || return 1
+	sleep 1
+	pid=$(vmA info $G --json | json_field pid)
+	t0=$(now_ms)
+	kill -9 "$pid"
+	b_took_over "$t0"
+}
+
 ALL_CASES="primary_guest_killed primary_host_killed primary_partitioned
 	primary_stopped_past_the_lease etcd_leader_and_primary_killed only_the_replication_link_cut
 	primary_cut_from_etcd_only primary_cut_from_etcd_but_its_member
-	checker_catches_a_skipped_fence"
+	planned_failover_and_back standby_killed_then_replaced checker_catches_a_skipped_fence"
 for c in ${FAILOVER_CASES:-$ALL_CASES}; do
 	"case_$c"
 	check "$c" $? "see the lines above"

@@ -24,6 +24,7 @@ static void usage(FILE *f)
 "usage: vmigrate replicate NAME HOST[:PORT] [OPTIONS]   start protecting a running guest\n"
 "       vmigrate replicate status NAME [--json]\n"
 "       vmigrate replicate stop NAME                      last epoch, then free the standby\n"
+"       vmigrate failover NAME [--json]                   hand it to its standby (needs --arbiter)\n"
 "  --epoch MS          fixed epoch length (default: as short as the link allows, 10 ms at least)\n"
 "  --compress lz4|off  LZ4 on epoch pages (default off: epochs are small and frequent)\n"
 "  --channels N        data channels of the initial sync (default one a core, up to 4)\n"
@@ -38,7 +39,7 @@ static void usage(FILE *f)
 "protected guest to its standby, losing nothing.\n");
 }
 
-static void print_status(struct json_object *rep)
+static void print_status(const char *name, struct json_object *rep)
 {
 	struct json_object *r;
 
@@ -67,14 +68,16 @@ static void print_status(struct json_object *rep)
 		       ipc_double(r, "epoch_ms", 0));
 }
 
-/* status and stop: NAME [--json]. */
-static int named(int argc, char **argv, const char *cmd)
+/* CMD NAME [--json] (status, stop, failover): one request, the reply
+ * printed by print or as JSON. */
+static int named(int argc, char **argv, int first, const char *cmd,
+		 void (*print)(const char *name, struct json_object *rep))
 {
 	const char *name = NULL;
 	struct json_object *req, *rep;
 	bool json = false;
 
-	if (svc_name_and_flag(argc, argv, 2, "--json", &name, &json) || !name) {
+	if (svc_name_and_flag(argc, argv, first, "--json", &name, &json) || !name) {
 		usage(stderr);
 		return EXIT_USAGE;
 	}
@@ -86,7 +89,7 @@ static int named(int argc, char **argv, const char *cmd)
 	if (json)
 		svc_print_json(rep);
 	else
-		print_status(rep);
+		print(name, rep);
 	json_object_put(rep);
 	return 0;
 }
@@ -110,7 +113,7 @@ static int wait_synced(const char *name, bool json)
 			if (json)
 				svc_print_json(rep);
 			else
-				print_status(rep);
+				print_status(name, rep);
 			json_object_put(rep);
 			return status;
 		}
@@ -142,9 +145,9 @@ int cmd_replicate(int argc, char **argv)
 	int c;
 
 	if (argc >= 2 && !strcmp(argv[1], "status"))
-		return named(argc, argv, "replicate-status");
+		return named(argc, argv, 2, "replicate-status", print_status);
 	if (argc >= 2 && !strcmp(argv[1], "stop"))
-		return named(argc, argv, "replicate-stop");
+		return named(argc, argv, 2, "replicate-stop", print_status);
 	req = svc_req("replicate");
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -207,32 +210,18 @@ int cmd_replicate(int argc, char **argv)
 	return wait_synced(argv[optind], json);
 }
 
+static void print_handover(const char *name, struct json_object *rep)
+{
+	printf("%s: handed over after epoch %lld; it runs on the standby %s now (%s, token "
+	       "%lld), and this host's copy, stopped for good, becomes its standby\n", name,
+	       ipc_int(rep, "last_epoch", 0), ipc_str(rep, "standby", "?"),
+	       ipc_str(rep, "runs_on", "?"), ipc_int(rep, "token", 0));
+}
+
 /* vmigrate failover NAME: the last epoch with the guest stopped here for
  * good, then its key moves to the standby, which runs it and protects it in
  * turn on this host. */
 int cmd_failover(int argc, char **argv)
 {
-	const char *name = NULL;
-	struct json_object *req, *rep;
-	bool json = false;
-
-	if (svc_name_and_flag(argc, argv, 1, "--json", &name, &json) || !name) {
-		fprintf(stderr, "usage: vmigrate failover NAME [--json]   hand a protected guest to "
-			"its standby (needs --arbiter)\n");
-		return EXIT_USAGE;
-	}
-	req = svc_req("failover");
-	json_object_object_add(req, "name", json_object_new_string(name));
-	rep = svc_request(req, true);
-	if (!rep)
-		return 1;
-	if (json)
-		svc_print_json(rep);
-	else
-		printf("%s: handed over after epoch %lld; it runs on the standby %s now (%s, token "
-		       "%lld), and this host's copy, stopped for good, becomes its standby\n", name,
-		       ipc_int(rep, "last_epoch", 0), ipc_str(rep, "standby", "?"),
-		       ipc_str(rep, "runs_on", "?"), ipc_int(rep, "token", 0));
-	json_object_put(rep);
-	return 0;
+	return named(argc, argv, 1, "failover", print_handover);
 }
