@@ -962,6 +962,8 @@ static int etcd_keepalive(struct repl_arbiter *a, char *err, size_t errlen)
 	if (rc) {
 		fail(err, errlen, rc, "etcd: keepalive of lease %lld (guest '%s'): %s",
 		     (long long)e->lease_id, e->guest, msg);
+		if (rc == -ENOENT)	/* etcd says "lease not found": gone, as TTL 0 */
+			e->lease_id = 0;
 		goto unlock;
 	}
 	if (j_int64(r, "ID", &id) <= 0 || id != e->lease_id || j_int64(r, "TTL", &ttl) < 0 ||
@@ -1176,6 +1178,9 @@ static int watch_delete(struct etcd_arbiter *e, CURL *c, const char *raw, int64_
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
 	cc = curl_easy_perform(c);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
+	/* a last message without its newline: etcd's error for a watch it refused */
+	if (cc == CURLE_OK && !w.deleted && !w.bad && !w.canceled && w.line.len)
+		watch_message(&w, w.line.p, w.line.len);
 	if (w.deleted)
 		rc = 1;
 	else if (w.bad)

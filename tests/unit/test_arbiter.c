@@ -1134,6 +1134,21 @@ TEST(malformed_replies)
 	fake_set(&f, gone);
 	CHECK_EQ(repl_arbiter_keepalive(a, err, sizeof(err)), -ENOENT);
 	CHECK_EQ(repl_arbiter_keepalive(a, err, sizeof(err)), -ENOENT);
+	/* "lease not found" said as an error is gone as well: the lease dropped */
+	static const struct fake_reply not_found[] = { GRANT_OK, TXN_WON, REVOKE_OK,
+		{ "/v3/lease/keepalive", 404, "{\"error\":\"etcdserver: requested lease not "
+		  "found\",\"message\":\"etcdserver: requested lease not found\",\"code\":5}" },
+		{ NULL, 0, NULL } };
+	fake_set(&f, not_found);
+	CHECK(repl_arbiter_acquire(a, "g", "hostA", 2, &t, &ttl, err, sizeof(err)) == 0);
+	rc = repl_arbiter_keepalive(a, err, sizeof(err));
+	CHECK_MSG(rc == -ENOENT && strstr(err, "not found"), "keepalive, lease not found: %d %s",
+		  rc, err);
+	rc = repl_arbiter_keepalive(a, err, sizeof(err));
+	CHECK_MSG(rc == -ENOENT && strstr(err, "no lease held"), "the lease not found was kept: "
+		  "%d %s", rc, err);
+	CHECK(repl_arbiter_acquire(a, "g", "hostA", 2, &t, &ttl, err, sizeof(err)) == 0);
+	CHECK(repl_arbiter_revoke(a, err, sizeof(err)) == 0);
 
 	/* owner(): range replies that are wrong */
 	static const struct case_ range_cases[] = {
@@ -1183,6 +1198,16 @@ TEST(malformed_replies)
 	fake_set(&f, watch_del);
 	rc = repl_arbiter_wait_free(a, "g", 300, err, sizeof(err));
 	CHECK_MSG(rc == 0, "wait_free on a deletion: %d %s", rc, err);
+	/* a watch etcd refuses: its error (one message, no newline) is what is said */
+	static const struct fake_reply watch_refused[] = {
+		{ "/v3/kv/range", 200, "{" HDR ",\"kvs\":[{\"key\":\"" KEY_G "\",\"value\":\"" VAL_A "\",\"create_revision\":\"3\",\"mod_revision\":\"3\"}]}" },
+		{ "/v3/watch", 400, "{\"error\":\"invalid character 'x'\",\"message\":\"invalid "
+		  "character 'x'\",\"code\":2}" },
+		{ NULL, 0, NULL } };
+	fake_set(&f, watch_refused);
+	rc = repl_arbiter_wait_free(a, "g", 300, err, sizeof(err));
+	CHECK_MSG(rc == -ETIMEDOUT && strstr(err, "etcd says: invalid character"),
+		  "wait_free, watch refused: %d %s", rc, err);
 	repl_arbiter_free(a);
 	fake_stop(&f);
 	free(big);
