@@ -56,6 +56,7 @@
 #include <openssl/evp.h>
 
 #include "arbiter.h"
+#include "arbiter_etcd_test.h"
 
 #define EP_MAX		16
 #define EP_LEN		255		/* "host:port" */
@@ -85,8 +86,12 @@ struct etcd_arbiter {
 	int lease_ttl;			/* under lease_lock */
 	char guest[REPL_ARBITER_NAME_MAX + 1];	/* under lease_lock: the key the lease holds */
 
-	pthread_mutex_t query_lock;	/* serialises owner() */
+	pthread_mutex_t query_lock;	/* serialises owner(), mark_stale, reissue */
 	CURL *query_curl;		/* under query_lock */
+
+	/* instead of HTTP, for the fuzzer (arbiter_etcd_test.h); set before any call */
+	repl_etcd_exchange_fn *exchange;
+	void *exchange_arg;
 };
 
 static const struct repl_arbiter_ops etcd_ops;
@@ -409,6 +414,34 @@ static CURL *new_handle(struct etcd_arbiter *e)
 	return c;
 }
 
+/*
+ * One POST of body to url within ms, the reply handed to sink(sink_arg) as
+ * it comes: curl's code, *status the HTTP status (0 when none came).
+ */
+static CURLcode http_post(struct etcd_arbiter *e, CURL *c, const char *url, const char *body,
+			  long ms, curl_write_callback sink, void *sink_arg, char *ebuf,
+			  long *status)
+{
+	CURLcode cc;
+
+	*status = 0;
+	if (e->exchange)
+		return e->exchange(e->exchange_arg, url, body, sink, sink_arg, status);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, ms);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, ms);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, sink_arg);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
+	cc = curl_easy_perform(c);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
+	if (cc == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+	return cc;
+}
+
 /* Errors of one try, in order of how much they tell the caller. */
 static int err_rank(int rc)
 {
@@ -491,21 +524,11 @@ static enum outcome post_once(struct etcd_arbiter *e, CURL *c, int i, const char
 
 	*reply = NULL;
 	snprintf(url, sizeof(url), "%s%s", e->ep[i].url, path);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, share_ms);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, share_ms);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, buf_write);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
-	cc = curl_easy_perform(c);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
+	cc = http_post(e, c, url, body, share_ms, buf_write, &b, ebuf, &status);
 	if (cc != CURLE_OK) {
 		*rc = curl_failure(c, cc, &b, share_ms, ebuf, why, whylen);
 		goto free_buf;
 	}
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 	o = b.len ? parse_object(b.p, b.len) : NULL;
 	if (!o) {
 		excerpt(b.p ? b.p : "", b.len, ex, sizeof(ex));
@@ -1161,6 +1184,7 @@ static int watch_delete(struct etcd_arbiter *e, CURL *c, const char *raw, int64_
 	char key[512], body[700], url[sizeof(e->ep[0].url) + 16], ebuf[CURL_ERROR_SIZE] = "";
 	struct watch w = { .key = raw };
 	int i = atomic_load(&e->preferred), rc;
+	long status;
 	CURLcode cc;
 
 	if (b64_encode(raw, strlen(raw), key, sizeof(key)))
@@ -1168,16 +1192,7 @@ static int watch_delete(struct etcd_arbiter *e, CURL *c, const char *raw, int64_
 	snprintf(body, sizeof(body), "{\"create_request\":{\"key\":\"%s\",\"start_revision\":"
 		 "\"%lld\",\"filters\":[\"NOPUT\"]}}", key, (long long)from);
 	snprintf(url, sizeof(url), "%s/v3/watch", e->ep[i].url);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, ms);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, ms);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, watch_write);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &w);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
-	cc = curl_easy_perform(c);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
+	cc = http_post(e, c, url, body, ms, watch_write, &w, ebuf, &status);
 	/* a last message without its newline: etcd's error for a watch it refused */
 	if (cc == CURLE_OK && !w.deleted && !w.bad && !w.canceled && w.line.len)
 		watch_message(&w, w.line.p, w.line.len);
@@ -1256,6 +1271,36 @@ static int etcd_wait_free(struct repl_arbiter *a, const char *guest, int timeout
 cleanup:
 	curl_easy_cleanup(wh);
 	curl_easy_cleanup(rh);
+	return rc;
+}
+
+/* ---- the fuzzer's way in (arbiter_etcd_test.h) ---- */
+
+void repl_arbiter_etcd_set_exchange(struct repl_arbiter *a, repl_etcd_exchange_fn *fn,
+				    void *arg)
+{
+	struct etcd_arbiter *e = (struct etcd_arbiter *)a;
+
+	e->exchange = fn;
+	e->exchange_arg = arg;
+}
+
+int repl_arbiter_etcd_watch(struct repl_arbiter *a, const char *guest, int64_t from, long ms,
+			    char *why, size_t whylen)
+{
+	struct etcd_arbiter *e = (struct etcd_arbiter *)a;
+	char raw[sizeof(KEY_PREFIX) + REPL_ARBITER_NAME_MAX];
+	CURL *c;
+	int n, rc;
+
+	n = snprintf(raw, sizeof(raw), KEY_PREFIX "%s", guest);
+	if (n < 0 || (size_t)n >= sizeof(raw))
+		return fail(why, whylen, -EINVAL, "arbiter: guest name too long");
+	c = new_handle(e);
+	if (!c)
+		return fail(why, whylen, -ENOMEM, "arbiter: cannot make a curl handle");
+	rc = watch_delete(e, c, raw, from, ms, why, whylen);
+	curl_easy_cleanup(c);
 	return rc;
 }
 

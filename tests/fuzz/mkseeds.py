@@ -4,6 +4,7 @@
 Run from anywhere: python3 tests/fuzz/mkseeds.py. The peer seeds carry
 HMAC proofs computed from the key and the fixed nonces of fuzz_peer.h, so
 the fuzzer starts from handshakes that succeed."""
+import base64
 import hashlib
 import hmac
 import json
@@ -129,4 +130,133 @@ write("control", {
     "not-object": b"\x00[\"start\"]\n",
     "no-newline": b"\x00" + line(start)[:-1],
     "nested": b"\x00" + b"{\"a\":" * 40 + b"1" + b"}" * 40 + b"\n",
+})
+
+# etcd 3.4's replies as its JSON gateway sends them (captured with curl
+# from a cluster of tests/integration/lib/etcd.sh): int64s as strings,
+# keys and values in base64, false and zero fields left out, streaming
+# calls' messages in {"result":...} and ending in a newline. A seed is a
+# script of fuzz_etcd_reply.c: a line of calls, then "@STATUS [CHUNK
+# [CURLCODE]]" and the body of each reply.
+OWNER_KEY = base64.b64encode(b"vmigrate/owner/g").decode()
+LAST_KEY = base64.b64encode(b"vmigrate/last/g").decode()
+HOST_A = base64.b64encode(b"hostA").decode()
+LEASE = "2416922484861483013"
+OTHER_LEASE = "2416922484861483099"
+
+
+def etcd(obj):
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def hdr(rev):
+    return {"cluster_id": "8432479804450765772", "member_id": "936510201355149706",
+            "revision": str(rev), "raft_term": "2"}
+
+
+def kv(key, create, mod, value=HOST_A, lease=None):
+    o = {"key": key, "create_revision": str(create), "mod_revision": str(mod),
+         "version": str(mod - create + 1), "value": value}
+    if lease:
+        o["lease"] = lease
+    return o
+
+
+def rng(rev, *kvs):
+    o = {"header": hdr(rev)}
+    if kvs:
+        o.update(kvs=list(kvs), count=str(len(kvs)))
+    return o
+
+
+def txn_won(rev, puts=2):
+    return etcd({"header": hdr(rev), "succeeded": True,
+                 "responses": [{"response_put": {"header": {"revision": str(rev)}}}] * puts})
+
+
+def txn_lost(rev, *ranges):
+    r = []
+    for kvs in ranges:
+        o = {"header": {"revision": str(rev)}}
+        if kvs:
+            o.update(kvs=list(kvs), count=str(len(kvs)))
+        r.append({"response_range": o})
+    return etcd({"header": hdr(rev), "responses": r})
+
+
+def stream(*msgs):
+    return "".join(etcd({"result": m}) + "\n" for m in msgs)
+
+
+def err(code, msg):
+    return etcd({"error": msg, "message": msg, "code": code})
+
+
+def script(calls, *replies):
+    return (calls + "\n" + "\n".join("@%s\n%s" % r for r in replies)).encode()
+
+
+GRANT = ("200", etcd({"header": hdr(1), "ID": LEASE, "TTL": "5"}))
+WON = ("200", txn_won(2))
+REVOKED = ("200", etcd({"header": hdr(4)}))
+KEEPALIVE = ("200", stream({"header": hdr(3), "ID": LEASE, "TTL": "5"}))
+NO_LEADER = ("503", etcd({"error": {"grpc_code": 14, "http_code": 503,
+                                    "message": "etcdserver: no leader",
+                                    "http_status": "Service Unavailable"}}))
+TIMED_OUT = ("503", err(14, "etcdserver: request timed out"))
+CREATED = {"header": hdr(5), "created": True}
+write("etcd_reply", {
+    "acquire": script("a", GRANT, WON),
+    "acquire-busy": script("a", GRANT, ("200", txn_lost(5, [kv(OWNER_KEY, 3, 5, "aG9zdEI=",
+                                                                 OTHER_LEASE)])), REVOKED),
+    "acquire-retried": script("a", ("0 0 28", ""), GRANT, ("0 0 28", ""),
+                              ("200", txn_lost(2, [kv(OWNER_KEY, 2, 2, lease=LEASE)]))),
+    "acquire-no-leader": script("a", ("500", err(2, "context deadline exceeded")),
+                                ("500", err(2, "context deadline exceeded"))),
+    "take-over": script("t2", GRANT, ("200", txn_won(4))),
+    "take-over-stale": script("t2", GRANT, ("200", txn_lost(4, [], [kv(
+        LAST_KEY, 2, 3, base64.b64encode(b"stale: token 2 went on without its standby")
+        .decode())])), REVOKED),
+    "take-over-no-record": script("t2", GRANT, ("200", txn_lost(4, [], [])), REVOKED),
+    "keepalive": script("akk", GRANT, WON, KEEPALIVE,
+                        ("200", stream({"header": hdr(3), "ID": LEASE}))),
+    "keepalive-no-leader": script("ak", GRANT, WON, NO_LEADER, NO_LEADER),
+    "keepalive-lease-not-found": script("akka", GRANT, WON, (
+        "404", err(5, "etcdserver: requested lease not found")), GRANT, WON),
+    "reissue": script("aio", GRANT, WON, ("200", txn_won(3)),
+                      ("200", etcd(rng(3, kv(OWNER_KEY, 2, 3, lease=LEASE))))),
+    "reissue-other-lease": script("ai", GRANT, WON, ("200", txn_lost(
+        6, [kv(OWNER_KEY, 6, 6, "aG9zdEI=", OTHER_LEASE)]))),
+    "reissue-gone": script("ai", GRANT, WON, ("200", txn_lost(3, []))),
+    "reissue-lease-not-found": script("ai", GRANT, WON,
+                                      ("404", err(5, "etcdserver: requested lease not found"))),
+    "stale-then-reissue": script("asi", GRANT, WON, ("200", txn_won(3, 1)), ("200", txn_won(4))),
+    "mark-stale-refused": script("as", GRANT, WON, ("200", txn_lost(
+        5, [kv(OWNER_KEY, 5, 5, "aG9zdEI=", OTHER_LEASE)]))),
+    "mark-stale-duplicate-key": script("as", GRANT, WON, (
+        "400", err(3, "etcdserver: duplicate key given in txn request"))),
+    "revoke": script("ark", GRANT, WON, REVOKED),
+    "revoke-not-found": script("ar", GRANT, WON,
+                               ("404", err(5, "etcdserver: requested lease not found"))),
+    "owner": script("o", ("200", etcd(rng(3, kv(OWNER_KEY, 2, 3, lease=LEASE))))),
+    "owner-none": script("o", ("200", etcd(rng(3)))),
+    "owner-no-quorum": script("o", TIMED_OUT, TIMED_OUT),
+    "owner-bad-request": script("o", ("400", err(3, "unexpected EOF"))),
+    "owner-web-server": script("o", ("404", "<html><body><h1>404 Not Found</h1></body></html>")),
+    "watch-delete": script("w6", ("200 7", stream(CREATED, {"header": hdr(7), "events": [
+        {"type": "DELETE", "kv": {"key": OWNER_KEY, "mod_revision": "7"}}]}))),
+    "watch-put-delete": script("w7", ("200 50", stream(CREATED, {"header": hdr(8), "events": [
+        {"kv": kv(OWNER_KEY, 8, 8)}]}, {"header": hdr(9), "events": [
+            {"type": "DELETE", "kv": {"key": OWNER_KEY, "mod_revision": "9"}}]}))),
+    "watch-compacted": script("w2", ("200", stream(CREATED, {
+        "header": {k: v for k, v in hdr(9).items() if k != "revision"}, "canceled": True,
+        "compact_revision": "6"}))),
+    "watch-quiet": script("w9", ("200 0 28", stream(CREATED))),
+    "watch-refused": script("w", ("400", err(2, "invalid character 'x' looking for "
+                                                "beginning of value"))),
+    "session": script("akiokso r", GRANT, WON, KEEPALIVE, ("200", txn_won(3)),
+                      ("200", etcd(rng(3, kv(OWNER_KEY, 2, 3, lease=LEASE)))), KEEPALIVE,
+                      ("200", txn_won(4, 1)), ("200", etcd(rng(4, kv(OWNER_KEY, 2, 3,
+                                                                     lease=LEASE)))),
+                      REVOKED),
 })

@@ -15,6 +15,7 @@ for t in "$@"; do
 	peer_*)	seeds=$src/corpus-$t max_len=16384 ;;	# 3 lines of <= 4 KiB are read
 	control) seeds=$src/corpus-$t max_len=70000 ;;	# past IPC_MAX_LINE
 	mig_msg) seeds=$src/corpus-$t max_len=8192 ;;	# a few messages of <= 1036 bytes
+	etcd_reply) seeds=$src/corpus-$t max_len=16384 ;;	# calls and a few replies each
 	*)	seeds=$src/corpus-$t max_len=4096 ;;
 	esac
 	mkdir -p "$dir/corpus-$t"
