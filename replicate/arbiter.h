@@ -174,8 +174,9 @@ int repl_arbiter_mark_stale(struct repl_arbiter *a, const char *guest, uint64_t 
  * new token. -ENOENT when the key is gone or on another lease, or this
  * arbiter holds no lease (ownership lost); other -errno as the rest (etcd
  * unreachable: nothing changed, or, if the reply was lost, maybe changed:
- * the caller keeps its old token and must not claim the new one; it may
- * call reissue again, which then gives the token to use). guest and
+ * the caller keeps its old token and must not claim the new one; if it did
+ * change, the old token is dead as well, mark_stale with it answers
+ * -ENOENT, and a reissue that succeeds gives the token to use). guest and
  * owner_id as acquire.
  */
 int repl_arbiter_reissue(struct repl_arbiter *a, const char *guest, const char *owner_id,
