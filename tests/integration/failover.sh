@@ -33,6 +33,8 @@ DATA_PORTS=$((HOST_B_PORT + 100)):$((HOST_B_PORT + 131))
 VMG_PORTS=$HOST_B_PORT,$DATA_PORTS
 G=g1
 TTL=3
+# the guest of every case (the benchmark runs a bigger one)
+FAILOVER_GUEST=${FAILOVER_GUEST:---mem 128M --vcpus 2 --working-set 8M --dirty-rate 20M}
 note() { echo "#   $*"; }
 state_on() { $1 info $G --json 2>/dev/null | json_field state; }
 
@@ -115,7 +117,8 @@ protect() {
 	: >"$HOSTS_DIR/A/service.log"; : >"$HOSTS_DIR/B/service.log"	# this case's lines only
 	hosts_start_service A "${1:-}" "--data-ports ${DATA_PORTS/:/-}" &&
 		hosts_start_service B "" "--data-ports ${DATA_PORTS/:/-}" || return 1
-	vmA start $G --mem 128M --vcpus 2 --working-set 8M --dirty-rate 20M >/dev/null || return 1
+	# shellcheck disable=SC2086
+	vmA start $G $FAILOVER_GUEST >/dev/null || return 1
 	wait_counter vmA $G 4096 || return 1
 	vmA replicate $G "$HOST_B_ADDR:$HOST_B_PORT" --arbiter "etcd://$EPS" --ttl $TTL \
 		>"$HOSTS_DIR/repl.out" 2>&1 || { note "replicate: $(cat "$HOSTS_DIR/repl.out")"; return 1; }
@@ -331,14 +334,17 @@ case_checker_catches_a_skipped_fence() {
 # old primary's copy becomes the new standby through a resync that sends
 # only what differs
 case_planned_failover_and_back() {
-	local out i
+	local out i t0
 	protect || return 1
+	t0=$(now_ms)
 	out=$(vmA failover $G 2>&1) || { note "failover: $out"; return 1; }
 	note "$out"
+	note "planned failover: the command returned after $(( $(now_ms) - t0 )) ms"
 	[ "$(state_on vmB)" = running ] || { note "B is '$(state_on vmB)'"; return 1; }
-	for i in $(seq 200); do [ "$(state_on vmA)" = standby ] && break; sleep 0.1; done
+	for i in $(seq 300); do [ "$(state_on vmA)" = standby ] && break; sleep 0.1; done
 	[ "$(state_on vmA)" = standby ] || { note "A is '$(state_on vmA)', not a standby"; return 1; }
-	note "A is B's standby: $(grep -o 'standby in sync.*it had already' "$HOSTS_DIR/B/service.log" | tail -1)"
+	note "first sync (B's): $(grep -o 'standby in sync.*it had already' "$HOSTS_DIR/A/service.log" | head -1)"
+	note "resync (A's): $(grep -o 'standby in sync.*it had already' "$HOSTS_DIR/B/service.log" | tail -1)"
 	for i in $(seq 100); do vmB replicate status $G --json | grep -q '"state":"protected"' && break; sleep 0.1; done
 	sleep 1
 	out=$(vmB failover $G 2>&1) || { note "failover back: $out"; return 1; }
