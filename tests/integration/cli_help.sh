@@ -109,9 +109,11 @@ v2=$("$VMIGRATED" --version 2>&1); r2=$?
 	[ "$v2" = "vmigrated $stamp" ]
 check version_of_both_binaries $? "stamp '$stamp'; '$v1' ($r1); '$v2' ($r2)"
 if git -C "$SRC" rev-parse --git-dir >/dev/null 2>&1; then
+	# the commit's hash, or the vX.Y tag on it
 	head=$(git -C "$SRC" rev-parse --short HEAD)
-	echo "$stamp" | grep -q "$head"
-	check version_names_the_commit $? "'$stamp' does not name commit $head"
+	tag=$(git -C "$SRC" describe --tags --match 'v[0-9]*' --exact-match 2>/dev/null)
+	echo "$stamp" | grep -q "$head" || { [ -n "$tag" ] && [ "v${stamp%-dirty}" = "$tag" ]; }
+	check version_names_the_commit $? "'$stamp' names neither commit $head nor its tag '$tag'"
 else
 	echo "SKIP cli_help.version_names_the_commit: $SRC is not a git checkout"
 fi
