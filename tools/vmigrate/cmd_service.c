@@ -239,16 +239,14 @@ int cmd_migrate(int argc, char **argv)
 	struct json_object *req = svc_req("migrate"), *rep, *st = NULL;
 	bool json = false, quiet = false, tty = isatty(2);
 	double shown = 0, last_line = 0, seconds;
-	const char *choices;
 	char job[128];
 	uint64_t v;
-	int c, idx, status;
+	int c, idx = 0, status;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, ":", longopts, &idx)) != -1) {
+		const char *choices = NULL;	/* named with a bad value */
 		int bad = 0;
-
-		choices = NULL;
 
 		switch (c) {
 		case O_DOWNTIME:
