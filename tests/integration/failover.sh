@@ -285,6 +285,41 @@ case_primary_host_killed() {
 	etcd_restart "$HOSTS_DIR/etcd" 0 && etcd_wait_healthy "$HOSTS_DIR/etcd" 20 >/dev/null
 }
 
+# The same with A's etcd member made the leader once the guest is
+# protected: the primary's lease keeper (every 10 s) hands leadership to
+# a member elsewhere, so A's death costs no election, after which etcd
+# 3.4's new leader would give the lease its whole TTL again.
+case_primary_host_killed_with_the_leader_there() {
+	local t0 t_lead lead=0 moves
+	protect || return 1
+	moves=$(grep -c "handed leadership" "$HOSTS_DIR/A/service.log")
+	etcd_move_leader "$HOSTS_DIR/etcd" 0 || { note "A's member would not lead"; return 1; }
+	t_lead=$(now_ms)
+	note "A's member (0) made the leader"
+	for _ in $(seq 150); do
+		lead=$(etcd_leader "$HOSTS_DIR/etcd") && [ "$lead" != 0 ] && break
+		sleep 0.1
+	done
+	[ -n "$lead" ] && [ "$lead" != 0 ] || { note "A's member still leads 15 s later"; return 1; }
+	note "the primary moved the leadership to member $lead $(( $(now_ms) - t_lead )) ms later"
+	# (its log line comes once etcd answered the transfer, after the new leader leads)
+	for _ in $(seq 30); do
+		[ "$(grep -c "handed leadership" "$HOSTS_DIR/A/service.log")" -gt "$moves" ] && break
+		sleep 0.1
+	done
+	[ "$(grep -c "handed leadership" "$HOSTS_DIR/A/service.log")" -gt "$moves" ] ||
+		{ note "A's service did not say it moved the leader:"
+		  grep leader "$HOSTS_DIR/A/service.log" | tail -n 3 | sed 's/^/#   A: /'; return 1; }
+	note "A: $(grep -o "guest $G: etcd's leader.*" "$HOSTS_DIR/A/service.log" | tail -1)"
+	# the new leader gave the lease its TTL + an election timeout (1 s) when
+	# it took over; the renewals since count again from their own time
+	sleep $TTL
+	t0=$(now_ms)
+	for p in $(ip netns pids "$NS_A"); do kill -9 "$p" 2>/dev/null; done
+	b_took_over "$t0" || return 1
+	etcd_restart "$HOSTS_DIR/etcd" 0 && etcd_wait_healthy "$HOSTS_DIR/etcd" 20 >/dev/null
+}
+
 # The primary's process is stopped for longer than the lease: the standby
 # takes over; when it continues, the old primary finds its deadline passed
 # and stays fenced, releasing nothing.
@@ -390,7 +425,8 @@ case_standby_killed_then_replaced() {
 	b_took_over "$t0"
 }
 
-ALL_CASES="primary_guest_killed primary_host_killed primary_partitioned
+ALL_CASES="primary_guest_killed primary_host_killed primary_host_killed_with_the_leader_there
+	primary_partitioned
 	primary_stopped_past_the_lease etcd_leader_and_primary_killed only_the_replication_link_cut
 	primary_cut_from_etcd_only primary_cut_from_etcd_but_its_member
 	planned_failover_and_back standby_killed_then_replaced checker_catches_a_skipped_fence"
