@@ -349,6 +349,12 @@ static struct json_object *do_snapshot(struct json_object *req)
 			goto out;
 		}
 	}
+	/* before the dirty set is taken: a refusal costs the next incremental nothing */
+	if (snap_check_target(file, incremental ? W.snap_base.image_uuid : NULL,
+			      ipc_bool(req, "force", false), err, sizeof(err))) {
+		rep = ipc_error("%s", err);
+		goto out;
+	}
 	for (unsigned r = 0; r < W.vm->nr_regions; r++)
 		if (!(bm[r] = calloc(1, vm_bitmap_bytes(&W.vm->regions[r])))) {
 			rep = ipc_error("out of memory");
@@ -370,6 +376,7 @@ static struct json_object *do_snapshot(struct json_object *req)
 		o.dirty = bm;
 	}
 	o.live = live;
+	o.force = ipc_bool(req, "force", false);
 	o.mac_key = key_len > 0 ? key : NULL;
 	o.mac_key_len = key_len > 0 ? (size_t)key_len : 0;
 	if (!ret)
@@ -382,6 +389,8 @@ static struct json_object *do_snapshot(struct json_object *req)
 	W.snap_base_valid = !ret;
 	if (ret) {
 		rep = ipc_error("checkpoint failed, the guest runs on: %s", err);
+		/* tried and failed, not refused: the service counts it (metrics.c) */
+		json_object_object_add(rep, "attempted", json_object_new_boolean(true));
 		goto out;
 	}
 	W.snap_base = res;
