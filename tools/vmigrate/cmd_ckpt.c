@@ -51,13 +51,15 @@ static void print_json(const char *path, const struct snap_inspect *s)
 	json_object_object_add(o, "incremental", json_object_new_boolean(s->has_parent));
 	if (s->has_parent) {
 		char parent[SNAP_PATH_MAX + 600];
+		bool found;
 
 		hex(s->parent_uuid, 16, buf);
 		json_object_object_add(o, "parent_uuid", json_object_new_string(buf));
 		hex(s->parent_digest, 16, buf);
 		json_object_object_add(o, "parent_digest", json_object_new_string(buf));
-		json_object_object_add(o, parent_file(path, parent, sizeof(parent)) ?
-				       "parent_file" : "parent_error", json_object_new_string(parent));
+		found = parent_file(path, parent, sizeof(parent));
+		json_object_object_add(o, found ? "parent_file" : "parent_error",
+				       json_object_new_string(parent));
 	}
 	json_object_object_add(o, "created_ns", json_object_new_int64((int64_t)s->info.created_ns));
 	json_object_object_add(o, "vcpus", json_object_new_int((int)s->vcpus));
@@ -87,6 +89,7 @@ static void print_json(const char *path, const struct snap_inspect *s)
 static void print_text(const char *path, const struct snap_inspect *s)
 {
 	char uuid[40], digest[40], when[64], parent[SNAP_PATH_MAX + 600];
+	bool found;
 	time_t t = (time_t)(s->info.created_ns / 1000000000ull);
 	struct tm tm;
 
@@ -100,8 +103,9 @@ static void print_text(const char *path, const struct snap_inspect *s)
 	if (s->has_parent) {
 		hex(s->parent_uuid, 16, uuid);
 		hex(s->parent_digest, 16, digest);
+		found = parent_file(path, parent, sizeof(parent));
 		printf("  parent: image %s, digest %s, %s %s\n", uuid, digest,
-		       parent_file(path, parent, sizeof(parent)) ? "file" : "NOT FOUND:", parent);
+		       found ? "file" : "NOT FOUND:", parent);
 	}
 	printf("  pages: %llu zero, %llu raw, %llu lz4, %llu delta; %.1f MiB of page data, "
 	       "%.1f MiB file, %llu records%s\n",

@@ -28,6 +28,8 @@ static const struct {
 	{ "jobs", cmd_jobs, "list migration jobs" },
 	{ "cancel", cmd_cancel, "cancel a migration job (the guest stays here)" },
 	{ "set-bandwidth", cmd_set_bandwidth, "change a running job's bandwidth cap" },
+	{ "metrics", cmd_metrics, "the service's metrics (Prometheus text format)" },
+	{ "check", cmd_check, "check this host (and the path to a peer) for vmigrate" },
 };
 
 static void usage(FILE *f)
