@@ -775,6 +775,8 @@ int main(int argc, char **argv)
 			json_object_array_length(found));
 		json_object_put(found);
 	}
+	if (sv.metrics_addr[0])
+		log_msg("metrics on http://%s/metrics", sv.metrics_addr);
 
 	while (!quit) {
 		struct pollfd p[2] = {

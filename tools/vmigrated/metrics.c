@@ -3,17 +3,36 @@
  * by the service (metrics.h says how it learns of them), and the text
  * exposition format of Prometheus, rendered on request with what the
  * guests report at that moment.
+ *
+ * The HTTP listener runs in a process of its own (a child of the service,
+ * gone when the service goes: PR_SET_PDEATHSIG), so that a scrape never
+ * waits for the service's loop, which a long request (a checkpoint) can
+ * hold for minutes, and so that the service keeps no thread: the guest
+ * processes it forks start from a one-thread process. The counters are in
+ * a shared mapping that both processes see, under a process-shared lock.
+ *
+ *   vmigrated --- counts ---> [shared: counters] <--- reads --- metrics
+ *       |                                                 process (HTTP)
+ *       +-- guest processes: asked for their state by either
  */
 #include "metrics.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/pidfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ipc.h"
@@ -56,48 +75,57 @@ struct counters {
 	uint64_t backup_files_removed;
 };
 
+/* In a mapping shared with the listener's process. */
+struct shared {
+	pthread_mutex_t lock;			/* process-shared, robust */
+	struct counters c;			/* under lock */
+	char seen[SEEN_IDS][96];		/* under lock: ids of counted reports */
+	unsigned seen_next;			/* under lock */
+};
+
 struct metrics {
 	char guests_dir[512];
 	metrics_guests_fn guests;
 	void *opaque;
-	pthread_mutex_t lock;
-	struct counters c;			/* under lock */
-	char seen[SEEN_IDS][96];		/* under lock: ids of counted reports */
-	unsigned seen_next;			/* under lock */
-	struct MHD_Daemon *httpd;		/* owns the listening socket */
-	int listen_fd;				/* that socket; -1 without a listener */
+	struct shared *sh;
+	pid_t listener;				/* its process; 0 without one */
+	int listener_fd;			/* a pidfd for it, safe from pid reuse
+						 * once the service's loop reaped it */
 };
 
-/* The listening socket must not outlive the service in the guest processes
- * it forks (a restarted service could not bind the port again): closed in
- * every child, whoever forks. One listener a process. */
-static int child_close_fd = -1;
-
-static void close_in_child(void)
+/* Robust: a process that dies holding it does not stop the other. */
+static void lock(struct shared *sh)
 {
-	if (child_close_fd >= 0)
-		close(child_close_fd);
-	child_close_fd = -1;
+	if (pthread_mutex_lock(&sh->lock) == EOWNERDEAD)
+		pthread_mutex_consistent(&sh->lock);
 }
 
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void register_atfork(void)
+static void unlock(struct shared *sh)
 {
-	pthread_atfork(NULL, NULL, close_in_child);
+	pthread_mutex_unlock(&sh->lock);
 }
 
 struct metrics *metrics_new(const char *guests_dir, metrics_guests_fn guests, void *opaque)
 {
 	struct metrics *m = calloc(1, sizeof(*m));
+	pthread_mutexattr_t a;
 
 	if (!m)
 		return NULL;
+	m->sh = mmap(NULL, sizeof(*m->sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+		     -1, 0);
+	if (m->sh == MAP_FAILED) {
+		free(m);
+		return NULL;
+	}
 	snprintf(m->guests_dir, sizeof(m->guests_dir), "%s", guests_dir);
 	m->guests = guests;
 	m->opaque = opaque;
-	m->listen_fd = -1;
-	pthread_mutex_init(&m->lock, NULL);
+	pthread_mutexattr_init(&a);
+	pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+	pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+	pthread_mutex_init(&m->sh->lock, &a);
+	pthread_mutexattr_destroy(&a);
 	return m;
 }
 
@@ -105,10 +133,14 @@ void metrics_free(struct metrics *m)
 {
 	if (!m)
 		return;
-	if (m->httpd)
-		MHD_stop_daemon(m->httpd);	/* closes the listening socket too */
-	child_close_fd = -1;
-	pthread_mutex_destroy(&m->lock);
+	if (m->listener > 0) {
+		siginfo_t si;
+
+		pidfd_send_signal(m->listener_fd, SIGTERM, NULL, 0);
+		waitid(P_PIDFD, (id_t)m->listener_fd, &si, WEXITED);	/* ECHILD: reaped */
+		close(m->listener_fd);
+	}
+	munmap(m->sh, sizeof(*m->sh));
 	free(m);
 }
 
@@ -123,13 +155,13 @@ static unsigned index_of(const char *const *names, unsigned n, const char *s, un
 }
 
 /* false when this report was counted before (a retry); under lock */
-static bool first_time(struct metrics *m, const char *id)
+static bool first_time(struct shared *sh, const char *id)
 {
 	for (unsigned i = 0; i < SEEN_IDS; i++)
-		if (m->seen[i][0] && !strcmp(m->seen[i], id))
+		if (sh->seen[i][0] && !strcmp(sh->seen[i], id))
 			return false;
-	snprintf(m->seen[m->seen_next], sizeof(m->seen[0]), "%s", id);
-	m->seen_next = (m->seen_next + 1) % SEEN_IDS;
+	snprintf(sh->seen[sh->seen_next], sizeof(sh->seen[0]), "%s", id);
+	sh->seen_next = (sh->seen_next + 1) % SEEN_IDS;
 	return true;
 }
 
@@ -145,33 +177,35 @@ static struct json_object *count_job(struct metrics *m, struct json_object *req)
 		return ipc_error("a job-result needs an id, a direction (out or in) and stats");
 	/* a job that ended in any other state did not complete: it failed */
 	result = index_of(results, NR_RESULTS, ipc_str(st, "status", ""), 1);
-	pthread_mutex_lock(&m->lock);
-	if (first_time(m, id)) {
-		m->c.migrations[dir][result]++;
+	lock(m->sh);
+	if (first_time(m->sh, id)) {
+		struct counters *c = &m->sh->c;
+
+		c->migrations[dir][result]++;
 		if (dir == 0)
-			m->c.bytes_sent += (uint64_t)ipc_int(st, "transferred_bytes", 0);
+			c->bytes_sent += (uint64_t)ipc_int(st, "transferred_bytes", 0);
 		else
-			m->c.bytes_received += (uint64_t)ipc_int(st, "transferred_bytes", 0);
+			c->bytes_received += (uint64_t)ipc_int(st, "transferred_bytes", 0);
 		if (dir == 0 && result == 0) {
 			double s = ipc_int(st, "downtime_ms", 0) / 1e3;
 			unsigned b = 0;
 
 			while (b < NR_BUCKETS && s > downtime_le[b])
 				b++;
-			m->c.downtime[b]++;
-			m->c.downtime_sum += s;
+			c->downtime[b]++;
+			c->downtime_sum += s;
 		}
 	}
-	pthread_mutex_unlock(&m->lock);
+	unlock(m->sh);
 	return ipc_ok();
 }
 
 static struct json_object *count_backup(struct metrics *m, struct json_object *req)
 {
-	pthread_mutex_lock(&m->lock);
-	m->c.backups[ipc_bool(req, "ok", false) ? 0 : 1]++;
-	m->c.backup_files_removed += (uint64_t)ipc_int(req, "removed", 0);
-	pthread_mutex_unlock(&m->lock);
+	lock(m->sh);
+	m->sh->c.backups[ipc_bool(req, "ok", false) ? 0 : 1]++;
+	m->sh->c.backup_files_removed += (uint64_t)ipc_int(req, "removed", 0);
+	unlock(m->sh);
 	return ipc_ok();
 }
 
@@ -182,19 +216,19 @@ void metrics_observe(struct metrics *m, struct json_object *req, struct json_obj
 
 	if (!m)
 		return;
-	pthread_mutex_lock(&m->lock);
+	lock(m->sh);
 	/* a refused checkpoint (nothing tried: wrong state, a parent in the
 	 * way) is no failed one; the guest process marks those it tried */
 	if (!strcmp(cmd, "snapshot") && (ok || ipc_bool(rep, "attempted", false))) {
 		unsigned kind = ipc_bool(req, "incremental", false) ? 1 : 0;
 
-		m->c.checkpoints[kind][ok ? 0 : 1]++;
+		m->sh->c.checkpoints[kind][ok ? 0 : 1]++;
 		if (ok)
-			m->c.checkpoint_bytes += (uint64_t)ipc_int(rep, "file_bytes", 0);
+			m->sh->c.checkpoint_bytes += (uint64_t)ipc_int(rep, "file_bytes", 0);
 	} else if (!strcmp(cmd, "restore")) {
-		m->c.restores[ok ? 0 : 1]++;
+		m->sh->c.restores[ok ? 0 : 1]++;
 	}
-	pthread_mutex_unlock(&m->lock);
+	unlock(m->sh);
 }
 
 /* ---- the exposition ------------------------------------------------------------- */
@@ -426,9 +460,9 @@ char *metrics_render(struct metrics *m)
 		json_object_put(guests);
 		return NULL;
 	}
-	pthread_mutex_lock(&m->lock);
-	c = m->c;
-	pthread_mutex_unlock(&m->lock);
+	lock(m->sh);
+	c = m->sh->c;
+	unlock(m->sh);
 	counters(f, &c);
 	guests_by_state(f, guests);
 	replication(f, m, guests);
@@ -501,13 +535,52 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 	return ret;
 }
 
+/* Close every descriptor but 0-2, a and b. */
+static void close_all_but(int a, int b)
+{
+	int lo = a < b ? a : b, hi = a < b ? b : a;
+
+	if (lo > 3)
+		close_range(3, (unsigned)lo - 1, 0);
+	if (hi > lo + 1)
+		close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
+	close_range((unsigned)hi + 1, ~0u, 0);
+}
+
+/* The listener's process: serves until the service goes (its parent). */
+static _Noreturn void listener_main(struct metrics *m, int fd, int ready, pid_t parent)
+{
+	struct MHD_Daemon *d;
+	char ok = 1;
+
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != parent)
+		_exit(0);		/* it went before the line above */
+	close_all_but(fd, ready);	/* nothing of the service's but the socket */
+	prctl(PR_SET_NAME, "vmigrated:http");
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGPIPE, SIG_IGN);
+	d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO, 0, NULL, NULL,
+			     answer, m, MHD_OPTION_LISTEN_SOCKET, fd,
+			     MHD_OPTION_CONNECTION_LIMIT, 16u,
+			     MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
+	ok = d != NULL;
+	if (write(ready, &ok, 1) != 1 || !d)
+		_exit(1);
+	close(ready);
+	for (;;)
+		pause();	/* the daemon's thread serves; SIGTERM ends us */
+}
+
 int metrics_listen(struct metrics *m, const char *addr, char *err, size_t errlen)
 {
-	char host[256], port[32];
-	int fd;
+	char host[256], port[32], ok = 0;
+	struct pollfd p;
+	pid_t parent = getpid();
+	int fd, pipefd[2];
 
-	if (child_close_fd >= 0) {
-		snprintf(err, errlen, "one metrics listener a process");
+	if (m->listener > 0) {
+		snprintf(err, errlen, "one metrics listener a service");
 		return -EBUSY;
 	}
 	if (xport_split_hostport(addr, "", host, sizeof(host), port, sizeof(port)) || !port[0]) {
@@ -517,17 +590,41 @@ int metrics_listen(struct metrics *m, const char *addr, char *err, size_t errlen
 	fd = xport_tcp_listen(host, port, err, errlen);
 	if (fd < 0)
 		return fd;
-	m->httpd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO, 0, NULL, NULL,
-				    answer, m, MHD_OPTION_LISTEN_SOCKET, fd,
-				    MHD_OPTION_CONNECTION_LIMIT, 16u,
-				    MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
-	if (!m->httpd) {
-		snprintf(err, errlen, "metrics listener on %s: libmicrohttpd would not start", addr);
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
 		close(fd);
+		return -errno;
+	}
+	fflush(NULL);
+	m->listener = fork();
+	if (m->listener == 0) {
+		close(pipefd[0]);
+		listener_main(m, fd, pipefd[1], parent);
+	}
+	close(fd);		/* the listener's alone */
+	close(pipefd[1]);
+	p = (struct pollfd){ .fd = pipefd[0], .events = POLLIN };
+	if (m->listener < 0 || poll(&p, 1, 10000) != 1 || read(pipefd[0], &ok, 1) != 1 || !ok) {
+		snprintf(err, errlen, "metrics listener on %s: %s", addr, m->listener < 0 ?
+			 strerror(errno) : "libmicrohttpd would not start");
+		close(pipefd[0]);
+		if (m->listener > 0) {
+			kill(m->listener, SIGKILL);
+			waitpid(m->listener, NULL, 0);
+		}
+		m->listener = 0;
 		return -EIO;
 	}
-	m->listen_fd = fd;
-	child_close_fd = fd;
-	pthread_once(&atfork_once, register_atfork);
+	close(pipefd[0]);
+	m->listener_fd = pidfd_open(m->listener, 0);
+	if (m->listener_fd < 0) {
+		int e = errno;
+
+		snprintf(err, errlen, "pidfd_open: %s", strerror(e));
+		kill(m->listener, SIGKILL);	/* not reaped yet: still ours */
+		waitpid(m->listener, NULL, 0);
+		m->listener = 0;
+		return -e;
+	}
 	return 0;
 }
