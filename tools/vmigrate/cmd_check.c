@@ -33,6 +33,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "check_line.h"
 #include "cli.h"
 #include "ipc.h"
 #include "vm.h"
@@ -55,12 +56,11 @@ static void say(struct check_ctx *c, const char *check, const char *result, cons
 static void say(struct check_ctx *c, const char *check, const char *result, const char *fmt,
 		...)
 {
-	struct json_object *o = json_object_new_object();
-	char detail[1024];
+	struct json_object *o;
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(detail, sizeof(detail), fmt, ap);
+	o = check_line(check, result, fmt, ap);
 	va_end(ap);
 	if (!strcmp(result, "PASS"))
 		c->passed++;
@@ -69,10 +69,7 @@ static void say(struct check_ctx *c, const char *check, const char *result, cons
 	else
 		c->failed++;
 	if (!c->json)
-		printf("%-4s  %-18s %s\n", result, check, detail);
-	json_object_object_add(o, "check", json_object_new_string(check));
-	json_object_object_add(o, "result", json_object_new_string(result));
-	json_object_object_add(o, "detail", json_object_new_string(detail));
+		printf("%-4s  %-18s %s\n", result, check, ipc_str(o, "detail", ""));
 	json_object_array_add(c->lines, o);
 }
 

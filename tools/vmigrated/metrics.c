@@ -305,13 +305,38 @@ static struct json_object *repl_status(struct metrics *m, const char *name)
 	return rep;
 }
 
-/* One sample of a per-guest family. */
+/* One sample of a per-guest family: whole numbers in full, others to nine
+ * significant digits. */
 static void guest_sample(FILE *f, const char *metric, const char *guest, double v)
 {
 	fprintf(f, "%s{guest=\"", metric);
 	put_label(f, guest);
-	fprintf(f, "\"} %.9g\n", v);
+	if (v < 9007199254740992.0 && v > -9007199254740992.0 && v == (double)(int64_t)v)
+		fprintf(f, "\"} %lld\n", (long long)v);
+	else
+		fprintf(f, "\"} %.9g\n", v);
 }
+
+/* A primary's figure: a field of its replicate-status, scaled to the unit
+ * the metric's name says. */
+struct figure {
+	const char *metric, *type, *help, *field;
+	double scale;
+};
+
+static const struct figure primary_figures[] = {
+	{ "vmigrate_replication_epochs_total", "counter",
+	  "Epochs sealed and sent by the replication job of each primary here.", "epochs", 1 },
+	{ "vmigrate_replication_lag_seconds", "gauge",
+	  "The last epoch of each primary here: from its pause to its acknowledgement.",
+	  "lag_ms", 1e-3 },
+	{ "vmigrate_replication_pause_p99_seconds", "gauge",
+	  "99th percentile of the vCPU pause per epoch, over the recent epochs.",
+	  "pause_p99_ms", 1e-3 },
+	{ "vmigrate_replication_held_output_bytes", "gauge",
+	  "Guest output held until the standby acknowledges the epoch that produced it.",
+	  "held_output_bytes", 1 },
+};
 
 /* Per replicated guest: its state (one series per state, 1 for the one it
  * is in), epochs, lag, pause p99 and held output, as its process says. */
@@ -351,41 +376,17 @@ static void replication(FILE *f, struct metrics *m, struct json_object *guests)
 				st, !strcmp(st, now));
 		}
 	}
-	family(f, "vmigrate_replication_epochs_total", "counter",
-	       "Epochs sealed and sent by the replication job of each primary here.");
-	for (unsigned i = 0; i < k; i++) {
-		struct json_object *r = NULL;
+	for (unsigned p = 0; p < sizeof(primary_figures) / sizeof(primary_figures[0]); p++) {
+		const struct figure *fig = &primary_figures[p];
 
-		if (json_object_object_get_ex(status[i], "replication", &r))
-			guest_sample(f, "vmigrate_replication_epochs_total", names[i],
-				     (double)ipc_int(r, "epochs", 0));
-	}
-	family(f, "vmigrate_replication_lag_seconds", "gauge",
-	       "The last epoch of each primary here: from its pause to its acknowledgement.");
-	for (unsigned i = 0; i < k; i++) {
-		struct json_object *r = NULL;
+		family(f, fig->metric, fig->type, fig->help);
+		for (unsigned i = 0; i < k; i++) {
+			struct json_object *r = NULL;
 
-		if (json_object_object_get_ex(status[i], "replication", &r))
-			guest_sample(f, "vmigrate_replication_lag_seconds", names[i],
-				     ipc_double(r, "lag_ms", 0) / 1e3);
-	}
-	family(f, "vmigrate_replication_pause_p99_seconds", "gauge",
-	       "99th percentile of the vCPU pause per epoch, over the recent epochs.");
-	for (unsigned i = 0; i < k; i++) {
-		struct json_object *r = NULL;
-
-		if (json_object_object_get_ex(status[i], "replication", &r))
-			guest_sample(f, "vmigrate_replication_pause_p99_seconds", names[i],
-				     ipc_double(r, "pause_p99_ms", 0) / 1e3);
-	}
-	family(f, "vmigrate_replication_held_output_bytes", "gauge",
-	       "Guest output held until the standby acknowledges the epoch that produced it.");
-	for (unsigned i = 0; i < k; i++) {
-		struct json_object *r = NULL;
-
-		if (json_object_object_get_ex(status[i], "replication", &r))
-			guest_sample(f, "vmigrate_replication_held_output_bytes", names[i],
-				     (double)ipc_int(r, "held_output_bytes", 0));
+			if (json_object_object_get_ex(status[i], "replication", &r))
+				guest_sample(f, fig->metric, names[i],
+					     ipc_double(r, fig->field, 0) * fig->scale);
+		}
 	}
 	family(f, "vmigrate_replication_applied_epoch", "gauge",
 	       "The last epoch each standby here applied.");

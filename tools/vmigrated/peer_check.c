@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "check_line.h"
 #include "ipc.h"
 
 #define PROBE_SECONDS	1.0
@@ -30,17 +31,11 @@ static void line(struct json_object *checks, const char *check, const char *resu
 static void line(struct json_object *checks, const char *check, const char *result,
 		 const char *fmt, ...)
 {
-	struct json_object *o = json_object_new_object();
-	char detail[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(detail, sizeof(detail), fmt, ap);
+	json_object_array_add(checks, check_line(check, result, fmt, ap));
 	va_end(ap);
-	json_object_object_add(o, "check", json_object_new_string(check));
-	json_object_object_add(o, "result", json_object_new_string(result));
-	json_object_object_add(o, "detail", json_object_new_string(detail));
-	json_object_array_add(checks, o);
 }
 
 struct json_object *peer_check(const struct peer_config *pc, const char *dest)
