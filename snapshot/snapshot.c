@@ -504,7 +504,8 @@ int snap_check_target(const char *path, const uint8_t *parent_uuid, bool force,
 		if (read_head(child, &h, ignore, sizeof(ignore)) == 0 && h.incremental &&
 		    !memcmp(h.parent_uuid, target.image_uuid, 16)) {
 			snprintf(err, errlen, "%s is the parent of %s: replacing it would leave that "
-				 "checkpoint unrestorable (--force replaces it anyway)", path, child);
+				 "checkpoint unrestorable (snapshot --force replaces it anyway)", path,
+				 child);
 			ret = -EEXIST;
 			break;
 		}
