@@ -35,6 +35,7 @@
 
 #include "check_line.h"
 #include "cli.h"
+#include "help.h"
 #include "ipc.h"
 #include "vm.h"
 
@@ -431,23 +432,19 @@ int cmd_check(int argc, char **argv)
 	int opt;
 
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
 		if (opt == 'd') {
 			snprintf(c.tls_dir, sizeof(c.tls_dir), "%s", optarg);
 		} else if (opt == 'j') {
 			c.json = true;
 		} else {
 			json_object_put(c.lines);
-			fprintf(stderr, "usage: vmigrate check [HOST[:PORT]] [--tls-dir DIR] [--json]\n"
-				"  checks this host for vmigrate (KVM, memory, TLS files, the service,\n"
-				"  RDMA), and with HOST the path to that host's vmigrated\n");
-			return EXIT_USAGE;
+			return cli_getopt_error("check", opt, argv);
 		}
 	}
 	if (optind < argc - 1) {
 		json_object_put(c.lines);
-		fprintf(stderr, "vmigrate check: at most one HOST[:PORT]\n");
-		return EXIT_USAGE;
+		return cli_usage("check");
 	}
 	c.host = optind < argc ? argv[optind] : NULL;
 

@@ -6,17 +6,16 @@
 #include <string.h>
 
 #include "cli.h"
+#include "help.h"
 #include "ipc.h"
 
 int cmd_metrics(int argc, char **argv)
 {
 	struct json_object *rep;
 
-	if (argc > 1) {
-		fprintf(stderr, "usage: vmigrate metrics\n"
-			"  prints the local vmigrated's metrics (Prometheus text format)\n");
-		return EXIT_USAGE;
-	}
+	if (argc > 1)
+		return argv[1][0] == '-' ? cli_unknown_option("metrics", argv[1]) :
+		       cli_usage("metrics");
 	rep = svc_request(svc_req("metrics"), true);
 	if (!rep)
 		return 1;

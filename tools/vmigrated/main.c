@@ -35,6 +35,7 @@
 #include "peer_check.h"
 #include "snapshot.h"
 #include "transport.h"
+#include "version.h"
 #include "worker.h"
 
 #define WORKER_CALL_MS		10000
@@ -654,7 +655,9 @@ static void usage(FILE *f)
 "                        firewalls (default: any free port)\n"
 "  --peer-key FILE       shared secret (16-64 bytes, mode 600): peers must prove it\n"
 "  --metrics ADDR:PORT   Prometheus metrics over HTTP at /metrics (default: none;\n"
-"                        'vmigrate metrics' shows them either way)\n");
+"                        'vmigrate metrics' shows them either way)\n"
+"  --version             print the version and exit\n"
+"  -h, --help            this help\n");
 }
 
 int main(int argc, char **argv)
@@ -671,6 +674,7 @@ int main(int argc, char **argv)
 		{ "data-ports", required_argument, NULL, 'p' },
 		{ "metrics", required_argument, NULL, 'm' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
 	};
 	struct service sv = { .io_timeout_ms = 5000 };
@@ -681,7 +685,7 @@ int main(int argc, char **argv)
 
 	snprintf(sv.state_dir, sizeof(sv.state_dir), "/run/vmigrate");
 	snprintf(sv.listen_addr, sizeof(sv.listen_addr), "0.0.0.0:" PEER_DEFAULT_PORT);
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l': snprintf(sv.listen_addr, sizeof(sv.listen_addr), "%s", optarg); break;
 		case 's': snprintf(sv.state_dir, sizeof(sv.state_dir), "%s", optarg); break;
@@ -717,6 +721,7 @@ int main(int argc, char **argv)
 			break;
 		case 'm': snprintf(sv.metrics_addr, sizeof(sv.metrics_addr), "%s", optarg); break;
 		case 'h': usage(stdout); return 0;
+		case 'V': printf("vmigrated %s\n", vmigrate_version()); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
