@@ -567,7 +567,7 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 	return ipc_error("unknown request '%s'", cmd);
 }
 
-/* The guests, for the metrics (their listener's thread asks too). */
+/* The guests, for the metrics (asked from the listener's process too). */
 static struct json_object *metrics_guests(void *opaque)
 {
 	return scan_guests(opaque);

@@ -28,7 +28,7 @@
 struct metrics;
 
 /* The service's guests as `list` shows them: an array of info replies
- * (the caller puts it). Called from the main thread and the listener's. */
+ * (the caller puts it). Called in the service and in the listener's process. */
 typedef struct json_object *(*metrics_guests_fn)(void *opaque);
 
 struct metrics *metrics_new(const char *guests_dir, metrics_guests_fn guests, void *opaque);
