@@ -32,7 +32,8 @@ struct metrics;
 typedef struct json_object *(*metrics_guests_fn)(void *opaque);
 
 struct metrics *metrics_new(const char *guests_dir, metrics_guests_fn guests, void *opaque);
-/* Serve GET /metrics on ADDR:PORT from a thread of its own. */
+/* Serve GET /metrics on ADDR:PORT from a process of its own, which ends
+ * with the service. */
 int metrics_listen(struct metrics *m, const char *addr, char *err, size_t errlen);
 /* Stops the listener. NULL is fine. */
 void metrics_free(struct metrics *m);
