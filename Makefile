@@ -37,7 +37,9 @@ PKG_librdmacm  := librdmacm-dev
 PKG_libibverbs := libibverbs-dev
 PKG_json-c     := libjson-c-dev
 PKG_libcurl    := libcurl4-openssl-dev
+PKG_libmicrohttpd := libmicrohttpd-dev
 PKGS := liblz4 libxxhash libssl libcrypto libvirt librdmacm libibverbs json-c libcurl
+PKGS += libmicrohttpd
 
 NO_BUILD_GOALS := deps clean help man uninstall
 ifneq ($(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all)),)

@@ -11,6 +11,7 @@ PACKAGES="
 	iproute2 iptables procps bc
 	libcurl4-openssl-dev etcd-server etcd-client
 	scdoc groff-base
+	libmicrohttpd-dev curl python3
 "
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -57,6 +57,7 @@ write("peer_hello", {
     "name-long": hello(name="n" * 64),
     "name-not-string": hello(name=7),
     "wrong-op": hello(op="migrate-data", token="ab" * 16),
+    "probe": hello(op="probe", name="probe", job="check", channels=1),
     "not-object": b"[1,2,3]\n",
     "no-newline": hello()[:-1],
     "empty-line": b"\n",

@@ -33,7 +33,7 @@ out=$("$VMIGRATE" --help 2>&1); rc=$?
 cmds=$(echo "$out" | sed -n '/^commands:/,/^$/s/^  \([a-z][a-z-]*\) .*/\1/p')
 missing=""
 for c in run ckpt start list info stop verify migrate replicate failover resume snapshot \
-	restore backup jobs cancel set-bandwidth; do
+	restore backup jobs cancel set-bandwidth metrics check; do
 	echo "$cmds" | grep -qx "$c" || missing="$missing $c"
 done
 [ $rc = 0 ] && [ -z "$missing" ] && echo "$out" | grep -q "ckpt .*merge" &&

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -471,14 +472,17 @@ static struct json_object *request_with_key(struct json_object *req, const char 
 
 int cmd_snapshot(int argc, char **argv)
 {
-	bool incremental = false, json = false, live = false;
+	bool incremental = false, json = false, live = false, force = false;
 	const char *name = NULL, *file = NULL, *key = NULL;
 	struct json_object *req, *rep;
+	struct stat st;
 	char *abs;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--incremental"))
 			incremental = true;
+		else if (!strcmp(argv[i], "--force"))
+			force = true;
 		else if (!strcmp(argv[i], "--live"))
 			live = true;
 		else if (!strcmp(argv[i], "--key") && i + 1 < argc)
@@ -498,6 +502,11 @@ int cmd_snapshot(int argc, char **argv)
 	}
 	if (!name || !file)
 		return cli_usage("snapshot");
+	if (stat(file, &st) == 0 && S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "vmigrate snapshot: %s is a directory: give the checkpoint a file "
+			"name\n", file);
+		return 1;
+	}
 	abs = absolute(file);
 	if (!abs) {
 		fprintf(stderr, "vmigrate snapshot: %s: no such directory\n", file);
@@ -508,6 +517,8 @@ int cmd_snapshot(int argc, char **argv)
 	json_object_object_add(req, "file", json_object_new_string(abs));
 	json_object_object_add(req, "incremental", json_object_new_boolean(incremental));
 	json_object_object_add(req, "live", json_object_new_boolean(live));
+	if (force)	/* may replace a checkpoint others build on (snap_check_target) */
+		json_object_object_add(req, "force", json_object_new_boolean(true));
 	free(abs);
 	rep = request_with_key(req, key, "snapshot");
 	if (!rep)

@@ -44,13 +44,15 @@ KEY_OPT
 HELP_OPT },
 	{ "ckpt", "show (info), check (verify) or flatten (merge) a checkpoint file",
 "usage: vmigrate ckpt info FILE [--json] [--key KEYFILE]\n"
-"       vmigrate ckpt verify FILE [--key KEYFILE]\n"
+"       vmigrate ckpt verify FILE [--file-only] [--key KEYFILE]\n"
 "       vmigrate ckpt merge FILE OUT [--key KEYFILE]\n"
-"info: what FILE holds. verify: every checksum, the record grammar, the\n"
-"index, the digest and the guest's state. merge: one full checkpoint OUT\n"
-"from FILE and its parents. No service is needed.\n"
+"info: what FILE holds, and which file is its parent. verify: every\n"
+"checksum, the record grammar, the index, the digest and the guest's state,\n"
+"in FILE and in each parent a restore of it would read. merge: one full\n"
+"checkpoint OUT from FILE and its parents. No service is needed.\n"
 "\noptions:\n"
 "  --json                info: print as JSON\n"
+"  --file-only           verify: FILE alone, not its parents (default: the chain)\n"
 KEY_OPT
 "                        (checks the MAC; merge signs OUT with it)\n"
 HELP_OPT },
@@ -153,12 +155,16 @@ HELP_OPT },
 HELP_OPT },
 	{ "snapshot", "checkpoint a guest to a file (full or --incremental)",
 "usage: vmigrate snapshot NAME FILE [OPTIONS]\n"
-"Write a checkpoint of the guest NAME to FILE, atomically (mode 600).\n"
+"Write a checkpoint of the guest NAME to FILE, atomically (mode 600). A FILE\n"
+"that another checkpoint beside it names as its parent is not replaced, nor\n"
+"one that is a directory.\n"
 "\noptions:\n"
 "  --live                pre-copy rounds while the guest runs, then pause it only\n"
 "                        for the last pages (default: paused while written)\n"
 "  --incremental         only the pages dirtied since the guest's previous\n"
 "                        checkpoint, its parent (default: full)\n"
+"  --force               replace FILE even if another checkpoint builds on it;\n"
+"                        never the new one's own parent (default: refused)\n"
 KEY_OPT
 "  --json                print the service's reply as JSON\n"
 HELP_OPT },
@@ -179,7 +185,8 @@ HELP_OPT },
 "one there, or a full one every K runs; then whole old chains are removed\n"
 "while at least N checkpoints remain.\n"
 "\noptions:\n"
-"  --dir DIR             where the checkpoints are (required)\n"
+"  --dir DIR             where the checkpoints are, made (mode 700) when it is\n"
+"                        not there (required)\n"
 "  --keep N              checkpoints to keep at least, 1 or more (required)\n"
 "  --full-every K        a full checkpoint every K runs, 1 or more (default 7)\n"
 KEY_OPT
@@ -203,6 +210,24 @@ HELP_OPT },
 "binary units (100M, 1G/s), spread over its channels.\n"
 "\noptions:\n"
 HELP_OPT },
+	{ "metrics", "the service's metrics (Prometheus text format)",
+"usage: vmigrate metrics\n"
+"The local vmigrated's counters (migrations, downtime, bytes, checkpoints,\n"
+"restores, backups), its guests by state and the replication figures, in the\n"
+"Prometheus text format: what its --metrics listener serves.\n"
+"\noptions:\n"
+HELP_OPT },
+	{ "check", "check this host, and the path to a peer, for vmigrate",
+"usage: vmigrate check [HOST[:PORT]] [OPTIONS]\n"
+"One line a check, PASS, WARN or FAIL: /dev/kvm and the KVM capabilities\n"
+"vmigrate uses, memfd, huge pages, userfaultfd, the control socket, the TLS\n"
+"directory (dates, the CA, the key's mode), RDMA devices; with HOST, the local\n"
+"service tries the path to HOST's service: TCP, TLS, a data port, bandwidth.\n"
+"\noptions:\n"
+"  --tls-dir DIR         the TLS directory to check (default: the service's)\n"
+"  --json                print as JSON\n"
+HELP_OPT
+"Exit status: 0 nothing failed (warnings allowed); 1 a check failed.\n" },
 	{ "help", "the help of a command: help COMMAND (or COMMAND --help)",
 "usage: vmigrate help [COMMAND]\n"
 "The help of COMMAND, or the list of commands.\n" },

@@ -33,6 +33,8 @@ static const struct {
 	{ "jobs", cmd_jobs },
 	{ "cancel", cmd_cancel },
 	{ "set-bandwidth", cmd_set_bandwidth },
+	{ "metrics", cmd_metrics },
+	{ "check", cmd_check },
 	{ "help", cmd_help },
 };
 

@@ -30,7 +30,9 @@
 
 #include "guest_lock.h"
 #include "ipc.h"
+#include "metrics.h"
 #include "peer.h"
+#include "peer_check.h"
 #include "snapshot.h"
 #include "transport.h"
 #include "version.h"
@@ -49,6 +51,8 @@ struct service {
 	int io_timeout_ms;
 	int control_fd, peer_fd;
 	struct peer_config peer;
+	char metrics_addr[256];		/* --metrics: "" for none */
+	struct metrics *metrics;	/* counters, and their HTTP listener */
 };
 
 static volatile sig_atomic_t quit;
@@ -264,6 +268,7 @@ static void spec_from_service(const struct service *sv, struct worker_spec *spec
 	snprintf(spec->dir, sizeof(spec->dir), "%s", sv->guests_dir);
 	spec->io_timeout_ms = sv->io_timeout_ms;
 	spec->peer = sv->peer;
+	snprintf(spec->control, sizeof(spec->control), "%s", sv->control_path);
 	if (!xport_split_hostport(sv->listen_addr, PEER_DEFAULT_PORT, host, sizeof(host), port,
 				  sizeof(port)))
 		spec->home_port = (int)strtol(port, NULL, 10);
@@ -457,11 +462,63 @@ static struct json_object *do_jobs(struct service *sv)
 	return rep;
 }
 
+/* `vmigrate check`: what this service runs with, so the CLI checks the
+ * TLS directory it uses. */
+static struct json_object *do_check(struct service *sv)
+{
+	struct json_object *rep = ipc_ok(), *guests = scan_guests(sv);
+	char ports[32] = "";
+
+	if (sv->peer.data_port_lo)
+		snprintf(ports, sizeof(ports), "%u-%u", sv->peer.data_port_lo, sv->peer.data_port_hi);
+	json_object_object_add(rep, "pid", json_object_new_int(getpid()));
+	json_object_object_add(rep, "listen", json_object_new_string(sv->listen_addr));
+	json_object_object_add(rep, "insecure", json_object_new_boolean(sv->peer.insecure));
+	json_object_object_add(rep, "tls_dir", json_object_new_string(sv->peer.tls_dir));
+	json_object_object_add(rep, "peer_key", json_object_new_boolean(sv->peer.key.set));
+	json_object_object_add(rep, "data_ports", json_object_new_string(ports));
+	json_object_object_add(rep, "metrics", json_object_new_string(sv->metrics_addr));
+	json_object_object_add(rep, "guests", json_object_new_int(
+		(int)json_object_array_length(guests)));
+	json_object_put(guests);
+	return rep;
+}
+
+/* `vmigrate check HOST`: a child of the service checks the path to HOST
+ * (seconds, with timeouts) and answers on conn; the service goes on. */
+static void check_peer(struct service *sv, struct json_object *req, int conn)
+{
+	const char *dest = ipc_str(req, "dest", "");
+	struct json_object *rep;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = dest[0] ? fork() : -2;
+	if (pid == 0) {
+		close(sv->control_fd);
+		close(sv->peer_fd);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGCHLD, SIG_DFL);
+		rep = peer_check(&sv->peer, dest);
+		ipc_send(conn, rep, -1);
+		_exit(0);
+	}
+	rep = pid == -2 ? ipc_error("check-peer needs a destination HOST[:PORT]") :
+	      pid < 0 ? ipc_error("fork: %s", strerror(errno)) : NULL;
+	if (rep) {
+		ipc_send(conn, rep, -1);
+		json_object_put(rep);
+	}
+}
+
 static struct json_object *dispatch(struct service *sv, struct json_object *req)
 {
 	const char *cmd = ipc_str(req, "cmd", "");
 	const char *name = ipc_str(req, "name", "");
+	struct json_object *own = metrics_request(sv->metrics, req);
 
+	if (own)
+		return own;	/* metrics, job-result, backup-result */
 	if (!strcmp(cmd, "start"))
 		return do_start(sv, req);
 	if (!strcmp(cmd, "list"))
@@ -499,6 +556,8 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 		json_object_put(fwd);
 		return rep;
 	}
+	if (!strcmp(cmd, "check"))
+		return do_check(sv);
 	if (!strcmp(cmd, "jobs"))
 		return do_jobs(sv);
 	if (!strcmp(cmd, "job"))
@@ -508,7 +567,14 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 	return ipc_error("unknown request '%s'", cmd);
 }
 
-/* Root, or the configured group: nobody else may steer guests. */
+/* The guests, for the metrics (asked from the listener's process too). */
+static struct json_object *metrics_guests(void *opaque)
+{
+	return scan_guests(opaque);
+}
+
+/* Root, or the configured group (or the service's own processes): nobody
+ * else may steer guests. */
 static bool client_allowed(struct service *sv, int conn)
 {
 	struct ucred cred;
@@ -516,7 +582,8 @@ static bool client_allowed(struct service *sv, int conn)
 
 	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return false;
-	return cred.uid == 0 || (sv->has_group && cred.gid == sv->group);
+	/* the service's own uid: its guest processes report their jobs' ends */
+	return cred.uid == 0 || cred.uid == geteuid() || (sv->has_group && cred.gid == sv->group);
 }
 
 static void serve_control(struct service *sv)
@@ -534,8 +601,12 @@ static void serve_control(struct service *sv)
 		return;
 	}
 	req = ipc_recv(conn, NULL, 5000);
-	if (req) {
+	if (req && !strcmp(ipc_str(req, "cmd", ""), "check-peer")) {
+		check_peer(sv, req, conn);
+		json_object_put(req);
+	} else if (req) {
 		rep = dispatch(sv, req);
+		metrics_observe(sv->metrics, req, rep);
 		ipc_send(conn, rep, -1);
 		json_object_put(rep);
 		json_object_put(req);
@@ -583,6 +654,8 @@ static void usage(FILE *f)
 "  --data-ports LO-HI    ports an incoming guest offers its data channels on, for\n"
 "                        firewalls (default: any free port)\n"
 "  --peer-key FILE       shared secret (16-64 bytes, mode 600): peers must prove it\n"
+"  --metrics ADDR:PORT   Prometheus metrics over HTTP at /metrics (default: none;\n"
+"                        'vmigrate metrics' shows them either way)\n"
 "  --version             print the version and exit\n"
 "  -h, --help            this help\n");
 }
@@ -599,6 +672,7 @@ int main(int argc, char **argv)
 		{ "tls-allow", required_argument, NULL, 'a' },
 		{ "insecure", no_argument, NULL, 'i' },
 		{ "data-ports", required_argument, NULL, 'p' },
+		{ "metrics", required_argument, NULL, 'm' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
@@ -645,6 +719,7 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'm': snprintf(sv.metrics_addr, sizeof(sv.metrics_addr), "%s", optarg); break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("vmigrated %s\n", vmigrate_version()); return 0;
 		default: usage(stderr); return 2;
@@ -673,10 +748,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vmigrated: %s\n", err);
 		return 1;
 	}
+	sv.metrics = metrics_new(sv.guests_dir, metrics_guests, &sv);
+	if (!sv.metrics || (sv.metrics_addr[0] &&
+			    metrics_listen(sv.metrics, sv.metrics_addr, err, sizeof(err)))) {
+		fprintf(stderr, "vmigrated: %s\n", sv.metrics ? err : "out of memory");
+		metrics_free(sv.metrics);
+		return 1;
+	}
 	/* last: once the control socket is there, the service takes peers too */
 	sv.control_fd = ipc_listen(sv.control_path, mode, err, sizeof(err));
 	if (sv.control_fd < 0) {
 		fprintf(stderr, "vmigrated: %s\n", err);
+		metrics_free(sv.metrics);
 		return 1;
 	}
 	if (sv.has_group && chown(sv.control_path, 0, sv.group) < 0)
@@ -697,6 +780,8 @@ int main(int argc, char **argv)
 			json_object_array_length(found));
 		json_object_put(found);
 	}
+	if (sv.metrics_addr[0])
+		log_msg("metrics on http://%s/metrics", sv.metrics_addr);
 
 	while (!quit) {
 		struct pollfd p[2] = {
@@ -717,5 +802,6 @@ int main(int argc, char **argv)
 	close(sv.peer_fd);
 	close(sv.control_fd);
 	unlink(sv.control_path);
+	metrics_free(sv.metrics);
 	return 0;
 }

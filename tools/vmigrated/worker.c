@@ -44,6 +44,7 @@
 #include "guest_lock.h"
 #include "handover.h"
 #include "ipc.h"
+#include "job_report.h"
 #include "migrate.h"
 #include "replicate.h"
 #include "snapshot.h"
@@ -349,6 +350,12 @@ static struct json_object *do_snapshot(struct json_object *req)
 			goto out;
 		}
 	}
+	/* before the dirty set is taken: a refusal costs the next incremental nothing */
+	if (snap_check_target(file, incremental ? W.snap_base.image_uuid : NULL,
+			      ipc_bool(req, "force", false), err, sizeof(err))) {
+		rep = ipc_error("%s", err);
+		goto out;
+	}
 	for (unsigned r = 0; r < W.vm->nr_regions; r++)
 		if (!(bm[r] = calloc(1, vm_bitmap_bytes(&W.vm->regions[r])))) {
 			rep = ipc_error("out of memory");
@@ -370,6 +377,7 @@ static struct json_object *do_snapshot(struct json_object *req)
 		o.dirty = bm;
 	}
 	o.live = live;
+	o.force = ipc_bool(req, "force", false);
 	o.mac_key = key_len > 0 ? key : NULL;
 	o.mac_key_len = key_len > 0 ? (size_t)key_len : 0;
 	if (!ret)
@@ -382,6 +390,8 @@ static struct json_object *do_snapshot(struct json_object *req)
 	W.snap_base_valid = !ret;
 	if (ret) {
 		rep = ipc_error("checkpoint failed, the guest runs on: %s", err);
+		/* tried and failed, not refused: the service counts it (metrics.c) */
+		json_object_object_add(rep, "attempted", json_object_new_boolean(true));
 		goto out;
 	}
 	W.snap_base = res;
@@ -423,11 +433,26 @@ int worker_dial_job(const char *op)
 	return -ECONNREFUSED;
 }
 
+/* The job's end, for the service's counters. A guest that moved reports
+ * once its name is given up, so a service that is down (for up to
+ * JOB_REPORT_S) holds nothing up; a process told to exit then waits for
+ * the report (it joins the job). A guest that stayed reports before it is
+ * runnable again, so a new job never waits for the old one's report (its
+ * join holds W.lock while the service waits on this process). */
+static void report_end(void)
+{
+	struct mig_stats st;
+
+	mig_progress_get(&W.prog, &st);
+	job_report(W.spec.control, "out", W.spec.name, W.job, &st);
+}
+
 static void *migration_main(void *arg)
 {
 	int ret;
 
 	if (worker_dial_job("migrate-in")) {
+		report_end();
 		pthread_mutex_lock(&W.lock);
 		W.mig_result = -ECONNREFUSED;
 		W.mig_done = true;
@@ -436,6 +461,8 @@ static void *migration_main(void *arg)
 		return NULL;
 	}
 	ret = mig_source_run(W.vm, W.mig_session.control, &W.params, &W.prog);
+	if (ret)
+		report_end();
 
 	pthread_mutex_lock(&W.lock);
 	W.mig_result = ret;
@@ -459,6 +486,8 @@ static void *migration_main(void *arg)
 		fprintf(stderr, "vmigrated: guest %s migration %s: %s%s%s\n", W.spec.name, W.job,
 			mig_status_name(st.status), st.error[0] ? ": " : "", st.error);
 	}
+	if (!ret)
+		report_end();
 	return NULL;
 }
 
@@ -895,6 +924,8 @@ static void *incoming_main(void *arg)
 		return NULL;
 	}
 	peer_session_close(&in->session);
+	if (!vm && !in->opts.standby)	/* before this process ends */
+		job_report(W.spec.control, "in", W.spec.name, W.incoming_job, &W.incoming);
 	pthread_mutex_lock(&W.lock);
 	if (!vm) {
 		fprintf(stderr, "vmigrated: incoming guest %s refused or lost: %s\n",
@@ -913,6 +944,8 @@ static void *incoming_main(void *arg)
 			getpid());
 	}
 	pthread_mutex_unlock(&W.lock);
+	if (vm)
+		job_report(W.spec.control, "in", W.spec.name, W.incoming_job, &W.incoming);
 	return NULL;
 }
 
@@ -937,6 +970,12 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	}
 	if (!strcmp(h.op, "handover"))
 		answer_handover(&s, &h, x);
+	if (!strcmp(h.op, "probe")) {	/* `vmigrate check` on another host */
+		prctl(PR_SET_NAME, "vmg:probe");
+		if (peer_answer_probe(&s.peer, x, err, sizeof(err)))
+			fprintf(stderr, "vmigrated: a check from another host failed: %s\n", err);
+		_exit(0);
+	}
 	snprintf(s.name, sizeof(s.name), "%s", name);
 	ret = worker_setup(&s, err, sizeof(err));
 	if (ret == -EBUSY && !strcmp(h.op, "replicate-in"))
