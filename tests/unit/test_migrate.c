@@ -383,9 +383,10 @@ TEST_T(auto_converge_throttles_until_it_fits, 120)
 	vm_destroy(src);
 }
 
+/* A thread that steers a running migration, and what it saw sent then. */
 struct steer {
 	struct mig_progress *prog;
-	uint64_t at_1s;
+	uint64_t sent;
 };
 
 static void *raise_cap_later(void *arg)
@@ -395,7 +396,7 @@ static void *raise_cap_later(void *arg)
 
 	tg_sleep_ms(1000);
 	mig_progress_get(s->prog, &st);
-	s->at_1s = st.transferred_bytes;
+	s->sent = st.transferred_bytes;
 	atomic_store(&s->prog->bandwidth.rate, 0);	/* lift the cap while it runs */
 	tg_sleep_ms(700);
 	atomic_store(&s->prog->cancel, true);
@@ -425,11 +426,11 @@ TEST(bandwidth_cap_holds_over_all_channels_and_changes_live)
 	pthread_join(t, NULL);
 	mig_progress_get(&f.prog, &f.st);
 	/* one second at 4 MiB/s plus the bucket's 50 ms: far below 3 x 4 MiB */
-	CHECK_MSG(st.at_1s < (6u << 20), "%llu bytes in the first second under a 4 MiB/s cap",
-		  (unsigned long long)st.at_1s);
-	CHECK_MSG(f.st.transferred_bytes > st.at_1s + (20u << 20),
+	CHECK_MSG(st.sent < (6u << 20), "%llu bytes in the first second under a 4 MiB/s cap",
+		  (unsigned long long)st.sent);
+	CHECK_MSG(f.st.transferred_bytes > st.sent + (20u << 20),
 		  "lifting the cap did not speed it up: %llu then %llu bytes",
-		  (unsigned long long)st.at_1s, (unsigned long long)f.st.transferred_bytes);
+		  (unsigned long long)st.sent, (unsigned long long)f.st.transferred_bytes);
 	failing_end(&f, MIG_CANCELLED);
 }
 
@@ -628,19 +629,14 @@ TEST_T(dirty_ring_peeks_lose_no_write, 120)
 	vm_destroy(d.vm);
 }
 
-struct cancel_at {
-	struct mig_progress *prog;
-	uint64_t sent_at_cancel;
-};
-
 static void *cancel_later_on(void *arg)
 {
-	struct cancel_at *c = arg;
+	struct steer *c = arg;
 	struct mig_stats st;
 
 	tg_sleep_ms(2000);	/* round 1 is all queued by then */
 	mig_progress_get(c->prog, &st);
-	c->sent_at_cancel = st.transferred_bytes;
+	c->sent = st.transferred_bytes;
 	atomic_store(&c->prog->cancel, true);
 	return NULL;
 }
@@ -651,7 +647,7 @@ static void *cancel_later_on(void *arg)
 TEST(cancel_does_not_wait_for_the_queue_to_drain)
 {
 	struct failing f;
-	struct cancel_at c = { &f.prog, 0 };
+	struct steer c = { &f.prog, 0 };
 	pthread_t t;
 	uint64_t after;
 
@@ -668,7 +664,7 @@ TEST(cancel_does_not_wait_for_the_queue_to_drain)
 	CHECK_EQ(mig_source_run(f.src, f.x, &f.p, &f.prog), -ECANCELED);
 	pthread_join(t, NULL);
 	mig_progress_get(&f.prog, &f.st);
-	after = f.st.transferred_bytes - c.sent_at_cancel;
+	after = f.st.transferred_bytes - c.sent;
 	/* at most a batch in flight on each channel (4 MiB), not ~90 MiB queued */
 	CHECK_MSG(after < (16u << 20), "%llu bytes went out after the cancel",
 		  (unsigned long long)after);

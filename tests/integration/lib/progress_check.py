@@ -29,6 +29,7 @@ def main():
             if m:
                 d = m.groupdict()
                 lines.append({
+                    "text": text,
                     "t": float(t), "status": d["status"], "round": int(d["round"]),
                     "pct": float(d["pct"]), "rate": float(d["rate"]),
                     "dirty": float(d["dirty"]), "left": float(d["left"]),
@@ -36,9 +37,7 @@ def main():
                 })
     print("# %d progress lines" % len(lines))
     for e in lines[::max(1, len(lines) // 12)]:
-        print("#   %6.2f s %-9s round %d %5.1f%% %6.1f MiB/s dirty %5.1f MiB/s %7.1f MiB left "
-              "ETA %s" % (e["t"], e["status"], e["round"], e["pct"], e["rate"], e["dirty"],
-                          e["left"], e["eta"]))
+        print("#   %6.2f s  %s" % (e["t"], e["text"]))
     if not lines or lines[-1]["status"] != "completed":
         result("progress_lines", False, "no progress line ends the migration as completed")
         return
