@@ -177,6 +177,18 @@ a_stopped_for_good() {
 	esac
 }
 
+# host (vmA/vmB) replicates the guest with epochs flowing: protected, or
+# degraded on a loaded machine; waits up to 60 s
+wait_in_sync() {
+	local i
+	for i in $(seq 600); do
+		$1 replicate status $G --json 2>/dev/null | grep -Eq '"state":"(protected|degraded)"' &&
+			return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 case_primary_guest_killed() {
@@ -215,12 +227,7 @@ case_only_the_replication_link_cut() {
 	grep -q "UNPROTECTED" "$HOSTS_DIR/A/service.log" || { note "A never lost its standby"; return 1; }
 	grep -q "the standby gives up" "$HOSTS_DIR/B/service.log" ||
 		{ note "B's standby did not give up"; return 1; }
-	for _ in $(seq 200); do
-		vmA replicate status $G --json 2>/dev/null | grep -q '"state":"protected"' && break
-		sleep 0.1
-	done
-	vmA replicate status $G --json 2>/dev/null | grep -q '"state":"protected"' ||
-		{ note "A's replication: $(vmA replicate status $G 2>&1 | head -3)"; return 1; }
+	wait_in_sync vmA || { note "A's replication: $(vmA replicate status $G 2>&1 | head -3)"; return 1; }
 	vmA verify $G >/dev/null || { note "verify failed on A"; return 1; }
 	local out rc
 	out=$(python3 "$CHECK_OUTPUT" "$HOSTS_DIR/A/guests/$G.output" "$HOSTS_DIR/B/guests/$G.output")
@@ -345,7 +352,7 @@ case_planned_failover_and_back() {
 	[ "$(state_on vmA)" = standby ] || { note "A is '$(state_on vmA)', not a standby"; return 1; }
 	note "first sync (B's): $(grep -o 'standby in sync.*it had already' "$HOSTS_DIR/A/service.log" | head -1)"
 	note "resync (A's): $(grep -o 'standby in sync.*it had already' "$HOSTS_DIR/B/service.log" | tail -1)"
-	for i in $(seq 100); do vmB replicate status $G --json | grep -q '"state":"protected"' && break; sleep 0.1; done
+	wait_in_sync vmB || { note "B's replication: $(vmB replicate status $G 2>&1 | head -3)"; return 1; }
 	sleep 1
 	out=$(vmB failover $G 2>&1) || { note "failover back: $out"; return 1; }
 	note "$out"
@@ -372,8 +379,7 @@ case_standby_killed_then_replaced() {
 	for i in $(seq 100); do vmA replicate status $G --json | grep -q '"state":"unprotected"' && break; sleep 0.1; done
 	vmA replicate status $G | sed 's/^/#   /'
 	[ "$(state_on vmA)" = running ] || { note "A is '$(state_on vmA)'"; return 1; }
-	for i in $(seq 300); do vmA replicate status $G --json | grep -q '"state":"protected"' && break; sleep 0.1; done
-	vmA replicate status $G --json | grep -q '"state":"protected"' || { note "not protected again: $(vmA replicate status $G)"; return 1; }
+	wait_in_sync vmA || { note "not protected again: $(vmA replicate status $G)"; return 1; }
 	tok2=$(vmA replicate status $G --json | sed -n 's/.*"replication":{[^}]*"token":\([0-9]*\).*/\1/p')
 	note "protected again: token $tok1 -> $tok2"
 	[ "$tok2" -gt "$tok1" ] || return 1

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "help.h"
 #include "ipc.h"
 #include "snapshot.h"
 #include "units.h"
@@ -117,26 +118,40 @@ int cmd_backup(int argc, char **argv)
 	int c;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		int bad = 0;
+	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+		const char *bad = NULL;
 
 		switch (c) {
 		case 'd': dir = optarg; break;
-		case 'k': bad = parse_uint(optarg, &keep) || keep < 1; break;
-		case 'f': bad = parse_uint(optarg, &full_every) || full_every < 1; break;
+		case 'k': if (parse_uint(optarg, &keep) || keep < 1) bad = "--keep"; break;
+		case 'f':
+			if (parse_uint(optarg, &full_every) || full_every < 1)
+				bad = "--full-every";
+			break;
 		case 'j': json = true; break;
 		case 'K':
 			free(key_file);
 			key_file = realpath(optarg, NULL);
-			bad = !key_file;
+			if (!key_file) {
+				fprintf(stderr, "vmigrate backup: key %s: %s\n", optarg,
+					strerror(errno));
+				return 1;
+			}
 			break;
-		default: bad = 1;
+		default:
+			free(key_file);
+			return cli_getopt_error("backup", c, argv);
 		}
-		if (bad)
-			goto usage;
+		if (bad) {
+			free(key_file);
+			return cli_bad_value("backup", bad, optarg, "a whole number, 1 or more");
+		}
 	}
-	if (optind != argc - 1 || !dir || !keep)
+	if (optind != argc - 1 || !dir || !keep) {
+		if (optind == argc - 1)
+			fprintf(stderr, "vmigrate backup: --dir and --keep are required\n");
 		goto usage;
+	}
 	guest = argv[optind];
 	if (!realpath(dir, abs)) {
 		fprintf(stderr, "vmigrate backup: %s: %s\n", dir, strerror(errno));
@@ -200,7 +215,5 @@ int cmd_backup(int argc, char **argv)
 	return 0;
 usage:
 	free(key_file);
-	fprintf(stderr, "usage: vmigrate backup NAME --dir DIR --keep N [--full-every K] "
-		"[--key KEYFILE] [--json]\n");
-	return EXIT_USAGE;
+	return cli_usage("backup");
 }

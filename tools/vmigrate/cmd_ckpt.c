@@ -12,6 +12,7 @@
 #include <json-c/json.h>
 
 #include "cli.h"
+#include "help.h"
 #include "snapshot.h"
 
 static void hex(const uint8_t *b, size_t n, char *out)
@@ -100,6 +101,10 @@ int cmd_ckpt(int argc, char **argv)
 			json = true;
 		else if (!strcmp(argv[i], "--key") && i + 1 < argc)
 			key_file = argv[++i];
+		else if (!strcmp(argv[i], "--key"))
+			return cli_missing_value("ckpt", argv[i]);
+		else if (argv[i][0] == '-')
+			return cli_unknown_option("ckpt", argv[i]);
 		else if (!file)
 			file = argv[i];
 		else if (!out)
@@ -108,12 +113,8 @@ int cmd_ckpt(int argc, char **argv)
 			file = NULL, i = argc;
 	}
 	if (!file || (strcmp(cmd, "info") && strcmp(cmd, "verify") && strcmp(cmd, "merge")) ||
-	    (!strcmp(cmd, "merge") != !!out)) {
-		fprintf(stderr, "usage: vmigrate ckpt info FILE [--json] [--key KEYFILE]\n"
-			"       vmigrate ckpt verify FILE [--key KEYFILE]\n"
-			"       vmigrate ckpt merge FILE OUT [--key KEYFILE]\n");
-		return EXIT_USAGE;
-	}
+	    (!strcmp(cmd, "merge") != !!out))
+		return cli_usage("ckpt");
 	if (key_file && (key_len = snap_key_load(key_file, key, err, sizeof(err))) < 0) {
 		fprintf(stderr, "vmigrate ckpt: %s\n", err);
 		return 1;

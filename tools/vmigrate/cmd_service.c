@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "guest_opts.h"
+#include "help.h"
 #include "ipc.h"
 #include "migrate.h"
 #include "units.h"
@@ -29,7 +30,7 @@
 static int name_and_json(int argc, char **argv, const char **name, bool *json, const char *what)
 {
 	if (svc_name_and_flag(argc, argv, 1, "--json", name, json) || (!*name && what[0])) {
-		fprintf(stderr, "usage: vmigrate %s %s [--json]\n", argv[0], what);
+		cli_usage(argv[0]);
 		return -EINVAL;
 	}
 	return 0;
@@ -50,21 +51,19 @@ int cmd_start(int argc, char **argv)
 
 	guest_opts_init(&g);
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
 		ret = guest_opts_parse(&g, c, optarg, "start");
 		if (ret < 0)
 			return EXIT_USAGE;
 		if (ret)
 			continue;
-		if (c != O_JSON) {
-			fprintf(stderr, "usage: vmigrate start NAME [OPTIONS] [--json]\n" GUEST_OPTS_HELP);
-			return EXIT_USAGE;
-		}
+		if (c != O_JSON)
+			return cli_getopt_error("start", c, argv);
 		json = true;
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "vmigrate start: give exactly one guest NAME\n");
-		return EXIT_USAGE;
+		return cli_usage("start");
 	}
 	req = svc_req("start");
 	json_object_object_add(req, "name", json_object_new_string(argv[optind]));
@@ -166,14 +165,8 @@ int cmd_resume(int argc, char **argv)
 	bool lost = false;
 	int status;
 
-	if (svc_name_and_flag(argc, argv, 1, "--destination-lost", &name, &lost) || !name) {
-		fprintf(stderr, "usage: vmigrate resume NAME [--destination-lost]\n"
-			"  resumes a guest left paused by an uncertain handover, once the\n"
-			"  destination confirms it does not run it; --destination-lost: that\n"
-			"  host is gone for good (your word; refused until the handover bound\n"
-			"  has passed)\n");
-		return EXIT_USAGE;
-	}
+	if (svc_name_and_flag(argc, argv, 1, "--destination-lost", &name, &lost) || !name)
+		return cli_usage("resume");
 	req = svc_req("resume");
 	json_object_object_add(req, "name", json_object_new_string(name));
 	json_object_object_add(req, "destination_lost", json_object_new_boolean(lost));
@@ -284,10 +277,11 @@ int cmd_migrate(int argc, char **argv)
 	int asked = 0;
 	char job[128];
 	uint64_t v;
-	int c, status;
+	int c, idx = 0, status;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":", longopts, &idx)) != -1) {
+		const char *choices = NULL;	/* named with a bad value */
 		int bad = 0;
 
 		switch (c) {
@@ -308,12 +302,14 @@ int cmd_migrate(int argc, char **argv)
 			break;
 		case O_ON_TIMEOUT:
 			bad = strcmp(optarg, "cancel") && strcmp(optarg, "force");
+			choices = "cancel or force";
 			json_object_object_add(req, "on_timeout", json_object_new_string(optarg));
 			break;
 		case O_COMPRESS: {
 			enum mig_compress mode;
 
 			bad = mig_compress_parse(optarg, &mode);
+			choices = "auto, lz4 or off";
 			json_object_object_add(req, "compress", json_object_new_string(optarg));
 			break;
 		}
@@ -322,34 +318,34 @@ int cmd_migrate(int argc, char **argv)
 			break;
 		case O_TRANSPORT:
 			bad = strcmp(optarg, "tcp") && strcmp(optarg, "tls") && strcmp(optarg, "rdma");
+			choices = "tls or rdma";
 			json_object_object_add(req, "transport", json_object_new_string(
 				strcmp(optarg, "rdma") ? "tcp" : "rdma"));
 			break;
 		case O_CHANNELS:
 			bad = parse_uint(optarg, &v) || v > 16;
+			choices = "0 to 16";
 			json_object_object_add(req, "channels", json_object_new_int((int)v));
 			break;
 		case O_JSON: json = true; break;
 		case O_QUIET: quiet = true; break;
 		case O_DETACH: detach = true; break;
-		default: bad = 1; break;
+		default:
+			json_object_put(req);
+			return cli_getopt_error("migrate", c, argv);
 		}
 		if (bad) {
+			char opt[32];
+
+			snprintf(opt, sizeof(opt), "--%s", longopts[idx].name);
 			json_object_put(req);
-			fprintf(stderr, "usage: vmigrate migrate NAME HOST[:PORT] [--max-downtime MS] "
-				"[--bandwidth RATE] [--auto-converge] [--timeout S] "
-				"[--on-timeout cancel|force] [--compress auto|lz4|off] [--no-compress] "
-				"[--channels N] [--transport tls|rdma] "
-				"[--json] [--quiet] [--detach]\n"
-				"  Ctrl-C cancels the job (the guest stays here); with --detach it\n"
-				"  leaves the job running instead\n");
-			return EXIT_USAGE;
+			return cli_bad_value("migrate", opt, optarg, choices);
 		}
 	}
 	if (optind != argc - 2) {
 		fprintf(stderr, "vmigrate migrate: give a guest NAME and a HOST[:PORT]\n");
 		json_object_put(req);
-		return EXIT_USAGE;
+		return cli_usage("migrate");
 	}
 	json_object_object_add(req, "name", json_object_new_string(argv[optind]));
 	json_object_object_add(req, "dest", json_object_new_string(argv[optind + 1]));
@@ -464,8 +460,7 @@ int cmd_jobs(int argc, char **argv)
 		} else if (!strcmp(argv[i], "--all")) {
 			all = true;
 		} else {
-			fprintf(stderr, "usage: vmigrate jobs [--completed | --all] [--json]\n");
-			return EXIT_USAGE;
+			return cli_unknown_option("jobs", argv[i]);
 		}
 	}
 	req = svc_req("jobs");
@@ -491,10 +486,10 @@ int cmd_cancel(int argc, char **argv)
 {
 	struct json_object *req, *rep;
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: vmigrate cancel JOB\n");
-		return EXIT_USAGE;
-	}
+	if (argc == 2 && argv[1][0] == '-')
+		return cli_unknown_option("cancel", argv[1]);
+	if (argc != 2)
+		return cli_usage("cancel");
 	req = svc_req("cancel");
 	json_object_object_add(req, "job", json_object_new_string(argv[1]));
 	rep = svc_request(req, true);
@@ -510,10 +505,13 @@ int cmd_set_bandwidth(int argc, char **argv)
 	struct json_object *req, *rep;
 	uint64_t rate;
 
-	if (argc != 3 || parse_rate(argv[2], &rate)) {
-		fprintf(stderr, "usage: vmigrate set-bandwidth JOB RATE\n");
-		return EXIT_USAGE;
-	}
+	for (int i = 1; i < argc; i++)
+		if (argv[i][0] == '-')
+			return cli_unknown_option("set-bandwidth", argv[i]);
+	if (argc != 3)
+		return cli_usage("set-bandwidth");
+	if (parse_rate(argv[2], &rate))
+		return cli_bad_value("set-bandwidth", "RATE", argv[2], "e.g. 100M or 1G/s");
 	req = svc_req("set-bandwidth");
 	json_object_object_add(req, "job", json_object_new_string(argv[1]));
 	json_object_object_add(req, "bandwidth", json_object_new_int64((int64_t)rate));
@@ -577,6 +575,10 @@ int cmd_snapshot(int argc, char **argv)
 			key = argv[++i];
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
+		else if (!strcmp(argv[i], "--key"))
+			return cli_missing_value("snapshot", argv[i]);
+		else if (argv[i][0] == '-')
+			return cli_unknown_option("snapshot", argv[i]);
 		else if (!name)
 			name = argv[i];
 		else if (!file)
@@ -584,10 +586,8 @@ int cmd_snapshot(int argc, char **argv)
 		else
 			name = NULL, i = argc;
 	}
-	if (!name || !file) {
-		fprintf(stderr, "usage: vmigrate snapshot NAME FILE [--live] [--incremental] [--key KEYFILE] [--json]\n");
-		return EXIT_USAGE;
-	}
+	if (!name || !file)
+		return cli_usage("snapshot");
 	abs = absolute(file);
 	if (!abs) {
 		fprintf(stderr, "vmigrate snapshot: %s: no such directory\n", file);
@@ -628,15 +628,17 @@ int cmd_restore(int argc, char **argv)
 			lazy = true;
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
+		else if (!strcmp(argv[i], "--key") || !strcmp(argv[i], "--name"))
+			return cli_missing_value("restore", argv[i]);
+		else if (argv[i][0] == '-')
+			return cli_unknown_option("restore", argv[i]);
 		else if (!file)
 			file = argv[i];
 		else
 			file = NULL, i = argc;
 	}
-	if (!file) {
-		fprintf(stderr, "usage: vmigrate restore FILE [--name NAME] [--lazy] [--key KEYFILE] [--json]\n");
-		return EXIT_USAGE;
-	}
+	if (!file)
+		return cli_usage("restore");
 	abs = realpath(file, NULL);
 	if (!abs) {
 		fprintf(stderr, "vmigrate restore: %s: %s\n", file, strerror(errno));

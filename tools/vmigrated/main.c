@@ -34,6 +34,7 @@
 #include "peer.h"
 #include "snapshot.h"
 #include "transport.h"
+#include "version.h"
 #include "worker.h"
 
 #define WORKER_CALL_MS		10000
@@ -623,7 +624,9 @@ static void usage(FILE *f)
 "  --insecure            plain TCP between hosts instead of TLS (both ends must say so)\n"
 "  --data-ports LO-HI    ports an incoming guest offers its data channels on, for\n"
 "                        firewalls (default: any free port)\n"
-"  --peer-key FILE       shared secret (16-64 bytes, mode 600): peers must prove it\n");
+"  --peer-key FILE       shared secret (16-64 bytes, mode 600): peers must prove it\n"
+"  --version             print the version and exit\n"
+"  -h, --help            this help\n");
 }
 
 int main(int argc, char **argv)
@@ -639,6 +642,7 @@ int main(int argc, char **argv)
 		{ "insecure", no_argument, NULL, 'i' },
 		{ "data-ports", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
 	};
 	struct service sv = { .io_timeout_ms = 5000 };
@@ -649,7 +653,7 @@ int main(int argc, char **argv)
 
 	snprintf(sv.state_dir, sizeof(sv.state_dir), "/run/vmigrate");
 	snprintf(sv.listen_addr, sizeof(sv.listen_addr), "0.0.0.0:" PEER_DEFAULT_PORT);
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l': snprintf(sv.listen_addr, sizeof(sv.listen_addr), "%s", optarg); break;
 		case 's': snprintf(sv.state_dir, sizeof(sv.state_dir), "%s", optarg); break;
@@ -684,6 +688,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'h': usage(stdout); return 0;
+		case 'V': printf("vmigrated %s\n", vmigrate_version()); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
