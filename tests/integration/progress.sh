@@ -120,8 +120,12 @@ rec=$(completed_job vmB "$JOB")
 why=$(record_has "$rec" direction=incoming status=completed "peer=$HOST_A_ADDR" \
 	transferred_bytes\>100000000 total_time_ms\>0 ram_total_bytes=268435456 2>&1)
 check completed_on_destination $? "job '$JOB' on B: ${why:-not listed}"
-vmA jobs --completed | grep -q "^$JOB .*outgoing *completed" &&
-	vmB jobs --all | grep -q "^$JOB .*incoming *completed"
+vmA jobs --completed >"$HOSTS_DIR/jobsA" 2>&1
+vmB jobs --all >"$HOSTS_DIR/jobsB" 2>&1
+sed 's/^/#   A: /' "$HOSTS_DIR/jobsA"
+sed 's/^/#   B: /' "$HOSTS_DIR/jobsB"
+grep -q "^$JOB .*outgoing *completed" "$HOSTS_DIR/jobsA" &&
+	grep -q "^$JOB .*incoming *completed" "$HOSTS_DIR/jobsB"
 check completed_in_the_tables $? "the text tables do not show job $JOB"
 grep -q 'not json {' "$HOSTS_DIR/B/guests/completed-jobs.json.bad" 2>/dev/null
 check bad_job_log_set_aside $? "B's unreadable job log was not kept as .bad"
