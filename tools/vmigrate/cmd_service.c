@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,38 +192,71 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* One progress line: the round and how much of it is sent, and the share of
- * everything sent so far, which only grows. */
-static void show_progress(struct json_object *p, double *shown_pct, bool tty)
+/*
+ * One progress line: the round; the share of the job's expected time gone
+ * by (the service's figure: it never goes back and is 100 only once the
+ * guest runs there); the rate on the wire and the rate of pages dirtied
+ * again, both recent; what is left (QEMU's ram remaining: the rest of this
+ * round and the pages dirtied again since they were sent); QEMU's expected
+ * downtime (the pause if it began now); the time until the guest runs
+ * there, "?" while dirtying outpaces the link.
+ */
+static void show_progress(struct json_object *p, bool tty)
 {
 	struct json_object *st;
-	double pct, total, sent, round_pct;
+	double eta = ipc_double(p, "eta_s", -1);
+	char eta_text[32];
 
 	if (!json_object_object_get_ex(p, "stats", &st))
 		return;
-	sent = (double)ipc_int(st, "transferred_bytes", 0);
-	total = sent + (ipc_int(p, "round_pages", 0) - ipc_int(p, "round_done", 0)) * 4096.0;
-	pct = total > 0 ? 100.0 * sent / total : 0;
 	if (!strcmp(ipc_str(st, "status", ""), "completed"))
-		pct = 100;
-	if (pct < *shown_pct)
-		pct = *shown_pct;
-	*shown_pct = pct;
-	round_pct = ipc_int(p, "round_pages", 0) > 0 ?
-		    100.0 * ipc_int(p, "round_done", 0) / ipc_int(p, "round_pages", 0) : 0;
-	fprintf(stderr, "%s%-9s round %lld %5.1f%% (all %5.1f%%)  %8.1f MiB/s  dirty %7.1f MiB/s  "
-		"expected downtime %5lld ms  ETA %5.1f s%s",
-		tty ? "\r" : "", ipc_str(st, "status", "?"), ipc_int(p, "round", 0), round_pct, pct,
-		ipc_double(st, "mbps", 0) * 1e6 / 8 / (1 << 20),
+		eta = 0;
+	if (eta < 0)
+		snprintf(eta_text, sizeof(eta_text), "%7s", "?");
+	else
+		snprintf(eta_text, sizeof(eta_text), "%5.1f s", eta);
+	fprintf(stderr, "%s%-9s round %lld %5.1f%%  %7.1f MiB/s  dirty %6.1f MiB/s  "
+		"%8.1f MiB left  expected downtime %6lld ms  ETA %s%s",
+		tty ? "\r" : "", ipc_str(st, "status", "?"), ipc_int(p, "round", 0),
+		ipc_double(p, "percent", 0), ipc_double(st, "mbps", 0) * 1e6 / 8 / (1 << 20),
 		ipc_int(st, "dirty_pages_rate", 0) * 4096.0 / (1 << 20),
-		ipc_int(st, "expected_downtime_ms", 0), ipc_double(p, "eta_s", 0),
-		tty ? "  " : "\n");
+		ipc_int(st, "remaining_bytes", 0) / 1048576.0,
+		ipc_int(st, "expected_downtime_ms", 0), eta_text, tty ? "  " : "\n");
+}
+
+static volatile sig_atomic_t interrupts;
+
+static void on_interrupt(int sig)
+{
+	(void)sig;
+	interrupts++;
+}
+
+/* Ctrl-C, SIGTERM or a hang-up while migrate waits: noted, not fatal. */
+static void catch_interrupts(void)
+{
+	struct sigaction sa = { .sa_handler = on_interrupt, .sa_flags = SA_RESTART };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+static int cancel_job(const char *job)
+{
+	struct json_object *req = svc_req("cancel"), *rep;
+
+	json_object_object_add(req, "job", json_object_new_string(job));
+	rep = svc_request(req, true);
+	json_object_put(rep);
+	return rep ? 0 : -1;
 }
 
 int cmd_migrate(int argc, char **argv)
 {
 	enum { O_DOWNTIME = 256, O_BW, O_AUTO, O_TIMEOUT, O_ON_TIMEOUT, O_COMPRESS, O_NOCOMP,
-	       O_JSON, O_QUIET, O_CHANNELS, O_TRANSPORT };
+	       O_JSON, O_QUIET, O_CHANNELS, O_TRANSPORT, O_DETACH };
 	static const struct option longopts[] = {
 		{ "max-downtime", required_argument, NULL, O_DOWNTIME },
 		{ "bandwidth", required_argument, NULL, O_BW },
@@ -235,11 +269,13 @@ int cmd_migrate(int argc, char **argv)
 		{ "transport", required_argument, NULL, O_TRANSPORT },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "quiet", no_argument, NULL, O_QUIET },
+		{ "detach", no_argument, NULL, O_DETACH },
 		{ 0 }
 	};
 	struct json_object *req = svc_req("migrate"), *rep, *st = NULL;
-	bool json = false, quiet = false, tty = isatty(2);
-	double shown = 0, last_line = 0, seconds;
+	bool json = false, quiet = false, detach = false, tty = isatty(2);
+	double last_line = 0, seconds;
+	int asked = 0;
 	char job[128];
 	uint64_t v;
 	int c, idx = 0, status;
@@ -294,6 +330,7 @@ int cmd_migrate(int argc, char **argv)
 			break;
 		case O_JSON: json = true; break;
 		case O_QUIET: quiet = true; break;
+		case O_DETACH: detach = true; break;
 		default:
 			json_object_put(req);
 			return cli_getopt_error("migrate", c, argv);
@@ -313,6 +350,7 @@ int cmd_migrate(int argc, char **argv)
 	}
 	json_object_object_add(req, "name", json_object_new_string(argv[optind]));
 	json_object_object_add(req, "dest", json_object_new_string(argv[optind + 1]));
+	catch_interrupts();	/* from here on, a job may run: never leave it silently */
 	rep = svc_request(req, true);
 	if (!rep)
 		return 1;	/* nothing started: the guest runs here */
@@ -332,16 +370,37 @@ int cmd_migrate(int argc, char **argv)
 			return EXIT_UNCERTAIN;
 		}
 		if (!quiet && (tty || now() - last_line >= 1.0)) {
-			show_progress(rep, &shown, tty);
+			show_progress(rep, tty);
 			last_line = now();
 		}
 		if (ipc_bool(rep, "done", false))
 			break;
 		json_object_put(rep);
+		if (interrupts && detach) {
+			fprintf(stderr, "%svmigrate: the migration continues as job %s; vmigrate "
+				"cancel %s\n", tty && !quiet ? "\n" : "", job, job);
+			return 0;
+		}
+		if (interrupts > asked && asked) {
+			fprintf(stderr, "vmigrate: no longer waiting; job %s was asked to cancel: "
+				"'vmigrate jobs --all' shows how it ends\n", job);
+			return 1;
+		}
+		if (interrupts > asked) {
+			/* as virsh: the job is cancelled, the guest stays here (a
+			 * handover already under way ends as it ends) */
+			asked = interrupts;
+			fprintf(stderr, "%svmigrate: interrupted: cancelling job %s; the guest stays "
+				"here (Ctrl-C again to stop waiting)\n", tty && !quiet ? "\n" : "", job);
+			if (cancel_job(job))
+				fprintf(stderr, "vmigrate: job %s could not be cancelled; it continues: "
+					"vmigrate cancel %s\n", job, job);
+			continue;
+		}
 		usleep(200000);
 	}
 	if (!quiet) {
-		show_progress(rep, &shown, tty);
+		show_progress(rep, tty);
 		if (tty)
 			fputc('\n', stderr);
 	}
@@ -364,30 +423,61 @@ int cmd_migrate(int argc, char **argv)
 	return status;
 }
 
+/* One row of the jobs table: running or finished, either way. */
+static void print_job(struct json_object *j)
+{
+	struct json_object *st = NULL;
+	bool done = ipc_bool(j, "done", false);
+	bool out = !strcmp(ipc_str(j, "direction", ""), "outgoing");
+	char left[32] = "-", down[32] = "-";
+
+	json_object_object_get_ex(j, "stats", &st);
+	if (!done && out)
+		snprintf(left, sizeof(left), "%.1f", ipc_int(st, "remaining_bytes", 0) / 1048576.0);
+	if (done && out && !strcmp(ipc_str(st, "status", ""), "completed"))
+		snprintf(down, sizeof(down), "%lld", ipc_int(st, "downtime_ms", 0));
+	printf("%-32s %-16s %-9s %-10s %6lld %10.1f %10s %8.1f %9s  %s\n", ipc_str(j, "job", "?"),
+	       ipc_str(j, "guest", "?"), ipc_str(j, "direction", "?"), ipc_str(st, "status", "?"),
+	       ipc_int(st, "rounds", 0), ipc_int(st, "transferred_bytes", 0) / 1048576.0, left,
+	       ipc_int(st, "total_time_ms", 0) / 1000.0, down,
+	       done ? ipc_str(j, "finished_at", "-") : "-");
+	if (ipc_str(st, "error", NULL))
+		printf("    %s\n", ipc_str(st, "error", ""));
+}
+
+/* jobs [--completed | --all] [--json]: the jobs of this host's guests, the
+ * finished ones kept by the service (the last few, with their final
+ * figures), or both. */
 int cmd_jobs(int argc, char **argv)
 {
-	const char *unused;
-	bool json;
-	struct json_object *rep, *jobs;
+	bool json = false, completed = false, all = false;
+	struct json_object *req, *rep, *jobs;
 
-	if (name_and_json(argc, argv, &unused, &json, ""))
-		return EXIT_USAGE;
-	rep = svc_request(svc_req("jobs"), true);
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json")) {
+			json = true;
+		} else if (!strcmp(argv[i], "--completed")) {
+			completed = true;
+		} else if (!strcmp(argv[i], "--all")) {
+			all = true;
+		} else {
+			return cli_unknown_option("jobs", argv[i]);
+		}
+	}
+	req = svc_req("jobs");
+	json_object_object_add(req, "completed", json_object_new_boolean(completed));
+	json_object_object_add(req, "all", json_object_new_boolean(all));
+	rep = svc_request(req, true);
 	if (!rep)
 		return 1;
 	if (json) {
 		svc_print_json(rep);
 	} else if (json_object_object_get_ex(rep, "jobs", &jobs)) {
-		printf("%-32s %-16s %-10s %6s %10s\n", "JOB", "GUEST", "STATUS", "ROUND", "SENT(MiB)");
-		for (size_t i = 0; i < json_object_array_length(jobs); i++) {
-			struct json_object *j = json_object_array_get_idx(jobs, i), *st = NULL;
-
-			json_object_object_get_ex(j, "stats", &st);
-			printf("%-32s %-16s %-10s %6lld %10.1f\n", ipc_str(j, "job", "?"),
-			       ipc_str(j, "guest", "?"), ipc_str(st, "status", "?"),
-			       ipc_int(j, "round", 0),
-			       ipc_int(st, "transferred_bytes", 0) / 1048576.0);
-		}
+		printf("%-32s %-16s %-9s %-10s %6s %10s %10s %8s %9s  %s\n", "JOB", "GUEST",
+		       "DIRECTION", "STATUS", "ROUNDS", "DATA(MiB)", "LEFT(MiB)", "TIME(s)",
+		       "DOWN(ms)", "FINISHED");
+		for (size_t i = 0; i < json_object_array_length(jobs); i++)
+			print_job(json_object_array_get_idx(jobs, i));
 	}
 	json_object_put(rep);
 	return 0;

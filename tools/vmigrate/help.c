@@ -91,9 +91,12 @@ HELP_OPT },
 	{ "migrate", "move a running guest to another host",
 "usage: vmigrate migrate NAME HOST[:PORT] [OPTIONS]\n"
 "Move the running guest NAME live to the vmigrated on HOST (port 7480 by\n"
-"default), showing progress; ends with QEMU's query-migrate figures.\n"
+"default), showing progress: round, share of the job done, rate, dirty rate,\n"
+"data left, expected downtime, ETA; ends with QEMU's query-migrate figures.\n"
+"Ctrl-C cancels the job (the guest stays here) and waits for its end.\n"
 "\noptions:\n"
-"  --max-downtime MS     longest pause for the switchover, milliseconds (default 300)\n"
+"  --max-downtime MS     longest pause for the switchover, milliseconds, 2 at\n"
+"                        least (default 300)\n"
 "  --bandwidth RATE      cap, bytes a second in binary units: 100M, 1G/s (default: none)\n"
 "  --auto-converge       slow the vCPUs down while the guest dirties memory faster\n"
 "                        than it is sent (default: off)\n"
@@ -108,11 +111,13 @@ HELP_OPT },
 "  --transport tls|rdma  data channels over the peer link (TLS, or TCP where both\n"
 "                        services are --insecure) or over RDMA (default tls)\n"
 "  --quiet               no progress lines\n"
+"  --detach              Ctrl-C leaves the job running (vmigrate cancel JOB stops\n"
+"                        it) instead of cancelling it (default: cancel)\n"
 "  --json                print the final figures as JSON\n"
 HELP_OPT
-"Exit status: 0 the guest runs on the destination; 1 it failed and the guest\n"
-"still runs here; 3 uncertain: check the destination, then 'vmigrate resume\n"
-"NAME' or 'vmigrate stop NAME' here.\n" },
+"Exit status: 0 the guest runs on the destination, or --detach left the job\n"
+"running; 1 it failed and the guest still runs here; 3 uncertain: check the\n"
+"destination, then 'vmigrate resume NAME' or 'vmigrate stop NAME' here.\n" },
 	{ "replicate", "keep a standby copy on another host (replicate status|stop NAME)",
 "usage: vmigrate replicate NAME HOST[:PORT] [OPTIONS]\n"
 "       vmigrate replicate status NAME [--json]\n"
@@ -192,10 +197,14 @@ HELP_OPT },
 KEY_OPT
 "  --json                print the result as JSON\n"
 HELP_OPT },
-	{ "jobs", "list migration jobs",
-"usage: vmigrate jobs [--json]\n"
-"The migration jobs of this host: guest, status, round, data sent.\n"
+	{ "jobs", "list migration jobs, running or finished",
+"usage: vmigrate jobs [--completed | --all] [--json]\n"
+"The migration jobs of this host's guests, outgoing and incoming: guest,\n"
+"direction, status, rounds, data sent or received, data left, time, downtime.\n"
 "\noptions:\n"
+"  --completed           the last 20 finished jobs instead, with their final\n"
+"                        figures, kept after the guest's process is gone\n"
+"  --all                 the running jobs and the finished ones\n"
 "  --json                print as JSON\n"
 HELP_OPT },
 	{ "cancel", "cancel a migration job (the guest stays here)",

@@ -30,6 +30,7 @@
 
 #include "guest_lock.h"
 #include "ipc.h"
+#include "joblog.h"
 #include "metrics.h"
 #include "peer.h"
 #include "peer_check.h"
@@ -333,10 +334,13 @@ static struct json_object *do_migrate(struct service *sv, struct json_object *re
 	const char *cmd = ipc_str(req, "cmd", "migrate");
 	struct json_object *info, *fwd, *rep;
 	char err[512], job[128], host[256];
+	struct mig_params params;
 	int fd;
 
 	if (!name || !dest)
 		return ipc_error("%s needs a guest name and a destination", cmd);
+	if (worker_mig_params(req, sv->io_timeout_ms, &params, err, sizeof(err)))
+		return ipc_error("%s", err);	/* before anything reaches the other host */
 	info = simple_call(sv, name, "info");
 	if (!ipc_bool(info, "ok", false))
 		return info;
@@ -398,7 +402,7 @@ static struct json_object *do_resume(struct service *sv, struct json_object *req
 	return rep;
 }
 
-/* The guest that runs a job, from the job's name. */
+/* The guest that runs a job, from the job's name (sent or received). */
 static struct json_object *find_job(struct service *sv, const char *job, char *name, size_t len)
 {
 	struct json_object *all = scan_guests(sv);
@@ -406,7 +410,8 @@ static struct json_object *find_job(struct service *sv, const char *job, char *n
 	for (size_t i = 0; i < json_object_array_length(all); i++) {
 		struct json_object *g = json_object_array_get_idx(all, i);
 
-		if (!strcmp(ipc_str(g, "job", ""), job)) {
+		if (!strcmp(ipc_str(g, "job", ""), job) ||
+		    !strcmp(ipc_str(g, "incoming_job", ""), job)) {
 			snprintf(name, len, "%s", ipc_str(g, "name", ""));
 			json_object_put(all);
 			return NULL;
@@ -431,7 +436,8 @@ static struct json_object *do_job(struct service *sv, struct json_object *req, c
 	rep = call_guest(sv, name, fwd, -1);
 	json_object_put(fwd);
 	/* A guest that moved has nothing left to do here once its result is read. */
-	if (progress && ipc_bool(rep, "done", false)) {
+	if (progress && ipc_bool(rep, "done", false) &&
+	    !strcmp(ipc_str(rep, "direction", ""), "outgoing")) {
 		struct json_object *st;
 
 		if (json_object_object_get_ex(rep, "stats", &st) &&
@@ -443,20 +449,56 @@ static struct json_object *do_job(struct service *sv, struct json_object *req, c
 	return rep;
 }
 
-static struct json_object *do_jobs(struct service *sv)
+/* The job a guest process runs or ran last: its own migration, or the one
+ * it is receiving. */
+static struct json_object *guest_job(struct service *sv, struct json_object *g)
 {
-	struct json_object *all = scan_guests(sv), *jobs = json_object_new_array(), *rep;
+	const char *job = ipc_str(g, "job", NULL);
+	struct json_object *req, *p;
 
-	for (size_t i = 0; i < json_object_array_length(all); i++) {
-		struct json_object *g = json_object_array_get_idx(all, i), *p;
-
-		if (!ipc_str(g, "job", NULL))
-			continue;
-		p = simple_call(sv, ipc_str(g, "name", ""), "progress");
+	if (!job && !strcmp(ipc_str(g, "state", ""), "incoming"))
+		job = ipc_str(g, "incoming_job", NULL);
+	if (!job)
+		return NULL;
+	req = json_object_new_object();
+	json_object_object_add(req, "cmd", json_object_new_string("progress"));
+	json_object_object_add(req, "job", json_object_new_string(job));
+	p = call_guest(sv, ipc_str(g, "name", ""), req, -1);
+	json_object_put(req);
+	if (!json_object_object_get_ex(p, "guest", NULL))	/* did not answer */
 		json_object_object_add(p, "guest", json_object_new_string(ipc_str(g, "name", "")));
-		json_object_array_add(jobs, p);
+	return p;
+}
+
+/* jobs: those of the guest processes here; with completed, the finished
+ * ones kept in the job log instead; with all, both. */
+static struct json_object *do_jobs(struct service *sv, struct json_object *req)
+{
+	bool all_jobs = ipc_bool(req, "all", false);
+	bool completed = all_jobs || ipc_bool(req, "completed", false);
+	struct json_object *jobs = NULL, *rep;
+	char err[700];
+
+	if (completed) {
+		jobs = joblog_list(sv->guests_dir, err, sizeof(err));
+		if (!jobs)
+			return ipc_error("finished jobs: %s", err);
 	}
-	json_object_put(all);
+	if (!jobs)
+		jobs = json_object_new_array();
+	if (!completed || all_jobs) {
+		struct json_object *guests = scan_guests(sv);
+
+		for (size_t i = 0; i < json_object_array_length(guests); i++) {
+			struct json_object *p = guest_job(sv, json_object_array_get_idx(guests, i));
+
+			if (p && all_jobs && ipc_bool(p, "done", false))
+				json_object_put(p);	/* in the log already */
+			else if (p)
+				json_object_array_add(jobs, p);
+		}
+		json_object_put(guests);
+	}
 	rep = ipc_ok();
 	json_object_object_add(rep, "jobs", jobs);
 	return rep;
@@ -559,7 +601,7 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 	if (!strcmp(cmd, "check"))
 		return do_check(sv);
 	if (!strcmp(cmd, "jobs"))
-		return do_jobs(sv);
+		return do_jobs(sv, req);
 	if (!strcmp(cmd, "job"))
 		return do_job(sv, req, "progress");
 	if (!strcmp(cmd, "cancel") || !strcmp(cmd, "set-bandwidth"))

@@ -24,6 +24,7 @@
  */
 #include "worker_internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -45,6 +46,7 @@
 #include "handover.h"
 #include "ipc.h"
 #include "job_report.h"
+#include "joblog.h"
 #include "migrate.h"
 #include "replicate.h"
 #include "snapshot.h"
@@ -105,6 +107,23 @@ int worker_spec_from_json(struct json_object *req, struct worker_spec *s,
 		return -EINVAL;
 	}
 	return 0;
+}
+
+int worker_mig_params(struct json_object *req, int io_timeout_ms, struct mig_params *p,
+		      char *err, size_t errlen)
+{
+	mig_params_default(p);
+	if (mig_compress_parse(ipc_str(req, "compress", "auto"), &p->compress)) {
+		snprintf(err, errlen, "compress must be auto, lz4 or off");
+		return -EINVAL;
+	}
+	p->max_downtime_ms = (uint64_t)ipc_int(req, "max_downtime_ms", 300);
+	p->bandwidth = (uint64_t)ipc_int(req, "bandwidth", 0);
+	p->auto_converge = ipc_bool(req, "auto_converge", false);
+	p->timeout_s = ipc_double(req, "timeout_s", 0);
+	p->force_on_timeout = !strcmp(ipc_str(req, "on_timeout", "cancel"), "force");
+	p->io_timeout_ms = (int)ipc_int(req, "io_timeout_ms", io_timeout_ms);
+	return mig_params_check(p, err, errlen);
 }
 
 /* Output the outside may see now (replicate.h's release callback). */
@@ -204,6 +223,36 @@ static struct json_object *stats_object(const struct mig_stats *st)
 
 	mig_stats_json(st, buf, sizeof(buf));
 	return json_tokener_parse(buf);
+}
+
+/* A job as `vmigrate jobs` lists it: which, which way, with whom, figures. */
+static struct json_object *job_object(struct json_object *o, const char *job, bool outgoing,
+				      const struct mig_stats *st)
+{
+	json_object_object_add(o, "job", json_object_new_string(job));
+	json_object_object_add(o, "guest", json_object_new_string(W.spec.name));
+	json_object_object_add(o, "direction", json_object_new_string(
+		outgoing ? "outgoing" : "incoming"));
+	json_object_object_add(o, "peer", json_object_new_string(
+		outgoing ? W.dest : W.incoming_from));
+	json_object_object_add(o, "stats", stats_object(st));
+	return o;
+}
+
+/* A finished job's final figures, kept after this process is gone
+ * (joblog.h); a failure to keep them is logged there and costs nothing. */
+static void record_job(const char *job, bool outgoing, const struct mig_stats *st)
+{
+	struct json_object *rec = job_object(json_object_new_object(), job, outgoing, st);
+	char when[32];
+	time_t t = time(NULL);
+	struct tm tm;
+
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+	json_object_object_add(rec, "finished_at", json_object_new_string(when));
+	json_object_object_add(rec, "done", json_object_new_boolean(true));
+	joblog_add(W.spec.dir, rec);
+	json_object_put(rec);
 }
 
 static struct json_object *do_info(void)
@@ -449,9 +498,12 @@ static void report_end(void)
 
 static void *migration_main(void *arg)
 {
+	struct mig_stats st;
 	int ret;
 
 	if (worker_dial_job("migrate-in")) {
+		mig_progress_get(&W.prog, &st);
+		record_job(W.job, true, &st);
 		report_end();
 		pthread_mutex_lock(&W.lock);
 		W.mig_result = -ECONNREFUSED;
@@ -461,6 +513,8 @@ static void *migration_main(void *arg)
 		return NULL;
 	}
 	ret = mig_source_run(W.vm, W.mig_session.control, &W.params, &W.prog);
+	mig_progress_get(&W.prog, &st);
+	record_job(W.job, true, &st);	/* before the watcher can see it done */
 	if (ret)
 		report_end();
 
@@ -479,13 +533,8 @@ static void *migration_main(void *arg)
 	}
 	pthread_mutex_unlock(&W.lock);
 	peer_session_close(&W.mig_session);
-	{
-		struct mig_stats st;
-
-		mig_progress_get(&W.prog, &st);
-		fprintf(stderr, "vmigrated: guest %s migration %s: %s%s%s\n", W.spec.name, W.job,
-			mig_status_name(st.status), st.error[0] ? ": " : "", st.error);
-	}
+	fprintf(stderr, "vmigrated: guest %s migration %s: %s%s%s\n", W.spec.name, W.job,
+		mig_status_name(st.status), st.error[0] ? ": " : "", st.error);
 	if (!ret)
 		report_end();
 	return NULL;
@@ -494,8 +543,9 @@ static void *migration_main(void *arg)
 static struct json_object *do_migrate(struct json_object *req, int fd)
 {
 	struct json_object *o, *peer = NULL;
-	enum mig_compress compress;
+	struct mig_params params;
 	struct peer_config pc;
+	char err[512];
 
 	if (fd < 0)
 		return ipc_error("migrate needs the connection to the destination");
@@ -504,9 +554,9 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 		close(fd);
 		return ipc_error("the service's peer key did not reach the guest intact");
 	}
-	if (mig_compress_parse(ipc_str(req, "compress", "auto"), &compress)) {
+	if (worker_mig_params(req, W.spec.io_timeout_ms, &params, err, sizeof(err))) {
 		close(fd);
-		return ipc_error("compress must be auto, lz4 or off");
+		return ipc_error("%s", err);
 	}
 	pthread_mutex_lock(&W.lock);
 	if (W.state != W_RUNNING || !W.vm) {
@@ -539,14 +589,7 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 		pthread_join(W.repl_thread, NULL);	/* over: repl_active is false */
 		W.repl_started = false;
 	}
-	mig_params_default(&W.params);
-	W.params.max_downtime_ms = (uint64_t)ipc_int(req, "max_downtime_ms", 300);
-	W.params.bandwidth = (uint64_t)ipc_int(req, "bandwidth", 0);
-	W.params.auto_converge = ipc_bool(req, "auto_converge", false);
-	W.params.timeout_s = ipc_double(req, "timeout_s", 0);
-	W.params.force_on_timeout = !strcmp(ipc_str(req, "on_timeout", "cancel"), "force");
-	W.params.compress = compress;
-	W.params.io_timeout_ms = (int)ipc_int(req, "io_timeout_ms", W.spec.io_timeout_ms);
+	W.params = params;
 	snprintf(W.job, sizeof(W.job), "%s", ipc_str(req, "job", "job"));
 	snprintf(W.dest_host, sizeof(W.dest_host), "%s", ipc_str(req, "dest_host", ""));
 	snprintf(W.dest, sizeof(W.dest), "%s", ipc_str(req, "dest", ""));
@@ -561,7 +604,7 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	if (!strcmp(ipc_str(req, "cmd", ""), "replicate")) {
 		W.rparams = (struct repl_params){
 			.epoch_ms = (unsigned)ipc_int(req, "epoch_ms", 0),
-			.compress = compress == MIG_COMPRESS_LZ4,
+			.compress = params.compress == MIG_COMPRESS_LZ4,
 		};
 		memset(&W.arb, 0, sizeof(W.arb));
 		snprintf(W.arb.endpoints, sizeof(W.arb.endpoints), "%s",
@@ -592,22 +635,59 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	return o;
 }
 
-static struct json_object *do_progress(void)
+/* True when req names the job that brought the guest here (or names none
+ * and this process only received one). */
+static bool names_incoming(struct json_object *req)
+{
+	const char *job = ipc_str(req, "job", NULL);
+
+	if (job && *job)
+		return W.incoming_job[0] && !strcmp(job, W.incoming_job) && strcmp(job, W.job);
+	return !W.job[0] && W.incoming_job[0];
+}
+
+/* The receiving side's figures, bytes counted live while it receives. */
+static struct json_object *incoming_progress(void)
+{
+	struct json_object *o = ipc_ok();
+	struct mig_stats st;
+	bool done;
+
+	mig_progress_get(&W.inprog, &st);
+	pthread_mutex_lock(&W.lock);
+	done = W.state != W_INCOMING;
+	if (W.in_session && !done) {
+		const struct peer_session *ps = W.in_session;
+
+		st.transferred_bytes = ps->control->bytes_received;
+		for (unsigned i = 0; i < ps->nr_data; i++)
+			st.transferred_bytes += ps->data[i]->bytes_received;
+		st.total_time_ms = (uint64_t)((worker_now() - W.in_started) * 1000);
+	}
+	pthread_mutex_unlock(&W.lock);
+	job_object(o, W.incoming_job, false, &st);
+	json_object_object_add(o, "round", json_object_new_int((int)st.round));
+	json_object_object_add(o, "done", json_object_new_boolean(done));
+	return o;
+}
+
+static struct json_object *do_progress(struct json_object *req)
 {
 	struct mig_stats st;
 	struct json_object *o;
 
+	if (names_incoming(req))
+		return incoming_progress();
 	if (!W.job[0])
 		return ipc_error("guest %s has no migration", W.spec.name);
 	mig_progress_get(&W.prog, &st);
-	o = ipc_ok();
-	json_object_object_add(o, "job", json_object_new_string(W.job));
-	json_object_object_add(o, "stats", stats_object(&st));
+	o = job_object(ipc_ok(), W.job, true, &st);
 	json_object_object_add(o, "round", json_object_new_int((int)st.round));
 	json_object_object_add(o, "round_pages", json_object_new_int64((int64_t)st.round_pages));
 	json_object_object_add(o, "round_done", json_object_new_int64((int64_t)st.round_done));
 	json_object_object_add(o, "remaining_pages", json_object_new_int64((int64_t)st.remaining_pages));
 	json_object_object_add(o, "eta_s", json_object_new_double(st.eta_s));
+	json_object_object_add(o, "percent", json_object_new_double(st.percent));
 	pthread_mutex_lock(&W.lock);
 	json_object_object_add(o, "done", json_object_new_boolean(W.mig_done));
 	pthread_mutex_unlock(&W.lock);
@@ -709,7 +789,10 @@ static struct json_object *handle(struct json_object *req, int fd)
 	if (!strcmp(cmd, "give-copy"))
 		return repl_give_copy();
 	if (!strcmp(cmd, "progress"))
-		return do_progress();
+		return do_progress(req);
+	if ((!strcmp(cmd, "cancel") || !strcmp(cmd, "set-bandwidth")) && names_incoming(req))
+		return ipc_error("job %s comes in to this host: %s it on the source host (%s)",
+				 W.incoming_job, cmd, W.incoming_from);
 	if (!strcmp(cmd, "snapshot"))
 		return do_snapshot(req);
 	if (!strcmp(cmd, "cancel")) {
@@ -837,6 +920,7 @@ int worker_setup(const struct worker_spec *s, char *err, size_t errlen)
 	W.started = worker_now();
 	pthread_mutex_init(&W.lock, NULL);
 	mig_progress_init(&W.prog);
+	mig_progress_init(&W.inprog);
 	repl_progress_init(&W.rprog, release_output, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, SIG_IGN);	/* the service's Ctrl-C is not ours */
@@ -909,13 +993,28 @@ static _Noreturn void answer_handover(const struct worker_spec *s, const struct 
 	_exit(0);
 }
 
+/* migrate/dest.c's admit hook: from the configuration on, `list` shows
+ * the arriving guest's real size. */
+static int admit_incoming(void *opaque, const struct ckpt_image_info *info,
+			  const struct vm_kvm_config *cfg, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&W.lock);
+	W.spec.mem = cfg->mem_bytes;
+	W.spec.vcpus = cfg->nr_vcpus;
+	pthread_mutex_unlock(&W.lock);
+	return 0;
+}
+
 static void *incoming_main(void *arg)
 {
 	struct incoming *in = arg;
+	struct mig_stats st;
 	char err[512];
-	struct vm *vm = mig_dest_run(in->session.control, &in->opts, &W.incoming, err,
-				     sizeof(err));
+	struct vm *vm = mig_dest_run(in->session.control, &in->opts, &st, err, sizeof(err));
 
+	pthread_mutex_lock(&W.lock);
+	W.in_session = NULL;	/* figures from st now; the channels may go */
+	pthread_mutex_unlock(&W.lock);
 	if (in->opts.has_base)
 		close(in->opts.base_memfd);	/* the guest maps its own */
 
@@ -924,8 +1023,9 @@ static void *incoming_main(void *arg)
 		return NULL;
 	}
 	peer_session_close(&in->session);
-	if (!vm && !in->opts.standby)	/* before this process ends */
-		job_report(W.spec.control, "in", W.spec.name, W.incoming_job, &W.incoming);
+	record_job(W.incoming_job, false, &st);
+	if (!vm)	/* before this process ends */
+		job_report(W.spec.control, "in", W.spec.name, W.incoming_job, &st);
 	pthread_mutex_lock(&W.lock);
 	if (!vm) {
 		fprintf(stderr, "vmigrated: incoming guest %s refused or lost: %s\n",
@@ -945,7 +1045,7 @@ static void *incoming_main(void *arg)
 	}
 	pthread_mutex_unlock(&W.lock);
 	if (vm)
-		job_report(W.spec.control, "in", W.spec.name, W.incoming_job, &W.incoming);
+		job_report(W.spec.control, "in", W.spec.name, W.incoming_job, &st);
 	return NULL;
 }
 
@@ -959,9 +1059,18 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	int ret, base_fd = -1;
 	pthread_t t;
 
+	struct sockaddr_storage from;
+	socklen_t from_len = sizeof(from);
+	char from_host[INET6_ADDRSTRLEN] = "";
+
 	setsid();
 	prctl(PR_SET_NAME, "vmg:incoming");
 	signal(SIGPIPE, SIG_IGN);
+	if (getpeername(peer_fd, (struct sockaddr *)&from, &from_len) == 0)
+		inet_ntop(from.ss_family, from.ss_family == AF_INET6 ?
+			  (void *)&((struct sockaddr_in6 *)&from)->sin6_addr :
+			  (void *)&((struct sockaddr_in *)&from)->sin_addr,
+			  from_host, sizeof(from_host));
 	struct xport *x = peer_accept(&s.peer, peer_fd, &h, err, sizeof(err));
 
 	if (!x) {
@@ -989,12 +1098,15 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	}
 	W.state = W_INCOMING;
 	snprintf(W.incoming_job, sizeof(W.incoming_job), "%s", h.job);
+	snprintf(W.incoming_from, sizeof(W.incoming_from), "%s", from_host);
+	W.in_started = worker_now();
 	W.arb = h.arb;
 	in.opts = (struct mig_dest_opts){ .dirty_mode = s.dirty_mode, .events = events,
 					  .io_timeout_ms = s.io_timeout_ms,
 					  .decide = record_decision,
 					  .standby = !strcmp(h.op, "replicate-in"),
-					  .has_base = base_fd >= 0, .base_memfd = base_fd };
+					  .has_base = base_fd >= 0, .base_memfd = base_fd,
+					  .admit = admit_incoming, .progress = &W.inprog };
 	if (peer_welcome(&s.peer, x, h.channels, h.rdma, &in.session, err, sizeof(err))) {
 		fprintf(stderr, "vmigrated: incoming guest %s: %s\n", name, err);
 		unlink(W.sock_path);
@@ -1002,6 +1114,9 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	}
 	in.opts.data_channels = in.session.data;
 	in.opts.nr_data_channels = in.session.nr_data;
+	pthread_mutex_lock(&W.lock);
+	W.in_session = &in.session;
+	pthread_mutex_unlock(&W.lock);
 	if (in.session.nr_data)
 		fprintf(stderr, "vmigrated: incoming guest %s: %u data channel(s) on port %d\n",
 			name, in.session.nr_data, in.session.data_port);
