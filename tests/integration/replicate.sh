@@ -20,6 +20,8 @@ vmA start $G --mem 256M --vcpus 2 --working-set 64M --dirty-rate 20M >/dev/null 
 	wait_counter vmA $G 20000 || { echo "FAIL replicate.setup: no guest"; exit 1; }
 
 out=$(vmA replicate $G "$B_AT" 2>&1); rc=$?
+# B's process turns standby just after the primary's epochs begin
+for _ in $(seq 50); do [ "$(vmB info $G --json | json_field state)" = standby ] && break; sleep 0.1; done
 [ $rc = 0 ] && echo "$out" | grep -q "protected\|degraded" &&
 	[ "$(vmB info $G --json | json_field state)" = standby ]
 check initial_sync_makes_a_standby $? "rc=$rc: $out; B: $(vmB list 2>&1)"
