@@ -33,7 +33,10 @@ PKG_librdmacm  := librdmacm-dev
 PKG_libibverbs := libibverbs-dev
 PKG_json-c     := libjson-c-dev
 PKG_libcurl    := libcurl4-openssl-dev
-PKGS := liblz4 libxxhash libssl libcrypto libvirt librdmacm libibverbs json-c libcurl
+PKG_inih       := libinih-dev
+PKG_libsystemd := libsystemd-dev
+PKGS := liblz4 libxxhash libssl libcrypto libvirt librdmacm libibverbs json-c libcurl inih \
+	libsystemd
 
 NO_BUILD_GOALS := deps clean help
 ifneq ($(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all)),)

@@ -24,6 +24,7 @@
 #include "fault.h"
 #include "guest_lock.h"
 #include "ipc.h"
+#include "log.h"
 #include "peer.h"
 #include "worker.h"
 
@@ -59,7 +60,7 @@ int handover_record(const char *dir, const char *name, const char *job, bool run
 		close(fd);
 	json_object_put(o);
 	if (ret) {
-		fprintf(stderr, "vmigrated: guest %s: recording the handover decision in %s: %s\n",
+		log_write(LOG_ERR, name, job, "guest %s: recording the handover decision in %s: %s",
 			name, path, strerror(-ret));
 		unlink(tmp);
 		return ret;
