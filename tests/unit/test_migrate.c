@@ -327,6 +327,36 @@ TEST(cancel_mid_round_leaves_guest_on_source)
 	CHECK_EQ(mig_source_run(f.src, f.x, &f.p, &f.prog), -ECANCELED);
 	pthread_join(t, NULL);
 	failing_end(&f, MIG_CANCELLED);
+	CHECK_MSG(!strcmp(f.d.err, "cancelled by the source"), "destination: %s", f.d.err);
+}
+
+/* With data channels the destination may be waiting on any of them when
+ * the source gives up: each stream says why it ends. */
+TEST(cancel_over_data_channels_tells_the_destination)
+{
+	struct vm *src = tg_boot(&busy_guest);
+	struct mig_params p;
+	struct mig_progress prog;
+	struct mig_stats st;
+	struct dest_run d;
+	struct xport *x;
+	pthread_t t;
+
+	mig_params_default(&p);
+	never_converge(&p);
+	mig_progress_init(&prog);
+	CHECK_EQ(vm_start(src), 0);
+	x = start_dest_channels(&d, 2, &p);
+	pthread_create(&t, NULL, cancel_later, &prog);
+	CHECK_EQ(mig_source_run(src, x, &p, &prog), -ECANCELED);
+	pthread_join(t, NULL);
+	mig_progress_get(&prog, &st);
+	CHECK_EQ(st.status, MIG_CANCELLED);
+	xport_close(x);
+	finish_dest(&d);
+	CHECK_MSG(!d.vm, "the destination kept a guest");
+	CHECK_MSG(!strcmp(d.err, "cancelled by the source"), "destination: %s", d.err);
+	vm_destroy(src);
 }
 
 TEST(not_converging_times_out_and_cancels)
@@ -339,6 +369,8 @@ TEST(not_converging_times_out_and_cancels)
 	CHECK_EQ(mig_source_run(f.src, f.x, &f.p, &f.prog), -ETIMEDOUT);
 	failing_end(&f, MIG_FAILED);
 	CHECK_MSG(strstr(f.st.error, "converge"), "error: %s", f.st.error);
+	CHECK_MSG(!strcmp(f.d.err, "the source gave up: did not converge within 2 s"),
+		  "destination: %s", f.d.err);
 }
 
 TEST_T(auto_converge_throttles_until_it_fits, 120)
