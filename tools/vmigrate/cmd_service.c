@@ -349,7 +349,13 @@ int cmd_migrate(int argc, char **argv)
 	json_object_object_get_ex(rep, "stats", &st);
 	if (json)
 		svc_print_json(st);
-	else
+	else if (!ipc_int(st, "rounds", 0) && !ipc_int(st, "transferred_bytes", 0)) {
+		/* it ended before the first round: only the reason means anything */
+		const char *what = ipc_str(st, "status", "?"), *why = ipc_str(st, "error", "");
+
+		printf("%s: %s%s%s\n", argv[optind], what, *why && strcmp(why, what) ? ": " : "",
+		       strcmp(why, what) ? why : "");
+	} else
 		printf("%s: %s in %lld ms, downtime %lld ms, %lld rounds, %.1f MiB sent%s%s\n",
 		       argv[optind], ipc_str(st, "status", "?"), ipc_int(st, "total_time_ms", 0),
 		       ipc_int(st, "downtime_ms", 0), ipc_int(st, "rounds", 0),
