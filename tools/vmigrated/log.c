@@ -13,13 +13,16 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#define SD_JOURNAL_SUPPRESS_LOCATION	/* log.c's own file and line say nothing */
 #include <systemd/sd-journal.h>
 #include <time.h>
 #include <unistd.h>
 
 #define LOG_LINE_MAX	4096
 
-enum log_target { TARGET_PLAIN, TARGET_STAMPED, TARGET_JOURNAL };
+#define JOURNAL_SOCKET	"/run/systemd/journal/socket"
+
+enum log_target { TARGET_PLAIN, TARGET_STAMPED, TARGET_JOURNAL, TARGET_PREFIXED };
 
 /* Set once by log_setup before any thread or child exists. */
 static struct {
@@ -59,8 +62,10 @@ void log_setup(int max_level)
 	struct stat st;
 
 	cfg.max_level = max_level;
-	if (stderr_is_journal())
+	if (stderr_is_journal() && access(JOURNAL_SOCKET, F_OK) == 0)
 		cfg.target = TARGET_JOURNAL;
+	else if (stderr_is_journal())
+		cfg.target = TARGET_PREFIXED;	/* sd_journal_send would drop them silently */
 	else if (isatty(STDERR_FILENO) ||
 		 (fstat(STDERR_FILENO, &st) == 0 && S_ISREG(st.st_mode)))
 		cfg.target = TARGET_STAMPED;
@@ -116,9 +121,9 @@ void log_write(int level, const char *guest, const char *job, const char *fmt, .
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (cfg.target == TARGET_JOURNAL) {
-		if (to_journal(level, guest, job, msg) >= 0)
-			goto out;
+	if (cfg.target == TARGET_JOURNAL && to_journal(level, guest, job, msg) >= 0)
+		goto out;
+	if (cfg.target == TARGET_JOURNAL || cfg.target == TARGET_PREFIXED) {
 		n = snprintf(line, sizeof(line), "<%d>%s\n", level, msg);
 	} else {
 		if (cfg.target == TARGET_STAMPED) {

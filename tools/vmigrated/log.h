@@ -4,9 +4,9 @@
  *
  *   the journal  stderr is the stream systemd gave (JOURNAL_STREAM names
  *                it): native journal entries with PRIORITY, GUEST and JOB
- *                fields; if the journal does not take one, the line goes
- *                to stderr with a "<N>" priority prefix, which journald
- *                reads as the entry's priority
+ *                fields; where the journal's socket is missing, or it does
+ *                not take an entry, the line goes to stderr with a "<N>"
+ *                priority prefix, which journald reads as its priority
  *   a terminal   "2025-01-31 14:05:03.123 vmigrated[PID] info: text"
  *   or a file
  *   anything     "vmigrated[PID] info: text" (a pipe's reader, a

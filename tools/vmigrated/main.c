@@ -447,7 +447,8 @@ static struct json_object *do_job(struct service *sv, struct json_object *req, c
 		if (json_object_object_get_ex(rep, "stats", &st) &&
 		    !strcmp(ipc_str(st, "status", ""), "completed")) {
 			json_object_put(simple_call(sv, name, "exit"));
-			log_write(LOG_INFO, name, job, "guest %s moved away (job %s)", name, job);
+			/* debug: the guest process logged the job's end already */
+			log_write(LOG_DEBUG, name, job, "guest %s moved away (job %s)", name, job);
 		}
 	}
 	return rep;

@@ -931,7 +931,9 @@ static void *incoming_main(void *arg)
 			W.spec.mem += vm->regions[i].size;
 		W.spec.vcpus = vm->nr_vcpus;
 		log_write(LOG_INFO, W.spec.name, W.incoming_job, "guest %s arrived and runs (pid "
-			"%d)", W.spec.name, getpid());
+			"%d; job %s: %.1f MiB received in %llu ms)", W.spec.name, getpid(),
+			W.incoming_job, W.incoming.transferred_bytes / 1048576.0,
+			(unsigned long long)W.incoming.total_time_ms);
 	}
 	pthread_mutex_unlock(&W.lock);
 	return NULL;
