@@ -492,7 +492,8 @@ static void *in_main(void *arg)
 	return NULL;
 }
 
-const char *page_in_failure(struct page_in *pi)
+/* The first failed channel's err (only one the source aborted, if asked). */
+static const char *failed_channel(struct page_in *pi, bool aborted)
 {
 	const char *why = NULL;
 
@@ -500,24 +501,20 @@ const char *page_in_failure(struct page_in *pi)
 		return NULL;
 	pthread_mutex_lock(&pi->lock);
 	for (unsigned i = 0; i < pi->n && !why; i++)
-		if (pi->ch[i].failed)
+		if (pi->ch[i].failed && (!aborted || pi->ch[i].aborted))
 			why = pi->ch[i].err;
 	pthread_mutex_unlock(&pi->lock);
 	return why;
 }
 
+const char *page_in_failure(struct page_in *pi)
+{
+	return failed_channel(pi, false);
+}
+
 const char *page_in_aborted(struct page_in *pi)
 {
-	const char *why = NULL;
-
-	if (!pi)
-		return NULL;
-	pthread_mutex_lock(&pi->lock);
-	for (unsigned i = 0; i < pi->n && !why; i++)
-		if (pi->ch[i].aborted)
-			why = pi->ch[i].err;
-	pthread_mutex_unlock(&pi->lock);
-	return why;
+	return failed_channel(pi, true);
 }
 
 struct page_in *page_in_start(struct xport **data, unsigned n,

@@ -242,7 +242,9 @@ struct failing {
 	uint64_t before[2];
 };
 
-static void failing_begin(struct failing *f, const struct tg_opts *o, bool refuse)
+/* ... over n data channels besides the control channel */
+static void failing_begin_on(struct failing *f, const struct tg_opts *o, bool refuse,
+			     unsigned n)
 {
 	f->src = tg_boot(o);
 	mig_params_default(&f->p);
@@ -250,7 +252,12 @@ static void failing_begin(struct failing *f, const struct tg_opts *o, bool refus
 	CHECK_EQ(vm_start(f->src), 0);
 	tg_sleep_ms(300);
 	counters_of(f->src, f->before);
-	f->x = start_dest(&f->d, refuse);
+	f->x = n ? start_dest_channels(&f->d, n, &f->p) : start_dest(&f->d, refuse);
+}
+
+static void failing_begin(struct failing *f, const struct tg_opts *o, bool refuse)
+{
+	failing_begin_on(f, o, refuse, 0);
 }
 
 /* It failed as wanted, nothing runs on the destination, the source goes on. */
@@ -316,12 +323,14 @@ static void *cancel_later(void *arg)
 	return NULL;
 }
 
-TEST(cancel_mid_round_leaves_guest_on_source)
+/* The destination hears why: with data channels it may be waiting on any
+ * of them when the source gives up, so each stream says it. */
+static void cancel_mid_round(unsigned channels)
 {
 	struct failing f;
 	pthread_t t;
 
-	failing_begin(&f, &busy_guest, false);
+	failing_begin_on(&f, &busy_guest, false, channels);
 	never_converge(&f.p);
 	pthread_create(&t, NULL, cancel_later, &f.prog);
 	CHECK_EQ(mig_source_run(f.src, f.x, &f.p, &f.prog), -ECANCELED);
@@ -330,33 +339,14 @@ TEST(cancel_mid_round_leaves_guest_on_source)
 	CHECK_MSG(!strcmp(f.d.err, "cancelled by the source"), "destination: %s", f.d.err);
 }
 
-/* With data channels the destination may be waiting on any of them when
- * the source gives up: each stream says why it ends. */
+TEST(cancel_mid_round_leaves_guest_on_source)
+{
+	cancel_mid_round(0);
+}
+
 TEST(cancel_over_data_channels_tells_the_destination)
 {
-	struct vm *src = tg_boot(&busy_guest);
-	struct mig_params p;
-	struct mig_progress prog;
-	struct mig_stats st;
-	struct dest_run d;
-	struct xport *x;
-	pthread_t t;
-
-	mig_params_default(&p);
-	never_converge(&p);
-	mig_progress_init(&prog);
-	CHECK_EQ(vm_start(src), 0);
-	x = start_dest_channels(&d, 2, &p);
-	pthread_create(&t, NULL, cancel_later, &prog);
-	CHECK_EQ(mig_source_run(src, x, &p, &prog), -ECANCELED);
-	pthread_join(t, NULL);
-	mig_progress_get(&prog, &st);
-	CHECK_EQ(st.status, MIG_CANCELLED);
-	xport_close(x);
-	finish_dest(&d);
-	CHECK_MSG(!d.vm, "the destination kept a guest");
-	CHECK_MSG(!strcmp(d.err, "cancelled by the source"), "destination: %s", d.err);
-	vm_destroy(src);
+	cancel_mid_round(2);
 }
 
 TEST(not_converging_times_out_and_cancels)
