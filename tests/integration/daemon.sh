@@ -161,6 +161,20 @@ if start n NOTIFY_SOCKET="$D/notify.sock" WATCHDOG_USEC=1000000 -- --insecure \
 			--working-set 8M >/dev/null
 		wait_for "$D/notify.out" "^STATUS=1 guest, 0 jobs running" 5
 		check notify_status_counts_guests $? "$(grep STATUS "$D/notify.out")"
+		# a request to a guest that does not answer keeps the service
+		# waiting (10 s); it still gives signs of life meanwhile
+		gpid=$(cat "$D/n/guests/g.lock")
+		kill -STOP "$gpid"
+		VMIGRATE_CONTROL="$D/n/vmigrated.sock" timeout 5 "$VMIGRATE" info g >/dev/null 2>&1 &
+		asking=$!
+		sleep 0.5
+		w0=$(grep -c '^WATCHDOG=1' "$D/notify.out")
+		sleep 3
+		w1=$(grep -c '^WATCHDOG=1' "$D/notify.out")
+		kill -CONT "$gpid"
+		wait "$asking"
+		[ $((w1 - w0)) -ge 2 ]
+		check notify_watchdog_while_waiting_for_a_guest $? "$((w1 - w0)) WATCHDOG=1 in 3 s"
 		VMIGRATE_CONTROL="$D/n/vmigrated.sock" "$VMIGRATE" stop g >/dev/null
 	else
 		echo "SKIP daemon.notify_status_counts_guests: /dev/kvm is missing (no guest)"

@@ -21,8 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -58,12 +56,11 @@ struct service {
 	int control_fd, peer_fd;
 	int lock_fd;			/* state_dir/vmigrated.lock, held while we run */
 	struct peer_config peer;
-	/* systemd (sd_notify): the main loop's heartbeat, and how long a
-	 * request it serves may keep it away, for the watchdog thread
-	 * (CLOCK_MONOTONIC ms; atomics, written by the main thread only) */
-	atomic_llong beat_ms, busy_until_ms;
-	double status_at;		/* main thread only */
-	bool status_due;		/* main thread only */
+	/* systemd (sd_notify); all of the main thread only */
+	long long watchdog_ms;		/* the unit's watchdog interval, 0 = none */
+	long long watchdog_at;		/* last WATCHDOG=1 */
+	double status_at;		/* last STATUS= */
+	bool status_due;		/* a request may have changed it */
 };
 
 static volatile sig_atomic_t quit;
@@ -82,10 +79,27 @@ static long long now_ms(void)
 	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
-/* The main thread may be away for timeout_ms serving one request. */
-static void busy_for(struct service *sv, int timeout_ms)
+/*
+ * WATCHDOG=1, from the main thread only, so a hung service is restarted:
+ * at each round of the main loop, and while it waits for a guest process
+ * (up to that request's own timeout), at a quarter of the interval.
+ */
+static void watchdog_ping(struct service *sv)
 {
-	atomic_store(&sv->busy_until_ms, now_ms() + timeout_ms + 1000);
+	long long t;
+
+	if (!sv->watchdog_ms)
+		return;
+	t = now_ms();
+	if (t - sv->watchdog_at >= sv->watchdog_ms / 4) {
+		sd_notify(0, "WATCHDOG=1");
+		sv->watchdog_at = t;
+	}
+}
+
+static void watchdog_tick(void *opaque)
+{
+	watchdog_ping(opaque);
 }
 
 /* ---- guests, found by their sockets ------------------------------------------ */
@@ -97,8 +111,7 @@ static struct json_object *call_guest_within(struct service *sv, const char *nam
 	struct json_object *rep;
 
 	worker_sock_path(sv->guests_dir, name, path, sizeof(path));
-	busy_for(sv, timeout_ms);
-	rep = ipc_call(path, req, fd, timeout_ms, err, sizeof(err));
+	rep = ipc_call_tick(path, req, fd, timeout_ms, watchdog_tick, sv, err, sizeof(err));
 	if (!rep) {
 		pid_t holder = guest_lock_holder(sv->guests_dir, name);
 		struct stat st;
@@ -153,7 +166,7 @@ static struct json_object *probe_guest(struct service *sv, const char *name)
 
 	worker_sock_path(sv->guests_dir, name, path, sizeof(path));
 	json_object_object_add(req, "cmd", json_object_new_string("info"));
-	busy_for(sv, 2000);
+	watchdog_ping(sv);	/* many guests not answering take 2 s each */
 	rep = access(path, F_OK) == 0 ? ipc_call(path, req, -1, 2000, err, sizeof(err)) : NULL;
 	json_object_put(req);
 	if (rep)
@@ -549,7 +562,6 @@ static void serve_control(struct service *sv)
 		close(conn);
 		return;
 	}
-	busy_for(sv, 5000);
 	req = ipc_recv(conn, NULL, 5000);
 	if (req) {
 		rep = dispatch(sv, req);
@@ -908,45 +920,15 @@ static void notify_status(struct service *sv)
 	sv->status_due = false;
 }
 
-/*
- * WATCHDOG=1 while the main loop lives: it went round within the
- * watchdog's interval, or it serves a request that may take longer but
- * not past that request's own timeout. A service stuck anywhere else is
- * killed and restarted by systemd (the guests run on: KillMode=process).
- */
-static void *watchdog_main(void *arg)
-{
-	struct service *sv = arg;
-	uint64_t usec = 0;
-	long long interval_ms;
-
-	sd_watchdog_enabled(0, &usec);
-	interval_ms = (long long)(usec / 1000);
-	for (;;) {
-		long long t = now_ms();
-
-		if (t - atomic_load(&sv->beat_ms) < interval_ms ||
-		    t < atomic_load(&sv->busy_until_ms))
-			sd_notify(0, "WATCHDOG=1");
-		usleep((useconds_t)(usec / 4));
-	}
-	return NULL;
-}
-
+/* The unit's watchdog, if it asks for one (WatchdogSec=). */
 static void start_watchdog(struct service *sv)
 {
 	uint64_t usec = 0;
-	pthread_t t;
 
 	if (sd_watchdog_enabled(0, &usec) <= 0 || usec < 4000)
 		return;
-	atomic_store(&sv->beat_ms, now_ms());
-	if (pthread_create(&t, NULL, watchdog_main, sv)) {
-		log_write(LOG_WARNING, NULL, NULL, "cannot start the watchdog thread: systemd "
-			"will take the service for hung");
-		return;
-	}
-	pthread_detach(t);
+	sv->watchdog_ms = (long long)(usec / 1000);
+	watchdog_ping(sv);
 	log_write(LOG_INFO, NULL, NULL, "systemd watchdog: a sign of life every %.1f s",
 		usec / 4e6);
 }
@@ -1026,13 +1008,14 @@ int main(int argc, char **argv)
 		};
 		double t = (double)now_ms() / 1e3;
 
-		atomic_store(&sv.beat_ms, now_ms());
+		watchdog_ping(&sv);
 		while (waitpid(-1, NULL, WNOHANG) > 0)
 			;	/* guest processes that ended */
 		if (under_systemd() && ((sv.status_due && t - sv.status_at >= 1) ||
 					t - sv.status_at >= STATUS_EVERY_S))
 			notify_status(&sv);
-		if (poll(p, 2, 500) <= 0)
+		if (poll(p, 2, sv.watchdog_ms && sv.watchdog_ms < 2000 ?
+			 (int)sv.watchdog_ms / 4 : 500) <= 0)
 			continue;
 		if (p[0].revents & POLLIN)
 			serve_control(&sv);
