@@ -6,7 +6,11 @@
 #   make soak       long migration runs with a leak check (tests/soak)
 #   make demo       the end-to-end demo
 #   make deps       install every Debian package the project needs (root)
-# Knobs: WERROR=0, V=1, SANITIZER=address|undefined, BUILD=dir
+#   make man        the man pages (scdoc), also part of make when scdoc is there
+#   make install    binaries, man pages, bash completion, systemd units;
+#                   make uninstall removes them again
+# Knobs: WERROR=0, V=1, SANITIZER=address|undefined, BUILD=dir,
+#        PREFIX=/usr/local and DESTDIR for install and uninstall
 
 BUILD     ?= build
 WERROR    ?= 1
@@ -33,12 +37,13 @@ PKG_librdmacm  := librdmacm-dev
 PKG_libibverbs := libibverbs-dev
 PKG_json-c     := libjson-c-dev
 PKG_libcurl    := libcurl4-openssl-dev
+PKG_libmicrohttpd := libmicrohttpd-dev
 PKG_inih       := libinih-dev
 PKG_libsystemd := libsystemd-dev
-PKGS := liblz4 libxxhash libssl libcrypto libvirt librdmacm libibverbs json-c libcurl inih \
-	libsystemd
+PKGS := liblz4 libxxhash libssl libcrypto libvirt librdmacm libibverbs json-c libcurl
+PKGS += libmicrohttpd inih libsystemd
 
-NO_BUILD_GOALS := deps clean help
+NO_BUILD_GOALS := deps clean help man uninstall
 ifneq ($(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all)),)
 ifeq ($(shell command -v pkg-config),)
 $(error pkg-config not found: install the Debian package pkg-config (or run tools/install-deps.sh))
@@ -218,5 +223,69 @@ clean:
 
 help:
 	@sed -n '1,/^$$/p' Makefile
+
+# The version, from `git describe` at build time: a vX.Y tag and what came
+# since, or VERSION_BASE and the commit where there is no tag yet, or
+# VERSION_BASE alone outside a git checkout. Only tools/common/version.o
+# (and the man pages) are made again when it changes.
+VERSION_BASE := 0.1.0
+VERSION_GIT := $(or $(patsubst v%,%,$(shell git -C $(CURDIR) describe --tags --match 'v[0-9]*' \
+	--dirty 2>/dev/null)),$(addprefix $(VERSION_BASE)+g,$(shell git -C $(CURDIR) describe \
+	--always --dirty 2>/dev/null)),$(VERSION_BASE))
+VERSION ?= $(VERSION_GIT)
+VERSION_STAMP := $(BUILD)/version.stamp
+
+.PHONY: FORCE
+$(VERSION_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	$(Q)echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' >$@
+
+$(BUILD)/tools/common/version.o $(FUZZ_OBJ)/tools/common/version.o: $(VERSION_STAMP)
+$(BUILD)/tools/common/version.o $(FUZZ_OBJ)/tools/common/version.o: \
+	CPPFLAGS += -DVMIGRATE_VERSION='"$(VERSION)"'
+
+# Man pages: scdoc sources in tools/man, NAME.SECTION.scd, into roff.
+SCDOC     ?= $(shell command -v scdoc 2>/dev/null)
+MAN_SRCS  := $(wildcard tools/man/*.scd)
+MAN_PAGES := $(MAN_SRCS:tools/man/%.scd=$(BUILD)/man/%)
+
+.PHONY: man install uninstall
+man: $(MAN_PAGES)
+ifneq ($(SCDOC),)
+all: $(MAN_PAGES)
+endif
+
+$(BUILD)/man/%: tools/man/%.scd $(VERSION_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  SCDOC   $@")
+	$(if $(SCDOC),,$(error scdoc not found: install the Debian package scdoc (or run tools/install-deps.sh)))
+	$(Q)sed 's/@VERSION@/$(VERSION)/g' $< | $(SCDOC) >$@.tmp && mv $@.tmp $@
+
+# make install: PREFIX (default /usr/local) and DESTDIR, as usual. The
+# systemd units name the binaries where they are installed.
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+UNITS       := $(notdir $(wildcard tools/systemd/*.service tools/systemd/*.timer))
+man_path     = $(MANDIR)/man$(patsubst .%,%,$(suffix $(1)))/$(1)
+INSTALLED    = $(BINDIR)/vmigrate $(BINDIR)/vmigrated \
+	$(foreach p,$(notdir $(MAN_PAGES)),$(call man_path,$(p))) \
+	$(BASHCOMPDIR)/vmigrate $(UNITS:%=$(UNITDIR)/%)
+
+install: $(BUILD)/vmigrate $(BUILD)/vmigrated $(MAN_PAGES)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(UNITDIR) \
+		$(sort $(foreach p,$(notdir $(MAN_PAGES)),$(DESTDIR)$(dir $(call man_path,$(p)))))
+	install -m 755 $(BUILD)/vmigrate $(BUILD)/vmigrated $(DESTDIR)$(BINDIR)/
+	for p in $(MAN_PAGES); do \
+		install -m 644 $$p $(DESTDIR)$(MANDIR)/man$${p##*.}/ || exit 1; done
+	install -m 644 tools/completion/vmigrate.bash $(DESTDIR)$(BASHCOMPDIR)/vmigrate
+	for u in $(UNITS); do \
+		sed 's|/usr/local/bin/vmigrate|$(BINDIR)/vmigrate|g' tools/systemd/$$u \
+			>$(DESTDIR)$(UNITDIR)/$$u && chmod 644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; done
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -68,6 +68,7 @@ struct ckpt_writer_stats {
 	uint64_t bytes;			/* everything written to the sink */
 	uint64_t page_bytes;		/* data area bytes of PAGES records */
 	uint64_t pages[4];		/* by CKPT_ENC_*; zero runs count pages */
+	uint64_t run_pages;		/* of pages[CKPT_ENC_ZERO], given as zero runs */
 };
 
 struct ckpt_writer;

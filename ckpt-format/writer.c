@@ -455,6 +455,7 @@ int ckpt_writer_zero_run(struct ckpt_writer *w, uint32_t region_id,
 		e->size = htole32(n);
 		e->encoding = CKPT_ENC_ZERO;
 		w->stats.pages[CKPT_ENC_ZERO] += n;
+		w->stats.run_pages += n;
 		w->batch_next_page = first_page + n;
 		first_page += n;
 		count -= n;

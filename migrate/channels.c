@@ -46,7 +46,7 @@ struct out_channel {
 
 struct page_out {
 	struct ckpt_writer *control;
-	void (*tick)(void *opaque);
+	int (*tick)(void *opaque);
 	void *opaque;
 	unsigned n;
 	uint64_t flush_seq;
@@ -124,7 +124,9 @@ static void *out_main(void *arg)
 	}
 }
 
-/* Wait on a channel's condition for at most 100 ms; the lock is held. */
+/* Wait on a channel's condition for at most 100 ms; the lock is held. A
+ * tick that asks to stop (a cancel) fails the channel: its thread drains
+ * the queue without sending, so the caller need not wait for the link. */
 static void wait_tick(struct out_channel *c)
 {
 	struct timespec ts;
@@ -136,9 +138,15 @@ static void wait_tick(struct out_channel *c)
 		ts.tv_nsec -= 1000000000L;
 	}
 	if (pthread_cond_timedwait(&c->cond, &c->lock, &ts) == ETIMEDOUT && c->o->tick) {
+		int stop;
+
 		pthread_mutex_unlock(&c->lock);
-		c->o->tick(c->o->opaque);
+		stop = c->o->tick(c->o->opaque);
 		pthread_mutex_lock(&c->lock);
+		if (stop && !c->err) {
+			c->err = stop;
+			pthread_cond_broadcast(&c->cond);
+		}
 	}
 }
 
@@ -147,7 +155,7 @@ static int push(struct out_channel *c, const struct item *it)
 	int err;
 
 	pthread_mutex_lock(&c->lock);
-	while (c->count == QUEUE_ITEMS)
+	while (c->count == QUEUE_ITEMS && (!c->err || it->kind == IT_FINISH))
 		wait_tick(c);
 	err = c->err;
 	if (!err || it->kind == IT_FINISH) {
@@ -183,7 +191,7 @@ static void writer_unregister(struct xport *x, const struct ckpt_writer *w)
 struct page_out *page_out_new(struct ckpt_writer *control, struct xport **data, unsigned n,
 			      const struct ckpt_image_info *info,
 			      const struct ckpt_writer_opts *wo,
-			      void (*tick)(void *opaque), void *opaque)
+			      int (*tick)(void *opaque), void *opaque)
 {
 	struct page_out *o = calloc(1, sizeof(*o));
 
@@ -388,6 +396,7 @@ void page_out_stats(struct page_out *o, struct ckpt_writer_stats *sum, uint64_t 
 		for (int e = 0; e < 4; e++)
 			sum->pages[e] += st->pages[e];
 		sum->page_bytes += st->page_bytes;
+		sum->run_pages += st->run_pages;
 		*data_bytes += o->ch[i].x->bytes_sent;
 	}
 }

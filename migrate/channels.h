@@ -26,11 +26,12 @@ struct page_out;
 
 /* With n == 0 pages go through control, the control stream's writer.
  * tick, when set, is called about every 100 ms while the caller waits for
- * the channels (a full queue, a flush), to keep progress figures live. */
+ * the channels (a full queue, a flush), to keep progress figures live; a
+ * negative errno from it (a cancel) fails the channels with that error. */
 struct page_out *page_out_new(struct ckpt_writer *control, struct xport **data, unsigned n,
 			      const struct ckpt_image_info *info,
 			      const struct ckpt_writer_opts *wo,
-			      void (*tick)(void *opaque), void *opaque);
+			      int (*tick)(void *opaque), void *opaque);
 void page_out_free(struct page_out *o);
 
 int page_out_marker(struct page_out *o, unsigned round);

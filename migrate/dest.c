@@ -133,6 +133,20 @@ static void refuse(struct xport *x, const char *why)
 	}
 }
 
+/* The figures so far to the watcher, bytes received on every channel. */
+static void publish(const struct mig_dest_opts *o, struct xport *x, struct mig_stats *st,
+		    double t0)
+{
+	st->transferred_bytes = x->bytes_received;
+	for (unsigned i = 0; i < o->nr_data_channels; i++)
+		st->transferred_bytes += o->data_channels[i]->bytes_received;
+	st->total_time_ms = (uint64_t)((now() - t0) * 1000);
+	if (!o->progress)
+		return;
+	pthread_mutex_lock(&o->progress->lock);
+	o->progress->stats = *st;
+	pthread_mutex_unlock(&o->progress->lock);
+}
 
 struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 			struct mig_stats *st, char *err, size_t errlen)
@@ -217,6 +231,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	if (o->standby && digests_send(x, based ? vm : NULL))
 		goto lost;
 	st->status = MIG_ACTIVE;
+	publish(o, x, st, t0);
 
 	while ((ret = ckpt_reader_next(r, &rec)) == 0) {
 		if (rec.type == CKPT_REC_PAGES) {
@@ -229,13 +244,17 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 			mig_abort_explain(why, err, errlen);
 			goto fail;	/* the source is gone: nobody to tell */
 		} else if (rec.type == CKPT_REC_STATE) {
-			st->status = MIG_DEVICE;
+			if (st->status != MIG_DEVICE) {
+				st->status = MIG_DEVICE;
+				publish(o, x, st, t0);
+			}
 			if (vm->ops->load_state(vm, &rec, err, errlen))
 				goto refuse;
 		} else if (rec.type == CKPT_REC_MARKER) {
 			uint64_t n = htole64(rec.u.marker.number);
 
 			st->round = (unsigned)rec.u.marker.number;
+			publish(o, x, st, t0);
 			/* the round is reached when every channel has reached it */
 			if (pi && page_in_wait_marker(pi, rec.u.marker.number, err, errlen))
 				goto data_failed;
@@ -265,7 +284,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 		goto refuse;
 	if (o->standby) {
 		st->status = MIG_COMPLETED;
-		st->total_time_ms = (uint64_t)((now() - t0) * 1000);
+		publish(o, x, st, t0);
 		page_in_stop(pi);
 		ckpt_reader_free(r);
 		return vm;	/* paused: a standby, never run on this word */
@@ -285,10 +304,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 		fprintf(stderr, "vmigrate: guest %s runs here; the source did not hear it\n",
 			info.guest_name);
 	st->status = MIG_COMPLETED;
-	st->total_time_ms = (uint64_t)((now() - t0) * 1000);
-	st->transferred_bytes = x->bytes_received;
-	for (unsigned i = 0; i < o->nr_data_channels; i++)
-		st->transferred_bytes += o->data_channels[i]->bytes_received;
+	publish(o, x, st, t0);
 	page_in_stop(pi);
 	ckpt_reader_free(r);
 	return vm;
@@ -324,6 +340,7 @@ fail:
 		decide(o, false, err);
 	st->status = MIG_FAILED;
 	snprintf(st->error, sizeof(st->error), "%s", err);
+	publish(o, x, st, t0);
 	page_in_stop(pi);
 	vm_destroy(vm);
 	ckpt_reader_free(r);

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "transport.h"
@@ -42,6 +43,16 @@ struct mig_params {
 };
 
 void mig_params_default(struct mig_params *p);
+
+/* The least downtime the switchover can have (the state's save and load):
+ * a smaller --max-downtime is never met, so pre-copy would never end. */
+#define MIG_MIN_DOWNTIME_MS	2
+
+/* Parameters a migration can finish with: 0, or -EINVAL with why in err
+ * (a downtime limit below MIG_MIN_DOWNTIME_MS, unless a forced timeout
+ * ends pre-copy). mig_source_run does not check: tests use such limits to
+ * keep a migration going. */
+int mig_params_check(const struct mig_params *p, char *err, size_t errlen);
 
 /*
  * The handover bound (protocol.c): the destination runs the guest only if
@@ -76,9 +87,14 @@ struct mig_stats {
 	double mbps;					/* megabits per second */
 	unsigned throttle_percentage;
 	unsigned round;
-	uint64_t round_pages, round_done;		/* pages in / sent of this round */
-	uint64_t remaining_pages;
-	double eta_s;
+	uint64_t round_pages, round_done;		/* pages due / encoded of this round */
+	uint64_t remaining_pages;			/* QEMU's ram remaining, in pages: the
+							 * rest of this round and those dirtied
+							 * again since they were sent */
+	double eta_s;					/* until the guest runs there; -1: unknown
+							 * (dirtying outpaces the link) */
+	double percent;					/* of the job's expected time: grows, 100
+							 * only once completed */
 	char error[256];
 };
 
@@ -131,6 +147,9 @@ struct mig_dest_opts {
 	 * instead), run = false when it is discarded. The source's operator
 	 * asks for it after an uncertain handover (protocol.c). */
 	int (*decide)(void *opaque, bool run, const char *why);
+	/* When set, the figures so far are copied there (under its lock) at
+	 * each step and at the end, for whoever watches the job. */
+	struct mig_progress *progress;
 };
 
 /* Receive a guest over x. Returns it running, or NULL with err set; on

@@ -9,6 +9,13 @@
  * sending it at the measured rate fits the downtime limit, the guest is
  * paused and the switchover begins (protocol.c). Auto-converge throttles
  * the vCPUs when the guest dirties faster than the link drains.
+ *
+ * Progress (account()): the rate on the wire and the rate of pages dirtied
+ * again after they were sent, both over about the last two seconds; the
+ * dirty log is peeked at a few times a second in the middle of a round, so
+ * both are known from round 1 on (peek_dirty() says why that loses no
+ * write). What remains and the ETA count the pages a writer has actually
+ * encoded, not the ones queued for the channels.
  */
 #include "migrate.h"
 
@@ -20,6 +27,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,8 +37,18 @@
 #include "protocol.h"
 
 #define CHUNK_PAGES		4096u	/* 16 MiB: one dirty-log clear each */
-#define STATE_OVERHEAD_MS	2	/* state save + load, measured ~1 ms */
+#define STATE_OVERHEAD_MS	MIG_MIN_DOWNTIME_MS	/* state save + load, measured ~1 ms */
 #define THROTTLE_PERIOD_US	20000
+#define PEEK_EVERY_S		0.25	/* a look at the dirty log mid-round */
+#define RATE_WINDOW_S		2.0	/* rates over about this long */
+#define RATE_SAMPLES		64	/* at least 0.1 s apart */
+
+struct rate_sample {
+	double t;
+	uint64_t bytes;			/* on the wire, every channel */
+	uint64_t redirtied;		/* source.redirtied then */
+	uint64_t normal, page_bytes;	/* pages with content encoded, their bytes */
+};
 
 struct source {
 	struct vm *vm;
@@ -48,9 +66,31 @@ struct source {
 	char peer_error[256];
 	bool policy_timeout;		/* --timeout ran out, not the link */
 	uint64_t dest_round;		/* highest MARKER the destination reached */
-	uint64_t round_done;		/* pages of this round handed on so far */
 	struct page_digests have;	/* a standby's pages from an earlier copy */
 	uint64_t matched;		/* pages of round 1 it had already */
+
+	/* Live figures; all owned by the migrating thread (account() runs on
+	 * it, from tick() too), published under prog->lock. */
+	bool tracking;			/* dirty tracking started: peeks may look */
+	bool paused;			/* the final round: no peeks */
+	uint64_t *carry[VM_MAX_REGIONS];	/* dirty, seen by a peek, not due in
+					 * this round: the next round's */
+	uint64_t *scratch[VM_MAX_REGIONS];	/* a peek's bitmap */
+	uint64_t carry_pages;
+	uint64_t redirtied;		/* pages found dirty again after being sent */
+	bool peek_failed;		/* the dirty log refused a peek: no more */
+	double t_peek;
+	unsigned chunk_ri;		/* the chunk being sent: [chunk_first, */
+	uint64_t chunk_first, chunk_end;	/* chunk_end) of region chunk_ri; end 0: none */
+	uint64_t round_base;		/* pages encoded or matched before this round */
+	uint64_t round_runs_base;	/* zero-run pages before this round */
+	uint64_t round_holes;		/* memfd holes of this round (round 1) */
+	struct rate_sample win[RATE_SAMPLES];
+	unsigned win_count;
+	double live_rate;		/* bytes/s on the wire, recent */
+	double live_dirty;		/* pages/s dirtied again, recent */
+	double live_bpp;		/* bytes a page with content, recent */
+	double percent;			/* shown so far: never goes back */
 
 	pthread_t throttle_thread;
 	bool throttle_running;
@@ -74,6 +114,19 @@ void mig_params_default(struct mig_params *p)
 	p->io_timeout_ms = 5000;
 }
 
+int mig_params_check(const struct mig_params *p, char *err, size_t errlen)
+{
+	if (p->max_downtime_ms >= MIG_MIN_DOWNTIME_MS ||
+	    (p->timeout_s > 0 && p->force_on_timeout))
+		return 0;
+	snprintf(err, errlen, "--max-downtime %llu ms can never be met: saving and loading the "
+		 "guest's state alone takes about %d ms, so pre-copy would go on for ever; give "
+		 "at least %d, or add --timeout S --on-timeout force to switch over after S "
+		 "seconds whatever the downtime", (unsigned long long)p->max_downtime_ms,
+		 MIG_MIN_DOWNTIME_MS, MIG_MIN_DOWNTIME_MS);
+	return -EINVAL;
+}
+
 int mig_compress_parse(const char *name, enum mig_compress *out)
 {
 	if (!strcmp(name, "auto"))
@@ -90,6 +143,7 @@ int mig_compress_parse(const char *name, enum mig_compress *out)
 void mig_progress_init(struct mig_progress *p)
 {
 	memset(p, 0, sizeof(*p));
+	p->stats.eta_s = -1;	/* unknown until pages go out */
 	pthread_mutex_init(&p->lock, NULL);
 	xport_bucket_init(&p->bandwidth, 0);
 }
@@ -294,42 +348,9 @@ static void totals(struct source *s, struct ckpt_writer_stats *ws, uint64_t *byt
 	for (int e = 0; e < 4; e++)
 		ws->pages[e] += c->pages[e];
 	ws->page_bytes += c->page_bytes;
+	ws->run_pages += c->run_pages;
 	*bytes = s->x->bytes_sent + data;
 }
-
-static void account(struct source *s, uint64_t done)
-{
-	struct ckpt_writer_stats stats, *ws = &stats;
-	uint64_t bytes;
-
-	totals(s, ws, &bytes);
-	pthread_mutex_lock(&s->prog->lock);
-	s->prog->stats.round_done = done;
-	s->prog->stats.transferred_bytes = bytes;
-	s->prog->stats.zero_pages = ws->pages[CKPT_ENC_ZERO];
-	s->prog->stats.normal_pages = ws->pages[CKPT_ENC_RAW] + ws->pages[CKPT_ENC_LZ4] +
-				      ws->pages[CKPT_ENC_DELTA];
-	s->prog->stats.compressed_pages = ws->pages[CKPT_ENC_LZ4] + ws->pages[CKPT_ENC_DELTA];
-	s->prog->stats.matched_pages = s->matched;
-	s->prog->stats.total_time_ms = (uint64_t)((now() - s->t_start) * 1000);
-	if (s->bandwidth > 0) {
-		double bpp = s->pages_encoded ? (double)s->bytes_encoded / s->pages_encoded : 4096;
-
-		s->prog->stats.eta_s = (s->prog->stats.round_pages - done) * bpp / s->bandwidth +
-				       s->prog->stats.expected_downtime_ms / 1000.0;
-	}
-	pthread_mutex_unlock(&s->prog->lock);
-}
-
-/* While waiting for the channels: keep the figures live. */
-static void tick(void *opaque)
-{
-	struct source *s = opaque;
-
-	account(s, s->round_done);
-}
-
-/* ---- sending a round ----------------------------------------------------- */
 
 static uint64_t count_bits(const uint64_t *bm, uint64_t first, uint64_t n)
 {
@@ -338,6 +359,191 @@ static uint64_t count_bits(const uint64_t *bm, uint64_t first, uint64_t n)
 	for (uint64_t p = first; p < first + n; p++)
 		c += (bm[p / 64] >> (p % 64)) & 1;
 	return c;
+}
+
+/*
+ * A look at the dirty log in the middle of a round, for the dirty rate.
+ * The log's dirty_sync may consume what it reports (the ring does), so
+ * nothing it returns is dropped: a page still due in this round, in a
+ * chunk not yet begun, is read after this look and needs nothing more;
+ * every other page it names (already sent, in the chunk being sent, or
+ * not in this round) goes to carry, which the round-end sync adds to the
+ * next round. A page is at worst sent once more than needed, never lost.
+ */
+static void peek_dirty(struct source *s)
+{
+	uint64_t found = 0;
+
+	for (unsigned ri = 0; ri < s->vm->nr_regions && !s->peek_failed; ri++) {
+		size_t words = vm_bitmap_bytes(&s->vm->regions[ri]) / 8;
+		uint64_t *peek = s->scratch[ri], *carry = s->carry[ri], *due = s->dirty[ri];
+		size_t busy_lo = SIZE_MAX, busy_hi = 0;
+
+		if (s->chunk_end && s->chunk_ri == ri) {
+			busy_lo = s->chunk_first / 64;
+			busy_hi = (s->chunk_end + 63) / 64;
+		}
+		memset(peek, 0, words * 8);
+		if (s->vm->ops->dirty_sync(s->vm, ri, peek)) {
+			s->peek_failed = true;	/* nothing taken: the round-end sync says why */
+			break;
+		}
+		for (size_t w = 0; w < words; w++) {
+			uint64_t keep = w >= busy_lo && w < busy_hi ? 0 : due[w];
+			uint64_t add = peek[w] & ~keep & ~carry[w];
+
+			carry[w] |= add;
+			found += (uint64_t)__builtin_popcountll(add);
+		}
+	}
+	s->carry_pages += found;
+	s->redirtied += found;
+}
+
+/* The wire rate, the dirty rate and the bytes a page with content takes
+ * as encoded (compression counted; what comes next looks like what came
+ * last) over the last RATE_WINDOW_S, from samples at least 0.1 s apart;
+ * unknown (0) for the first 0.2 s. */
+static void sample_rates(struct source *s, double t, uint64_t bytes, uint64_t normal,
+			 uint64_t page_bytes)
+{
+	const struct rate_sample *from = NULL;
+	unsigned n = s->win_count < RATE_SAMPLES ? s->win_count : RATE_SAMPLES;
+
+	for (unsigned i = 0; i < n; i++) {	/* newest first */
+		const struct rate_sample *e = &s->win[(s->win_count - 1 - i) % RATE_SAMPLES];
+
+		if (t - e->t >= 0.2)
+			from = e;
+		if (t - e->t >= RATE_WINDOW_S)
+			break;
+	}
+	if (from) {
+		s->live_rate = (double)(bytes - from->bytes) / (t - from->t);
+		s->live_dirty = (double)(s->redirtied - from->redirtied) / (t - from->t);
+		if (normal - from->normal > 256)
+			s->live_bpp = (double)(page_bytes - from->page_bytes) /
+				      (double)(normal - from->normal);
+	}
+	if (!s->win_count || t - s->win[(s->win_count - 1) % RATE_SAMPLES].t >= 0.1) {
+		s->win[s->win_count % RATE_SAMPLES] = (struct rate_sample){
+			t, bytes, s->redirtied, normal, page_bytes };
+		s->win_count++;
+	}
+}
+
+/*
+ * Seconds until the guest runs on the destination, or -1 when unknown.
+ * wire_left: bytes still to send for the pages due (this round's and those
+ * dirtied since they were sent). Sending them drains at the link rate b
+ * while dirtying refills at d; once what is left fits the downtime limit
+ * the guest is paused and the rest goes in the pause.
+ */
+static double eta_s(const struct source *s, double wire_left, double bpp, double elapsed)
+{
+	double b = s->live_rate > 0 ? s->live_rate : s->bandwidth;
+	double d = s->live_dirty * bpp, fit, t = -1, t_left;
+	const double state_s = STATE_OVERHEAD_MS / 1e3;
+
+	if (b <= 0)
+		return -1;
+	fit = s->p->max_downtime_ms / 1e3 * b;
+	if (s->paused || wire_left <= fit)
+		t = wire_left / b + state_s;
+	else if (d < b)
+		t = (wire_left - fit) / (b - d) + fit / b + state_s;
+	if (s->paused || s->p->timeout_s <= 0)
+		return t;
+	/* --timeout ends it first: forced over, or cancelled */
+	t_left = s->p->timeout_s > elapsed ? s->p->timeout_s - elapsed : 0;
+	if (t < 0 || t > t_left)
+		t = s->p->force_on_timeout ? t_left + wire_left / b + state_s : t_left;
+	return t;
+}
+
+/* The figures an operator watches, from what the writers have encoded. */
+static void account(struct source *s)
+{
+	struct ckpt_writer_stats stats, *ws = &stats;
+	uint64_t bytes, encoded, done, runs, holes_left, left, data_left, normal;
+	double t = now(), elapsed = t - s->t_start, bpp, wire_left, eta;
+	struct mig_stats *st = &s->prog->stats;
+
+	totals(s, ws, &bytes);
+	if (!s->paused && s->tracking && t - s->t_peek >= PEEK_EVERY_S) {
+		peek_dirty(s);
+		s->t_peek = t;
+	}
+	normal = ws->pages[CKPT_ENC_RAW] + ws->pages[CKPT_ENC_LZ4] + ws->pages[CKPT_ENC_DELTA];
+	encoded = normal + ws->pages[CKPT_ENC_ZERO];
+	sample_rates(s, t, bytes, normal, ws->page_bytes);
+	pthread_mutex_lock(&s->prog->lock);
+	done = encoded + s->matched - s->round_base;
+	if (done > st->round_pages)
+		done = st->round_pages;
+	runs = ws->run_pages - s->round_runs_base;
+	holes_left = s->round_holes > runs ? s->round_holes - runs : 0;
+	left = st->round_pages - done + s->carry_pages;
+	data_left = left > holes_left ? left - holes_left : 0;
+	/* the pages left are counted as pages with content, zero ones too */
+	bpp = s->live_bpp > 0 ? s->live_bpp : VM_PAGE_SIZE;
+	wire_left = data_left * bpp;
+
+	st->round_done = done;
+	st->remaining_pages = left;
+	st->transferred_bytes = bytes;
+	st->zero_pages = ws->pages[CKPT_ENC_ZERO];
+	st->normal_pages = normal;
+	st->compressed_pages = ws->pages[CKPT_ENC_LZ4] + ws->pages[CKPT_ENC_DELTA];
+	st->matched_pages = s->matched;
+	st->total_time_ms = (uint64_t)(elapsed * 1000);
+	st->mbps = s->live_rate * 8 / 1e6;
+	st->dirty_pages_rate = (uint64_t)s->live_dirty;
+	/* no estimate from the header alone: pages must have gone out */
+	eta = bytes >= (1u << 20) ? eta_s(s, wire_left, bpp, elapsed) : -1;
+	if (eta >= 0 && s->live_rate > 0)	/* QEMU's: the pause if it began now */
+		st->expected_downtime_ms = (uint64_t)(wire_left / s->live_rate * 1000) +
+					   STATE_OVERHEAD_MS;
+	st->eta_s = eta;
+	if (eta >= 0 && elapsed > 0) {
+		double pct = 100.0 * elapsed / (elapsed + eta);
+
+		if (pct > 99.9)
+			pct = 99.9;	/* 100 only once the guest runs there */
+		if (pct > s->percent)
+			s->percent = pct;
+	}
+	st->percent = s->percent;
+	pthread_mutex_unlock(&s->prog->lock);
+}
+
+/* While waiting for the channels: keep the figures live, and let a cancel
+ * stop the wait instead of the queue draining at the link's pace. */
+static int tick(void *opaque)
+{
+	struct source *s = opaque;
+
+	account(s);
+	return atomic_load(&s->prog->cancel) ? -ECANCELED : 0;
+}
+
+/* ---- sending a round ----------------------------------------------------- */
+
+/* From here on, progress counts against pages due (holes of them). */
+static void begin_count(struct source *s, uint64_t pages, uint64_t holes)
+{
+	struct ckpt_writer_stats ws;
+	uint64_t bytes;
+
+	totals(s, &ws, &bytes);
+	s->round_base = ws.pages[CKPT_ENC_ZERO] + ws.pages[CKPT_ENC_RAW] +
+			ws.pages[CKPT_ENC_LZ4] + ws.pages[CKPT_ENC_DELTA] + s->matched;
+	s->round_runs_base = ws.run_pages;
+	s->round_holes = holes;
+	pthread_mutex_lock(&s->prog->lock);
+	s->prog->stats.round_pages = pages;
+	s->prog->stats.round_done = 0;
+	pthread_mutex_unlock(&s->prog->lock);
 }
 
 /* Pages [first, first+n) that are holes in the memfd: written never. */
@@ -364,6 +570,30 @@ static uint64_t data_end(const struct vm_region *r, uint64_t page, uint64_t end)
 	hole -= (off_t)r->memfd_offset;
 	hole = (hole + VM_PAGE_SIZE - 1) / VM_PAGE_SIZE;
 	return (uint64_t)hole > end ? end : (uint64_t)hole;
+}
+
+/* Pages of RAM never written, holes of the memfds, from the pages the
+ * files hold (O(1): seeking through them costs a walk of every page);
+ * round 1 sends them as bits. 0 when a file does not say. */
+static uint64_t count_holes(const struct source *s)
+{
+	uint64_t pages = 0, held = 0;
+
+	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++) {
+		const struct vm_region *r = &s->vm->regions[ri];
+		bool seen = false;
+		struct stat st;
+
+		pages += r->size / VM_PAGE_SIZE;
+		for (unsigned k = 0; k < ri; k++)
+			seen |= s->vm->regions[k].memfd == r->memfd;
+		if (seen)
+			continue;
+		if (fstat(r->memfd, &st) < 0)
+			return 0;
+		held += (uint64_t)st.st_blocks * 512 / VM_PAGE_SIZE;
+	}
+	return held < pages ? pages - held : 0;
 }
 
 /* Round 1 of a resynchronisation: pages the destination holds already
@@ -393,7 +623,7 @@ static int send_pages(struct source *s, unsigned ri, uint64_t first, uint64_t en
 static int send_round(struct source *s, unsigned round, bool skip_holes, bool paused,
 		      bool marker)
 {
-	uint64_t total = 0, done = 0, sent_before;
+	uint64_t total = 0, sent_before;
 	struct ckpt_writer_stats before, after, *ws = &after;
 	uint64_t pages_before, page_bytes_before;
 	double t0 = now();
@@ -406,12 +636,11 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 
 	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++)
 		total += count_bits(s->dirty[ri], 0, s->vm->regions[ri].size / VM_PAGE_SIZE);
+	s->paused = paused;
+	begin_count(s, total, skip_holes ? count_holes(s) : 0);
 	pthread_mutex_lock(&s->prog->lock);
 	s->prog->stats.round = round;
-	s->prog->stats.round_pages = total;
-	s->prog->stats.round_done = 0;
 	pthread_mutex_unlock(&s->prog->lock);
-	s->round_done = 0;
 
 	if (marker && (ckpt_writer_marker(s->w, CKPT_MARK_ROUND, round) ||
 		       ckpt_writer_flush(s->w) || page_out_marker(s->out, round)))
@@ -426,6 +655,9 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 
 			if (!dirty)
 				continue;
+			s->chunk_ri = ri;
+			s->chunk_first = c;
+			s->chunk_end = c + n;
 			if (!paused) {
 				ret = s->vm->ops->dirty_clear(s->vm, ri, c, n, s->dirty[ri]);
 				if (ret)
@@ -455,11 +687,10 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 				}
 			}
 			memset(&s->dirty[ri][c / 64], 0, (n + 63) / 64 * 8);
+			s->chunk_end = 0;
 			if (ret)
 				return ret;
-			done += dirty;
-			s->round_done = done;
-			account(s, done);
+			account(s);
 			ret = between_chunks(s, paused);
 			if (ret)
 				return ret;
@@ -487,29 +718,35 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 		s->pages_encoded += ws->pages[CKPT_ENC_RAW] + ws->pages[CKPT_ENC_LZ4] +
 				    ws->pages[CKPT_ENC_DELTA] - pages_before;
 		s->bytes_encoded += ws->page_bytes - page_bytes_before;
-		pthread_mutex_lock(&s->prog->lock);
-		s->prog->stats.mbps = s->bandwidth * 8 / 1e6;
-		pthread_mutex_unlock(&s->prog->lock);
 	}
-	account(s, done);
+	account(s);
 	return 0;
 }
 
-/* Fetch the dirty bitmaps for the next round; returns dirty pages. */
-static int sync_dirty(struct source *s, uint64_t *count)
+/* Fetch the dirty bitmaps for the next round, with what peeks carried
+ * over; returns dirty pages. after_round: they count as dirtied again. */
+static int sync_dirty(struct source *s, uint64_t *count, bool after_round)
 {
 	*count = 0;
 	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++) {
+		size_t words = vm_bitmap_bytes(&s->vm->regions[ri]) / 8;
 		int ret = s->vm->ops->dirty_sync(s->vm, ri, s->dirty[ri]);
 
 		if (ret)
 			return ret;
+		for (size_t w = 0; w < words; w++) {
+			s->dirty[ri][w] |= s->carry[ri][w];
+			s->carry[ri][w] = 0;
+		}
 		*count += count_bits(s->dirty[ri], 0, s->vm->regions[ri].size / VM_PAGE_SIZE);
 	}
+	if (after_round && *count > s->carry_pages)
+		s->redirtied += *count - s->carry_pages;
+	s->carry_pages = 0;
 	pthread_mutex_lock(&s->prog->lock);
 	s->prog->stats.dirty_sync_count++;
-	s->prog->stats.remaining_pages = *count;
 	pthread_mutex_unlock(&s->prog->lock);
+	begin_count(s, *count, 0);	/* due next, none of it sent yet */
 	return 0;
 }
 
@@ -537,6 +774,29 @@ static int wait_msg(struct source *s, uint16_t want)
 	return ret;
 }
 
+/* The final figures of a completed job; mbps as QEMU's then: the average
+ * over the transfer, setup excluded. */
+static void completed(struct source *s)
+{
+	struct ckpt_writer_stats ws;
+	struct mig_stats *st = &s->prog->stats;
+	uint64_t bytes;
+
+	totals(s, &ws, &bytes);
+	pthread_mutex_lock(&s->prog->lock);
+	st->transferred_bytes = bytes;
+	st->downtime_ms = (uint64_t)((now() - s->t_pause) * 1000);
+	st->total_time_ms = (uint64_t)((now() - s->t_start) * 1000);
+	if (st->total_time_ms > st->setup_time_ms)
+		st->mbps = bytes * 8.0 / (double)(st->total_time_ms - st->setup_time_ms) / 1e3;
+	st->status = MIG_COMPLETED;
+	st->round_done = st->round_pages;
+	st->remaining_pages = 0;
+	st->eta_s = 0;
+	st->percent = 100;
+	pthread_mutex_unlock(&s->prog->lock);
+}
+
 /* Replication's sync is complete: B keeps its copy as a standby (it never
  * runs it on this word) and the guest goes on here. */
 static int keep_running(struct source *s)
@@ -546,12 +806,7 @@ static int keep_running(struct source *s)
 	if (ret)
 		return ret;
 	vm_resume(s->vm);
-	pthread_mutex_lock(&s->prog->lock);
-	s->prog->stats.downtime_ms = (uint64_t)((now() - s->t_pause) * 1000);
-	s->prog->stats.total_time_ms = (uint64_t)((now() - s->t_start) * 1000);
-	s->prog->stats.status = MIG_COMPLETED;
-	s->prog->stats.remaining_pages = 0;
-	pthread_mutex_unlock(&s->prog->lock);
+	completed(s);
 	return 0;
 }
 
@@ -576,7 +831,7 @@ static int switchover(struct source *s, unsigned round)
 	vm_pause(s->vm);
 	s->t_pause = now();
 	set_status(s, MIG_DEVICE);
-	ret = sync_dirty(s, &remaining);
+	ret = sync_dirty(s, &remaining, true);
 	if (!ret)
 		ret = send_round(s, round, false, true, false);
 	if (!ret)
@@ -619,28 +874,12 @@ static int switchover(struct source *s, unsigned round)
 			 "destination; it stays paused here", strerror(-ret));
 		return -EINPROGRESS;
 	}
-	{
-		struct ckpt_writer_stats ws;
-		uint64_t bytes;
-
-		totals(s, &ws, &bytes);
-		pthread_mutex_lock(&s->prog->lock);
-		s->prog->stats.transferred_bytes = bytes;
-		pthread_mutex_unlock(&s->prog->lock);
-	}
 	if (getenv("VMIGRATE_DEBUG"))
 		fprintf(stderr, "vmigrate: switchover: %llu final pages %.2f ms, state %.2f ms, "
 			"until loaded %.2f ms, until running %.2f ms\n",
 			(unsigned long long)remaining, (t[0] - s->t_pause) * 1e3,
 			(t[1] - t[0]) * 1e3, (t[2] - t[1]) * 1e3, (now() - t[2]) * 1e3);
-	pthread_mutex_lock(&s->prog->lock);
-	s->prog->stats.downtime_ms = (uint64_t)((now() - s->t_pause) * 1000);
-	s->prog->stats.total_time_ms = (uint64_t)((now() - s->t_start) * 1000);
-	s->prog->stats.status = MIG_COMPLETED;
-	s->prog->stats.round_done = s->prog->stats.round_pages;
-	s->prog->stats.remaining_pages = 0;
-	s->prog->stats.eta_s = 0;
-	pthread_mutex_unlock(&s->prog->lock);
+	completed(s);
 	return 0;
 }
 
@@ -719,7 +958,8 @@ static int precopy(struct source *s)
 	ret = s->vm->ops->dirty_start(s->vm);
 	if (ret && ret != -EALREADY)
 		return ret;
-	ret = sync_dirty(s, &dirty);
+	s->tracking = true;
+	ret = sync_dirty(s, &dirty, false);
 	if (ret)
 		return ret;
 	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++) {
@@ -733,21 +973,19 @@ static int precopy(struct source *s)
 	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++)
 		dirty += s->vm->regions[ri].size / VM_PAGE_SIZE;
 	set_status(s, MIG_ACTIVE);
+	account(s);	/* the rates' first sample */
 
 	for (;; round++) {
 		uint64_t sent_before = s->x->bytes_sent, expect;
-		double t0 = now(), dt;
 
 		ret = send_round(s, round, round == 1, false, true);
 		if (ret)
 			return ret;
-		dt = now() - t0;
-		ret = sync_dirty(s, &dirty);
+		ret = sync_dirty(s, &dirty, true);
 		if (ret)
 			return ret;
 		expect = expected_downtime_ms(s, dirty);
 		pthread_mutex_lock(&s->prog->lock);
-		s->prog->stats.dirty_pages_rate = dt > 0 ? (uint64_t)(dirty / dt) : 0;
 		s->prog->stats.expected_downtime_ms = expect;
 		pthread_mutex_unlock(&s->prog->lock);
 
@@ -798,7 +1036,9 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 	for (unsigned i = 0; i < vm->nr_regions; i++) {
 		ram += vm->regions[i].size;
 		s.dirty[i] = calloc(1, vm_bitmap_bytes(&vm->regions[i]));
-		if (!s.dirty[i])
+		s.carry[i] = calloc(1, vm_bitmap_bytes(&vm->regions[i]));
+		s.scratch[i] = calloc(1, vm_bitmap_bytes(&vm->regions[i]));
+		if (!s.dirty[i] || !s.carry[i] || !s.scratch[i])
 			goto out;
 	}
 	pthread_mutex_lock(&prog->lock);
@@ -813,6 +1053,7 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 	if (ret && ret != -EINPROGRESS) {
 		throttle_stop(&s);
 		vm->ops->dirty_stop(vm);
+		s.tracking = false;
 		vm_resume(vm);	/* the guest carries on here */
 		if (!s.peer_error[0] && ret != -ECANCELED)
 			last_words(&s);
@@ -838,14 +1079,21 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 	} else if (!ret && !p->standby) {
 		vm->ops->dirty_stop(vm);
 	}
-	if (s.w && ret)
-		account(&s, s.round_done);	/* final figures of a failed run */
+	if (s.w && ret) {
+		account(&s);	/* final figures of a failed run */
+		pthread_mutex_lock(&prog->lock);
+		prog->stats.eta_s = -1;	/* it will not get there */
+		pthread_mutex_unlock(&prog->lock);
+	}
 out:
 	page_out_free(s.out);
 	digests_free(&s.have);
 	ckpt_writer_free(s.w);
-	for (unsigned i = 0; i < VM_MAX_REGIONS; i++)
+	for (unsigned i = 0; i < VM_MAX_REGIONS; i++) {
 		free(s.dirty[i]);
+		free(s.carry[i]);
+		free(s.scratch[i]);
+	}
 	pthread_mutex_lock(&prog->lock);
 	prog->stats.total_time_ms = (uint64_t)((now() - s.t_start) * 1000);
 	pthread_mutex_unlock(&prog->lock);

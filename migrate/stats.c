@@ -20,6 +20,9 @@ int mig_stats_json(const struct mig_stats *s, char *buf, size_t len)
 			       json_object_new_uint64(s->expected_downtime_ms));
 	json_object_object_add(o, "transferred_bytes", json_object_new_uint64(s->transferred_bytes));
 	json_object_object_add(o, "ram_total_bytes", json_object_new_uint64(s->ram_total_bytes));
+	/* QEMU's ram.remaining: this round's rest and pages dirtied again */
+	json_object_object_add(o, "remaining_bytes",
+			       json_object_new_uint64(s->remaining_pages * VM_PAGE_SIZE));
 	json_object_object_add(o, "zero_pages", json_object_new_uint64(s->zero_pages));
 	json_object_object_add(o, "normal_pages", json_object_new_uint64(s->normal_pages));
 	json_object_object_add(o, "compressed_pages", json_object_new_uint64(s->compressed_pages));

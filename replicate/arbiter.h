@@ -55,8 +55,9 @@
  * the same arbiter runs); owner(), mark_stale() and reissue() share another
  * connection and lock (reissue only reads the lease's id under the first),
  * so one thread may run keepalive while another runs owner(), mark_stale()
- * or reissue(); wait_free() makes its own connections and may run
- * concurrently with anything, any number of times. repl_arbiter_free()
+ * or reissue(); wait_free() and leader_elsewhere() make their own
+ * connections and may run concurrently with anything, any number of
+ * times. repl_arbiter_free()
  * must not run concurrently with any other call.
  *
  * Keys (etcd): vmigrate/owner/<guest> = owner id, on the lease; its mod
@@ -96,6 +97,9 @@ struct repl_arbiter_ops {
 		     uint64_t *token, char *err, size_t errlen);
 	int (*wait_free)(struct repl_arbiter *a, const char *guest, int timeout_ms,
 			 char *err, size_t errlen);
+	/* NULL: a store without a leader to place (nothing ever needs doing) */
+	int (*leader_elsewhere)(struct repl_arbiter *a, char *moved, size_t movedlen,
+				char *err, size_t errlen);
 	void (*free)(struct repl_arbiter *a);
 };
 
@@ -223,5 +227,32 @@ int repl_arbiter_owner(struct repl_arbiter *a, const char *guest, char *owner_id
  */
 int repl_arbiter_wait_free(struct repl_arbiter *a, const char *guest, int timeout_ms,
 			   char *err, size_t errlen);
+
+/*
+ * When the store's leader is a member on this machine, hand leadership to
+ * a member that is not (one that answers), so that this host's death costs
+ * no election before the lease can run out: etcd 3.4's new leader gives
+ * every lease its whole TTL again, so a primary host that dies with the
+ * leader delays the takeover by about a TTL (measured by failover.sh).
+ * 0 when nothing needed doing (the leader is elsewhere, or is none of the
+ * endpoints) or leadership moved; moved (if not NULL) is then "" or says
+ * from which member to which. -errno otherwise, err saying why (the
+ * caller just tries again later): -ENOENT when every member that answered
+ * is on this machine, -EAGAIN when leadership changed meanwhile, and the
+ * errors of the members that did not answer when none of the others
+ * leads, or none elsewhere could take over.
+ * etcd: POST /v3/maintenance/status to every endpoint within
+ * request_timeout_ms in all (each gets an even share of the time left);
+ * the leader is the member that says it leads (the higher raft term if two
+ * do); it is on this machine when its endpoint's host is an address of
+ * one of this machine's interfaces (in a network namespace: the
+ * namespace's), a loopback or unspecified address, or a name that resolves
+ * to one. Then POST /v3/maintenance/transfer-leadership to the leader,
+ * naming the member elsewhere with the highest raft index that is not a
+ * learner; etcd answers once the new leader leads (within
+ * request_timeout_ms more). The lease keeper (lease.h) calls this.
+ */
+int repl_arbiter_leader_elsewhere(struct repl_arbiter *a, char *moved, size_t movedlen,
+				  char *err, size_t errlen);
 
 #endif

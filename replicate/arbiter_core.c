@@ -165,3 +165,13 @@ int repl_arbiter_wait_free(struct repl_arbiter *a, const char *guest, int timeou
 			    timeout_ms);
 	return a->ops->wait_free(a, guest, timeout_ms, err, errlen);
 }
+
+int repl_arbiter_leader_elsewhere(struct repl_arbiter *a, char *moved, size_t movedlen,
+				  char *err, size_t errlen)
+{
+	if (moved && movedlen)
+		moved[0] = 0;
+	if (!a->ops->leader_elsewhere)
+		return 0;
+	return a->ops->leader_elsewhere(a, moved, movedlen, err, errlen);
+}

@@ -25,8 +25,14 @@
  *   wait_free  range; then POST /v3/watch {create_request: key, start_revision =
  *              range's revision + 1, NOPUT}: newline-separated {"result":...}
  *              until a DELETE of the key; a fresh range every second.
+ *   leader_elsewhere
+ *              POST /v3/maintenance/status {} to each endpoint
+ *                                  -> header.member_id, leader, raftTerm, raftIndex, isLearner
+ *              POST /v3/maintenance/transfer-leadership {targetID} to the leader, when its
+ *                               endpoint is on this machine  -> {} once the target leads
  *
- * int64s arrive as JSON strings, false and 0 fields are left out, keys and
+ * int64s (and member ids, uint64s) arrive as JSON strings, false and 0
+ * fields are left out, keys and
  * values are base64. An error is {"error","code","message"} or, on the
  * streaming calls, {"error":{"grpc_code","message",...}} with an HTTP status.
  *
@@ -42,6 +48,9 @@
  * refuses a txn with two operations on the same key).
  */
 #include <errno.h>
+#include <ifaddrs.h>
+#include <inttypes.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -50,6 +59,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 #include <json-c/json.h>
@@ -70,6 +83,7 @@
 struct endpoint {
 	char name[EP_LEN + 1];		/* as given: host:port */
 	char url[EP_LEN + 8];		/* http://host:port */
+	char host[EP_LEN + 1];		/* the host alone (an IPv6 address without [ ]) */
 };
 
 struct etcd_arbiter {
@@ -92,6 +106,9 @@ struct etcd_arbiter {
 	/* instead of HTTP, for the fuzzer (arbiter_etcd_test.h); set before any call */
 	repl_etcd_exchange_fn *exchange;
 	void *exchange_arg;
+	/* tests: the endpoints on "this machine" (H:P,...), instead of the
+	 * interfaces' addresses; NULL when not set; set between calls */
+	char *local_eps;
 };
 
 static const struct repl_arbiter_ops etcd_ops;
@@ -216,13 +233,29 @@ static int j_field(json_object *o, const char *key, json_type t, json_object **o
 	return 1;
 }
 
+/* Decimal digits p (one at least, nothing else) into *x; false on overflow or junk. */
+static bool dec_u64(const char *p, uint64_t *x)
+{
+	*x = 0;
+	if (!*p)
+		return false;
+	for (; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		if (*x > (UINT64_MAX - 9) / 10)
+			return false;
+		*x = *x * 10 + (uint64_t)(*p - '0');
+	}
+	return true;
+}
+
 static int j_int64(json_object *o, const char *key, int64_t *v)
 {
 	json_object *f;
 	const char *s, *p;
 	int len;
 	bool neg;
-	uint64_t x = 0;
+	uint64_t x;
 
 	*v = 0;
 	if (!json_object_object_get_ex(o, key, &f) || !f)
@@ -239,18 +272,34 @@ static int j_int64(json_object *o, const char *key, int64_t *v)
 		return -1;
 	neg = s[0] == '-';
 	p = s + neg;
-	if (!*p)
-		return -1;
-	for (; *p; p++) {
-		if (*p < '0' || *p > '9')
-			return -1;
-		if (x > (UINT64_MAX - 9) / 10)
-			return -1;
-		x = x * 10 + (uint64_t)(*p - '0');
-	}
-	if (x > (uint64_t)INT64_MAX + neg)
+	if (!dec_u64(p, &x) || x > (uint64_t)INT64_MAX + neg)
 		return -1;
 	*v = neg ? (int64_t)(0 - x) : (int64_t)x;
+	return 1;
+}
+
+/* A uint64 (etcd's member ids): a decimal string, or a JSON number >= 0. */
+static int j_uint64(json_object *o, const char *key, uint64_t *v)
+{
+	json_object *f;
+	const char *s;
+	int len;
+
+	*v = 0;
+	if (!json_object_object_get_ex(o, key, &f) || !f)
+		return 0;
+	if (json_object_is_type(f, json_type_int)) {
+		if (json_object_get_int64(f) < 0)
+			return -1;
+		*v = json_object_get_uint64(f);
+		return 1;
+	}
+	if (!json_object_is_type(f, json_type_string))
+		return -1;
+	s = json_object_get_string(f);
+	len = json_object_get_string_len(f);
+	if (len < 1 || len > 20 || (int)strlen(s) != len || !dec_u64(s, v))
+		return -1;
 	return 1;
 }
 
@@ -503,13 +552,17 @@ static int curl_failure(CURL *c, CURLcode cc, const struct buf *b, long share_ms
 
 enum outcome { ANSWERED, REFUSED, TRY_ELSEWHERE };
 
+/* What a reply holds: a header (most calls), in a "result" (streaming
+ * calls), or maybe nothing ({} from transfer-leadership). */
+enum reply_kind { REPLY_UNARY, REPLY_STREAM, REPLY_BARE };
+
 /*
  * One POST to endpoint i within share_ms. ANSWERED: *reply is etcd's reply
  * (the "result" of a streaming call). REFUSED: etcd answered with an error
  * that another member would give too (*rc). TRY_ELSEWHERE: *rc and why.
  */
 static enum outcome post_once(struct etcd_arbiter *e, CURL *c, int i, const char *path,
-			      const char *body, bool stream, long share_ms,
+			      const char *body, enum reply_kind kind, long share_ms,
 			      json_object **reply, int *rc, char *why, size_t whylen)
 {
 	char url[sizeof(e->ep[0].url) + 64], ebuf[CURL_ERROR_SIZE] = "", ex[80];
@@ -549,11 +602,12 @@ static enum outcome post_once(struct etcd_arbiter *e, CURL *c, int i, const char
 		goto put_o;
 	}
 	res = o;
-	if (stream && j_field(o, "result", json_type_object, &res) <= 0) {
+	if (kind == REPLY_STREAM && j_field(o, "result", json_type_object, &res) <= 0) {
 		*rc = fail(why, whylen, -EPROTO, "reply without a result: not etcd's");
 		goto put_o;
 	}
-	if (j_field(res, "header", json_type_object, &(json_object *){ NULL }) <= 0) {
+	if (j_field(res, "header", json_type_object, &(json_object *){ NULL }) <
+	    (kind == REPLY_BARE ? 0 : 1)) {
 		*rc = fail(why, whylen, -EPROTO, "reply without a header: not etcd's");
 		goto put_o;
 	}
@@ -564,6 +618,14 @@ put_o:
 free_buf:
 	free(b.p);
 	return out;
+}
+
+/* Appends "name: why" to a list of failures (cut short when it is full). */
+static void list_add(char *list, size_t cap, size_t *used, const char *name, const char *why)
+{
+	*used += (size_t)snprintf(list + *used, *used < cap ? cap - *used : 0, "%s%s: %s",
+				  *used ? "; " : "", name, why);
+	*used = *used < cap ? *used : cap;
 }
 
 /*
@@ -586,16 +648,14 @@ static int etcd_post(struct etcd_arbiter *e, CURL *c, const char *path, const ch
 		enum outcome out;
 
 		if (left <= 0) {
-			used += (size_t)snprintf(list + used, used < sizeof(list) ?
-						 sizeof(list) - used : 0, "%s%s: not tried, no "
-						 "time left", used ? "; " : "", e->ep[i].name);
-			used = used < sizeof(list) ? used : sizeof(list);
+			list_add(list, sizeof(list), &used, e->ep[i].name, "not tried, no time left");
 			continue;
 		}
 		share = left / (e->n_ep - k);
 		if (share < 100)
 			share = left < 100 ? left : 100;
-		out = post_once(e, c, i, path, body, stream, share, reply, &rc, why, sizeof(why));
+		out = post_once(e, c, i, path, body, stream ? REPLY_STREAM : REPLY_UNARY, share,
+				reply, &rc, why, sizeof(why));
 		if (out != TRY_ELSEWHERE) {
 			atomic_store(&e->preferred, i);
 			if (out == ANSWERED)
@@ -604,9 +664,7 @@ static int etcd_post(struct etcd_arbiter *e, CURL *c, const char *path, const ch
 		}
 		if (!best || err_rank(rc) > err_rank(best))
 			best = rc;
-		used += (size_t)snprintf(list + used, used < sizeof(list) ? sizeof(list) - used : 0,
-					 "%s%s: %s", used ? "; " : "", e->ep[i].name, why);
-		used = used < sizeof(list) ? used : sizeof(list);
+		list_add(list, sizeof(list), &used, e->ep[i].name, why);
 	}
 	return fail(err, errlen, best ? best : -ETIMEDOUT, "no etcd endpoint answered "
 		    "within %ld ms: %s", budget_ms, list);
@@ -1274,6 +1332,195 @@ cleanup:
 	return rc;
 }
 
+/* ---- leader_elsewhere: etcd's leader off this machine ---- */
+
+/* What a member says of itself (/v3/maintenance/status). */
+struct member {
+	bool answered, learner;
+	uint64_t id, leader;		/* 0: none (a member between leaders) */
+	int64_t raft_term, raft_index;
+};
+
+/* Asks endpoint i within ms: 0 with *m, or -errno with why. */
+static int member_status(struct etcd_arbiter *e, CURL *c, int i, long ms, struct member *m,
+			 char *why, size_t whylen)
+{
+	json_object *r, *h;
+	int rc = 0;
+
+	if (post_once(e, c, i, "/v3/maintenance/status", "{}", REPLY_UNARY, ms, &r, &rc, why,
+		      whylen) != ANSWERED)
+		return rc;
+	if (j_field(r, "header", json_type_object, &h) <= 0 ||
+	    j_uint64(h, "member_id", &m->id) <= 0 || m->id == 0 ||
+	    j_uint64(r, "leader", &m->leader) < 0 ||
+	    j_int64(r, "raftTerm", &m->raft_term) < 0 || m->raft_term < 0 ||
+	    j_int64(r, "raftIndex", &m->raft_index) < 0 || m->raft_index < 0 ||
+	    j_bool(r, "isLearner", &m->learner) < 0)
+		rc = fail(why, whylen, -EPROTO, "malformed status reply: not etcd's");
+	else
+		m->answered = true;
+	json_object_put(r);
+	return rc;
+}
+
+/* Is sa an address of this machine: loopback, unspecified, or one of ifs's? */
+static bool addr_local(const struct sockaddr *sa, const struct ifaddrs *ifs)
+{
+	if (sa->sa_family == AF_INET) {
+		const struct in_addr *in = &((const struct sockaddr_in *)sa)->sin_addr;
+		uint32_t h = ntohl(in->s_addr);
+
+		if (h >> 24 == 127 || h == INADDR_ANY)
+			return true;
+		for (const struct ifaddrs *i = ifs; i; i = i->ifa_next)
+			if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET &&
+			    !memcmp(&((const struct sockaddr_in *)i->ifa_addr)->sin_addr, in,
+				    sizeof(*in)))
+				return true;
+	} else if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *in6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+		if (IN6_IS_ADDR_LOOPBACK(in6) || IN6_IS_ADDR_UNSPECIFIED(in6))
+			return true;
+		if (IN6_IS_ADDR_V4MAPPED(in6)) {
+			struct sockaddr_in v4 = { .sin_family = AF_INET };
+
+			memcpy(&v4.sin_addr, &in6->s6_addr[12], 4);
+			return addr_local((const struct sockaddr *)&v4, ifs);
+		}
+		for (const struct ifaddrs *i = ifs; i; i = i->ifa_next)
+			if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET6 &&
+			    !memcmp(&((const struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, in6,
+				    sizeof(*in6)))
+				return true;
+	}
+	return false;
+}
+
+/* Is name one of list's comma-separated items? */
+static bool in_list(const char *list, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = list; *p;) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+
+		if (len == n && !memcmp(p, name, n))
+			return true;
+		if (!end)
+			break;
+		p = end + 1;
+	}
+	return false;
+}
+
+/* Is endpoint i on this machine (a name: when it resolves to an address of it)? */
+static bool ep_local(struct etcd_arbiter *e, int i, const struct ifaddrs *ifs)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
+	bool local = false;
+
+	if (e->local_eps)
+		return in_list(e->local_eps, e->ep[i].name);
+	if (getaddrinfo(e->ep[i].host, NULL, &hints, &res))
+		return false;
+	for (struct addrinfo *r = res; r && !local; r = r->ai_next)
+		local = addr_local(r->ai_addr, ifs);
+	freeaddrinfo(res);
+	return local;
+}
+
+static int etcd_leader_elsewhere(struct repl_arbiter *a, char *moved, size_t movedlen,
+				 char *err, size_t errlen)
+{
+	struct etcd_arbiter *e = (struct etcd_arbiter *)a;
+	struct member m[EP_MAX] = { { 0 } };
+	char why[MSG_LEN / 2], list[MSG_LEN] = "", body[64];
+	long deadline = now_ms() + e->timeout_ms, t0;
+	struct ifaddrs *ifs = NULL;
+	int lead = -1, to = -1, best = 0, rc = 0;
+	size_t used = 0;
+	json_object *r;
+	CURL *c = new_handle(e);
+
+	if (!c)
+		return fail(err, errlen, -ENOMEM, "arbiter: cannot make a curl handle");
+	for (int i = 0; i < e->n_ep; i++) {
+		long left = deadline - now_ms(), share;
+
+		if (left <= 0) {
+			rc = fail(why, sizeof(why), -ETIMEDOUT, "not asked, no time left");
+		} else {
+			share = left / (e->n_ep - i);
+			if (share < 100)
+				share = left < 100 ? left : 100;
+			rc = member_status(e, c, i, share, &m[i], why, sizeof(why));
+		}
+		if (rc) {
+			if (!best || err_rank(rc) > err_rank(best))
+				best = rc;
+			list_add(list, sizeof(list), &used, e->ep[i].name, why);
+		} else if (m[i].id == m[i].leader &&
+			   (lead < 0 || m[i].raft_term > m[lead].raft_term)) {
+			lead = i;
+		}
+	}
+	rc = 0;
+	if (lead < 0) {
+		/* the leader is a member we were not given (not ours to move), or
+		 * one that did not answer */
+		if (best)
+			rc = fail(err, errlen, best, "etcd: no endpoint that answered leads, and "
+				  "not every one answered: %s", list);
+		goto cleanup;
+	}
+	if (!e->local_eps && getifaddrs(&ifs)) {
+		rc = fail(err, errlen, -errno, "arbiter: getifaddrs: %s", strerror(errno));
+		goto cleanup;
+	}
+	if (!ep_local(e, lead, ifs))
+		goto cleanup;
+	for (int i = 0; i < e->n_ep; i++)
+		if (m[i].answered && !m[i].learner && m[i].id != m[lead].id &&
+		    !ep_local(e, i, ifs) && (to < 0 || m[i].raft_index > m[to].raft_index))
+			to = i;
+	if (to < 0) {
+		if (best)
+			rc = fail(err, errlen, best, "etcd: the leader (member %" PRIx64 " at %s) "
+				  "is on this machine and no member elsewhere answered: %s",
+				  m[lead].id, e->ep[lead].name, list);
+		else
+			rc = fail(err, errlen, -ENOENT, "etcd: the leader (member %" PRIx64 " at %s) "
+				  "is on this machine, and so is every other member",
+				  m[lead].id, e->ep[lead].name);
+		goto cleanup;
+	}
+	/* etcd answers once the target leads, or fails (a target not caught up) */
+	snprintf(body, sizeof(body), "{\"targetID\":\"%" PRIu64 "\"}", m[to].id);
+	t0 = now_ms();
+	if (post_once(e, c, lead, "/v3/maintenance/transfer-leadership", body, REPLY_BARE,
+		      e->timeout_ms, &r, &rc, why, sizeof(why)) != ANSWERED) {
+		if (strstr(why, "etcdserver: not leader"))
+			rc = -EAGAIN;	/* it stepped down since the status */
+		fail(err, errlen, rc, "etcd: handing leadership from member %" PRIx64 " at %s (on "
+		     "this machine) to member %" PRIx64 " at %s: %s", m[lead].id, e->ep[lead].name,
+		     m[to].id, e->ep[to].name, why);
+		goto cleanup;
+	}
+	json_object_put(r);
+	if (moved && movedlen)
+		snprintf(moved, movedlen, "etcd's leader, member %" PRIx64 " at %s (on this "
+			 "machine), handed leadership to member %" PRIx64 " at %s in %ld ms",
+			 m[lead].id, e->ep[lead].name, m[to].id, e->ep[to].name, now_ms() - t0);
+cleanup:
+	if (ifs)
+		freeifaddrs(ifs);
+	curl_easy_cleanup(c);
+	return rc;
+}
+
 /* ---- the fuzzer's way in (arbiter_etcd_test.h) ---- */
 
 void repl_arbiter_etcd_set_exchange(struct repl_arbiter *a, repl_etcd_exchange_fn *fn,
@@ -1283,6 +1530,18 @@ void repl_arbiter_etcd_set_exchange(struct repl_arbiter *a, repl_etcd_exchange_f
 
 	e->exchange = fn;
 	e->exchange_arg = arg;
+}
+
+int repl_arbiter_etcd_set_local(struct repl_arbiter *a, const char *endpoints)
+{
+	struct etcd_arbiter *e = (struct etcd_arbiter *)a;
+	char *copy = NULL;
+
+	if (endpoints && !(copy = strdup(endpoints)))
+		return -ENOMEM;
+	free(e->local_eps);
+	e->local_eps = copy;
+	return 0;
 }
 
 int repl_arbiter_etcd_watch(struct repl_arbiter *a, const char *guest, int64_t from, long ms,
@@ -1368,6 +1627,7 @@ static int parse_endpoint(const char *s, size_t n, struct endpoint *ep, char *er
 		goto bad;
 	snprintf(ep->name, sizeof(ep->name), "%.*s", (int)n, s);
 	snprintf(ep->url, sizeof(ep->url), "http://%.*s", (int)n, s);
+	snprintf(ep->host, sizeof(ep->host), "%.*s", (int)hlen, host);
 	return 0;
 bad:
 	return fail(err, errlen, -EINVAL, "arbiter: etcd endpoint '%.*s' is not HOST:PORT",
@@ -1381,6 +1641,7 @@ static void etcd_free(struct repl_arbiter *a)
 	curl_easy_cleanup(e->query_curl);
 	curl_easy_cleanup(e->lease_curl);
 	curl_slist_free_all(e->headers);
+	free(e->local_eps);
 	pthread_mutex_destroy(&e->query_lock);
 	pthread_mutex_destroy(&e->lease_lock);
 	free(e);
@@ -1465,5 +1726,6 @@ static const struct repl_arbiter_ops etcd_ops = {
 	.revoke = etcd_revoke,
 	.owner = etcd_owner,
 	.wait_free = etcd_wait_free,
+	.leader_elsewhere = etcd_leader_elsewhere,
 	.free = etcd_free,
 };

@@ -3,7 +3,10 @@
  * tried again every 200 ms until the deadline), another waits for the
  * deadline, so a renewal stuck on an unreachable store never delays the
  * fence. The deadline counts from the time just before a renewal was
- * sent, never from its answer, and once passed it never moves again.
+ * sent, never from its answer, and once passed it never moves again. A
+ * third keeps the store's leader off this host (at once, then every
+ * LEADER_CHECK_S), on its own thread: a move takes up to two request
+ * timeouts, longer than a renewal may wait.
  */
 #include "lease.h"
 
@@ -16,19 +19,24 @@
 
 #include "fault.h"
 
+/* How often the owner checks where the store's leader is. */
+#define LEADER_CHECK_S	10.0
+
 struct repl_lease {
 	struct repl_arbiter *a;
 	int ttl;
 	double margin;
 	repl_fence_fn fence;
 	void *opaque;
-	pthread_t keeper, fencer;
+	char guest[REPL_ARBITER_NAME_MAX + 1];	/* for the log */
+	pthread_t keeper, fencer, placer;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	double deadline;		/* under lock; 0 once lost */
 	bool stop;			/* under lock */
 	bool fenced;			/* under lock: the deadline passed, for good */
 	bool skip_fence;		/* tests: a broken owner that never fences */
+	bool has_placer;		/* the owner's thread only (take, release, free) */
 	char why[256];			/* under lock */
 };
 
@@ -113,6 +121,43 @@ static void *fencer_main(void *arg)
 	return NULL;
 }
 
+/*
+ * Keeps the store's leader off this host, so that the host's death costs
+ * no election before the lease can run out (arbiter.h). Never under the
+ * lease's lock while it asks the store: the renewals and the fence go on.
+ * Says what it moved each time, and a failure once until one succeeds.
+ */
+static void *placer_main(void *arg)
+{
+	struct repl_lease *l = arg;
+	double next = now();
+	bool failing = false;
+
+	pthread_mutex_lock(&l->lock);
+	while (!l->stop && !l->fenced) {
+		char moved[512] = "", err[1024] = "";
+		int ret;
+
+		if (now() < next) {
+			wait_until(l, next);
+			continue;
+		}
+		pthread_mutex_unlock(&l->lock);
+		ret = repl_arbiter_leader_elsewhere(l->a, moved, sizeof(moved), err, sizeof(err));
+		if (!ret && moved[0])
+			fprintf(stderr, "vmigrate: guest %s: %s\n", l->guest, moved);
+		else if (ret && !failing)
+			fprintf(stderr, "vmigrate: guest %s: cannot keep the arbiter's leader off "
+				"this host (tried again every %.0f s): %s\n", l->guest,
+				LEADER_CHECK_S, err);
+		failing = ret != 0;
+		pthread_mutex_lock(&l->lock);
+		next = now() + LEADER_CHECK_S;
+	}
+	pthread_mutex_unlock(&l->lock);
+	return NULL;
+}
+
 int repl_lease_take(struct repl_arbiter *a, const char *guest, const char *owner_id,
 		    int ttl_s, uint64_t after_token, repl_fence_fn fence, void *opaque,
 		    struct repl_lease **out, uint64_t *token, char *err, size_t errlen)
@@ -142,6 +187,7 @@ int repl_lease_take(struct repl_arbiter *a, const char *guest, const char *owner
 	l->margin = ttl / 4.0 > 1.0 ? ttl / 4.0 : 1.0;
 	l->fence = fence;
 	l->opaque = opaque;
+	snprintf(l->guest, sizeof(l->guest), "%s", guest);
 	l->deadline = sent + ttl - l->margin;
 	/* tests: an owner without the discipline, so the checker must catch it */
 	l->skip_fence = fault_point("repl-skip-self-fence");
@@ -171,6 +217,11 @@ int repl_lease_take(struct repl_arbiter *a, const char *guest, const char *owner
 		snprintf(err, errlen, "cannot start the lease fencer");
 		return -EAGAIN;
 	}
+	/* without it the lease is kept all the same, only its leader unplaced */
+	l->has_placer = !pthread_create(&l->placer, NULL, placer_main, l);
+	if (!l->has_placer)
+		fprintf(stderr, "vmigrate: guest %s: cannot start the thread that keeps the "
+			"arbiter's leader off this host\n", guest);
 	*out = l;
 	return 0;
 }
@@ -210,12 +261,21 @@ static void stop_keeper(struct repl_lease *l)
 	pthread_join(l->fencer, NULL);
 }
 
+/* After stop_keeper: the placer may be in the middle of a move (up to two
+ * request timeouts), which the revoke of a planned switch need not wait for. */
+static void join_placer(struct repl_lease *l)
+{
+	if (l->has_placer)
+		pthread_join(l->placer, NULL);
+}
+
 int repl_lease_release(struct repl_lease *l, char *err, size_t errlen)
 {
 	int ret;
 
 	stop_keeper(l);
 	ret = repl_arbiter_revoke(l->a, err, errlen);
+	join_placer(l);
 	pthread_mutex_destroy(&l->lock);
 	pthread_cond_destroy(&l->cond);
 	free(l);
@@ -227,6 +287,7 @@ void repl_lease_free(struct repl_lease *l)
 	if (!l)
 		return;
 	stop_keeper(l);
+	join_placer(l);
 	pthread_mutex_destroy(&l->lock);
 	pthread_cond_destroy(&l->cond);
 	free(l);

@@ -5,7 +5,10 @@
  * which comes before the store can expire the lease and let another host
  * take the guest (arbiter.h). At that deadline, renewed or not, the
  * keeper calls the fence callback once, so the owner stops the guest and
- * its output before anyone else may start them.
+ * its output before anyone else may start them. While it owns the guest it
+ * also keeps the store's leader off this host (at once, then every 10 s:
+ * repl_arbiter_leader_elsewhere), so that this host's death costs no
+ * election before the standby may take over.
  */
 #ifndef REPL_LEASE_H
 #define REPL_LEASE_H

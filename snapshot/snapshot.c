@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -269,6 +270,12 @@ int snap_save_paused(struct vm *vm, const char *path, const struct snap_save_opt
 	memset(res, 0, sizeof(*res));
 	if (!tmp)
 		return -ENOMEM;
+	ret = snap_check_target(path, opts && opts->dirty ? opts->parent_uuid : NULL,
+				opts && opts->force, err, errlen);
+	if (ret) {
+		free(tmp);
+		return ret;
+	}
 	snprintf(tmp, len + 16, "%s.tmp.XXXXXX", path);
 	fd = create_unnamed(path);
 	unnamed = fd >= 0;
@@ -319,11 +326,9 @@ fail:
 	return ret;
 }
 
-#define MAX_CHAIN	64
-
 /* The head of a checkpoint file: its image, and its parent if incremental. */
 struct head {
-	char path[4096];
+	char path[SNAP_PATH_MAX];
 	uint8_t image_uuid[16];
 	bool incremental;
 	uint8_t parent_uuid[16], parent_digest[16];
@@ -379,6 +384,12 @@ int snap_read_head(const char *path, uint8_t image_uuid[16], bool *incremental,
 	return 0;
 }
 
+/* A checkpoint file's name in a directory scan: not hidden, not a temporary. */
+static bool candidate(const char *entry)
+{
+	return entry[0] != '.' && !strstr(entry, ".tmp.");
+}
+
 /* The parent of child: the file beside it that holds the named image. */
 static int find_parent(const struct head *child, struct head *parent, char *err, size_t errlen)
 {
@@ -392,9 +403,9 @@ static int find_parent(const struct head *child, struct head *parent, char *err,
 	dir = dirname(copy);
 	d = opendir(dir);
 	while (d && (e = readdir(d))) {
-		char path[4096], ignore[256];
+		char path[SNAP_PATH_MAX + 256], ignore[256];
 
-		if (e->d_name[0] == '.' || strstr(e->d_name, ".tmp."))
+		if (!candidate(e->d_name))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
 		if (read_head(path, parent, ignore, sizeof(ignore)) == 0 &&
@@ -408,6 +419,102 @@ static int find_parent(const struct head *child, struct head *parent, char *err,
 	if (ret)
 		snprintf(err, errlen, "%s: its parent image is not in %s", child->path, dir);
 	free(copy);
+	return ret;
+}
+
+/* path's chain into chain[], newest first, down to its full checkpoint. */
+static int walk_chain(const char *path, struct head *chain, unsigned max, unsigned *n,
+		      char *err, size_t errlen)
+{
+	int ret = read_head(path, &chain[0], err, errlen);
+
+	*n = 1;
+	while (!ret && chain[*n - 1].incremental) {
+		if (*n == max) {
+			snprintf(err, errlen, "%s: chain longer than %u checkpoints", path, max);
+			return -ELOOP;
+		}
+		ret = find_parent(&chain[*n - 1], &chain[*n], err, errlen);
+		if (!ret)
+			(*n)++;
+	}
+	return ret;
+}
+
+int snap_chain(const char *path, char (*files)[SNAP_PATH_MAX], unsigned max, unsigned *n,
+	       char *err, size_t errlen)
+{
+	static struct head chain[SNAP_MAX_CHAIN];
+	int ret;
+
+	*n = 0;
+	if (max > SNAP_MAX_CHAIN)
+		max = SNAP_MAX_CHAIN;
+	ret = walk_chain(path, chain, max, n, err, errlen);
+	if (ret && *n == 1 && !chain[0].path[0])
+		*n = 0;		/* not even path's head could be read */
+	for (unsigned i = 0; i < *n; i++)
+		snprintf(files[i], SNAP_PATH_MAX, "%s", chain[i].path);
+	return ret;
+}
+
+int snap_check_target(const char *path, const uint8_t *parent_uuid, bool force,
+		      char *err, size_t errlen)
+{
+	char *copy = strdup(path), *base_copy = strdup(path), *dir, *base;
+	struct head target, h;
+	struct stat st;
+	struct dirent *e;
+	DIR *d;
+	int ret = 0;
+
+	if (!copy || !base_copy) {
+		free(copy);
+		free(base_copy);
+		return -ENOMEM;
+	}
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "%s is a directory: give the checkpoint a file name", path);
+		ret = -EISDIR;
+		goto out;
+	}
+	/* only an existing checkpoint can be somebody's parent */
+	if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    read_head(path, &target, err, errlen) != 0) {
+		err[0] = 0;
+		goto out;
+	}
+	if (parent_uuid && !memcmp(target.image_uuid, parent_uuid, 16)) {
+		snprintf(err, errlen, "%s holds the parent of this incremental checkpoint: "
+			 "it cannot replace it; give it another name", path);
+		ret = -EEXIST;
+		goto out;
+	}
+	if (force)
+		goto out;
+	dir = dirname(copy);
+	base = basename(base_copy);
+	d = opendir(dir);
+	while (d && (e = readdir(d))) {
+		char child[SNAP_PATH_MAX + 256], ignore[256];
+
+		if (!candidate(e->d_name) || !strcmp(e->d_name, base))
+			continue;
+		snprintf(child, sizeof(child), "%s/%s", dir, e->d_name);
+		if (read_head(child, &h, ignore, sizeof(ignore)) == 0 && h.incremental &&
+		    !memcmp(h.parent_uuid, target.image_uuid, 16)) {
+			snprintf(err, errlen, "%s is the parent of %s: replacing it would leave that "
+				 "checkpoint unrestorable (snapshot --force replaces it anyway)", path,
+				 child);
+			ret = -EEXIST;
+			break;
+		}
+	}
+	if (d)
+		closedir(d);
+out:
+	free(copy);
+	free(base_copy);
 	return ret;
 }
 
@@ -491,22 +598,13 @@ fail:
 struct vm *snap_restore(const char *path, const struct snap_restore_opts *opts,
 			char *err, size_t errlen)
 {
-	static struct head chain[MAX_CHAIN];	/* newest first */
-	unsigned n = 1;
+	static struct head chain[SNAP_MAX_CHAIN];	/* newest first */
+	unsigned n;
 	struct vm *vm = NULL;
 	uint8_t digest[16];
 
-	if (read_head(path, &chain[0], err, errlen))
+	if (walk_chain(path, chain, SNAP_MAX_CHAIN, &n, err, errlen))
 		return NULL;
-	while (chain[n - 1].incremental) {
-		if (n == MAX_CHAIN) {
-			snprintf(err, errlen, "%s: chain longer than %d checkpoints", path, MAX_CHAIN);
-			return NULL;
-		}
-		if (find_parent(&chain[n - 1], &chain[n], err, errlen))
-			return NULL;
-		n++;
-	}
 	/* oldest first; each file's digest must be the one its child names */
 	for (unsigned i = n; i-- > 0;) {
 		if (apply_file(chain[i].path, i == n - 1, i == 0, opts, &vm, digest, err, errlen))
@@ -610,25 +708,20 @@ static int file_digest(const char *path, uint8_t out[16], char *err, size_t errl
 struct vm *snap_restore_lazy(const char *path, const struct snap_restore_opts *opts,
 			     struct snap_lazy **lazy, char *err, size_t errlen)
 {
-	static struct head chain[MAX_CHAIN];
-	char *files[MAX_CHAIN];
+	static struct head chain[SNAP_MAX_CHAIN];
+	char *files[SNAP_MAX_CHAIN];
 	struct vm_kvm_config cfg = { .dirty_mode = opts->dirty_mode, .events = opts->events };
 	struct snap_inspect in;
 	struct vm *vm = NULL;
-	unsigned n = 1;
+	unsigned n;
 
 	*lazy = NULL;
 	if (opts->mac_key) {
 		snprintf(err, errlen, "lazy restore cannot check a MAC before the guest runs");
 		return NULL;
 	}
-	if (read_head(path, &chain[0], err, errlen))
+	if (walk_chain(path, chain, SNAP_MAX_CHAIN, &n, err, errlen))
 		return NULL;
-	while (chain[n - 1].incremental) {
-		if (n == MAX_CHAIN || find_parent(&chain[n - 1], &chain[n], err, errlen))
-			return NULL;
-		n++;
-	}
 	for (unsigned i = 0; i < n; i++) {
 		uint8_t digest[16];
 

@@ -35,7 +35,25 @@ struct snap_save_opts {
 	 * re-arms it (sync and clear) just before; for an incremental, that
 	 * sync is `dirty`. */
 	bool live;
+	/* Replace a checkpoint that others name as parent (snap_check_target). */
+	bool force;
 };
+
+/*
+ * May a new checkpoint be written at path? Restore finds an incremental's
+ * parent in the incremental's own directory by image uuid, so the file at
+ * path is the parent of another checkpoint when a file of that directory
+ * names its image as parent: replacing it would leave that child (and all
+ * built on it) unrestorable. Refused unless force. Refused even with force:
+ * path holding the new checkpoint's own parent (parent_uuid; NULL for a
+ * full one), since the new file would be born without it; and path being a
+ * directory. Anything else (no file, not a checkpoint, a checkpoint nobody
+ * builds on) may be replaced. 0, or a negative errno with err (-EISDIR,
+ * -EEXIST for a parent). snap_save_paused() checks this itself; a caller
+ * that consumes state to write (dirty bitmaps) checks first too.
+ */
+int snap_check_target(const char *path, const uint8_t *parent_uuid, bool force,
+		      char *err, size_t errlen);
 
 /* Write a checkpoint of a paused guest, or of a running one with live, to
  * path (opts NULL: full, paused). */
@@ -98,6 +116,17 @@ int snap_merge(const char *path, const char *out, const uint8_t *mac_key, size_t
 /* The head of a checkpoint file, read cheaply: its image and parent. */
 int snap_read_head(const char *path, uint8_t image_uuid[16], bool *incremental,
 		   uint8_t parent_uuid[16], char *err, size_t errlen);
+
+#define SNAP_MAX_CHAIN	64
+#define SNAP_PATH_MAX	4096
+
+/* The files of path's chain as restore finds them, newest first: path,
+ * its parent, ... down to a full checkpoint (at most max). Only the heads
+ * are read: what each file holds is for snap_inspect(). 0, or a negative
+ * errno with err (a parent not in the directory, -ELOOP: longer than max);
+ * either way the *n files found are in files. */
+int snap_chain(const char *path, char (*files)[SNAP_PATH_MAX], unsigned max, unsigned *n,
+	       char *err, size_t errlen);
 
 /* What a checkpoint file holds, read and checked from end to end. */
 struct snap_inspect {

@@ -10,7 +10,9 @@ PACKAGES="
 	libvirt-dev librdmacm-dev libibverbs-dev libjson-c-dev
 	iproute2 iptables procps bc
 	libcurl4-openssl-dev etcd-server etcd-client
-	libinih-dev libsystemd-dev systemd python3 util-linux
+	scdoc groff-base
+	libmicrohttpd-dev curl python3
+	libinih-dev libsystemd-dev systemd util-linux
 "
 
 if [ "$(id -u)" -ne 0 ]; then

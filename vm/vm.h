@@ -114,6 +114,20 @@ int vm_kvm_config_from_record(const struct ckpt_record *rec, struct vm_kvm_confi
 /* True when /dev/kvm can be opened; otherwise why not in why. */
 bool vm_kvm_available(char *why, size_t len);
 
+/* One KVM capability the kvm backend relies on, as the host answers. */
+struct vm_kvm_feature {
+	const char *name;		/* without KVM_CAP_ */
+	const char *used_for;
+	bool required;			/* false: only an option needs it */
+	int value;			/* KVM_CHECK_EXTENSION on a VM: 0 = absent */
+};
+
+/* Ask the host, as vmigrate check does: /dev/kvm, its API version, a VM,
+ * then each capability kvm_*.c uses (kvm_probe.c lists them beside the
+ * ioctls that need them). Fills up to max entries and returns how many,
+ * or a negative errno with err when no VM can be made. */
+int vm_kvm_probe(struct vm_kvm_feature *out, unsigned max, char *err, size_t errlen);
+
 /* Inline wrappers, so callers read as vm_pause(vm) etc. */
 static inline int vm_start(struct vm *vm) { return vm->ops->start(vm); }
 static inline int vm_pause(struct vm *vm) { return vm->ops->pause(vm); }

@@ -3,7 +3,7 @@
  * (byte-exact JSON lines, descriptors passed with SCM_RIGHTS), then the
  * fields a start or migrate request carries, read as vmigrated and the
  * guest process read them (worker_spec_from_json, peer_config_from_json,
- * mig_compress_parse, peer_parse_port_range).
+ * worker_mig_params, peer_parse_port_range).
  *
  * Input: one control byte, then the bytes of the stream.
  *   bits 0-1  descriptors attached to the first line (0-3)
@@ -83,8 +83,8 @@ static void parse_request(struct json_object *req)
 {
 	struct worker_spec spec;
 	struct json_object *peer = NULL;
-	enum mig_compress compress;
-	char err[256] = "";
+	struct mig_params mp;
+	char err[512] = "";
 	uint16_t lo, hi;
 
 	if (worker_spec_from_json(req, &spec, err, sizeof(err))) {
@@ -96,10 +96,16 @@ static void parse_request(struct json_object *req)
 	json_object_object_get_ex(req, "peer", &peer);
 	check_peer_config(peer);
 	check_peer_config(req);
-	(void)mig_compress_parse(ipc_str(req, "compress", "auto"), &compress);
+	err[0] = 0;
+	if (worker_mig_params(req, 5000, &mp, err, sizeof(err))) {
+		if (!err[0])
+			abort();	/* a refusal says why */
+	} else if (mp.max_downtime_ms < MIG_MIN_DOWNTIME_MS &&
+		   !(mp.timeout_s > 0 && mp.force_on_timeout)) {
+		abort();	/* one that can never finish got through */
+	}
 	if (!peer_parse_port_range(ipc_str(req, "data_ports", ""), &lo, &hi) && (!lo || lo > hi))
 		abort();
-	(void)ipc_double(req, "timeout_s", 0);
 	(void)ipc_int(req, "channels", 0);
 	(void)ipc_bool(req, "lazy", false);
 }

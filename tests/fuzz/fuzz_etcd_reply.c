@@ -1,13 +1,16 @@
 /*
  * libFuzzer target for what etcd sends back to the arbiter: lease grant,
- * keepalive and revoke replies, range and txn replies, etcd's errors and
- * the watch stream, read by the etcd backend's own code (arbiter_etcd.c)
- * with its HTTP exchanges answered from the input (arbiter_etcd_test.h).
+ * keepalive and revoke replies, range and txn replies, member statuses and
+ * leadership transfers, etcd's errors and the watch stream, read by the
+ * etcd backend's own code (arbiter_etcd.c) with its HTTP exchanges
+ * answered from the input (arbiter_etcd_test.h).
  *
  * Input: a script. Its first line: the calls, made in order on one arbiter
  * of two endpoints, a letter each, with an optional number N after it:
  *   a acquire      t take_over(N)     i reissue    s mark_stale(N)
  *   k keepalive    r revoke           o owner      w watch from revision N
+ *   l leader_elsewhere, the endpoints of bits N & 3 on "this machine"
+ *     (1: the first, 2: the second; without N: the first)
  * (N, when not given, is the last token a call returned, 1 before any;
  * other bytes are skipped). Then a reply per exchange, in the order the
  * calls make them, each after a line "@STATUS [CHUNK [CODE]]": its HTTP
@@ -19,7 +22,9 @@
  * Besides crashes and leaks it checks what arbiter.h promises: 0 or a
  * negative errno with a message; tokens and TTLs in range; owner ids that
  * fit; the one lease held, dropped and refused again without asking etcd;
- * and that every request we send is JSON. FUZZ_VERBOSE=1 in the environment
+ * leadership handed over only by a member on this machine, to a member id,
+ * once per call, and said when (and only when) it moved; and that every
+ * request we send is JSON. FUZZ_VERBOSE=1 in the environment
  * prints what each call answered (to see what a seed reaches).
  */
 #include <errno.h>
@@ -42,7 +47,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 struct script {
 	const uint8_t *p, *end;		/* the replies not served yet */
 	int exchanges;
+	int transfers;			/* transfer-leadership requests */
+	unsigned local;			/* leader_elsewhere's endpoints here: bit i, endpoint i */
 };
+
+static const char *const endpoint[2] = { "http://127.0.0.1:1/", "http://127.0.0.1:2/" };
+
+/* A transfer goes to a member here (the leader), naming a member id. */
+static void check_transfer(const struct script *s, const char *url, json_object *req)
+{
+	json_object *t;
+	const char *id;
+	bool here = false;
+
+	for (int i = 0; i < 2; i++)
+		here |= (s->local >> i & 1) && !strncmp(url, endpoint[i], strlen(endpoint[i]));
+	if (!here || !json_object_object_get_ex(req, "targetID", &t) ||
+	    !json_object_is_type(t, json_type_string) || json_object_object_length(req) != 1)
+		goto bad;
+	id = json_object_get_string(t);
+	if (!*id || strspn(id, "0123456789") != strlen(id) || strlen(id) > 20 || id[0] == '0')
+		goto bad;
+	return;
+bad:
+	fprintf(stderr, "fuzz: a transfer of leadership that is wrong: %s '%s' (here: %u)\n",
+		url, json_object_to_json_string(req), s->local);
+	abort();
+}
 
 /* A decimal number at *p (at most 18 digits, so it fits an int64); 0 if none. */
 static uint64_t number(const uint8_t **p, const uint8_t *end)
@@ -101,6 +132,10 @@ static CURLcode serve(void *arg, const char *url, const char *body, curl_write_c
 		fprintf(stderr, "fuzz: we sent %s '%s'\n", url, body);
 		abort();
 	}
+	if (strstr(url, "/v3/maintenance/transfer-leadership")) {
+		check_transfer(s, url, req);
+		s->transfers++;
+	}
 	json_object_put(req);
 	s->exchanges++;
 	if (!next_reply(s, status, &chunk, &code, &reply, &len))
@@ -150,7 +185,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct script s = { .p = calls_end ? calls_end + 1 : data + size, .end = data + size };
 	struct repl_arbiter *a;
 	uint64_t last = 1, tok;
-	char err[2048], who[REPL_ARBITER_NAME_MAX + 1];
+	char err[2048], who[REPL_ARBITER_NAME_MAX + 1], moved[512] = "";
 	bool held = false, verbose = getenv("FUZZ_VERBOSE") != NULL;
 	int n_calls = 0;
 
@@ -162,8 +197,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	repl_arbiter_etcd_set_exchange(a, serve, &s);
 	for (p = calls; p < calls_end && n_calls < MAX_CALLS;) {
 		uint8_t op = *p++;
-		uint64_t n = number(&p, calls_end);
-		int before = s.exchanges, rc, ttl = 0;
+		const uint8_t *digits = p;
+		uint64_t n = number(&p, calls_end), given = n;
+		int before = s.exchanges, transfers = s.transfers, rc, ttl = 0;
 		const char *call;
 
 		if (!n)
@@ -231,13 +267,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (rc > 1 || rc < -4095 || (rc < 0 && !err[0]))
 				fail_check("watch", rc, err, "not 1, 0 or a negative errno with a message");
 			break;
+		case 'l': {
+			static const char *const here[4] = { "", "127.0.0.1:1", "127.0.0.1:2",
+							     "127.0.0.1:1,127.0.0.1:2" };
+
+			s.local = p > digits ? (unsigned)(given & 3) : 1;
+			if (repl_arbiter_etcd_set_local(a, here[s.local]))
+				abort();
+			memset(moved, 'x', sizeof(moved));
+			rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+			check_rc("leader_elsewhere", rc, err);
+			if (!memchr(moved, 0, sizeof(moved)) || (rc && moved[0]))
+				fail_check("leader_elsewhere", rc, err, "moved unterminated, or said "
+					   "on a failure");
+			if (s.transfers - transfers > 1 ||
+			    (!rc && !!moved[0] != (s.transfers > transfers)))
+				fail_check("leader_elsewhere", rc, err, "a move not said, said without "
+					   "a transfer, or two transfers");
+			if (s.local == 3 && s.transfers > transfers)
+				fail_check("leader_elsewhere", rc, err, "handed leadership to a member "
+					   "on this machine");
+			break;
+		}
 		default:
 			continue;
 		}
 		if (verbose)
-			fprintf(stderr, "%c%llu: %d %s (token %llu, %d exchanges)\n", op,
-				(unsigned long long)n, rc, err, (unsigned long long)tok,
-				s.exchanges - before);
+			fprintf(stderr, "%c%llu: %d %s%s (token %llu, %d exchanges)\n", op,
+				(unsigned long long)n, rc, err, op == 'l' ? moved : "",
+				(unsigned long long)tok, s.exchanges - before);
 		n_calls++;
 	}
 	repl_arbiter_free(a);

@@ -57,6 +57,7 @@ write("peer_hello", {
     "name-long": hello(name="n" * 64),
     "name-not-string": hello(name=7),
     "wrong-op": hello(op="migrate-data", token="ab" * 16),
+    "probe": hello(op="probe", name="probe", job="check", channels=1),
     "not-object": b"[1,2,3]\n",
     "no-newline": hello()[:-1],
     "empty-line": b"\n",
@@ -205,6 +206,20 @@ NO_LEADER = ("503", etcd({"error": {"grpc_code": 14, "http_code": 503,
                                     "http_status": "Service Unavailable"}}))
 TIMED_OUT = ("503", err(14, "etcdserver: request timed out"))
 CREATED = {"header": hdr(5), "created": True}
+# members as /v3/maintenance/status describes them (ids are uint64s)
+M1, M2 = "14988587262173862809", "6602041157999900274"
+
+
+def status(me, leader, term=2, index=11, **more):
+    o = {"header": dict(hdr(1), member_id=me, raft_term=str(term)), "version": "3.4.23",
+         "dbSize": "20480", "leader": leader, "raftIndex": str(index), "raftTerm": str(term),
+         "raftAppliedIndex": str(index), "dbSizeInUse": "16384"}
+    o.update(more)
+    return ("200", etcd(o))
+
+
+MOVED = ("200", "{}")   # transfer-leadership, once the target leads
+NOT_LEADER = ("412", err(9, "etcdserver: not leader"))
 write("etcd_reply", {
     "acquire": script("a", GRANT, WON),
     "acquire-busy": script("a", GRANT, ("200", txn_lost(5, [kv(OWNER_KEY, 3, 5, "aG9zdEI=",
@@ -254,6 +269,22 @@ write("etcd_reply", {
     "watch-quiet": script("w9", ("200 0 28", stream(CREATED))),
     "watch-refused": script("w", ("400", err(2, "invalid character 'x' looking for "
                                                 "beginning of value"))),
+    "leader-here": script("l", status(M1, M1), status(M2, M1), MOVED),
+    "leader-second-here": script("l2", status(M1, M2), status(M2, M2), MOVED),
+    "leader-elsewhere": script("l", status(M1, M2), status(M2, M2)),
+    "leader-all-here": script("l3", status(M1, M1), status(M2, M1)),
+    "leader-none-here": script("l0", status(M1, M1), status(M2, M1)),
+    "leader-learner": script("l", status(M1, M1), status(M2, M1, isLearner=True)),
+    "leader-two-terms": script("l", status(M1, M1, term=2), status(M2, M2, term=3)),
+    "leader-between-leaders": script("l", status(M1, "0"), status(M2, "0")),
+    "leader-not-leader": script("l", status(M1, M1), status(M2, M1), NOT_LEADER),
+    "leader-bad-transferee": script("l", status(M1, M1), status(M2, M1), (
+        "412", err(9, "etcdserver: bad leader transferee"))),
+    "leader-transfer-timed-out": script("l", status(M1, M1), status(M2, M1), ("0 0 28", "")),
+    "leader-other-unreachable": script("l", status(M1, M1), ("0 0 7", "")),
+    "leader-unreachable": script("l", ("0 0 7", ""), ("0 0 28", "")),
+    "leader-in-session": script("aklk", GRANT, WON, KEEPALIVE, status(M1, M1),
+                                status(M2, M1, index=12), MOVED, KEEPALIVE),
     "session": script("akiokso r", GRANT, WON, KEEPALIVE, ("200", txn_won(3)),
                       ("200", etcd(rng(3, kv(OWNER_KEY, 2, 3, lease=LEASE)))), KEEPALIVE,
                       ("200", txn_won(4, 1)), ("200", etcd(rng(4, kv(OWNER_KEY, 2, 3,

@@ -177,6 +177,18 @@ a_stopped_for_good() {
 	esac
 }
 
+# host (vmA/vmB) replicates the guest with epochs flowing: protected, or
+# degraded on a loaded machine; waits up to 60 s
+wait_in_sync() {
+	local i
+	for i in $(seq 600); do
+		$1 replicate status $G --json 2>/dev/null | grep -Eq '"state":"(protected|degraded)"' &&
+			return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 case_primary_guest_killed() {
@@ -215,12 +227,7 @@ case_only_the_replication_link_cut() {
 	grep -q "UNPROTECTED" "$HOSTS_DIR/A/service.log" || { note "A never lost its standby"; return 1; }
 	grep -q "the standby gives up" "$HOSTS_DIR/B/service.log" ||
 		{ note "B's standby did not give up"; return 1; }
-	for _ in $(seq 200); do
-		vmA replicate status $G --json 2>/dev/null | grep -q '"state":"protected"' && break
-		sleep 0.1
-	done
-	vmA replicate status $G --json 2>/dev/null | grep -q '"state":"protected"' ||
-		{ note "A's replication: $(vmA replicate status $G 2>&1 | head -3)"; return 1; }
+	wait_in_sync vmA || { note "A's replication: $(vmA replicate status $G 2>&1 | head -3)"; return 1; }
 	vmA verify $G >/dev/null || { note "verify failed on A"; return 1; }
 	local out rc
 	out=$(python3 "$CHECK_OUTPUT" "$HOSTS_DIR/A/guests/$G.output" "$HOSTS_DIR/B/guests/$G.output")
@@ -272,6 +279,41 @@ case_primary_cut_from_etcd_but_its_member() { cut_from_etcd_only own; }
 case_primary_host_killed() {
 	local t0
 	protect || return 1
+	t0=$(now_ms)
+	for p in $(ip netns pids "$NS_A"); do kill -9 "$p" 2>/dev/null; done
+	b_took_over "$t0" || return 1
+	etcd_restart "$HOSTS_DIR/etcd" 0 && etcd_wait_healthy "$HOSTS_DIR/etcd" 20 >/dev/null
+}
+
+# The same with A's etcd member made the leader once the guest is
+# protected: the primary's lease keeper (every 10 s) hands leadership to
+# a member elsewhere, so A's death costs no election, after which etcd
+# 3.4's new leader would give the lease its whole TTL again.
+case_primary_host_killed_with_the_leader_there() {
+	local t0 t_lead lead=0 moves
+	protect || return 1
+	moves=$(grep -c "handed leadership" "$HOSTS_DIR/A/service.log")
+	etcd_move_leader "$HOSTS_DIR/etcd" 0 || { note "A's member would not lead"; return 1; }
+	t_lead=$(now_ms)
+	note "A's member (0) made the leader"
+	for _ in $(seq 150); do
+		lead=$(etcd_leader "$HOSTS_DIR/etcd") && [ "$lead" != 0 ] && break
+		sleep 0.1
+	done
+	[ -n "$lead" ] && [ "$lead" != 0 ] || { note "A's member still leads 15 s later"; return 1; }
+	note "the primary moved the leadership to member $lead $(( $(now_ms) - t_lead )) ms later"
+	# (its log line comes once etcd answered the transfer, after the new leader leads)
+	for _ in $(seq 30); do
+		[ "$(grep -c "handed leadership" "$HOSTS_DIR/A/service.log")" -gt "$moves" ] && break
+		sleep 0.1
+	done
+	[ "$(grep -c "handed leadership" "$HOSTS_DIR/A/service.log")" -gt "$moves" ] ||
+		{ note "A's service did not say it moved the leader:"
+		  grep leader "$HOSTS_DIR/A/service.log" | tail -n 3 | sed 's/^/#   A: /'; return 1; }
+	note "A: $(grep -o "guest $G: etcd's leader.*" "$HOSTS_DIR/A/service.log" | tail -1)"
+	# the new leader gave the lease its TTL + an election timeout (1 s) when
+	# it took over; the renewals since count again from their own time
+	sleep $TTL
 	t0=$(now_ms)
 	for p in $(ip netns pids "$NS_A"); do kill -9 "$p" 2>/dev/null; done
 	b_took_over "$t0" || return 1
@@ -345,7 +387,7 @@ case_planned_failover_and_back() {
 	[ "$(state_on vmA)" = standby ] || { note "A is '$(state_on vmA)', not a standby"; return 1; }
 	note "first sync (B's): $(grep -o 'standby in sync.*it had already' "$HOSTS_DIR/A/service.log" | head -1)"
 	note "resync (A's): $(grep -o 'standby in sync.*it had already' "$HOSTS_DIR/B/service.log" | tail -1)"
-	for i in $(seq 100); do vmB replicate status $G --json | grep -q '"state":"protected"' && break; sleep 0.1; done
+	wait_in_sync vmB || { note "B's replication: $(vmB replicate status $G 2>&1 | head -3)"; return 1; }
 	sleep 1
 	out=$(vmB failover $G 2>&1) || { note "failover back: $out"; return 1; }
 	note "$out"
@@ -372,8 +414,7 @@ case_standby_killed_then_replaced() {
 	for i in $(seq 100); do vmA replicate status $G --json | grep -q '"state":"unprotected"' && break; sleep 0.1; done
 	vmA replicate status $G | sed 's/^/#   /'
 	[ "$(state_on vmA)" = running ] || { note "A is '$(state_on vmA)'"; return 1; }
-	for i in $(seq 300); do vmA replicate status $G --json | grep -q '"state":"protected"' && break; sleep 0.1; done
-	vmA replicate status $G --json | grep -q '"state":"protected"' || { note "not protected again: $(vmA replicate status $G)"; return 1; }
+	wait_in_sync vmA || { note "not protected again: $(vmA replicate status $G)"; return 1; }
 	tok2=$(vmA replicate status $G --json | sed -n 's/.*"replication":{[^}]*"token":\([0-9]*\).*/\1/p')
 	note "protected again: token $tok1 -> $tok2"
 	[ "$tok2" -gt "$tok1" ] || return 1
@@ -384,7 +425,8 @@ case_standby_killed_then_replaced() {
 	b_took_over "$t0"
 }
 
-ALL_CASES="primary_guest_killed primary_host_killed primary_partitioned
+ALL_CASES="primary_guest_killed primary_host_killed primary_host_killed_with_the_leader_there
+	primary_partitioned
 	primary_stopped_past_the_lease etcd_leader_and_primary_killed only_the_replication_link_cut
 	primary_cut_from_etcd_only primary_cut_from_etcd_but_its_member
 	planned_failover_and_back standby_killed_then_replaced checker_catches_a_skipped_fence"

@@ -4,7 +4,9 @@
  * past the TTL, expiry and takeover with a larger token, revoke, wait_free,
  * a standby's take-over only from the last owner and never once marked
  * stale, a new token for a new standby without letting go of the key, one
- * member or the leader killed, the quorum lost; and against endpoints
+ * member or the leader killed, the quorum lost, the leader moved off "this
+ * machine" (a test hook says which loopback members count as on it); and
+ * against endpoints
  * that are not etcd (nothing listening, HTML, garbage, silence, malformed
  * JSON for every call), which must fail with a clear error and no crash.
  * Prints what the replication engine needs to know as "# arbiter:" lines.
@@ -22,6 +24,7 @@
 
 #include "harness.h"
 #include "replicate/arbiter.h"
+#include "replicate/arbiter_etcd_test.h"
 
 #define TIMEOUT_MS	1000
 
@@ -920,6 +923,122 @@ TEST(minority_leader_window)
 	cluster_stop(&c);
 }
 
+/*
+ * The leader kept off this machine: on loopback every member is here, so
+ * the test hook names the members that count as here. Leadership moves to
+ * a member elsewhere (the one not named), and stays put when the leader is
+ * elsewhere already; a lease held meanwhile lives on with its token.
+ */
+TEST(leader_moves_off_this_host)
+{
+	struct cluster c;
+	struct repl_arbiter *a, *o;
+	char err[1024], moved[512], here[256];
+	uint64_t tok, t;
+	long t0, el;
+	int ttl, rc, leader, lead2, other, third;
+
+	cluster_start(&c);
+	a = arbiter(c.eps);
+	o = arbiter(c.eps);
+	CHECK(repl_arbiter_acquire(o, "g", "hostA", 5, &tok, &ttl, err, sizeof(err)) == 0);
+	leader = cluster_leader(&c);
+	/* the leader alone here: it hands over to a member elsewhere */
+	CHECK(repl_arbiter_etcd_set_local(a, c.ep[leader]) == 0);
+	t0 = now_ms();
+	rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+	el = now_ms() - t0;
+	CHECK_MSG(rc == 0 && strstr(moved, c.ep[leader]), "leader_elsewhere with the leader %s "
+		  "here: %d '%s' '%s'", c.ep[leader], rc, moved, err);
+	lead2 = cluster_leader(&c);
+	CHECK_MSG(lead2 != leader && strstr(moved, c.ep[lead2]), "member %d leads after '%s'",
+		  lead2, moved);
+	printf("# arbiter: leader_elsewhere moved a local leader away in %ld ms: %s\n", el, moved);
+	/* the leader elsewhere: nothing to do, nothing moves */
+	strcpy(moved, "x");
+	rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+	CHECK_MSG(rc == 0 && !moved[0], "leader elsewhere already: %d '%s' '%s'", rc, moved, err);
+	CHECK_EQ(cluster_leader(&c), lead2);
+	/* the leader and another here: only the third is elsewhere */
+	other = (lead2 + 1) % 3;
+	third = (lead2 + 2) % 3;
+	snprintf(here, sizeof(here), "%s,%s", c.ep[other], c.ep[lead2]);
+	CHECK(repl_arbiter_etcd_set_local(a, here) == 0);
+	rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+	CHECK_MSG(rc == 0 && strstr(moved, c.ep[third]), "two members here: %d '%s' '%s'", rc,
+		  moved, err);
+	CHECK_EQ(cluster_leader(&c), third);
+	/* every member here: nowhere to go */
+	CHECK(repl_arbiter_etcd_set_local(a, c.eps) == 0);
+	rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+	CHECK_MSG(rc == -ENOENT && strstr(err, "every other member") && strstr(err, c.ep[third]),
+		  "every member here: %d '%s'", rc, err);
+	/* without the hook: this machine's addresses, and loopback is one */
+	CHECK(repl_arbiter_etcd_set_local(a, NULL) == 0);
+	rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+	CHECK_MSG(rc == -ENOENT && strstr(err, "on this machine"), "loopback members: %d '%s'",
+		  rc, err);
+	CHECK_EQ(cluster_leader(&c), third);
+	/* the lease held through two moves: renewed (after a retry at most), same token */
+	t0 = now_ms();
+	while ((rc = repl_arbiter_keepalive(o, err, sizeof(err))) && rc != -ENOENT &&
+	       now_ms() - t0 < 3000)
+		sleep_ms(100);
+	CHECK_MSG(rc == 0, "keepalive after the moves: %d %s", rc, err);
+	CHECK(repl_arbiter_owner(a, "g", NULL, 0, &t, err, sizeof(err)) == 0 && t == tok);
+	repl_arbiter_free(a);
+	repl_arbiter_free(o);
+	cluster_stop(&c);
+}
+
+/* Endpoints that do not answer: an error naming them, and nothing moved. */
+TEST(leader_elsewhere_unreachable)
+{
+	struct cluster c;
+	struct repl_arbiter *a;
+	char err[1024], moved[512], eps[256], closed[64];
+	int rc, leader, f;
+
+	snprintf(closed, sizeof(closed), "127.0.0.1:%d", closed_port());
+	snprintf(eps, sizeof(eps), "%s,127.0.0.1:%d", closed, closed_port());
+	a = arbiter(eps);
+	strcpy(moved, "x");
+	rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+	CHECK_MSG(rc == -ECONNREFUSED && strstr(err, closed) && strstr(err, "refused") && !moved[0],
+		  "nothing listening: %d '%s' '%s'", rc, err, moved);
+	repl_arbiter_free(a);
+
+	cluster_start(&c);
+	leader = cluster_leader(&c);
+	f = (leader + 1) % 3;
+	/* the leader here, the only member elsewhere not answering */
+	snprintf(eps, sizeof(eps), "%s,%s", c.ep[leader], closed);
+	a = arbiter(eps);
+	CHECK(repl_arbiter_etcd_set_local(a, c.ep[leader]) == 0);
+	rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+	CHECK_MSG(rc == -ECONNREFUSED && strstr(err, "no member elsewhere answered") &&
+		  strstr(err, closed), "nowhere to move: %d '%s'", rc, err);
+	CHECK_EQ(cluster_leader(&c), leader);
+	repl_arbiter_free(a);
+	/* a follower answers, the one that may lead does not: cannot tell */
+	snprintf(eps, sizeof(eps), "%s,%s", c.ep[f], closed);
+	a = arbiter(eps);
+	CHECK(repl_arbiter_etcd_set_local(a, "") == 0);
+	rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+	CHECK_MSG(rc == -ECONNREFUSED && strstr(err, "no endpoint that answered leads"),
+		  "leader unknown: %d '%s'", rc, err);
+	repl_arbiter_free(a);
+	/* every endpoint answered and none leads: the leader is not one of ours */
+	a = arbiter(c.ep[f]);
+	CHECK(repl_arbiter_etcd_set_local(a, c.ep[f]) == 0);
+	rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+	CHECK_MSG(rc == 0 && !moved[0], "the leader none of the endpoints: %d '%s' '%s'", rc, err,
+		  moved);
+	CHECK_EQ(cluster_leader(&c), leader);
+	repl_arbiter_free(a);
+	cluster_stop(&c);
+}
+
 /* ---- against what is not etcd ---- */
 
 TEST(bad_endpoints)
@@ -1279,4 +1398,111 @@ TEST(reissue_replies)
 	CHECK_MSG(rc == -ECONNREFUSED && strstr(err, eps) && t == 0, "reissue, endpoint gone: "
 		  "%d %s", rc, err);
 	repl_arbiter_free(a);
+}
+
+/* leader_elsewhere's replies: statuses and transfers that are wrong or refuse */
+#define ST(id, lead, extra) { "/v3/maintenance/status", 200, "{\"header\":{\"member_id\":\"" \
+	id "\",\"revision\":\"1\"},\"leader\":\"" lead "\",\"raftTerm\":\"2\"" extra "}" }
+#define MOVE(status, body) { "/v3/maintenance/transfer-leadership", status, body }
+#define BIG_ID "14988587262173862809"	/* etcd's member ids are uint64s */
+#define BIG_HEX "d00228b3b6d15b99"	/* as messages show them */
+
+TEST(leader_elsewhere_replies)
+{
+	static const struct case_ bad_status[] = {
+		{ "no header", { { "/v3/maintenance/status", 200, "{\"leader\":\"1\"}" } } },
+		{ "no member id", { { "/v3/maintenance/status", 200, "{" HDR ",\"leader\":\"1\"}" } } },
+		{ "member id 0", { ST("0", "1", "") } },
+		{ "member id too big", { ST("18446744073709551616", "1", "") } },
+		{ "member id negative", { ST("-3", "1", "") } },
+		{ "leader a word", { ST("1", "one", "") } },
+		{ "raft index an object", { ST("1", "1", ",\"raftIndex\":{}") } },
+		{ "learner a string", { ST("1", "1", ",\"isLearner\":\"no\"") } },
+		{ "HTML", { { "/v3/maintenance/status", 200, "<html></html>" } } },
+	};
+	static const struct fake_reply leads[] = { ST(BIG_ID, BIG_ID, ",\"raftIndex\":\"9\""),
+		MOVE(200, "{}"), { NULL, 0, NULL } };
+	static const struct fake_reply behind[] = { ST("2", BIG_ID, ",\"raftIndex\":\"5\""),
+		{ NULL, 0, NULL } };
+	static const struct fake_reply ahead[] = { ST("3", BIG_ID, ",\"raftIndex\":\"8\""),
+		{ NULL, 0, NULL } };
+	static const struct fake_reply learner[] = { ST("3", BIG_ID, ",\"raftIndex\":\"8\","
+		"\"isLearner\":true"), { NULL, 0, NULL } };
+	static const struct fake_reply none[] = { { NULL, 0, NULL } };
+	static const struct case_ bad_move[] = {
+		{ "HTML", { ST(BIG_ID, BIG_ID, ""), MOVE(200, "<html></html>") } },
+		{ "header a string", { ST(BIG_ID, BIG_ID, ""), MOVE(200, "{\"header\":\"x\"}") } },
+		{ "not found", { ST(BIG_ID, BIG_ID, ""), MOVE(404, "404 page not found") } },
+		{ "bad transferee", { ST(BIG_ID, BIG_ID, ""), MOVE(412, "{\"error\":\"etcdserver: "
+		  "bad leader transferee\",\"message\":\"etcdserver: bad leader transferee\","
+		  "\"code\":9}") } },
+	};
+	static const struct fake_reply not_leader[] = { ST(BIG_ID, BIG_ID, ""), MOVE(412,
+		"{\"error\":\"etcdserver: not leader\",\"message\":\"etcdserver: not leader\","
+		"\"code\":9}"), { NULL, 0, NULL } };
+	static const struct fake_reply old_term[] = { { "/v3/maintenance/status", 200,
+		"{\"header\":{\"member_id\":\"2\"},\"leader\":\"2\",\"raftTerm\":\"1\"}" },
+		{ NULL, 0, NULL } };
+	static const struct fake_reply new_term[] = { { "/v3/maintenance/status", 200,
+		"{\"header\":{\"member_id\":\"3\"},\"leader\":\"3\",\"raftTerm\":\"4\"}" },
+		{ NULL, 0, NULL } };
+	struct fake f[3];
+	struct repl_arbiter *a;
+	char err[1024], moved[512], eps[128], ep[3][32];
+	int rc;
+
+	for (int i = 0; i < 3; i++) {
+		fake_start(&f[i], FAKE_HTTP, none);
+		snprintf(ep[i], sizeof(ep[i]), "127.0.0.1:%d", f[i].port);
+	}
+	a = arbiter(ep[0]);
+	CHECK(repl_arbiter_etcd_set_local(a, "") == 0);
+	for (size_t i = 0; i < sizeof(bad_status) / sizeof(bad_status[0]); i++) {
+		fake_set(&f[0], bad_status[i].r);
+		rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+		CHECK_MSG(rc == -EPROTO && strstr(err, ep[0]), "status, %s: %d '%s'",
+			  bad_status[i].what, rc, err);
+	}
+	repl_arbiter_free(a);
+	/* the leader here, two followers elsewhere: the one further ahead is the target */
+	snprintf(eps, sizeof(eps), "%s,%s,%s", ep[0], ep[1], ep[2]);
+	a = arbiter(eps);
+	CHECK(repl_arbiter_etcd_set_local(a, ep[0]) == 0);
+	fake_set(&f[0], leads);
+	fake_set(&f[1], behind);
+	fake_set(&f[2], ahead);
+	rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+	CHECK_MSG(rc == 0 && strstr(moved, ep[2]) && strstr(moved, BIG_HEX),
+		  "moved: %d '%s' '%s'", rc, moved, err);
+	/* a learner cannot lead: the one behind is taken */
+	fake_set(&f[2], learner);
+	rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+	CHECK_MSG(rc == 0 && strstr(moved, ep[1]), "past a learner: %d '%s' '%s'", rc, moved, err);
+	/* only the learner elsewhere */
+	fake_set(&f[1], learner);
+	rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+	CHECK_MSG(rc == -ENOENT, "only a learner elsewhere: %d '%s'", rc, err);
+	fake_set(&f[1], behind);
+	for (size_t i = 0; i < sizeof(bad_move) / sizeof(bad_move[0]); i++) {
+		fake_set(&f[0], bad_move[i].r);
+		strcpy(moved, "x");
+		rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+		CHECK_MSG(rc < 0 && rc != -EAGAIN && strstr(err, "handing leadership") && !moved[0],
+			  "transfer, %s: %d '%s' '%s'", bad_move[i].what, rc, err, moved);
+	}
+	fake_set(&f[0], not_leader);
+	rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+	CHECK_MSG(rc == -EAGAIN && strstr(err, "not leader"), "transfer, not leader: %d '%s'", rc,
+		  err);
+	/* two claim to lead: the later term's is the leader (here: the one elsewhere) */
+	CHECK(repl_arbiter_etcd_set_local(a, ep[1]) == 0);
+	fake_set(&f[0], behind);
+	fake_set(&f[1], old_term);
+	fake_set(&f[2], new_term);
+	strcpy(moved, "x");
+	rc = repl_arbiter_leader_elsewhere(a, moved, sizeof(moved), err, sizeof(err));
+	CHECK_MSG(rc == 0 && !moved[0], "a stale leader here: %d '%s' '%s'", rc, err, moved);
+	repl_arbiter_free(a);
+	for (int i = 0; i < 3; i++)
+		fake_stop(&f[i]);
 }

@@ -2,10 +2,12 @@
  * Live migration between two micro-VMs in one process over a socket pair:
  * idle and dirtying guests arrive intact with their counters continuing;
  * a refusing or dying destination, a corrupted stream and a cancel leave
- * the guest running on the source and nothing on the destination.
+ * the guest running on the source and nothing on the destination; the
+ * progress figures are live from round 1 and never run backwards.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -23,6 +25,7 @@ struct dest_run {
 	struct mig_stats st;
 	char err[512];
 	bool refuse;
+	struct mig_progress *watch;	/* the destination's figures, when set */
 	pthread_t thread;
 };
 
@@ -37,7 +40,7 @@ static void *dest_main(void *arg)
 {
 	struct dest_run *d = arg;
 	struct mig_dest_opts o = { .io_timeout_ms = 5000, .data_channels = d->data,
-				   .nr_data_channels = d->nr_data };
+				   .nr_data_channels = d->nr_data, .progress = d->watch };
 
 	if (d->refuse)
 		o.admit = refuse_all;
@@ -59,11 +62,13 @@ static struct xport *start_dest(struct dest_run *d, bool refuse)
 }
 
 /* The same with n data channels; p gets the source's ends. */
-static struct xport *start_dest_channels(struct dest_run *d, unsigned n, struct mig_params *p)
+static struct xport *start_dest_watched(struct dest_run *d, unsigned n, struct mig_params *p,
+					struct mig_progress *watch)
 {
 	struct dest_run tmp;
 
 	memset(&tmp, 0, sizeof(tmp));
+	tmp.watch = watch;
 	for (unsigned i = 0; i < n; i++) {
 		int sv[2];
 
@@ -85,6 +90,11 @@ static struct xport *start_dest_channels(struct dest_run *d, unsigned n, struct 
 		p->nr_data_channels = n;
 		return x;
 	}
+}
+
+static struct xport *start_dest_channels(struct dest_run *d, unsigned n, struct mig_params *p)
+{
+	return start_dest_watched(d, n, p, NULL);
 }
 
 static void finish_dest(struct dest_run *d)
@@ -395,9 +405,10 @@ TEST_T(auto_converge_throttles_until_it_fits, 120)
 	vm_destroy(src);
 }
 
+/* A thread that steers a running migration, and what it saw sent then. */
 struct steer {
 	struct mig_progress *prog;
-	uint64_t at_1s;
+	uint64_t sent;
 };
 
 static void *raise_cap_later(void *arg)
@@ -407,7 +418,7 @@ static void *raise_cap_later(void *arg)
 
 	tg_sleep_ms(1000);
 	mig_progress_get(s->prog, &st);
-	s->at_1s = st.transferred_bytes;
+	s->sent = st.transferred_bytes;
 	atomic_store(&s->prog->bandwidth.rate, 0);	/* lift the cap while it runs */
 	tg_sleep_ms(700);
 	atomic_store(&s->prog->cancel, true);
@@ -437,10 +448,247 @@ TEST(bandwidth_cap_holds_over_all_channels_and_changes_live)
 	pthread_join(t, NULL);
 	mig_progress_get(&f.prog, &f.st);
 	/* one second at 4 MiB/s plus the bucket's 50 ms: far below 3 x 4 MiB */
-	CHECK_MSG(st.at_1s < (6u << 20), "%llu bytes in the first second under a 4 MiB/s cap",
-		  (unsigned long long)st.at_1s);
-	CHECK_MSG(f.st.transferred_bytes > st.at_1s + (20u << 20),
+	CHECK_MSG(st.sent < (6u << 20), "%llu bytes in the first second under a 4 MiB/s cap",
+		  (unsigned long long)st.sent);
+	CHECK_MSG(f.st.transferred_bytes > st.sent + (20u << 20),
 		  "lifting the cap did not speed it up: %llu then %llu bytes",
-		  (unsigned long long)st.at_1s, (unsigned long long)f.st.transferred_bytes);
+		  (unsigned long long)st.sent, (unsigned long long)f.st.transferred_bytes);
+	failing_end(&f, MIG_CANCELLED);
+}
+
+TEST(params_that_never_converge_are_refused)
+{
+	struct mig_params p;
+	char err[512] = "";
+
+	mig_params_default(&p);
+	CHECK_EQ(mig_params_check(&p, err, sizeof(err)), 0);
+	p.max_downtime_ms = 0;
+	CHECK_EQ(mig_params_check(&p, err, sizeof(err)), -EINVAL);
+	CHECK_MSG(strstr(err, "--max-downtime 0") && strstr(err, "never"), "error: %s", err);
+	p.max_downtime_ms = MIG_MIN_DOWNTIME_MS - 1;
+	CHECK_EQ(mig_params_check(&p, err, sizeof(err)), -EINVAL);
+	p.timeout_s = 5;	/* cancelled at the timeout: it can only fail */
+	CHECK_EQ(mig_params_check(&p, err, sizeof(err)), -EINVAL);
+	p.force_on_timeout = true;	/* pre-copy for 5 s, then forced over */
+	CHECK_EQ(mig_params_check(&p, err, sizeof(err)), 0);
+	p.timeout_s = 0;
+	p.max_downtime_ms = MIG_MIN_DOWNTIME_MS;
+	CHECK_EQ(mig_params_check(&p, err, sizeof(err)), 0);
+}
+
+/* What a watcher sees, a sample every 50 ms. */
+struct sample {
+	double t;
+	enum mig_status status;
+	unsigned round;
+	double mbps, percent, eta;
+	uint64_t dirty_rate, remaining;
+};
+
+struct watcher {
+	struct mig_progress *prog;
+	atomic_bool stop;
+	unsigned n;
+	struct sample s[4000];
+	pthread_t thread;
+};
+
+static void *watch_main(void *arg)
+{
+	struct watcher *w = arg;
+
+	while (!atomic_load(&w->stop) && w->n < sizeof(w->s) / sizeof(w->s[0])) {
+		struct mig_stats st;
+
+		mig_progress_get(w->prog, &st);
+		w->s[w->n++] = (struct sample){ tg_now(), st.status, st.round, st.mbps, st.percent,
+						st.eta_s, st.dirty_pages_rate, st.remaining_pages };
+		tg_sleep_ms(50);
+	}
+	return NULL;
+}
+
+static void watch_start(struct watcher *w, struct mig_progress *prog)
+{
+	w->prog = prog;
+	atomic_store(&w->stop, false);
+	w->n = 0;
+	CHECK(pthread_create(&w->thread, NULL, watch_main, w) == 0);
+}
+
+static void watch_stop(struct watcher *w)
+{
+	atomic_store(&w->stop, true);
+	pthread_join(w->thread, NULL);
+}
+
+/* A capped migration of a dirtying guest, watched: the rates are known
+ * from round 1's first second, the share done never goes back and stays
+ * under 100 until the guest runs there, the ETA counts down and is of the
+ * order of the time it really took, and the destination's figures are
+ * published as it goes. */
+TEST_T(progress_figures_are_live_and_never_run_backwards, 120)
+{
+	static struct watcher w;
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 256 << 20, .vcpus = 2,
+						    .working_set = 96 << 20,
+						    .dirty_rate = 8 << 20 });
+	struct mig_params p;
+	struct mig_progress prog, dprog;
+	struct mig_stats st, dst;
+	struct dest_run d;
+	struct xport *x;
+	double t_active = 0, t_end, eta_1s = -1, t_1s = 0, eta_last = -1, last_pct = 0;
+	bool dirty_seen = false;
+	unsigned rate_lines = 0;
+
+	mig_params_default(&p);
+	p.bandwidth = 32 << 20;
+	mig_progress_init(&prog);
+	mig_progress_init(&dprog);
+	CHECK_EQ(vm_start(src), 0);
+	/* past its first fill of the working set, which dirties at full speed */
+	for (int i = 0; i < 300 && tg_total(src) < (96u << 20) / 4096 + 4096; i++)
+		tg_sleep_ms(100);
+	CHECK_MSG(tg_total(src) >= (96u << 20) / 4096, "the guest did not fill its working set");
+	x = start_dest_watched(&d, 2, &p, &dprog);
+	watch_start(&w, &prog);
+	CHECK_EQ(mig_source_run(src, x, &p, &prog), 0);
+	t_end = tg_now();
+	watch_stop(&w);
+	mig_progress_get(&prog, &st);
+	finish_dest(&d);
+	CHECK_MSG(d.vm, "destination: %s", d.err);
+	xport_close(x);
+	vm_destroy(src);
+
+	for (unsigned i = 0; i < w.n; i++) {
+		const struct sample *e = &w.s[i];
+
+		if (e->status == MIG_ACTIVE && !t_active)
+			t_active = e->t;
+		CHECK_MSG(e->percent >= last_pct, "%.1f%% after %.1f%% (sample %u)", e->percent,
+			  last_pct, i);
+		last_pct = e->percent;
+		if (e->status != MIG_COMPLETED)
+			CHECK_MSG(e->percent < 100, "%.1f%% while %s", e->percent,
+				  mig_status_name(e->status));
+		if (e->status != MIG_ACTIVE)
+			continue;
+		if (e->round == 1 && e->t - t_active >= 1.0) {
+			CHECK_MSG(e->mbps > 0, "no rate %.1f s into round 1", e->t - t_active);
+			rate_lines++;
+			if (eta_1s < 0 && e->eta >= 0) {
+				eta_1s = e->eta;
+				t_1s = e->t;
+			}
+		}
+		if (e->round == 1 && e->dirty_rate > 0)
+			dirty_seen = true;
+		if (e->eta >= 0)
+			eta_last = e->eta;
+	}
+	CHECK_MSG(rate_lines >= 5, "round 1 lasted only %u samples past its first second",
+		  rate_lines);
+	CHECK_MSG(dirty_seen, "no dirty rate in round 1 of a guest dirtying 8 MiB/s");
+	CHECK_MSG(eta_1s > 0, "no ETA a second into round 1");
+	CHECK_MSG(eta_last < eta_1s, "the ETA did not count down: %.1f s then %.1f s", eta_1s,
+		  eta_last);
+	/* an estimate, not a measurement: within a factor of three */
+	CHECK_MSG(eta_1s > (t_end - t_1s) / 3 && eta_1s < (t_end - t_1s) * 3,
+		  "ETA %.1f s when %.1f s were left", eta_1s, t_end - t_1s);
+	CHECK_MSG(st.percent == 100 && st.status == MIG_COMPLETED && st.eta_s == 0,
+		  "at the end: %.1f%%, %s, ETA %.1f", st.percent, mig_status_name(st.status),
+		  st.eta_s);
+	CHECK_EQ(st.remaining_pages, 0);
+	mig_progress_get(&dprog, &dst);
+	CHECK_MSG(dst.status == MIG_COMPLETED && dst.transferred_bytes == d.st.transferred_bytes &&
+		  dst.transferred_bytes > (64u << 20) && dst.ram_total_bytes == (256u << 20),
+		  "destination published %s, %llu bytes, %llu total", mig_status_name(dst.status),
+		  (unsigned long long)dst.transferred_bytes,
+		  (unsigned long long)dst.ram_total_bytes);
+	CHECK_EQ(vm_pause(d.vm), 0);
+	verify(d.vm, NULL);
+	vm_destroy(d.vm);
+}
+
+/* The ring hands a page over once: the mid-round peeks for the dirty rate
+ * take entries out of it, and the pages they name must still reach the
+ * destination (a lost one fails the verify). */
+TEST_T(dirty_ring_peeks_lose_no_write, 120)
+{
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 256 << 20, .vcpus = 2,
+						    .working_set = 64 << 20,
+						    .dirty_rate = 24 << 20,
+						    .dirty_mode = VM_DIRTY_RING });
+	struct mig_params p;
+	struct mig_progress prog;
+	struct mig_stats st;
+	struct dest_run d;
+	struct xport *x;
+	uint64_t at_end[2];
+
+	mig_params_default(&p);
+	p.bandwidth = 48 << 20;	/* rounds of seconds: many peeks in each */
+	p.timeout_s = 60;
+	p.force_on_timeout = true;
+	mig_progress_init(&prog);
+	CHECK_EQ(vm_start(src), 0);
+	tg_sleep_ms(300);
+	x = start_dest_channels(&d, 2, &p);
+	CHECK_EQ(mig_source_run(src, x, &p, &prog), 0);
+	mig_progress_get(&prog, &st);
+	counters_of(src, at_end);
+	finish_dest(&d);
+	CHECK_MSG(d.vm, "destination: %s", d.err);
+	xport_close(x);
+	vm_destroy(src);
+	CHECK_MSG(st.dirty_sync_count >= 3, "only %llu dirty syncs",
+		  (unsigned long long)st.dirty_sync_count);
+	CHECK_EQ(vm_pause(d.vm), 0);
+	verify(d.vm, at_end);
+	vm_destroy(d.vm);
+}
+
+static void *cancel_later_on(void *arg)
+{
+	struct steer *c = arg;
+	struct mig_stats st;
+
+	tg_sleep_ms(2000);	/* round 1 is all queued by then */
+	mig_progress_get(c->prog, &st);
+	c->sent = st.transferred_bytes;
+	atomic_store(&c->prog->cancel, true);
+	return NULL;
+}
+
+/* Round 1 of this guest fits the channels' queues at once, so the source
+ * waits at the round's end for the capped link to drain them: a cancel
+ * must end that wait, not let the queue go out first. */
+TEST(cancel_does_not_wait_for_the_queue_to_drain)
+{
+	struct failing f;
+	struct steer c = { &f.prog, 0 };
+	pthread_t t;
+	uint64_t after;
+
+	f.src = tg_boot(&(struct tg_opts){ .mem = 128 << 20, .working_set = 96 << 20,
+					   .dirty_rate = 1 << 20 });
+	mig_params_default(&f.p);
+	f.p.bandwidth = 4 << 20;
+	mig_progress_init(&f.prog);
+	CHECK_EQ(vm_start(f.src), 0);
+	tg_sleep_ms(300);
+	counters_of(f.src, f.before);
+	f.x = start_dest_channels(&f.d, 2, &f.p);
+	pthread_create(&t, NULL, cancel_later_on, &c);
+	CHECK_EQ(mig_source_run(f.src, f.x, &f.p, &f.prog), -ECANCELED);
+	pthread_join(t, NULL);
+	mig_progress_get(&f.prog, &f.st);
+	after = f.st.transferred_bytes - c.sent;
+	/* at most a batch in flight on each channel (4 MiB), not ~90 MiB queued */
+	CHECK_MSG(after < (16u << 20), "%llu bytes went out after the cancel",
+		  (unsigned long long)after);
 	failing_end(&f, MIG_CANCELLED);
 }

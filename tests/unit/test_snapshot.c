@@ -3,7 +3,8 @@
  * that keeps dirtying memory, each holding only the pages dirtied since
  * its parent; restoring the newest follows the chain, and the guest
  * continues with memory intact. A parent that is missing or does not
- * carry the digest its child names is refused.
+ * carry the digest its child names is refused, and so is writing over a
+ * parent (snap_check_target).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -160,6 +161,58 @@ TEST_T(missing_or_wrong_parent_refused, 120)
 	td_stream_free(&s);
 	free(buf);
 	free(img);
+}
+
+/* A parent is not replaced unless forced, its own child never replaces it,
+ * a directory is no file name, and a refusal leaves the file as it was. */
+TEST_T(parent_not_overwritten, 120)
+{
+	struct vm *vm = tg_boot(&(struct tg_opts){ .mem = 64 << 20, .vcpus = 1,
+						   .working_set = 4 << 20, .dirty_rate = 4 << 20 });
+	uint64_t *bm[VM_MAX_REGIONS] = { 0 };
+	struct snap_result full, inc, res;
+	struct snap_save_opts o = { 0 }, forced = { .force = true };
+	struct snap_inspect before, after;
+	char a[4200], b[4200], err[512];
+
+	for (unsigned r = 0; r < vm->nr_regions; r++)
+		bm[r] = calloc(1, vm_bitmap_bytes(&vm->regions[r]));
+	snprintf(a, sizeof(a), "%s/a.ckpt", test_tmpdir());
+	snprintf(b, sizeof(b), "%s/b.ckpt", test_tmpdir());
+	CHECK_EQ(vm->ops->dirty_start(vm), 0);
+	CHECK_EQ(vm_start(vm), 0);
+	tg_sleep_ms(100);
+	CHECK_EQ(vm_pause(vm), 0);
+	take_dirty(vm, bm);
+	checkpoint(vm, a, NULL, NULL, &full);
+	take_dirty(vm, bm);
+	checkpoint(vm, b, &full, bm, &inc);
+	CHECK_EQ(snap_inspect(a, NULL, 0, &before, err, sizeof(err)), 0);
+
+	CHECK_EQ(snap_save_paused(vm, a, &o, &res, err, sizeof(err)), -EEXIST);
+	CHECK_MSG(strstr(err, "is the parent of") && strstr(err, "b.ckpt"), "error: %s", err);
+	CHECK_EQ(snap_inspect(a, NULL, 0, &after, err, sizeof(err)), 0);
+	CHECK(!memcmp(before.digest, after.digest, 16));	/* untouched */
+
+	/* an incremental on top of a, written over a: never, even forced */
+	forced.dirty = bm;
+	memcpy(forced.parent_uuid, full.image_uuid, 16);
+	memcpy(forced.parent_digest, full.digest, 16);
+	CHECK_EQ(snap_save_paused(vm, a, &forced, &res, err, sizeof(err)), -EEXIST);
+	CHECK_MSG(strstr(err, "holds the parent of this incremental"), "error: %s", err);
+
+	CHECK_EQ(snap_save_paused(vm, test_tmpdir(), NULL, &res, err, sizeof(err)), -EISDIR);
+	CHECK_MSG(strstr(err, "is a directory"), "error: %s", err);
+
+	/* b is nobody's parent: replaced freely; a, forced, too */
+	CHECK_MSG(snap_save_paused(vm, b, NULL, &res, err, sizeof(err)) == 0, "%s", err);
+	CHECK_MSG(snap_save_paused(vm, a, &(struct snap_save_opts){ .force = true }, &res, err,
+				   sizeof(err)) == 0, "%s", err);
+	CHECK_EQ(snap_inspect(a, NULL, 0, &after, err, sizeof(err)), 0);
+	CHECK(memcmp(before.digest, after.digest, 16));
+	vm_destroy(vm);
+	for (unsigned r = 0; r < VM_MAX_REGIONS; r++)
+		free(bm[r]);
 }
 
 TEST_T(merge_equals_the_chain, 120)

@@ -43,5 +43,7 @@ int cmd_restore(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_replicate(int argc, char **argv);
 int cmd_failover(int argc, char **argv);
+int cmd_metrics(int argc, char **argv);
+int cmd_check(int argc, char **argv);
 
 #endif

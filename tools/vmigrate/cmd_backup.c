@@ -4,7 +4,8 @@
  * one in DIR, or a full one every K runs (or when there is nothing to build
  * on), then prunes the oldest chains while more than N checkpoints remain,
  * never a full one whose incrementals are kept, so every kept file stays
- * restorable. Files are DIR/NAME-YYYYmmddTHHMMSS.mmmZ.ckpt.
+ * restorable. Files are DIR/NAME-YYYYmmddTHHMMSS.mmmZ.ckpt; DIR is made
+ * (0700) when it is not there.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -13,11 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "help.h"
 #include "ipc.h"
 #include "snapshot.h"
 #include "units.h"
@@ -63,6 +66,51 @@ static int list_files(const char *dir, const char *guest, struct file *f, unsign
 	closedir(d);
 	qsort(f, *n, sizeof(*f), by_name);
 	return 0;
+}
+
+/* DIR and any missing folder above it, private (0700) like the files. */
+static int make_dirs(const char *dir)
+{
+	char path[4096];
+	size_t len = strlen(dir);
+
+	if (len == 0 || len >= sizeof(path))
+		return -ENAMETOOLONG;
+	memcpy(path, dir, len + 1);
+	for (size_t i = 1; i <= len; i++) {
+		struct stat st;
+
+		if (path[i] != '/' && path[i] != 0)
+			continue;
+		path[i] = 0;
+		if (mkdir(path, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		if (stat(path, &st) < 0)
+			return -errno;
+		if (!S_ISDIR(st.st_mode))
+			return -ENOTDIR;
+		path[i] = i < len ? '/' : 0;
+	}
+	return 0;
+}
+
+/* The run's outcome for the service's counters (vmigrate_backups_total):
+ * only this command knows whether a refused incremental was retried as a
+ * full one, so it tells. Nothing to do if the service is gone. */
+static void report_backup(const char *guest, bool ok, bool full, unsigned removed)
+{
+	struct json_object *req = svc_req("backup-result"), *rep;
+	const char *control = getenv("VMIGRATE_CONTROL");
+	char err[256];
+
+	json_object_object_add(req, "name", json_object_new_string(guest));
+	json_object_object_add(req, "ok", json_object_new_boolean(ok));
+	json_object_object_add(req, "full", json_object_new_boolean(full));
+	json_object_object_add(req, "removed", json_object_new_int((int)removed));
+	rep = ipc_call(control && *control ? control : "/run/vmigrate/vmigrated.sock", req, -1,
+		       10000, err, sizeof(err));
+	json_object_put(req);
+	json_object_put(rep);
 }
 
 static struct json_object *snapshot_request(const char *guest, const char *path,
@@ -119,27 +167,46 @@ int cmd_backup(int argc, char **argv)
 	int c;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		int bad = 0;
+	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+		const char *bad = NULL;
 
 		switch (c) {
 		case 'd': dir = optarg; break;
-		case 'k': bad = parse_uint(optarg, &keep) || keep < 1; break;
-		case 'f': bad = parse_uint(optarg, &full_every) || full_every < 1; break;
+		case 'k': if (parse_uint(optarg, &keep) || keep < 1) bad = "--keep"; break;
+		case 'f':
+			if (parse_uint(optarg, &full_every) || full_every < 1)
+				bad = "--full-every";
+			break;
 		case 'j': json = true; break;
 		case 'K':
 			free(key_file);
 			key_file = realpath(optarg, NULL);
-			bad = !key_file;
+			if (!key_file) {
+				fprintf(stderr, "vmigrate backup: key %s: %s\n", optarg,
+					strerror(errno));
+				return 1;
+			}
 			break;
-		default: bad = 1;
+		default:
+			free(key_file);
+			return cli_getopt_error("backup", c, argv);
 		}
-		if (bad)
-			goto usage;
+		if (bad) {
+			free(key_file);
+			return cli_bad_value("backup", bad, optarg, "a whole number, 1 or more");
+		}
 	}
-	if (optind != argc - 1 || !dir || !keep)
+	if (optind != argc - 1 || !dir || !keep) {
+		if (optind == argc - 1)
+			fprintf(stderr, "vmigrate backup: --dir and --keep are required\n");
 		goto usage;
+	}
 	guest = argv[optind];
+	if ((c = make_dirs(dir)) < 0) {
+		fprintf(stderr, "vmigrate backup: creating %s: %s\n", dir, strerror(-c));
+		free(key_file);
+		return 1;
+	}
 	if (!realpath(dir, abs)) {
 		fprintf(stderr, "vmigrate backup: %s: %s\n", dir, strerror(errno));
 		return 1;
@@ -166,6 +233,7 @@ int cmd_backup(int argc, char **argv)
 	if (!ipc_bool(rep, "ok", false)) {
 		fprintf(stderr, "vmigrate backup: %s\n", ipc_str(rep, "error", "failed"));
 		json_object_put(rep);
+		report_backup(guest, false, full, 0);
 		return 1;
 	}
 
@@ -188,6 +256,7 @@ int cmd_backup(int argc, char **argv)
 			start = end;
 		}
 	}
+	report_backup(guest, true, full, removed);
 	if (json) {
 		json_object_object_add(rep, "full", json_object_new_boolean(full));
 		json_object_object_add(rep, "removed", json_object_new_int((int)removed));
@@ -202,7 +271,5 @@ int cmd_backup(int argc, char **argv)
 	return 0;
 usage:
 	free(key_file);
-	fprintf(stderr, "usage: vmigrate backup NAME --dir DIR --keep N [--full-every K] "
-		"[--key KEYFILE] [--json]\n");
-	return EXIT_USAGE;
+	return cli_usage("backup");
 }

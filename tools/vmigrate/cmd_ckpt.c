@@ -1,7 +1,8 @@
 /*
  * vmigrate ckpt info FILE [--json] and vmigrate ckpt verify FILE: what a
  * checkpoint file holds, and whether every checksum, the record grammar,
- * the index, the digest and the guest's state are all in order.
+ * the index, the digest and the guest's state are all in order, in FILE
+ * and in every parent a restore of it would read (--file-only: FILE alone).
  * vmigrate ckpt merge FILE OUT: one full checkpoint from a chain.
  */
 #include <stdbool.h>
@@ -12,12 +13,25 @@
 #include <json-c/json.h>
 
 #include "cli.h"
+#include "help.h"
 #include "snapshot.h"
 
 static void hex(const uint8_t *b, size_t n, char *out)
 {
 	for (size_t i = 0; i < n; i++)
 		sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+/* The file restore would take as path's parent; false with why not. */
+static bool parent_file(const char *path, char *out, size_t len)
+{
+	static char files[2][SNAP_PATH_MAX];
+	unsigned n;
+
+	if (snap_chain(path, files, 2, &n, out, len) != 0 && n < 2)
+		return false;
+	snprintf(out, len, "%s", files[1]);
+	return true;
 }
 
 static void print_json(const char *path, const struct snap_inspect *s)
@@ -37,8 +51,16 @@ static void print_json(const char *path, const struct snap_inspect *s)
 		s->info.minor ? "1.x" : "1.0"));
 	json_object_object_add(o, "incremental", json_object_new_boolean(s->has_parent));
 	if (s->has_parent) {
+		char parent[SNAP_PATH_MAX + 600];
+		bool found;
+
 		hex(s->parent_uuid, 16, buf);
 		json_object_object_add(o, "parent_uuid", json_object_new_string(buf));
+		hex(s->parent_digest, 16, buf);
+		json_object_object_add(o, "parent_digest", json_object_new_string(buf));
+		found = parent_file(path, parent, sizeof(parent));
+		json_object_object_add(o, found ? "parent_file" : "parent_error",
+				       json_object_new_string(parent));
 	}
 	json_object_object_add(o, "created_ns", json_object_new_int64((int64_t)s->info.created_ns));
 	json_object_object_add(o, "vcpus", json_object_new_int((int)s->vcpus));
@@ -67,7 +89,8 @@ static void print_json(const char *path, const struct snap_inspect *s)
 
 static void print_text(const char *path, const struct snap_inspect *s)
 {
-	char uuid[40], digest[40], when[64];
+	char uuid[40], digest[40], when[64], parent[SNAP_PATH_MAX + 600];
+	bool found;
 	time_t t = (time_t)(s->info.created_ns / 1000000000ull);
 	struct tm tm;
 
@@ -78,6 +101,13 @@ static void print_text(const char *path, const struct snap_inspect *s)
 	printf("  %s, %u vCPUs, %llu MiB in %u region(s), digest %s\n",
 	       s->has_parent ? "incremental" : "full", s->vcpus,
 	       (unsigned long long)(s->mem_bytes >> 20), s->info.region_count, digest);
+	if (s->has_parent) {
+		hex(s->parent_uuid, 16, uuid);
+		hex(s->parent_digest, 16, digest);
+		found = parent_file(path, parent, sizeof(parent));
+		printf("  parent: image %s, digest %s, %s %s\n", uuid, digest,
+		       found ? "file" : "NOT FOUND:", parent);
+	}
 	printf("  pages: %llu zero, %llu raw, %llu lz4, %llu delta; %.1f MiB of page data, "
 	       "%.1f MiB file, %llu records%s\n",
 	       (unsigned long long)s->pages[CKPT_ENC_ZERO], (unsigned long long)s->pages[CKPT_ENC_RAW],
@@ -86,20 +116,71 @@ static void print_text(const char *path, const struct snap_inspect *s)
 	       (unsigned long long)s->records, s->indexed ? ", indexed" : "");
 }
 
+/* FILE and, unless file_only, each parent a restore would read: every file
+ * whole, and each the very parent its child names (by digest). */
+static int verify(const char *file, bool file_only, const uint8_t *key, size_t key_len)
+{
+	static char files[SNAP_MAX_CHAIN][SNAP_PATH_MAX];
+	struct snap_inspect s, parent;
+	unsigned n = 1, records = 0;
+	char err[SNAP_PATH_MAX + 600];
+
+	if (snap_inspect(file, key, key_len, &s, err, sizeof(err))) {
+		fprintf(stderr, "vmigrate ckpt: %s\n", err);
+		return 1;
+	}
+	records = (unsigned)s.records;
+	if (!file_only && s.has_parent &&
+	    snap_chain(file, files, SNAP_MAX_CHAIN, &n, err, sizeof(err))) {
+		fprintf(stderr, "vmigrate ckpt: %s: the chain is broken: %s\n", file, err);
+		return 1;
+	}
+	for (unsigned i = 1; !file_only && i < n; i++) {
+		if (snap_inspect(files[i], key, key_len, &parent, err, sizeof(err))) {
+			fprintf(stderr, "vmigrate ckpt: %s: its parent %s is damaged: %s\n", file,
+				files[i], err);
+			return 1;
+		}
+		if (memcmp(parent.digest, s.parent_digest, 16)) {
+			fprintf(stderr, "vmigrate ckpt: %s: %s is not the parent it names (its digest "
+				"differs)\n", files[i - 1], files[i]);
+			return 1;
+		}
+		records += (unsigned)parent.records;
+		s = parent;
+	}
+	if (n > 1)
+		printf("%s: intact, with its %u parent(s) (%u files, %u records: every checksum, "
+		       "the index, the digest%s, the state and each parent's digest checked)\n",
+		       file, n - 1, n, records, key_len ? ", the MAC" : "");
+	else
+		printf("%s: intact (%u records, every checksum, the index, the digest%s and "
+		       "the state of %u vCPUs checked)%s\n", file, records, key_len ? ", the MAC" : "",
+		       s.vcpus, file_only && s.has_parent ? "; its parents not checked (--file-only)" :
+		       "");
+	return 0;
+}
+
 int cmd_ckpt(int argc, char **argv)
 {
 	const char *cmd = argc > 1 ? argv[1] : "", *file = NULL, *out = NULL, *key_file = NULL;
 	struct snap_inspect s;
 	uint8_t key[64];
 	int key_len = 0;
-	bool json = false;
+	bool json = false, file_only = false;
 	char err[512];
 
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--json"))
 			json = true;
+		else if (!strcmp(argv[i], "--file-only"))
+			file_only = true;
 		else if (!strcmp(argv[i], "--key") && i + 1 < argc)
 			key_file = argv[++i];
+		else if (!strcmp(argv[i], "--key"))
+			return cli_missing_value("ckpt", argv[i]);
+		else if (argv[i][0] == '-')
+			return cli_unknown_option("ckpt", argv[i]);
 		else if (!file)
 			file = argv[i];
 		else if (!out)
@@ -108,12 +189,8 @@ int cmd_ckpt(int argc, char **argv)
 			file = NULL, i = argc;
 	}
 	if (!file || (strcmp(cmd, "info") && strcmp(cmd, "verify") && strcmp(cmd, "merge")) ||
-	    (!strcmp(cmd, "merge") != !!out)) {
-		fprintf(stderr, "usage: vmigrate ckpt info FILE [--json] [--key KEYFILE]\n"
-			"       vmigrate ckpt verify FILE [--key KEYFILE]\n"
-			"       vmigrate ckpt merge FILE OUT [--key KEYFILE]\n");
-		return EXIT_USAGE;
-	}
+	    (!strcmp(cmd, "merge") != !!out))
+		return cli_usage("ckpt");
 	if (key_file && (key_len = snap_key_load(key_file, key, err, sizeof(err))) < 0) {
 		fprintf(stderr, "vmigrate ckpt: %s\n", err);
 		return 1;
@@ -130,15 +207,13 @@ int cmd_ckpt(int argc, char **argv)
 		       res.file_bytes / 1048576.0);
 		return 0;
 	}
+	if (!strcmp(cmd, "verify"))
+		return verify(file, file_only, key_len ? key : NULL, (size_t)key_len);
 	if (snap_inspect(file, key_len ? key : NULL, (size_t)key_len, &s, err, sizeof(err))) {
 		fprintf(stderr, "vmigrate ckpt: %s\n", err);
 		return 1;
 	}
-	if (!strcmp(cmd, "verify"))
-		printf("%s: intact (%llu records, every checksum, the index, the digest%s and "
-		       "the state of %u vCPUs checked)\n", file, (unsigned long long)s.records,
-		       key_len ? ", the MAC" : "", s.vcpus);
-	else if (json)
+	if (json)
 		print_json(file, &s);
 	else
 		print_text(file, &s);

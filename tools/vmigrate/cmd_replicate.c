@@ -15,29 +15,9 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "help.h"
 #include "ipc.h"
 #include "units.h"
-
-static void usage(FILE *f)
-{
-	fprintf(f,
-"usage: vmigrate replicate NAME HOST[:PORT] [OPTIONS]   start protecting a running guest\n"
-"       vmigrate replicate status NAME [--json]\n"
-"       vmigrate replicate stop NAME                      last epoch, then free the standby\n"
-"       vmigrate failover NAME [--json]                   hand it to its standby (needs --arbiter)\n"
-"  --epoch MS          fixed epoch length (default: as short as the link allows, 10 ms at least)\n"
-"  --compress lz4|off  LZ4 on epoch pages (default off: epochs are small and frequent)\n"
-"  --channels N        data channels of the initial sync (default one a core, up to 4)\n"
-"  --bandwidth RATE    cap of the initial sync (e.g. 100M/s; default none)\n"
-"  --arbiter etcd://H:P[,H:P...]  who may run the guest: the primary owns it on a\n"
-"                      lease there and fences itself before the lease can run out;\n"
-"                      the standby takes the guest over only once it has\n"
-"  --ttl S             the lease, in seconds (default 5)\n"
-"  --json              print the status as JSON\n"
-"Without --arbiter, a standby is never run automatically and nothing protects\n"
-"against split brain; the status says so. 'vmigrate failover NAME' moves a\n"
-"protected guest to its standby, losing nothing.\n");
-}
 
 static void print_status(const char *name, struct json_object *rep)
 {
@@ -77,10 +57,8 @@ static int named(int argc, char **argv, int first, const char *cmd,
 	struct json_object *req, *rep;
 	bool json = false;
 
-	if (svc_name_and_flag(argc, argv, first, "--json", &name, &json) || !name) {
-		usage(stderr);
-		return EXIT_USAGE;
-	}
+	if (svc_name_and_flag(argc, argv, first, "--json", &name, &json) || !name)
+		return cli_usage(argv[0]);
 	req = svc_req(cmd);
 	json_object_object_add(req, "name", json_object_new_string(name));
 	rep = svc_request(req, true);
@@ -127,7 +105,7 @@ static int wait_synced(const char *name, bool json)
 
 int cmd_replicate(int argc, char **argv)
 {
-	enum { O_EPOCH = 256, O_COMPRESS, O_CHANNELS, O_BW, O_ARBITER, O_TTL, O_JSON, O_HELP };
+	enum { O_EPOCH = 256, O_COMPRESS, O_CHANNELS, O_BW, O_ARBITER, O_TTL, O_JSON };
 	static const struct option longopts[] = {
 		{ "epoch", required_argument, NULL, O_EPOCH },
 		{ "arbiter", required_argument, NULL, O_ARBITER },
@@ -136,7 +114,6 @@ int cmd_replicate(int argc, char **argv)
 		{ "channels", required_argument, NULL, O_CHANNELS },
 		{ "bandwidth", required_argument, NULL, O_BW },
 		{ "json", no_argument, NULL, O_JSON },
-		{ "help", no_argument, NULL, O_HELP },
 		{ 0 }
 	};
 	struct json_object *req, *rep;
@@ -150,23 +127,23 @@ int cmd_replicate(int argc, char **argv)
 		return named(argc, argv, 2, "replicate-stop", print_status);
 	req = svc_req("replicate");
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		const char *bad = NULL;
+	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+		const char *bad = NULL, *choices = NULL;
 
 		switch (c) {
 		case O_EPOCH:
 			if (parse_uint(optarg, &v) || !v || v > 60000)
-				bad = "--epoch";
+				bad = "--epoch", choices = "1 to 60000 ms";
 			json_object_object_add(req, "epoch_ms", json_object_new_int64((int64_t)v));
 			break;
 		case O_COMPRESS:
 			if (strcmp(optarg, "lz4") && strcmp(optarg, "off"))
-				bad = "--compress (lz4 or off)";
+				bad = "--compress", choices = "lz4 or off";
 			json_object_object_add(req, "compress", json_object_new_string(optarg));
 			break;
 		case O_CHANNELS:
 			if (parse_uint(optarg, &v) || v > 16)
-				bad = "--channels";
+				bad = "--channels", choices = "0 to 16";
 			json_object_object_add(req, "channels", json_object_new_int((int)v));
 			break;
 		case O_BW:
@@ -176,28 +153,25 @@ int cmd_replicate(int argc, char **argv)
 			break;
 		case O_ARBITER:
 			if (strncmp(optarg, "etcd://", 7) || !optarg[7])
-				bad = "--arbiter (etcd://HOST:PORT[,HOST:PORT...])";
+				bad = "--arbiter", choices = "etcd://HOST:PORT[,HOST:PORT...]";
 			json_object_object_add(req, "arbiter", json_object_new_string(optarg));
 			break;
 		case O_TTL:
 			if (parse_uint(optarg, &v) || v < 2 || v > 3600)
-				bad = "--ttl (2 to 3600 seconds)";
+				bad = "--ttl", choices = "2 to 3600 seconds";
 			json_object_object_add(req, "ttl", json_object_new_int((int)v));
 			break;
 		case O_JSON: json = true; break;
-		case O_HELP: usage(stdout); json_object_put(req); return 0;
-		default: usage(stderr); json_object_put(req); return EXIT_USAGE;
+		default: json_object_put(req); return cli_getopt_error("replicate", c, argv);
 		}
 		if (bad) {
-			fprintf(stderr, "vmigrate replicate: bad value '%s' for %s\n", optarg, bad);
 			json_object_put(req);
-			return EXIT_USAGE;
+			return cli_bad_value("replicate", bad, optarg, choices);
 		}
 	}
 	if (optind != argc - 2) {
-		usage(stderr);
 		json_object_put(req);
-		return EXIT_USAGE;
+		return cli_usage("replicate");
 	}
 	if (!json_object_object_get_ex(req, "compress", NULL))
 		json_object_object_add(req, "compress", json_object_new_string("off"));

@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "guest_opts.h"
+#include "help.h"
 #include "memtouch.h"
 #include "snapshot.h"
 #include "units.h"
@@ -79,27 +80,10 @@ static void on_stopped(void *opaque, unsigned vcpu, int err, const char *why)
 	}
 }
 
-static void usage(FILE *f)
-{
-	fprintf(f,
-"usage: vmigrate run [OPTIONS]\n"
-GUEST_OPTS_HELP
-"  --hugetlb             back RAM with 2 MiB huge pages\n"
-"  --duration SECONDS    stop after this long (default: until Ctrl-C)\n"
-"  --verify              at the end, check every page and the counters\n"
-"  --save FILE           at the end, save the paused guest to FILE\n"
-"  --restore FILE        continue the guest saved in FILE instead of booting\n"
-"  --key FILE            HMAC key (16-64 bytes, mode 600): --save signs, --restore checks\n"
-"  --lazy                with --restore: run at once, load memory on first touch\n"
-"  --expect-counter-at-least N  with --verify: fail if fewer writes were done\n"
-"  --quiet               no progress lines\n"
-"  --json                print the final statistics as one JSON line\n");
-}
-
 static int parse_args(int argc, char **argv, struct run_opts *o)
 {
 	enum { O_HUGE = GO_END, O_DUR, O_VERIFY, O_SAVE, O_RESTORE, O_QUIET, O_JSON, O_MIN,
-	       O_KEY, O_LAZY, O_HELP };
+	       O_KEY, O_LAZY };
 	static const struct option longopts[] = {
 		GUEST_LONGOPTS,
 		{ "hugetlb", no_argument, NULL, O_HUGE },
@@ -112,7 +96,6 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		{ "expect-counter-at-least", required_argument, NULL, O_MIN },
 		{ "key", required_argument, NULL, O_KEY },
 		{ "lazy", no_argument, NULL, O_LAZY },
-		{ "help", no_argument, NULL, O_HELP },
 		{ 0 }
 	};
 	int c, ret;
@@ -120,7 +103,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 	memset(o, 0, sizeof(*o));
 	guest_opts_init(&o->g);
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
 		const char *bad = NULL;
 
 		ret = guest_opts_parse(&o->g, c, optarg, "run");
@@ -148,11 +131,10 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 			break;
 		}
 		case O_LAZY: o->lazy = true; break;
-		case O_HELP: usage(stdout); exit(0);
-		default: usage(stderr); return -EINVAL;
+		default: cli_getopt_error("run", c, argv); return -EINVAL;
 		}
 		if (bad) {
-			fprintf(stderr, "vmigrate run: bad value '%s' for %s\n", optarg, bad);
+			cli_bad_value("run", bad, optarg, NULL);
 			return -EINVAL;
 		}
 	}

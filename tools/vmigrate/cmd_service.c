@@ -12,14 +12,17 @@
 #include <errno.h>
 #include <getopt.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "guest_opts.h"
+#include "help.h"
 #include "ipc.h"
 #include "migrate.h"
 #include "units.h"
@@ -28,7 +31,7 @@
 static int name_and_json(int argc, char **argv, const char **name, bool *json, const char *what)
 {
 	if (svc_name_and_flag(argc, argv, 1, "--json", name, json) || (!*name && what[0])) {
-		fprintf(stderr, "usage: vmigrate %s %s [--json]\n", argv[0], what);
+		cli_usage(argv[0]);
 		return -EINVAL;
 	}
 	return 0;
@@ -49,21 +52,19 @@ int cmd_start(int argc, char **argv)
 
 	guest_opts_init(&g);
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
 		ret = guest_opts_parse(&g, c, optarg, "start");
 		if (ret < 0)
 			return EXIT_USAGE;
 		if (ret)
 			continue;
-		if (c != O_JSON) {
-			fprintf(stderr, "usage: vmigrate start NAME [OPTIONS] [--json]\n" GUEST_OPTS_HELP);
-			return EXIT_USAGE;
-		}
+		if (c != O_JSON)
+			return cli_getopt_error("start", c, argv);
 		json = true;
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "vmigrate start: give exactly one guest NAME\n");
-		return EXIT_USAGE;
+		return cli_usage("start");
 	}
 	req = svc_req("start");
 	json_object_object_add(req, "name", json_object_new_string(argv[optind]));
@@ -165,14 +166,8 @@ int cmd_resume(int argc, char **argv)
 	bool lost = false;
 	int status;
 
-	if (svc_name_and_flag(argc, argv, 1, "--destination-lost", &name, &lost) || !name) {
-		fprintf(stderr, "usage: vmigrate resume NAME [--destination-lost]\n"
-			"  resumes a guest left paused by an uncertain handover, once the\n"
-			"  destination confirms it does not run it; --destination-lost: that\n"
-			"  host is gone for good (your word; refused until the handover bound\n"
-			"  has passed)\n");
-		return EXIT_USAGE;
-	}
+	if (svc_name_and_flag(argc, argv, 1, "--destination-lost", &name, &lost) || !name)
+		return cli_usage("resume");
 	req = svc_req("resume");
 	json_object_object_add(req, "name", json_object_new_string(name));
 	json_object_object_add(req, "destination_lost", json_object_new_boolean(lost));
@@ -197,38 +192,71 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* One progress line: the round and how much of it is sent, and the share of
- * everything sent so far, which only grows. */
-static void show_progress(struct json_object *p, double *shown_pct, bool tty)
+/*
+ * One progress line: the round; the share of the job's expected time gone
+ * by (the service's figure: it never goes back and is 100 only once the
+ * guest runs there); the rate on the wire and the rate of pages dirtied
+ * again, both recent; what is left (QEMU's ram remaining: the rest of this
+ * round and the pages dirtied again since they were sent); QEMU's expected
+ * downtime (the pause if it began now); the time until the guest runs
+ * there, "?" while dirtying outpaces the link.
+ */
+static void show_progress(struct json_object *p, bool tty)
 {
 	struct json_object *st;
-	double pct, total, sent, round_pct;
+	double eta = ipc_double(p, "eta_s", -1);
+	char eta_text[32];
 
 	if (!json_object_object_get_ex(p, "stats", &st))
 		return;
-	sent = (double)ipc_int(st, "transferred_bytes", 0);
-	total = sent + (ipc_int(p, "round_pages", 0) - ipc_int(p, "round_done", 0)) * 4096.0;
-	pct = total > 0 ? 100.0 * sent / total : 0;
 	if (!strcmp(ipc_str(st, "status", ""), "completed"))
-		pct = 100;
-	if (pct < *shown_pct)
-		pct = *shown_pct;
-	*shown_pct = pct;
-	round_pct = ipc_int(p, "round_pages", 0) > 0 ?
-		    100.0 * ipc_int(p, "round_done", 0) / ipc_int(p, "round_pages", 0) : 0;
-	fprintf(stderr, "%s%-9s round %lld %5.1f%% (all %5.1f%%)  %8.1f MiB/s  dirty %7.1f MiB/s  "
-		"expected downtime %5lld ms  ETA %5.1f s%s",
-		tty ? "\r" : "", ipc_str(st, "status", "?"), ipc_int(p, "round", 0), round_pct, pct,
-		ipc_double(st, "mbps", 0) * 1e6 / 8 / (1 << 20),
+		eta = 0;
+	if (eta < 0)
+		snprintf(eta_text, sizeof(eta_text), "%7s", "?");
+	else
+		snprintf(eta_text, sizeof(eta_text), "%5.1f s", eta);
+	fprintf(stderr, "%s%-9s round %lld %5.1f%%  %7.1f MiB/s  dirty %6.1f MiB/s  "
+		"%8.1f MiB left  expected downtime %6lld ms  ETA %s%s",
+		tty ? "\r" : "", ipc_str(st, "status", "?"), ipc_int(p, "round", 0),
+		ipc_double(p, "percent", 0), ipc_double(st, "mbps", 0) * 1e6 / 8 / (1 << 20),
 		ipc_int(st, "dirty_pages_rate", 0) * 4096.0 / (1 << 20),
-		ipc_int(st, "expected_downtime_ms", 0), ipc_double(p, "eta_s", 0),
-		tty ? "  " : "\n");
+		ipc_int(st, "remaining_bytes", 0) / 1048576.0,
+		ipc_int(st, "expected_downtime_ms", 0), eta_text, tty ? "  " : "\n");
+}
+
+static volatile sig_atomic_t interrupts;
+
+static void on_interrupt(int sig)
+{
+	(void)sig;
+	interrupts++;
+}
+
+/* Ctrl-C, SIGTERM or a hang-up while migrate waits: noted, not fatal. */
+static void catch_interrupts(void)
+{
+	struct sigaction sa = { .sa_handler = on_interrupt, .sa_flags = SA_RESTART };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+static int cancel_job(const char *job)
+{
+	struct json_object *req = svc_req("cancel"), *rep;
+
+	json_object_object_add(req, "job", json_object_new_string(job));
+	rep = svc_request(req, true);
+	json_object_put(rep);
+	return rep ? 0 : -1;
 }
 
 int cmd_migrate(int argc, char **argv)
 {
 	enum { O_DOWNTIME = 256, O_BW, O_AUTO, O_TIMEOUT, O_ON_TIMEOUT, O_COMPRESS, O_NOCOMP,
-	       O_JSON, O_QUIET, O_CHANNELS, O_TRANSPORT };
+	       O_JSON, O_QUIET, O_CHANNELS, O_TRANSPORT, O_DETACH };
 	static const struct option longopts[] = {
 		{ "max-downtime", required_argument, NULL, O_DOWNTIME },
 		{ "bandwidth", required_argument, NULL, O_BW },
@@ -241,17 +269,21 @@ int cmd_migrate(int argc, char **argv)
 		{ "transport", required_argument, NULL, O_TRANSPORT },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "quiet", no_argument, NULL, O_QUIET },
+		{ "detach", no_argument, NULL, O_DETACH },
 		{ 0 }
 	};
 	struct json_object *req = svc_req("migrate"), *rep, *st = NULL;
-	bool json = false, quiet = false, tty = isatty(2);
-	double shown = 0, last_line = 0, seconds;
+	const char *what, *why;
+	bool json = false, quiet = false, detach = false, tty = isatty(2);
+	double last_line = 0, seconds;
+	int asked = 0;
 	char job[128];
 	uint64_t v;
-	int c, status;
+	int c, idx = 0, status;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":", longopts, &idx)) != -1) {
+		const char *choices = NULL;	/* named with a bad value */
 		int bad = 0;
 
 		switch (c) {
@@ -272,12 +304,14 @@ int cmd_migrate(int argc, char **argv)
 			break;
 		case O_ON_TIMEOUT:
 			bad = strcmp(optarg, "cancel") && strcmp(optarg, "force");
+			choices = "cancel or force";
 			json_object_object_add(req, "on_timeout", json_object_new_string(optarg));
 			break;
 		case O_COMPRESS: {
 			enum mig_compress mode;
 
 			bad = mig_compress_parse(optarg, &mode);
+			choices = "auto, lz4 or off";
 			json_object_object_add(req, "compress", json_object_new_string(optarg));
 			break;
 		}
@@ -286,34 +320,38 @@ int cmd_migrate(int argc, char **argv)
 			break;
 		case O_TRANSPORT:
 			bad = strcmp(optarg, "tcp") && strcmp(optarg, "tls") && strcmp(optarg, "rdma");
+			choices = "tls or rdma";
 			json_object_object_add(req, "transport", json_object_new_string(
 				strcmp(optarg, "rdma") ? "tcp" : "rdma"));
 			break;
 		case O_CHANNELS:
 			bad = parse_uint(optarg, &v) || v > 16;
+			choices = "0 to 16";
 			json_object_object_add(req, "channels", json_object_new_int((int)v));
 			break;
 		case O_JSON: json = true; break;
 		case O_QUIET: quiet = true; break;
-		default: bad = 1; break;
+		case O_DETACH: detach = true; break;
+		default:
+			json_object_put(req);
+			return cli_getopt_error("migrate", c, argv);
 		}
 		if (bad) {
+			char opt[32];
+
+			snprintf(opt, sizeof(opt), "--%s", longopts[idx].name);
 			json_object_put(req);
-			fprintf(stderr, "usage: vmigrate migrate NAME HOST[:PORT] [--max-downtime MS] "
-				"[--bandwidth RATE] [--auto-converge] [--timeout S] "
-				"[--on-timeout cancel|force] [--compress auto|lz4|off] [--no-compress] "
-				"[--channels N] [--transport tls|rdma] "
-				"[--json] [--quiet]\n");
-			return EXIT_USAGE;
+			return cli_bad_value("migrate", opt, optarg, choices);
 		}
 	}
 	if (optind != argc - 2) {
 		fprintf(stderr, "vmigrate migrate: give a guest NAME and a HOST[:PORT]\n");
 		json_object_put(req);
-		return EXIT_USAGE;
+		return cli_usage("migrate");
 	}
 	json_object_object_add(req, "name", json_object_new_string(argv[optind]));
 	json_object_object_add(req, "dest", json_object_new_string(argv[optind + 1]));
+	catch_interrupts();	/* from here on, a job may run: never leave it silently */
 	rep = svc_request(req, true);
 	if (!rep)
 		return 1;	/* nothing started: the guest runs here */
@@ -333,34 +371,55 @@ int cmd_migrate(int argc, char **argv)
 			return EXIT_UNCERTAIN;
 		}
 		if (!quiet && (tty || now() - last_line >= 1.0)) {
-			show_progress(rep, &shown, tty);
+			show_progress(rep, tty);
 			last_line = now();
 		}
 		if (ipc_bool(rep, "done", false))
 			break;
 		json_object_put(rep);
+		if (interrupts && detach) {
+			fprintf(stderr, "%svmigrate: the migration continues as job %s; vmigrate "
+				"cancel %s\n", tty && !quiet ? "\n" : "", job, job);
+			return 0;
+		}
+		if (interrupts > asked && asked) {
+			fprintf(stderr, "vmigrate: no longer waiting; job %s was asked to cancel: "
+				"'vmigrate jobs --all' shows how it ends\n", job);
+			return 1;
+		}
+		if (interrupts > asked) {
+			/* as virsh: the job is cancelled, the guest stays here (a
+			 * handover already under way ends as it ends) */
+			asked = interrupts;
+			fprintf(stderr, "%svmigrate: interrupted: cancelling job %s; the guest stays "
+				"here (Ctrl-C again to stop waiting)\n", tty && !quiet ? "\n" : "", job);
+			if (cancel_job(job))
+				fprintf(stderr, "vmigrate: job %s could not be cancelled; it continues: "
+					"vmigrate cancel %s\n", job, job);
+			continue;
+		}
 		usleep(200000);
 	}
 	if (!quiet) {
-		show_progress(rep, &shown, tty);
+		show_progress(rep, tty);
 		if (tty)
 			fputc('\n', stderr);
 	}
 	json_object_object_get_ex(rep, "stats", &st);
+	what = ipc_str(st, "status", "?");
+	why = ipc_str(st, "error", "");
+	if (!strcmp(why, what))
+		why = "";	/* not "cancelled: cancelled" */
 	if (json)
 		svc_print_json(st);
-	else if (!ipc_int(st, "rounds", 0) && !ipc_int(st, "transferred_bytes", 0)) {
+	else if (!ipc_int(st, "rounds", 0) && !ipc_int(st, "transferred_bytes", 0))
 		/* it ended before the first round: only the reason means anything */
-		const char *what = ipc_str(st, "status", "?"), *why = ipc_str(st, "error", "");
-
-		printf("%s: %s%s%s\n", argv[optind], what, *why && strcmp(why, what) ? ": " : "",
-		       strcmp(why, what) ? why : "");
-	} else
+		printf("%s: %s%s%s\n", argv[optind], what, *why ? ": " : "", why);
+	else
 		printf("%s: %s in %lld ms, downtime %lld ms, %lld rounds, %.1f MiB sent%s%s\n",
-		       argv[optind], ipc_str(st, "status", "?"), ipc_int(st, "total_time_ms", 0),
+		       argv[optind], what, ipc_int(st, "total_time_ms", 0),
 		       ipc_int(st, "downtime_ms", 0), ipc_int(st, "rounds", 0),
-		       ipc_int(st, "transferred_bytes", 0) / 1048576.0,
-		       ipc_str(st, "error", NULL) ? ": " : "", ipc_str(st, "error", ""));
+		       ipc_int(st, "transferred_bytes", 0) / 1048576.0, *why ? ": " : "", why);
 	if (!strcmp(ipc_str(st, "status", ""), "completed"))
 		status = 0;
 	else if (!strcmp(ipc_str(st, "status", ""), "uncertain"))
@@ -371,30 +430,61 @@ int cmd_migrate(int argc, char **argv)
 	return status;
 }
 
+/* One row of the jobs table: running or finished, either way. */
+static void print_job(struct json_object *j)
+{
+	struct json_object *st = NULL;
+	bool done = ipc_bool(j, "done", false);
+	bool out = !strcmp(ipc_str(j, "direction", ""), "outgoing");
+	char left[32] = "-", down[32] = "-";
+
+	json_object_object_get_ex(j, "stats", &st);
+	if (!done && out)
+		snprintf(left, sizeof(left), "%.1f", ipc_int(st, "remaining_bytes", 0) / 1048576.0);
+	if (done && out && !strcmp(ipc_str(st, "status", ""), "completed"))
+		snprintf(down, sizeof(down), "%lld", ipc_int(st, "downtime_ms", 0));
+	printf("%-32s %-16s %-9s %-10s %6lld %10.1f %10s %8.1f %9s  %s\n", ipc_str(j, "job", "?"),
+	       ipc_str(j, "guest", "?"), ipc_str(j, "direction", "?"), ipc_str(st, "status", "?"),
+	       ipc_int(st, "rounds", 0), ipc_int(st, "transferred_bytes", 0) / 1048576.0, left,
+	       ipc_int(st, "total_time_ms", 0) / 1000.0, down,
+	       done ? ipc_str(j, "finished_at", "-") : "-");
+	if (ipc_str(st, "error", NULL))
+		printf("    %s\n", ipc_str(st, "error", ""));
+}
+
+/* jobs [--completed | --all] [--json]: the jobs of this host's guests, the
+ * finished ones kept by the service (the last few, with their final
+ * figures), or both. */
 int cmd_jobs(int argc, char **argv)
 {
-	const char *unused;
-	bool json;
-	struct json_object *rep, *jobs;
+	bool json = false, completed = false, all = false;
+	struct json_object *req, *rep, *jobs;
 
-	if (name_and_json(argc, argv, &unused, &json, ""))
-		return EXIT_USAGE;
-	rep = svc_request(svc_req("jobs"), true);
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json")) {
+			json = true;
+		} else if (!strcmp(argv[i], "--completed")) {
+			completed = true;
+		} else if (!strcmp(argv[i], "--all")) {
+			all = true;
+		} else {
+			return cli_unknown_option("jobs", argv[i]);
+		}
+	}
+	req = svc_req("jobs");
+	json_object_object_add(req, "completed", json_object_new_boolean(completed));
+	json_object_object_add(req, "all", json_object_new_boolean(all));
+	rep = svc_request(req, true);
 	if (!rep)
 		return 1;
 	if (json) {
 		svc_print_json(rep);
 	} else if (json_object_object_get_ex(rep, "jobs", &jobs)) {
-		printf("%-32s %-16s %-10s %6s %10s\n", "JOB", "GUEST", "STATUS", "ROUND", "SENT(MiB)");
-		for (size_t i = 0; i < json_object_array_length(jobs); i++) {
-			struct json_object *j = json_object_array_get_idx(jobs, i), *st = NULL;
-
-			json_object_object_get_ex(j, "stats", &st);
-			printf("%-32s %-16s %-10s %6lld %10.1f\n", ipc_str(j, "job", "?"),
-			       ipc_str(j, "guest", "?"), ipc_str(st, "status", "?"),
-			       ipc_int(j, "round", 0),
-			       ipc_int(st, "transferred_bytes", 0) / 1048576.0);
-		}
+		printf("%-32s %-16s %-9s %-10s %6s %10s %10s %8s %9s  %s\n", "JOB", "GUEST",
+		       "DIRECTION", "STATUS", "ROUNDS", "DATA(MiB)", "LEFT(MiB)", "TIME(s)",
+		       "DOWN(ms)", "FINISHED");
+		for (size_t i = 0; i < json_object_array_length(jobs); i++)
+			print_job(json_object_array_get_idx(jobs, i));
 	}
 	json_object_put(rep);
 	return 0;
@@ -404,10 +494,10 @@ int cmd_cancel(int argc, char **argv)
 {
 	struct json_object *req, *rep;
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: vmigrate cancel JOB\n");
-		return EXIT_USAGE;
-	}
+	if (argc == 2 && argv[1][0] == '-')
+		return cli_unknown_option("cancel", argv[1]);
+	if (argc != 2)
+		return cli_usage("cancel");
 	req = svc_req("cancel");
 	json_object_object_add(req, "job", json_object_new_string(argv[1]));
 	rep = svc_request(req, true);
@@ -423,10 +513,13 @@ int cmd_set_bandwidth(int argc, char **argv)
 	struct json_object *req, *rep;
 	uint64_t rate;
 
-	if (argc != 3 || parse_rate(argv[2], &rate)) {
-		fprintf(stderr, "usage: vmigrate set-bandwidth JOB RATE\n");
-		return EXIT_USAGE;
-	}
+	for (int i = 1; i < argc; i++)
+		if (argv[i][0] == '-')
+			return cli_unknown_option("set-bandwidth", argv[i]);
+	if (argc != 3)
+		return cli_usage("set-bandwidth");
+	if (parse_rate(argv[2], &rate))
+		return cli_bad_value("set-bandwidth", "RATE", argv[2], "e.g. 100M or 1G/s");
 	req = svc_req("set-bandwidth");
 	json_object_object_add(req, "job", json_object_new_string(argv[1]));
 	json_object_object_add(req, "bandwidth", json_object_new_int64((int64_t)rate));
@@ -476,20 +569,27 @@ static struct json_object *request_with_key(struct json_object *req, const char 
 
 int cmd_snapshot(int argc, char **argv)
 {
-	bool incremental = false, json = false, live = false;
+	bool incremental = false, json = false, live = false, force = false;
 	const char *name = NULL, *file = NULL, *key = NULL;
 	struct json_object *req, *rep;
+	struct stat st;
 	char *abs;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--incremental"))
 			incremental = true;
+		else if (!strcmp(argv[i], "--force"))
+			force = true;
 		else if (!strcmp(argv[i], "--live"))
 			live = true;
 		else if (!strcmp(argv[i], "--key") && i + 1 < argc)
 			key = argv[++i];
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
+		else if (!strcmp(argv[i], "--key"))
+			return cli_missing_value("snapshot", argv[i]);
+		else if (argv[i][0] == '-')
+			return cli_unknown_option("snapshot", argv[i]);
 		else if (!name)
 			name = argv[i];
 		else if (!file)
@@ -497,9 +597,12 @@ int cmd_snapshot(int argc, char **argv)
 		else
 			name = NULL, i = argc;
 	}
-	if (!name || !file) {
-		fprintf(stderr, "usage: vmigrate snapshot NAME FILE [--live] [--incremental] [--key KEYFILE] [--json]\n");
-		return EXIT_USAGE;
+	if (!name || !file)
+		return cli_usage("snapshot");
+	if (stat(file, &st) == 0 && S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "vmigrate snapshot: %s is a directory: give the checkpoint a file "
+			"name\n", file);
+		return 1;
 	}
 	abs = absolute(file);
 	if (!abs) {
@@ -511,6 +614,8 @@ int cmd_snapshot(int argc, char **argv)
 	json_object_object_add(req, "file", json_object_new_string(abs));
 	json_object_object_add(req, "incremental", json_object_new_boolean(incremental));
 	json_object_object_add(req, "live", json_object_new_boolean(live));
+	if (force)	/* may replace a checkpoint others build on (snap_check_target) */
+		json_object_object_add(req, "force", json_object_new_boolean(true));
 	free(abs);
 	rep = request_with_key(req, key, "snapshot");
 	if (!rep)
@@ -541,15 +646,17 @@ int cmd_restore(int argc, char **argv)
 			lazy = true;
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
+		else if (!strcmp(argv[i], "--key") || !strcmp(argv[i], "--name"))
+			return cli_missing_value("restore", argv[i]);
+		else if (argv[i][0] == '-')
+			return cli_unknown_option("restore", argv[i]);
 		else if (!file)
 			file = argv[i];
 		else
 			file = NULL, i = argc;
 	}
-	if (!file) {
-		fprintf(stderr, "usage: vmigrate restore FILE [--name NAME] [--lazy] [--key KEYFILE] [--json]\n");
-		return EXIT_USAGE;
-	}
+	if (!file)
+		return cli_usage("restore");
 	abs = realpath(file, NULL);
 	if (!abs) {
 		fprintf(stderr, "vmigrate restore: %s: %s\n", file, strerror(errno));

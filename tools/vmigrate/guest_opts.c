@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "help.h"
 #include "units.h"
 
 void guest_opts_init(struct guest_opts *g)
@@ -18,14 +19,14 @@ void guest_opts_init(struct guest_opts *g)
 
 int guest_opts_parse(struct guest_opts *g, int c, const char *arg, const char *cmd)
 {
-	const char *bad = NULL;
+	const char *bad = NULL, *choices = NULL;
 	uint64_t v;
 
 	switch (c) {
 	case GO_MEM: if (parse_size(arg, &g->mem)) bad = "--mem"; break;
 	case GO_VCPUS:
 		if (parse_uint(arg, &v) || v < 1 || v > 8)
-			bad = "--vcpus";
+			bad = "--vcpus", choices = "1 to 8";
 		g->vcpus = (unsigned)v;
 		break;
 	case GO_GUEST: g->guest = arg; break;
@@ -33,7 +34,7 @@ int guest_opts_parse(struct guest_opts *g, int c, const char *arg, const char *c
 	case GO_RATE: if (parse_rate(arg, &g->mt.dirty_rate)) bad = "--dirty-rate"; break;
 	case GO_CONTENT:
 		if (vm_memtouch_parse_content(arg, &g->mt.content))
-			bad = "--content";
+			bad = "--content", choices = "random, text or zero-heavy";
 		break;
 	case GO_SEED: if (parse_uint(arg, &g->mt.seed)) bad = "--seed"; break;
 	case GO_STOP: if (parse_uint(arg, &g->mt.stop_after)) bad = "--stop-after"; break;
@@ -44,14 +45,14 @@ int guest_opts_parse(struct guest_opts *g, int c, const char *arg, const char *c
 		else if (!strcmp(arg, "ring"))
 			g->dirty_mode = VM_DIRTY_RING;
 		else
-			bad = "--dirty-mode";
+			bad = "--dirty-mode", choices = "bitmap or ring";
 		break;
 	case GO_NOFILL: g->mt.fill_first = false; break;
 	default:
 		return 0;
 	}
 	if (bad) {
-		fprintf(stderr, "vmigrate %s: bad value '%s' for %s\n", cmd, arg, bad);
+		cli_bad_value(cmd, bad, arg, choices);
 		return -EINVAL;
 	}
 	return 1;

@@ -34,15 +34,15 @@ enum {
 #define GUEST_OPTS_HELP \
 "  --mem SIZE            guest RAM, 64M to 8G (default 1G)\n" \
 "  --vcpus N             1 to 8 (default 1)\n" \
-"  --guest NAME|PATH     built-in payload (memtouch) or a flat 64-bit binary\n" \
+"  --guest NAME|PATH     the built-in payload or a flat 64-bit binary (default memtouch)\n" \
 "  --working-set SIZE    memtouch: memory it rewrites (default 64M)\n" \
 "  --dirty-rate RATE     memtouch: e.g. 100M or 100M/s; 0 = flat out (default 0)\n" \
-"  --content KIND        memtouch: random, text or zero-heavy (default random)\n" \
+"  --content random|text|zero-heavy  memtouch: what it writes (default random)\n" \
 "  --seed N              memtouch: content seed (default 1)\n" \
-"  --stop-after N        memtouch: page writes per vCPU, then idle\n" \
+"  --stop-after N        memtouch: page writes per vCPU, then idle (default: never)\n" \
 "  --no-fill             memtouch: pace the first pass too (default: fill it at once)\n" \
 "  --prefill FILE        fill RAM above the working set from FILE\n" \
-"  --dirty-mode MODE     bitmap or ring (default bitmap)\n"
+"  --dirty-mode bitmap|ring  KVM's dirty log: bitmap or ring (default bitmap)\n"
 
 struct guest_opts {
 	uint64_t mem;

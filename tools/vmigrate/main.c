@@ -1,42 +1,80 @@
 /*
- * vmigrate: the operator's command line. Dispatches to one subcommand.
+ * vmigrate: the operator's command line. Dispatches to one subcommand;
+ * -h or --help anywhere among a command's arguments shows its help
+ * (help.c) instead of running it.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
+#include "help.h"
+#include "version.h"
+
+static int cmd_help(int argc, char **argv);
 
 static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
-	const char *summary;
 } commands[] = {
-	{ "run", cmd_run, "run a guest in the foreground (micro-VM on /dev/kvm)" },
-	{ "ckpt", cmd_ckpt, "show (info) or check (verify) a checkpoint file" },
-	{ "start", cmd_start, "start a guest under the local vmigrated" },
-	{ "list", cmd_list, "list the guests of this host" },
-	{ "info", cmd_info, "show one guest" },
-	{ "stop", cmd_stop, "stop a guest" },
-	{ "verify", cmd_verify, "check a guest's memory and progress counter" },
-	{ "migrate", cmd_migrate, "move a running guest to another host" },
-	{ "replicate", cmd_replicate, "keep a standby copy on another host (status, stop)" },
-	{ "failover", cmd_failover, "hand a replicated guest to its standby (planned)" },
-	{ "resume", cmd_resume, "resume a guest left paused by an uncertain handover" },
-	{ "snapshot", cmd_snapshot, "checkpoint a guest to a file (full or --incremental)" },
-	{ "restore", cmd_restore, "start a guest from a checkpoint file and its parents" },
-	{ "backup", cmd_backup, "one run of a backup schedule: checkpoint and prune" },
-	{ "jobs", cmd_jobs, "list migration jobs" },
-	{ "cancel", cmd_cancel, "cancel a migration job (the guest stays here)" },
-	{ "set-bandwidth", cmd_set_bandwidth, "change a running job's bandwidth cap" },
+	{ "run", cmd_run },
+	{ "ckpt", cmd_ckpt },
+	{ "start", cmd_start },
+	{ "list", cmd_list },
+	{ "info", cmd_info },
+	{ "stop", cmd_stop },
+	{ "verify", cmd_verify },
+	{ "migrate", cmd_migrate },
+	{ "replicate", cmd_replicate },
+	{ "failover", cmd_failover },
+	{ "resume", cmd_resume },
+	{ "snapshot", cmd_snapshot },
+	{ "restore", cmd_restore },
+	{ "backup", cmd_backup },
+	{ "jobs", cmd_jobs },
+	{ "cancel", cmd_cancel },
+	{ "set-bandwidth", cmd_set_bandwidth },
+	{ "metrics", cmd_metrics },
+	{ "check", cmd_check },
+	{ "help", cmd_help },
 };
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: vmigrate COMMAND [OPTIONS]\n\ncommands:\n");
+	fprintf(f, "usage: vmigrate COMMAND [OPTIONS]\n"
+		   "       vmigrate --version\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-	fprintf(f, "\nThe service commands use the control socket in $VMIGRATE_CONTROL\n"
-		   "(default /run/vmigrate/vmigrated.sock).\n");
+		fprintf(f, "  %-14s %s\n", commands[i].name, cli_summary(commands[i].name));
+	fprintf(f, "\n'vmigrate COMMAND --help' (or -h) shows a command's options; man vmigrate\n"
+		   "tells more. The service commands use the control socket in\n"
+		   "$VMIGRATE_CONTROL (default /run/vmigrate/vmigrated.sock).\n");
+}
+
+/* COMMAND --help: its help on stdout, exit 0. */
+static int show_help(const char *cmd)
+{
+	const char *text = cli_help(cmd);
+
+	if (!text) {
+		fprintf(stderr, "vmigrate: no help for '%s'\n", cmd);
+		return 1;
+	}
+	fputs(text, stdout);
+	return 0;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+	if (argc > 2)
+		return cli_usage("help");
+	if (argc < 2) {
+		usage(stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return show_help(argv[1]);
+	fprintf(stderr, "vmigrate: unknown command '%s'\n", argv[1]);
+	return EXIT_USAGE;
 }
 
 int main(int argc, char **argv)
@@ -45,9 +83,17 @@ int main(int argc, char **argv)
 		usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? EXIT_USAGE : 0;
 	}
-	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		if (!strcmp(argv[1], commands[i].name))
-			return commands[i].fn(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "--version")) {
+		printf("vmigrate %s\n", vmigrate_version());
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(argv[1], commands[i].name))
+			continue;
+		if (cli_asks_help(argc - 1, argv + 1))
+			return show_help(argv[1]);
+		return commands[i].fn(argc - 1, argv + 1);
+	}
 	fprintf(stderr, "vmigrate: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return EXIT_USAGE;

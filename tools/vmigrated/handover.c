@@ -15,17 +15,16 @@
 #include "handover.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "fault.h"
 #include "guest_lock.h"
 #include "ipc.h"
 #include "log.h"
 #include "peer.h"
+#include "statefile.h"
 #include "worker.h"
 
 static void record_path(const char *dir, const char *name, char *out, size_t len)
@@ -37,39 +36,25 @@ int handover_record(const char *dir, const char *name, const char *job, bool run
 		    const char *why)
 {
 	struct json_object *o = json_object_new_object();
-	char path[600], tmp[620];
+	char path[600];
 	const char *s;
-	int fd, dfd, ret = 0;
+	int ret;
 
 	if (fault_point("dst-decision-unrecorded")) {
 		json_object_put(o);
 		return -EIO;
 	}
 	record_path(dir, name, path, sizeof(path));
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	json_object_object_add(o, "job", json_object_new_string(job));
 	json_object_object_add(o, "decision", json_object_new_string(
 		run ? PEER_HANDOVER_RUNS : PEER_HANDOVER_DISCARDED));
 	json_object_object_add(o, "why", json_object_new_string(why ? why : ""));
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0 || write(fd, s, strlen(s)) != (ssize_t)strlen(s) || fsync(fd) < 0 ||
-	    rename(tmp, path) < 0)
-		ret = -errno;
-	if (fd >= 0)
-		close(fd);
+	ret = statefile_replace(dir, path, s, strlen(s));
 	json_object_put(o);
-	if (ret) {
+	if (ret)
 		log_write(LOG_ERR, name, job, "guest %s: recording the handover decision in %s: %s",
 			name, path, strerror(-ret));
-		unlink(tmp);
-		return ret;
-	}
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fsync(dfd) < 0)
-		ret = -errno;
-	if (dfd >= 0)
-		close(dfd);
 	return ret;
 }
 

@@ -32,10 +32,14 @@
 #include "conf.h"
 #include "guest_lock.h"
 #include "ipc.h"
+#include "joblog.h"
 #include "log.h"
+#include "metrics.h"
 #include "peer.h"
+#include "peer_check.h"
 #include "snapshot.h"
 #include "transport.h"
+#include "version.h"
 #include "worker.h"
 
 #define WORKER_CALL_MS		10000
@@ -56,6 +60,8 @@ struct service {
 	int control_fd, peer_fd;
 	int lock_fd;			/* state_dir/vmigrated.lock, held while we run */
 	struct peer_config peer;
+	char metrics_addr[256];		/* --metrics: "" for none */
+	struct metrics *metrics;	/* counters, and their HTTP listener */
 	/* systemd (sd_notify); all of the main thread only */
 	long long watchdog_ms;		/* the unit's watchdog interval, 0 = none */
 	long long watchdog_at;		/* last WATCHDOG=1 */
@@ -270,7 +276,7 @@ static struct json_object *spawn(struct service *sv, const struct worker_spec *s
 		close(pipefd[0]);
 		close(sv->control_fd);
 		close(sv->peer_fd);
-		close(sv->lock_fd);	/* the service's, not its guests' */
+		close(sv->lock_fd);	/* the service's, not its children's */
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGCHLD, SIG_DFL);
 		if (restore_file)
@@ -297,6 +303,7 @@ static void spec_from_service(const struct service *sv, struct worker_spec *spec
 	snprintf(spec->dir, sizeof(spec->dir), "%s", sv->guests_dir);
 	spec->io_timeout_ms = sv->io_timeout_ms;
 	spec->peer = sv->peer;
+	snprintf(spec->control, sizeof(spec->control), "%s", sv->control_path);
 	if (!xport_split_hostport(sv->listen_addr, PEER_DEFAULT_PORT, host, sizeof(host), port,
 				  sizeof(port)))
 		spec->home_port = (int)strtol(port, NULL, 10);
@@ -356,10 +363,13 @@ static struct json_object *do_migrate(struct service *sv, struct json_object *re
 	const char *cmd = ipc_str(req, "cmd", "migrate");
 	struct json_object *info, *fwd, *rep;
 	char err[512], job[128], host[256];
+	struct mig_params params;
 	int fd;
 
 	if (!name || !dest)
 		return ipc_error("%s needs a guest name and a destination", cmd);
+	if (worker_mig_params(req, sv->io_timeout_ms, &params, err, sizeof(err)))
+		return ipc_error("%s", err);	/* before anything reaches the other host */
 	info = simple_call(sv, name, "info");
 	if (!ipc_bool(info, "ok", false))
 		return info;
@@ -421,7 +431,7 @@ static struct json_object *do_resume(struct service *sv, struct json_object *req
 	return rep;
 }
 
-/* The guest that runs a job, from the job's name. */
+/* The guest that runs a job, from the job's name (sent or received). */
 static struct json_object *find_job(struct service *sv, const char *job, char *name, size_t len)
 {
 	struct json_object *all = scan_guests(sv);
@@ -429,7 +439,8 @@ static struct json_object *find_job(struct service *sv, const char *job, char *n
 	for (size_t i = 0; i < json_object_array_length(all); i++) {
 		struct json_object *g = json_object_array_get_idx(all, i);
 
-		if (!strcmp(ipc_str(g, "job", ""), job)) {
+		if (!strcmp(ipc_str(g, "job", ""), job) ||
+		    !strcmp(ipc_str(g, "incoming_job", ""), job)) {
 			snprintf(name, len, "%s", ipc_str(g, "name", ""));
 			json_object_put(all);
 			return NULL;
@@ -454,7 +465,8 @@ static struct json_object *do_job(struct service *sv, struct json_object *req, c
 	rep = call_guest(sv, name, fwd, -1);
 	json_object_put(fwd);
 	/* A guest that moved has nothing left to do here once its result is read. */
-	if (progress && ipc_bool(rep, "done", false)) {
+	if (progress && ipc_bool(rep, "done", false) &&
+	    !strcmp(ipc_str(rep, "direction", ""), "outgoing")) {
 		struct json_object *st;
 
 		if (json_object_object_get_ex(rep, "stats", &st) &&
@@ -467,30 +479,119 @@ static struct json_object *do_job(struct service *sv, struct json_object *req, c
 	return rep;
 }
 
-static struct json_object *do_jobs(struct service *sv)
+/* The job a guest process runs or ran last: its own migration, or the one
+ * it is receiving. */
+static struct json_object *guest_job(struct service *sv, struct json_object *g)
 {
-	struct json_object *all = scan_guests(sv), *jobs = json_object_new_array(), *rep;
+	const char *job = ipc_str(g, "job", NULL);
+	struct json_object *req, *p;
 
-	for (size_t i = 0; i < json_object_array_length(all); i++) {
-		struct json_object *g = json_object_array_get_idx(all, i), *p;
-
-		if (!ipc_str(g, "job", NULL))
-			continue;
-		p = simple_call(sv, ipc_str(g, "name", ""), "progress");
+	if (!job && !strcmp(ipc_str(g, "state", ""), "incoming"))
+		job = ipc_str(g, "incoming_job", NULL);
+	if (!job)
+		return NULL;
+	req = json_object_new_object();
+	json_object_object_add(req, "cmd", json_object_new_string("progress"));
+	json_object_object_add(req, "job", json_object_new_string(job));
+	p = call_guest(sv, ipc_str(g, "name", ""), req, -1);
+	json_object_put(req);
+	if (!json_object_object_get_ex(p, "guest", NULL))	/* did not answer */
 		json_object_object_add(p, "guest", json_object_new_string(ipc_str(g, "name", "")));
-		json_object_array_add(jobs, p);
+	return p;
+}
+
+/* jobs: those of the guest processes here; with completed, the finished
+ * ones kept in the job log instead; with all, both. */
+static struct json_object *do_jobs(struct service *sv, struct json_object *req)
+{
+	bool all_jobs = ipc_bool(req, "all", false);
+	bool completed = all_jobs || ipc_bool(req, "completed", false);
+	struct json_object *jobs = NULL, *rep;
+	char err[700];
+
+	if (completed) {
+		jobs = joblog_list(sv->guests_dir, err, sizeof(err));
+		if (!jobs)
+			return ipc_error("finished jobs: %s", err);
 	}
-	json_object_put(all);
+	if (!jobs)
+		jobs = json_object_new_array();
+	if (!completed || all_jobs) {
+		struct json_object *guests = scan_guests(sv);
+
+		for (size_t i = 0; i < json_object_array_length(guests); i++) {
+			struct json_object *p = guest_job(sv, json_object_array_get_idx(guests, i));
+
+			if (p && all_jobs && ipc_bool(p, "done", false))
+				json_object_put(p);	/* in the log already */
+			else if (p)
+				json_object_array_add(jobs, p);
+		}
+		json_object_put(guests);
+	}
 	rep = ipc_ok();
 	json_object_object_add(rep, "jobs", jobs);
 	return rep;
+}
+
+/* `vmigrate check`: what this service runs with, so the CLI checks the
+ * TLS directory it uses. */
+static struct json_object *do_check(struct service *sv)
+{
+	struct json_object *rep = ipc_ok(), *guests = scan_guests(sv);
+	char ports[32] = "";
+
+	if (sv->peer.data_port_lo)
+		snprintf(ports, sizeof(ports), "%u-%u", sv->peer.data_port_lo, sv->peer.data_port_hi);
+	json_object_object_add(rep, "pid", json_object_new_int(getpid()));
+	json_object_object_add(rep, "listen", json_object_new_string(sv->listen_addr));
+	json_object_object_add(rep, "insecure", json_object_new_boolean(sv->peer.insecure));
+	json_object_object_add(rep, "tls_dir", json_object_new_string(sv->peer.tls_dir));
+	json_object_object_add(rep, "peer_key", json_object_new_boolean(sv->peer.key.set));
+	json_object_object_add(rep, "data_ports", json_object_new_string(ports));
+	json_object_object_add(rep, "metrics", json_object_new_string(sv->metrics_addr));
+	json_object_object_add(rep, "guests", json_object_new_int(
+		(int)json_object_array_length(guests)));
+	json_object_put(guests);
+	return rep;
+}
+
+/* `vmigrate check HOST`: a child of the service checks the path to HOST
+ * (seconds, with timeouts) and answers on conn; the service goes on. */
+static void check_peer(struct service *sv, struct json_object *req, int conn)
+{
+	const char *dest = ipc_str(req, "dest", "");
+	struct json_object *rep;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = dest[0] ? fork() : -2;
+	if (pid == 0) {
+		close(sv->control_fd);
+		close(sv->peer_fd);
+		close(sv->lock_fd);	/* the service's, not its children's */
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGCHLD, SIG_DFL);
+		rep = peer_check(&sv->peer, dest);
+		ipc_send(conn, rep, -1);
+		_exit(0);
+	}
+	rep = pid == -2 ? ipc_error("check-peer needs a destination HOST[:PORT]") :
+	      pid < 0 ? ipc_error("fork: %s", strerror(errno)) : NULL;
+	if (rep) {
+		ipc_send(conn, rep, -1);
+		json_object_put(rep);
+	}
 }
 
 static struct json_object *dispatch(struct service *sv, struct json_object *req)
 {
 	const char *cmd = ipc_str(req, "cmd", "");
 	const char *name = ipc_str(req, "name", "");
+	struct json_object *own = metrics_request(sv->metrics, req);
 
+	if (own)
+		return own;	/* metrics, job-result, backup-result */
 	if (!strcmp(cmd, "start"))
 		return do_start(sv, req);
 	if (!strcmp(cmd, "list"))
@@ -528,8 +629,10 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 		json_object_put(fwd);
 		return rep;
 	}
+	if (!strcmp(cmd, "check"))
+		return do_check(sv);
 	if (!strcmp(cmd, "jobs"))
-		return do_jobs(sv);
+		return do_jobs(sv, req);
 	if (!strcmp(cmd, "job"))
 		return do_job(sv, req, "progress");
 	if (!strcmp(cmd, "cancel") || !strcmp(cmd, "set-bandwidth"))
@@ -537,7 +640,14 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 	return ipc_error("unknown request '%s'", cmd);
 }
 
-/* Root, or the configured group: nobody else may steer guests. */
+/* The guests, for the metrics (asked from the listener's process too). */
+static struct json_object *metrics_guests(void *opaque)
+{
+	return scan_guests(opaque);
+}
+
+/* Root, or the configured group (or the service's own processes): nobody
+ * else may steer guests. */
 static bool client_allowed(struct service *sv, int conn)
 {
 	struct ucred cred;
@@ -545,7 +655,8 @@ static bool client_allowed(struct service *sv, int conn)
 
 	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return false;
-	return cred.uid == 0 || (sv->has_group && cred.gid == sv->group);
+	/* the service's own uid: its guest processes report their jobs' ends */
+	return cred.uid == 0 || cred.uid == geteuid() || (sv->has_group && cred.gid == sv->group);
 }
 
 static void serve_control(struct service *sv)
@@ -563,9 +674,13 @@ static void serve_control(struct service *sv)
 		return;
 	}
 	req = ipc_recv(conn, NULL, 5000);
-	if (req) {
+	if (req && !strcmp(ipc_str(req, "cmd", ""), "check-peer")) {
+		check_peer(sv, req, conn);
+		json_object_put(req);
+	} else if (req) {
 		rep = dispatch(sv, req);
 		sv->status_due = true;
+		metrics_observe(sv->metrics, req, rep);
 		ipc_send(conn, rep, -1);
 		json_object_put(rep);
 		json_object_put(req);
@@ -590,7 +705,7 @@ static void serve_peer(struct service *sv)
 	if (pid == 0) {
 		close(sv->control_fd);
 		close(sv->peer_fd);
-		close(sv->lock_fd);	/* the service's, not its guests' */
+		close(sv->lock_fd);	/* the service's, not its children's */
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGCHLD, SIG_DFL);
 		worker_run_incoming(&spec, conn);
@@ -720,6 +835,18 @@ static int set_peer_key(struct service *sv, const char *name, const char *v, cha
 	return peer_key_load(v, &sv->peer.key, err, errlen);
 }
 
+static int set_metrics(struct service *sv, const char *name, const char *v, char *err,
+		       size_t errlen)
+{
+	char host[256], port[32];
+
+	if (xport_split_hostport(v, "", host, sizeof(host), port, sizeof(port)) || !port[0]) {
+		snprintf(err, errlen, "%s wants ADDR:PORT, not '%s'", name, v);
+		return -EINVAL;
+	}
+	return set_string(sv->metrics_addr, sizeof(sv->metrics_addr), name, v, err, errlen);
+}
+
 static int set_log_level(struct service *sv, const char *name, const char *v, char *err,
 			 size_t errlen)
 {
@@ -744,6 +871,7 @@ static const struct svc_option svc_options[] = {
 	{ "tls-allow", true, set_tls_allow },
 	{ "insecure", false, set_insecure },
 	{ "data-ports", true, set_data_ports },
+	{ "metrics", true, set_metrics },
 	{ "log-level", true, set_log_level },
 };
 #define NR_SVC_OPTIONS	(sizeof(svc_options) / sizeof(svc_options[0]))
@@ -791,13 +919,17 @@ static void usage(FILE *f)
 "  --data-ports LO-HI    ports an incoming guest offers its data channels on, for\n"
 "                        firewalls (default: any free port)\n"
 "  --peer-key FILE       shared secret (16-64 bytes, mode 600): peers must prove it\n"
-"  --log-level LEVEL     error, warning, notice, info (default) or debug\n");
+"  --metrics ADDR:PORT   Prometheus metrics over HTTP at /metrics (default: none;\n"
+"                        'vmigrate metrics' shows them either way)\n"
+"  --log-level LEVEL     error, warning, notice, info (default) or debug\n"
+"  --version             print the version and exit\n"
+"  -h, --help            this help\n");
 }
 
 /* The command line, then the file under it: 0, or the exit status. */
 static int configure(struct service *sv, int argc, char **argv)
 {
-	struct option longopts[NR_SVC_OPTIONS + 3];
+	struct option longopts[NR_SVC_OPTIONS + 4];
 	struct cli_settings cli = { .sv = sv };
 	char err[600];
 	int c;
@@ -808,14 +940,18 @@ static int configure(struct service *sv, int argc, char **argv)
 			OPT_BASE + (int)i };
 	longopts[NR_SVC_OPTIONS] = (struct option){ "config", required_argument, NULL, 'c' };
 	longopts[NR_SVC_OPTIONS + 1] = (struct option){ "help", no_argument, NULL, 'h' };
-	longopts[NR_SVC_OPTIONS + 2] = (struct option){ 0 };
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	longopts[NR_SVC_OPTIONS + 2] = (struct option){ "version", no_argument, NULL, 'V' };
+	longopts[NR_SVC_OPTIONS + 3] = (struct option){ 0 };
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		if (c >= OPT_BASE && c < OPT_BASE + (int)NR_SVC_OPTIONS) {
 			cli.value[c - OPT_BASE] = optarg ? optarg : "true";
 		} else if (c == 'c') {
 			cli.config = optarg;
 		} else if (c == 'h') {
 			usage(stdout);
+			return -1;
+		} else if (c == 'V') {
+			printf("vmigrated %s\n", vmigrate_version());
 			return -1;
 		} else {
 			usage(stderr);
@@ -970,10 +1106,18 @@ int main(int argc, char **argv)
 		log_write(LOG_ERR, NULL, NULL, "%s", err);
 		return 1;
 	}
+	sv.metrics = metrics_new(sv.guests_dir, metrics_guests, &sv);
+	if (!sv.metrics || (sv.metrics_addr[0] &&
+			    metrics_listen(sv.metrics, sv.metrics_addr, err, sizeof(err)))) {
+		log_write(LOG_ERR, NULL, NULL, "%s", sv.metrics ? err : "out of memory");
+		metrics_free(sv.metrics);
+		return 1;
+	}
 	/* last: once the control socket is there, the service takes peers too */
 	sv.control_fd = ipc_listen(sv.control_path, sv.control_mode, err, sizeof(err));
 	if (sv.control_fd < 0) {
 		log_write(LOG_ERR, NULL, NULL, "%s", err);
+		metrics_free(sv.metrics);
 		return 1;
 	}
 	if (sv.has_group && chown(sv.control_path, 0, sv.group) < 0)
@@ -995,6 +1139,8 @@ int main(int argc, char **argv)
 			json_object_array_length(found));
 		json_object_put(found);
 	}
+	if (sv.metrics_addr[0])
+		log_write(LOG_INFO, NULL, NULL, "metrics on http://%s/metrics", sv.metrics_addr);
 	if (under_systemd()) {
 		sd_notify(0, "READY=1");
 		notify_status(&sv);
@@ -1029,6 +1175,7 @@ int main(int argc, char **argv)
 	close(sv.peer_fd);
 	close(sv.control_fd);
 	unlink(sv.control_path);
+	metrics_free(sv.metrics);
 	close(sv.lock_fd);
 	return 0;
 }

@@ -15,6 +15,11 @@
  * opened the same way, what the destination decided:
  *   hello {handover, name, job[, nonce]} ->
  *                            <-------------- {ok, decision, detail}
+ *
+ * `vmigrate check HOST` opens the path the same way, then measures it:
+ *   hello {probe, name, job, channels:1} -> <- {ok, data_port, token}
+ *   one data channel, as above; bytes on it for a second or so, then its end
+ *                            <-------------- {ok, bytes, seconds}
  */
 #include "peer.h"
 
@@ -428,10 +433,10 @@ struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hell
 	op = hello ? ipc_str(hello, "op", "") : "";
 	job = hello ? ipc_str(hello, "job", "") : "";
 	if (!hello || (strcmp(op, "migrate-in") && strcmp(op, "replicate-in") &&
-		       strcmp(op, "handover")) || !n || !*n ||
+		       strcmp(op, "handover") && strcmp(op, "probe")) || !n || !*n ||
 	    strlen(n) >= sizeof(h->name) || strchr(n, '/') || n[0] == '.' ||
 	    strlen(job) >= sizeof(h->job)) {
-		snprintf(err, errlen, "expected a migrate-in, replicate-in or handover request%s",
+		snprintf(err, errlen, "expected a migrate-in, replicate-in, handover or probe request%s",
 			 pc->insecure ? " (a TLS peer talking to a plain port?)" : "");
 		goto refuse;
 	}
@@ -694,5 +699,106 @@ int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned c
 			xport_close(ps->data[i]);
 		memset(ps, 0, sizeof(*ps));
 	}
+	return ret;
+}
+
+#define PROBE_MAX_S	5
+#define PROBE_CHUNK	(64 * 1024)
+
+int peer_probe(const struct peer_config *pc, int fd, const char *host, double seconds,
+	       struct peer_probe *r, char *err, size_t errlen)
+{
+	struct json_object *hello = new_hello("probe", "probe", "check"), *rep;
+	static const uint8_t zeros[PROBE_CHUNK];
+	char port[16], token[65];
+	struct xport *x, *data;
+	double t0 = now_ms();
+
+	memset(r, 0, sizeof(*r));
+	if (seconds > PROBE_MAX_S)
+		seconds = PROBE_MAX_S;
+	json_object_object_add(hello, "channels", json_object_new_int(1));
+	rep = greet(pc, fd, host, hello, &x, err, errlen);
+	if (!rep)
+		return -ECONNREFUSED;
+	r->stage = PEER_PROBE_SESSION;
+	r->session_ms = now_ms() - t0;
+	if (!pc->insecure)
+		snprintf(r->peer_name, sizeof(r->peer_name), "%s", xport_tls_peer_name(x));
+	r->data_port = (int)ipc_int(rep, "data_port", 0);
+	snprintf(port, sizeof(port), "%d", r->data_port);
+	snprintf(token, sizeof(token), "%s", ipc_str(rep, "token", ""));
+	json_object_put(rep);
+	data = dial_data(pc, host, port, token, 0, false, err, errlen);
+	if (!data) {
+		xport_close(x);
+		return -ECONNREFUSED;
+	}
+	r->stage = PEER_PROBE_DATA;
+	t0 = now_ms();
+	while (now_ms() - t0 < seconds * 1e3)
+		if (xport_send(data, zeros, sizeof(zeros))) {
+			snprintf(err, errlen, "the data channel broke after %llu bytes",
+				 (unsigned long long)data->bytes_sent);
+			xport_close(data);
+			xport_close(x);
+			return -EPIPE;
+		}
+	xport_close(data);	/* its end is what the listener waits for */
+	rep = line_recv(x);
+	xport_close(x);
+	if (!rep || !ipc_bool(rep, "ok", false)) {
+		snprintf(err, errlen, "%s did not say what it received: %s", host,
+			 rep ? ipc_str(rep, "error", "no reason") : "the connection closed");
+		json_object_put(rep);
+		return -EPROTO;
+	}
+	r->bytes = (uint64_t)ipc_int(rep, "bytes", 0);
+	r->seconds = ipc_double(rep, "seconds", 0);
+	json_object_put(rep);
+	r->stage = PEER_PROBE_DONE;
+	return 0;
+}
+
+int peer_answer_probe(const struct peer_config *pc, struct xport *x, char *err, size_t errlen)
+{
+	struct peer_session ps;
+	struct json_object *o;
+	uint8_t *buf = malloc(PROBE_CHUNK);
+	double first = 0, last = 0;
+	uint64_t bytes = 0;
+	int ret;
+
+	if (!buf) {
+		peer_answer(x, false, "out of memory");
+		xport_close(x);
+		return -ENOMEM;
+	}
+	ret = peer_welcome(pc, x, 1, false, &ps, err, errlen);	/* closes nothing */
+	if (ret) {
+		free(buf);
+		xport_close(x);
+		return ret;
+	}
+	/* until the dialer ends the channel, or for longer than it may send */
+	for (;;) {
+		long n = xport_recv(ps.data[0], buf, PROBE_CHUNK);
+
+		if (n > 0) {
+			if (!bytes)
+				first = now_ms();
+			bytes += (uint64_t)n;
+			last = now_ms();
+		}
+		if (n < PROBE_CHUNK || (first && last - first > 2e3 * PROBE_MAX_S))
+			break;
+	}
+	free(buf);
+	o = ipc_ok();
+	json_object_object_add(o, "bytes", json_object_new_int64((int64_t)bytes));
+	json_object_object_add(o, "seconds", json_object_new_double((last - first) / 1e3));
+	ret = line_send(x, o);
+	json_object_put(o);
+	peer_session_close(&ps);
 	return ret;
 }

@@ -94,9 +94,32 @@ int peer_ask_handover(const struct peer_config *pc, int fd, const char *host,
 #define PEER_HANDOVER_DECIDING	"deciding"	/* its process still waits for GO */
 #define PEER_HANDOVER_SILENT	"not-answering"	/* its process holds the name, silent */
 
+/* `vmigrate check HOST`: the path a migration to HOST would take, tried
+ * end to end: the session (TLS, hello, peer key) as a migration opens it,
+ * a data channel on the port HOST offers, and what that channel carries
+ * in `seconds` (at most 5) as HOST's side measures it. */
+struct peer_probe {
+	int stage;			/* how far it got: PEER_PROBE_* */
+	char peer_name[128];		/* the name in its certificate ("" on plain TCP) */
+	double session_ms;		/* TLS, hello and authentication */
+	int data_port;
+	uint64_t bytes;			/* received on the data channel */
+	double seconds;			/* from its first byte to the last */
+};
+
+#define PEER_PROBE_SESSION	1	/* secured, greeted, authenticated */
+#define PEER_PROBE_DATA		2	/* a data channel on the port offered */
+#define PEER_PROBE_DONE		3	/* bytes measured */
+
+/* Dialer (fd from peer_connect, owned from here on); -errno with err. */
+int peer_probe(const struct peer_config *pc, int fd, const char *host, double seconds,
+	       struct peer_probe *r, char *err, size_t errlen);
+/* Listener, after peer_accept() returned a "probe" hello; closes x. */
+int peer_answer_probe(const struct peer_config *pc, struct xport *x, char *err, size_t errlen);
+
 /* What a dialer asked for. */
 struct peer_hello {
-	char op[16];			/* "migrate-in", "replicate-in" or "handover" */
+	char op[16];			/* "migrate-in", "replicate-in", "handover" or "probe" */
 	char name[64];
 	char job[64];
 	unsigned channels;		/* data channels asked for */

@@ -24,6 +24,7 @@
  */
 #include "worker_internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -44,6 +45,8 @@
 #include "guest_lock.h"
 #include "handover.h"
 #include "ipc.h"
+#include "job_report.h"
+#include "joblog.h"
 #include "log.h"
 #include "migrate.h"
 #include "replicate.h"
@@ -105,6 +108,23 @@ int worker_spec_from_json(struct json_object *req, struct worker_spec *s,
 		return -EINVAL;
 	}
 	return 0;
+}
+
+int worker_mig_params(struct json_object *req, int io_timeout_ms, struct mig_params *p,
+		      char *err, size_t errlen)
+{
+	mig_params_default(p);
+	if (mig_compress_parse(ipc_str(req, "compress", "auto"), &p->compress)) {
+		snprintf(err, errlen, "compress must be auto, lz4 or off");
+		return -EINVAL;
+	}
+	p->max_downtime_ms = (uint64_t)ipc_int(req, "max_downtime_ms", 300);
+	p->bandwidth = (uint64_t)ipc_int(req, "bandwidth", 0);
+	p->auto_converge = ipc_bool(req, "auto_converge", false);
+	p->timeout_s = ipc_double(req, "timeout_s", 0);
+	p->force_on_timeout = !strcmp(ipc_str(req, "on_timeout", "cancel"), "force");
+	p->io_timeout_ms = (int)ipc_int(req, "io_timeout_ms", io_timeout_ms);
+	return mig_params_check(p, err, errlen);
 }
 
 /* Output the outside may see now (replicate.h's release callback). */
@@ -208,6 +228,36 @@ static struct json_object *stats_object(const struct mig_stats *st)
 
 	mig_stats_json(st, buf, sizeof(buf));
 	return json_tokener_parse(buf);
+}
+
+/* A job as `vmigrate jobs` lists it: which, which way, with whom, figures. */
+static struct json_object *job_object(struct json_object *o, const char *job, bool outgoing,
+				      const struct mig_stats *st)
+{
+	json_object_object_add(o, "job", json_object_new_string(job));
+	json_object_object_add(o, "guest", json_object_new_string(W.spec.name));
+	json_object_object_add(o, "direction", json_object_new_string(
+		outgoing ? "outgoing" : "incoming"));
+	json_object_object_add(o, "peer", json_object_new_string(
+		outgoing ? W.dest : W.incoming_from));
+	json_object_object_add(o, "stats", stats_object(st));
+	return o;
+}
+
+/* A finished job's final figures, kept after this process is gone
+ * (joblog.h); a failure to keep them is logged there and costs nothing. */
+static void record_job(const char *job, bool outgoing, const struct mig_stats *st)
+{
+	struct json_object *rec = job_object(json_object_new_object(), job, outgoing, st);
+	char when[32];
+	time_t t = time(NULL);
+	struct tm tm;
+
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+	json_object_object_add(rec, "finished_at", json_object_new_string(when));
+	json_object_object_add(rec, "done", json_object_new_boolean(true));
+	joblog_add(W.spec.dir, rec);
+	json_object_put(rec);
 }
 
 static struct json_object *do_info(void)
@@ -354,6 +404,12 @@ static struct json_object *do_snapshot(struct json_object *req)
 			goto out;
 		}
 	}
+	/* before the dirty set is taken: a refusal costs the next incremental nothing */
+	if (snap_check_target(file, incremental ? W.snap_base.image_uuid : NULL,
+			      ipc_bool(req, "force", false), err, sizeof(err))) {
+		rep = ipc_error("%s", err);
+		goto out;
+	}
 	for (unsigned r = 0; r < W.vm->nr_regions; r++)
 		if (!(bm[r] = calloc(1, vm_bitmap_bytes(&W.vm->regions[r])))) {
 			rep = ipc_error("out of memory");
@@ -375,6 +431,7 @@ static struct json_object *do_snapshot(struct json_object *req)
 		o.dirty = bm;
 	}
 	o.live = live;
+	o.force = ipc_bool(req, "force", false);
 	o.mac_key = key_len > 0 ? key : NULL;
 	o.mac_key_len = key_len > 0 ? (size_t)key_len : 0;
 	if (!ret)
@@ -387,6 +444,8 @@ static struct json_object *do_snapshot(struct json_object *req)
 	W.snap_base_valid = !ret;
 	if (ret) {
 		rep = ipc_error("checkpoint failed, the guest runs on: %s", err);
+		/* tried and failed, not refused: the service counts it (metrics.c) */
+		json_object_object_add(rep, "attempted", json_object_new_boolean(true));
 		goto out;
 	}
 	W.snap_base = res;
@@ -431,30 +490,44 @@ int worker_dial_job(const char *op)
 
 /* The job's outcome with its figures, one line; the reason when it is
  * more than the status's name ("cancelled"). */
-static void log_migration_end(void)
+static void log_migration_end(const struct mig_stats *st)
 {
-	struct mig_stats st;
-	const char *status, *why;
-	int level;
+	const char *status = mig_status_name(st->status);
+	const char *why = st->error[0] && strcmp(st->error, status) ? st->error : "";
+	int level = st->status == MIG_COMPLETED ? LOG_INFO :
+		    st->status == MIG_CANCELLED ? LOG_NOTICE : LOG_ERR;
 
-	mig_progress_get(&W.prog, &st);
-	status = mig_status_name(st.status);
-	why = st.error[0] && strcmp(st.error, status) ? st.error : "";
-	level = st.status == MIG_COMPLETED ? LOG_INFO :
-		st.status == MIG_CANCELLED ? LOG_NOTICE : LOG_ERR;
 	log_write(level, W.spec.name, W.job, "guest %s migration %s: %s in %llu ms, downtime "
 		"%llu ms, %u rounds, %.1f MiB sent, %.0f Mbit/s, %llu normal and %llu zero "
-		"pages%s%s", W.spec.name, W.job, status, (unsigned long long)st.total_time_ms,
-		(unsigned long long)st.downtime_ms, st.round, st.transferred_bytes / 1048576.0,
-		st.mbps, (unsigned long long)st.normal_pages, (unsigned long long)st.zero_pages,
+		"pages%s%s", W.spec.name, W.job, status, (unsigned long long)st->total_time_ms,
+		(unsigned long long)st->downtime_ms, st->round, st->transferred_bytes / 1048576.0,
+		st->mbps, (unsigned long long)st->normal_pages, (unsigned long long)st->zero_pages,
 		why[0] ? ": " : "", why);
+}
+
+/* The job's end, for the service's counters. A guest that moved reports
+ * once its name is given up, so a service that is down (for up to
+ * JOB_REPORT_S) holds nothing up; a process told to exit then waits for
+ * the report (it joins the job). A guest that stayed reports before it is
+ * runnable again, so a new job never waits for the old one's report (its
+ * join holds W.lock while the service waits on this process). */
+static void report_end(void)
+{
+	struct mig_stats st;
+
+	mig_progress_get(&W.prog, &st);
+	job_report(W.spec.control, "out", W.spec.name, W.job, &st);
 }
 
 static void *migration_main(void *arg)
 {
+	struct mig_stats st;
 	int ret;
 
 	if (worker_dial_job("migrate-in")) {
+		mig_progress_get(&W.prog, &st);
+		record_job(W.job, true, &st);
+		report_end();
 		pthread_mutex_lock(&W.lock);
 		W.mig_result = -ECONNREFUSED;
 		W.mig_done = true;
@@ -463,6 +536,10 @@ static void *migration_main(void *arg)
 		return NULL;
 	}
 	ret = mig_source_run(W.vm, W.mig_session.control, &W.params, &W.prog);
+	mig_progress_get(&W.prog, &st);
+	record_job(W.job, true, &st);	/* before the watcher can see it done */
+	if (ret)
+		report_end();
 
 	pthread_mutex_lock(&W.lock);
 	W.mig_result = ret;
@@ -479,15 +556,18 @@ static void *migration_main(void *arg)
 	}
 	pthread_mutex_unlock(&W.lock);
 	peer_session_close(&W.mig_session);
-	log_migration_end();
+	log_migration_end(&st);
+	if (!ret)
+		report_end();
 	return NULL;
 }
 
 static struct json_object *do_migrate(struct json_object *req, int fd)
 {
 	struct json_object *o, *peer = NULL;
-	enum mig_compress compress;
+	struct mig_params params;
 	struct peer_config pc;
+	char err[512];
 
 	if (fd < 0)
 		return ipc_error("migrate needs the connection to the destination");
@@ -496,9 +576,9 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 		close(fd);
 		return ipc_error("the service's peer key did not reach the guest intact");
 	}
-	if (mig_compress_parse(ipc_str(req, "compress", "auto"), &compress)) {
+	if (worker_mig_params(req, W.spec.io_timeout_ms, &params, err, sizeof(err))) {
 		close(fd);
-		return ipc_error("compress must be auto, lz4 or off");
+		return ipc_error("%s", err);
 	}
 	pthread_mutex_lock(&W.lock);
 	if (W.state != W_RUNNING || !W.vm) {
@@ -531,14 +611,7 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 		pthread_join(W.repl_thread, NULL);	/* over: repl_active is false */
 		W.repl_started = false;
 	}
-	mig_params_default(&W.params);
-	W.params.max_downtime_ms = (uint64_t)ipc_int(req, "max_downtime_ms", 300);
-	W.params.bandwidth = (uint64_t)ipc_int(req, "bandwidth", 0);
-	W.params.auto_converge = ipc_bool(req, "auto_converge", false);
-	W.params.timeout_s = ipc_double(req, "timeout_s", 0);
-	W.params.force_on_timeout = !strcmp(ipc_str(req, "on_timeout", "cancel"), "force");
-	W.params.compress = compress;
-	W.params.io_timeout_ms = (int)ipc_int(req, "io_timeout_ms", W.spec.io_timeout_ms);
+	W.params = params;
 	snprintf(W.job, sizeof(W.job), "%s", ipc_str(req, "job", "job"));
 	snprintf(W.dest_host, sizeof(W.dest_host), "%s", ipc_str(req, "dest_host", ""));
 	snprintf(W.dest, sizeof(W.dest), "%s", ipc_str(req, "dest", ""));
@@ -553,7 +626,7 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	if (!strcmp(ipc_str(req, "cmd", ""), "replicate")) {
 		W.rparams = (struct repl_params){
 			.epoch_ms = (unsigned)ipc_int(req, "epoch_ms", 0),
-			.compress = compress == MIG_COMPRESS_LZ4,
+			.compress = params.compress == MIG_COMPRESS_LZ4,
 		};
 		memset(&W.arb, 0, sizeof(W.arb));
 		snprintf(W.arb.endpoints, sizeof(W.arb.endpoints), "%s",
@@ -584,22 +657,59 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	return o;
 }
 
-static struct json_object *do_progress(void)
+/* True when req names the job that brought the guest here (or names none
+ * and this process only received one). */
+static bool names_incoming(struct json_object *req)
+{
+	const char *job = ipc_str(req, "job", NULL);
+
+	if (job && *job)
+		return W.incoming_job[0] && !strcmp(job, W.incoming_job) && strcmp(job, W.job);
+	return !W.job[0] && W.incoming_job[0];
+}
+
+/* The receiving side's figures, bytes counted live while it receives. */
+static struct json_object *incoming_progress(void)
+{
+	struct json_object *o = ipc_ok();
+	struct mig_stats st;
+	bool done;
+
+	mig_progress_get(&W.inprog, &st);
+	pthread_mutex_lock(&W.lock);
+	done = W.state != W_INCOMING;
+	if (W.in_session && !done) {
+		const struct peer_session *ps = W.in_session;
+
+		st.transferred_bytes = ps->control->bytes_received;
+		for (unsigned i = 0; i < ps->nr_data; i++)
+			st.transferred_bytes += ps->data[i]->bytes_received;
+		st.total_time_ms = (uint64_t)((worker_now() - W.in_started) * 1000);
+	}
+	pthread_mutex_unlock(&W.lock);
+	job_object(o, W.incoming_job, false, &st);
+	json_object_object_add(o, "round", json_object_new_int((int)st.round));
+	json_object_object_add(o, "done", json_object_new_boolean(done));
+	return o;
+}
+
+static struct json_object *do_progress(struct json_object *req)
 {
 	struct mig_stats st;
 	struct json_object *o;
 
+	if (names_incoming(req))
+		return incoming_progress();
 	if (!W.job[0])
 		return ipc_error("guest %s has no migration", W.spec.name);
 	mig_progress_get(&W.prog, &st);
-	o = ipc_ok();
-	json_object_object_add(o, "job", json_object_new_string(W.job));
-	json_object_object_add(o, "stats", stats_object(&st));
+	o = job_object(ipc_ok(), W.job, true, &st);
 	json_object_object_add(o, "round", json_object_new_int((int)st.round));
 	json_object_object_add(o, "round_pages", json_object_new_int64((int64_t)st.round_pages));
 	json_object_object_add(o, "round_done", json_object_new_int64((int64_t)st.round_done));
 	json_object_object_add(o, "remaining_pages", json_object_new_int64((int64_t)st.remaining_pages));
 	json_object_object_add(o, "eta_s", json_object_new_double(st.eta_s));
+	json_object_object_add(o, "percent", json_object_new_double(st.percent));
 	pthread_mutex_lock(&W.lock);
 	json_object_object_add(o, "done", json_object_new_boolean(W.mig_done));
 	pthread_mutex_unlock(&W.lock);
@@ -701,7 +811,10 @@ static struct json_object *handle(struct json_object *req, int fd)
 	if (!strcmp(cmd, "give-copy"))
 		return repl_give_copy();
 	if (!strcmp(cmd, "progress"))
-		return do_progress();
+		return do_progress(req);
+	if ((!strcmp(cmd, "cancel") || !strcmp(cmd, "set-bandwidth")) && names_incoming(req))
+		return ipc_error("job %s comes in to this host: %s it on the source host (%s)",
+				 W.incoming_job, cmd, W.incoming_from);
 	if (!strcmp(cmd, "snapshot"))
 		return do_snapshot(req);
 	if (!strcmp(cmd, "cancel")) {
@@ -829,6 +942,7 @@ int worker_setup(const struct worker_spec *s, char *err, size_t errlen)
 	W.started = worker_now();
 	pthread_mutex_init(&W.lock, NULL);
 	mig_progress_init(&W.prog);
+	mig_progress_init(&W.inprog);
 	repl_progress_init(&W.rprog, release_output, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, SIG_IGN);	/* the service's Ctrl-C is not ours */
@@ -901,13 +1015,28 @@ static _Noreturn void answer_handover(const struct worker_spec *s, const struct 
 	_exit(0);
 }
 
+/* migrate/dest.c's admit hook: from the configuration on, `list` shows
+ * the arriving guest's real size. */
+static int admit_incoming(void *opaque, const struct ckpt_image_info *info,
+			  const struct vm_kvm_config *cfg, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&W.lock);
+	W.spec.mem = cfg->mem_bytes;
+	W.spec.vcpus = cfg->nr_vcpus;
+	pthread_mutex_unlock(&W.lock);
+	return 0;
+}
+
 static void *incoming_main(void *arg)
 {
 	struct incoming *in = arg;
+	struct mig_stats st;
 	char err[512];
-	struct vm *vm = mig_dest_run(in->session.control, &in->opts, &W.incoming, err,
-				     sizeof(err));
+	struct vm *vm = mig_dest_run(in->session.control, &in->opts, &st, err, sizeof(err));
 
+	pthread_mutex_lock(&W.lock);
+	W.in_session = NULL;	/* figures from st now; the channels may go */
+	pthread_mutex_unlock(&W.lock);
 	if (in->opts.has_base)
 		close(in->opts.base_memfd);	/* the guest maps its own */
 
@@ -916,6 +1045,9 @@ static void *incoming_main(void *arg)
 		return NULL;
 	}
 	peer_session_close(&in->session);
+	record_job(W.incoming_job, false, &st);
+	if (!vm)	/* before this process ends */
+		job_report(W.spec.control, "in", W.spec.name, W.incoming_job, &st);
 	pthread_mutex_lock(&W.lock);
 	if (!vm) {
 		log_write(LOG_ERR, W.spec.name, W.incoming_job, "incoming guest %s refused or "
@@ -932,10 +1064,12 @@ static void *incoming_main(void *arg)
 		W.spec.vcpus = vm->nr_vcpus;
 		log_write(LOG_INFO, W.spec.name, W.incoming_job, "guest %s arrived and runs (pid "
 			"%d; job %s: %.1f MiB received in %llu ms)", W.spec.name, getpid(),
-			W.incoming_job, W.incoming.transferred_bytes / 1048576.0,
-			(unsigned long long)W.incoming.total_time_ms);
+			W.incoming_job, st.transferred_bytes / 1048576.0,
+			(unsigned long long)st.total_time_ms);
 	}
 	pthread_mutex_unlock(&W.lock);
+	if (vm)
+		job_report(W.spec.control, "in", W.spec.name, W.incoming_job, &st);
 	return NULL;
 }
 
@@ -949,9 +1083,18 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	int ret, base_fd = -1;
 	pthread_t t;
 
+	struct sockaddr_storage from;
+	socklen_t from_len = sizeof(from);
+	char from_host[INET6_ADDRSTRLEN] = "";
+
 	setsid();
 	prctl(PR_SET_NAME, "vmg:incoming");
 	signal(SIGPIPE, SIG_IGN);
+	if (getpeername(peer_fd, (struct sockaddr *)&from, &from_len) == 0)
+		inet_ntop(from.ss_family, from.ss_family == AF_INET6 ?
+			  (void *)&((struct sockaddr_in6 *)&from)->sin6_addr :
+			  (void *)&((struct sockaddr_in *)&from)->sin_addr,
+			  from_host, sizeof(from_host));
 	struct xport *x = peer_accept(&s.peer, peer_fd, &h, err, sizeof(err));
 
 	if (!x) {
@@ -960,6 +1103,13 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	}
 	if (!strcmp(h.op, "handover"))
 		answer_handover(&s, &h, x);
+	if (!strcmp(h.op, "probe")) {	/* `vmigrate check` on another host */
+		prctl(PR_SET_NAME, "vmg:probe");
+		if (peer_answer_probe(&s.peer, x, err, sizeof(err)))
+			log_write(LOG_WARNING, NULL, NULL, "a check from another host failed: %s",
+				err);
+		_exit(0);
+	}
 	snprintf(s.name, sizeof(s.name), "%s", name);
 	ret = worker_setup(&s, err, sizeof(err));
 	if (ret == -EBUSY && !strcmp(h.op, "replicate-in"))
@@ -973,12 +1123,15 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	}
 	W.state = W_INCOMING;
 	snprintf(W.incoming_job, sizeof(W.incoming_job), "%s", h.job);
+	snprintf(W.incoming_from, sizeof(W.incoming_from), "%s", from_host);
+	W.in_started = worker_now();
 	W.arb = h.arb;
 	in.opts = (struct mig_dest_opts){ .dirty_mode = s.dirty_mode, .events = events,
 					  .io_timeout_ms = s.io_timeout_ms,
 					  .decide = record_decision,
 					  .standby = !strcmp(h.op, "replicate-in"),
-					  .has_base = base_fd >= 0, .base_memfd = base_fd };
+					  .has_base = base_fd >= 0, .base_memfd = base_fd,
+					  .admit = admit_incoming, .progress = &W.inprog };
 	if (peer_welcome(&s.peer, x, h.channels, h.rdma, &in.session, err, sizeof(err))) {
 		log_write(LOG_ERR, name, h.job, "incoming guest %s: %s", name, err);
 		unlink(W.sock_path);
@@ -986,6 +1139,9 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	}
 	in.opts.data_channels = in.session.data;
 	in.opts.nr_data_channels = in.session.nr_data;
+	pthread_mutex_lock(&W.lock);
+	W.in_session = &in.session;
+	pthread_mutex_unlock(&W.lock);
 	if (in.session.nr_data)
 		log_write(LOG_INFO, name, h.job, "incoming guest %s: %u data channel(s) on port %d",
 			name, in.session.nr_data, in.session.data_port);

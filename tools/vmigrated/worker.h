@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "memtouch.h"
+#include "migrate.h"
 #include "peer.h"
 #include "vm.h"
 
@@ -27,6 +28,7 @@ struct worker_spec {
 	int io_timeout_ms;
 	struct peer_config peer;	/* how to talk to other hosts */
 	int home_port;			/* the service's port for peers (0: unknown) */
+	char control[512];		/* the service's control socket: job results go there */
 };
 
 /* Fill a spec from a start request; -EINVAL with err on bad fields. */
@@ -45,6 +47,12 @@ _Noreturn void worker_run_incoming(const struct worker_spec *s, int peer_fd);
  * Never returns. */
 _Noreturn void worker_run_restore(const struct worker_spec *s, const char *file,
 				  const char *key_file, bool lazy, int ready_fd);
+
+/* A migrate or replicate request's migration parameters (io_timeout_ms:
+ * the default for a silent peer), checked with mig_params_check; -EINVAL
+ * with err when they are bad or could never finish. */
+int worker_mig_params(struct json_object *req, int io_timeout_ms, struct mig_params *p,
+		      char *err, size_t errlen);
 
 /* Path of a guest's socket. */
 void worker_sock_path(const char *dir, const char *name, char *out, size_t len);

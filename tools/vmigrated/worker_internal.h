@@ -33,6 +33,11 @@ struct worker {
 	bool exit_requested;		/* under lock */
 
 	char incoming_job[64];		/* the job that brought the guest here */
+	char incoming_from[64];		/* the source's address */
+	struct mig_progress inprog;	/* the receiving side's figures (own lock) */
+	struct peer_session *in_session;	/* under lock: the incoming job's
+					 * channels, while it receives */
+	double in_started;
 
 	/* The current or last migration job. */
 	char job[64];
@@ -50,7 +55,6 @@ struct worker {
 	bool mig_started;
 	int mig_result;			/* under lock once done */
 	bool mig_done;			/* under lock */
-	struct mig_stats incoming;	/* what the receiving side saw */
 
 	/* Replication, primary side: the job runs on repl_thread, its figures
 	 * and held output in rprog (its own lock). */
