@@ -38,8 +38,10 @@ PKG_libibverbs := libibverbs-dev
 PKG_json-c     := libjson-c-dev
 PKG_libcurl    := libcurl4-openssl-dev
 PKG_libmicrohttpd := libmicrohttpd-dev
+PKG_inih       := libinih-dev
+PKG_libsystemd := libsystemd-dev
 PKGS := liblz4 libxxhash libssl libcrypto libvirt librdmacm libibverbs json-c libcurl
-PKGS += libmicrohttpd
+PKGS += libmicrohttpd inih libsystemd
 
 NO_BUILD_GOALS := deps clean help man uninstall
 ifneq ($(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all)),)
@@ -176,7 +178,7 @@ soak: all
 # which each target links what it reads with.
 FUZZ_DIR      := $(BUILD)/fuzz
 FUZZ_OBJ      := $(FUZZ_DIR)/obj
-FUZZ_TARGETS  := reader peer_hello peer_dial mig_msg control etcd_reply
+FUZZ_TARGETS  := reader peer_hello peer_dial mig_msg control etcd_reply conf
 FUZZ_BINS     := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
 FUZZ_LIB      := $(FUZZ_DIR)/libvmigrate-fuzz.a
 FUZZ_LIB_SRCS := $(LIB_SRCS) $(wildcard tools/common/*.c) \

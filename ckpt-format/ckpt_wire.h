@@ -136,6 +136,8 @@ static_assert(sizeof(struct ckpt_state_rec) == 16, "state record head is 16 byte
 #define CKPT_STATE_GUEST	6	/* payload-specific (e.g. memtouch params) */
 #define CKPT_STATE_EPOCH	7	/* seal of a replication epoch (below) */
 #define CKPT_STATE_SWITCH	8	/* le64 token: the primary stopped for good (below) */
+#define CKPT_STATE_ABORT	9	/* the reason: the writer gives the stream up */
+#define CKPT_ABORT_MAX		255	/* bytes of an ABORT's reason */
 
 /* CKPT_STATE_EPOCH, version 1: the last record of epoch `epoch`. */
 struct ckpt_epoch_seal {

@@ -16,10 +16,11 @@
 #include <time.h>
 
 #include "fault.h"
+#include "protocol.h"
 
 #define QUEUE_ITEMS	512	/* 32 MiB of pages in flight per channel */
 
-enum item_kind { IT_MARKER, IT_PAGES, IT_ZERO, IT_FLUSH, IT_FINISH };
+enum item_kind { IT_MARKER, IT_PAGES, IT_ZERO, IT_FLUSH, IT_FINISH, IT_ABORT };
 
 struct item {
 	uint8_t kind;
@@ -49,6 +50,7 @@ struct page_out {
 	void *opaque;
 	unsigned n;
 	uint64_t flush_seq;
+	char abort_why[CKPT_ABORT_MAX + 1];	/* set before IT_ABORT is queued */
 	struct out_channel ch[MIG_MAX_CHANNELS];
 };
 
@@ -83,6 +85,9 @@ static void process(struct out_channel *c, const struct item *it)
 		break;
 	case IT_FINISH:
 		ckpt_writer_finish(c->w, NULL);
+		break;
+	case IT_ABORT:
+		mig_abort_write(c->w, c->o->abort_why);
 		break;
 	}
 }
@@ -341,6 +346,28 @@ int page_out_flush(struct page_out *o)
 	return ret;
 }
 
+int page_out_abort(struct page_out *o, const char *why)
+{
+	struct item ab = { .kind = IT_ABORT }, fl = { .kind = IT_FLUSH, .first = ++o->flush_seq };
+
+	snprintf(o->abort_why, sizeof(o->abort_why), "%s", why);
+	/* only running channels: after page_out_finish nobody reads the queues */
+	for (unsigned i = 0; i < o->n; i++)
+		if (o->ch[i].running && !push(&o->ch[i], &ab))
+			push(&o->ch[i], &fl);
+	for (unsigned i = 0; i < o->n; i++) {
+		struct out_channel *c = &o->ch[i];
+
+		if (!c->running)
+			continue;
+		pthread_mutex_lock(&c->lock);
+		while (c->flushed < fl.first && !c->err)
+			wait_tick(c);
+		pthread_mutex_unlock(&c->lock);
+	}
+	return 0;
+}
+
 int page_out_finish(struct page_out *o)
 {
 	int ret = 0;
@@ -383,7 +410,8 @@ struct in_channel {
 	bool started;
 	uint64_t marker;		/* under pi->lock */
 	bool done, failed;		/* under pi->lock */
-	char err[256];			/* set once before failed */
+	bool aborted;			/* under pi->lock: failed by the source's ABORT */
+	char err[256];			/* set once before failed: why, or ABORT's reason */
 };
 
 struct page_in {
@@ -423,6 +451,7 @@ static void *in_main(void *arg)
 	struct ckpt_record rec;
 	int ret = r ? 0 : -ENOMEM;
 	const char *why = NULL;
+	char reason[CKPT_ABORT_MAX + 1] = "";
 
 	while (!ret && (ret = ckpt_reader_next(r, &rec)) == 0) {
 		if (rec.type == CKPT_REC_HEADER) {
@@ -435,6 +464,9 @@ static void *in_main(void *arg)
 			c->marker = rec.u.marker.number;
 			pthread_cond_broadcast(&pi->cond);
 			pthread_mutex_unlock(&pi->lock);
+		} else if (rec.type == CKPT_REC_STATE && rec.u.state.kind == CKPT_STATE_ABORT) {
+			mig_abort_reason(&rec, reason, sizeof(reason));
+			why = reason;
 		} else if (rec.type == CKPT_REC_STATE) {
 			why = "state on a data channel";
 		} else if (rec.type == CKPT_REC_COMMIT) {
@@ -446,6 +478,9 @@ static void *in_main(void *arg)
 	pthread_mutex_lock(&pi->lock);
 	if (ret == 1 && !why) {
 		c->done = true;
+	} else if (why == reason) {
+		snprintf(c->err, sizeof(c->err), "%s", reason);
+		c->aborted = c->failed = true;
 	} else {
 		snprintf(c->err, sizeof(c->err), "data channel %u: %s", (unsigned)(c - pi->ch),
 			 why ? why : c->x->err ? strerror(-c->x->err) :
@@ -466,7 +501,8 @@ static void *in_main(void *arg)
 	return NULL;
 }
 
-const char *page_in_failure(struct page_in *pi)
+/* The first failed channel's err (only one the source aborted, if asked). */
+static const char *failed_channel(struct page_in *pi, bool aborted)
 {
 	const char *why = NULL;
 
@@ -474,10 +510,20 @@ const char *page_in_failure(struct page_in *pi)
 		return NULL;
 	pthread_mutex_lock(&pi->lock);
 	for (unsigned i = 0; i < pi->n && !why; i++)
-		if (pi->ch[i].failed)
+		if (pi->ch[i].failed && (!aborted || pi->ch[i].aborted))
 			why = pi->ch[i].err;
 	pthread_mutex_unlock(&pi->lock);
 	return why;
+}
+
+const char *page_in_failure(struct page_in *pi)
+{
+	return failed_channel(pi, false);
+}
+
+const char *page_in_aborted(struct page_in *pi)
+{
+	return failed_channel(pi, true);
 }
 
 struct page_in *page_in_start(struct xport **data, unsigned n,

@@ -42,6 +42,9 @@ int page_out_zero(struct page_out *o, const struct vm_region *r, unsigned ri,
 		  uint64_t first, uint64_t count);
 /* Wait until everything queued is on the wire (a round's end). */
 int page_out_flush(struct page_out *o);
+/* An ABORT (why) on every data stream still running, on the wire before
+ * it returns: the destination learns why the streams end. */
+int page_out_abort(struct page_out *o, const char *why);
 /* END and COMMIT on every data stream, then stop the threads. */
 int page_out_finish(struct page_out *o);
 /* Page counts summed over the channels (and control), bytes on data channels. */
@@ -58,6 +61,8 @@ struct page_in *page_in_start(struct xport **data, unsigned n,
 			      const struct ckpt_page_target *target, struct xport *control);
 /* A failed channel's reason, or NULL. */
 const char *page_in_failure(struct page_in *pi);
+/* The reason of an ABORT that ended a data stream, or NULL. */
+const char *page_in_aborted(struct page_in *pi);
 /* Wait until every data stream has reached MARKER round (or ended).
  * Returns 0, or -EBADMSG when one failed (reason in err). */
 int page_in_wait_marker(struct page_in *pi, uint64_t round, char *err, size_t errlen);

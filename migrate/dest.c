@@ -237,6 +237,12 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 		if (rec.type == CKPT_REC_PAGES) {
 			if (ckpt_reader_apply(r, &rec, &target))
 				goto bad_stream;
+		} else if (rec.type == CKPT_REC_STATE && rec.u.state.kind == CKPT_STATE_ABORT) {
+			char why[CKPT_ABORT_MAX + 1];
+
+			mig_abort_reason(&rec, why, sizeof(why));
+			mig_abort_explain(why, err, errlen);
+			goto fail;	/* the source is gone: nobody to tell */
 		} else if (rec.type == CKPT_REC_STATE) {
 			if (st->status != MIG_DEVICE) {
 				st->status = MIG_DEVICE;
@@ -251,7 +257,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 			publish(o, x, st, t0);
 			/* the round is reached when every channel has reached it */
 			if (pi && page_in_wait_marker(pi, rec.u.marker.number, err, errlen))
-				goto refuse;
+				goto data_failed;
 			if (mig_msg_send(x, MIG_MSG_ROUND, &n, sizeof(n)))
 				goto lost;
 		} else if (rec.type == CKPT_REC_COMMIT) {
@@ -261,7 +267,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	if (ret < 0)
 		goto bad_stream;
 	if (pi && page_in_wait_end(pi, err, errlen))
-		goto refuse;
+		goto data_failed;
 	if (vm->ops->load_finish(vm, err, errlen))
 		goto refuse;
 	if (fault_point("dst-exit-before-loaded"))
@@ -303,7 +309,17 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	ckpt_reader_free(r);
 	return vm;
 
+data_failed:
+	if (page_in_aborted(pi)) {
+		mig_abort_explain(page_in_aborted(pi), err, errlen);
+		goto fail;
+	}
+	goto refuse;
 bad_stream:
+	if (page_in_aborted(pi)) {
+		mig_abort_explain(page_in_aborted(pi), err, errlen);
+		goto fail;
+	}
 	if (page_in_failure(pi)) {
 		/* the control channel was stopped because a data channel failed */
 		snprintf(err, errlen, "bad migration stream: %s", page_in_failure(pi));

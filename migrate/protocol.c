@@ -52,6 +52,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 int mig_msg_send(struct xport *x, uint16_t type, const void *payload, uint32_t len)
@@ -93,4 +94,37 @@ int mig_msg_recv(struct xport *x, uint16_t *type, char *buf, size_t buflen, uint
 		buf[n] = 0;
 	}
 	return 0;
+}
+
+int mig_abort_write(struct ckpt_writer *w, const char *why)
+{
+	size_t len;
+	int ret;
+
+	if (!why[0])
+		why = "no reason";
+	len = strlen(why);
+	ret = ckpt_writer_state(w, CKPT_STATE_ABORT, 0, 1, true, why,
+				len > CKPT_ABORT_MAX ? CKPT_ABORT_MAX : len);
+	return ret ? ret : ckpt_writer_flush(w);
+}
+
+void mig_abort_reason(const struct ckpt_record *rec, char *out, size_t len)
+{
+	size_t n = rec->u.state.len < len - 1 ? rec->u.state.len : len - 1;
+
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = rec->u.state.data[i];
+
+		out[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+	}
+	out[n] = 0;
+}
+
+void mig_abort_explain(const char *reason, char *err, size_t errlen)
+{
+	if (!strcmp(reason, "cancelled"))
+		snprintf(err, errlen, "cancelled by the source");
+	else
+		snprintf(err, errlen, "the source gave up: %s", reason);
 }

@@ -8,6 +8,7 @@
 #include <assert.h>
 #include <stdint.h>
 
+#include "ckpt.h"
 #include "transport.h"
 
 #define MIG_MSG_MAGIC	0x4d474d56u	/* "VMGM" */
@@ -38,5 +39,17 @@ int mig_msg_send(struct xport *x, uint16_t type, const void *payload, uint32_t l
 /* Receive one message; text payloads come back NUL-terminated in buf, and
  * *len (may be NULL) says how long the payload was. */
 int mig_msg_recv(struct xport *x, uint16_t *type, char *buf, size_t buflen, uint32_t *len);
+
+/*
+ * A source that gives a stream up before its COMMIT says why in it: an
+ * ABORT record (FORMAT.md, STATE kind 9) on the control stream and on
+ * every data stream, so the destination reports "cancelled by the source"
+ * or the source's reason, not the stream's end.
+ */
+int mig_abort_write(struct ckpt_writer *w, const char *why);
+/* An ABORT record's reason as a string (cut to len - 1, controls as '?'). */
+void mig_abort_reason(const struct ckpt_record *rec, char *out, size_t len);
+/* What the destination reports for that reason. */
+void mig_abort_explain(const char *reason, char *err, size_t errlen);
 
 #endif

@@ -1065,6 +1065,16 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 			fail_msg(&s, "did not converge within %.0f s", p->timeout_s);
 		else
 			fail_msg(&s, "%s", strerror(-ret));
+		if (!s.peer_error[0]) {
+			/* the destination does not know yet: tell it why */
+			struct mig_stats st;
+
+			mig_progress_get(prog, &st);
+			if (s.w)
+				mig_abort_write(s.w, st.error);
+			if (s.out)
+				page_out_abort(s.out, st.error);
+		}
 		set_status(&s, ret == -ECANCELED ? MIG_CANCELLED : MIG_FAILED);
 	} else if (!ret && !p->standby) {
 		vm->ops->dirty_stop(vm);

@@ -2,12 +2,17 @@
 # Runs every test suite: the C unit and integration binaries in BUILD/tests
 # and the shell tests in tests/integration. Prints each suite's lines and,
 # last, the summary of all: "N passed, N failed[, N skipped]".
-# Exits non-zero when any test failed.
+# Exits non-zero when any test failed, and when none ran at all (a runner
+# that could not work must not look like an empty success).
 set -u
 build=${1:-build}
 here=$(cd "$(dirname "$0")" && pwd)
 passed=0 failed=0 skipped=0
-log=$(mktemp)
+if ! log=$(mktemp) || [ ! -w "$log" ]; then
+	echo "FAIL run-tests: cannot make a temporary file (mktemp), so no test ran"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
 trap 'rm -f "$log"' EXIT
 
 run_suite() {
@@ -38,6 +43,10 @@ if [ -d "$here/integration" ]; then
 	done
 fi
 
+if [ $((passed + failed + skipped)) -eq 0 ]; then
+	echo "FAIL run-tests: no test ran (nothing in $build/tests or tests/integration printed a result)"
+	failed=1
+fi
 summary="$passed passed, $failed failed"
 [ "$skipped" -gt 0 ] && summary="$summary, $skipped skipped"
 echo "$summary"

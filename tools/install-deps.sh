@@ -12,6 +12,7 @@ PACKAGES="
 	libcurl4-openssl-dev etcd-server etcd-client
 	scdoc groff-base
 	libmicrohttpd-dev curl python3
+	libinih-dev libsystemd-dev systemd util-linux
 "
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -56,13 +56,18 @@ static double now_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* The reason of the last OpenSSL failure, for humans. */
+/* The reason of the last OpenSSL failure, for humans: what the operator
+ * can do about the ones a wrong set-up causes, OpenSSL's words for the rest. */
 static void ssl_reason(char *buf, size_t len, const char *what)
 {
 	unsigned long e = ERR_get_error();
 	char detail[256] = "unknown error";
 
-	if (e)
+	if (e && ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_WRONG_VERSION_NUMBER)
+		snprintf(detail, sizeof(detail), "the peer speaks plain TCP (is it --insecure?)");
+	else if (e && ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST)
+		snprintf(detail, sizeof(detail), "the peer speaks HTTP, not TLS");
+	else if (e)
 		ERR_error_string_n(e, detail, sizeof(detail));
 	snprintf(buf, len, "%s: %s", what, detail);
 	ERR_clear_error();
@@ -408,8 +413,8 @@ static struct xport *handshake(struct xport_tls_ctx *ctx, int fd, const char *ho
 		e = SSL_get_error(t->ssl, ret);
 		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
 			if (wait_ssl(t, e, deadline)) {
-				snprintf(err, errlen, "TLS handshake timed out after %d ms",
-					 ctx->handshake_timeout_ms);
+				snprintf(err, errlen, "TLS handshake timed out after %.1f s",
+					 ctx->handshake_timeout_ms / 1e3);
 				goto fail;
 			}
 			continue;

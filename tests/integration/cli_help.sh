@@ -160,7 +160,7 @@ for f in $want; do [ -f "$dest/$f" ] || missing="$missing $f"; done
 check install_puts_every_file $? "rc=$rc, missing:$missing: $out"
 
 u=$dest/usr/lib/systemd/system
-grep -q '^ExecStart=/usr/bin/vmigrated ' "$u/vmigrated.service" 2>/dev/null &&
+grep -q '^ExecStart=/usr/bin/vmigrated\( \|$\)' "$u/vmigrated.service" 2>/dev/null &&
 	grep -q '^ExecStart=/usr/bin/vmigrate backup ' "$u/vmigrate-backup@.service" 2>/dev/null &&
 	! grep -q /usr/local "$u"/* 2>/dev/null
 check installed_units_name_the_installed_binaries $? "$(grep -h Exec "$u"/* 2>&1)"
@@ -209,7 +209,7 @@ check uninstall_removes_them $? "rc=$rc, left: $left $out"
 
 out=$(make -s -C "$SRC" BUILD="$BUILD_ABS" DESTDIR="$dir/dest2" install 2>&1); rc=$?
 [ $rc = 0 ] && [ -x "$dir/dest2/usr/local/bin/vmigrate" ] &&
-	grep -q '^ExecStart=/usr/local/bin/vmigrated ' \
+	grep -q '^ExecStart=/usr/local/bin/vmigrated\( \|$\)' \
 		"$dir/dest2/usr/local/lib/systemd/system/vmigrated.service"
 check install_prefix_defaults_to_usr_local $? "rc=$rc: $out"
 

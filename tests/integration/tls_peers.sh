@@ -34,11 +34,12 @@ check tls_is_the_default $? "$(cat "$HOSTS_DIR/A/service.log")"
 vmA start g --mem 128M --working-set 16M --dirty-rate 10M >/dev/null || exit 1
 
 restart "--insecure" "" || exit 1
-msg=$(refused "closed\|refused")
-check plaintext_source_to_tls_destination $? "$msg"
+msg=$(refused "closed\|refused") &&
+	grep -q "the peer speaks plain TCP (is it --insecure?)" "$HOSTS_DIR/B/service.log"
+check plaintext_source_to_tls_destination $? "$msg; B: $(grep refused "$HOSTS_DIR/B/service.log")"
 
 restart "" "--insecure" || exit 1
-msg=$(refused "TLS handshake failed")
+msg=$(refused "TLS handshake failed: the peer speaks plain TCP (is it --insecure?)")
 check tls_source_to_plaintext_destination $? "$msg"
 
 "$MKCERTS" "$HOSTS_DIR/other-pki" hostB "$HOST_B_ADDR"

@@ -252,7 +252,9 @@ struct failing {
 	uint64_t before[2];
 };
 
-static void failing_begin(struct failing *f, const struct tg_opts *o, bool refuse)
+/* ... over n data channels besides the control channel */
+static void failing_begin_on(struct failing *f, const struct tg_opts *o, bool refuse,
+			     unsigned n)
 {
 	f->src = tg_boot(o);
 	mig_params_default(&f->p);
@@ -260,7 +262,12 @@ static void failing_begin(struct failing *f, const struct tg_opts *o, bool refus
 	CHECK_EQ(vm_start(f->src), 0);
 	tg_sleep_ms(300);
 	counters_of(f->src, f->before);
-	f->x = start_dest(&f->d, refuse);
+	f->x = n ? start_dest_channels(&f->d, n, &f->p) : start_dest(&f->d, refuse);
+}
+
+static void failing_begin(struct failing *f, const struct tg_opts *o, bool refuse)
+{
+	failing_begin_on(f, o, refuse, 0);
 }
 
 /* It failed as wanted, nothing runs on the destination, the source goes on. */
@@ -326,17 +333,30 @@ static void *cancel_later(void *arg)
 	return NULL;
 }
 
-TEST(cancel_mid_round_leaves_guest_on_source)
+/* The destination hears why: with data channels it may be waiting on any
+ * of them when the source gives up, so each stream says it. */
+static void cancel_mid_round(unsigned channels)
 {
 	struct failing f;
 	pthread_t t;
 
-	failing_begin(&f, &busy_guest, false);
+	failing_begin_on(&f, &busy_guest, false, channels);
 	never_converge(&f.p);
 	pthread_create(&t, NULL, cancel_later, &f.prog);
 	CHECK_EQ(mig_source_run(f.src, f.x, &f.p, &f.prog), -ECANCELED);
 	pthread_join(t, NULL);
 	failing_end(&f, MIG_CANCELLED);
+	CHECK_MSG(!strcmp(f.d.err, "cancelled by the source"), "destination: %s", f.d.err);
+}
+
+TEST(cancel_mid_round_leaves_guest_on_source)
+{
+	cancel_mid_round(0);
+}
+
+TEST(cancel_over_data_channels_tells_the_destination)
+{
+	cancel_mid_round(2);
 }
 
 TEST(not_converging_times_out_and_cancels)
@@ -349,6 +369,8 @@ TEST(not_converging_times_out_and_cancels)
 	CHECK_EQ(mig_source_run(f.src, f.x, &f.p, &f.prog), -ETIMEDOUT);
 	failing_end(&f, MIG_FAILED);
 	CHECK_MSG(strstr(f.st.error, "converge"), "error: %s", f.st.error);
+	CHECK_MSG(!strcmp(f.d.err, "the source gave up: did not converge within 2 s"),
+		  "destination: %s", f.d.err);
 }
 
 TEST_T(auto_converge_throttles_until_it_fits, 120)

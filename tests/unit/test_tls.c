@@ -260,9 +260,30 @@ TEST(plaintext_peer_refused)
 	CHECK(write(sv[1], junk, sizeof(junk)) == sizeof(junk));
 	server_main(&srv);
 	CHECK(!srv.x);
-	CHECK_MSG(strstr(srv.err, "TLS handshake failed"), "server said \"%s\"", srv.err);
+	CHECK_MSG(strstr(srv.err, "TLS handshake failed: the peer speaks plain TCP "
+			 "(is it --insecure?)"), "server said \"%s\"", srv.err);
 	close(sv[1]);
 	xport_tls_ctx_free(srv.ctx);
+}
+
+/* A TLS client whose server answers in plain text (a plain JSON line). */
+TEST(plaintext_server_named_as_such)
+{
+	struct pki p;
+	struct side cli = { .host = "hosta" };
+	int sv[2];
+	const char reply[] = "{\"ok\":false,\"error\":\"expected a migrate-in request\"}\n";
+
+	make_pki(&p);
+	cli.ctx = ctx_for(&p.ca, &p.client, false, NULL, 0);
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+	CHECK(write(sv[1], reply, sizeof(reply) - 1) == sizeof(reply) - 1);
+	cli.x = xport_tls_client(cli.ctx, sv[0], cli.host, 5000, cli.err, sizeof(cli.err));
+	CHECK(!cli.x);
+	CHECK_MSG(strstr(cli.err, "the peer speaks plain TCP (is it --insecure?)"),
+		  "client said \"%s\"", cli.err);
+	close(sv[1]);
+	xport_tls_ctx_free(cli.ctx);
 }
 
 TEST(stalled_handshake_times_out)
@@ -279,7 +300,8 @@ TEST(stalled_handshake_times_out)
 	t0 = (double)time(NULL);
 	server_main(&srv);		/* the peer connects and says nothing */
 	CHECK(!srv.x);
-	CHECK_MSG(strstr(srv.err, "timed out"), "server said \"%s\"", srv.err);
+	CHECK_MSG(strstr(srv.err, "TLS handshake timed out after 0.3 s"), "server said \"%s\"",
+		  srv.err);
 	CHECK((double)time(NULL) - t0 < 5);
 	close(sv[1]);
 	xport_tls_ctx_free(srv.ctx);

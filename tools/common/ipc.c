@@ -210,6 +210,36 @@ out:
 struct json_object *ipc_call(const char *path, struct json_object *req, int fd,
 			     int timeout_ms, char *err, size_t errlen)
 {
+	return ipc_call_tick(path, req, fd, timeout_ms, NULL, NULL, err, errlen);
+}
+
+/* Until the reply starts to arrive, or timeout_ms (-1: for ever) is spent:
+ * the time left, calling tick about every IPC_TICK_MS meanwhile. */
+static int wait_ticking(int sock, int timeout_ms, void (*tick)(void *), void *opaque)
+{
+	struct timespec start, t;
+	long left = timeout_ms;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		struct pollfd p = { .fd = sock, .events = POLLIN };
+		int slice = timeout_ms < 0 || left > IPC_TICK_MS ? IPC_TICK_MS : (int)left;
+
+		if (poll(&p, 1, slice) > 0)
+			return timeout_ms < 0 ? -1 : (int)left;
+		tick(opaque);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		left = timeout_ms - ((t.tv_sec - start.tv_sec) * 1000 +
+				     (t.tv_nsec - start.tv_nsec) / 1000000);
+		if (timeout_ms >= 0 && left <= 0)
+			return 0;
+	}
+}
+
+struct json_object *ipc_call_tick(const char *path, struct json_object *req, int fd,
+				  int timeout_ms, void (*tick)(void *opaque), void *opaque,
+				  char *err, size_t errlen)
+{
 	struct json_object *rep;
 	int sock = ipc_connect(path, err, errlen), ret;
 
@@ -221,7 +251,11 @@ struct json_object *ipc_call(const char *path, struct json_object *req, int fd,
 		close(sock);
 		return NULL;
 	}
-	rep = ipc_recv(sock, NULL, timeout_ms);
+	if (tick)
+		timeout_ms = wait_ticking(sock, timeout_ms, tick, opaque);
+	rep = timeout_ms ? ipc_recv(sock, NULL, timeout_ms) : NULL;
+	if (!timeout_ms)
+		errno = ETIMEDOUT;
 	if (!rep)
 		snprintf(err, errlen, "%s: no reply: %s", path, strerror(errno));
 	close(sock);

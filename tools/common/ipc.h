@@ -27,6 +27,12 @@ struct json_object *ipc_recv(int sock, int *fd, int timeout_ms);
 /* Send a request and wait for its reply. */
 struct json_object *ipc_call(const char *path, struct json_object *req, int fd,
 			     int timeout_ms, char *err, size_t errlen);
+/* The same, calling tick about every IPC_TICK_MS while it waits (a
+ * service's watchdog: it is alive, waiting for a slow answer). */
+#define IPC_TICK_MS	1000
+struct json_object *ipc_call_tick(const char *path, struct json_object *req, int fd,
+				  int timeout_ms, void (*tick)(void *opaque), void *opaque,
+				  char *err, size_t errlen);
 
 /* Reply helpers: {"ok":true,...} and {"ok":false,"error":msg}. */
 struct json_object *ipc_ok(void);

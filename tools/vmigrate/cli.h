@@ -15,6 +15,11 @@
  * and returns NULL on failure, or on a refusal when want_ok. */
 struct json_object *svc_request(struct json_object *req, bool want_ok);
 struct json_object *svc_req(const char *cmd);
+/* $VMIGRATE_CONTROL, or the service's default socket. */
+const char *svc_control_path(void);
+/* Why the control socket at path cannot be used (err: what the call
+ * said), in words an operator can act on. */
+void svc_unreachable(const char *path, const char *err, char *out, size_t len);
 void svc_print_json(struct json_object *o);
 /* argv[first..] holds at most one NAME (*name NULL without one) and,
  * maybe, flag: 0, or -EINVAL for anything else. */

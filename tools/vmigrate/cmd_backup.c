@@ -119,7 +119,6 @@ static struct json_object *snapshot_request(const char *guest, const char *path,
 	struct json_object *req = json_object_new_object();
 	char err[700];
 	struct json_object *rep;
-	const char *control = getenv("VMIGRATE_CONTROL");
 
 	json_object_object_add(req, "cmd", json_object_new_string("snapshot"));
 	json_object_object_add(req, "name", json_object_new_string(guest));
@@ -134,11 +133,14 @@ static struct json_object *snapshot_request(const char *guest, const char *path,
 			sprintf(hex + 2 * i, "%02x", base->uuid[i]);
 		json_object_object_add(req, "expect_parent", json_object_new_string(hex));
 	}
-	rep = ipc_call(control && *control ? control : "/run/vmigrate/vmigrated.sock", req, -1,
-		       600000, err, sizeof(err));
+	rep = ipc_call(svc_control_path(), req, -1, 600000, err, sizeof(err));
 	json_object_put(req);
-	if (!rep)
-		return ipc_error("cannot reach vmigrated: %s", err);
+	if (!rep) {
+		char why[900];
+
+		svc_unreachable(svc_control_path(), err, why, sizeof(why));
+		return ipc_error("%s", why);
+	}
 	return rep;
 }
 

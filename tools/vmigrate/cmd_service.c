@@ -273,6 +273,7 @@ int cmd_migrate(int argc, char **argv)
 		{ 0 }
 	};
 	struct json_object *req = svc_req("migrate"), *rep, *st = NULL;
+	const char *what, *why;
 	bool json = false, quiet = false, detach = false, tty = isatty(2);
 	double last_line = 0, seconds;
 	int asked = 0;
@@ -405,14 +406,20 @@ int cmd_migrate(int argc, char **argv)
 			fputc('\n', stderr);
 	}
 	json_object_object_get_ex(rep, "stats", &st);
+	what = ipc_str(st, "status", "?");
+	why = ipc_str(st, "error", "");
+	if (!strcmp(why, what))
+		why = "";	/* not "cancelled: cancelled" */
 	if (json)
 		svc_print_json(st);
+	else if (!ipc_int(st, "rounds", 0) && !ipc_int(st, "transferred_bytes", 0))
+		/* it ended before the first round: only the reason means anything */
+		printf("%s: %s%s%s\n", argv[optind], what, *why ? ": " : "", why);
 	else
 		printf("%s: %s in %lld ms, downtime %lld ms, %lld rounds, %.1f MiB sent%s%s\n",
-		       argv[optind], ipc_str(st, "status", "?"), ipc_int(st, "total_time_ms", 0),
+		       argv[optind], what, ipc_int(st, "total_time_ms", 0),
 		       ipc_int(st, "downtime_ms", 0), ipc_int(st, "rounds", 0),
-		       ipc_int(st, "transferred_bytes", 0) / 1048576.0,
-		       ipc_str(st, "error", NULL) ? ": " : "", ipc_str(st, "error", ""));
+		       ipc_int(st, "transferred_bytes", 0) / 1048576.0, *why ? ": " : "", why);
 	if (!strcmp(ipc_str(st, "status", ""), "completed"))
 		status = 0;
 	else if (!strcmp(ipc_str(st, "status", ""), "uncertain"))

@@ -5,27 +5,60 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "ipc.h"
 
 #define DEFAULT_CONTROL	"/run/vmigrate/vmigrated.sock"
 
-static const char *control_path(void)
+const char *svc_control_path(void)
 {
 	const char *p = getenv("VMIGRATE_CONTROL");
 
 	return p && *p ? p : DEFAULT_CONTROL;
 }
 
+void svc_unreachable(const char *path, const char *err, char *out, size_t len)
+{
+	struct stat st;
+	char ignored[600];
+	int fd;
+
+	if (stat(path, &st) < 0) {
+		if (errno == ENOENT)
+			snprintf(out, len, "vmigrated is not running (no socket at %s)", path);
+		else
+			snprintf(out, len, "control socket %s: %s", path, strerror(errno));
+		return;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(out, len, "control socket %s is not a socket", path);
+		return;
+	}
+	fd = ipc_connect(path, ignored, sizeof(ignored));
+	if (fd >= 0)
+		close(fd);
+	if (fd == -ECONNREFUSED)
+		snprintf(out, len, "vmigrated is not running (nothing listens on %s, left "
+			 "behind by a service that ended)", path);
+	else if (fd == -EACCES || fd == -EPERM)
+		snprintf(out, len, "permission denied on %s: root or vmigrated's --group only",
+			 path);
+	else
+		snprintf(out, len, "cannot reach vmigrated: %s", err);
+}
+
 struct json_object *svc_request(struct json_object *req, bool want_ok)
 {
-	char err[700];
-	struct json_object *rep = ipc_call(control_path(), req, -1, 120000, err, sizeof(err));
+	char err[700], why[900];
+	struct json_object *rep = ipc_call(svc_control_path(), req, -1, 120000, err, sizeof(err));
 
 	json_object_put(req);
 	if (!rep) {
-		fprintf(stderr, "vmigrate: cannot reach vmigrated: %s\n", err);
+		svc_unreachable(svc_control_path(), err, why, sizeof(why));
+		fprintf(stderr, "vmigrate: %s\n", why);
 		return NULL;
 	}
 	if (want_ok && !ipc_bool(rep, "ok", false)) {

@@ -22,6 +22,7 @@
 #include "fault.h"
 #include "guest_lock.h"
 #include "ipc.h"
+#include "log.h"
 #include "peer.h"
 #include "statefile.h"
 #include "worker.h"
@@ -52,7 +53,7 @@ int handover_record(const char *dir, const char *name, const char *job, bool run
 	ret = statefile_replace(dir, path, s, strlen(s));
 	json_object_put(o);
 	if (ret)
-		fprintf(stderr, "vmigrated: guest %s: recording the handover decision in %s: %s\n",
+		log_write(LOG_ERR, name, job, "guest %s: recording the handover decision in %s: %s",
 			name, path, strerror(-ret));
 	return ret;
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "ipc.h"
+#include "log.h"
 
 static double now(void)
 {
@@ -54,8 +55,8 @@ void job_report(const char *control, const char *direction, const char *guest,
 		sleep(1);	/* not there (restarting): again */
 	}
 	if (!rep)
-		fprintf(stderr, "vmigrated: guest %s job %s: its result did not reach the service "
-			"(%s): not counted in its metrics\n", guest, job, err);
+		log_write(LOG_WARNING, guest, job, "guest %s job %s: its result did not reach the "
+			"service (%s): not counted in its metrics", guest, job, err);
 	json_object_put(rep);
 	json_object_put(req);
 }

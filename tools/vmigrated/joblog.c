@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "statefile.h"
 
 #define LOG_NAME	"completed-jobs.json"
@@ -47,10 +48,10 @@ static void set_aside(const char *path, const char *why)
 
 	snprintf(bad, sizeof(bad), "%s.bad", path);
 	if (rename(path, bad) == 0)
-		fprintf(stderr, "vmigrated: %s %s: moved to %s; finished jobs start afresh\n",
+		log_write(LOG_WARNING, NULL, NULL, "%s %s: moved to %s; finished jobs start afresh",
 			path, why, bad);
 	else
-		fprintf(stderr, "vmigrated: %s %s, and cannot be moved aside: %s\n", path, why,
+		log_write(LOG_WARNING, NULL, NULL, "%s %s, and cannot be moved aside: %s", path, why,
 			strerror(errno));
 }
 
@@ -106,14 +107,14 @@ int joblog_add(const char *dir, struct json_object *rec)
 	int lock = lock_dir(dir), ret;
 
 	if (lock < 0) {
-		fprintf(stderr, "vmigrated: %s/%s: %s\n", dir, LOCK_NAME, strerror(-lock));
+		log_write(LOG_ERR, NULL, NULL, "%s/%s: %s", dir, LOCK_NAME, strerror(-lock));
 		return lock;
 	}
 	snprintf(path, sizeof(path), "%s/%s", dir, LOG_NAME);
 	jobs = read_records(path);
 	if (!jobs) {
 		ret = -errno;
-		fprintf(stderr, "vmigrated: %s: %s; job not recorded\n", path, strerror(errno));
+		log_write(LOG_ERR, NULL, NULL, "%s: %s; job not recorded", path, strerror(errno));
 		close(lock);
 		return ret;
 	}
@@ -129,7 +130,7 @@ int joblog_add(const char *dir, struct json_object *rec)
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 	ret = statefile_replace(dir, path, s, strlen(s));
 	if (ret)
-		fprintf(stderr, "vmigrated: %s: %s; job not recorded\n", path, strerror(-ret));
+		log_write(LOG_ERR, NULL, NULL, "%s: %s; job not recorded", path, strerror(-ret));
 	json_object_put(o);
 	close(lock);
 	return ret;

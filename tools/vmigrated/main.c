@@ -13,7 +13,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <getopt.h>
 #include <grp.h>
 #include <dirent.h>
@@ -22,15 +21,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "conf.h"
 #include "guest_lock.h"
 #include "ipc.h"
 #include "joblog.h"
+#include "log.h"
 #include "metrics.h"
 #include "peer.h"
 #include "peer_check.h"
@@ -42,6 +45,8 @@
 #define WORKER_CALL_MS		10000
 #define READY_TIMEOUT_MS	60000
 
+#define STATUS_EVERY_S		10	/* systemd's STATUS= line, at least this often */
+
 struct service {
 	char state_dir[400];
 	char guests_dir[512];
@@ -49,11 +54,19 @@ struct service {
 	char listen_addr[256];
 	gid_t group;
 	bool has_group;
+	mode_t control_mode;
 	int io_timeout_ms;
+	int log_level;
 	int control_fd, peer_fd;
+	int lock_fd;			/* state_dir/vmigrated.lock, held while we run */
 	struct peer_config peer;
 	char metrics_addr[256];		/* --metrics: "" for none */
 	struct metrics *metrics;	/* counters, and their HTTP listener */
+	/* systemd (sd_notify); all of the main thread only */
+	long long watchdog_ms;		/* the unit's watchdog interval, 0 = none */
+	long long watchdog_at;		/* last WATCHDOG=1 */
+	double status_at;		/* last STATUS= */
+	bool status_due;		/* a request may have changed it */
 };
 
 static volatile sig_atomic_t quit;
@@ -64,17 +77,35 @@ static void on_quit(int sig)
 	quit = 1;
 }
 
-static void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void log_msg(const char *fmt, ...)
+static long long now_ms(void)
 {
-	va_list ap;
+	struct timespec ts;
 
-	va_start(ap, fmt);
-	fprintf(stderr, "vmigrated: ");
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/*
+ * WATCHDOG=1, from the main thread only, so a hung service is restarted:
+ * at each round of the main loop, and while it waits for a guest process
+ * (up to that request's own timeout), at a quarter of the interval.
+ */
+static void watchdog_ping(struct service *sv)
+{
+	long long t;
+
+	if (!sv->watchdog_ms)
+		return;
+	t = now_ms();
+	if (t - sv->watchdog_at >= sv->watchdog_ms / 4) {
+		sd_notify(0, "WATCHDOG=1");
+		sv->watchdog_at = t;
+	}
+}
+
+static void watchdog_tick(void *opaque)
+{
+	watchdog_ping(opaque);
 }
 
 /* ---- guests, found by their sockets ------------------------------------------ */
@@ -86,7 +117,7 @@ static struct json_object *call_guest_within(struct service *sv, const char *nam
 	struct json_object *rep;
 
 	worker_sock_path(sv->guests_dir, name, path, sizeof(path));
-	rep = ipc_call(path, req, fd, timeout_ms, err, sizeof(err));
+	rep = ipc_call_tick(path, req, fd, timeout_ms, watchdog_tick, sv, err, sizeof(err));
 	if (!rep) {
 		pid_t holder = guest_lock_holder(sv->guests_dir, name);
 		struct stat st;
@@ -141,6 +172,7 @@ static struct json_object *probe_guest(struct service *sv, const char *name)
 
 	worker_sock_path(sv->guests_dir, name, path, sizeof(path));
 	json_object_object_add(req, "cmd", json_object_new_string("info"));
+	watchdog_ping(sv);	/* many guests not answering take 2 s each */
 	rep = access(path, F_OK) == 0 ? ipc_call(path, req, -1, 2000, err, sizeof(err)) : NULL;
 	json_object_put(req);
 	if (rep)
@@ -149,7 +181,8 @@ static struct json_object *probe_guest(struct service *sv, const char *name)
 	if (!holder) {
 		if (access(path, F_OK) == 0 && (errno == ECONNREFUSED ||
 						strstr(err, "Connection refused"))) {
-			log_msg("guest %s is gone; removing its socket", name);
+			log_write(LOG_NOTICE, name, NULL, "guest %s is gone; removing its socket",
+				name);
 			unlink(path);
 		}
 		return NULL;
@@ -216,8 +249,8 @@ static void reap_moved_away(struct service *sv, struct json_object *guests)
 		if (strcmp(ipc_str(g, "state", ""), "migrated"))
 			continue;
 		json_object_put(simple_call(sv, name, "exit"));
-		log_msg("guest %s had moved away (job %s); its process ends", name,
-			ipc_str(g, "job", "?"));
+		log_write(LOG_INFO, name, ipc_str(g, "job", NULL), "guest %s had moved away (job "
+			"%s); its process ends", name, ipc_str(g, "job", "?"));
 	}
 }
 
@@ -243,6 +276,7 @@ static struct json_object *spawn(struct service *sv, const struct worker_spec *s
 		close(pipefd[0]);
 		close(sv->control_fd);
 		close(sv->peer_fd);
+		close(sv->lock_fd);	/* the service's, not its children's */
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGCHLD, SIG_DFL);
 		if (restore_file)
@@ -287,10 +321,7 @@ static struct json_object *do_start(struct service *sv, struct json_object *req)
 		return rep;
 	spec_from_service(sv, &spec);
 	spec.vcpus = spec.vcpus ? spec.vcpus : 1;
-	rep = spawn(sv, &spec, NULL, NULL, false);
-	if (ipc_bool(rep, "ok", false))
-		log_msg("started guest %s", spec.name);
-	return rep;
+	return spawn(sv, &spec, NULL, NULL, false);	/* the guest process logs its start */
 }
 
 static struct json_object *do_restore(struct service *sv, struct json_object *req)
@@ -312,10 +343,8 @@ static struct json_object *do_restore(struct service *sv, struct json_object *re
 	if ((rep = name_taken(sv, spec.name)))
 		return rep;
 	spec_from_service(sv, &spec);
-	rep = spawn(sv, &spec, file, ipc_str(req, "key_file", NULL), ipc_bool(req, "lazy", false));
-	if (ipc_bool(rep, "ok", false))
-		log_msg("restored guest %s from %s", spec.name, file);
-	return rep;
+	/* the guest process logs the restore */
+	return spawn(sv, &spec, file, ipc_str(req, "key_file", NULL), ipc_bool(req, "lazy", false));
 }
 
 static struct json_object *do_list(struct service *sv)
@@ -370,8 +399,8 @@ static struct json_object *do_migrate(struct service *sv, struct json_object *re
 	json_object_put(fwd);
 	close(fd);
 	if (ipc_bool(rep, "ok", false))
-		log_msg("%s guest %s to %s as job %s", strcmp(cmd, "migrate") ? "replicating" :
-			"migrating", name, dest, job);
+		log_write(LOG_INFO, name, job, "%s guest %s to %s as job %s",
+			strcmp(cmd, "migrate") ? "replicating" : "migrating", name, dest, job);
 	return rep;
 }
 
@@ -443,7 +472,8 @@ static struct json_object *do_job(struct service *sv, struct json_object *req, c
 		if (json_object_object_get_ex(rep, "stats", &st) &&
 		    !strcmp(ipc_str(st, "status", ""), "completed")) {
 			json_object_put(simple_call(sv, name, "exit"));
-			log_msg("guest %s moved away (job %s)", name, job);
+			/* debug: the guest process logged the job's end already */
+			log_write(LOG_DEBUG, name, job, "guest %s moved away (job %s)", name, job);
 		}
 	}
 	return rep;
@@ -539,6 +569,7 @@ static void check_peer(struct service *sv, struct json_object *req, int conn)
 	if (pid == 0) {
 		close(sv->control_fd);
 		close(sv->peer_fd);
+		close(sv->lock_fd);	/* the service's, not its children's */
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGCHLD, SIG_DFL);
 		rep = peer_check(&sv->peer, dest);
@@ -573,7 +604,7 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 		struct json_object *rep = simple_call(sv, name, "stop");
 
 		if (ipc_bool(rep, "ok", false))
-			log_msg("stopped guest %s", name);
+			log_write(LOG_INFO, name, NULL, "stopped guest %s", name);
 		return rep;
 	}
 	if (!strcmp(cmd, "migrate") || !strcmp(cmd, "replicate"))
@@ -648,6 +679,7 @@ static void serve_control(struct service *sv)
 		json_object_put(req);
 	} else if (req) {
 		rep = dispatch(sv, req);
+		sv->status_due = true;
 		metrics_observe(sv->metrics, req, rep);
 		ipc_send(conn, rep, -1);
 		json_object_put(rep);
@@ -673,19 +705,210 @@ static void serve_peer(struct service *sv)
 	if (pid == 0) {
 		close(sv->control_fd);
 		close(sv->peer_fd);
+		close(sv->lock_fd);	/* the service's, not its children's */
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGCHLD, SIG_DFL);
 		worker_run_incoming(&spec, conn);
 	}
 	if (pid < 0)
-		log_msg("fork for an incoming migration: %s", strerror(errno));
+		log_write(LOG_ERR, NULL, NULL, "fork for an incoming migration: %s",
+			strerror(errno));
 	close(conn);
+}
+
+/* ---- options: the command line and the configuration file ------------------ */
+
+/*
+ * Every option of the service is a long option and a key of the
+ * configuration file, under one name and through one setter; a switch
+ * (insecure) takes true or false in the file. The file is read first, then
+ * the command line overrides it key by key: a key the command line sets is
+ * not taken from the file at all.
+ */
+struct svc_option {
+	const char *name;
+	bool has_arg;
+	int (*set)(struct service *sv, const char *name, const char *value, char *err,
+		   size_t errlen);
+};
+
+static int set_listen(struct service *sv, const char *name, const char *v, char *err,
+		      size_t errlen)
+{
+	char host[256], port[32];
+
+	if (xport_split_hostport(v, PEER_DEFAULT_PORT, host, sizeof(host), port, sizeof(port))) {
+		snprintf(err, errlen, "%s wants HOST:PORT, not '%s'", name, v);
+		return -EINVAL;
+	}
+	snprintf(sv->listen_addr, sizeof(sv->listen_addr), "%s", v);
+	return 0;
+}
+
+static int set_string(char *dst, size_t len, const char *name, const char *v, char *err,
+		      size_t errlen)
+{
+	if (strlen(v) >= len) {
+		snprintf(err, errlen, "%s: '%s' is longer than %zu characters", name, v, len - 1);
+		return -ENAMETOOLONG;
+	}
+	snprintf(dst, len, "%s", v);
+	return 0;
+}
+
+static int set_state_dir(struct service *sv, const char *name, const char *v, char *err,
+			 size_t errlen)
+{
+	return set_string(sv->state_dir, sizeof(sv->state_dir), name, v, err, errlen);
+}
+
+static int set_tls_dir(struct service *sv, const char *name, const char *v, char *err,
+		       size_t errlen)
+{
+	return set_string(sv->peer.tls_dir, sizeof(sv->peer.tls_dir), name, v, err, errlen);
+}
+
+static int set_tls_allow(struct service *sv, const char *name, const char *v, char *err,
+			 size_t errlen)
+{
+	return set_string(sv->peer.allow, sizeof(sv->peer.allow), name, v, err, errlen);
+}
+
+static int set_group(struct service *sv, const char *name, const char *v, char *err,
+		     size_t errlen)
+{
+	struct group *g = getgrnam(v);
+
+	if (!g) {
+		snprintf(err, errlen, "no group '%s'", v);
+		return -ENOENT;
+	}
+	sv->group = g->gr_gid;
+	sv->has_group = true;
+	sv->control_mode = 0660;
+	return 0;
+}
+
+static int set_io_timeout(struct service *sv, const char *name, const char *v, char *err,
+			  size_t errlen)
+{
+	char *end;
+	long ms = strtol(v, &end, 10);
+
+	if (end == v || *end || ms < 1 || ms > 3600000) {
+		snprintf(err, errlen, "%s wants milliseconds from 1 to 3600000, not '%s'", name, v);
+		return -EINVAL;
+	}
+	sv->io_timeout_ms = (int)ms;
+	return 0;
+}
+
+static int set_insecure(struct service *sv, const char *name, const char *v, char *err,
+			size_t errlen)
+{
+	static const char *const yes[] = { "true", "yes", "on", "1" };
+	static const char *const no[] = { "false", "no", "off", "0" };
+
+	for (size_t i = 0; i < 4; i++) {
+		if (!strcmp(v, yes[i]) || !strcmp(v, no[i])) {
+			sv->peer.insecure = !strcmp(v, yes[i]);
+			return 0;
+		}
+	}
+	snprintf(err, errlen, "%s wants true or false, not '%s'", name, v);
+	return -EINVAL;
+}
+
+static int set_data_ports(struct service *sv, const char *name, const char *v, char *err,
+			  size_t errlen)
+{
+	if (peer_parse_port_range(v, &sv->peer.data_port_lo, &sv->peer.data_port_hi)) {
+		snprintf(err, errlen, "%s wants LO-HI or PORT (1-65535), not '%s'", name, v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int set_peer_key(struct service *sv, const char *name, const char *v, char *err,
+			size_t errlen)
+{
+	return peer_key_load(v, &sv->peer.key, err, errlen);
+}
+
+static int set_metrics(struct service *sv, const char *name, const char *v, char *err,
+		       size_t errlen)
+{
+	char host[256], port[32];
+
+	if (xport_split_hostport(v, "", host, sizeof(host), port, sizeof(port)) || !port[0]) {
+		snprintf(err, errlen, "%s wants ADDR:PORT, not '%s'", name, v);
+		return -EINVAL;
+	}
+	return set_string(sv->metrics_addr, sizeof(sv->metrics_addr), name, v, err, errlen);
+}
+
+static int set_log_level(struct service *sv, const char *name, const char *v, char *err,
+			 size_t errlen)
+{
+	int level = log_level_parse(v);
+
+	if (level < 0) {
+		snprintf(err, errlen, "%s wants error, warning, notice, info or debug, not '%s'",
+			 name, v);
+		return -EINVAL;
+	}
+	sv->log_level = level;
+	return 0;
+}
+
+static const struct svc_option svc_options[] = {
+	{ "listen", true, set_listen },
+	{ "state-dir", true, set_state_dir },
+	{ "group", true, set_group },
+	{ "io-timeout", true, set_io_timeout },
+	{ "peer-key", true, set_peer_key },
+	{ "tls-dir", true, set_tls_dir },
+	{ "tls-allow", true, set_tls_allow },
+	{ "insecure", false, set_insecure },
+	{ "data-ports", true, set_data_ports },
+	{ "metrics", true, set_metrics },
+	{ "log-level", true, set_log_level },
+};
+#define NR_SVC_OPTIONS	(sizeof(svc_options) / sizeof(svc_options[0]))
+#define OPT_BASE	1000	/* getopt's value of svc_options[i] is OPT_BASE + i */
+
+/* What the command line set, to apply over the file's. */
+struct cli_settings {
+	struct service *sv;
+	const char *value[NR_SVC_OPTIONS];	/* NULL = not on the command line */
+	const char *config;
+};
+
+/* conf_setter: a key of the file, unless the command line sets it. */
+static int set_from_file(void *opaque, const char *key, const char *value, char *err,
+			 size_t errlen)
+{
+	const struct cli_settings *cli = opaque;
+	struct service *sv = cli->sv;
+
+	for (size_t i = 0; i < NR_SVC_OPTIONS; i++) {
+		if (strcmp(svc_options[i].name, key))
+			continue;
+		if (cli->value[i])
+			return 0;	/* the command line overrides it */
+		return svc_options[i].set(sv, key, value, err, errlen);
+	}
+	snprintf(err, errlen, "unknown key '%s'", key);
+	return -EINVAL;
 }
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: vmigrated [OPTIONS]\n"
+"  --config FILE         options as 'key = value' lines, the keys named as the long\n"
+"                        options below, overridden by the command line\n"
+"                        (default " CONF_DEFAULT_PATH ", if it exists)\n"
 "  --listen HOST:PORT    peer connections (default 0.0.0.0:" PEER_DEFAULT_PORT ")\n"
 "  --state-dir DIR       control socket and guests' sockets (default /run/vmigrate)\n"
 "  --group NAME          members may use the control socket too (default: root only)\n"
@@ -698,114 +921,208 @@ static void usage(FILE *f)
 "  --peer-key FILE       shared secret (16-64 bytes, mode 600): peers must prove it\n"
 "  --metrics ADDR:PORT   Prometheus metrics over HTTP at /metrics (default: none;\n"
 "                        'vmigrate metrics' shows them either way)\n"
+"  --log-level LEVEL     error, warning, notice, info (default) or debug\n"
 "  --version             print the version and exit\n"
 "  -h, --help            this help\n");
 }
 
+/* The command line, then the file under it: 0, or the exit status. */
+static int configure(struct service *sv, int argc, char **argv)
+{
+	struct option longopts[NR_SVC_OPTIONS + 4];
+	struct cli_settings cli = { .sv = sv };
+	char err[600];
+	int c;
+
+	for (size_t i = 0; i < NR_SVC_OPTIONS; i++)
+		longopts[i] = (struct option){ svc_options[i].name,
+			svc_options[i].has_arg ? required_argument : no_argument, NULL,
+			OPT_BASE + (int)i };
+	longopts[NR_SVC_OPTIONS] = (struct option){ "config", required_argument, NULL, 'c' };
+	longopts[NR_SVC_OPTIONS + 1] = (struct option){ "help", no_argument, NULL, 'h' };
+	longopts[NR_SVC_OPTIONS + 2] = (struct option){ "version", no_argument, NULL, 'V' };
+	longopts[NR_SVC_OPTIONS + 3] = (struct option){ 0 };
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		if (c >= OPT_BASE && c < OPT_BASE + (int)NR_SVC_OPTIONS) {
+			cli.value[c - OPT_BASE] = optarg ? optarg : "true";
+		} else if (c == 'c') {
+			cli.config = optarg;
+		} else if (c == 'h') {
+			usage(stdout);
+			return -1;
+		} else if (c == 'V') {
+			printf("vmigrated %s\n", vmigrate_version());
+			return -1;
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		log_write(LOG_ERR, NULL, NULL, "unexpected argument '%s'", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (conf_load(cli.config ? cli.config : CONF_DEFAULT_PATH, !cli.config, set_from_file,
+		      &cli, err, sizeof(err)) < 0) {
+		log_write(LOG_ERR, NULL, NULL, "%s", err);
+		return 2;
+	}
+	for (size_t i = 0; i < NR_SVC_OPTIONS; i++) {
+		char name[64];
+
+		if (!cli.value[i])
+			continue;
+		snprintf(name, sizeof(name), "--%s", svc_options[i].name);
+		err[0] = 0;
+		if (svc_options[i].set(sv, name, cli.value[i], err, sizeof(err))) {
+			log_write(LOG_ERR, NULL, NULL, "%s", err);
+			return 2;
+		}
+	}
+	return 0;
+}
+
+/* ---- one service per state directory ---------------------------------------- */
+
+/*
+ * The lock lives as long as this process (and is closed in every child it
+ * forks): a second service on the same directory would take over the
+ * control socket, and delete it on its way out.
+ */
+static int take_state_lock(struct service *sv)
+{
+	char path[512], pid[32] = "";
+	int fd, n;
+
+	snprintf(path, sizeof(path), "%s/vmigrated.lock", sv->state_dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0) {
+		log_write(LOG_ERR, NULL, NULL, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+
+		n = (int)pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = 0;
+		pid[strcspn(pid, "\n")] = 0;
+		if (e == EWOULDBLOCK)
+			log_write(LOG_ERR, NULL, NULL, "already running, pid %s, on state "
+				"directory %s (it holds %s)", pid[0] ? pid : "unknown",
+				sv->state_dir, path);
+		else
+			log_write(LOG_ERR, NULL, NULL, "locking %s: %s", path, strerror(e));
+		close(fd);
+		return -e;
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		log_write(LOG_WARNING, NULL, NULL, "writing the pid into %s: %s", path,
+			strerror(errno));
+	sv->lock_fd = fd;
+	return 0;
+}
+
+/* ---- systemd: readiness, status, watchdog ----------------------------------- */
+
+static bool under_systemd(void)
+{
+	return getenv("NOTIFY_SOCKET") != NULL;
+}
+
+/* STATUS=: how many guests, how many of them in a job. */
+static void notify_status(struct service *sv)
+{
+	struct json_object *all;
+	size_t jobs = 0, n;
+
+	if (!under_systemd())
+		return;
+	all = scan_guests(sv);
+	n = json_object_array_length(all);
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *g = json_object_array_get_idx(all, i);
+		const char *st = ipc_str(g, "state", "");
+
+		if (!strcmp(st, "migrating") || !strcmp(st, "incoming") ||
+		    ipc_str(g, "replication", NULL))
+			jobs++;
+	}
+	json_object_put(all);
+	sd_notifyf(0, "STATUS=%zu guest%s, %zu job%s running", n, n == 1 ? "" : "s", jobs,
+		   jobs == 1 ? "" : "s");
+	sv->status_at = (double)now_ms() / 1e3;
+	sv->status_due = false;
+}
+
+/* The unit's watchdog, if it asks for one (WatchdogSec=). */
+static void start_watchdog(struct service *sv)
+{
+	uint64_t usec = 0;
+
+	if (sd_watchdog_enabled(0, &usec) <= 0 || usec < 4000)
+		return;
+	sv->watchdog_ms = (long long)(usec / 1000);
+	watchdog_ping(sv);
+	log_write(LOG_INFO, NULL, NULL, "systemd watchdog: a sign of life every %.1f s",
+		usec / 4e6);
+}
+
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "listen", required_argument, NULL, 'l' },
-		{ "state-dir", required_argument, NULL, 's' },
-		{ "group", required_argument, NULL, 'g' },
-		{ "io-timeout", required_argument, NULL, 't' },
-		{ "peer-key", required_argument, NULL, 'k' },
-		{ "tls-dir", required_argument, NULL, 'd' },
-		{ "tls-allow", required_argument, NULL, 'a' },
-		{ "insecure", no_argument, NULL, 'i' },
-		{ "data-ports", required_argument, NULL, 'p' },
-		{ "metrics", required_argument, NULL, 'm' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ 0 }
-	};
-	struct service sv = { .io_timeout_ms = 5000 };
+	struct service sv = { .io_timeout_ms = 5000, .log_level = LOG_INFO,
+			      .control_mode = 0600, .lock_fd = -1 };
 	struct sigaction sa = { .sa_handler = on_quit };
 	char host[256], port[32], err[512];
-	mode_t mode = 0600;
-	int c;
+	int ret;
 
 	snprintf(sv.state_dir, sizeof(sv.state_dir), "/run/vmigrate");
 	snprintf(sv.listen_addr, sizeof(sv.listen_addr), "0.0.0.0:" PEER_DEFAULT_PORT);
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'l': snprintf(sv.listen_addr, sizeof(sv.listen_addr), "%s", optarg); break;
-		case 's': snprintf(sv.state_dir, sizeof(sv.state_dir), "%s", optarg); break;
-		case 'g': {
-			struct group *g = getgrnam(optarg);
-
-			if (!g) {
-				fprintf(stderr, "vmigrated: no group '%s'\n", optarg);
-				return 2;
-			}
-			sv.group = g->gr_gid;
-			sv.has_group = true;
-			mode = 0660;
-			break;
-		}
-		case 't': sv.io_timeout_ms = atoi(optarg); break;
-		case 'd': snprintf(sv.peer.tls_dir, sizeof(sv.peer.tls_dir), "%s", optarg); break;
-		case 'a': snprintf(sv.peer.allow, sizeof(sv.peer.allow), "%s", optarg); break;
-		case 'i': sv.peer.insecure = true; break;
-		case 'p':
-			if (peer_parse_port_range(optarg, &sv.peer.data_port_lo,
-						  &sv.peer.data_port_hi)) {
-				fprintf(stderr, "vmigrated: --data-ports wants LO-HI or PORT "
-					"(1-65535), not '%s'\n", optarg);
-				return 2;
-			}
-			break;
-		case 'k':
-			if (peer_key_load(optarg, &sv.peer.key, err, sizeof(err))) {
-				fprintf(stderr, "vmigrated: %s\n", err);
-				return 2;
-			}
-			break;
-		case 'm': snprintf(sv.metrics_addr, sizeof(sv.metrics_addr), "%s", optarg); break;
-		case 'h': usage(stdout); return 0;
-		case 'V': printf("vmigrated %s\n", vmigrate_version()); return 0;
-		default: usage(stderr); return 2;
-		}
-	}
+	log_setup(LOG_INFO);	/* until the configuration says which level */
+	ret = configure(&sv, argc, argv);
+	if (ret)
+		return ret < 0 ? 0 : ret;
+	log_setup(sv.log_level);
 	sv.peer.io_timeout_ms = sv.io_timeout_ms;
 	sv.peer.handshake_timeout_ms = 10000;
 	if (peer_config_check(&sv.peer, err, sizeof(err))) {
-		fprintf(stderr, "vmigrated: %s\n", err);
+		log_write(LOG_ERR, NULL, NULL, "%s", err);
 		return 2;
 	}
 	snprintf(sv.guests_dir, sizeof(sv.guests_dir), "%s/guests", sv.state_dir);
 	snprintf(sv.control_path, sizeof(sv.control_path), "%s/vmigrated.sock", sv.state_dir);
 	if ((mkdir(sv.state_dir, 0755) < 0 && errno != EEXIST) ||
 	    (mkdir(sv.guests_dir, 0700) < 0 && errno != EEXIST)) {
-		fprintf(stderr, "vmigrated: %s: %s\n", sv.state_dir, strerror(errno));
+		log_write(LOG_ERR, NULL, NULL, "%s: %s", sv.state_dir, strerror(errno));
 		return 1;
 	}
-	if (xport_split_hostport(sv.listen_addr, PEER_DEFAULT_PORT, host, sizeof(host), port,
-				 sizeof(port))) {
-		fprintf(stderr, "vmigrated: bad --listen '%s'\n", sv.listen_addr);
-		return 2;
-	}
+	if (take_state_lock(&sv))
+		return 1;
+	xport_split_hostport(sv.listen_addr, PEER_DEFAULT_PORT, host, sizeof(host), port,
+			     sizeof(port));	/* checked by set_listen */
 	sv.peer_fd = xport_tcp_listen(host, port, err, sizeof(err));
 	if (sv.peer_fd < 0) {
-		fprintf(stderr, "vmigrated: %s\n", err);
+		log_write(LOG_ERR, NULL, NULL, "%s", err);
 		return 1;
 	}
 	sv.metrics = metrics_new(sv.guests_dir, metrics_guests, &sv);
 	if (!sv.metrics || (sv.metrics_addr[0] &&
 			    metrics_listen(sv.metrics, sv.metrics_addr, err, sizeof(err)))) {
-		fprintf(stderr, "vmigrated: %s\n", sv.metrics ? err : "out of memory");
+		log_write(LOG_ERR, NULL, NULL, "%s", sv.metrics ? err : "out of memory");
 		metrics_free(sv.metrics);
 		return 1;
 	}
 	/* last: once the control socket is there, the service takes peers too */
-	sv.control_fd = ipc_listen(sv.control_path, mode, err, sizeof(err));
+	sv.control_fd = ipc_listen(sv.control_path, sv.control_mode, err, sizeof(err));
 	if (sv.control_fd < 0) {
-		fprintf(stderr, "vmigrated: %s\n", err);
+		log_write(LOG_ERR, NULL, NULL, "%s", err);
 		metrics_free(sv.metrics);
 		return 1;
 	}
 	if (sv.has_group && chown(sv.control_path, 0, sv.group) < 0)
-		log_msg("chown of %s: %s", sv.control_path, strerror(errno));
+		log_write(LOG_WARNING, NULL, NULL, "chown of %s: %s", sv.control_path,
+			strerror(errno));
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
@@ -814,8 +1131,8 @@ int main(int argc, char **argv)
 		struct json_object *found = scan_guests(&sv);
 
 		reap_moved_away(&sv, found);
-		log_msg("listening on %s for peers (%s%s), control socket %s; "
-			"%zu guest(s) already running", sv.listen_addr,
+		log_write(LOG_INFO, NULL, NULL, "listening on %s for peers (%s%s), control socket "
+			"%s; %zu guest(s) already running", sv.listen_addr,
 			sv.peer.insecure ? "INSECURE: plain TCP, peers not authenticated by TLS" :
 			"TLS 1.3, mutual certificates",
 			sv.peer.key.set ? ", peer key" : "", sv.control_path,
@@ -823,27 +1140,42 @@ int main(int argc, char **argv)
 		json_object_put(found);
 	}
 	if (sv.metrics_addr[0])
-		log_msg("metrics on http://%s/metrics", sv.metrics_addr);
+		log_write(LOG_INFO, NULL, NULL, "metrics on http://%s/metrics", sv.metrics_addr);
+	if (under_systemd()) {
+		sd_notify(0, "READY=1");
+		notify_status(&sv);
+		start_watchdog(&sv);
+	}
 
 	while (!quit) {
 		struct pollfd p[2] = {
 			{ .fd = sv.control_fd, .events = POLLIN },
 			{ .fd = sv.peer_fd, .events = POLLIN },
 		};
+		double t = (double)now_ms() / 1e3;
 
+		watchdog_ping(&sv);
 		while (waitpid(-1, NULL, WNOHANG) > 0)
 			;	/* guest processes that ended */
-		if (poll(p, 2, 500) <= 0)
+		if (under_systemd() && ((sv.status_due && t - sv.status_at >= 1) ||
+					t - sv.status_at >= STATUS_EVERY_S))
+			notify_status(&sv);
+		if (poll(p, 2, sv.watchdog_ms && sv.watchdog_ms < 2000 ?
+			 (int)sv.watchdog_ms / 4 : 500) <= 0)
 			continue;
 		if (p[0].revents & POLLIN)
 			serve_control(&sv);
 		if (p[1].revents & POLLIN)
 			serve_peer(&sv);
 	}
-	log_msg("stopping; guests keep running and a restarted service finds them again");
+	if (under_systemd())
+		sd_notify(0, "STOPPING=1");
+	log_write(LOG_INFO, NULL, NULL, "stopping; guests keep running and a restarted service "
+		"finds them again");
 	close(sv.peer_fd);
 	close(sv.control_fd);
 	unlink(sv.control_path);
 	metrics_free(sv.metrics);
+	close(sv.lock_fd);
 	return 0;
 }

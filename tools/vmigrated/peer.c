@@ -38,6 +38,7 @@
 
 #include <openssl/crypto.h>
 
+#include "conf.h"
 #include "ipc.h"
 #include "rdma.h"
 #include "tls.h"
@@ -163,7 +164,8 @@ int peer_config_check(const struct peer_config *pc, char *err, size_t errlen)
 		return 0;
 	if (!pc->tls_dir[0]) {
 		snprintf(err, errlen, "TLS is the default between hosts: give --tls-dir DIR "
-			 "(tools/mkcerts.sh makes one) or --insecure");
+			 "(or tls-dir in " CONF_DEFAULT_PATH "; tools/mkcerts.sh makes one) "
+			 "or --insecure");
 		return -EINVAL;
 	}
 	ctx = tls_ctx(pc, true, err, errlen);

@@ -47,6 +47,7 @@
 #include "ipc.h"
 #include "job_report.h"
 #include "joblog.h"
+#include "log.h"
 #include "migrate.h"
 #include "replicate.h"
 #include "snapshot.h"
@@ -142,10 +143,11 @@ static void release_output(void *opaque, uint64_t token, uint64_t epoch, const c
 	bool nl = len && buf[len - 1] == '\n';
 	struct iovec iov[3] = { { head, (size_t)n }, { (void *)buf, len }, { "\n", nl ? 0 : 1 } };
 
-	fprintf(stderr, "[guest %s] %.*s%s", W.spec.name, (int)len, buf, nl ? "" : "\n");
+	log_write(LOG_INFO, W.spec.name, NULL, "[guest %s] %.*s", W.spec.name,
+		(int)(nl ? len - 1 : len), buf);
 	if (W.output_fd >= 0 && writev(W.output_fd, iov, 3) < 0)
-		fprintf(stderr, "vmigrated: guest %s: writing its output: %s\n", W.spec.name,
-			strerror(errno));
+		log_write(LOG_WARNING, W.spec.name, NULL, "guest %s: writing its output: %s",
+			W.spec.name, strerror(errno));
 }
 
 static void on_console(void *opaque, const char *buf, size_t len)
@@ -156,7 +158,8 @@ static void on_console(void *opaque, const char *buf, size_t len)
 static void on_event(void *opaque, unsigned vcpu, uint32_t code, uint32_t arg)
 {
 	if (code == VMG_EV_CHECK_BAD)
-		fprintf(stderr, "vmigrated: guest %s vCPU %u self-check FAILED\n", W.spec.name, vcpu);
+		log_write(LOG_ERR, W.spec.name, NULL, "guest %s vCPU %u self-check FAILED",
+			W.spec.name, vcpu);
 	if (code == VMG_EV_CHECK_OK) {
 		/* two vCPUs' lines leave in the order their counters were read */
 		static pthread_mutex_t order = PTHREAD_MUTEX_INITIALIZER;
@@ -176,7 +179,8 @@ static void on_event(void *opaque, unsigned vcpu, uint32_t code, uint32_t arg)
 static void on_stopped(void *opaque, unsigned vcpu, int err, const char *why)
 {
 	if (err)
-		fprintf(stderr, "vmigrated: guest %s vCPU %u stopped: %s\n", W.spec.name, vcpu, why);
+		log_write(LOG_ERR, W.spec.name, NULL, "guest %s vCPU %u stopped: %s", W.spec.name,
+			vcpu, why);
 }
 
 static const struct vm_events events = { on_console, on_event, on_stopped, NULL };
@@ -191,7 +195,8 @@ static void report_ready(int ready_fd, struct json_object *o)
 		return;
 	}
 	if (write(ready_fd, s, strlen(s)) < 0 || write(ready_fd, "\n", 1) < 0)
-		fprintf(stderr, "vmigrated: guest %s: cannot report to the service\n", W.spec.name);
+		log_write(LOG_ERR, W.spec.name, NULL, "guest %s: cannot report to the service",
+			W.spec.name);
 	close(ready_fd);
 	json_object_put(o);
 }
@@ -455,8 +460,9 @@ static struct json_object *do_snapshot(struct json_object *req)
 	json_object_object_add(rep, "seconds", json_object_new_double(worker_now() - t0));
 	json_object_object_add(rep, "pages_written", json_object_new_int64((int64_t)(
 		res.pages[CKPT_ENC_RAW] + res.pages[CKPT_ENC_LZ4] + res.pages[CKPT_ENC_DELTA])));
-	fprintf(stderr, "vmigrated: guest %s: %s checkpoint %s (%llu bytes)\n", W.spec.name,
-		incremental ? "incremental" : "full", file, (unsigned long long)res.file_bytes);
+	log_write(LOG_INFO, W.spec.name, NULL, "guest %s: %s checkpoint %s (%llu bytes)",
+		W.spec.name, incremental ? "incremental" : "full", file,
+		(unsigned long long)res.file_bytes);
 out:
 	pthread_mutex_unlock(&W.lock);
 	for (unsigned r = 0; r < VM_MAX_REGIONS; r++)
@@ -478,8 +484,25 @@ int worker_dial_job(const char *op)
 	W.prog.stats.status = MIG_FAILED;
 	snprintf(W.prog.stats.error, sizeof(W.prog.stats.error), "%.250s", err);
 	pthread_mutex_unlock(&W.prog.lock);
-	fprintf(stderr, "vmigrated: guest %s job %s: %s\n", W.spec.name, W.job, err);
+	log_write(LOG_ERR, W.spec.name, W.job, "guest %s job %s: %s", W.spec.name, W.job, err);
 	return -ECONNREFUSED;
+}
+
+/* The job's outcome with its figures, one line; the reason when it is
+ * more than the status's name ("cancelled"). */
+static void log_migration_end(const struct mig_stats *st)
+{
+	const char *status = mig_status_name(st->status);
+	const char *why = st->error[0] && strcmp(st->error, status) ? st->error : "";
+	int level = st->status == MIG_COMPLETED ? LOG_INFO :
+		    st->status == MIG_CANCELLED ? LOG_NOTICE : LOG_ERR;
+
+	log_write(level, W.spec.name, W.job, "guest %s migration %s: %s in %llu ms, downtime "
+		"%llu ms, %u rounds, %.1f MiB sent, %.0f Mbit/s, %llu normal and %llu zero "
+		"pages%s%s", W.spec.name, W.job, status, (unsigned long long)st->total_time_ms,
+		(unsigned long long)st->downtime_ms, st->round, st->transferred_bytes / 1048576.0,
+		st->mbps, (unsigned long long)st->normal_pages, (unsigned long long)st->zero_pages,
+		why[0] ? ": " : "", why);
 }
 
 /* The job's end, for the service's counters. A guest that moved reports
@@ -533,8 +556,7 @@ static void *migration_main(void *arg)
 	}
 	pthread_mutex_unlock(&W.lock);
 	peer_session_close(&W.mig_session);
-	fprintf(stderr, "vmigrated: guest %s migration %s: %s%s%s\n", W.spec.name, W.job,
-		mig_status_name(st.status), st.error[0] ? ": " : "", st.error);
+	log_migration_end(&st);
 	if (!ret)
 		report_end();
 	return NULL;
@@ -754,8 +776,8 @@ static struct json_object *do_resume(struct json_object *req, int fd)
 		o = ipc_ok();
 		json_object_object_add(o, "destination", json_object_new_string(
 			lost ? "declared lost by the operator" : decision));
-		fprintf(stderr, "vmigrated: guest %s resumed here by the operator (destination: "
-			"%s%s%s)\n", W.spec.name, lost ? "declared lost" : decision,
+		log_write(LOG_NOTICE, W.spec.name, W.job, "guest %s resumed here by the operator "
+			"(destination: %s%s%s)", W.spec.name, lost ? "declared lost" : decision,
 			detail[0] ? ", " : "", detail);
 	} else {
 		o = ipc_error("guest %s is %s now", W.spec.name, worker_state_names[W.state]);
@@ -861,7 +883,7 @@ static _Noreturn void serve(void)
 	unlink(W.sock_path);
 	if (W.vm)
 		vm_destroy(W.vm);
-	fprintf(stderr, "vmigrated: guest %s process exits\n", W.spec.name);
+	log_write(LOG_INFO, W.spec.name, NULL, "guest %s process exits", W.spec.name);
 #ifdef __SANITIZE_ADDRESS__
 	__lsan_do_leak_check();		/* _exit skips it; a report fails the run */
 #endif
@@ -902,8 +924,8 @@ static int hold_name_and_socket(char *err, size_t errlen)
 		snprintf(out, sizeof(out), "%s/%s.output", W.spec.dir, W.spec.name);
 		W.output_fd = open(out, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 		if (W.output_fd < 0)
-			fprintf(stderr, "vmigrated: guest %s: %s: %s (output goes to the log only)\n",
-				W.spec.name, out, strerror(errno));
+			log_write(LOG_WARNING, W.spec.name, NULL, "guest %s: %s: %s (output goes "
+				"to the log only)", W.spec.name, out, strerror(errno));
 	}
 	W.listen_fd = ipc_listen(W.sock_path, 0600, err, errlen);
 	return W.listen_fd < 0 ? W.listen_fd : 0;
@@ -959,8 +981,8 @@ void worker_run_boot(const struct worker_spec *s, int ready_fd)
 	if (vm_start(W.vm))
 		die_early(ready_fd, "cannot start the vCPUs");
 	W.state = W_RUNNING;
-	fprintf(stderr, "vmigrated: guest %s started (pid %d, %llu MiB, %u vCPUs)\n", s->name,
-		getpid(), (unsigned long long)(s->mem >> 20), s->vcpus);
+	log_write(LOG_INFO, s->name, NULL, "guest %s started (pid %d, %llu MiB, %u vCPUs)",
+		s->name, getpid(), (unsigned long long)(s->mem >> 20), s->vcpus);
 	{
 		struct json_object *o = ipc_ok();
 
@@ -987,8 +1009,8 @@ static _Noreturn void answer_handover(const struct worker_spec *s, const struct 
 	handover_answer(s->dir, h->name, h->job, decision, sizeof(decision), detail,
 			sizeof(detail));
 	peer_answer_handover(x, decision, detail);
-	fprintf(stderr, "vmigrated: asked about guest %s, job %s: %s (%s)\n", h->name, h->job,
-		decision, detail);
+	log_write(LOG_INFO, h->name, h->job, "asked about guest %s, job %s: %s (%s)", h->name,
+		h->job, decision, detail);
 	xport_close(x);
 	_exit(0);
 }
@@ -1028,8 +1050,8 @@ static void *incoming_main(void *arg)
 		job_report(W.spec.control, "in", W.spec.name, W.incoming_job, &st);
 	pthread_mutex_lock(&W.lock);
 	if (!vm) {
-		fprintf(stderr, "vmigrated: incoming guest %s refused or lost: %s\n",
-			W.spec.name, err);
+		log_write(LOG_ERR, W.spec.name, W.incoming_job, "incoming guest %s refused or "
+			"lost: %s", W.spec.name, err);
 		W.state = W_GONE;
 		W.exit_requested = true;
 	} else {
@@ -1040,8 +1062,10 @@ static void *incoming_main(void *arg)
 		for (unsigned i = 0; i < vm->nr_regions; i++)
 			W.spec.mem += vm->regions[i].size;
 		W.spec.vcpus = vm->nr_vcpus;
-		fprintf(stderr, "vmigrated: guest %s arrived and runs (pid %d)\n", W.spec.name,
-			getpid());
+		log_write(LOG_INFO, W.spec.name, W.incoming_job, "guest %s arrived and runs (pid "
+			"%d; job %s: %.1f MiB received in %llu ms)", W.spec.name, getpid(),
+			W.incoming_job, st.transferred_bytes / 1048576.0,
+			(unsigned long long)st.total_time_ms);
 	}
 	pthread_mutex_unlock(&W.lock);
 	if (vm)
@@ -1074,7 +1098,7 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	struct xport *x = peer_accept(&s.peer, peer_fd, &h, err, sizeof(err));
 
 	if (!x) {
-		fprintf(stderr, "vmigrated: refused an incoming migration: %s\n", err);
+		log_write(LOG_WARNING, NULL, NULL, "refused an incoming migration: %s", err);
 		_exit(1);
 	}
 	if (!strcmp(h.op, "handover"))
@@ -1082,7 +1106,8 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	if (!strcmp(h.op, "probe")) {	/* `vmigrate check` on another host */
 		prctl(PR_SET_NAME, "vmg:probe");
 		if (peer_answer_probe(&s.peer, x, err, sizeof(err)))
-			fprintf(stderr, "vmigrated: a check from another host failed: %s\n", err);
+			log_write(LOG_WARNING, NULL, NULL, "a check from another host failed: %s",
+				err);
 		_exit(0);
 	}
 	snprintf(s.name, sizeof(s.name), "%s", name);
@@ -1091,7 +1116,7 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 		ret = repl_take_fenced_copy(&s, &base_fd, err, sizeof(err));
 	if (ret) {
 		peer_answer(x, false, err);
-		fprintf(stderr, "vmigrated: refused an incoming migration: %s\n", err);
+		log_write(LOG_WARNING, s.name, h.job, "refused an incoming migration: %s", err);
 		if (W.listen_fd >= 0)
 			unlink(W.sock_path);
 		_exit(1);
@@ -1108,7 +1133,7 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 					  .has_base = base_fd >= 0, .base_memfd = base_fd,
 					  .admit = admit_incoming, .progress = &W.inprog };
 	if (peer_welcome(&s.peer, x, h.channels, h.rdma, &in.session, err, sizeof(err))) {
-		fprintf(stderr, "vmigrated: incoming guest %s: %s\n", name, err);
+		log_write(LOG_ERR, name, h.job, "incoming guest %s: %s", name, err);
 		unlink(W.sock_path);
 		_exit(1);
 	}
@@ -1118,13 +1143,13 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	W.in_session = &in.session;
 	pthread_mutex_unlock(&W.lock);
 	if (in.session.nr_data)
-		fprintf(stderr, "vmigrated: incoming guest %s: %u data channel(s) on port %d\n",
+		log_write(LOG_INFO, name, h.job, "incoming guest %s: %u data channel(s) on port %d",
 			name, in.session.nr_data, in.session.data_port);
 	if (pthread_create(&t, NULL, incoming_main, &in)) {
 		unlink(W.sock_path);
 		_exit(1);
 	}
-	fprintf(stderr, "vmigrated: receiving guest %s, job %s (%s, %u data channels%s)\n",
+	log_write(LOG_INFO, name, h.job, "receiving guest %s, job %s (%s, %u data channels%s)",
 		name, h.job, s.peer.insecure ? "plain TCP" : "TLS", h.channels,
 		h.rdma ? " over RDMA" : "");
 	pthread_detach(t);
@@ -1144,11 +1169,12 @@ static void *lazy_main(void *arg)
 		snap_lazy_abort(W.lazy);
 		W.state = W_PAUSED;
 		W.exit_requested = true;
-		fprintf(stderr, "vmigrated: guest %s: lazy restore FAILED, %s did not read "
-			"back intact; the guest is stopped\n", W.spec.name, snap_lazy_error(W.lazy));
+		log_write(LOG_ERR, W.spec.name, NULL, "guest %s: lazy restore FAILED, %s did not "
+			"read back intact; the guest is stopped", W.spec.name,
+			snap_lazy_error(W.lazy));
 	} else {
-		fprintf(stderr, "vmigrated: guest %s: all memory in (%llu pages on first touch, "
-			"%llu prefetched)\n", W.spec.name, (unsigned long long)served,
+		log_write(LOG_INFO, W.spec.name, NULL, "guest %s: all memory in (%llu pages on "
+			"first touch, %llu prefetched)", W.spec.name, (unsigned long long)served,
 			(unsigned long long)prefetched);
 	}
 	snap_lazy_free(W.lazy);
@@ -1195,7 +1221,7 @@ void worker_run_restore(const struct worker_spec *s, const char *file, const cha
 			die_early(ready_fd, "cannot follow the lazy restore");
 		W.lazy_started = true;
 	}
-	fprintf(stderr, "vmigrated: guest %s restored from %s (pid %d%s)\n", s->name, file,
+	log_write(LOG_INFO, s->name, NULL, "guest %s restored from %s (pid %d%s)", s->name, file,
 		getpid(), lazy ? ", memory loading behind it" : "");
 	{
 		struct json_object *o = ipc_ok();

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "ipc.h"
+#include "log.h"
 
 #define RETRY_S		3
 
@@ -66,8 +67,8 @@ static void on_fence(void *opaque, const char *why)
 	pthread_mutex_lock(&W.lock);
 	W.state = W_FENCED;
 	pthread_mutex_unlock(&W.lock);
-	fprintf(stderr, "vmigrated: guest %s FENCED (%s): it stays paused here and releases "
-		"nothing more; another host may own it now\n", W.spec.name, why);
+	log_write(LOG_WARNING, W.spec.name, W.job, "guest %s FENCED (%s): it stays paused here "
+		"and releases nothing more; another host may own it now", W.spec.name, why);
 }
 
 /* repl_params.standby_lost: our standby's epochs fall behind from now on;
@@ -83,8 +84,8 @@ static int mark_standby_stale(void *opaque)
 	ret = repl_arbiter_mark_stale(W.arbiter, W.spec.name, W.rparams.token, err, sizeof(err));
 
 	if (ret)
-		fprintf(stderr, "vmigrated: guest %s: cannot yet mark its standby stale (%s); "
-			"output stays held\n", W.spec.name, err);
+		log_write(LOG_WARNING, W.spec.name, W.job, "guest %s: cannot yet mark its standby "
+			"stale (%s); output stays held", W.spec.name, err);
 	else
 		W.stale_marked = true;	/* a new standby needs a new token */
 	return ret;
@@ -117,15 +118,15 @@ static int own_for_new_standby(void)
 				      NULL, &lease, &token, err, sizeof(err));
 		if (!ret) {
 			atomic_store(&W.rprog.lease, lease);
-			fprintf(stderr, "vmigrated: guest %s owned through %s: token %llu, lease "
-				"%d s\n", W.spec.name, W.arb.endpoints, (unsigned long long)token,
-				repl_lease_ttl(lease));
+			log_write(LOG_INFO, W.spec.name, W.job, "guest %s owned through %s: token "
+				"%llu, lease %d s", W.spec.name, W.arb.endpoints,
+				(unsigned long long)token, repl_lease_ttl(lease));
 		}
 	} else if (!ret && W.stale_marked) {
 		ret = repl_arbiter_reissue(W.arbiter, W.spec.name, owner, &token, err, sizeof(err));
 		if (!ret)
-			fprintf(stderr, "vmigrated: guest %s: token %llu for a new standby (the last "
-				"one, of token %llu, is stale)\n", W.spec.name,
+			log_write(LOG_INFO, W.spec.name, W.job, "guest %s: token %llu for a new "
+				"standby (the last one, of token %llu, is stale)", W.spec.name,
 				(unsigned long long)token, (unsigned long long)W.rparams.token);
 	}
 	if (ret) {
@@ -193,9 +194,9 @@ static int protect_once(void)
 		struct mig_stats st;
 
 		mig_progress_get(&W.prog, &st);
-		fprintf(stderr, "vmigrated: guest %s job %s: standby in sync after %.2f s (%llu "
-			"pages sent, %llu it had already); epochs begin\n", W.spec.name, W.job,
-			worker_now() - t0, (unsigned long long)st.normal_pages,
+		log_write(LOG_INFO, W.spec.name, W.job, "guest %s job %s: standby in sync after "
+			"%.2f s (%llu pages sent, %llu it had already); epochs begin", W.spec.name,
+			W.job, worker_now() - t0, (unsigned long long)st.normal_pages,
 			(unsigned long long)st.matched_pages);
 		W.repl_keep_trying = true;	/* protected once: replace a lost standby */
 		ret = repl_primary_run(W.vm, W.mig_session.control, &W.rparams, &W.rprog);
@@ -261,8 +262,8 @@ static void hand_over(void)
 	W.state = W_FENCED;
 	pthread_mutex_unlock(&W.lock);
 	if (repl_drop_lease(&W.rprog, err, sizeof(err))) {
-		fprintf(stderr, "vmigrated: guest %s: revoking its lease: %s; the standby takes "
-			"over once it runs out\n", W.spec.name, err);
+		log_write(LOG_WARNING, W.spec.name, W.job, "guest %s: revoking its lease: %s; the "
+			"standby takes over once it runs out", W.spec.name, err);
 		until += W.arb.ttl_s;
 	}
 	for (; worker_now() < until; sleep_ms(100)) {
@@ -279,7 +280,7 @@ static void hand_over(void)
 		set_repl_state(REPL_SWITCHED, "handed over: %.200s runs it (token %llu)", owner,
 			       (unsigned long long)token);
 	}
-	fprintf(stderr, "vmigrated: guest %s planned failover: %s\n", W.spec.name,
+	log_write(LOG_NOTICE, W.spec.name, W.job, "guest %s planned failover: %s", W.spec.name,
 		W.handover_token ? W.rprog.stats.error : W.handover);
 }
 
@@ -297,7 +298,7 @@ static void *replication_main(void *arg)
 			break;
 		set_repl_state(REPL_UNPROTECTED, "%.180s; a new standby on %s in %d s (attempt %u)",
 			       rs.error, W.dest, RETRY_S, attempt + 1);
-		fprintf(stderr, "vmigrated: guest %s UNPROTECTED: %s\n", W.spec.name,
+		log_write(LOG_WARNING, W.spec.name, W.job, "guest %s UNPROTECTED: %s", W.spec.name,
 			W.rprog.stats.error);
 		if (wait_for_stop(RETRY_S)) {
 			set_repl_state(REPL_STOPPED, "stopped while unprotected");
@@ -316,14 +317,14 @@ static void *replication_main(void *arg)
 
 		/* the guest is on its own here now: nobody else may take it */
 		if (repl_drop_lease(&W.rprog, err, sizeof(err)))
-			fprintf(stderr, "vmigrated: guest %s: revoking its lease: %s\n",
-				W.spec.name, err);
+			log_write(LOG_WARNING, W.spec.name, W.job, "guest %s: revoking its lease: "
+				"%s", W.spec.name, err);
 	}
 	repl_progress_get(&W.rprog, &rs);
 	pthread_mutex_lock(&W.lock);
 	W.repl_active = false;
 	pthread_mutex_unlock(&W.lock);
-	fprintf(stderr, "vmigrated: guest %s replication %s: %s after %llu epochs%s%s\n",
+	log_write(LOG_INFO, W.spec.name, W.job, "guest %s replication %s: %s after %llu epochs%s%s",
 		W.spec.name, W.job, repl_state_name(rs.state), (unsigned long long)rs.epochs,
 		rs.error[0] ? ": " : "", rs.error);
 	return NULL;
@@ -402,8 +403,8 @@ struct json_object *repl_give_copy(void)
 	W.reply_fd = W.vm->regions[0].memfd;	/* one memfd holds all of RAM */
 	W.exit_requested = true;
 	pthread_mutex_unlock(&W.lock);
-	fprintf(stderr, "vmigrated: guest %s: this stopped copy is the base of a new standby "
-		"(only the pages that differ cross); its process ends\n", W.spec.name);
+	log_write(LOG_INFO, W.spec.name, NULL, "guest %s: this stopped copy is the base of a new "
+		"standby (only the pages that differ cross); its process ends", W.spec.name);
 	return ipc_ok();
 }
 
@@ -572,13 +573,14 @@ static bool take_over(struct vm *vm)
 		W.state = W_RUNNING;
 	pthread_mutex_unlock(&W.rprog.run_lock);
 	pthread_mutex_unlock(&W.lock);
-	fprintf(stderr, "vmigrated: guest %s TAKEN OVER from epoch %llu (token %llu -> %llu): "
-		"it runs here now\n", W.spec.name, (unsigned long long)W.standby.applied_epoch,
-		(unsigned long long)W.standby.token, (unsigned long long)token);
+	log_write(LOG_NOTICE, W.spec.name, W.incoming_job, "guest %s TAKEN OVER from epoch %llu "
+		"(token %llu -> %llu): it runs here now", W.spec.name,
+		(unsigned long long)W.standby.applied_epoch, (unsigned long long)W.standby.token,
+		(unsigned long long)token);
 	return true;
 out:
-	fprintf(stderr, "vmigrated: guest %s: the standby gives up (%s)\n", W.spec.name,
-		ret == -ESTALE ? "its primary went on without it" : ret == -EBUSY ?
+	log_write(LOG_WARNING, W.spec.name, W.incoming_job, "guest %s: the standby gives up (%s)",
+		W.spec.name, ret == -ESTALE ? "its primary went on without it" : ret == -EBUSY ?
 		"another host owns the guest" : err[0] ? err : "the primary keeps its lease");
 	return false;
 }
@@ -590,8 +592,8 @@ static void protect_back(void)
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
 	if (!W.arb.primary[0]) {
-		fprintf(stderr, "vmigrated: guest %s: the old primary's address is unknown: "
-			"'vmigrate replicate' protects it again\n", W.spec.name);
+		log_write(LOG_WARNING, W.spec.name, NULL, "guest %s: the old primary's address is "
+			"unknown: 'vmigrate replicate' protects it again", W.spec.name);
 		return;
 	}
 	pthread_mutex_lock(&W.lock);
@@ -607,10 +609,11 @@ static void protect_back(void)
 	W.arb.home_port = W.spec.home_port;
 	W.repl_keep_trying = true;
 	if (repl_job_start())
-		fprintf(stderr, "vmigrated: guest %s: cannot start protecting it\n", W.spec.name);
+		log_write(LOG_ERR, W.spec.name, W.job, "guest %s: cannot start protecting it",
+			W.spec.name);
 	else
-		fprintf(stderr, "vmigrated: guest %s: protecting it on %s (the old primary's "
-			"host), job %s\n", W.spec.name, W.dest, W.job);
+		log_write(LOG_INFO, W.spec.name, W.job, "guest %s: protecting it on %s (the old "
+			"primary's host), job %s", W.spec.name, W.dest, W.job);
 	pthread_mutex_unlock(&W.lock);
 }
 
@@ -633,19 +636,20 @@ void repl_follow_epochs(struct incoming *in, struct vm *vm)
 		W.spec.mem += vm->regions[i].size;
 	W.spec.vcpus = vm->nr_vcpus;
 	pthread_mutex_unlock(&W.lock);
-	fprintf(stderr, "vmigrated: guest %s: standby in sync (job %s); applying epochs\n",
-		W.spec.name, W.incoming_job);
+	log_write(LOG_INFO, W.spec.name, W.incoming_job, "guest %s: standby in sync (job %s); "
+		"applying epochs", W.spec.name, W.incoming_job);
 	ret = repl_standby_run(vm, in->session.control, &W.lock, silence, &W.standby);
 	peer_session_close(&in->session);
 	if ((W.standby.handed_over || !W.standby.stopped_by_primary) && W.arb.endpoints[0] &&
 	    W.standby.applied_epoch) {
 		if (W.standby.handed_over)
-			fprintf(stderr, "vmigrated: guest %s: the primary handed it over with epoch "
-				"%llu (planned failover)\n", W.spec.name,
+			log_write(LOG_NOTICE, W.spec.name, W.incoming_job, "guest %s: the primary "
+				"handed it over with epoch %llu (planned failover)", W.spec.name,
 				(unsigned long long)W.standby.applied_epoch);
 		else
-			fprintf(stderr, "vmigrated: guest %s: the primary is lost (%s); asking the "
-				"arbiter\n", W.spec.name, W.standby.error);
+			log_write(LOG_WARNING, W.spec.name, W.incoming_job, "guest %s: the "
+				"primary is lost (%s); asking the arbiter", W.spec.name,
+				W.standby.error);
 		if (take_over(vm)) {
 			protect_back();
 			return;
@@ -657,14 +661,14 @@ void repl_follow_epochs(struct incoming *in, struct vm *vm)
 	}
 	pthread_mutex_lock(&W.lock);
 	if (W.standby.stopped_by_primary) {
-		fprintf(stderr, "vmigrated: guest %s: replication stopped by the primary after "
-			"epoch %llu; the standby is freed\n", W.spec.name,
+		log_write(LOG_INFO, W.spec.name, W.incoming_job, "guest %s: replication stopped "
+			"by the primary after epoch %llu; the standby is freed", W.spec.name,
 			(unsigned long long)W.standby.applied_epoch);
 		W.exit_requested = true;
 	} else {
-		fprintf(stderr, "vmigrated: guest %s: the primary is lost (%s); the standby holds "
-			"epoch %llu (token %llu) and stays paused\n", W.spec.name,
-			W.standby.error[0] ? W.standby.error : strerror(-ret),
+		log_write(LOG_WARNING, W.spec.name, W.incoming_job, "guest %s: the primary is "
+			"lost (%s); the standby holds epoch %llu (token %llu) and stays paused",
+			W.spec.name, W.standby.error[0] ? W.standby.error : strerror(-ret),
 			(unsigned long long)W.standby.applied_epoch,
 			(unsigned long long)W.standby.token);
 	}
