@@ -13,6 +13,12 @@ out=$("$VMIGRATE" run --guest "$BUILD/guests/memtouch.bin" --mem 128M --working-
 [ $? = 0 ] && echo "$out" | grep -q '"verified":true'
 check guest_from_a_file $? "$out"
 
+# --json: stdout is the one JSON object, the guest's console goes to stderr
+out=$("$VMIGRATE" run --guest "$BUILD/guests/memtouch.bin" --mem 128M --working-set 8M \
+	--duration 0.5 --json 2>/dev/null)
+echo "$out" | python3 -c 'import json, sys; json.loads(sys.stdin.read())'
+check json_alone_on_stdout $? "stdout: $out"
+
 "$VMIGRATE" run --mem 128M --working-set 8M --verify >"${TMPDIR:-/tmp}/cli_run.$$" 2>&1 &
 pid=$!
 sleep 1

@@ -54,10 +54,14 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* The guest's console: on stdout, or on stderr when stdout carries only
+ * the JSON result (opaque: the run's options). */
 static void on_console(void *opaque, const char *buf, size_t len)
 {
-	printf("[guest] %.*s%s", (int)len, buf, len && buf[len - 1] == '\n' ? "" : "\n");
-	fflush(stdout);
+	FILE *f = ((const struct run_opts *)opaque)->json ? stderr : stdout;
+
+	fprintf(f, "[guest] %.*s%s", (int)len, buf, len && buf[len - 1] == '\n' ? "" : "\n");
+	fflush(f);
 }
 
 static void on_guest_event(void *opaque, unsigned vcpu, uint32_t code, uint32_t arg)
@@ -254,7 +258,7 @@ static int lazy_failed(struct vm *vm, struct snap_lazy *lazy, const char *file)
 int cmd_run(int argc, char **argv)
 {
 	struct run_opts o;
-	struct vm_events ev = { on_console, on_guest_event, on_stopped, NULL };
+	struct vm_events ev = { on_console, on_guest_event, on_stopped, &o };
 	struct sigaction sa = { .sa_handler = on_signal };
 	void *payload = NULL;
 	struct vm *vm;
