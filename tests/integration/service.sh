@@ -40,6 +40,13 @@ c2=$(vmA info two --json | json_field counter)
 echo "$out" | grep -q '"name":"two"' && [ "$c2" -gt "$c1" ] && vmA verify two >/dev/null
 check restarted_service_finds_running_guest $? "after restart: $out"
 
+# one envelope: "ok" once, at the top, never inside the items
+python3 -c 'import json, sys
+o = json.loads(sys.argv[1])
+assert o["ok"] is True and o["guests"]
+assert all("ok" not in g for g in o["guests"]), "an item carries its own ok"' "$out"
+check json_has_one_envelope $? "$out"
+
 if id nobody >/dev/null 2>&1 && command -v setpriv >/dev/null; then
 	out=$(VMIGRATE_CONTROL="$HOSTS_DIR/A/vmigrated.sock" setpriv --reuid=nobody --regid=nogroup \
 		--clear-groups "$VMIGRATE" list 2>&1)

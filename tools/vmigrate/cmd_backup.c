@@ -260,7 +260,7 @@ int cmd_backup(int argc, char **argv)
 	if (json) {
 		json_object_object_add(rep, "full", json_object_new_boolean(full));
 		json_object_object_add(rep, "removed", json_object_new_int((int)removed));
-		printf("%s\n", json_object_to_json_string_ext(rep, JSON_C_TO_STRING_PLAIN));
+		svc_print_json(rep);
 	} else {
 		printf("%s: %s checkpoint %s (%.1f MiB), %u old file(s) removed\n", guest,
 		       full ? "full" : "incremental", ipc_str(rep, "file", "?"),

@@ -83,7 +83,7 @@ static void print_json(const char *path, const struct snap_inspect *s)
 	json_object_object_add(o, "page_bytes", json_object_new_int64((int64_t)s->page_bytes));
 	json_object_object_add(o, "rounds", json_object_new_int((int)s->rounds));
 	json_object_object_add(o, "indexed", json_object_new_boolean(s->indexed));
-	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	svc_print_json(o);
 	json_object_put(o);
 }
 

@@ -95,5 +95,6 @@ int svc_name_and_flag(int argc, char **argv, int first, const char *flag, const 
 
 void svc_print_json(struct json_object *o)
 {
-	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+							JSON_C_TO_STRING_NOSLASHESCAPE));
 }

@@ -209,8 +209,10 @@ static struct json_object *scan_guests(struct service *sv)
 		    json_object_object_get_ex(seen, name, NULL))
 			continue;
 		json_object_object_add(seen, name, NULL);
-		if ((g = probe_guest(sv, name)))
+		if ((g = probe_guest(sv, name))) {
+			json_object_object_del(g, "ok");	/* the envelope's, not the item's */
 			json_object_array_add(arr, g);
+		}
 	}
 	if (d)
 		closedir(d);
