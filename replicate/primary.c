@@ -14,7 +14,9 @@
  * fixed length, once the last one is sent (never sooner than
  * MIN_EPOCH_MS): a slow link lengthens epochs instead of queueing them. A
  * standby more than max_inflight epochs behind holds the next epoch back
- * (degraded) until it catches up; protection is never dropped silently.
+ * until it catches up. Either way the state says degraded (epochs more
+ * than twice their length, or waiting); protection is never dropped
+ * silently.
  *
  * A planned failover (switch_over) ends with an epoch that says SWITCH and
  * leaves the guest paused. Acknowledged, the guest stays paused here for
@@ -169,6 +171,22 @@ static int read_acks(struct primary *pr, double until, unsigned max_inflight)
 		if (ret > 0 && (ret = take_ack(pr)))
 			return ret;
 	}
+}
+
+/* The standby falls behind: epochs wait for its acknowledgements, or the
+ * link stretches them well past their length (over the last LAG_SPAN). */
+#define LAG_SPAN	8
+static bool falling_behind(const struct primary *pr, unsigned max_inflight)
+{
+	double want = (pr->p->epoch_ms ? pr->p->epoch_ms : MIN_EPOCH_MS) / 1e3, mean;
+
+	if (pr->sealed - pr->acked >= max_inflight - 1)
+		return true;
+	if (pr->sealed <= LAG_SPAN)
+		return false;
+	mean = (pr->sealed_at[pr->sealed % REPL_WINDOW] -
+		pr->sealed_at[(pr->sealed - LAG_SPAN) % REPL_WINDOW]) / LAG_SPAN;
+	return mean > 2 * want + 0.02;
 }
 
 /* Pages dirtied since the last epoch, into the epoch (guest paused). */
@@ -358,7 +376,7 @@ int repl_primary_run(struct vm *vm, struct xport *x, const struct repl_params *p
 		if (due < now())
 			due = now();
 		ret = read_acks(&pr, due, inflight);
-		set_state(&pr, pr.sealed - pr.acked >= inflight - 1 ? REPL_DEGRADED : REPL_PROTECTED);
+		set_state(&pr, falling_behind(&pr, inflight) ? REPL_DEGRADED : REPL_PROTECTED);
 	}
 	if (!ret) {
 		handing_over = !atomic_load(&prog->stop);

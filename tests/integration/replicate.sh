@@ -88,4 +88,32 @@ vmA replicate stop $G >/dev/null && sleep 0.5 &&
 	vmA migrate $G "$B_AT" --quiet >/dev/null && vmB verify $G >/dev/null &&
 	[ "$(vmB info $G --json | json_field counter)" -ge "$before" ]
 check migrates_after_replication $? "$(vmB list 2>&1)"
+
+# A link slower than the guest dirties memory (5 MB/s against 20 MiB/s):
+# epochs lengthen, the status says degraded and why, and protection goes on
+# (epochs still acknowledged); with the link back, protected again.
+if [ "$USE_NETNS" != 1 ] || ! command -v tc >/dev/null; then
+	echo "SKIP replicate.slow_link_lengthens_epochs: needs network namespaces and tc (iproute2)"
+else
+	field() { vmA replicate status g2 --json 2>/dev/null | sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p"; }
+	vmA start g2 --mem 128M --working-set 8M --dirty-rate 20M >/dev/null &&
+		wait_counter vmA g2 2048 && vmA replicate g2 "$B_AT" >/dev/null 2>&1 &&
+		ip netns exec "$NS_A" tc qdisc add dev "va$HOSTS_TAG" root tbf rate 40mbit burst 64kb \
+			latency 3s
+	shaped=$?
+	for _ in $(seq 200); do [ "$(field state)" = degraded ] && break; sleep 0.1; done
+	a1=$(field acked_epoch); sleep 6; a2=$(field acked_epoch)
+	st=$(vmA replicate status g2 2>&1)
+	[ $shaped = 0 ] && [ "$(field state)" = degraded ] && [ "${a2:-0}" -gt "${a1:-0}" ] &&
+		echo "$st" | grep -q "epochs lengthened to" &&
+		[ "$(field epoch_ms | cut -d. -f1)" -gt 100 ]
+	check slow_link_lengthens_epochs $? "acked $a1 -> $a2: $st"
+
+	ip netns exec "$NS_A" tc qdisc del dev "va$HOSTS_TAG" root 2>/dev/null
+	for _ in $(seq 300); do [ "$(field state)" = protected ] && break; sleep 0.1; done
+	st=$(vmA replicate status g2 2>&1)
+	[ "$(field state)" = protected ]
+	check protected_again_on_a_fast_link $? "$st"
+	vmA replicate stop g2 >/dev/null 2>&1
+fi
 suite_end
