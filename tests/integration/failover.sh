@@ -225,6 +225,11 @@ case_only_the_replication_link_cut() {
 	# and the cut did cut the replication: A lost its standby, which gave
 	# up (stale); with the link back, A protects the guest again there
 	grep -q "UNPROTECTED" "$HOSTS_DIR/A/service.log" || { note "A never lost its standby"; return 1; }
+	# (it gives up once A has kept its lease 3 TTLs past the silence)
+	for _ in $(seq 150); do
+		grep -q "the standby gives up" "$HOSTS_DIR/B/service.log" && break
+		sleep 0.1
+	done
 	grep -q "the standby gives up" "$HOSTS_DIR/B/service.log" ||
 		{ note "B's standby did not give up"; return 1; }
 	wait_in_sync vmA || { note "A's replication: $(vmA replicate status $G 2>&1 | head -3)"; return 1; }
