@@ -108,6 +108,11 @@ struct repl_arbiter {
 	const struct repl_arbiter_ops *ops;
 };
 
+/* For backends and the calls above them: err (if not NULL) = the message,
+ * returns rc. */
+int repl_arbiter_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 /*
  * etcd v3 (3.4 and later) through its JSON gateway over plain HTTP.
  * endpoints: "H:P[,H:P...]" or "etcd://H:P[,H:P...]" (H a name, an IPv4

@@ -11,10 +11,7 @@
 
 #include "arbiter.h"
 
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+int repl_arbiter_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -25,6 +22,8 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 	}
 	return rc;
 }
+
+#define fail repl_arbiter_fail	/* the many error returns, short */
 
 /* 1 .. REPL_ARBITER_NAME_MAX bytes, no control characters, no '/' if a key part. */
 static bool name_ok(const char *s, bool key_part)

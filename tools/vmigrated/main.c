@@ -256,6 +256,17 @@ static void reap_moved_away(struct service *sv, struct json_object *guests)
 	}
 }
 
+/* In a child of the service: drop what is the service's (its sockets, its
+ * state-dir lock) and its signal handling. */
+static void leave_service(const struct service *sv)
+{
+	close(sv->control_fd);
+	close(sv->peer_fd);
+	close(sv->lock_fd);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGCHLD, SIG_DFL);
+}
+
 /* Fork a guest process; its first line on the socket pair says how it went. */
 static struct json_object *spawn(struct service *sv, const struct worker_spec *spec,
 				  const char *restore_file, const char *key_file, bool lazy)
@@ -276,11 +287,7 @@ static struct json_object *spawn(struct service *sv, const struct worker_spec *s
 	}
 	if (pid == 0) {
 		close(pipefd[0]);
-		close(sv->control_fd);
-		close(sv->peer_fd);
-		close(sv->lock_fd);	/* the service's, not its children's */
-		signal(SIGTERM, SIG_DFL);
-		signal(SIGCHLD, SIG_DFL);
+		leave_service(sv);
 		if (restore_file)
 			worker_run_restore(spec, restore_file, key_file, lazy, pipefd[1]);
 		worker_run_boot(spec, pipefd[1]);
@@ -569,11 +576,7 @@ static void check_peer(struct service *sv, struct json_object *req, int conn)
 	fflush(NULL);
 	pid = dest[0] ? fork() : -2;
 	if (pid == 0) {
-		close(sv->control_fd);
-		close(sv->peer_fd);
-		close(sv->lock_fd);	/* the service's, not its children's */
-		signal(SIGTERM, SIG_DFL);
-		signal(SIGCHLD, SIG_DFL);
+		leave_service(sv);
 		rep = peer_check(&sv->peer, dest);
 		ipc_send(conn, rep, -1);
 		_exit(0);
@@ -705,11 +708,7 @@ static void serve_peer(struct service *sv)
 	fflush(NULL);
 	pid = fork();
 	if (pid == 0) {
-		close(sv->control_fd);
-		close(sv->peer_fd);
-		close(sv->lock_fd);	/* the service's, not its children's */
-		signal(SIGTERM, SIG_DFL);
-		signal(SIGCHLD, SIG_DFL);
+		leave_service(sv);
 		worker_run_incoming(&spec, conn);
 	}
 	if (pid < 0)

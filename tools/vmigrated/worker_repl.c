@@ -148,6 +148,7 @@ static int own_for_new_standby(void)
 static int protect_once(void)
 {
 	char err[512] = "", host[256];
+	struct mig_stats st;
 	double t0;
 	int ret = W.arb.endpoints[0] ? own_for_new_standby() : 0;
 
@@ -164,8 +165,6 @@ static int protect_once(void)
 		ret = worker_dial_job("replicate-in");	/* takes W.mig_fd */
 	W.mig_fd = -1;
 	if (ret) {
-		struct mig_stats st;
-
 		mig_progress_get(&W.prog, &st);
 		set_repl_state(REPL_FAILED, "standby %s: %.200s", W.dest,
 			       err[0] ? err : st.error[0] ? st.error : strerror(-ret));
@@ -183,17 +182,12 @@ static int protect_once(void)
 	pthread_mutex_lock(&W.rprog.lock);
 	W.rprog.stats.sync_s = worker_now() - t0;
 	pthread_mutex_unlock(&W.rprog.lock);
+	mig_progress_get(&W.prog, &st);
 	if (ret) {
-		struct mig_stats st;
-
-		mig_progress_get(&W.prog, &st);
 		set_repl_state(REPL_FAILED, "initial sync: %.200s",
 			       st.error[0] ? st.error : strerror(-ret));
 		repl_output_release_all(&W.rprog);	/* no standby holds any epoch */
 	} else {
-		struct mig_stats st;
-
-		mig_progress_get(&W.prog, &st);
 		log_write(LOG_INFO, W.spec.name, W.job, "guest %s job %s: standby in sync after "
 			"%.2f s (%llu pages sent, %llu it had already); epochs begin", W.spec.name,
 			W.job, worker_now() - t0, (unsigned long long)st.normal_pages,
