@@ -154,6 +154,8 @@ struct repl_standby_stats {
  * primary ended it cleanly, else -errno (link lost, or a damaged or
  * fenced-off epoch refused); vm holds the last applied epoch either way.
  * silence_ms > 0: a primary silent that long is lost (-ETIMEDOUT).
+ * st carries applied_epoch and token from run to run; its outcome fields
+ * (stopped_by_primary, handed_over, error) are this run's.
  */
 int repl_standby_run(struct vm *vm, struct xport *x, pthread_mutex_t *apply_lock,
 		     int silence_ms, struct repl_standby_stats *st);

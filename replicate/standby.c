@@ -228,6 +228,8 @@ int repl_standby_run(struct vm *vm, struct xport *x, pthread_mutex_t *apply_lock
 	int ret;
 
 	x->idle_ok = true;	/* between epochs; keepalives notice a dead peer */
+	st->stopped_by_primary = st->handed_over = false;	/* this run's outcome */
+	st->error[0] = 0;
 	sb.r = ckpt_reader_new(&src, &ro);
 	if (!sb.r)
 		return -ENOMEM;

@@ -3,8 +3,9 @@
  * initial sync makes a standby, epochs follow at their pace and are all
  * acknowledged, the standby's image verifies whole at any point, output is
  * released only for acknowledged epochs and never gets ahead of the
- * standby, a damaged epoch is never applied, an older fencing token is
- * refused, and a clean stop ends both sides.
+ * standby, a resync from an earlier copy sends only what differs, a
+ * planned switch leaves the standby the whole guest, epochs of an older
+ * fencing token are refused, and a clean stop ends both sides.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -334,6 +335,60 @@ TEST_T(switch_over_leaves_the_standby_the_whole_guest, 60)
 	verify_standby(&sb);
 	xport_close(pr.x);
 	xport_close(sb.x);
+	repl_progress_destroy(&pr.prog);
+	vm_destroy(sb.vm);
+	vm_destroy(src);
+}
+
+/* Epochs only, into a standby that exists already. */
+static void *follow_main(void *arg)
+{
+	struct standby_run *s = arg;
+
+	s->ret = repl_standby_run(s->vm, s->x, &s->lock, 0, &s->st);
+	return NULL;
+}
+
+/* A standby that applied epochs of token 7 refuses epochs of token 5 (a
+ * primary that lost the guest): nothing of them is applied, and that
+ * primary hears it refused. */
+TEST_T(epochs_of_an_older_token_are_refused, 60)
+{
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 128 << 20, .vcpus = 1,
+						    .working_set = 16 << 20,
+						    .dirty_rate = 10 << 20 });
+	struct standby_run sb;
+	struct primary_run pr, old;
+	struct released rel;
+	struct repl_progress oprog;
+	int sv[2];
+
+	CHECK_EQ(vm_start(src), 0);
+	protect(src, &sb, &pr, &rel, 0, 7);
+	tg_sleep_ms(300);
+	unprotect(&sb, &pr);
+	CHECK_EQ(sb.st.token, 7);
+
+	/* the same standby, a new stream from a primary of token 5 */
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+	sb.st.applied_epoch = 0;	/* its epochs are numbered from 1 again */
+	sb.x = xport_tcp_from_fd(sv[1], 5000);
+	memset(&old, 0, sizeof(old));
+	old.vm = src;
+	old.x = xport_tcp_from_fd(sv[0], 5000);
+	old.p = (struct repl_params){ .token = 5 };
+	repl_progress_init(&oprog, on_release, &rel);
+	CHECK(pthread_create(&sb.thread, NULL, follow_main, &sb) == 0);
+	old.ret = repl_primary_run(old.vm, old.x, &old.p, &oprog);
+	pthread_join(sb.thread, NULL);
+	CHECK_MSG(old.ret == -EPERM, "the old primary: %d (not refused)", old.ret);
+	CHECK_EQ(sb.ret, -EBADMSG);
+	CHECK_EQ(sb.st.applied_epoch, 0);
+	CHECK_EQ(sb.st.token, 7);
+	CHECK_MSG(strstr(sb.st.error, "older") != NULL, "standby: %s", sb.st.error);
+	xport_close(old.x);
+	xport_close(sb.x);
+	repl_progress_destroy(&oprog);
 	repl_progress_destroy(&pr.prog);
 	vm_destroy(sb.vm);
 	vm_destroy(src);
