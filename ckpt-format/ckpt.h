@@ -67,6 +67,9 @@ struct ckpt_writer_stats {
 	uint64_t records;
 	uint64_t bytes;			/* everything written to the sink */
 	uint64_t page_bytes;		/* data area bytes of PAGES records */
+	uint64_t data_pages;		/* pages with content in the PAGES records
+					 * written: page_bytes is their data (pages[]
+					 * also counts those still in the open batch) */
 	uint64_t pages[4];		/* by CKPT_ENC_*; zero runs count pages */
 	uint64_t run_pages;		/* of pages[CKPT_ENC_ZERO], given as zero runs */
 };

@@ -37,6 +37,7 @@ struct ckpt_writer {
 	uint32_t batch_region;
 	unsigned batch_cap;
 	unsigned batch_count;
+	unsigned batch_data;		/* entries with content */
 	struct ckpt_page_entry *entries;
 	uint8_t *data;
 	size_t data_len;
@@ -337,6 +338,7 @@ int ckpt_writer_flush(struct ckpt_writer *w)
 		lz4_auto_sent(&w->lz4_auto, w->offset - offset, lz4_auto_now_ns() - t0,
 			      lz4_auto_thread_cpu_ns(NULL) - cpu0);
 	w->stats.page_bytes += w->data_len;
+	w->stats.data_pages += w->batch_data;
 
 	slot = ckpt_info_region_slot(&w->info, w->batch_region);
 	if (w->opts.build_index && slot >= 0) {
@@ -350,6 +352,7 @@ int ckpt_writer_flush(struct ckpt_writer *w)
 		}
 	}
 	w->batch_count = 0;
+	w->batch_data = 0;
 	w->data_len = 0;
 	return 0;
 }
@@ -435,6 +438,7 @@ int ckpt_writer_page(struct ckpt_writer *w, uint32_t region_id, uint64_t page,
 		e->size = htole32(enc == CKPT_ENC_ZERO ? 1 : (uint32_t)len);
 		e->encoding = (uint8_t)enc;
 		w->data_len += len;
+		w->batch_data += enc != CKPT_ENC_ZERO;
 	}
 	w->batch_next_page = page + 1;
 	return 0;

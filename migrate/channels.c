@@ -396,6 +396,8 @@ void page_out_stats(struct page_out *o, struct ckpt_writer_stats *sum, uint64_t 
 		for (int e = 0; e < 4; e++)
 			sum->pages[e] += st->pages[e];
 		sum->page_bytes += st->page_bytes;
+		sum->data_pages += st->data_pages;
+		sum->bytes += st->bytes;
 		sum->run_pages += st->run_pages;
 		*data_bytes += o->ch[i].x->bytes_sent;
 	}

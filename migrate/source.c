@@ -47,7 +47,7 @@ struct rate_sample {
 	double t;
 	uint64_t bytes;			/* on the wire, every channel */
 	uint64_t redirtied;		/* source.redirtied then */
-	uint64_t normal, page_bytes;	/* pages with content encoded, their bytes */
+	uint64_t data_pages, page_bytes;	/* pages with content written out, their bytes */
 };
 
 struct source {
@@ -348,6 +348,8 @@ static void totals(struct source *s, struct ckpt_writer_stats *ws, uint64_t *byt
 	for (int e = 0; e < 4; e++)
 		ws->pages[e] += c->pages[e];
 	ws->page_bytes += c->page_bytes;
+	ws->data_pages += c->data_pages;
+	ws->bytes += c->bytes;
 	ws->run_pages += c->run_pages;
 	*bytes = s->x->bytes_sent + data;
 }
@@ -402,9 +404,10 @@ static void peek_dirty(struct source *s)
 
 /* The wire rate, the dirty rate and the bytes a page with content takes
  * as encoded (compression counted; what comes next looks like what came
- * last) over the last RATE_WINDOW_S, from samples at least 0.1 s apart;
- * unknown (0) for the first 0.2 s. */
-static void sample_rates(struct source *s, double t, uint64_t bytes, uint64_t normal,
+ * last: data_pages and page_bytes both count written batches only, so
+ * their ratio is exact) over the last RATE_WINDOW_S, from samples at least
+ * 0.1 s apart; unknown (0) for the first 0.2 s. */
+static void sample_rates(struct source *s, double t, uint64_t bytes, uint64_t data_pages,
 			 uint64_t page_bytes)
 {
 	const struct rate_sample *from = NULL;
@@ -421,13 +424,13 @@ static void sample_rates(struct source *s, double t, uint64_t bytes, uint64_t no
 	if (from) {
 		s->live_rate = (double)(bytes - from->bytes) / (t - from->t);
 		s->live_dirty = (double)(s->redirtied - from->redirtied) / (t - from->t);
-		if (normal - from->normal > 256)
+		if (data_pages - from->data_pages > 256)
 			s->live_bpp = (double)(page_bytes - from->page_bytes) /
-				      (double)(normal - from->normal);
+				      (double)(data_pages - from->data_pages);
 	}
 	if (!s->win_count || t - s->win[(s->win_count - 1) % RATE_SAMPLES].t >= 0.1) {
 		s->win[s->win_count % RATE_SAMPLES] = (struct rate_sample){
-			t, bytes, s->redirtied, normal, page_bytes };
+			t, bytes, s->redirtied, data_pages, page_bytes };
 		s->win_count++;
 	}
 }
@@ -465,8 +468,8 @@ static double eta_s(const struct source *s, double wire_left, double bpp, double
 static void account(struct source *s)
 {
 	struct ckpt_writer_stats stats, *ws = &stats;
-	uint64_t bytes, encoded, done, runs, holes_left, left, data_left, normal;
-	double t = now(), elapsed = t - s->t_start, bpp, wire_left, eta;
+	uint64_t bytes, encoded, done, runs, holes_left, left, data_left, normal, open_pages;
+	double t = now(), elapsed = t - s->t_start, bpp, wire_left, eta, out_of_open;
 	struct mig_stats *st = &s->prog->stats;
 
 	totals(s, ws, &bytes);
@@ -476,7 +479,7 @@ static void account(struct source *s)
 	}
 	normal = ws->pages[CKPT_ENC_RAW] + ws->pages[CKPT_ENC_LZ4] + ws->pages[CKPT_ENC_DELTA];
 	encoded = normal + ws->pages[CKPT_ENC_ZERO];
-	sample_rates(s, t, bytes, normal, ws->page_bytes);
+	sample_rates(s, t, bytes, ws->data_pages, ws->page_bytes);
 	pthread_mutex_lock(&s->prog->lock);
 	done = encoded + s->matched - s->round_base;
 	if (done > st->round_pages)
@@ -487,7 +490,15 @@ static void account(struct source *s)
 	data_left = left > holes_left ? left - holes_left : 0;
 	/* the pages left are counted as pages with content, zero ones too */
 	bpp = s->live_bpp > 0 ? s->live_bpp : VM_PAGE_SIZE;
-	wire_left = data_left * bpp;
+	/* and so are the pages encoded into a batch that is not all on the
+	 * wire yet (a writer's open batch; under a cap, one being sent), less
+	 * what of it went out already: a batch is 4 MiB, seconds of a slow
+	 * link, and leaving it out made the ETA short by that much */
+	open_pages = normal > ws->data_pages ? normal - ws->data_pages : 0;
+	out_of_open = bytes > ws->bytes ? (double)(bytes - ws->bytes) : 0;
+	if (out_of_open > open_pages * bpp)
+		out_of_open = open_pages * bpp;
+	wire_left = (data_left + open_pages) * bpp - out_of_open;
 
 	st->round_done = done;
 	st->remaining_pages = left;

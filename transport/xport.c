@@ -57,7 +57,9 @@ static void throttle(struct xport_bucket *b, size_t len)
 #define PACE_BYTES	(256 * 1024)	/* a capped send goes out in slices this big */
 
 /* Send iov in slices of at most PACE_BYTES, each paid for first, so a cap
- * paces smoothly and a new rate applies within a slice. */
+ * paces smoothly and a new rate applies within a slice; each slice counts
+ * in bytes_sent once it is out, so a capped rate reads smoothly too (not
+ * in jumps of a whole batch). */
 static int paced_sendv(struct xport *x, const struct iovec *iov, int iovcnt)
 {
 	struct iovec part[16];
@@ -88,6 +90,7 @@ static int paced_sendv(struct xport *x, const struct iovec *iov, int iovcnt)
 		ret = x->ops->sendv(x, part, n);
 		if (ret < 0)
 			return ret;
+		x->bytes_sent += total;
 	}
 	return 0;
 }
@@ -101,14 +104,14 @@ int xport_sendv(struct xport *x, const struct iovec *iov, int iovcnt)
 		return x->err;
 	for (int i = 0; i < iovcnt; i++)
 		len += iov[i].iov_len;
-	if (x->bucket && atomic_load(&x->bucket->rate))
-		ret = paced_sendv(x, iov, iovcnt);
-	else
+	if (x->bucket && atomic_load(&x->bucket->rate)) {
+		ret = paced_sendv(x, iov, iovcnt);	/* counts slice by slice */
+	} else {
 		ret = x->ops->sendv(x, iov, iovcnt);
-	if (ret < 0)
-		return x->err = ret;
-	x->bytes_sent += len;
-	return 0;
+		if (!ret)
+			x->bytes_sent += len;
+	}
+	return ret < 0 ? (x->err = ret) : 0;
 }
 
 int xport_send(struct xport *x, const void *buf, size_t len)

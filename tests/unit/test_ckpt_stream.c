@@ -333,6 +333,45 @@ TEST(writer_refuses_misuse)
 	ckpt_membuf_release(&m);
 }
 
+/* data_pages and page_bytes count the batches written, not the one still
+ * open: a migration's ETA divides one by the other for the bytes a page
+ * takes on the wire, and counts the open batch's pages as still to send. */
+TEST(written_pages_count_closed_batches_only)
+{
+	struct ckpt_writer_opts opts = { .batch_pages = 4 };
+	const struct ckpt_writer_stats *st;
+	struct ckpt_membuf m = { 0 };
+	struct ckpt_image_info info;
+	struct ckpt_sink sink;
+	struct ckpt_writer *w;
+	uint8_t *mem = malloc(8 * PS), zero[PS] = { 0 };
+
+	CHECK(mem);
+	td_fill(mem, 8 * PS, MIX_RANDOM, 7);	/* incompressible: stored raw */
+	ckpt_membuf_sink(&m, &sink);
+	one_region_info(&info, 16);
+	w = ckpt_writer_new(&sink, &opts);
+	CHECK_EQ(ckpt_writer_header(w, &info), 0);
+	st = ckpt_writer_stats(w);
+	for (int p = 0; p < 3; p++)
+		CHECK_EQ(ckpt_writer_page(w, 3, p, mem + p * PS, NULL), 0);
+	CHECK_EQ(ckpt_writer_page(w, 3, 3, zero, NULL), 0);
+	CHECK_EQ(st->pages[CKPT_ENC_RAW], 3);
+	CHECK_EQ(st->data_pages, 0);		/* the batch is still open */
+	CHECK_EQ(st->page_bytes, 0);
+	for (int p = 4; p < 9; p++)		/* closes it, fills the next, opens one */
+		CHECK_EQ(ckpt_writer_page(w, 3, p, mem + (p - 1) * PS, NULL), 0);
+	CHECK_EQ(st->pages[CKPT_ENC_RAW], 8);
+	CHECK_EQ(st->data_pages, 7);
+	CHECK_EQ(st->page_bytes, 7 * PS);
+	CHECK_EQ(ckpt_writer_flush(w), 0);
+	CHECK_EQ(st->data_pages, 8);
+	CHECK_EQ(st->page_bytes, 8 * PS);
+	ckpt_writer_free(w);
+	ckpt_membuf_release(&m);
+	free(mem);
+}
+
 static int failing_writev(void *opaque, const struct iovec *iov, int n)
 {
 	int *budget = opaque;

@@ -74,9 +74,18 @@ def main():
     result("eta_counts_down", last["eta"] < first["eta"],
            "ETA %.1f s at %.1f s, %.1f s at %.1f s" % (first["eta"], first["t"], last["eta"],
                                                        last["t"]))
-    real = t_end - first["t"]
-    result("eta_is_the_remaining_time", real / 3 < first["eta"] < real * 3,
-           "ETA %.1f s when %.1f s were left" % (first["eta"], real))
+    # and it is the time really left, from round 1 on: each line's ETA
+    # against what the job then took (its end is the completed line), not
+    # short by the batches in flight nor by a rate read in jumps
+    ratios = [(e["t"], e["eta"], t_end - e["t"]) for e in known if t_end - e["t"] > 0.5]
+    print("# ETA / time really left, round 1 after its first second: %s" %
+          " ".join("%.2f" % (eta / real) for _, eta, real in ratios))
+    off = [(t, eta, real) for t, eta, real in ratios if not 0.7 <= eta / real <= 1.4]
+    mid = sorted(eta / real for _, eta, real in ratios)[len(ratios) // 2] if ratios else 0
+    result("eta_is_the_remaining_time", bool(ratios) and not off and 0.8 <= mid <= 1.25,
+           "%d lines; median ETA/left %.2f; outside 0.7-1.4 times the time left: %s" % (
+               len(ratios), mid, ", ".join("ETA %.1f s at %.1f s, %.1f s left" % o
+                                           for o in off[:3])))
     result("remaining_data_shrinks", round1[-1]["left"] < round1[0]["left"],
            "%.1f MiB left at the start of round 1, %.1f MiB at its end" %
            (round1[0]["left"], round1[-1]["left"]))
