@@ -5,8 +5,9 @@
 # never goes back and stays under 100 until the switchover, an ETA that
 # counts down), the destination listing the incoming job and the guest's
 # real size, Ctrl-C (cancels: the guest stays on the source) and --detach
-# (the job goes on), a downtime limit that can never be met, and the
-# finished jobs both ends keep with their final figures.
+# (the job goes on; with --json, the envelope names it), a downtime limit
+# that can never be met, and the finished jobs both ends keep with their
+# final figures.
 # Prints one PASS/FAIL/SKIP line per case.
 set -u
 BUILD=${1:-build}
@@ -156,8 +157,20 @@ check cancelled_job_kept $? "job '$JOB' on A: ${why:-not listed}"
 
 # ---- --detach: Ctrl-C leaves the job running -----------------------------------
 
+# with --json, what it printed last is the envelope naming the job that goes on
+detached_json() {
+	python3 -c '
+import json, sys
+for line in open(sys.argv[1], encoding="utf-8"):
+    text = line.rstrip("\n").partition("\t")[2]
+    if text.startswith("{"):
+        o = json.loads(text)
+        sys.exit(0 if o.get("ok") is True and o.get("detached") is True and
+                 o.get("job") == sys.argv[2] else 1)
+sys.exit(1)' "$@"
+}
 pty_migrate "$HOSTS_DIR/mig3.log" --timeout 120 --interrupt-when '^active +round 1 ' -- \
-	"$VMIGRATE" migrate $G "$DEST" --bandwidth 8M --detach
+	"$VMIGRATE" migrate $G "$DEST" --bandwidth 8M --detach --json
 rc=$?
 JOB=$(sed -n 's/.*vmigrate: job \([^:]*\): .*/\1/p' "$HOSTS_DIR/mig3.log" | head -1)
 sed 's/^/#   /' "$HOSTS_DIR/mig3.log" | tail -2
@@ -165,6 +178,8 @@ ok=1
 if [ $rc != 0 ]; then note "exit status $rc, not 0"
 elif ! grep -q "continues as job $JOB; vmigrate cancel $JOB" "$HOSTS_DIR/mig3.log"; then
 	note "it did not say how the job goes on"
+elif ! detached_json "$HOSTS_DIR/mig3.log" "$JOB"; then
+	note "--json printed no envelope with ok, detached and job $JOB"
 elif ! vmA jobs --json | grep -q "\"job\":\"$JOB\".*\"status\":\"active\""; then
 	note "job $JOB is not running: $(vmA jobs --json)"
 else ok=0; fi

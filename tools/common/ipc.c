@@ -270,7 +270,7 @@ struct json_object *ipc_ok(void)
 	return o;
 }
 
-struct json_object *ipc_error(const char *fmt, ...)
+struct json_object *ipc_error(const char *code, const char *fmt, ...)
 {
 	struct json_object *o = json_object_new_object();
 	char msg[512];
@@ -281,7 +281,53 @@ struct json_object *ipc_error(const char *fmt, ...)
 	va_end(ap);
 	json_object_object_add(o, "ok", json_object_new_boolean(0));
 	json_object_object_add(o, "error", json_object_new_string(msg));
+	json_object_object_add(o, "code", json_object_new_string(code ? code : IPC_E_INTERNAL));
 	return o;
+}
+
+const char *const ipc_codes[] = {
+	IPC_E_BAD_ARGUMENT, IPC_E_NOT_FOUND, IPC_E_EXISTS, IPC_E_WRONG_STATE, IPC_E_BUSY,
+	IPC_E_PERMISSION, IPC_E_NO_SERVICE, IPC_E_NOT_ANSWERING, IPC_E_PEER_UNREACHABLE,
+	IPC_E_TLS, IPC_E_REFUSED, IPC_E_PEER_LOST, IPC_E_CANCELLED, IPC_E_TIMEOUT,
+	IPC_E_UNCERTAIN, IPC_E_INTEGRITY, IPC_E_IO, IPC_E_UNSUPPORTED, IPC_E_CHECK_FAILED,
+	IPC_E_INTERNAL, NULL
+};
+
+const char *ipc_errno_code(int err)
+{
+	switch (err < 0 ? -err : err) {
+	case EINVAL: case ERANGE: case E2BIG: case ENAMETOOLONG: case EISDIR: case ENOTDIR:
+		return IPC_E_BAD_ARGUMENT;
+	case ENOENT: case ESRCH: case ENXIO:
+		return IPC_E_NOT_FOUND;
+	case EEXIST: case ENOTEMPTY:
+		return IPC_E_EXISTS;
+	case EBUSY: case EAGAIN: case EALREADY: case EINPROGRESS:
+		return IPC_E_BUSY;
+	case EPERM: case EACCES: case ELOOP:
+		return IPC_E_PERMISSION;
+	case ECONNREFUSED: case EHOSTUNREACH: case ENETUNREACH: case EHOSTDOWN:
+	case EADDRNOTAVAIL:
+		return IPC_E_PEER_UNREACHABLE;
+	case EKEYREJECTED: case EKEYEXPIRED: case EKEYREVOKED:
+		return IPC_E_TLS;
+	case ECONNABORTED:	/* the other end gave up, saying why (migrate/source.c) */
+		return IPC_E_REFUSED;
+	case EPIPE: case ECONNRESET: case ENOTCONN: case ESHUTDOWN:
+		return IPC_E_PEER_LOST;
+	case ECANCELED:
+		return IPC_E_CANCELLED;
+	case ETIMEDOUT: case ETIME:
+		return IPC_E_TIMEOUT;
+	case EBADMSG: case EILSEQ: case EPROTO: case EBADE: case EBADR:
+		return IPC_E_INTEGRITY;
+	case EIO: case ENOSPC: case EROFS: case EDQUOT: case EFBIG: case EMFILE: case ENFILE:
+		return IPC_E_IO;
+	case ENODEV: case ENOTSUP: case ENOSYS: case ENOPKG:
+		return IPC_E_UNSUPPORTED;
+	default:
+		return IPC_E_INTERNAL;
+	}
 }
 
 const char *ipc_str(struct json_object *o, const char *key, const char *def)

@@ -137,9 +137,9 @@ static struct json_object *snapshot_request(const char *guest, const char *path,
 	json_object_put(req);
 	if (!rep) {
 		char why[900];
+		const char *code = svc_unreachable(svc_control_path(), err, why, sizeof(why));
 
-		svc_unreachable(svc_control_path(), err, why, sizeof(why));
-		return ipc_error("%s", why);
+		return ipc_error(code, "%s", why);
 	}
 	return rep;
 }
@@ -181,11 +181,9 @@ int cmd_backup(int argc, char **argv)
 		case 'K':
 			free(key_file);
 			key_file = realpath(optarg, NULL);
-			if (!key_file) {
-				fprintf(stderr, "vmigrate backup: key %s: %s\n", optarg,
-					strerror(errno));
-				return 1;
-			}
+			if (!key_file)
+				return cli_fail(1, "backup", ipc_errno_code(errno), "key %s: %s",
+						optarg, strerror(errno));
 			break;
 		default:
 			free(key_file);
@@ -197,23 +195,19 @@ int cmd_backup(int argc, char **argv)
 		}
 	}
 	if (optind != argc - 1 || !dir || !keep) {
-		if (optind == argc - 1)
-			fprintf(stderr, "vmigrate backup: --dir and --keep are required\n");
-		goto usage;
+		free(key_file);
+		return cli_usage_error("backup", optind == argc - 1 ? "--dir and --keep are required" :
+				       "give one guest NAME");
 	}
 	guest = argv[optind];
 	if ((c = make_dirs(dir)) < 0) {
-		fprintf(stderr, "vmigrate backup: creating %s: %s\n", dir, strerror(-c));
 		free(key_file);
-		return 1;
+		return cli_fail(1, "backup", ipc_errno_code(c), "creating %s: %s", dir, strerror(-c));
 	}
-	if (!realpath(dir, abs)) {
-		fprintf(stderr, "vmigrate backup: %s: %s\n", dir, strerror(errno));
-		return 1;
-	}
-	if (list_files(abs, guest, files, &n)) {
-		fprintf(stderr, "vmigrate backup: %s: %s\n", abs, strerror(errno));
-		return 1;
+	if (!realpath(dir, abs) || (c = list_files(abs, guest, files, &n))) {
+		c = c ? c : -errno;
+		free(key_file);
+		return cli_fail(1, "backup", ipc_errno_code(c), "%s: %s", dir, strerror(-c));
 	}
 	for (unsigned i = n; i-- > 0 && files[i].incremental;)
 		since_full++;
@@ -231,10 +225,9 @@ int cmd_backup(int argc, char **argv)
 		rep = snapshot_request(guest, path, NULL, key_file);
 	}
 	if (!ipc_bool(rep, "ok", false)) {
-		fprintf(stderr, "vmigrate backup: %s\n", ipc_str(rep, "error", "failed"));
-		json_object_put(rep);
 		report_backup(guest, false, full, 0);
-		return 1;
+		free(key_file);
+		return cli_fail_reply(1, rep);
 	}
 
 	/* Prune whole chains, oldest first, while the rest still holds keep. */
@@ -269,7 +262,4 @@ int cmd_backup(int argc, char **argv)
 	json_object_put(rep);
 	free(key_file);
 	return 0;
-usage:
-	free(key_file);
-	return cli_usage("backup");
 }

@@ -444,7 +444,7 @@ int cmd_check(int argc, char **argv)
 	}
 	if (optind < argc - 1) {
 		json_object_put(c.lines);
-		return cli_usage("check");
+		return cli_usage_error("check", "give at most one HOST[:PORT]");
 	}
 	c.host = optind < argc ? argv[optind] : NULL;
 
@@ -463,6 +463,14 @@ int cmd_check(int argc, char **argv)
 		struct json_object *o = json_object_new_object();
 
 		json_object_object_add(o, "ok", json_object_new_boolean(c.failed == 0));
+		if (c.failed) {
+			char why[64];
+
+			snprintf(why, sizeof(why), "%u check%s failed", c.failed,
+				 c.failed == 1 ? "" : "s");
+			json_object_object_add(o, "error", json_object_new_string(why));
+			json_object_object_add(o, "code", json_object_new_string(IPC_E_CHECK_FAILED));
+		}
 		json_object_object_add(o, "checks", c.lines);
 		json_object_object_add(o, "passed", json_object_new_int((int)c.passed));
 		json_object_object_add(o, "warnings", json_object_new_int((int)c.warned));

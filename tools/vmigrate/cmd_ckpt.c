@@ -5,15 +5,18 @@
  * and in every parent a restore of it would read (--file-only: FILE alone).
  * vmigrate ckpt merge FILE OUT: one full checkpoint from a chain.
  */
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <json-c/json.h>
 
 #include "cli.h"
 #include "help.h"
+#include "ipc.h"
 #include "snapshot.h"
 
 static void hex(const uint8_t *b, size_t n, char *out)
@@ -124,32 +127,36 @@ static int verify(const char *file, bool file_only, const uint8_t *key, size_t k
 	struct snap_inspect s, parent;
 	unsigned n = 1, records = 0;
 	char err[SNAP_PATH_MAX + 600];
+	int ret;
 
-	if (snap_inspect(file, key, key_len, &s, err, sizeof(err))) {
-		fprintf(stderr, "vmigrate ckpt: %s\n", err);
-		return 1;
-	}
+	if ((ret = snap_inspect(file, key, key_len, &s, err, sizeof(err))))
+		return cli_fail(1, "ckpt", ipc_errno_code(ret), "%s", err);
 	records = (unsigned)s.records;
 	if (!file_only && s.has_parent &&
-	    snap_chain(file, files, SNAP_MAX_CHAIN, &n, err, sizeof(err))) {
-		fprintf(stderr, "vmigrate ckpt: %s: the chain is broken: %s\n", file, err);
-		return 1;
-	}
+	    (ret = snap_chain(file, files, SNAP_MAX_CHAIN, &n, err, sizeof(err))))
+		return cli_fail(1, "ckpt", ipc_errno_code(ret), "%s: the chain is broken: %s", file,
+				err);
 	for (unsigned i = 1; !file_only && i < n; i++) {
-		if (snap_inspect(files[i], key, key_len, &parent, err, sizeof(err))) {
-			fprintf(stderr, "vmigrate ckpt: %s: its parent %s is damaged: %s\n", file,
-				files[i], err);
-			return 1;
-		}
-		if (memcmp(parent.digest, s.parent_digest, 16)) {
-			fprintf(stderr, "vmigrate ckpt: %s: %s is not the parent it names (its digest "
-				"differs)\n", files[i - 1], files[i]);
-			return 1;
-		}
+		if (snap_inspect(files[i], key, key_len, &parent, err, sizeof(err)))
+			return cli_fail(1, "ckpt", IPC_E_INTEGRITY, "%s: its parent %s is damaged: %s",
+					file, files[i], err);
+		if (memcmp(parent.digest, s.parent_digest, 16))
+			return cli_fail(1, "ckpt", IPC_E_INTEGRITY, "%s: %s is not the parent it names "
+					"(its digest differs)", files[i - 1], files[i]);
 		records += (unsigned)parent.records;
 		s = parent;
 	}
-	if (n > 1)
+	if (cli_json) {
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "file", json_object_new_string(file));
+		json_object_object_add(o, "intact", json_object_new_boolean(true));
+		json_object_object_add(o, "parents_checked", json_object_new_int((int)n - 1));
+		json_object_object_add(o, "records", json_object_new_int64(records));
+		json_object_object_add(o, "mac_checked", json_object_new_boolean(key_len > 0));
+		svc_print_json(o);
+		json_object_put(o);
+	} else if (n > 1)
 		printf("%s: intact, with its %u parent(s) (%u files, %u records: every checksum, "
 		       "the index, the digest%s, the state and each parent's digest checked)\n",
 		       file, n - 1, n, records, key_len ? ", the MAC" : "");
@@ -169,6 +176,7 @@ int cmd_ckpt(int argc, char **argv)
 	int key_len = 0;
 	bool json = false, file_only = false;
 	char err[512];
+	int c;
 
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--json"))
@@ -188,31 +196,47 @@ int cmd_ckpt(int argc, char **argv)
 		else
 			file = NULL, i = argc;
 	}
-	if (!file || (strcmp(cmd, "info") && strcmp(cmd, "verify") && strcmp(cmd, "merge")) ||
-	    (!strcmp(cmd, "merge") != !!out))
-		return cli_usage("ckpt");
-	if (key_file && (key_len = snap_key_load(key_file, key, err, sizeof(err))) < 0) {
-		fprintf(stderr, "vmigrate ckpt: %s\n", err);
-		return 1;
-	}
+	if (strcmp(cmd, "info") && strcmp(cmd, "verify") && strcmp(cmd, "merge"))
+		return cli_usage_error("ckpt", "info, verify or merge, not '%s'", cmd);
+	if (!file || (!strcmp(cmd, "merge") != !!out))
+		return cli_usage_error("ckpt", "%s takes %s", cmd, strcmp(cmd, "merge") ? "one FILE" :
+				       "a FILE and an OUT file");
+	if (key_file && (key_len = snap_key_load(key_file, key, err, sizeof(err))) < 0)
+		return cli_fail(1, "ckpt", ipc_errno_code(key_len), "%s", err);
 	if (!strcmp(cmd, "merge")) {
 		struct snap_result res;
+		struct stat st;
+		int ret;
 
-		if (snap_merge(file, out, key_len ? key : NULL, (size_t)key_len, &res, err,
-			       sizeof(err))) {
-			fprintf(stderr, "vmigrate ckpt merge: %s\n", err);
-			return 1;
+		/* snap_merge() says a chain it cannot read is damaged: a FILE that
+		 * is not there is another matter */
+		if (stat(file, &st))
+			return cli_fail(1, "ckpt merge", ipc_errno_code(errno), "%s: %s", file,
+					strerror(errno));
+		ret = snap_merge(file, out, key_len ? key : NULL, (size_t)key_len, &res, err,
+				 sizeof(err));
+		if (ret)
+			return cli_fail(1, "ckpt merge", ipc_errno_code(ret), "%s", err);
+		if (cli_json) {
+			struct json_object *o = json_object_new_object();
+
+			json_object_object_add(o, "file", json_object_new_string(out));
+			json_object_object_add(o, "from", json_object_new_string(file));
+			json_object_object_add(o, "file_bytes",
+					       json_object_new_int64((int64_t)res.file_bytes));
+			svc_print_json(o);
+			json_object_put(o);
+		} else {
+			printf("%s: full checkpoint of %s and its parents, %.1f MiB\n", out, file,
+			       res.file_bytes / 1048576.0);
 		}
-		printf("%s: full checkpoint of %s and its parents, %.1f MiB\n", out, file,
-		       res.file_bytes / 1048576.0);
 		return 0;
 	}
 	if (!strcmp(cmd, "verify"))
 		return verify(file, file_only, key_len ? key : NULL, (size_t)key_len);
-	if (snap_inspect(file, key_len ? key : NULL, (size_t)key_len, &s, err, sizeof(err))) {
-		fprintf(stderr, "vmigrate ckpt: %s\n", err);
-		return 1;
-	}
+	c = snap_inspect(file, key_len ? key : NULL, (size_t)key_len, &s, err, sizeof(err));
+	if (c)
+		return cli_fail(1, "ckpt", ipc_errno_code(c), "%s", err);
 	if (json)
 		print_json(file, &s);
 	else

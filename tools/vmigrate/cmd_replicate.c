@@ -58,7 +58,7 @@ static int named(int argc, char **argv, int first, const char *cmd,
 	bool json = false;
 
 	if (svc_name_and_flag(argc, argv, first, "--json", &name, &json) || !name)
-		return cli_usage(argv[0]);
+		return cli_usage_error(argv[0], "give one guest NAME");
 	req = svc_req(cmd);
 	json_object_object_add(req, "name", json_object_new_string(name));
 	rep = svc_request(req, true);
@@ -88,6 +88,17 @@ static int wait_synced(const char *name, bool json)
 			ipc_str(r, "state", "?") : "?";
 		if (strcmp(state, "syncing")) {
 			status = strcmp(state, "protected") && strcmp(state, "degraded") ? 1 : 0;
+			if (status) {	/* the sync failed: the guest runs on unprotected */
+				char why[400];
+
+				snprintf(why, sizeof(why), "replication of %s %s: %s", name, state,
+					 ipc_str(r, "error", "no standby"));
+				json_object_object_add(rep, "ok", json_object_new_boolean(false));
+				json_object_object_add(rep, "error", json_object_new_string(why));
+				if (!json)
+					print_status(name, rep);
+				return cli_fail_reply(status, rep);
+			}
 			if (json)
 				svc_print_json(rep);
 			else
@@ -98,9 +109,8 @@ static int wait_synced(const char *name, bool json)
 		json_object_put(rep);
 		usleep(100000);
 	}
-	fprintf(stderr, "vmigrate: the initial sync of %s takes over 10 minutes; see "
-		"'vmigrate replicate status %s'\n", name, name);
-	return 1;
+	return cli_fail(1, NULL, IPC_E_TIMEOUT, "the initial sync of %s takes over 10 minutes; "
+			"see 'vmigrate replicate status %s'", name, name);
 }
 
 int cmd_replicate(int argc, char **argv)
@@ -171,7 +181,7 @@ int cmd_replicate(int argc, char **argv)
 	}
 	if (optind != argc - 2) {
 		json_object_put(req);
-		return cli_usage("replicate");
+		return cli_usage_error("replicate", "give a guest NAME and a HOST[:PORT]");
 	}
 	if (!json_object_object_get_ex(req, "compress", NULL))
 		json_object_object_add(req, "compress", json_object_new_string("off"));

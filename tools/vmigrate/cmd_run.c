@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "guest_opts.h"
 #include "help.h"
+#include "ipc.h"
 #include "memtouch.h"
 #include "snapshot.h"
 #include "units.h"
@@ -128,10 +129,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 			char err[256];
 
 			o->key_len = snap_key_load(optarg, o->key, err, sizeof(err));
-			if (o->key_len < 0) {
-				fprintf(stderr, "vmigrate run: %s\n", err);
-				return -EINVAL;
-			}
+			if (o->key_len < 0)
+				return cli_fail(-EINVAL, "run", ipc_errno_code(o->key_len), "%s", err);
 			break;
 		}
 		case O_LAZY: o->lazy = true; break;
@@ -143,7 +142,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "vmigrate run: unexpected argument '%s'\n", argv[optind]);
+		cli_usage_error("run", "unexpected argument '%s'", argv[optind]);
 		return -EINVAL;
 	}
 	return 0;
@@ -161,23 +160,23 @@ static struct vm *boot_guest(const struct run_opts *o, const struct vm_events *e
 
 	cfg.payload = vm_payload_load(o->g.guest, &cfg.payload_size, owned_payload, err, sizeof(err));
 	if (!cfg.payload) {
-		fprintf(stderr, "vmigrate run: %s\n", err);
+		cli_fail(1, "run", IPC_E_BAD_ARGUMENT, "%s", err);
 		return NULL;
 	}
 	if (vm_memtouch_args(&o->g.mt, o->g.mem, cfg.args, err, sizeof(err))) {
-		fprintf(stderr, "vmigrate run: %s\n", err);
+		cli_fail(1, "run", IPC_E_BAD_ARGUMENT, "%s", err);
 		return NULL;
 	}
 	vm = vm_kvm_create(&cfg, err, sizeof(err));
 	if (!vm) {
-		fprintf(stderr, "vmigrate run: %s\n", err);
+		cli_fail(1, "run", IPC_E_INTERNAL, "%s", err);
 		return NULL;
 	}
 	if (o->g.prefill) {
 		uint64_t loaded;
 
 		if (vm_memtouch_prefill(vm, o->g.prefill, &loaded, err, sizeof(err))) {
-			fprintf(stderr, "vmigrate run: %s\n", err);
+			cli_fail(1, "run", IPC_E_IO, "%s", err);
 			vm_destroy(vm);
 			return NULL;
 		}
@@ -188,22 +187,55 @@ static struct vm *boot_guest(const struct run_opts *o, const struct vm_events *e
 	return vm;
 }
 
+/* The run's end with --json: its figures in the envelope, ok only when
+ * nothing failed (why: the first failure, with its code). */
+static void print_figures(const struct vm_verify_report *rep, const struct run_opts *o,
+			  double seconds, uint64_t first_total, double restore_ms,
+			  const char *why, const char *code)
+{
+	struct json_object *j = json_object_new_object();
+	uint64_t writes = rep->total - first_total;
+
+	json_object_object_add(j, "ok", json_object_new_boolean(!why));
+	if (why) {
+		json_object_object_add(j, "error", json_object_new_string(why));
+		json_object_object_add(j, "code", json_object_new_string(code));
+	}
+	json_object_object_add(j, "status", json_object_new_string(why ? "failed" : "ok"));
+	json_object_object_add(j, "seconds", json_object_new_double(seconds));
+	json_object_object_add(j, "vcpus", json_object_new_int((int)rep->nr_vcpus));
+	json_object_object_add(j, "counter", json_object_new_int64((int64_t)rep->total));
+	json_object_object_add(j, "page_writes", json_object_new_int64((int64_t)writes));
+	json_object_object_add(j, "dirty_mib_per_s", json_object_new_double(
+		seconds > 0 ? writes * 4096.0 / seconds / (1 << 20) : 0.0));
+	json_object_object_add(j, "passes", json_object_new_int64((int64_t)rep->passes));
+	json_object_object_add(j, "guest_check_errors",
+			       json_object_new_int64((int64_t)rep->guest_check_errors));
+	json_object_object_add(j, "restore_ms", json_object_new_double(restore_ms));
+	json_object_object_add(j, "verified", o->verify ? json_object_new_boolean(!why) : NULL);
+	svc_print_json(j);
+	json_object_put(j);
+}
+
 static int finish(struct vm *vm, const struct run_opts *o, double seconds,
 		  uint64_t first_total, double restore_ms)
 {
 	struct vm_verify_report rep;
+	const char *code = NULL;
+	char why[600] = "";
 	int status = 0, ret;
 
 	vm_pause(vm);
 	ret = vm_memtouch_verify(vm, &(struct vm_verify_opts){ .prefill = o->g.prefill }, &rep);
 	if (o->verify) {
 		if (ret) {
-			fprintf(stderr, "vmigrate run: verify FAILED: %s\n", rep.msg);
-			status = 1;
+			snprintf(why, sizeof(why), "verify FAILED: %s", rep.msg);
+			code = IPC_E_INTEGRITY;
 		} else if (rep.total < o->min_total) {
-			fprintf(stderr, "vmigrate run: verify FAILED: %llu page writes, expected at least %llu\n",
-				(unsigned long long)rep.total, (unsigned long long)o->min_total);
-			status = 1;
+			snprintf(why, sizeof(why), "verify FAILED: %llu page writes, expected at "
+				 "least %llu", (unsigned long long)rep.total,
+				 (unsigned long long)o->min_total);
+			code = IPC_E_INTEGRITY;
 		} else if (!o->quiet) {
 			fprintf(stderr, "vmigrate: verified %llu pages (%llu caught mid-write)"
 				"%s, counter %llu\n", (unsigned long long)rep.pages_checked,
@@ -218,27 +250,29 @@ static int finish(struct vm *vm, const struct run_opts *o, double seconds,
 		struct snap_result res;
 		char err[512];
 
-		if (snap_save_paused(vm, o->save, &so, &res, err, sizeof(err))) {
-			fprintf(stderr, "vmigrate run: save failed: %s\n", err);
-			status = 1;
+		if ((ret = snap_save_paused(vm, o->save, &so, &res, err, sizeof(err)))) {
+			if (!code) {
+				snprintf(why, sizeof(why), "save failed: %s", err);
+				code = ipc_errno_code(ret);
+			} else {
+				fprintf(stderr, "vmigrate run: save failed: %s\n", err);
+			}
 		} else if (!o->quiet) {
 			fprintf(stderr, "vmigrate: saved to %s: %llu MiB in %.3f s\n", o->save,
 				(unsigned long long)(res.file_bytes >> 20), res.seconds);
 		}
 	}
-	if (o->json)
-		printf("{\"status\":\"%s\",\"seconds\":%.3f,\"vcpus\":%u,\"counter\":%llu,"
-		       "\"page_writes\":%llu,\"dirty_mib_per_s\":%.1f,\"passes\":%llu,"
-		       "\"guest_check_errors\":%llu,\"restore_ms\":%.2f,\"verified\":%s}\n",
-		       status ? "failed" : "ok", seconds, rep.nr_vcpus,
-		       (unsigned long long)rep.total,
-		       (unsigned long long)(rep.total - first_total),
-		       seconds > 0 ? (rep.total - first_total) * 4096.0 / seconds / (1 << 20) : 0.0,
-		       (unsigned long long)rep.passes,
-		       (unsigned long long)rep.guest_check_errors, restore_ms,
-		       o->verify ? (status ? "false" : "true") : "null");
-	if (atomic_load(&guest_failures))
+	if (!code && atomic_load(&guest_failures)) {
+		snprintf(why, sizeof(why), "the guest failed %d time(s): a self-check, a panic or "
+			 "a vCPU that stopped (said above)", atomic_load(&guest_failures));
+		code = IPC_E_INTEGRITY;
+	}
+	if (code) {
 		status = 1;
+		fprintf(stderr, "vmigrate run: %s\n", why);
+	}
+	if (o->json)
+		print_figures(&rep, o, seconds, first_total, restore_ms, code ? why : NULL, code);
 	return status;
 }
 
@@ -247,8 +281,8 @@ static int finish(struct vm *vm, const struct run_opts *o, double seconds,
 static int lazy_failed(struct vm *vm, struct snap_lazy *lazy, const char *file)
 {
 	vm_pause(vm);
-	fprintf(stderr, "vmigrate run: lazy restore FAILED: %s of %s could not be read back "
-		"intact; the guest is stopped\n", snap_lazy_error(lazy), file);
+	cli_fail(1, "run", IPC_E_INTEGRITY, "lazy restore FAILED: %s of %s could not be read "
+		 "back intact; the guest is stopped", snap_lazy_error(lazy), file);
 	snap_lazy_abort(lazy);
 	vm_destroy(vm);
 	snap_lazy_free(lazy);
@@ -270,10 +304,8 @@ int cmd_run(int argc, char **argv)
 
 	if (parse_args(argc, argv, &o))
 		return EXIT_USAGE;
-	if (!vm_kvm_available(why, sizeof(why))) {
-		fprintf(stderr, "vmigrate run: %s\n", why);
-		return 1;
-	}
+	if (!vm_kvm_available(why, sizeof(why)))
+		return cli_fail(1, "run", IPC_E_UNSUPPORTED, "%s", why);
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
@@ -288,10 +320,8 @@ int cmd_run(int argc, char **argv)
 		t_restore = now();
 		vm = o.lazy ? snap_restore_lazy(o.restore, &ro, &lazy, err, sizeof(err)) :
 			      snap_restore(o.restore, &ro, err, sizeof(err));
-		if (!vm) {
-			fprintf(stderr, "vmigrate run: restore refused: %s\n", err);
-			return 1;
-		}
+		if (!vm)
+			return cli_fail(1, "run", IPC_E_INTEGRITY, "restore refused: %s", err);
 		first_total = vm_memtouch_total(vm);
 		if (!o.quiet)
 			fprintf(stderr, "vmigrate: restored %s, counter at %llu\n", o.restore,
@@ -300,10 +330,9 @@ int cmd_run(int argc, char **argv)
 			struct vm_verify_report rep;
 
 			if (vm_memtouch_verify(vm, NULL, &rep)) {
-				fprintf(stderr, "vmigrate run: restored memory FAILED to verify: %s\n",
-					rep.msg);
 				vm_destroy(vm);
-				return 1;
+				return cli_fail(1, "run", IPC_E_INTEGRITY, "restored memory FAILED to "
+						"verify: %s", rep.msg);
 			}
 		}
 	} else {
@@ -315,10 +344,9 @@ int cmd_run(int argc, char **argv)
 	}
 
 	if ((o.restore ? vm_resume(vm) : vm_start(vm)) < 0) {
-		fprintf(stderr, "vmigrate run: cannot start the guest\n");
 		vm_destroy(vm);
 		free(payload);
-		return 1;
+		return cli_fail(1, "run", IPC_E_INTERNAL, "cannot start the guest");
 	}
 	t0 = last = now();
 	last_total = first_total;

@@ -62,10 +62,8 @@ int cmd_start(int argc, char **argv)
 			return cli_getopt_error("start", c, argv);
 		json = true;
 	}
-	if (optind != argc - 1) {
-		fprintf(stderr, "vmigrate start: give exactly one guest NAME\n");
-		return cli_usage("start");
-	}
+	if (optind != argc - 1)
+		return cli_usage_error("start", "give exactly one guest NAME");
 	req = svc_req("start");
 	json_object_object_add(req, "name", json_object_new_string(argv[optind]));
 	if (guest_opts_to_json(&g, req, "start")) {
@@ -130,11 +128,11 @@ static int simple(int argc, char **argv, const char *cmd)
 	rep = svc_request(req, false);
 	if (!rep)
 		return 1;
-	status = ipc_bool(rep, "ok", false) ? 0 : 1;
+	if (!ipc_bool(rep, "ok", false))
+		return cli_fail_reply(1, rep);
+	status = 0;
 	if (json) {
 		svc_print_json(rep);
-	} else if (status) {
-		fprintf(stderr, "vmigrate: %s\n", ipc_str(rep, "error", "failed"));
 	} else if (!strcmp(cmd, "info")) {
 		printf("%s: %s, pid %lld, %lld MiB, %lld vCPUs, counter %lld, up %.1f s%s%s\n",
 		       name, ipc_str(rep, "state", "?"), ipc_int(rep, "pid", 0),
@@ -163,25 +161,35 @@ int cmd_resume(int argc, char **argv)
 {
 	struct json_object *req, *rep;
 	const char *name = NULL;
-	bool lost = false;
-	int status;
+	bool lost = false, json = false;
 
-	if (svc_name_and_flag(argc, argv, 1, "--destination-lost", &name, &lost) || !name)
-		return cli_usage("resume");
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--destination-lost"))
+			lost = true;
+		else if (!strcmp(argv[i], "--json"))
+			json = true;
+		else if (argv[i][0] == '-')
+			return cli_unknown_option("resume", argv[i]);
+		else if (!name)
+			name = argv[i];
+		else
+			return cli_usage_error("resume", "give one guest NAME");
+	}
+	if (!name)
+		return cli_usage_error("resume", "give the guest's NAME");
 	req = svc_req("resume");
 	json_object_object_add(req, "name", json_object_new_string(name));
 	json_object_object_add(req, "destination_lost", json_object_new_boolean(lost));
-	rep = svc_request(req, false);
+	rep = svc_request(req, true);
 	if (!rep)
 		return 1;
-	status = ipc_bool(rep, "ok", false) ? 0 : 1;
-	if (status)
-		fprintf(stderr, "vmigrate: %s\n", ipc_str(rep, "error", "failed"));
+	if (json)
+		svc_print_json(rep);
 	else
 		printf("%s: resumed here (destination: %s)\n", name,
 		       ipc_str(rep, "destination", "?"));
 	json_object_put(rep);
-	return status;
+	return 0;
 }
 
 static double now(void)
@@ -246,11 +254,53 @@ static void catch_interrupts(void)
 static int cancel_job(const char *job)
 {
 	struct json_object *req = svc_req("cancel"), *rep;
+	bool json = cli_json;
 
 	json_object_object_add(req, "job", json_object_new_string(job));
+	cli_json = false;	/* not the command's outcome: that is printed at its end */
 	rep = svc_request(req, true);
+	cli_json = json;
 	json_object_put(rep);
 	return rep ? 0 : -1;
+}
+
+/* migrate --json: the job's final figures (QEMU's query-migrate) in the
+ * envelope, with the job; ok only when the guest runs on the destination. */
+static void print_outcome(struct json_object *rep, struct json_object *st, const char *name)
+{
+	struct json_object *o = st ? json_object_get(st) : json_object_new_object();
+	const char *status = ipc_str(st, "status", "?");
+	bool ok = !strcmp(status, "completed");
+
+	json_object_object_add(o, "ok", json_object_new_boolean(ok));
+	json_object_object_add(o, "job", json_object_new_string(ipc_str(rep, "job", "")));
+	json_object_object_add(o, "guest", json_object_new_string(name));
+	if (!ok) {
+		const char *code = ipc_str(rep, "code", NULL);
+
+		if (!code)
+			code = !strcmp(status, "cancelled") ? IPC_E_CANCELLED :
+			       !strcmp(status, "uncertain") ? IPC_E_UNCERTAIN : IPC_E_INTERNAL;
+		if (!ipc_str(o, "error", NULL))
+			json_object_object_add(o, "error", json_object_new_string(status));
+		json_object_object_add(o, "code", json_object_new_string(code));
+	}
+	svc_print_json(o);
+	json_object_put(o);
+}
+
+/* migrate --json --detach, interrupted: the job goes on; what to follow it by. */
+static void print_detached(struct json_object *rep, const char *name)
+{
+	struct json_object *o = ipc_ok(), *st = NULL;
+
+	json_object_object_add(o, "job", json_object_new_string(ipc_str(rep, "job", "")));
+	json_object_object_add(o, "guest", json_object_new_string(name));
+	json_object_object_add(o, "detached", json_object_new_boolean(true));
+	if (json_object_object_get_ex(rep, "stats", &st))
+		json_object_object_add(o, "stats", json_object_get(st));
+	svc_print_json(o);
+	json_object_put(o);
 }
 
 int cmd_migrate(int argc, char **argv)
@@ -345,9 +395,8 @@ int cmd_migrate(int argc, char **argv)
 		}
 	}
 	if (optind != argc - 2) {
-		fprintf(stderr, "vmigrate migrate: give a guest NAME and a HOST[:PORT]\n");
 		json_object_put(req);
-		return cli_usage("migrate");
+		return cli_usage_error("migrate", "give a guest NAME and a HOST[:PORT]");
 	}
 	json_object_object_add(req, "name", json_object_new_string(argv[optind]));
 	json_object_object_add(req, "dest", json_object_new_string(argv[optind + 1]));
@@ -364,29 +413,30 @@ int cmd_migrate(int argc, char **argv)
 		struct json_object *q = svc_req("job");
 
 		json_object_object_add(q, "job", json_object_new_string(job));
+		cli_json = false;	/* a failure here is not the command's: said below */
 		rep = svc_request(q, true);
-		if (!rep) {
-			fprintf(stderr, "vmigrate: lost track of job %s; see 'vmigrate info %s'\n",
-				job, argv[optind]);
-			return EXIT_UNCERTAIN;
-		}
+		cli_json = json;
+		if (!rep)
+			return cli_fail(EXIT_UNCERTAIN, NULL, IPC_E_UNCERTAIN, "lost track of job %s; "
+					"see 'vmigrate info %s'", job, argv[optind]);
 		if (!quiet && (tty || now() - last_line >= 1.0)) {
 			show_progress(rep, tty);
 			last_line = now();
 		}
 		if (ipc_bool(rep, "done", false))
 			break;
-		json_object_put(rep);
 		if (interrupts && detach) {
 			fprintf(stderr, "%svmigrate: the migration continues as job %s; vmigrate "
 				"cancel %s\n", tty && !quiet ? "\n" : "", job, job);
+			if (json)
+				print_detached(rep, argv[optind]);
+			json_object_put(rep);
 			return 0;
 		}
-		if (interrupts > asked && asked) {
-			fprintf(stderr, "vmigrate: no longer waiting; job %s was asked to cancel: "
-				"'vmigrate jobs --all' shows how it ends\n", job);
-			return 1;
-		}
+		json_object_put(rep);
+		if (interrupts > asked && asked)
+			return cli_fail(1, NULL, IPC_E_CANCELLED, "no longer waiting; job %s was asked "
+					"to cancel: 'vmigrate jobs --all' shows how it ends", job);
 		if (interrupts > asked) {
 			/* as virsh: the job is cancelled, the guest stays here (a
 			 * handover already under way ends as it ends) */
@@ -411,7 +461,7 @@ int cmd_migrate(int argc, char **argv)
 	if (!strcmp(why, what))
 		why = "";	/* not "cancelled: cancelled" */
 	if (json)
-		svc_print_json(st);
+		print_outcome(rep, st, argv[optind]);
 	else if (!ipc_int(st, "rounds", 0) && !ipc_int(st, "transferred_bytes", 0))
 		/* it ended before the first round: only the reason means anything */
 		printf("%s: %s%s%s\n", argv[optind], what, *why ? ": " : "", why);
@@ -490,20 +540,49 @@ int cmd_jobs(int argc, char **argv)
 	return 0;
 }
 
+/* The words of a command that takes them and --json: *n of them in
+ * words (at most max); EXIT_USAGE, said, for an unknown option or a word
+ * too many. */
+static int words_and_json(int argc, char **argv, const char **words, int max, int *n,
+			  bool *json)
+{
+	*n = 0;
+	*json = false;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json"))
+			*json = true;
+		else if (argv[i][0] == '-' && argv[i][1])
+			return cli_unknown_option(argv[0], argv[i]);
+		else if (*n < max)
+			words[(*n)++] = argv[i];
+		else
+			return cli_usage_error(argv[0], "one argument too many: '%s'", argv[i]);
+	}
+	return 0;
+}
+
 int cmd_cancel(int argc, char **argv)
 {
 	struct json_object *req, *rep;
+	const char *w[1];
+	bool json;
+	int n;
 
-	if (argc == 2 && argv[1][0] == '-')
-		return cli_unknown_option("cancel", argv[1]);
-	if (argc != 2)
-		return cli_usage("cancel");
+	if (words_and_json(argc, argv, w, 1, &n, &json))
+		return EXIT_USAGE;
+	if (n != 1)
+		return cli_usage_error("cancel", "give the JOB ('vmigrate jobs' lists them)");
 	req = svc_req("cancel");
-	json_object_object_add(req, "job", json_object_new_string(argv[1]));
+	json_object_object_add(req, "job", json_object_new_string(w[0]));
 	rep = svc_request(req, true);
 	if (!rep)
 		return 1;
-	printf("%s: cancel requested\n", argv[1]);
+	if (json) {
+		json_object_object_add(rep, "job", json_object_new_string(w[0]));
+		svc_print_json(rep);
+	} else {
+		printf("%s: cancel requested\n", w[0]);
+	}
 	json_object_put(rep);
 	return 0;
 }
@@ -511,22 +590,30 @@ int cmd_cancel(int argc, char **argv)
 int cmd_set_bandwidth(int argc, char **argv)
 {
 	struct json_object *req, *rep;
+	const char *w[2];
 	uint64_t rate;
+	bool json;
+	int n;
 
-	for (int i = 1; i < argc; i++)
-		if (argv[i][0] == '-')
-			return cli_unknown_option("set-bandwidth", argv[i]);
-	if (argc != 3)
-		return cli_usage("set-bandwidth");
-	if (parse_rate(argv[2], &rate))
-		return cli_bad_value("set-bandwidth", "RATE", argv[2], "e.g. 100M or 1G/s");
+	if (words_and_json(argc, argv, w, 2, &n, &json))
+		return EXIT_USAGE;
+	if (n != 2)
+		return cli_usage_error("set-bandwidth", "give the JOB and the RATE");
+	if (parse_rate(w[1], &rate))
+		return cli_bad_value("set-bandwidth", "RATE", w[1], "e.g. 100M or 1G/s");
 	req = svc_req("set-bandwidth");
-	json_object_object_add(req, "job", json_object_new_string(argv[1]));
+	json_object_object_add(req, "job", json_object_new_string(w[0]));
 	json_object_object_add(req, "bandwidth", json_object_new_int64((int64_t)rate));
 	rep = svc_request(req, true);
 	if (!rep)
 		return 1;
-	printf("%s: bandwidth %s\n", argv[1], argv[2]);
+	if (json) {
+		json_object_object_add(rep, "job", json_object_new_string(w[0]));
+		json_object_object_add(rep, "bandwidth", json_object_new_int64((int64_t)rate));
+		svc_print_json(rep);
+	} else {
+		printf("%s: bandwidth %s\n", w[0], w[1]);
+	}
 	json_object_put(rep);
 	return 0;
 }
@@ -557,7 +644,7 @@ static struct json_object *request_with_key(struct json_object *req, const char 
 	char *abs = key ? realpath(key, NULL) : NULL;
 
 	if (key && !abs) {
-		fprintf(stderr, "vmigrate %s: key %s: %s\n", cmd, key, strerror(errno));
+		cli_fail(1, cmd, ipc_errno_code(errno), "key %s: %s", key, strerror(errno));
 		json_object_put(req);
 		return NULL;
 	}
@@ -598,17 +685,13 @@ int cmd_snapshot(int argc, char **argv)
 			name = NULL, i = argc;
 	}
 	if (!name || !file)
-		return cli_usage("snapshot");
-	if (stat(file, &st) == 0 && S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "vmigrate snapshot: %s is a directory: give the checkpoint a file "
-			"name\n", file);
-		return 1;
-	}
+		return cli_usage_error("snapshot", "give a guest NAME and a FILE");
+	if (stat(file, &st) == 0 && S_ISDIR(st.st_mode))
+		return cli_fail(1, "snapshot", IPC_E_BAD_ARGUMENT, "%s is a directory: give the "
+				"checkpoint a file name", file);
 	abs = absolute(file);
-	if (!abs) {
-		fprintf(stderr, "vmigrate snapshot: %s: no such directory\n", file);
-		return 1;
-	}
+	if (!abs)
+		return cli_fail(1, "snapshot", IPC_E_NOT_FOUND, "%s: no such directory", file);
 	req = svc_req("snapshot");
 	json_object_object_add(req, "name", json_object_new_string(name));
 	json_object_object_add(req, "file", json_object_new_string(abs));
@@ -656,12 +739,10 @@ int cmd_restore(int argc, char **argv)
 			file = NULL, i = argc;
 	}
 	if (!file)
-		return cli_usage("restore");
+		return cli_usage_error("restore", "give one checkpoint FILE");
 	abs = realpath(file, NULL);
-	if (!abs) {
-		fprintf(stderr, "vmigrate restore: %s: %s\n", file, strerror(errno));
-		return 1;
-	}
+	if (!abs)
+		return cli_fail(1, "restore", ipc_errno_code(errno), "%s: %s", file, strerror(errno));
 	req = svc_req("restore");
 	json_object_object_add(req, "file", json_object_new_string(abs));
 	if (name)

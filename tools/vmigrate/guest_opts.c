@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "help.h"
+#include "ipc.h"
 #include "units.h"
 
 void guest_opts_init(struct guest_opts *g)
@@ -63,8 +65,10 @@ static int add_path(struct json_object *req, const char *key, const char *path, 
 	char *abs = realpath(path, NULL);
 
 	if (!abs) {
-		fprintf(stderr, "vmigrate %s: %s: %s\n", cmd, path, strerror(errno));
-		return -errno;
+		int e = errno;
+
+		cli_fail(1, cmd, ipc_errno_code(e), "%s: %s", path, strerror(e));
+		return -e;
 	}
 	json_object_object_add(req, key, json_object_new_string(abs));
 	free(abs);

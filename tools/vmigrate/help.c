@@ -8,11 +8,13 @@
 
 #include <ctype.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 #include "guest_opts.h"
+#include "ipc.h"
 
 #define HELP_OPT "  -h, --help            this help\n"
 #define KEY_OPT \
@@ -44,14 +46,14 @@ KEY_OPT
 HELP_OPT },
 	{ "ckpt", "show (info), check (verify) or flatten (merge) a checkpoint file",
 "usage: vmigrate ckpt info FILE [--json] [--key KEYFILE]\n"
-"       vmigrate ckpt verify FILE [--file-only] [--key KEYFILE]\n"
-"       vmigrate ckpt merge FILE OUT [--key KEYFILE]\n"
+"       vmigrate ckpt verify FILE [--file-only] [--key KEYFILE] [--json]\n"
+"       vmigrate ckpt merge FILE OUT [--key KEYFILE] [--json]\n"
 "info: what FILE holds, and which file is its parent. verify: every\n"
 "checksum, the record grammar, the index, the digest and the guest's state,\n"
 "in FILE and in each parent a restore of it would read. merge: one full\n"
 "checkpoint OUT from FILE and its parents. No service is needed.\n"
 "\noptions:\n"
-"  --json                info: print as JSON\n"
+"  --json                print as JSON\n"
 "  --file-only           verify: FILE alone, not its parents (default: the chain)\n"
 KEY_OPT
 "                        (checks the MAC; merge signs OUT with it)\n"
@@ -113,7 +115,8 @@ HELP_OPT },
 "  --quiet               no progress lines\n"
 "  --detach              Ctrl-C leaves the job running (vmigrate cancel JOB stops\n"
 "                        it) instead of cancelling it (default: cancel)\n"
-"  --json                print the final figures as JSON\n"
+"  --json                print the final figures as JSON, with the job; with\n"
+"                        --detach and Ctrl-C, the job that goes on\n"
 HELP_OPT
 "Exit status: 0 the guest runs on the destination, or --detach left the job\n"
 "running; 1 it failed and the guest still runs here; 3 uncertain: check the\n"
@@ -151,12 +154,13 @@ HELP_OPT
 "  --json                print the service's reply as JSON\n"
 HELP_OPT },
 	{ "resume", "resume a guest left paused by an uncertain handover",
-"usage: vmigrate resume NAME [--destination-lost]\n"
+"usage: vmigrate resume NAME [--destination-lost] [--json]\n"
 "After migrate ended with status 3: resume the guest NAME here once the\n"
 "destination confirms that it does not run it.\n"
 "\noptions:\n"
 "  --destination-lost    that host is gone for good: resume on your word (refused\n"
 "                        until the handover bound, 5 s, has passed)\n"
+"  --json                print the service's reply as JSON\n"
 HELP_OPT },
 	{ "snapshot", "checkpoint a guest to a file (full or --incremental)",
 "usage: vmigrate snapshot NAME FILE [OPTIONS]\n"
@@ -208,23 +212,26 @@ HELP_OPT },
 "  --json                print as JSON\n"
 HELP_OPT },
 	{ "cancel", "cancel a migration job (the guest stays here)",
-"usage: vmigrate cancel JOB\n"
+"usage: vmigrate cancel JOB [--json]\n"
 "Cancel the migration JOB (as 'vmigrate jobs' names it); the guest keeps\n"
 "running on this host.\n"
 "\noptions:\n"
+"  --json                print the service's reply as JSON\n"
 HELP_OPT },
 	{ "set-bandwidth", "change a running job's bandwidth cap",
-"usage: vmigrate set-bandwidth JOB RATE\n"
+"usage: vmigrate set-bandwidth JOB RATE [--json]\n"
 "Change the bandwidth cap of the running job JOB to RATE, bytes a second in\n"
 "binary units (100M, 1G/s), spread over its channels.\n"
 "\noptions:\n"
+"  --json                print the service's reply as JSON\n"
 HELP_OPT },
 	{ "metrics", "the service's metrics (Prometheus text format)",
-"usage: vmigrate metrics\n"
+"usage: vmigrate metrics [--json]\n"
 "The local vmigrated's counters (migrations, downtime, bytes, checkpoints,\n"
 "restores, backups), its guests by state and the replication figures, in the\n"
 "Prometheus text format: what its --metrics listener serves.\n"
 "\noptions:\n"
+"  --json                the text as the \"text\" of a JSON object\n"
 HELP_OPT },
 	{ "check", "check this host, and the path to a peer, for vmigrate",
 "usage: vmigrate check [HOST[:PORT]] [OPTIONS]\n"
@@ -272,10 +279,26 @@ bool cli_asks_help(int argc, char **argv)
 	return false;
 }
 
+/* What was wrong, for the JSON envelope of the usage error that follows. */
+static char why[512];
+
+static void say_why(const char *cmd, const char *fmt, va_list ap)
+{
+	vsnprintf(why, sizeof(why), fmt, ap);
+	fprintf(stderr, "vmigrate %s: %s\n", cmd, why);
+}
+
 int cli_usage(const char *cmd)
 {
 	const char *text = cli_help(cmd), *end;
 
+	if (cli_json) {
+		struct json_object *o = ipc_error(IPC_E_BAD_ARGUMENT, "%s; see 'vmigrate %s --help'",
+						  why[0] ? why : "wrong arguments", cmd);
+
+		svc_print_json(o);
+		json_object_put(o);
+	}
 	if (text) {
 		/* the usage lines: up to the first that does not start a form */
 		for (const char *line = text; *line; line = end + 1) {
@@ -291,23 +314,38 @@ int cli_usage(const char *cmd)
 	return EXIT_USAGE;
 }
 
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	say_why(cmd, fmt, ap);
+	va_end(ap);
+	return cli_usage(cmd);
+}
+
 int cli_bad_value(const char *cmd, const char *opt, const char *value, const char *choices)
 {
-	fprintf(stderr, "vmigrate %s: bad value '%s' for %s%s%s%s\n", cmd, value, opt,
-		choices ? " (" : "", choices ? choices : "", choices ? ")" : "");
+	snprintf(why, sizeof(why), "bad value '%s' for %s%s%s%s", value, opt,
+		 choices ? " (" : "", choices ? choices : "", choices ? ")" : "");
+	fprintf(stderr, "vmigrate %s: %s\n", cmd, why);
+	if (cli_json) {
+		struct json_object *o = ipc_error(IPC_E_BAD_ARGUMENT, "%s", why);
+
+		svc_print_json(o);
+		json_object_put(o);
+	}
 	return EXIT_USAGE;
 }
 
 int cli_unknown_option(const char *cmd, const char *arg)
 {
-	fprintf(stderr, "vmigrate %s: unknown option '%s'\n", cmd, arg);
-	return cli_usage(cmd);
+	return cli_usage_error(cmd, "unknown option '%s'", arg);
 }
 
 int cli_missing_value(const char *cmd, const char *opt)
 {
-	fprintf(stderr, "vmigrate %s: option '%s' needs a value\n", cmd, opt);
-	return cli_usage(cmd);
+	return cli_usage_error(cmd, "option '%s' needs a value", opt);
 }
 
 int cli_getopt_error(const char *cmd, int c, char **argv)

@@ -20,9 +20,12 @@ const char *cli_summary(const char *cmd);
 /* true when an argument before any "--" is -h or --help */
 bool cli_asks_help(int argc, char **argv);
 
-/* The following print to stderr and return EXIT_USAGE. */
+/* The following print to stderr (and with --json the envelope, code
+ * bad-argument, on stdout) and return EXIT_USAGE. */
 /* cmd's usage lines and where its whole help is */
 int cli_usage(const char *cmd);
+/* "vmigrate CMD: WHY", then the usage lines */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* "vmigrate CMD: bad value 'VALUE' for OPT (CHOICES)"; choices may be NULL */
 int cli_bad_value(const char *cmd, const char *opt, const char *value, const char *choices);
 /* After getopt_long (its optstring starting with ':') returned '?' or ':':

@@ -1,13 +1,15 @@
 /*
  * vmigrate: the operator's command line. Dispatches to one subcommand;
  * -h or --help anywhere among a command's arguments shows its help
- * (help.c) instead of running it.
+ * (help.c) instead of running it, and --json among them makes stdout
+ * carry one JSON object whatever happens (reply.c), usage errors too.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 #include "help.h"
+#include "ipc.h"
 #include "version.h"
 
 static int cmd_help(int argc, char **argv);
@@ -87,6 +89,8 @@ int main(int argc, char **argv)
 		printf("vmigrate %s\n", vmigrate_version());
 		return 0;
 	}
+	for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)
+		cli_json |= !strcmp(argv[i], "--json");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(argv[1], commands[i].name))
 			continue;
@@ -94,7 +98,7 @@ int main(int argc, char **argv)
 			return show_help(argv[1]);
 		return commands[i].fn(argc - 1, argv + 1);
 	}
-	fprintf(stderr, "vmigrate: unknown command '%s'\n", argv[1]);
+	cli_fail(EXIT_USAGE, NULL, IPC_E_BAD_ARGUMENT, "unknown command '%s'", argv[1]);
 	usage(stderr);
 	return EXIT_USAGE;
 }

@@ -20,34 +20,40 @@ const char *svc_control_path(void)
 	return p && *p ? p : DEFAULT_CONTROL;
 }
 
-void svc_unreachable(const char *path, const char *err, char *out, size_t len)
+const char *svc_unreachable(const char *path, const char *err, char *out, size_t len)
 {
 	struct stat st;
 	char ignored[600];
 	int fd;
 
 	if (stat(path, &st) < 0) {
-		if (errno == ENOENT)
+		if (errno == ENOENT) {
 			snprintf(out, len, "vmigrated is not running (no socket at %s)", path);
-		else
-			snprintf(out, len, "control socket %s: %s", path, strerror(errno));
-		return;
+			return IPC_E_NO_SERVICE;
+		}
+		snprintf(out, len, "control socket %s: %s", path, strerror(errno));
+		return errno == EACCES ? IPC_E_PERMISSION : IPC_E_NO_SERVICE;
 	}
 	if (!S_ISSOCK(st.st_mode)) {
 		snprintf(out, len, "control socket %s is not a socket", path);
-		return;
+		return IPC_E_NO_SERVICE;
 	}
 	fd = ipc_connect(path, ignored, sizeof(ignored));
 	if (fd >= 0)
 		close(fd);
-	if (fd == -ECONNREFUSED)
+	if (fd == -ECONNREFUSED) {
 		snprintf(out, len, "vmigrated is not running (nothing listens on %s, left "
 			 "behind by a service that ended)", path);
-	else if (fd == -EACCES || fd == -EPERM)
+		return IPC_E_NO_SERVICE;
+	}
+	if (fd == -EACCES || fd == -EPERM) {
 		snprintf(out, len, "permission denied on %s: root or vmigrated's --group only",
 			 path);
-	else
-		snprintf(out, len, "cannot reach vmigrated: %s", err);
+		return IPC_E_PERMISSION;
+	}
+	snprintf(out, len, "cannot reach vmigrated: %s", err);
+	/* it took the request and gave no answer in time: it is there, busy */
+	return fd >= 0 ? IPC_E_TIMEOUT : IPC_E_NO_SERVICE;
 }
 
 struct json_object *svc_request(struct json_object *req, bool want_ok)
@@ -57,13 +63,13 @@ struct json_object *svc_request(struct json_object *req, bool want_ok)
 
 	json_object_put(req);
 	if (!rep) {
-		svc_unreachable(svc_control_path(), err, why, sizeof(why));
-		fprintf(stderr, "vmigrate: %s\n", why);
+		const char *code = svc_unreachable(svc_control_path(), err, why, sizeof(why));
+
+		cli_fail(1, NULL, code, "%s", why);
 		return NULL;
 	}
 	if (want_ok && !ipc_bool(rep, "ok", false)) {
-		fprintf(stderr, "vmigrate: %s\n", ipc_str(rep, "error", "request failed"));
-		json_object_put(rep);
+		cli_fail_reply(1, rep);
 		return NULL;
 	}
 	return rep;
@@ -93,8 +99,3 @@ int svc_name_and_flag(int argc, char **argv, int first, const char *flag, const 
 	return 0;
 }
 
-void svc_print_json(struct json_object *o)
-{
-	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-							JSON_C_TO_STRING_NOSLASHESCAPE));
-}

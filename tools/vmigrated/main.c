@@ -123,11 +123,11 @@ static struct json_object *call_guest_within(struct service *sv, const char *nam
 		struct stat st;
 
 		if (holder)
-			return ipc_error("guest '%s' (process %d) is not answering: %s", name,
+			return ipc_error(IPC_E_NOT_ANSWERING, "guest '%s' (process %d) is not answering: %s", name,
 					 (int)holder, err);
 		if (stat(path, &st) != 0)
-			return ipc_error("no guest named '%s' on this host", name);
-		return ipc_error("guest '%s' does not answer: %s", name, err);
+			return ipc_error(IPC_E_NOT_FOUND, "no guest named '%s' on this host", name);
+		return ipc_error(IPC_E_NOT_ANSWERING, "guest '%s' does not answer: %s", name, err);
 	}
 	return rep;
 }
@@ -233,11 +233,11 @@ static struct json_object *name_taken(struct service *sv, const char *name)
 	g = probe_guest(sv, name);
 	if (g && !strcmp(ipc_str(g, "state", ""), "not answering")) {
 		json_object_put(g);
-		return ipc_error("a guest named '%s' already runs here (process %d) but is not "
+		return ipc_error(IPC_E_EXISTS, "a guest named '%s' already runs here (process %d) but is not "
 				 "answering: it keeps the name until it ends", name, (int)holder);
 	}
 	json_object_put(g);
-	return ipc_error("a guest named '%s' already runs here", name);
+	return ipc_error(IPC_E_EXISTS, "a guest named '%s' already runs here", name);
 }
 
 /* Guests that moved away while no service watched (it was killed during
@@ -277,13 +277,13 @@ static struct json_object *spawn(struct service *sv, const struct worker_spec *s
 
 	/* a socket, not a pipe: ipc_recv reads with recvmsg */
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pipefd) < 0)
-		return ipc_error("socketpair: %s", strerror(errno));
+		return ipc_error(ipc_errno_code(errno), "socketpair: %s", strerror(errno));
 	fflush(NULL);
 	pid = fork();
 	if (pid < 0) {
 		close(pipefd[0]);
 		close(pipefd[1]);
-		return ipc_error("fork: %s", strerror(errno));
+		return ipc_error(ipc_errno_code(errno), "fork: %s", strerror(errno));
 	}
 	if (pid == 0) {
 		close(pipefd[0]);
@@ -297,7 +297,7 @@ static struct json_object *spawn(struct service *sv, const struct worker_spec *s
 	close(pipefd[0]);
 	if (!rep) {
 		kill(pid, SIGKILL);
-		return ipc_error("guest process for '%s' did not come up", spec->name);
+		return ipc_error(IPC_E_TIMEOUT, "guest process for '%s' did not come up", spec->name);
 	}
 	return rep;
 }
@@ -325,7 +325,7 @@ static struct json_object *do_start(struct service *sv, struct json_object *req)
 	struct json_object *rep;
 
 	if (worker_spec_from_json(req, &spec, err, sizeof(err)))
-		return ipc_error("%s", err);
+		return ipc_error(IPC_E_BAD_ARGUMENT, "%s", err);
 	if ((rep = name_taken(sv, spec.name)))
 		return rep;
 	spec_from_service(sv, &spec);
@@ -340,15 +340,16 @@ static struct json_object *do_restore(struct service *sv, struct json_object *re
 	struct worker_spec spec;
 	struct json_object *rep;
 	char err[512];
+	int ret;
 
 	if (!file || file[0] != '/')
-		return ipc_error("restore needs an absolute file name");
-	if (snap_inspect(file, NULL, 0, &in, err, sizeof(err)))
-		return ipc_error("%s", err);
+		return ipc_error(IPC_E_BAD_ARGUMENT, "restore needs an absolute file name");
+	if ((ret = snap_inspect(file, NULL, 0, &in, err, sizeof(err))))
+		return ipc_error(ipc_errno_code(ret), "%s", err);
 	memset(&spec, 0, sizeof(spec));
 	snprintf(spec.name, sizeof(spec.name), "%s", name && *name ? name : in.info.guest_name);
 	if (!spec.name[0] || strchr(spec.name, '/'))
-		return ipc_error("restore needs a guest name (--name)");
+		return ipc_error(IPC_E_BAD_ARGUMENT, "restore needs a guest name (--name)");
 	if ((rep = name_taken(sv, spec.name)))
 		return rep;
 	spec_from_service(sv, &spec);
@@ -376,21 +377,22 @@ static struct json_object *do_migrate(struct service *sv, struct json_object *re
 	int fd;
 
 	if (!name || !dest)
-		return ipc_error("%s needs a guest name and a destination", cmd);
+		return ipc_error(IPC_E_BAD_ARGUMENT, "%s needs a guest name and a destination", cmd);
 	if (worker_mig_params(req, sv->io_timeout_ms, &params, err, sizeof(err)))
-		return ipc_error("%s", err);	/* before anything reaches the other host */
+		return ipc_error(IPC_E_BAD_ARGUMENT, "%s", err);	/* before anything reaches the other host */
 	info = simple_call(sv, name, "info");
 	if (!ipc_bool(info, "ok", false))
 		return info;
 	if (strcmp(ipc_str(info, "state", ""), "running")) {
-		rep = ipc_error("guest '%s' is %s, not running", name, ipc_str(info, "state", "?"));
+		rep = ipc_error(IPC_E_WRONG_STATE, "guest '%s' is %s, not running", name,
+				ipc_str(info, "state", "?"));
 		json_object_put(info);
 		return rep;
 	}
 	json_object_put(info);
 	fd = peer_connect(dest, sv->io_timeout_ms, host, sizeof(host), err, sizeof(err));
 	if (fd < 0)
-		return ipc_error("%s", err);
+		return ipc_error(ipc_errno_code(fd), "%s", err);
 	snprintf(job, sizeof(job), "%s-%s%ld", name, strcmp(cmd, "migrate") ? "repl-" : "",
 		 (long)time(NULL));
 	fwd = json_object_get(req);
@@ -456,7 +458,7 @@ static struct json_object *find_job(struct service *sv, const char *job, char *n
 		}
 	}
 	json_object_put(all);
-	return ipc_error("no job '%s' on this host", job);
+	return ipc_error(IPC_E_NOT_FOUND, "no job '%s' on this host", job);
 }
 
 static struct json_object *do_job(struct service *sv, struct json_object *req, const char *cmd)
@@ -521,7 +523,7 @@ static struct json_object *do_jobs(struct service *sv, struct json_object *req)
 	if (completed) {
 		jobs = joblog_list(sv->guests_dir, err, sizeof(err));
 		if (!jobs)
-			return ipc_error("finished jobs: %s", err);
+			return ipc_error(IPC_E_IO, "finished jobs: %s", err);
 	}
 	if (!jobs)
 		jobs = json_object_new_array();
@@ -581,8 +583,8 @@ static void check_peer(struct service *sv, struct json_object *req, int conn)
 		ipc_send(conn, rep, -1);
 		_exit(0);
 	}
-	rep = pid == -2 ? ipc_error("check-peer needs a destination HOST[:PORT]") :
-	      pid < 0 ? ipc_error("fork: %s", strerror(errno)) : NULL;
+	rep = pid == -2 ? ipc_error(IPC_E_BAD_ARGUMENT, "check-peer needs a destination HOST[:PORT]") :
+	      pid < 0 ? ipc_error(ipc_errno_code(errno), "fork: %s", strerror(errno)) : NULL;
 	if (rep) {
 		ipc_send(conn, rep, -1);
 		json_object_put(rep);
@@ -642,7 +644,7 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 		return do_job(sv, req, "progress");
 	if (!strcmp(cmd, "cancel") || !strcmp(cmd, "set-bandwidth"))
 		return do_job(sv, req, cmd);
-	return ipc_error("unknown request '%s'", cmd);
+	return ipc_error(IPC_E_NOT_FOUND, "unknown request '%s'", cmd);
 }
 
 /* The guests, for the metrics (asked from the listener's process too). */
@@ -672,7 +674,7 @@ static void serve_control(struct service *sv)
 	if (conn < 0)
 		return;
 	if (!client_allowed(sv, conn)) {
-		rep = ipc_error("permission denied: root or the service's group only");
+		rep = ipc_error(IPC_E_PERMISSION, "permission denied: root or the service's group only");
 		ipc_send(conn, rep, -1);
 		json_object_put(rep);
 		close(conn);

@@ -174,7 +174,8 @@ static struct json_object *count_job(struct metrics *m, struct json_object *req)
 	unsigned result;
 
 	if (!id[0] || dir > 1 || !json_object_object_get_ex(req, "stats", &st))
-		return ipc_error("a job-result needs an id, a direction (out or in) and stats");
+		return ipc_error(IPC_E_BAD_ARGUMENT, "a job-result needs an id, a direction (out or "
+				 "in) and stats");
 	/* a job that ended in any other state did not complete: it failed */
 	result = index_of(results, NR_RESULTS, ipc_str(st, "status", ""), 1);
 	lock(m->sh);
@@ -491,7 +492,7 @@ struct json_object *metrics_request(struct metrics *m, struct json_object *req)
 		return NULL;
 	text = metrics_render(m);
 	if (!text)
-		return ipc_error("out of memory");
+		return ipc_error(IPC_E_INTERNAL, "out of memory");
 	rep = ipc_ok();
 	json_object_object_add(rep, "text", json_object_new_string(text));
 	free(text);

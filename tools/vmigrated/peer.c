@@ -268,11 +268,14 @@ static struct json_object *new_hello(const char *op, const char *name, const cha
 /*
  * Dialer: secure fd, send the hello (taking it), prove the key if there
  * is one, and return the listener's {ok:true,...} with *xo the connection;
- * NULL with err when refused (the connection is closed then).
+ * NULL with err when refused (the connection is closed then), *why saying
+ * how: -EKEYREJECTED the TLS session did not open, -ECONNABORTED the
+ * listener said no, saying why (or our key did not prove it), -ECONNRESET
+ * it went silent.
  */
 static struct json_object *greet(const struct peer_config *pc, int fd, const char *host,
-				 struct json_object *hello, struct xport **xo, char *err,
-				 size_t errlen)
+				 struct json_object *hello, struct xport **xo, int *why,
+				 char *err, size_t errlen)
 {
 	struct xport *x = secure(pc, fd, host, false, err, errlen);
 	const char *name = ipc_str(hello, "name", "");
@@ -280,13 +283,16 @@ static struct json_object *greet(const struct peer_config *pc, int fd, const cha
 	char nonce[65];
 
 	*xo = NULL;
+	*why = -ECONNABORTED;
 	if (!x) {
+		*why = pc->insecure ? -ECONNRESET : -EKEYREJECTED;
 		json_object_put(hello);
 		return NULL;
 	}
 	peer_auth_hello(&pc->key, hello, nonce);
 	if (line_send(x, hello)) {
 		snprintf(err, errlen, "%s: sending the hello failed", host);
+		*why = -ECONNRESET;
 		goto fail;
 	}
 	rep = line_recv(x);
@@ -307,6 +313,8 @@ static struct json_object *greet(const struct peer_config *pc, int fd, const cha
 		snprintf(err, errlen, "%s refused: %s", host,
 			 rep ? ipc_str(rep, "error", "no reason") :
 			 "the connection closed (TLS on one end only?)");
+		if (!rep)
+			*why = -ECONNRESET;
 		goto fail;
 	}
 	json_object_put(hello);
@@ -349,6 +357,7 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 	struct json_object *hello, *rep;
 	char port[16], token[65];
 	struct xport *x;
+	int why;
 
 	memset(ps, 0, sizeof(*ps));
 	if (channels > PEER_MAX_DATA)
@@ -363,9 +372,9 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 	}
 	json_object_object_add(hello, "channels", json_object_new_int((int)channels));
 	json_object_object_add(hello, "transport", json_object_new_string(rdma ? "rdma" : "tcp"));
-	rep = greet(pc, fd, host, hello, &x, err, errlen);
+	rep = greet(pc, fd, host, hello, &x, &why, err, errlen);
 	if (!rep)
-		return -ECONNREFUSED;
+		return why;
 	snprintf(port, sizeof(port), "%lld", ipc_int(rep, "data_port", 0));
 	snprintf(token, sizeof(token), "%s", ipc_str(rep, "token", ""));
 	json_object_put(rep);
@@ -386,11 +395,12 @@ int peer_ask_handover(const struct peer_config *pc, int fd, const char *host,
 		      char *detail, size_t detail_len, char *err, size_t errlen)
 {
 	struct xport *x;
+	int why;
 	struct json_object *rep = greet(pc, fd, host, new_hello("handover", name, job), &x,
-					err, errlen);
+					&why, err, errlen);
 
 	if (!rep)
-		return -ECONNREFUSED;
+		return why;
 	snprintf(decision, len, "%s", ipc_str(rep, "decision", ""));
 	snprintf(detail, detail_len, "%s", ipc_str(rep, "detail", ""));
 	json_object_put(rep);
@@ -505,7 +515,7 @@ int peer_answer_handover(struct xport *x, const char *decision, const char *deta
 
 int peer_answer(struct xport *x, bool ok, const char *why)
 {
-	struct json_object *o = ok ? ipc_ok() : ipc_error("%s", why);
+	struct json_object *o = ok ? ipc_ok() : ipc_error(IPC_E_REFUSED, "%s", why);
 	int ret = line_send(x, o);
 
 	json_object_put(o);
@@ -713,14 +723,15 @@ int peer_probe(const struct peer_config *pc, int fd, const char *host, double se
 	char port[16], token[65];
 	struct xport *x, *data;
 	double t0 = now_ms();
+	int why;
 
 	memset(r, 0, sizeof(*r));
 	if (seconds > PROBE_MAX_S)
 		seconds = PROBE_MAX_S;
 	json_object_object_add(hello, "channels", json_object_new_int(1));
-	rep = greet(pc, fd, host, hello, &x, err, errlen);
+	rep = greet(pc, fd, host, hello, &x, &why, err, errlen);
 	if (!rep)
-		return -ECONNREFUSED;
+		return why;
 	r->stage = PEER_PROBE_SESSION;
 	r->session_ms = now_ms() - t0;
 	if (!pc->insecure)

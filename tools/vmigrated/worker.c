@@ -201,9 +201,15 @@ static void report_ready(int ready_fd, struct json_object *o)
 	json_object_put(o);
 }
 
-static _Noreturn void die_early(int ready_fd, const char *msg)
+/* A failed worker_setup(): its name is held by another process, or else. */
+static const char *setup_code(int ret)
 {
-	report_ready(ready_fd, ipc_error("%s", msg));
+	return ret == -EBUSY ? IPC_E_EXISTS : ipc_errno_code(ret);
+}
+
+static _Noreturn void die_early(int ready_fd, const char *code, const char *msg)
+{
+	report_ready(ready_fd, ipc_error(code, "%s", msg));
 	if (W.listen_fd >= 0)
 		unlink(W.sock_path);
 	_exit(1);
@@ -230,6 +236,22 @@ static struct json_object *stats_object(const struct mig_stats *st)
 	return json_tokener_parse(buf);
 }
 
+/* The code of a job that ended without completing (ipc.h), from its status
+ * and what its run returned (ret, a negative errno; 0 when unknown). */
+static const char *job_code(const struct mig_stats *st, int ret)
+{
+	switch (st->status) {
+	case MIG_CANCELLED:
+		return IPC_E_CANCELLED;
+	case MIG_UNCERTAIN:
+		return IPC_E_UNCERTAIN;
+	case MIG_FAILED:
+		return ret ? ipc_errno_code(ret) : IPC_E_INTERNAL;
+	default:
+		return NULL;	/* running, or completed */
+	}
+}
+
 /* A job as `vmigrate jobs` lists it: which, which way, with whom, figures. */
 static struct json_object *job_object(struct json_object *o, const char *job, bool outgoing,
 				      const struct mig_stats *st)
@@ -246,9 +268,10 @@ static struct json_object *job_object(struct json_object *o, const char *job, bo
 
 /* A finished job's final figures, kept after this process is gone
  * (joblog.h); a failure to keep them is logged there and costs nothing. */
-static void record_job(const char *job, bool outgoing, const struct mig_stats *st)
+static void record_job(const char *job, bool outgoing, const struct mig_stats *st, int ret)
 {
 	struct json_object *rec = job_object(json_object_new_object(), job, outgoing, st);
+	const char *code = job_code(st, ret);
 	char when[32];
 	time_t t = time(NULL);
 	struct tm tm;
@@ -256,6 +279,8 @@ static void record_job(const char *job, bool outgoing, const struct mig_stats *s
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
 	json_object_object_add(rec, "finished_at", json_object_new_string(when));
 	json_object_object_add(rec, "done", json_object_new_boolean(true));
+	if (code)
+		json_object_object_add(rec, "code", json_object_new_string(code));
 	joblog_add(W.spec.dir, rec);
 	json_object_put(rec);
 }
@@ -300,7 +325,7 @@ static struct json_object *do_verify(void)
 
 	pthread_mutex_lock(&W.lock);
 	if (!W.vm || (W.state != W_RUNNING && W.state != W_PAUSED && W.state != W_STANDBY)) {
-		o = ipc_error("guest %s is %s: nothing to verify here", W.spec.name,
+		o = ipc_error(IPC_E_WRONG_STATE, "guest %s is %s: nothing to verify here", W.spec.name,
 			      worker_state_names[W.state]);
 		pthread_mutex_unlock(&W.lock);
 		return o;
@@ -315,7 +340,7 @@ static struct json_object *do_verify(void)
 		vm_resume(W.vm);
 	pthread_mutex_unlock(&W.rprog.run_lock);
 	pthread_mutex_unlock(&W.lock);
-	o = ret ? ipc_error("verify failed: %s", rep.msg) : ipc_ok();
+	o = ret ? ipc_error(IPC_E_INTEGRITY, "verify failed: %s", rep.msg) : ipc_ok();
 	json_object_object_add(o, "pages_checked", json_object_new_int64((int64_t)rep.pages_checked));
 	json_object_object_add(o, "in_flight", json_object_new_int64((int64_t)rep.in_flight));
 	json_object_object_add(o, "bad_pages", json_object_new_int64((int64_t)rep.bad_pages));
@@ -370,26 +395,30 @@ static struct json_object *do_snapshot(struct json_object *req)
 	int key_len = 0;
 
 	if (!file || file[0] != '/')
-		return ipc_error("snapshot needs an absolute file name");
+		return ipc_error(IPC_E_BAD_ARGUMENT, "snapshot needs an absolute file name");
 	if (key_file && (key_len = snap_key_load(key_file, key, err, sizeof(err))) < 0)
-		return ipc_error("%s", err);
+		return ipc_error(ipc_errno_code(key_len), "%s", err);
 	wait_memory_loaded();
 	pthread_mutex_lock(&W.lock);
 	if (!W.vm || (W.state != W_RUNNING && W.state != W_PAUSED)) {
-		rep = ipc_error("guest %s is %s", W.spec.name, worker_state_names[W.state]);
+		rep = ipc_error(IPC_E_WRONG_STATE, "guest %s is %s", W.spec.name,
+				worker_state_names[W.state]);
 		goto out;
 	}
 	if (W.lazy_failed) {
-		rep = ipc_error("guest %s did not finish loading its memory: nothing to save",
+		rep = ipc_error(IPC_E_WRONG_STATE, "guest %s did not finish loading its memory: "
+				"nothing to save",
 				W.spec.name);
 		goto out;
 	}
 	if (W.repl_active) {
-		rep = ipc_error("guest %s is replicated: stop the replication first", W.spec.name);
+		rep = ipc_error(IPC_E_WRONG_STATE, "guest %s is replicated: stop the replication "
+				"first", W.spec.name);
 		goto out;
 	}
 	if (incremental && !W.snap_base_valid) {
-		rep = ipc_error("no checkpoint of guest %s to build on: take a full one first",
+		rep = ipc_error(IPC_E_WRONG_STATE, "no checkpoint of guest %s to build on: take a "
+				"full one first",
 				W.spec.name);
 		goto out;
 	}
@@ -399,20 +428,22 @@ static struct json_object *do_snapshot(struct json_object *req)
 		for (int i = 0; i < 16; i++)
 			sprintf(have + 2 * i, "%02x", W.snap_base.image_uuid[i]);
 		if (strcmp(have, ipc_str(req, "expect_parent", ""))) {
-			rep = ipc_error("the last checkpoint of guest %s is not the one expected: "
+			rep = ipc_error(IPC_E_WRONG_STATE, "the last checkpoint of guest %s is not the "
+					"one expected: "
 					"take a full one first", W.spec.name);
 			goto out;
 		}
 	}
 	/* before the dirty set is taken: a refusal costs the next incremental nothing */
-	if (snap_check_target(file, incremental ? W.snap_base.image_uuid : NULL,
-			      ipc_bool(req, "force", false), err, sizeof(err))) {
-		rep = ipc_error("%s", err);
+	ret = snap_check_target(file, incremental ? W.snap_base.image_uuid : NULL,
+				ipc_bool(req, "force", false), err, sizeof(err));
+	if (ret) {
+		rep = ipc_error(ipc_errno_code(ret), "%s", err);
 		goto out;
 	}
 	for (unsigned r = 0; r < W.vm->nr_regions; r++)
 		if (!(bm[r] = calloc(1, vm_bitmap_bytes(&W.vm->regions[r])))) {
-			rep = ipc_error("out of memory");
+			rep = ipc_error(IPC_E_INTERNAL, "out of memory");
 			goto out;
 		}
 	t0 = worker_now();
@@ -443,7 +474,7 @@ static struct json_object *do_snapshot(struct json_object *req)
 	/* a failed one lost the dirty set: the next must be full */
 	W.snap_base_valid = !ret;
 	if (ret) {
-		rep = ipc_error("checkpoint failed, the guest runs on: %s", err);
+		rep = ipc_error(ipc_errno_code(ret), "checkpoint failed, the guest runs on: %s", err);
 		/* tried and failed, not refused: the service counts it (metrics.c) */
 		json_object_object_add(rep, "attempted", json_object_new_boolean(true));
 		goto out;
@@ -473,9 +504,10 @@ out:
 int worker_dial_job(const char *op)
 {
 	char err[512];
+	int ret = peer_dial(&W.mig_peer, W.mig_fd, W.dest_host, op, W.spec.name, W.job, &W.arb,
+			    W.mig_channels, W.mig_rdma, &W.mig_session, err, sizeof(err));
 
-	if (!peer_dial(&W.mig_peer, W.mig_fd, W.dest_host, op, W.spec.name, W.job, &W.arb,
-		       W.mig_channels, W.mig_rdma, &W.mig_session, err, sizeof(err))) {
+	if (!ret) {
 		W.params.data_channels = W.mig_session.data;
 		W.params.nr_data_channels = W.mig_session.nr_data;
 		return 0;
@@ -485,7 +517,7 @@ int worker_dial_job(const char *op)
 	snprintf(W.prog.stats.error, sizeof(W.prog.stats.error), "%.250s", err);
 	pthread_mutex_unlock(&W.prog.lock);
 	log_write(LOG_ERR, W.spec.name, W.job, "guest %s job %s: %s", W.spec.name, W.job, err);
-	return -ECONNREFUSED;
+	return ret;
 }
 
 /* The job's outcome with its figures, one line; the reason when it is
@@ -524,12 +556,12 @@ static void *migration_main(void *arg)
 	struct mig_stats st;
 	int ret;
 
-	if (worker_dial_job("migrate-in")) {
+	if ((ret = worker_dial_job("migrate-in"))) {
 		mig_progress_get(&W.prog, &st);
-		record_job(W.job, true, &st);
+		record_job(W.job, true, &st, ret);
 		report_end();
 		pthread_mutex_lock(&W.lock);
-		W.mig_result = -ECONNREFUSED;
+		W.mig_result = ret;
 		W.mig_done = true;
 		W.state = W_RUNNING;
 		pthread_mutex_unlock(&W.lock);
@@ -537,7 +569,7 @@ static void *migration_main(void *arg)
 	}
 	ret = mig_source_run(W.vm, W.mig_session.control, &W.params, &W.prog);
 	mig_progress_get(&W.prog, &st);
-	record_job(W.job, true, &st);	/* before the watcher can see it done */
+	record_job(W.job, true, &st, ret);	/* before the watcher can see it done */
 	if (ret)
 		report_end();
 
@@ -570,25 +602,28 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	char err[512];
 
 	if (fd < 0)
-		return ipc_error("migrate needs the connection to the destination");
+		return ipc_error(IPC_E_BAD_ARGUMENT, "migrate needs the connection to the destination");
 	json_object_object_get_ex(req, "peer", &peer);
 	if (peer_config_from_json(peer, &pc)) {
 		close(fd);
-		return ipc_error("the service's peer key did not reach the guest intact");
+		return ipc_error(IPC_E_INTERNAL, "the service's peer key did not reach the guest "
+				 "intact");
 	}
 	if (worker_mig_params(req, W.spec.io_timeout_ms, &params, err, sizeof(err))) {
 		close(fd);
-		return ipc_error("%s", err);
+		return ipc_error(IPC_E_BAD_ARGUMENT, "%s", err);
 	}
 	pthread_mutex_lock(&W.lock);
 	if (W.state != W_RUNNING || !W.vm) {
-		o = ipc_error("guest %s is %s, not running", W.spec.name, worker_state_names[W.state]);
+		o = ipc_error(IPC_E_WRONG_STATE, "guest %s is %s, not running", W.spec.name,
+			      worker_state_names[W.state]);
 		pthread_mutex_unlock(&W.lock);
 		close(fd);
 		return o;
 	}
 	if (W.repl_active) {
-		o = ipc_error("guest %s is replicated (job %s): 'vmigrate replicate stop %s' "
+		o = ipc_error(IPC_E_WRONG_STATE, "guest %s is replicated (job %s): 'vmigrate "
+			      "replicate stop %s' "
 			      "first", W.spec.name, W.job, W.spec.name);
 		pthread_mutex_unlock(&W.lock);
 		close(fd);
@@ -597,7 +632,8 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	if (W.lazy) {
 		/* The destination waits for its handshake meanwhile: do not make
 		 * it wait for a load of unknown length too. */
-		o = ipc_error("guest %s is still loading its memory (lazy restore): migrate it "
+		o = ipc_error(IPC_E_BUSY, "guest %s is still loading its memory (lazy restore): "
+			      "migrate it "
 			      "once 'vmigrate info' shows its memory loaded", W.spec.name);
 		pthread_mutex_unlock(&W.lock);
 		close(fd);
@@ -638,7 +674,7 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 		if (repl_job_start()) {
 			pthread_mutex_unlock(&W.lock);
 			close(fd);
-			return ipc_error("cannot start the replication");
+			return ipc_error(IPC_E_INTERNAL, "cannot start the replication");
 		}
 	} else {
 		W.mig_done = false;
@@ -647,7 +683,7 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 			W.state = W_RUNNING;
 			pthread_mutex_unlock(&W.lock);
 			close(fd);
-			return ipc_error("cannot start the migration");
+			return ipc_error(IPC_E_INTERNAL, "cannot start the migration");
 		}
 		W.mig_started = true;
 	}
@@ -701,7 +737,7 @@ static struct json_object *do_progress(struct json_object *req)
 	if (names_incoming(req))
 		return incoming_progress();
 	if (!W.job[0])
-		return ipc_error("guest %s has no migration", W.spec.name);
+		return ipc_error(IPC_E_NOT_FOUND, "guest %s has no migration", W.spec.name);
 	mig_progress_get(&W.prog, &st);
 	o = job_object(ipc_ok(), W.job, true, &st);
 	json_object_object_add(o, "round", json_object_new_int((int)st.round));
@@ -712,6 +748,9 @@ static struct json_object *do_progress(struct json_object *req)
 	json_object_object_add(o, "percent", json_object_new_double(st.percent));
 	pthread_mutex_lock(&W.lock);
 	json_object_object_add(o, "done", json_object_new_boolean(W.mig_done));
+	if (W.mig_done && job_code(&st, W.mig_result))
+		json_object_object_add(o, "code", json_object_new_string(
+			job_code(&st, W.mig_result)));
 	pthread_mutex_unlock(&W.lock);
 	return o;
 }
@@ -734,14 +773,17 @@ static struct json_object *do_resume(struct json_object *req, int fd)
 	pthread_mutex_lock(&W.lock);
 	since = worker_now() - W.uncertain_since;
 	if (W.state != W_UNCERTAIN || !W.vm)
-		o = ipc_error("guest %s is %s: only an uncertain guest is resumed by hand",
+		o = ipc_error(IPC_E_WRONG_STATE, "guest %s is %s: only an uncertain guest is resumed "
+			      "by hand",
 			      W.spec.name, worker_state_names[W.state]);
 	pthread_mutex_unlock(&W.lock);
 	if (!o && lost && since < wait_s)
-		o = ipc_error("guest %s: wait %.0f s more: until then the destination may still "
+		o = ipc_error(IPC_E_BUSY, "guest %s: wait %.0f s more: until then the destination "
+			      "may still "
 			      "take the guest over", W.spec.name, wait_s - since);
 	if (!o && !lost && fd < 0)
-		o = ipc_error("guest %s: cannot ask the destination %s whether it runs the guest "
+		o = ipc_error(IPC_E_PEER_UNREACHABLE, "guest %s: cannot ask the destination %s "
+			      "whether it runs the guest "
 			      "(%s); it stays paused. Try again, or if that host is lost for good, "
 			      "'vmigrate resume %s --destination-lost'", W.spec.name, W.dest,
 			      ipc_str(req, "dial_error", "no connection"), W.spec.name);
@@ -752,15 +794,18 @@ static struct json_object *do_resume(struct json_object *req, int fd)
 
 		fd = -1;	/* the query owns it */
 		if (ret)
-			o = ipc_error("guest %s: the destination did not say whether it runs the "
+			o = ipc_error(ipc_errno_code(ret), "guest %s: the destination did not say "
+				      "whether it runs the "
 				      "guest (%s); it stays paused", W.spec.name, err);
 		else if (!strcmp(decision, PEER_HANDOVER_RUNS))
-			o = ipc_error("guest %s runs on the destination (%s): it stays paused here; "
+			o = ipc_error(IPC_E_WRONG_STATE, "guest %s runs on the destination (%s): it "
+				      "stays paused here; "
 				      "'vmigrate stop %s' frees this host", W.spec.name, detail,
 				      W.spec.name);
 		else if (strcmp(decision, PEER_HANDOVER_DISCARDED) &&
 			 strcmp(decision, PEER_HANDOVER_NEVER))
-			o = ipc_error("guest %s: the destination has not decided (%s: %s); it stays "
+			o = ipc_error(IPC_E_BUSY, "guest %s: the destination has not decided (%s: %s); "
+				      "it stays "
 				      "paused, try again in a few seconds", W.spec.name, decision,
 				      detail);
 	}
@@ -780,7 +825,8 @@ static struct json_object *do_resume(struct json_object *req, int fd)
 			"(destination: %s%s%s)", W.spec.name, lost ? "declared lost" : decision,
 			detail[0] ? ", " : "", detail);
 	} else {
-		o = ipc_error("guest %s is %s now", W.spec.name, worker_state_names[W.state]);
+		o = ipc_error(IPC_E_WRONG_STATE, "guest %s is %s now", W.spec.name,
+			      worker_state_names[W.state]);
 	}
 	pthread_mutex_unlock(&W.lock);
 	return o;
@@ -813,7 +859,8 @@ static struct json_object *handle(struct json_object *req, int fd)
 	if (!strcmp(cmd, "progress"))
 		return do_progress(req);
 	if ((!strcmp(cmd, "cancel") || !strcmp(cmd, "set-bandwidth")) && names_incoming(req))
-		return ipc_error("job %s comes in to this host: %s it on the source host (%s)",
+		return ipc_error(IPC_E_WRONG_STATE, "job %s comes in to this host: %s it on the "
+				 "source host (%s)",
 				 W.incoming_job, cmd, W.incoming_from);
 	if (!strcmp(cmd, "snapshot"))
 		return do_snapshot(req);
@@ -831,18 +878,20 @@ static struct json_object *handle(struct json_object *req, int fd)
 		pthread_mutex_lock(&W.lock);
 		if (W.state == W_MIGRATING || W.state == W_INCOMING) {
 			pthread_mutex_unlock(&W.lock);
-			return ipc_error("guest %s is migrating: cancel the job first", W.spec.name);
+			return ipc_error(IPC_E_BUSY, "guest %s is migrating: cancel the job first",
+					 W.spec.name);
 		}
 		if (W.repl_active) {
 			pthread_mutex_unlock(&W.lock);
-			return ipc_error("guest %s is replicated: 'vmigrate replicate stop %s' first",
+			return ipc_error(IPC_E_WRONG_STATE, "guest %s is replicated: 'vmigrate replicate "
+					 "stop %s' first",
 					 W.spec.name, W.spec.name);
 		}
 		W.exit_requested = true;
 		pthread_mutex_unlock(&W.lock);
 		return ipc_ok();
 	}
-	return ipc_error("unknown request '%s'", cmd);
+	return ipc_error(IPC_E_NOT_FOUND, "unknown request '%s'", cmd);
 }
 
 static _Noreturn void serve(void)
@@ -964,22 +1013,23 @@ void worker_run_boot(const struct worker_spec *s, int ready_fd)
 	};
 	char err[512];
 	void *owned;	/* a payload read from a file lives as long as the guest */
+	int ret = worker_setup(s, err, sizeof(err));
 
-	if (worker_setup(s, err, sizeof(err)))
-		die_early(ready_fd, err);
+	if (ret)
+		die_early(ready_fd, setup_code(ret), err);
 	cfg.payload = vm_payload_load(s->guest, &cfg.payload_size, &owned, err, sizeof(err));
 	if (!cfg.payload)
-		die_early(ready_fd, err);
+		die_early(ready_fd, IPC_E_BAD_ARGUMENT, err);
 	if (vm_memtouch_args(&s->mt, s->mem, cfg.args, err, sizeof(err)))
-		die_early(ready_fd, err);
+		die_early(ready_fd, IPC_E_BAD_ARGUMENT, err);
 	W.vm = vm_kvm_create(&cfg, err, sizeof(err));
 	if (!W.vm)
-		die_early(ready_fd, err);
+		die_early(ready_fd, IPC_E_INTERNAL, err);
 	atomic_store(&W.events_vm, W.vm);
 	if (s->prefill[0] && vm_memtouch_prefill(W.vm, s->prefill, NULL, err, sizeof(err)))
-		die_early(ready_fd, err);
+		die_early(ready_fd, IPC_E_IO, err);
 	if (vm_start(W.vm))
-		die_early(ready_fd, "cannot start the vCPUs");
+		die_early(ready_fd, IPC_E_INTERNAL, "cannot start the vCPUs");
 	W.state = W_RUNNING;
 	log_write(LOG_INFO, s->name, NULL, "guest %s started (pid %d, %llu MiB, %u vCPUs)",
 		s->name, getpid(), (unsigned long long)(s->mem >> 20), s->vcpus);
@@ -1045,7 +1095,7 @@ static void *incoming_main(void *arg)
 		return NULL;
 	}
 	peer_session_close(&in->session);
-	record_job(W.incoming_job, false, &st);
+	record_job(W.incoming_job, false, &st, vm ? 0 : -ECONNRESET);
 	if (!vm)	/* before this process ends */
 		job_report(W.spec.control, "in", W.spec.name, W.incoming_job, &st);
 	pthread_mutex_lock(&W.lock);
@@ -1192,21 +1242,22 @@ void worker_run_restore(const struct worker_spec *s, const char *file, const cha
 	uint8_t key[64];
 	uint64_t restored_counter;
 	char err[512];
+	int ret = worker_setup(s, err, sizeof(err));
 
-	if (worker_setup(s, err, sizeof(err)))
-		die_early(ready_fd, err);
+	if (ret)
+		die_early(ready_fd, setup_code(ret), err);
 	if (key_file) {
 		int n = snap_key_load(key_file, key, err, sizeof(err));
 
 		if (n < 0)
-			die_early(ready_fd, err);
+			die_early(ready_fd, ipc_errno_code(n), err);
 		ro.mac_key = key;
 		ro.mac_key_len = (size_t)n;
 	}
 	W.vm = lazy ? snap_restore_lazy(file, &ro, &W.lazy, err, sizeof(err)) :
 		      snap_restore(file, &ro, err, sizeof(err));
 	if (!W.vm)
-		die_early(ready_fd, err);
+		die_early(ready_fd, IPC_E_INTEGRITY, err);
 	atomic_store(&W.events_vm, W.vm);
 	W.spec.mem = 0;
 	for (unsigned i = 0; i < W.vm->nr_regions; i++)
@@ -1214,11 +1265,11 @@ void worker_run_restore(const struct worker_spec *s, const char *file, const cha
 	W.spec.vcpus = W.vm->nr_vcpus;
 	restored_counter = vm_memtouch_total(W.vm);	/* where it starts again */
 	if (vm_resume(W.vm))
-		die_early(ready_fd, "cannot start the restored guest");
+		die_early(ready_fd, IPC_E_INTERNAL, "cannot start the restored guest");
 	W.state = W_RUNNING;
 	if (lazy) {
 		if (pthread_create(&W.lazy_thread, NULL, lazy_main, NULL))
-			die_early(ready_fd, "cannot follow the lazy restore");
+			die_early(ready_fd, IPC_E_INTERNAL, "cannot follow the lazy restore");
 		W.lazy_started = true;
 	}
 	log_write(LOG_INFO, s->name, NULL, "guest %s restored from %s (pid %d%s)", s->name, file,

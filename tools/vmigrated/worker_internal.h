@@ -70,6 +70,8 @@ struct worker {
 	struct repl_arbiter *arbiter;	/* the replication job's; its lease in rprog */
 	struct repl_params rparams;
 	struct repl_progress rprog;
+	const char *repl_code;		/* under rprog.lock: why the job failed
+					 * (ipc.h), NULL while it has not */
 	pthread_t repl_thread;
 	bool repl_started;		/* repl_thread to be joined */
 	bool repl_ran;			/* a replication job ran: its figures stay */

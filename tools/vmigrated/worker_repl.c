@@ -52,6 +52,22 @@ static void set_repl_state(enum repl_state st, const char *fmt, ...)
 	pthread_mutex_unlock(&W.rprog.lock);
 }
 
+/* The job failed (ret: a negative errno): state, code and reason. */
+static void repl_failed(int ret, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void repl_failed(int ret, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&W.rprog.lock);
+	W.rprog.stats.state = REPL_FAILED;
+	W.repl_code = ipc_errno_code(ret);
+	va_start(ap, fmt);
+	vsnprintf(W.rprog.stats.error, sizeof(W.rprog.stats.error), fmt, ap);
+	va_end(ap);
+	pthread_mutex_unlock(&W.rprog.lock);
+}
+
 static void sleep_ms(long ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
@@ -130,7 +146,7 @@ static int own_for_new_standby(void)
 				(unsigned long long)token, (unsigned long long)W.rparams.token);
 	}
 	if (ret) {
-		set_repl_state(REPL_FAILED, "arbiter: %.230s", err);
+		repl_failed(ret, "arbiter: %.230s", err);
 		return ret;
 	}
 	W.rparams.token = token;
@@ -166,7 +182,7 @@ static int protect_once(void)
 	W.mig_fd = -1;
 	if (ret) {
 		mig_progress_get(&W.prog, &st);
-		set_repl_state(REPL_FAILED, "standby %s: %.200s", W.dest,
+		repl_failed(ret, "standby %s: %.200s", W.dest,
 			       err[0] ? err : st.error[0] ? st.error : strerror(-ret));
 		return ret;
 	}
@@ -184,7 +200,7 @@ static int protect_once(void)
 	pthread_mutex_unlock(&W.rprog.lock);
 	mig_progress_get(&W.prog, &st);
 	if (ret) {
-		set_repl_state(REPL_FAILED, "initial sync: %.200s",
+		repl_failed(ret, "initial sync: %.200s",
 			       st.error[0] ? st.error : strerror(-ret));
 		repl_output_release_all(&W.rprog);	/* no standby holds any epoch */
 	} else {
@@ -328,6 +344,7 @@ int repl_job_start(void)
 {
 	pthread_mutex_lock(&W.rprog.lock);
 	memset(&W.rprog.stats, 0, sizeof(W.rprog.stats));
+	W.repl_code = NULL;
 	W.rprog.stats.state = REPL_SYNCING;
 	W.rprog.stats.token = W.rparams.token;
 	pthread_mutex_unlock(&W.rprog.lock);
@@ -356,22 +373,25 @@ struct json_object *repl_job_failover(void)
 	active = W.repl_active;
 	pthread_mutex_unlock(&W.lock);
 	if (!active)
-		return ipc_error("guest %s is not replicated from this host", W.spec.name);
+		return ipc_error(IPC_E_WRONG_STATE, "guest %s is not replicated from this host",
+				 W.spec.name);
 	if (!W.arb.endpoints[0])
-		return ipc_error("guest %s is replicated without an arbiter: a planned failover "
+		return ipc_error(IPC_E_WRONG_STATE, "guest %s is replicated without an arbiter: a "
+				 "planned failover "
 				 "moves its ownership there. Without one: 'vmigrate replicate stop "
 				 "%s', then 'vmigrate migrate %s HOST'", W.spec.name, W.spec.name,
 				 W.spec.name);
 	repl_progress_get(&W.rprog, &rs);
 	if (rs.state != REPL_PROTECTED && rs.state != REPL_DEGRADED)
-		return ipc_error("guest %s: its replication is %s, the standby not in sync: no "
+		return ipc_error(IPC_E_WRONG_STATE, "guest %s: its replication is %s, the standby "
+				 "not in sync: no "
 				 "failover now", W.spec.name, repl_state_name(rs.state));
 	atomic_store(&W.rprog.switch_over, true);
 	pthread_join(W.repl_thread, NULL);
 	W.repl_started = false;
 	repl_progress_get(&W.rprog, &rs);
 	if (!W.handover_token)
-		return ipc_error("guest %s was not handed over: %s", W.spec.name,
+		return ipc_error(IPC_E_REFUSED, "guest %s was not handed over: %s", W.spec.name,
 				 W.handover[0] ? W.handover : rs.error);
 	o = ipc_ok();
 	json_object_object_add(o, "runs_on", json_object_new_string(W.handover));
@@ -389,7 +409,8 @@ struct json_object *repl_give_copy(void)
 
 	pthread_mutex_lock(&W.lock);
 	if (W.state != W_FENCED || !W.vm || W.repl_active) {
-		o = ipc_error("guest %s is %s here: its copy is not to be given away", W.spec.name,
+		o = ipc_error(IPC_E_WRONG_STATE, "guest %s is %s here: its copy is not to be given "
+			      "away", W.spec.name,
 			      worker_state_names[W.state]);
 		pthread_mutex_unlock(&W.lock);
 		return o;
@@ -499,7 +520,7 @@ struct json_object *repl_job_status(void)
 	if (!W.repl_ran) {
 		pthread_mutex_unlock(&W.lock);
 		json_object_put(o);
-		return ipc_error("guest %s is not replicated", W.spec.name);
+		return ipc_error(IPC_E_WRONG_STATE, "guest %s is not replicated", W.spec.name);
 	}
 	json_object_object_add(o, "role", json_object_new_string("primary"));
 	json_object_object_add(o, "job", json_object_new_string(W.job));
@@ -508,6 +529,10 @@ struct json_object *repl_job_status(void)
 	pthread_mutex_unlock(&W.lock);
 	repl_progress_get(&W.rprog, &rs);
 	json_object_object_add(o, "replication", repl_stats_object(&rs));
+	pthread_mutex_lock(&W.rprog.lock);
+	if (rs.state == REPL_FAILED && W.repl_code)
+		json_object_object_add(o, "code", json_object_new_string(W.repl_code));
+	pthread_mutex_unlock(&W.rprog.lock);
 	return o;
 }
 
@@ -520,7 +545,8 @@ struct json_object *repl_job_stop(void)
 	active = W.repl_active;
 	pthread_mutex_unlock(&W.lock);
 	if (!active)
-		return ipc_error("guest %s is not replicated here (a standby is stopped from its "
+		return ipc_error(IPC_E_WRONG_STATE, "guest %s is not replicated here (a standby is "
+				 "stopped from its "
 				 "primary)", W.spec.name);
 	atomic_store(&W.rprog.stop, true);
 	pthread_join(W.repl_thread, NULL);
