@@ -2,7 +2,8 @@
 # The operator's instruments, on two namespaced hosts: the services'
 # Prometheus metrics (scraped over HTTP and parsed strictly, counters moved
 # by exactly what was done, the downtime histogram holding the migration's
-# downtime, `vmigrate metrics` the same text), `vmigrate check` of this
+# downtime, `vmigrate metrics` the same text), a replication job kept with
+# its figures among both ends' finished jobs, `vmigrate check` of this
 # host and of the path to the other one (and a FAIL that fails it), and
 # checkpoint chains kept whole: a parent is not overwritten unless forced,
 # a directory is no file name, backup makes its directory, and ckpt verify
@@ -188,6 +189,23 @@ now=$(grep '^vmigrate_replication_state{guest="r",role="primary",' "$M/a4" | gre
 	[ "$(prom value "$M/b4" 'vmigrate_replication_state{guest="r",role="standby",state="standby"}')" = 1 ]
 check replication_figures $? "rc=$rc, epochs $ep: $(grep -h replication "$M/a4" "$M/b4" 2>&1 | grep -v '^#' | flat)"
 vmA replicate stop r >/dev/null 2>&1
+
+# the replication job, once stopped, is among both ends' finished jobs with
+# its final figures (the standby's process writes its record as it ends)
+repl_record() {	# HOST DIRECTION: the record's status, epochs and bytes, or ""
+	$1 jobs --completed --json 2>/dev/null | python3 -c '
+import json, sys
+for j in json.load(sys.stdin)["jobs"]:
+    if j.get("guest") == "r" and j.get("kind") == "replication" and j.get("direction") == sys.argv[1]:
+        st = j["stats"]
+        print(st["status"], st.get("epochs", 0), st.get("transferred_bytes", 0), st.get("total_time_ms", 0))' "$2"
+}
+for _ in $(seq 50); do [ -n "$(repl_record vmB incoming)" ] && break; sleep 0.1; done
+ra=$(repl_record vmA outgoing) rb=$(repl_record vmB incoming)
+echo "$ra" | awk '$1 == "stopped" && $2 > 0 && $3 > 1000000 && $4 > 0 { ok = 1 } END { exit !ok }' &&
+	echo "$rb" | awk '$1 == "stopped" && $2 > 0 && $3 > 1000000 && $4 > 0 { ok = 1 } END { exit !ok }' &&
+	vmA jobs --completed | grep -q '^r-repl-[0-9]* .*outgoing *stopped'
+check replication_job_kept_on_both_ends $? "A: '$ra'; B: '$rb' (status epochs bytes ms)"
 
 # ---- vmigrate check --------------------------------------------------------------
 result_of() { echo "$1" | python3 -c '

@@ -266,12 +266,8 @@ static struct json_object *job_object(struct json_object *o, const char *job, bo
 	return o;
 }
 
-/* A finished job's final figures, kept after this process is gone
- * (joblog.h); a failure to keep them is logged there and costs nothing. */
-static void record_job(const char *job, bool outgoing, const struct mig_stats *st, int ret)
+void worker_keep_job(struct json_object *rec, const char *code)
 {
-	struct json_object *rec = job_object(json_object_new_object(), job, outgoing, st);
-	const char *code = job_code(st, ret);
 	char when[32];
 	time_t t = time(NULL);
 	struct tm tm;
@@ -283,6 +279,16 @@ static void record_job(const char *job, bool outgoing, const struct mig_stats *s
 		json_object_object_add(rec, "code", json_object_new_string(code));
 	joblog_add(W.spec.dir, rec);
 	json_object_put(rec);
+}
+
+/* A finished migration's final figures, kept after this process is gone
+ * (joblog.h); a failure to keep them is logged there and costs nothing. */
+static void record_job(const char *job, bool outgoing, const struct mig_stats *st, int ret)
+{
+	struct json_object *rec = job_object(json_object_new_object(), job, outgoing, st);
+
+	json_object_object_add(rec, "kind", json_object_new_string("migration"));
+	worker_keep_job(rec, job_code(st, ret));
 }
 
 static struct json_object *do_info(void)

@@ -72,6 +72,7 @@ struct worker {
 	struct repl_progress rprog;
 	const char *repl_code;		/* under rprog.lock: why the job failed
 					 * (ipc.h), NULL while it has not */
+	double repl_t0;			/* when the replication job began */
 	pthread_t repl_thread;
 	bool repl_started;		/* repl_thread to be joined */
 	bool repl_ran;			/* a replication job ran: its figures stay */
@@ -104,6 +105,10 @@ struct incoming {
 };
 
 double worker_now(void);
+/* Keep a finished job's record (rec, taken: job, guest, direction, kind,
+ * peer, stats, and what else it has) in the host's job log, with the time
+ * it finished and, when it did not succeed, its code (ipc.h). */
+void worker_keep_job(struct json_object *rec, const char *code);
 /* Reset W for guest s: its name (-EBUSY when held), socket and output. */
 int worker_setup(const struct worker_spec *s, char *err, size_t errlen);
 /* Open the job's peer session (op: migrate-in or replicate-in) over

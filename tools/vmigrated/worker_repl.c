@@ -30,6 +30,7 @@
 #define RETRY_S		3
 
 static void protect_back(void);
+static struct json_object *repl_stats_object(const struct repl_stats *rs);
 
 static struct repl_arbiter *new_arbiter(char *err, size_t errlen)
 {
@@ -294,6 +295,70 @@ static void hand_over(void)
 		W.handover_token ? W.rprog.stats.error : W.handover);
 }
 
+/* The primary's record of a replication job that ended, for `vmigrate
+ * jobs --completed`: its final state, what the last standby's sync and the
+ * epochs sent, how long it ran, and the replication figures as `replicate
+ * status` shows them. */
+static void keep_primary_job(const struct repl_stats *rs)
+{
+	struct json_object *rec = json_object_new_object(), *st = json_object_new_object();
+	struct mig_stats sync;
+	const char *code = NULL;
+
+	mig_progress_get(&W.prog, &sync);
+	if (rs->state == REPL_FAILED)
+		code = W.repl_code ? W.repl_code : IPC_E_INTERNAL;
+	else if (rs->state == REPL_FENCED)
+		code = IPC_E_TIMEOUT;	/* its lease ran out: another host may own it */
+	json_object_object_add(st, "status", json_object_new_string(repl_state_name(rs->state)));
+	json_object_object_add(st, "rounds", json_object_new_int((int)sync.round));
+	json_object_object_add(st, "transferred_bytes", json_object_new_int64(
+		(int64_t)(sync.transferred_bytes + rs->bytes_sent)));
+	json_object_object_add(st, "sync_bytes", json_object_new_int64(
+		(int64_t)sync.transferred_bytes));
+	json_object_object_add(st, "total_time_ms", json_object_new_int64(
+		(int64_t)((worker_now() - W.repl_t0) * 1000)));
+	json_object_object_add(st, "epochs", json_object_new_int64((int64_t)rs->epochs));
+	json_object_object_add(st, "acked_epoch", json_object_new_int64((int64_t)rs->acked_epoch));
+	if (rs->error[0])
+		json_object_object_add(st, "error", json_object_new_string(rs->error));
+	json_object_object_add(rec, "job", json_object_new_string(W.job));
+	json_object_object_add(rec, "guest", json_object_new_string(W.spec.name));
+	json_object_object_add(rec, "direction", json_object_new_string("outgoing"));
+	json_object_object_add(rec, "kind", json_object_new_string("replication"));
+	json_object_object_add(rec, "peer", json_object_new_string(W.dest));
+	json_object_object_add(rec, "stats", st);
+	json_object_object_add(rec, "replication", repl_stats_object(rs));
+	worker_keep_job(rec, code);
+}
+
+/* The standby's record of the job, once it ends here: how (stopped by the
+ * primary, taken over, or the primary lost), the epochs it applied, the
+ * bytes it received (sync and epochs). */
+static void keep_standby_job(const char *status, const char *code, uint64_t received)
+{
+	struct json_object *rec = json_object_new_object(), *st = json_object_new_object();
+
+	json_object_object_add(st, "status", json_object_new_string(status));
+	json_object_object_add(st, "transferred_bytes", json_object_new_int64((int64_t)received));
+	json_object_object_add(st, "total_time_ms", json_object_new_int64(
+		(int64_t)((worker_now() - W.in_started) * 1000)));
+	json_object_object_add(st, "epochs", json_object_new_int64(
+		(int64_t)W.standby.applied_epoch));
+	json_object_object_add(st, "applied_pages", json_object_new_int64(
+		(int64_t)W.standby.applied_pages));
+	json_object_object_add(st, "token", json_object_new_int64((int64_t)W.standby.token));
+	if (W.standby.error[0])
+		json_object_object_add(st, "error", json_object_new_string(W.standby.error));
+	json_object_object_add(rec, "job", json_object_new_string(W.incoming_job));
+	json_object_object_add(rec, "guest", json_object_new_string(W.spec.name));
+	json_object_object_add(rec, "direction", json_object_new_string("incoming"));
+	json_object_object_add(rec, "kind", json_object_new_string("replication"));
+	json_object_object_add(rec, "peer", json_object_new_string(W.incoming_from));
+	json_object_object_add(rec, "stats", st);
+	worker_keep_job(rec, code);
+}
+
 static void *replication_main(void *arg)
 {
 	struct repl_stats rs;
@@ -331,6 +396,7 @@ static void *replication_main(void *arg)
 				"%s", W.spec.name, err);
 	}
 	repl_progress_get(&W.rprog, &rs);
+	keep_primary_job(&rs);		/* before the job reads as over */
 	pthread_mutex_lock(&W.lock);
 	W.repl_active = false;
 	pthread_mutex_unlock(&W.lock);
@@ -345,6 +411,7 @@ int repl_job_start(void)
 	pthread_mutex_lock(&W.rprog.lock);
 	memset(&W.rprog.stats, 0, sizeof(W.rprog.stats));
 	W.repl_code = NULL;
+	W.repl_t0 = worker_now();
 	W.rprog.stats.state = REPL_SYNCING;
 	W.rprog.stats.token = W.rparams.token;
 	pthread_mutex_unlock(&W.rprog.lock);
@@ -658,7 +725,12 @@ void repl_follow_epochs(struct incoming *in, struct vm *vm)
 	pthread_mutex_unlock(&W.lock);
 	log_write(LOG_INFO, W.spec.name, W.incoming_job, "guest %s: standby in sync (job %s); "
 		"applying epochs", W.spec.name, W.incoming_job);
+	uint64_t received;
+
 	ret = repl_standby_run(vm, in->session.control, &W.lock, silence, &W.standby);
+	received = in->session.control->bytes_received;
+	for (unsigned i = 0; i < in->session.nr_data; i++)
+		received += in->session.data[i]->bytes_received;
 	peer_session_close(&in->session);
 	if ((W.standby.handed_over || !W.standby.stopped_by_primary) && W.arb.endpoints[0] &&
 	    W.standby.applied_epoch) {
@@ -671,14 +743,19 @@ void repl_follow_epochs(struct incoming *in, struct vm *vm)
 				"primary is lost (%s); asking the arbiter", W.spec.name,
 				W.standby.error);
 		if (take_over(vm)) {
+			keep_standby_job("taken-over", NULL, received);
 			protect_back();
 			return;
 		}
+		keep_standby_job("lost", W.standby.handed_over ? IPC_E_REFUSED : IPC_E_PEER_LOST,
+				 received);
 		pthread_mutex_lock(&W.lock);
 		W.exit_requested = true;	/* a stale copy: of no use to anyone */
 		pthread_mutex_unlock(&W.lock);
 		return;
 	}
+	keep_standby_job(W.standby.stopped_by_primary ? "stopped" : "lost",
+			 W.standby.stopped_by_primary ? NULL : IPC_E_PEER_LOST, received);
 	pthread_mutex_lock(&W.lock);
 	if (W.standby.stopped_by_primary) {
 		log_write(LOG_INFO, W.spec.name, W.incoming_job, "guest %s: replication stopped "
