@@ -2,7 +2,8 @@
 # The operator's instruments, on two namespaced hosts: the services'
 # Prometheus metrics (scraped over HTTP and parsed strictly, counters moved
 # by exactly what was done, the downtime histogram holding the migration's
-# downtime, `vmigrate metrics` the same text), a replication job kept with
+# downtime, `vmigrate metrics` the same text, bytes counted as a job runs
+# and never backwards), a replication job kept with
 # its figures among both ends' finished jobs, `vmigrate check` of this
 # host and of the path to the other one (and a FAIL that fails it), and
 # checkpoint chains kept whole: a parent is not overwritten unless forced,
@@ -116,6 +117,55 @@ out2=$(scrape_until A "$M/a2" "$M/a3" \
 [ $rc = 1 ] && [ $rc2 = 0 ]
 check refused_migration_counts_as_failed $? "rc=$rc: $(echo "$out $out2" | flat)"
 vmA stop x >/dev/null 2>&1; vmB stop x >/dev/null 2>&1
+
+# ---- bytes counted while a job runs -----------------------------------------------
+# a capped migration, scraped on both ends as it goes: the bytes counters
+# move during the job (not only at its end), never go back, and end where
+# the job's figures say
+vmA start slow --mem 128M --working-set 32M --dirty-rate 2M >/dev/null && wait_counter vmA slow 8192 ||
+	{ echo "FAIL metrics_check.setup: guest slow did not start"; exit 1; }
+scrape A "$M/live-a0" && scrape B "$M/live-b0"
+vmA migrate slow "$HOST_B_ADDR:$HOST_B_PORT" --bandwidth 6M --quiet --json >"$M/live-mig" 2>&1 &
+mig_pid=$!
+: >"$M/live-series"
+# one series of one host's /metrics, fetched with curl (quick, for the loop)
+series_of() {
+	local url
+	if [ "$1" = A ]; then url=http://$HOST_A_ADDR:$MPORT_A/metrics
+	else url=http://$HOST_B_ADDR:$MPORT_B/metrics; fi
+	on "$1" curl -sf "$url" | sed -n "s/^$2 //p"
+}
+while kill -0 $mig_pid 2>/dev/null; do
+	echo "$(series_of A vmigrate_bytes_sent_total) $(series_of B vmigrate_bytes_received_total)" >>"$M/live-series"
+	sleep 0.1
+done
+wait $mig_pid
+rc=$?
+echo "#   $(wc -l <"$M/live-series") scrapes of both ends during the job"
+scrape A "$M/live-a1" && scrape B "$M/live-b1"
+sent=$(json_field transferred_bytes <"$M/live-mig")
+out=$(python3 -c '
+import sys
+a0, b0, a1, b1, sent = (float(x) for x in sys.argv[1:6])
+rows = [tuple(float(v) for v in l.split()) for l in open(sys.argv[6]) if len(l.split()) == 2]
+why = []
+for col, name, start, end in ((0, "sent", a0, a1), (1, "received", b0, b1)):
+    vals = [start] + [r[col] for r in rows] + [end]
+    back = [(x, y) for x, y in zip(vals, vals[1:]) if y < x]
+    mid = sorted(set(v for v in vals if start < v < end))
+    if back:
+        why.append("%s went back: %s" % (name, back[:3]))
+    if len(mid) < 2:
+        why.append("%s moved only at the end: %d values between %d and %d in %d scrapes" %
+                   (name, len(mid), start, end, len(rows)))
+    if end - start != sent:
+        why.append("%s grew by %d, the job moved %d" % (name, end - start, sent))
+print("; ".join(why))' "$(prom value "$M/live-a0" vmigrate_bytes_sent_total)" \
+	"$(prom value "$M/live-b0" vmigrate_bytes_received_total)" \
+	"$(prom value "$M/live-a1" vmigrate_bytes_sent_total)" \
+	"$(prom value "$M/live-b1" vmigrate_bytes_received_total)" "${sent:-0}" "$M/live-series" 2>&1)
+[ $rc = 0 ] && [ -n "$sent" ] && [ -z "$out" ]
+check bytes_counted_while_the_job_runs $? "rc=$rc, sent ${sent:-?}: $out"
 
 # ---- checkpoint chains (the guest now runs on B) ---------------------------------
 c=$HOSTS_DIR/chain

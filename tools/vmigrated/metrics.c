@@ -62,12 +62,29 @@ static const char *const guest_states[] = {
 #define NR_STATES	(sizeof(guest_states) / sizeof(guest_states[0]))
 
 #define SEEN_IDS	128	/* reports remembered, so a retried one counts once */
+#define LIVE_JOBS	64	/* jobs whose bytes are counted one by one */
+
+/*
+ * The bytes counters move while a job runs, not only at its end, and never
+ * back: each job of the last LIVE_JOBS holds the most it was seen to have
+ * moved (by a scrape asking its guest process, or by its final report),
+ * and a counter is what the jobs before them moved (bytes_*) plus what
+ * each of them holds. Taking the maximum makes a retried report, a scrape
+ * racing the report and a report after a scrape all count a job once.
+ */
+struct live_job {
+	char job[64];				/* "" = free */
+	unsigned dir;				/* 0 out, 1 in */
+	uint64_t bytes;				/* the most seen */
+	bool ended;				/* its final report came */
+	uint64_t seq;				/* when last touched: the oldest goes first */
+};
 
 struct counters {
 	uint64_t migrations[2][NR_RESULTS];	/* [direction][result] */
 	uint64_t downtime[NR_BUCKETS + 1];	/* per bucket, not cumulative; last: +Inf */
 	double downtime_sum;
-	uint64_t bytes_sent, bytes_received;
+	uint64_t bytes_sent, bytes_received;	/* of the jobs no longer in live[] */
 	uint64_t checkpoints[2][2];		/* [kind][outcome] */
 	uint64_t checkpoint_bytes;
 	uint64_t restores[2];			/* [outcome] */
@@ -81,6 +98,8 @@ struct shared {
 	struct counters c;			/* under lock */
 	char seen[SEEN_IDS][96];		/* under lock: ids of counted reports */
 	unsigned seen_next;			/* under lock */
+	struct live_job live[LIVE_JOBS];	/* under lock */
+	uint64_t live_seq;			/* under lock */
 };
 
 struct metrics {
@@ -165,6 +184,64 @@ static bool first_time(struct shared *sh, const char *id)
 	return true;
 }
 
+/* Whether slot a is to be reused before b: a free one first, then the
+ * oldest that ended, then the oldest. */
+static bool reuse_before(const struct live_job *a, const struct live_job *b)
+{
+	if (!a->job[0] || !b->job[0])
+		return !a->job[0] && b->job[0];
+	if (a->ended != b->ended)
+		return a->ended;
+	return a->seq < b->seq;
+}
+
+/* Job job of direction dir moved bytes so far (final: its end); under lock. */
+static void note_bytes(struct shared *sh, unsigned dir, const char *job, uint64_t bytes,
+		       bool final)
+{
+	struct live_job *slot = NULL, *oldest = NULL;
+
+	if (!job[0])
+		return;
+	for (unsigned i = 0; i < LIVE_JOBS; i++) {
+		struct live_job *l = &sh->live[i];
+
+		if (l->job[0] && l->dir == dir && !strncmp(l->job, job, sizeof(l->job) - 1)) {
+			slot = l;
+			break;
+		}
+		if (!oldest || reuse_before(l, oldest))
+			oldest = l;
+	}
+	if (!slot) {
+		slot = oldest;
+		if (slot->job[0]) {	/* its bytes go into the counter for good */
+			if (slot->dir == 0)
+				sh->c.bytes_sent += slot->bytes;
+			else
+				sh->c.bytes_received += slot->bytes;
+		}
+		memset(slot, 0, sizeof(*slot));
+		snprintf(slot->job, sizeof(slot->job), "%s", job);
+		slot->dir = dir;
+	}
+	if (bytes > slot->bytes)
+		slot->bytes = bytes;
+	slot->ended |= final;
+	slot->seq = ++sh->live_seq;
+}
+
+/* A counter's value: the jobs gone from live[] and those in it; under lock. */
+static uint64_t bytes_total(const struct shared *sh, unsigned dir)
+{
+	uint64_t sum = dir == 0 ? sh->c.bytes_sent : sh->c.bytes_received;
+
+	for (unsigned i = 0; i < LIVE_JOBS; i++)
+		if (sh->live[i].job[0] && sh->live[i].dir == dir)
+			sum += sh->live[i].bytes;
+	return sum;
+}
+
 /* {"cmd":"job-result","id","direction":"out"|"in","stats":{...}} */
 static struct json_object *count_job(struct metrics *m, struct json_object *req)
 {
@@ -179,14 +256,12 @@ static struct json_object *count_job(struct metrics *m, struct json_object *req)
 	/* a job that ended in any other state did not complete: it failed */
 	result = index_of(results, NR_RESULTS, ipc_str(st, "status", ""), 1);
 	lock(m->sh);
+	note_bytes(m->sh, dir, ipc_str(req, "job", ""), (uint64_t)ipc_int(st, "transferred_bytes", 0),
+		   true);
 	if (first_time(m->sh, id)) {
 		struct counters *c = &m->sh->c;
 
 		c->migrations[dir][result]++;
-		if (dir == 0)
-			c->bytes_sent += (uint64_t)ipc_int(st, "transferred_bytes", 0);
-		else
-			c->bytes_received += (uint64_t)ipc_int(st, "transferred_bytes", 0);
 		if (dir == 0 && result == 0) {
 			double s = ipc_int(st, "downtime_ms", 0) / 1e3;
 			unsigned b = 0;
@@ -399,7 +474,7 @@ static void replication(FILE *f, struct metrics *m, struct json_object *guests)
 		json_object_put(status[i]);
 }
 
-static void counters(FILE *f, const struct counters *c)
+static void counters(FILE *f, const struct counters *c, uint64_t sent, uint64_t received)
 {
 	uint64_t cum = 0;
 
@@ -423,11 +498,12 @@ static void counters(FILE *f, const struct counters *c)
 	fprintf(f, "vmigrate_migration_downtime_seconds_sum %.9g\n", c->downtime_sum);
 	fprintf(f, "vmigrate_migration_downtime_seconds_count %llu\n", (unsigned long long)cum);
 	family(f, "vmigrate_bytes_sent_total", "counter",
-	       "Bytes sent by the outgoing migrations that ended, whatever their result.");
-	fprintf(f, "vmigrate_bytes_sent_total %llu\n", (unsigned long long)c->bytes_sent);
+	       "Bytes sent by outgoing migrations, counted as they run, whatever their result.");
+	fprintf(f, "vmigrate_bytes_sent_total %llu\n", (unsigned long long)sent);
 	family(f, "vmigrate_bytes_received_total", "counter",
-	       "Bytes received by the incoming migrations that completed.");
-	fprintf(f, "vmigrate_bytes_received_total %llu\n", (unsigned long long)c->bytes_received);
+	       "Bytes received by incoming migrations, counted as they run, whatever their "
+	       "result.");
+	fprintf(f, "vmigrate_bytes_received_total %llu\n", (unsigned long long)received);
 	family(f, "vmigrate_checkpoints_total", "counter",
 	       "Checkpoints written (ok) or tried and not written (failed), by kind.");
 	for (unsigned k = 0; k < 2; k++)
@@ -450,10 +526,43 @@ static void counters(FILE *f, const struct counters *c)
 		(unsigned long long)c->backup_files_removed);
 }
 
+/* What the running jobs of the guests here moved so far, as their guest
+ * processes say: into live[], so the bytes counters move while they run. */
+static void running_jobs(struct metrics *m, struct json_object *guests)
+{
+	size_t n = guests ? json_object_array_length(guests) : 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *g = json_object_array_get_idx(guests, i), *req, *rep, *st;
+		const char *state = ipc_str(g, "state", ""), *job;
+		bool in = !strcmp(state, "incoming");
+		char path[600], err[256];
+
+		if (!in && strcmp(state, "migrating"))
+			continue;
+		job = ipc_str(g, in ? "incoming_job" : "job", "");
+		req = json_object_new_object();
+		json_object_object_add(req, "cmd", json_object_new_string("progress"));
+		json_object_object_add(req, "job", json_object_new_string(job));
+		worker_sock_path(m->guests_dir, ipc_str(g, "name", ""), path, sizeof(path));
+		rep = ipc_call(path, req, -1, 2000, err, sizeof(err));
+		json_object_put(req);
+		if (ipc_bool(rep, "ok", false) && !strcmp(ipc_str(rep, "job", ""), job) &&
+		    json_object_object_get_ex(rep, "stats", &st)) {
+			lock(m->sh);
+			note_bytes(m->sh, in ? 1 : 0, job, (uint64_t)ipc_int(st, "transferred_bytes", 0),
+				   false);
+			unlock(m->sh);
+		}
+		json_object_put(rep);
+	}
+}
+
 char *metrics_render(struct metrics *m)
 {
 	struct json_object *guests = m->guests(m->opaque);
 	struct counters c;
+	uint64_t sent, received;
 	char *text = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&text, &len);
@@ -462,10 +571,13 @@ char *metrics_render(struct metrics *m)
 		json_object_put(guests);
 		return NULL;
 	}
+	running_jobs(m, guests);
 	lock(m->sh);
 	c = m->sh->c;
+	sent = bytes_total(m->sh, 0);
+	received = bytes_total(m->sh, 1);
 	unlock(m->sh);
-	counters(f, &c);
+	counters(f, &c, sent, received);
 	guests_by_state(f, guests);
 	replication(f, m, guests);
 	json_object_put(guests);

@@ -14,7 +14,10 @@
  *     own thread, and retries while the service is busy or restarting; each
  *     report carries an id, so a retried one is not counted twice;
  *   - backups: `vmigrate backup` reports its run ("backup-result"): only it
- *     knows whether a refused incremental was retried as a full one.
+ *     knows whether a refused incremental was retried as a full one;
+ *   - the bytes of running migrations: a scrape asks the guest processes
+ *     that migrate for their figures, so the bytes counters move while a
+ *     job runs (metrics.c says why they never go back).
  * A restarted service starts again from zero, as Prometheus expects of a
  * counter; a report that found no service for JOB_REPORT_S is lost (the
  * guest process logs it).
