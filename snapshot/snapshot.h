@@ -154,4 +154,27 @@ struct snap_inspect {
 int snap_inspect(const char *path, const uint8_t *mac_key, size_t mac_key_len,
 		 struct snap_inspect *out, char *err, size_t errlen);
 
+/* ---- retention (retention.c) ------------------------------------------------- */
+
+/* A backup directory holds a guest's checkpoints as NAME-STAMP.ckpt, the
+ * stamp sorting by time (vmigrate backup names them so). */
+struct snap_backup_file {
+	char name[256];			/* in the directory */
+	bool incremental;
+	uint8_t uuid[16];		/* its image */
+};
+
+#define SNAP_BACKUP_MAX	4096
+
+/* guest's checkpoints in dir, oldest first: at most max of them; a file
+ * that does not read as a checkpoint is left out (never counted, never
+ * removed). 0 or a negative errno. */
+int snap_backup_list(const char *dir, const char *guest, struct snap_backup_file *f,
+		     unsigned max, unsigned *n);
+/* Remove guest's oldest whole chains in dir (a full checkpoint and the
+ * incrementals on it) while at least keep checkpoints remain after them,
+ * never the newest chain; *removed says how many files went. */
+int snap_backup_prune(const char *dir, const char *guest, unsigned keep, unsigned *removed,
+		      char *err, size_t errlen);
+
 #endif

@@ -3,7 +3,8 @@
 # Prometheus metrics (scraped over HTTP and parsed strictly, counters moved
 # by exactly what was done, the downtime histogram holding the migration's
 # downtime, `vmigrate metrics` the same text, bytes counted as a job runs
-# and never backwards), a replication job kept with
+# and never backwards, reports from outside the service refused), a
+# replication job kept with
 # its figures among both ends' finished jobs, `vmigrate check` of this
 # host and of the path to the other one (and a FAIL that fails it), and
 # checkpoint chains kept whole: a parent is not overwritten unless forced,
@@ -117,6 +118,37 @@ out2=$(scrape_until A "$M/a2" "$M/a3" \
 [ $rc = 1 ] && [ $rc2 = 0 ]
 check refused_migration_counts_as_failed $? "rc=$rc: $(echo "$out $out2" | flat)"
 vmA stop x >/dev/null 2>&1; vmB stop x >/dev/null 2>&1
+
+# ---- reports from outside the service are refused ----------------------------------
+# a client of the control socket (root here) cannot make the counters move:
+# the control socket refuses job and backup reports, and the guests' reports
+# socket is the service's user's alone (its directory 0700, itself 0600)
+send_on() {	# SOCKET JSON: the one-line reply, or the error of connecting
+	python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print("connect: %s" % e.strerror); sys.exit(0)
+s.sendall(sys.argv[2].encode() + b"\n")
+print(s.makefile().readline().strip())' "$@"
+}
+fake_job='{"cmd":"job-result","id":"fake-1","direction":"out","name":"g","job":"fake-job","stats":{"status":"completed","transferred_bytes":123456789,"downtime_ms":5}}'
+fake_backup='{"cmd":"backup-result","name":"g","ok":true,"removed":7}'
+scrape A "$M/fake0"
+r1=$(send_on "$HOSTS_DIR/A/vmigrated.sock" "$fake_job")
+r2=$(send_on "$HOSTS_DIR/A/vmigrated.sock" "$fake_backup")
+r3=$(stat -c '%a %U %F' "$HOSTS_DIR/A/guests" "$HOSTS_DIR/A/guests/reports.socket" | flat)
+scrape A "$M/fake1"
+out=$(prom expect "$M/fake0" "$M/fake1" \
+	'vmigrate_migrations_total{direction="out",result="completed"}=0' \
+	vmigrate_bytes_sent_total=0 'vmigrate_backups_total{result="ok"}=0' \
+	vmigrate_backup_files_removed_total=0 2>&1)
+echo "$r1" | grep -q '"ok":false.*"code":"permission"' &&
+	echo "$r2" | grep -q '"ok":false.*"code":"permission"' &&
+	[ "$r3" = "700 $(id -un) directory 600 $(id -un) socket " ] && [ -z "$out" ]
+check outside_reports_refused $? "control: $r1 / $r2; guests dir and reports socket: $r3; $(echo "$out" | flat)"
 
 # ---- bytes counted while a job runs -----------------------------------------------
 # a capped migration, scraped on both ends as it goes: the bytes counters

@@ -2,12 +2,13 @@
  * vmigrate backup NAME --dir DIR --keep N [--full-every K]: one run of a
  * backup schedule. It takes an incremental checkpoint on top of the newest
  * one in DIR, or a full one every K runs (or when there is nothing to build
- * on), then prunes the oldest chains while more than N checkpoints remain,
- * never a full one whose incrementals are kept, so every kept file stays
- * restorable. Files are DIR/NAME-YYYYmmddTHHMMSS.mmmZ.ckpt; DIR is made
- * (0700) when it is not there.
+ * on); with it the service prunes the oldest chains while more than N
+ * checkpoints remain, never a full one whose incrementals are kept, so
+ * every kept file stays restorable (snap_backup_prune), and counts the run
+ * and what it removed in its metrics from what it did itself. Files are
+ * DIR/NAME-YYYYmmddTHHMMSS.mmmZ.ckpt; DIR is made (0700) when it is not
+ * there.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <getopt.h>
@@ -24,49 +25,6 @@
 #include "ipc.h"
 #include "snapshot.h"
 #include "units.h"
-
-#define MAX_FILES	4096
-
-struct file {
-	char name[256];
-	bool incremental;
-	uint8_t uuid[16];
-};
-
-static int by_name(const void *a, const void *b)
-{
-	return strcmp(((const struct file *)a)->name, ((const struct file *)b)->name);
-}
-
-/* The guest's checkpoints in dir, oldest first (names sort by time). */
-static int list_files(const char *dir, const char *guest, struct file *f, unsigned *n)
-{
-	size_t plen = strlen(guest);
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	char err[256];
-
-	*n = 0;
-	if (!d)
-		return -errno;
-	while ((e = readdir(d)) && *n < MAX_FILES) {
-		size_t len = strlen(e->d_name);
-		char path[4600];
-		uint8_t parent[16];
-
-		if (len <= plen + 6 || strncmp(e->d_name, guest, plen) || e->d_name[plen] != '-' ||
-		    strcmp(e->d_name + len - 5, ".ckpt") || len >= sizeof(f->name))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		if (snap_read_head(path, f[*n].uuid, &f[*n].incremental, parent, err, sizeof(err)))
-			continue;	/* not ours or damaged: never counted, never removed */
-		snprintf(f[*n].name, sizeof(f[*n].name), "%s", e->d_name);
-		(*n)++;
-	}
-	closedir(d);
-	qsort(f, *n, sizeof(*f), by_name);
-	return 0;
-}
 
 /* DIR and any missing folder above it, private (0700) like the files. */
 static int make_dirs(const char *dir)
@@ -94,27 +52,9 @@ static int make_dirs(const char *dir)
 	return 0;
 }
 
-/* The run's outcome for the service's counters (vmigrate_backups_total):
- * only this command knows whether a refused incremental was retried as a
- * full one, so it tells. Nothing to do if the service is gone. */
-static void report_backup(const char *guest, bool ok, bool full, unsigned removed)
-{
-	struct json_object *req = svc_req("backup-result"), *rep;
-	const char *control = getenv("VMIGRATE_CONTROL");
-	char err[256];
-
-	json_object_object_add(req, "name", json_object_new_string(guest));
-	json_object_object_add(req, "ok", json_object_new_boolean(ok));
-	json_object_object_add(req, "full", json_object_new_boolean(full));
-	json_object_object_add(req, "removed", json_object_new_int((int)removed));
-	rep = ipc_call(control && *control ? control : "/run/vmigrate/vmigrated.sock", req, -1,
-		       10000, err, sizeof(err));
-	json_object_put(req);
-	json_object_put(rep);
-}
-
 static struct json_object *snapshot_request(const char *guest, const char *path,
-					    const struct file *base, const char *key_file)
+					    const struct snap_backup_file *base, const char *key_file,
+					    unsigned keep)
 {
 	struct json_object *req = json_object_new_object();
 	char err[700];
@@ -124,6 +64,8 @@ static struct json_object *snapshot_request(const char *guest, const char *path,
 	json_object_object_add(req, "name", json_object_new_string(guest));
 	json_object_object_add(req, "file", json_object_new_string(path));
 	json_object_object_add(req, "incremental", json_object_new_boolean(base != NULL));
+	/* a backup run's: the service prunes to keep once it is written */
+	json_object_object_add(req, "backup_keep", json_object_new_int((int)keep));
 	if (key_file)
 		json_object_object_add(req, "key_file", json_object_new_string(key_file));
 	if (base) {
@@ -154,11 +96,11 @@ int cmd_backup(int argc, char **argv)
 		{ "key", required_argument, NULL, 'K' },
 		{ 0 }
 	};
-	static struct file files[MAX_FILES];
+	static struct snap_backup_file files[SNAP_BACKUP_MAX];
 	const char *dir = NULL, *guest;
 	char *key_file = NULL;
 	uint64_t keep = 0, full_every = 7;
-	unsigned n, since_full = 0, removed = 0;
+	unsigned n, since_full = 0;
 	bool json = false, full;
 	struct json_object *rep;
 	char path[4600], stamp[64], abs[4096];
@@ -204,7 +146,7 @@ int cmd_backup(int argc, char **argv)
 		free(key_file);
 		return cli_fail(1, "backup", ipc_errno_code(c), "creating %s: %s", dir, strerror(-c));
 	}
-	if (!realpath(dir, abs) || (c = list_files(abs, guest, files, &n))) {
+	if (!realpath(dir, abs) || (c = snap_backup_list(abs, guest, files, SNAP_BACKUP_MAX, &n))) {
 		c = c ? c : -errno;
 		free(key_file);
 		return cli_fail(1, "backup", ipc_errno_code(c), "%s: %s", dir, strerror(-c));
@@ -217,49 +159,25 @@ int cmd_backup(int argc, char **argv)
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", gmtime_r(&tv.tv_sec, &tm));
 	snprintf(path, sizeof(path), "%s/%s-%s.%03ldZ.ckpt", abs, guest, stamp,
 		 (long)(tv.tv_usec / 1000));
-	rep = snapshot_request(guest, path, full ? NULL : &files[n - 1], key_file);
-	if (!full && !ipc_bool(rep, "ok", false) && strstr(ipc_str(rep, "error", ""), "full one")) {
+	rep = snapshot_request(guest, path, full ? NULL : &files[n - 1], key_file, (unsigned)keep);
+	if (!full && !ipc_bool(rep, "ok", false) && ipc_bool(rep, "retry_full", false)) {
 		/* the guest's last checkpoint is not the newest here: start anew */
 		json_object_put(rep);
 		full = true;
-		rep = snapshot_request(guest, path, NULL, key_file);
+		rep = snapshot_request(guest, path, NULL, key_file, (unsigned)keep);
 	}
-	if (!ipc_bool(rep, "ok", false)) {
-		report_backup(guest, false, full, 0);
-		free(key_file);
+	free(key_file);
+	if (!ipc_bool(rep, "ok", false))
 		return cli_fail_reply(1, rep);
-	}
 
-	/* Prune whole chains, oldest first, while the rest still holds keep. */
-	if (list_files(abs, guest, files, &n) == 0) {
-		unsigned start = 0;
-
-		while (start < n) {
-			unsigned end = start + 1;
-
-			while (end < n && files[end].incremental)
-				end++;
-			if (files[start].incremental || n - end < keep || end == n)
-				break;
-			for (unsigned i = start; i < end; i++) {
-				snprintf(path, sizeof(path), "%s/%s", abs, files[i].name);
-				if (unlink(path) == 0)
-					removed++;
-			}
-			start = end;
-		}
-	}
-	report_backup(guest, true, full, removed);
 	if (json) {
 		json_object_object_add(rep, "full", json_object_new_boolean(full));
-		json_object_object_add(rep, "removed", json_object_new_int((int)removed));
-		svc_print_json(rep);
+		svc_print_json(rep);	/* "removed": what the service pruned */
 	} else {
 		printf("%s: %s checkpoint %s (%.1f MiB), %u old file(s) removed\n", guest,
 		       full ? "full" : "incremental", ipc_str(rep, "file", "?"),
-		       ipc_int(rep, "file_bytes", 0) / 1048576.0, removed);
+		       ipc_int(rep, "file_bytes", 0) / 1048576.0, (unsigned)ipc_int(rep, "removed", 0));
 	}
 	json_object_put(rep);
-	free(key_file);
 	return 0;
 }

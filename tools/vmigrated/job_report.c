@@ -1,6 +1,7 @@
 /*
- * Reporting a job's end to the service: one request on its control
- * socket, {"cmd":"job-result","id":...,"direction":...,"stats":{...}},
+ * Reporting a job's end to the service: one request on its reports socket
+ * (STATE-DIR/guests/reports.socket, which only the service's user can
+ * reach), {"cmd":"job-result","id":...,"direction":...,"stats":{...}},
  * tried again each second until the service answers or JOB_REPORT_S have
  * passed. A service busy past one try may still count that try and then
  * the next: the id (this process and a sequence number) lets it count the

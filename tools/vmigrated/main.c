@@ -51,13 +51,15 @@ struct service {
 	char state_dir[400];
 	char guests_dir[512];
 	char control_path[512];
+	char report_path[600];		/* guests/reports.socket: job results of
+					 * its guest processes, no one else's */
 	char listen_addr[256];
 	gid_t group;
 	bool has_group;
 	mode_t control_mode;
 	int io_timeout_ms;
 	int log_level;
-	int control_fd, peer_fd;
+	int control_fd, peer_fd, report_fd;
 	int lock_fd;			/* state_dir/vmigrated.lock, held while we run */
 	struct peer_config peer;
 	char metrics_addr[256];		/* --metrics: "" for none */
@@ -262,6 +264,7 @@ static void leave_service(const struct service *sv)
 {
 	close(sv->control_fd);
 	close(sv->peer_fd);
+	close(sv->report_fd);
 	close(sv->lock_fd);
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGCHLD, SIG_DFL);
@@ -312,7 +315,7 @@ static void spec_from_service(const struct service *sv, struct worker_spec *spec
 	snprintf(spec->dir, sizeof(spec->dir), "%s", sv->guests_dir);
 	spec->io_timeout_ms = sv->io_timeout_ms;
 	spec->peer = sv->peer;
-	snprintf(spec->control, sizeof(spec->control), "%s", sv->control_path);
+	snprintf(spec->control, sizeof(spec->control), "%s", sv->report_path);
 	if (!xport_split_hostport(sv->listen_addr, PEER_DEFAULT_PORT, host, sizeof(host), port,
 				  sizeof(port)))
 		spec->home_port = (int)strtol(port, NULL, 10);
@@ -591,6 +594,27 @@ static void check_peer(struct service *sv, struct json_object *req, int conn)
 	}
 }
 
+/* A backup run's checkpoint is written: its directory is pruned to the
+ * run's --keep, here, so what the metrics count as removed is what was
+ * (rep gets "removed"). A failure to prune costs the checkpoint nothing. */
+static void prune_backups(struct json_object *req, struct json_object *rep)
+{
+	const char *file = ipc_str(rep, "file", "");
+	char *dir = strdup(file), *slash, err[600];
+	unsigned removed = 0;
+
+	if (dir && (slash = strrchr(dir, '/')) && slash != dir) {
+		*slash = 0;
+		if (snap_backup_prune(dir, ipc_str(req, "name", ""),
+				      (unsigned)ipc_int(req, "backup_keep", 1), &removed, err,
+				      sizeof(err)))
+			log_write(LOG_WARNING, ipc_str(req, "name", ""), NULL, "backup of %s: "
+				"pruning %s: %s", ipc_str(req, "name", ""), dir, err);
+	}
+	free(dir);
+	json_object_object_add(rep, "removed", json_object_new_int((int)removed));
+}
+
 static struct json_object *dispatch(struct service *sv, struct json_object *req)
 {
 	const char *cmd = ipc_str(req, "cmd", "");
@@ -598,7 +622,11 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 	struct json_object *own = metrics_request(sv->metrics, req);
 
 	if (own)
-		return own;	/* metrics, job-result, backup-result */
+		return own;	/* metrics */
+	if (!strcmp(cmd, "job-result") || !strcmp(cmd, "backup-result"))
+		return ipc_error(IPC_E_PERMISSION, "%s: the metrics count what this service and "
+				 "its guest processes did, reported on their own socket, not what a "
+				 "client of the control socket says", cmd);
 	if (!strcmp(cmd, "start"))
 		return do_start(sv, req);
 	if (!strcmp(cmd, "list"))
@@ -634,6 +662,8 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 		/* writing a large guest takes a while: wait up to ten minutes */
 		rep = call_guest_within(sv, name, fwd, -1, 600000);
 		json_object_put(fwd);
+		if (ipc_bool(rep, "ok", false) && ipc_int(req, "backup_keep", 0) > 0)
+			prune_backups(req, rep);
 		return rep;
 	}
 	if (!strcmp(cmd, "check"))
@@ -662,7 +692,7 @@ static bool client_allowed(struct service *sv, int conn)
 
 	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return false;
-	/* the service's own uid: its guest processes report their jobs' ends */
+	/* the user the service runs as may, of course */
 	return cred.uid == 0 || cred.uid == geteuid() || (sv->has_group && cred.gid == sv->group);
 }
 
@@ -688,6 +718,34 @@ static void serve_control(struct service *sv)
 		rep = dispatch(sv, req);
 		sv->status_due = true;
 		metrics_observe(sv->metrics, req, rep);
+		ipc_send(conn, rep, -1);
+		json_object_put(rep);
+		json_object_put(req);
+	}
+	close(conn);
+}
+
+/* A guest process of this service (or of the one before it: guests
+ * outlive a restart) reports a job's end. Only the service's user can
+ * reach the socket (0600, in the 0700 guests directory); the peer's
+ * credentials are checked too, in case the directory's mode was changed. */
+static void serve_report(struct service *sv)
+{
+	int conn = accept4(sv->report_fd, NULL, NULL, SOCK_CLOEXEC);
+	struct json_object *req, *rep;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (conn < 0)
+		return;
+	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
+	    cred.uid != geteuid()) {
+		close(conn);
+		return;
+	}
+	req = ipc_recv(conn, NULL, 5000);
+	if (req) {
+		rep = metrics_report(sv->metrics, req);
 		ipc_send(conn, rep, -1);
 		json_object_put(rep);
 		json_object_put(req);
@@ -1075,7 +1133,7 @@ static void start_watchdog(struct service *sv)
 int main(int argc, char **argv)
 {
 	struct service sv = { .io_timeout_ms = 5000, .log_level = LOG_INFO,
-			      .control_mode = 0600, .lock_fd = -1 };
+			      .control_mode = 0600, .lock_fd = -1, .report_fd = -1 };
 	struct sigaction sa = { .sa_handler = on_quit };
 	char host[256], port[32], err[512];
 	int ret;
@@ -1095,8 +1153,10 @@ int main(int argc, char **argv)
 	}
 	snprintf(sv.guests_dir, sizeof(sv.guests_dir), "%s/guests", sv.state_dir);
 	snprintf(sv.control_path, sizeof(sv.control_path), "%s/vmigrated.sock", sv.state_dir);
+	snprintf(sv.report_path, sizeof(sv.report_path), "%s/reports.socket", sv.guests_dir);
+	/* the guests' sockets and the reports socket: the service's user only */
 	if ((mkdir(sv.state_dir, 0755) < 0 && errno != EEXIST) ||
-	    (mkdir(sv.guests_dir, 0700) < 0 && errno != EEXIST)) {
+	    (mkdir(sv.guests_dir, 0700) < 0 && errno != EEXIST) || chmod(sv.guests_dir, 0700)) {
 		log_write(LOG_ERR, NULL, NULL, "%s: %s", sv.state_dir, strerror(errno));
 		return 1;
 	}
@@ -1113,6 +1173,12 @@ int main(int argc, char **argv)
 	if (!sv.metrics || (sv.metrics_addr[0] &&
 			    metrics_listen(sv.metrics, sv.metrics_addr, err, sizeof(err)))) {
 		log_write(LOG_ERR, NULL, NULL, "%s", sv.metrics ? err : "out of memory");
+		metrics_free(sv.metrics);
+		return 1;
+	}
+	sv.report_fd = ipc_listen(sv.report_path, 0600, err, sizeof(err));
+	if (sv.report_fd < 0) {
+		log_write(LOG_ERR, NULL, NULL, "%s", err);
 		metrics_free(sv.metrics);
 		return 1;
 	}
@@ -1151,9 +1217,10 @@ int main(int argc, char **argv)
 	}
 
 	while (!quit) {
-		struct pollfd p[2] = {
+		struct pollfd p[3] = {
 			{ .fd = sv.control_fd, .events = POLLIN },
 			{ .fd = sv.peer_fd, .events = POLLIN },
+			{ .fd = sv.report_fd, .events = POLLIN },
 		};
 		double t = (double)now_ms() / 1e3;
 
@@ -1163,13 +1230,15 @@ int main(int argc, char **argv)
 		if (under_systemd() && ((sv.status_due && t - sv.status_at >= 1) ||
 					t - sv.status_at >= STATUS_EVERY_S))
 			notify_status(&sv);
-		if (poll(p, 2, sv.watchdog_ms && sv.watchdog_ms < 2000 ?
+		if (poll(p, 3, sv.watchdog_ms && sv.watchdog_ms < 2000 ?
 			 (int)sv.watchdog_ms / 4 : 500) <= 0)
 			continue;
 		if (p[0].revents & POLLIN)
 			serve_control(&sv);
 		if (p[1].revents & POLLIN)
 			serve_peer(&sv);
+		if (p[2].revents & POLLIN)
+			serve_report(&sv);
 	}
 	if (under_systemd())
 		sd_notify(0, "STOPPING=1");
@@ -1177,7 +1246,9 @@ int main(int argc, char **argv)
 		"finds them again");
 	close(sv.peer_fd);
 	close(sv.control_fd);
+	close(sv.report_fd);
 	unlink(sv.control_path);
+	unlink(sv.report_path);
 	metrics_free(sv.metrics);
 	close(sv.lock_fd);
 	return 0;

@@ -276,15 +276,6 @@ static struct json_object *count_job(struct metrics *m, struct json_object *req)
 	return ipc_ok();
 }
 
-static struct json_object *count_backup(struct metrics *m, struct json_object *req)
-{
-	lock(m->sh);
-	m->sh->c.backups[ipc_bool(req, "ok", false) ? 0 : 1]++;
-	m->sh->c.backup_files_removed += (uint64_t)ipc_int(req, "removed", 0);
-	unlock(m->sh);
-	return ipc_ok();
-}
-
 void metrics_observe(struct metrics *m, struct json_object *req, struct json_object *rep)
 {
 	const char *cmd = ipc_str(req, "cmd", "");
@@ -303,6 +294,13 @@ void metrics_observe(struct metrics *m, struct json_object *req, struct json_obj
 			m->sh->c.checkpoint_bytes += (uint64_t)ipc_int(rep, "file_bytes", 0);
 	} else if (!strcmp(cmd, "restore")) {
 		m->sh->c.restores[ok ? 0 : 1]++;
+	}
+	/* a backup run's checkpoint: the run is over unless it will be tried
+	 * again as a full one (retry_full), and the service pruned for it */
+	if (!strcmp(cmd, "snapshot") && ipc_int(req, "backup_keep", 0) > 0 &&
+	    (ok || !ipc_bool(rep, "retry_full", false))) {
+		m->sh->c.backups[ok ? 0 : 1]++;
+		m->sh->c.backup_files_removed += (uint64_t)ipc_int(rep, "removed", 0);
 	}
 	unlock(m->sh);
 }
@@ -588,6 +586,14 @@ char *metrics_render(struct metrics *m)
 	return text;
 }
 
+struct json_object *metrics_report(struct metrics *m, struct json_object *req)
+{
+	if (!strcmp(ipc_str(req, "cmd", ""), "job-result"))
+		return count_job(m, req);
+	return ipc_error(IPC_E_NOT_FOUND, "the reports socket takes job-result only, not '%s'",
+			 ipc_str(req, "cmd", ""));
+}
+
 struct json_object *metrics_request(struct metrics *m, struct json_object *req)
 {
 	const char *cmd = ipc_str(req, "cmd", "");
@@ -596,10 +602,6 @@ struct json_object *metrics_request(struct metrics *m, struct json_object *req)
 
 	if (!m)
 		return NULL;
-	if (!strcmp(cmd, "job-result"))
-		return count_job(m, req);
-	if (!strcmp(cmd, "backup-result"))
-		return count_backup(m, req);
 	if (strcmp(cmd, "metrics"))
 		return NULL;
 	text = metrics_render(m);

@@ -6,15 +6,18 @@
  *
  * The counters live in the service, never in a guest process: a guest
  * process ends (its guest moved away, was stopped or crashed) and what it
- * did stays counted. The service learns of each job's end
- *   - checkpoints and restores: from the replies it relays to the CLI
- *     (metrics_observe);
+ * did stays counted. They count only what the service or its own guest
+ * processes did, never what a client of the control socket says it did.
+ * The service learns of each job's end
+ *   - checkpoints, restores and backup runs: from the replies it relays to
+ *     the CLI (metrics_observe); a backup run's pruning is the service's
+ *     own, after its checkpoint;
  *   - migrations, both directions: the guest process reports its job's end
- *     on the control socket ("job-result", job_report.h), from the job's
- *     own thread, and retries while the service is busy or restarting; each
- *     report carries an id, so a retried one is not counted twice;
- *   - backups: `vmigrate backup` reports its run ("backup-result"): only it
- *     knows whether a refused incremental was retried as a full one;
+ *     ("job-result", job_report.h) on the reports socket, which only the
+ *     service's user reaches (STATE-DIR/guests/, 0700; the socket 0600),
+ *     never on the control socket; from the job's own thread, retried
+ *     while the service is busy or restarting; each report carries an id,
+ *     so a retried one is not counted twice;
  *   - the bytes of running migrations: a scrape asks the guest processes
  *     that migrate for their figures, so the bytes counters move while a
  *     job runs (metrics.c says why they never go back).
@@ -41,9 +44,11 @@ int metrics_listen(struct metrics *m, const char *addr, char *err, size_t errlen
 /* Stops the listener. NULL is fine. */
 void metrics_free(struct metrics *m);
 
-/* The control requests that are the metrics' own: "metrics" (the text),
- * "job-result" and "backup-result" (counted). NULL for any other. */
+/* The control request that is the metrics' own, "metrics" (the text);
+ * NULL for any other. */
 struct json_object *metrics_request(struct metrics *m, struct json_object *req);
+/* A report of a guest process on the reports socket: "job-result". */
+struct json_object *metrics_report(struct metrics *m, struct json_object *req);
 /* A request the service answered itself or relayed: checkpoints and
  * restores are counted from here. */
 void metrics_observe(struct metrics *m, struct json_object *req, struct json_object *rep);

@@ -426,6 +426,8 @@ static struct json_object *do_snapshot(struct json_object *req)
 		rep = ipc_error(IPC_E_WRONG_STATE, "no checkpoint of guest %s to build on: take a "
 				"full one first",
 				W.spec.name);
+		/* nothing was tried: a full one would do (vmigrate backup) */
+		json_object_object_add(rep, "retry_full", json_object_new_boolean(true));
 		goto out;
 	}
 	if (incremental && ipc_str(req, "expect_parent", NULL)) {
@@ -437,6 +439,7 @@ static struct json_object *do_snapshot(struct json_object *req)
 			rep = ipc_error(IPC_E_WRONG_STATE, "the last checkpoint of guest %s is not the "
 					"one expected: "
 					"take a full one first", W.spec.name);
+			json_object_object_add(rep, "retry_full", json_object_new_boolean(true));
 			goto out;
 		}
 	}

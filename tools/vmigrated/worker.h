@@ -28,7 +28,8 @@ struct worker_spec {
 	int io_timeout_ms;
 	struct peer_config peer;	/* how to talk to other hosts */
 	int home_port;			/* the service's port for peers (0: unknown) */
-	char control[512];		/* the service's control socket: job results go there */
+	char control[600];		/* the service's reports socket: job results go
+					 * there (metrics.h) */
 };
 
 /* Fill a spec from a start request; -EINVAL with err on bad fields. */
