@@ -4,9 +4,9 @@
 # by exactly what was done, the downtime histogram holding the migration's
 # downtime, `vmigrate metrics` the same text, bytes counted as a job runs
 # and never backwards, reports from outside the service refused), a
-# replication job kept with
-# its figures among both ends' finished jobs, `vmigrate check` of this
-# host and of the path to the other one (and a FAIL that fails it), and
+# replication job kept with its figures among both ends' finished jobs,
+# `vmigrate check` of this host and of the path to the other one and back
+# (and a FAIL that fails it, either way), and
 # checkpoint chains kept whole: a parent is not overwritten unless forced,
 # a directory is no file name, backup makes its directory, and ckpt verify
 # checks a file's parents too.
@@ -334,8 +334,33 @@ detail=$(echo "$out" | python3 -c '
 import json, sys
 print(" | ".join(c["detail"] for c in json.load(sys.stdin)["checks"] if c["check"].startswith("peer")))')
 [ -z "$bad" ] && [ $rc = 0 ] && echo "$detail" | grep -q "with 'hostB'" &&
-	echo "$detail" | grep -q '[1-9][0-9.]* MiB/s on one data channel'
+	echo "$detail" | grep -q '[1-9][0-9.]* MiB/s on one data channel ('
 check check_host_reaches_the_peer $? "rc=$rc, not PASS:$bad: $(echo "$out" | flat)"
+
+# and the way back, as B tries it to A's service: B's certificates, B's view
+bad=
+for k in peer.back.reach peer.back.tls peer.back.data_port peer.back.bandwidth; do
+	[ "$(result_of "$out" $k)" = PASS ] || bad="$bad $k"
+done
+[ -z "$bad" ] && [ $rc = 0 ] &&
+	echo "$detail" | grep -q "reaches this host's service at $HOST_A_ADDR:$HOST_A_PORT" &&
+	echo "$detail" | grep -q "TLS 1.3 session from .* with 'hostA'" &&
+	echo "$detail" | grep -q '[1-9][0-9.]* MiB/s on one data channel from '
+check check_host_both_ways $? "rc=$rc, not PASS:$bad: $(echo "$detail" | flat)"
+
+# B cannot open a connection to A's service: the way there passes, the way
+# back fails, and so does the check
+if [ "$USE_NETNS" = 1 ]; then
+	rule="OUTPUT -d $HOST_A_ADDR -p tcp --dport $HOST_A_PORT -j REJECT --reject-with tcp-reset"
+	ip netns exec "$NS_B" iptables -A $rule
+	out=$(vmA check "$HOST_B_ADDR:$HOST_B_PORT" 2>&1); rc=$?
+	ip netns exec "$NS_B" iptables -D $rule
+	[ $rc = 1 ] && echo "$out" | grep -q "^PASS  peer.bandwidth" &&
+		echo "$out" | grep -q "^FAIL  peer.back.reach .*cannot reach this host's service at $HOST_A_ADDR:$HOST_A_PORT"
+	check check_host_fails_the_way_back $? "rc=$rc: $(echo "$out" | grep peer | flat)"
+else
+	echo "SKIP metrics_check.check_host_fails_the_way_back: no network namespaces, so no firewall rule of one host alone"
+fi
 
 out=$(vmA check "$HOST_B_ADDR:1" 2>&1); rc=$?
 [ $rc = 1 ] && echo "$out" | grep -q "^FAIL  peer.reach"

@@ -9,7 +9,8 @@
  * shared, a userfaultfd registered on it, the TLS files parsed and
  * verified, a request to the service); the path to HOST is tried by the
  * local service itself, with its own TLS directory and peer key, as a
- * migration would go (tools/vmigrated/peer_check.c).
+ * migration would go, and HOST's service tries the way back to it
+ * (tools/vmigrated/peer_check.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -70,7 +71,7 @@ static void say(struct check_ctx *c, const char *check, const char *result, cons
 	else
 		c->failed++;
 	if (!c->json)
-		printf("%-4s  %-18s %s\n", result, check, ipc_str(o, "detail", ""));
+		printf("%-4s  %-19s %s\n", result, check, ipc_str(o, "detail", ""));
 	json_object_array_add(c->lines, o);
 }
 

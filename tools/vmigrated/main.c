@@ -307,18 +307,26 @@ static struct json_object *spawn(struct service *sv, const struct worker_spec *s
 
 /* ---- control requests ----------------------------------------------------- */
 
-/* What every guest process of this service gets from it. */
-static void spec_from_service(const struct service *sv, struct worker_spec *spec)
+/* This service's port for peers (0 when it cannot tell): where a peer
+ * dials back to it. */
+static int listen_port(const struct service *sv)
 {
 	char host[256], port[32];
 
+	if (xport_split_hostport(sv->listen_addr, PEER_DEFAULT_PORT, host, sizeof(host), port,
+				 sizeof(port)))
+		return 0;
+	return (int)strtol(port, NULL, 10);
+}
+
+/* What every guest process of this service gets from it. */
+static void spec_from_service(const struct service *sv, struct worker_spec *spec)
+{
 	snprintf(spec->dir, sizeof(spec->dir), "%s", sv->guests_dir);
 	spec->io_timeout_ms = sv->io_timeout_ms;
 	spec->peer = sv->peer;
 	snprintf(spec->control, sizeof(spec->control), "%s", sv->report_path);
-	if (!xport_split_hostport(sv->listen_addr, PEER_DEFAULT_PORT, host, sizeof(host), port,
-				  sizeof(port)))
-		spec->home_port = (int)strtol(port, NULL, 10);
+	spec->home_port = listen_port(sv);
 }
 
 static struct json_object *do_start(struct service *sv, struct json_object *req)
@@ -582,7 +590,7 @@ static void check_peer(struct service *sv, struct json_object *req, int conn)
 	pid = dest[0] ? fork() : -2;
 	if (pid == 0) {
 		leave_service(sv);
-		rep = peer_check(&sv->peer, dest);
+		rep = peer_check(&sv->peer, dest, listen_port(sv));
 		ipc_send(conn, rep, -1);
 		_exit(0);
 	}

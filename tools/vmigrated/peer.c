@@ -17,9 +17,13 @@
  *                            <-------------- {ok, decision, detail}
  *
  * `vmigrate check HOST` opens the path the same way, then measures it:
- *   hello {probe, name, job, channels:1} -> <- {ok, data_port, token}
+ *   hello {probe, name, job, channels:1[, home_port, check_back]}
+ *                                         -> <- {ok, data_port, token}
  *   one data channel, as above; bytes on it for a second or so, then its end
  *                            <-------------- {ok, bytes, seconds}
+ *   with check_back, the listener probes the dialer's service the same way
+ *   (its address as the listener sees it, home_port), then
+ *                            <-------------- {ok, addr, back: {stage, ...}}
  */
 #include "peer.h"
 
@@ -459,6 +463,8 @@ struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hell
 	if (ipc_int(hello, "home_port", 0) > 0 && ipc_int(hello, "home_port", 0) < 65536)
 		primary_address(fd, (int)ipc_int(hello, "home_port", 0), h->arb.primary,
 				sizeof(h->arb.primary));
+	h->check_back = !strcmp(op, "probe") && ipc_bool(hello, "check_back", false) &&
+			h->arb.primary[0];
 	if (h->arb.endpoints[0] && (h->arb.ttl_s < 1 || h->arb.ttl_s > 3600 ||
 				    ipc_int(hello, "epoch_ms", 0) < 0 ||
 				    h->arb.epoch_ms > 60000)) {
@@ -714,11 +720,46 @@ int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned c
 
 #define PROBE_MAX_S	5
 #define PROBE_CHUNK	(64 * 1024)
+/* the way back takes a connection, a TLS session and a data channel, each
+ * bounded (5 s, the handshake timeout), and its second of bytes */
+#define PROBE_BACK_WAIT_MS	30000
+
+/* What one probe found, as a JSON object for the one that asked. */
+static struct json_object *path_to_json(const struct peer_path *p)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "stage", json_object_new_int(p->stage));
+	json_object_object_add(o, "peer_name", json_object_new_string(p->peer_name));
+	json_object_object_add(o, "reach_ms", json_object_new_double(p->reach_ms));
+	json_object_object_add(o, "session_ms", json_object_new_double(p->session_ms));
+	json_object_object_add(o, "data_port", json_object_new_int(p->data_port));
+	json_object_object_add(o, "bytes", json_object_new_int64((int64_t)p->bytes));
+	json_object_object_add(o, "seconds", json_object_new_double(p->seconds));
+	json_object_object_add(o, "error", json_object_new_string(p->error));
+	return o;
+}
+
+/* ... and back; every figure bounded, as from any peer. */
+static void path_from_json(struct json_object *o, struct peer_path *p)
+{
+	long long stage = ipc_int(o, "stage", 0);
+
+	memset(p, 0, sizeof(*p));
+	p->stage = stage < 0 || stage > PEER_PROBE_DONE ? 0 : (int)stage;
+	snprintf(p->peer_name, sizeof(p->peer_name), "%s", ipc_str(o, "peer_name", ""));
+	p->reach_ms = ipc_double(o, "reach_ms", 0);
+	p->session_ms = ipc_double(o, "session_ms", 0);
+	p->data_port = (int)(ipc_int(o, "data_port", 0) & 0xffff);
+	p->bytes = (uint64_t)(ipc_int(o, "bytes", 0) > 0 ? ipc_int(o, "bytes", 0) : 0);
+	p->seconds = ipc_double(o, "seconds", 0);
+	snprintf(p->error, sizeof(p->error), "%s", ipc_str(o, "error", ""));
+}
 
 int peer_probe(const struct peer_config *pc, int fd, const char *host, double seconds,
-	       struct peer_probe *r, char *err, size_t errlen)
+	       int back_port, struct peer_probe *r, char *err, size_t errlen)
 {
-	struct json_object *hello = new_hello("probe", "probe", "check"), *rep;
+	struct json_object *hello = new_hello("probe", "probe", "check"), *rep, *back;
 	static const uint8_t zeros[PROBE_CHUNK];
 	char port[16], token[65];
 	struct xport *x, *data;
@@ -729,15 +770,20 @@ int peer_probe(const struct peer_config *pc, int fd, const char *host, double se
 	if (seconds > PROBE_MAX_S)
 		seconds = PROBE_MAX_S;
 	json_object_object_add(hello, "channels", json_object_new_int(1));
+	if (back_port > 0) {
+		json_object_object_add(hello, "home_port", json_object_new_int(back_port));
+		json_object_object_add(hello, "check_back", json_object_new_boolean(true));
+		r->back_asked = true;
+	}
 	rep = greet(pc, fd, host, hello, &x, &why, err, errlen);
 	if (!rep)
 		return why;
-	r->stage = PEER_PROBE_SESSION;
-	r->session_ms = now_ms() - t0;
+	r->out.stage = PEER_PROBE_SESSION;
+	r->out.session_ms = now_ms() - t0;
 	if (!pc->insecure)
-		snprintf(r->peer_name, sizeof(r->peer_name), "%s", xport_tls_peer_name(x));
-	r->data_port = (int)ipc_int(rep, "data_port", 0);
-	snprintf(port, sizeof(port), "%d", r->data_port);
+		snprintf(r->out.peer_name, sizeof(r->out.peer_name), "%s", xport_tls_peer_name(x));
+	r->out.data_port = (int)ipc_int(rep, "data_port", 0);
+	snprintf(port, sizeof(port), "%d", r->out.data_port);
 	snprintf(token, sizeof(token), "%s", ipc_str(rep, "token", ""));
 	json_object_put(rep);
 	data = dial_data(pc, host, port, token, 0, false, err, errlen);
@@ -745,7 +791,7 @@ int peer_probe(const struct peer_config *pc, int fd, const char *host, double se
 		xport_close(x);
 		return -ECONNREFUSED;
 	}
-	r->stage = PEER_PROBE_DATA;
+	r->out.stage = PEER_PROBE_DATA;
 	t0 = now_ms();
 	while (now_ms() - t0 < seconds * 1e3)
 		if (xport_send(data, zeros, sizeof(zeros))) {
@@ -757,21 +803,57 @@ int peer_probe(const struct peer_config *pc, int fd, const char *host, double se
 		}
 	xport_close(data);	/* its end is what the listener waits for */
 	rep = line_recv(x);
-	xport_close(x);
 	if (!rep || !ipc_bool(rep, "ok", false)) {
 		snprintf(err, errlen, "%s did not say what it received: %s", host,
 			 rep ? ipc_str(rep, "error", "no reason") : "the connection closed");
 		json_object_put(rep);
+		xport_close(x);
 		return -EPROTO;
 	}
-	r->bytes = (uint64_t)ipc_int(rep, "bytes", 0);
-	r->seconds = ipc_double(rep, "seconds", 0);
+	r->out.bytes = (uint64_t)ipc_int(rep, "bytes", 0);
+	r->out.seconds = ipc_double(rep, "seconds", 0);
 	json_object_put(rep);
-	r->stage = PEER_PROBE_DONE;
+	r->out.stage = PEER_PROBE_DONE;
+	/* the way back: a second line once the listener tried it (a peer that
+	 * does not know the question closes the connection instead) */
+	if (r->back_asked && xport_poll_in(x, PROBE_BACK_WAIT_MS) > 0 && (rep = line_recv(x))) {
+		if (json_object_object_get_ex(rep, "back", &back)) {
+			path_from_json(back, &r->back);
+			snprintf(r->back_addr, sizeof(r->back_addr), "%s", ipc_str(rep, "addr", ""));
+			r->back_answered = true;
+		}
+		json_object_put(rep);
+	}
+	xport_close(x);
 	return 0;
 }
 
-int peer_answer_probe(const struct peer_config *pc, struct xport *x, char *err, size_t errlen)
+/* The listener's way back to the dialer's service at addr (HOST:PORT), as
+ * a migration back would take it; its outcome in p. */
+static void probe_back(const struct peer_config *pc, const char *addr, struct peer_path *p)
+{
+	char host[256], err[512] = "";
+	struct peer_probe r;
+	double t0 = now_ms();
+	int fd = peer_connect(addr, pc->io_timeout_ms, host, sizeof(host), err, sizeof(err));
+
+	memset(p, 0, sizeof(*p));
+	if (fd < 0) {
+		snprintf(p->error, sizeof(p->error), "%.250s", err);
+		return;
+	}
+	p->reach_ms = now_ms() - t0;
+	peer_probe(pc, fd, host, 1.0, 0, &r, err, sizeof(err));	/* never asks back again */
+	r.out.reach_ms = p->reach_ms;
+	*p = r.out;
+	if (p->stage < PEER_PROBE_SESSION)
+		p->stage = PEER_PROBE_REACHED;
+	if (p->stage < PEER_PROBE_DONE)
+		snprintf(p->error, sizeof(p->error), "%.250s", err);
+}
+
+int peer_answer_probe(const struct peer_config *pc, struct xport *x, const char *back,
+		      char *err, size_t errlen)
 {
 	struct peer_session ps;
 	struct json_object *o;
@@ -805,11 +887,24 @@ int peer_answer_probe(const struct peer_config *pc, struct xport *x, char *err, 
 			break;
 	}
 	free(buf);
+	xport_close(ps.data[0]);
+	ps.data[0] = NULL;
+	ps.nr_data = 0;
 	o = ipc_ok();
 	json_object_object_add(o, "bytes", json_object_new_int64((int64_t)bytes));
 	json_object_object_add(o, "seconds", json_object_new_double((last - first) / 1e3));
 	ret = line_send(x, o);
 	json_object_put(o);
+	if (!ret && back && back[0]) {
+		struct peer_path p;
+
+		probe_back(pc, back, &p);
+		o = ipc_ok();
+		json_object_object_add(o, "addr", json_object_new_string(back));
+		json_object_object_add(o, "back", path_to_json(&p));
+		ret = line_send(x, o);
+		json_object_put(o);
+	}
 	peer_session_close(&ps);
 	return ret;
 }

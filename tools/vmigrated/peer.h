@@ -97,25 +97,45 @@ int peer_ask_handover(const struct peer_config *pc, int fd, const char *host,
 /* `vmigrate check HOST`: the path a migration to HOST would take, tried
  * end to end: the session (TLS, hello, peer key) as a migration opens it,
  * a data channel on the port HOST offers, and what that channel carries
- * in `seconds` (at most 5) as HOST's side measures it. */
-struct peer_probe {
+ * in `seconds` (at most 5) as HOST's side measures it; then, asked to,
+ * HOST tries the same back to the dialer's service (a migration back, a
+ * standby protecting the guest on the old primary's host), and says how
+ * it went. */
+struct peer_path {
 	int stage;			/* how far it got: PEER_PROBE_* */
 	char peer_name[128];		/* the name in its certificate ("" on plain TCP) */
+	double reach_ms;		/* the TCP connection (the way back only) */
 	double session_ms;		/* TLS, hello and authentication */
 	int data_port;
 	uint64_t bytes;			/* received on the data channel */
 	double seconds;			/* from its first byte to the last */
+	char error[256];		/* where it stopped, why (the way back only) */
 };
 
-#define PEER_PROBE_SESSION	1	/* secured, greeted, authenticated */
-#define PEER_PROBE_DATA		2	/* a data channel on the port offered */
-#define PEER_PROBE_DONE		3	/* bytes measured */
+struct peer_probe {
+	struct peer_path out;		/* from us to HOST */
+	bool back_asked;
+	bool back_answered;		/* HOST said how its way back went */
+	char back_addr[300];		/* where HOST dialled: our address as it sees
+					 * us, and our service's port */
+	struct peer_path back;		/* from HOST to us, as HOST tried it */
+};
 
-/* Dialer (fd from peer_connect, owned from here on); -errno with err. */
+#define PEER_PROBE_REACHED	1	/* the TCP connection (the way back only) */
+#define PEER_PROBE_SESSION	2	/* secured, greeted, authenticated */
+#define PEER_PROBE_DATA		3	/* a data channel on the port offered */
+#define PEER_PROBE_DONE		4	/* bytes measured */
+
+/* Dialer (fd from peer_connect, owned from here on); back_port > 0: ask
+ * the listener to check the way back to our service on that port. 0, or
+ * -errno with err (the way back's outcome is in r, not in the return). */
 int peer_probe(const struct peer_config *pc, int fd, const char *host, double seconds,
-	       struct peer_probe *r, char *err, size_t errlen);
-/* Listener, after peer_accept() returned a "probe" hello; closes x. */
-int peer_answer_probe(const struct peer_config *pc, struct xport *x, char *err, size_t errlen);
+	       int back_port, struct peer_probe *r, char *err, size_t errlen);
+/* Listener, after peer_accept() returned a "probe" hello; closes x.
+ * back: where to check the way back to (the hello's home_port on the
+ * dialer's address, h->arb.primary), "" when not asked. */
+int peer_answer_probe(const struct peer_config *pc, struct xport *x, const char *back,
+		      char *err, size_t errlen);
 
 /* What a dialer asked for. */
 struct peer_hello {
@@ -124,7 +144,9 @@ struct peer_hello {
 	char job[64];
 	unsigned channels;		/* data channels asked for */
 	bool rdma;
-	struct peer_arbiter arb;	/* replicate-in */
+	struct peer_arbiter arb;	/* replicate-in; arb.primary: the dialer's
+					 * service, when it said its port */
+	bool check_back;		/* probe: try the way back to arb.primary */
 };
 
 /* Destination: secure the accepted socket, read the hello, authenticate.

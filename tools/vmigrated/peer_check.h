@@ -11,8 +11,11 @@
 #include "peer.h"
 
 /* {"ok":true,"checks":[{"check","result":"PASS|WARN|FAIL","detail"},...]}:
- * reachability, the session (TLS), a data port, bandwidth over a second.
- * Takes seconds: run it where nothing waits on it. */
-struct json_object *peer_check(const struct peer_config *pc, const char *dest);
+ * reachability, the session (TLS), a data port, bandwidth over a second,
+ * to dest; with home_port (this service's port for peers, > 0), the same
+ * from dest back to this host, dest trying it. Takes seconds: run it
+ * where nothing waits on it (this service must go on serving: dest dials
+ * it). */
+struct json_object *peer_check(const struct peer_config *pc, const char *dest, int home_port);
 
 #endif

@@ -1164,7 +1164,8 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 		answer_handover(&s, &h, x);
 	if (!strcmp(h.op, "probe")) {	/* `vmigrate check` on another host */
 		prctl(PR_SET_NAME, "vmg:probe");
-		if (peer_answer_probe(&s.peer, x, err, sizeof(err)))
+		if (peer_answer_probe(&s.peer, x, h.check_back ? h.arb.primary : "", err,
+				      sizeof(err)))
 			log_write(LOG_WARNING, NULL, NULL, "a check from another host failed: %s",
 				err);
 		_exit(0);
