@@ -387,14 +387,19 @@ static void *answers_main(void *arg)
 		else if (rec.type == CKPT_REC_COMMIT)
 			break;
 	}
-	if (ret && !atomic_load(&d->stop))
+	if (ret && !atomic_load(&d->stop)) {
+		fprintf(stderr, "vmigrate: post-copy of guest %s: the fault channel failed: %s\n",
+			d->vm->name, x->err ? strerror(-x->err) : r ? ckpt_reader_errmsg(r) :
+			"out of memory");
 		atomic_store(&d->answers_err, ret < 0 ? ret : -EPIPE);
+	}
 	ckpt_reader_free(r);
 	return NULL;
 }
 
 static int link_fault(struct postcopy_dst *d, struct xport *fault)
 {
+	fault->idle_ok = true;	/* no first touch for a while is no failure */
 	pthread_mutex_lock(&d->lock);
 	d->fault = fault;
 	pthread_mutex_unlock(&d->lock);
@@ -681,8 +686,8 @@ int postcopy_dst_run(struct postcopy_dst *d, struct postcopy_ctx *c, char *err, 
 		if (!ret)
 			break;
 		if (!err[0])
-			snprintf(err, errlen, "%s", c->x->err ? strerror(-c->x->err) :
-				 ckpt_reader_errmsg(c->r));
+			snprintf(err, errlen, "%s (%d)", c->x->err ? strerror(-c->x->err) :
+				 ckpt_reader_errmsg(c->r), ret);
 		ret = recover(d, c, &src, err, errlen);
 		if (ret)
 			return ret;

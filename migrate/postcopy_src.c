@@ -160,6 +160,7 @@ static int server_start(struct postcopy_src *pc, struct xport *fault)
 	struct ckpt_writer_opts wo = pc->s->wo;
 
 	wo.lz4_auto = false;	/* a lone page: raw or LZ4, whichever is smaller */
+	fault->idle_ok = true;	/* no request for a while is no failure */
 	pc->fault = fault;
 	pc->fw = ckpt_writer_new(&sink, &wo);
 	if (!pc->fw || ckpt_writer_header(pc->fw, &pc->info) ||
@@ -259,6 +260,11 @@ static int hand_over(struct postcopy_src *pc, unsigned next, bool *handed)
 	if (ret)
 		return ret;
 
+	/* Its vCPUs fault from their first instruction on, maybe before its
+	 * RUNNING (a resume may wait for them): answer from before GO. */
+	ret = server_start(pc, s->p->fault_channel);
+	if (ret)
+		return ret;
 	/* The point of no return: from GO on, the guest is the destination's. */
 	src_set_status(s, MIG_POSTCOPY_ACTIVE);
 	*handed = true;
@@ -546,10 +552,10 @@ int postcopy_src_run(struct source *s, unsigned next)
 			goto out;
 	s->pc = &pc;
 	ret = hand_over(&pc, next, &handed);
-	if (!handed)
+	if (!handed) {
+		server_stop(&pc, false);
 		goto out;	/* the guest resumes here */
-	if (!ret)
-		ret = server_start(&pc, s->p->fault_channel);
+	}
 	for (;;) {
 		if (!ret)
 			ret = push(&pc);

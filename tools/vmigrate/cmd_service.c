@@ -256,7 +256,7 @@ static int cancel_job(const char *job)
 int cmd_migrate(int argc, char **argv)
 {
 	enum { O_DOWNTIME = 256, O_BW, O_AUTO, O_TIMEOUT, O_ON_TIMEOUT, O_COMPRESS, O_NOCOMP,
-	       O_JSON, O_QUIET, O_CHANNELS, O_TRANSPORT, O_DETACH };
+	       O_JSON, O_QUIET, O_CHANNELS, O_TRANSPORT, O_DETACH, O_POSTCOPY, O_POSTCOPY_AFTER };
 	static const struct option longopts[] = {
 		{ "max-downtime", required_argument, NULL, O_DOWNTIME },
 		{ "bandwidth", required_argument, NULL, O_BW },
@@ -270,6 +270,8 @@ int cmd_migrate(int argc, char **argv)
 		{ "json", no_argument, NULL, O_JSON },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "detach", no_argument, NULL, O_DETACH },
+		{ "postcopy", no_argument, NULL, O_POSTCOPY },
+		{ "postcopy-after", required_argument, NULL, O_POSTCOPY_AFTER },
 		{ 0 }
 	};
 	struct json_object *req = svc_req("migrate"), *rep, *st = NULL;
@@ -329,6 +331,18 @@ int cmd_migrate(int argc, char **argv)
 			choices = "0 to 16";
 			json_object_object_add(req, "channels", json_object_new_int((int)v));
 			break;
+		case O_POSTCOPY:
+			json_object_object_add(req, "postcopy", json_object_new_string("pure"));
+			break;
+		case O_POSTCOPY_AFTER: {
+			struct mig_params pp;
+
+			bad = strcmp(optarg, "manual") && (mig_postcopy_parse(optarg, &pp) ||
+							   pp.postcopy == MIG_POSTCOPY_PURE);
+			choices = "a number of rounds (1 or more), auto or manual";
+			json_object_object_add(req, "postcopy", json_object_new_string(optarg));
+			break;
+		}
 		case O_JSON: json = true; break;
 		case O_QUIET: quiet = true; break;
 		case O_DETACH: detach = true; break;
@@ -504,6 +518,24 @@ int cmd_cancel(int argc, char **argv)
 	if (!rep)
 		return 1;
 	printf("%s: cancel requested\n", argv[1]);
+	json_object_put(rep);
+	return 0;
+}
+
+int cmd_migrate_postcopy(int argc, char **argv)
+{
+	struct json_object *req, *rep;
+
+	if (argc == 2 && argv[1][0] == '-')
+		return cli_unknown_option("migrate-postcopy", argv[1]);
+	if (argc != 2)
+		return cli_usage("migrate-postcopy");
+	req = svc_req("migrate-postcopy");
+	json_object_object_add(req, "job", json_object_new_string(argv[1]));
+	rep = svc_request(req, true);
+	if (!rep)
+		return 1;
+	printf("%s: switching to post-copy\n", argv[1]);
 	json_object_put(rep);
 	return 0;
 }

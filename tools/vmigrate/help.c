@@ -110,6 +110,13 @@ HELP_OPT },
 "                        connection (default: one a core, up to 4)\n"
 "  --transport tls|rdma  data channels over the peer link (TLS, or TCP where both\n"
 "                        services are --insecure) or over RDMA (default tls)\n"
+"  --postcopy            post-copy at once: the guest runs on HOST after the first\n"
+"                        pause, its pages follow on first touch and in the\n"
+"                        background (risk: losing this host before the job\n"
+"                        ends loses the guest)\n"
+"  --postcopy-after N|auto|manual  pre-copy first, then post-copy after N rounds,\n"
+"                        or once rounds stop shrinking (auto), or only on\n"
+"                        'vmigrate migrate-postcopy JOB' (manual) (default: none)\n"
 "  --quiet               no progress lines\n"
 "  --detach              Ctrl-C leaves the job running (vmigrate cancel JOB stops\n"
 "                        it) instead of cancelling it (default: cancel)\n"
@@ -211,6 +218,14 @@ HELP_OPT },
 "usage: vmigrate cancel JOB\n"
 "Cancel the migration JOB (as 'vmigrate jobs' names it); the guest keeps\n"
 "running on this host.\n"
+"\noptions:\n"
+HELP_OPT },
+	{ "migrate-postcopy", "switch a running migration to post-copy now",
+"usage: vmigrate migrate-postcopy JOB\n"
+"Switch JOB, started with --postcopy-after, to post-copy at once (QEMU's\n"
+"migrate-start-postcopy): the guest pauses briefly, runs on the destination,\n"
+"and its remaining pages follow. From then on the job cannot be cancelled,\n"
+"and losing this host before it ends loses the guest.\n"
 "\noptions:\n"
 HELP_OPT },
 	{ "set-bandwidth", "change a running job's bandwidth cap",

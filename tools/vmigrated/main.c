@@ -640,7 +640,8 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 		return do_jobs(sv, req);
 	if (!strcmp(cmd, "job"))
 		return do_job(sv, req, "progress");
-	if (!strcmp(cmd, "cancel") || !strcmp(cmd, "set-bandwidth"))
+	if (!strcmp(cmd, "cancel") || !strcmp(cmd, "set-bandwidth") ||
+	    !strcmp(cmd, "migrate-postcopy"))
 		return do_job(sv, req, cmd);
 	return ipc_error("unknown request '%s'", cmd);
 }

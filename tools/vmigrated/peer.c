@@ -344,7 +344,8 @@ int peer_connect(const char *dest, int io_timeout_ms, char *host, size_t hostlen
 
 int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *op,
 	      const char *name, const char *job, const struct peer_arbiter *arb,
-	      unsigned channels, bool rdma, struct peer_session *ps, char *err, size_t errlen)
+	      unsigned channels, bool rdma, bool postcopy, struct peer_session *ps, char *err,
+	      size_t errlen)
 {
 	struct json_object *hello, *rep;
 	char port[16], token[65];
@@ -363,6 +364,8 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 	}
 	json_object_object_add(hello, "channels", json_object_new_int((int)channels));
 	json_object_object_add(hello, "transport", json_object_new_string(rdma ? "rdma" : "tcp"));
+	if (postcopy)
+		json_object_object_add(hello, "postcopy", json_object_new_boolean(1));
 	rep = greet(pc, fd, host, hello, &x, err, errlen);
 	if (!rep)
 		return -ECONNREFUSED;
@@ -462,6 +465,7 @@ struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hell
 	}
 	h->channels = (unsigned)ipc_int(hello, "channels", 0);
 	h->rdma = !strcmp(ipc_str(hello, "transport", "tcp"), "rdma");
+	h->postcopy = ipc_bool(hello, "postcopy", false);
 	if (h->channels > PEER_MAX_DATA)
 		h->channels = PEER_MAX_DATA;
 	if (pc->key.set) {

@@ -77,9 +77,11 @@ struct peer_arbiter {
 /* op: "migrate-in", or "replicate-in" for a standby (arb: its arbiter, or
  * NULL). rdma: data channels over RDMA instead of TLS/TCP (control stays).
  * job names the migration, so the destination can answer for it later. */
+/* postcopy: the last of the channels is post-copy's fault channel. */
 int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *op,
 	      const char *name, const char *job, const struct peer_arbiter *arb,
-	      unsigned channels, bool rdma, struct peer_session *ps, char *err, size_t errlen);
+	      unsigned channels, bool rdma, bool postcopy, struct peer_session *ps, char *err,
+	      size_t errlen);
 
 /* Source, after an uncertain handover: ask the destination what it
  * decided for the guest's job (one of the PEER_HANDOVER_ words below, with
@@ -124,6 +126,7 @@ struct peer_hello {
 	char job[64];
 	unsigned channels;		/* data channels asked for */
 	bool rdma;
+	bool postcopy;			/* the last data channel is the fault channel */
 	struct peer_arbiter arb;	/* replicate-in */
 };
 

@@ -57,7 +57,7 @@
 const char *const worker_state_names[] = {
 	[W_INCOMING] = "incoming", [W_RUNNING] = "running", [W_PAUSED] = "paused",
 	[W_MIGRATING] = "migrating", [W_UNCERTAIN] = "uncertain", [W_GONE] = "migrated",
-	[W_STANDBY] = "standby", [W_FENCED] = "fenced",
+	[W_STANDBY] = "standby", [W_FENCED] = "fenced", [W_LOST] = "lost-in-flight",
 };
 
 struct worker W;
@@ -124,6 +124,12 @@ int worker_mig_params(struct json_object *req, int io_timeout_ms, struct mig_par
 	p->timeout_s = ipc_double(req, "timeout_s", 0);
 	p->force_on_timeout = !strcmp(ipc_str(req, "on_timeout", "cancel"), "force");
 	p->io_timeout_ms = (int)ipc_int(req, "io_timeout_ms", io_timeout_ms);
+	/* "manual": a fault channel, and the switch only on migrate-postcopy */
+	if (ipc_str(req, "postcopy", NULL) && strcmp(ipc_str(req, "postcopy", ""), "manual") &&
+	    mig_postcopy_parse(ipc_str(req, "postcopy", ""), p)) {
+		snprintf(err, errlen, "postcopy must be pure, auto, manual or a number of rounds");
+		return -EINVAL;
+	}
 	return mig_params_check(p, err, errlen);
 }
 
@@ -475,9 +481,12 @@ int worker_dial_job(const char *op)
 	char err[512];
 
 	if (!peer_dial(&W.mig_peer, W.mig_fd, W.dest_host, op, W.spec.name, W.job, &W.arb,
-		       W.mig_channels, W.mig_rdma, &W.mig_session, err, sizeof(err))) {
+		       W.mig_channels + W.mig_postcopy, W.mig_rdma, W.mig_postcopy, &W.mig_session,
+		       err, sizeof(err))) {
 		W.params.data_channels = W.mig_session.data;
-		W.params.nr_data_channels = W.mig_session.nr_data;
+		W.params.nr_data_channels = W.mig_session.nr_data - W.mig_postcopy;
+		W.params.fault_channel = W.mig_postcopy ?
+			W.mig_session.data[W.mig_session.nr_data - 1] : NULL;
 		return 0;
 	}
 	pthread_mutex_lock(&W.prog.lock);
@@ -548,6 +557,8 @@ static void *migration_main(void *arg)
 		vm_destroy(W.vm);	/* it runs on the destination now */
 		W.vm = NULL;
 		give_up_name();
+	} else if (ret == -ENOLINK) {
+		W.state = W_LOST;	/* post-copy: its memory is split, never resumed here */
 	} else if (ret == -EINPROGRESS) {
 		W.state = W_UNCERTAIN;
 		W.uncertain_since = worker_now();	/* GO went out before this */
@@ -620,6 +631,8 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	W.mig_fd = fd;
 	W.mig_channels = (unsigned)ipc_int(req, "channels", 0);
 	W.mig_rdma = !strcmp(ipc_str(req, "transport", "tcp"), "rdma");
+	W.mig_postcopy = ipc_str(req, "postcopy", NULL) != NULL &&
+			 strcmp(ipc_str(req, "cmd", ""), "replicate");
 	if (W.mig_rdma && !W.mig_channels)
 		W.mig_channels = 1;	/* pages need a data channel to ride RDMA */
 	W.snap_base_valid = false;	/* the job ends dirty tracking */
@@ -817,8 +830,26 @@ static struct json_object *handle(struct json_object *req, int fd)
 				 W.incoming_job, cmd, W.incoming_from);
 	if (!strcmp(cmd, "snapshot"))
 		return do_snapshot(req);
-	if (!strcmp(cmd, "cancel")) {
-		atomic_store(&W.prog.cancel, true);
+	if (!strcmp(cmd, "cancel") || !strcmp(cmd, "migrate-postcopy")) {
+		struct mig_stats st;
+
+		mig_progress_get(&W.prog, &st);
+		if (st.status == MIG_POSTCOPY_ACTIVE || st.status == MIG_POSTCOPY_PAUSED)
+			return ipc_error("job %s is in post-copy: guest %s runs on the destination "
+					 "already and part of its memory is only there, so it cannot "
+					 "come back; the job ends when every page has moved", W.job,
+					 W.spec.name);
+		if (!strcmp(cmd, "cancel")) {
+			atomic_store(&W.prog.cancel, true);
+			return ipc_ok();
+		}
+		if (W.state != W_MIGRATING || (st.status != MIG_SETUP && st.status != MIG_ACTIVE))
+			return ipc_error("guest %s has no pre-copy running to switch", W.spec.name);
+		if (!W.mig_postcopy)
+			return ipc_error("job %s has no fault channel: start the migration with "
+					 "--postcopy-after manual (or auto, or N) to switch it by hand",
+					 W.job);
+		atomic_store(&W.prog.postcopy_now, true);
 		return ipc_ok();
 	}
 	if (!strcmp(cmd, "resume"))
@@ -1139,6 +1170,10 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	}
 	in.opts.data_channels = in.session.data;
 	in.opts.nr_data_channels = in.session.nr_data;
+	if (h.postcopy && in.session.nr_data) {
+		in.opts.nr_data_channels--;	/* the last one is post-copy's */
+		in.opts.fault_channel = in.session.data[in.session.nr_data - 1];
+	}
 	pthread_mutex_lock(&W.lock);
 	W.in_session = &in.session;
 	pthread_mutex_unlock(&W.lock);

@@ -15,7 +15,7 @@
 #include "worker.h"
 
 enum wstate { W_INCOMING, W_RUNNING, W_PAUSED, W_MIGRATING, W_UNCERTAIN, W_GONE,
-	      W_STANDBY, W_FENCED };
+	      W_STANDBY, W_FENCED, W_LOST };
 
 extern const char *const worker_state_names[];
 
@@ -46,6 +46,7 @@ struct worker {
 	struct peer_session mig_session;	/* control and data channels of the job */
 	unsigned mig_channels;
 	bool mig_rdma;			/* data channels over RDMA */
+	bool mig_postcopy;		/* a fault channel too: post-copy may switch */
 	int mig_fd;			/* dialled socket, before the peer protocol */
 	struct peer_config mig_peer;	/* the service's peer settings, as of this job */
 	char dest_host[256];
