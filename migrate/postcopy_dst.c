@@ -43,8 +43,10 @@ struct postcopy_dst {
 	uint64_t *asked_at[VM_MAX_REGIONS];	/* under lock: when, ns */
 	atomic_uint_fast64_t owed_pages;
 	bool have_owed[VM_MAX_REGIONS];
-	pthread_t handler, answers;
-	bool handler_running, answers_running;
+	pthread_t fault_thread;
+	bool fault_running;			/* under lock */
+	pthread_cond_t cond;			/* fault_seen moved */
+	unsigned fault_gen, fault_seen;		/* under lock: links given, taken */
 	atomic_bool stop;
 	pthread_mutex_t lock;
 	struct xport *fault;			/* under lock; NULL while the link is down */
@@ -79,6 +81,7 @@ struct postcopy_dst *postcopy_dst_new(struct vm *vm, const struct ckpt_image_inf
 	d->info = *info;
 	d->uffd = -1;
 	pthread_mutex_init(&d->lock, NULL);
+	pthread_cond_init(&d->cond, NULL);
 	d->samples = malloc(MAX_SAMPLES * sizeof(*d->samples));
 	for (unsigned ri = 0; ri < vm->nr_regions; ri++) {
 		d->owed[ri] = calloc(1, vm_bitmap_bytes(&vm->regions[ri]));
@@ -97,8 +100,9 @@ void postcopy_dst_free(struct postcopy_dst *d)
 	if (!d)
 		return;
 	atomic_store(&d->stop, true);
-	if (d->handler_running)
-		pthread_join(d->handler, NULL);
+	if (d->fault_running)
+		pthread_join(d->fault_thread, NULL);
+	pthread_cond_destroy(&d->cond);
 	if (d->uffd >= 0)
 		close(d->uffd);
 	for (unsigned ri = 0; ri < VM_MAX_REGIONS; ri++) {
@@ -239,21 +243,8 @@ static int place(void *opaque, unsigned slot, uint64_t first, uint64_t count, co
 
 /* ---- first touches ------------------------------------------------------------ */
 
-static int send_requests(struct postcopy_dst *d, struct mig_page_req *rq, unsigned n)
-{
-	int ret = -ENOTCONN;
-
-	if (!n)
-		return 0;
-	pthread_mutex_lock(&d->lock);
-	if (d->fault)
-		ret = mig_msg_send(d->fault, MIG_MSG_PAGE_REQ, rq, n * sizeof(*rq));
-	pthread_mutex_unlock(&d->lock);
-	return ret;	/* a lost request is asked again when the link is back */
-}
-
-/* A vCPU touched page p of ri: ask for it if owed, else map a zero page
- * (it is a hole) and wake the vCPU. */
+/* A vCPU touched page p of ri: ask for it if owed (into rq), else map a
+ * zero page (it is a hole) and wake the vCPU. */
 static void touched(struct postcopy_dst *d, unsigned ri, uint64_t p, struct mig_page_req *rq,
 		    unsigned *n)
 {
@@ -288,29 +279,19 @@ static void touched(struct postcopy_dst *d, unsigned ri, uint64_t p, struct mig_
 
 		if (ioctl(d->uffd, UFFDIO_ZEROPAGE, &zp) < 0 && errno == EEXIST)
 			ioctl(d->uffd, UFFDIO_WAKE, &zp.range);
-		if (d->zero_instead) {
-			if (getenv("VMIGRATE_DEBUG"))
-				fprintf(stderr, "zero instead: slot %u page %llu owed %d\n", ri,
-					(unsigned long long)p, is_owed(d, ri, p));
+		if (d->zero_instead)
 			arrived(d, ri, p);
-		}
 	}
 }
 
-static void *handler_main(void *arg)
+/* The faults waiting now, without blocking; requests into rq. */
+static void take_faults(struct postcopy_dst *d, struct mig_page_req *rq, unsigned *n)
 {
-	struct postcopy_dst *d = arg;
-	struct mig_page_req rq[MIG_PAGE_REQ_MAX];
+	struct uffd_msg msg[16];
+	ssize_t got;
 
-	while (!atomic_load(&d->stop)) {
-		struct pollfd pf = { .fd = d->uffd, .events = POLLIN };
-		struct uffd_msg msg[16];
-		unsigned n = 0;
-		ssize_t got;
-
-		if (poll(&pf, 1, 100) <= 0)
-			continue;
-		got = read(d->uffd, msg, sizeof(msg));
+	while (*n + 16 <= MIG_PAGE_REQ_MAX &&
+	       (got = read(d->uffd, msg, sizeof(msg))) > 0) {
 		for (ssize_t i = 0; i < got / (ssize_t)sizeof(msg[0]); i++) {
 			uint64_t a = msg[i].arg.pagefault.address;
 
@@ -320,24 +301,23 @@ static void *handler_main(void *arg)
 				const struct vm_region *r = &d->vm->regions[ri];
 
 				if (a >= (uintptr_t)r->host && a < (uintptr_t)r->host + r->size) {
-					touched(d, ri, (a - (uintptr_t)r->host) / VM_PAGE_SIZE, rq, &n);
+					touched(d, ri, (a - (uintptr_t)r->host) / VM_PAGE_SIZE, rq, n);
 					break;
 				}
 			}
 		}
-		send_requests(d, rq, n);
 	}
-	return NULL;
 }
 
 /* After a recovery: the pages asked for and still owed, asked again. */
-static void ask_again(struct postcopy_dst *d)
+static int ask_again(struct postcopy_dst *d, struct xport *x)
 {
 	struct mig_page_req rq[MIG_PAGE_REQ_MAX];
 	unsigned n = 0;
+	int ret = 0;
 
-	for (unsigned ri = 0; ri < d->vm->nr_regions; ri++)
-		for (uint64_t p = 0; p < pages_of(d, ri); p++) {
+	for (unsigned ri = 0; ri < d->vm->nr_regions && !ret; ri++)
+		for (uint64_t p = 0; p < pages_of(d, ri) && !ret; p++) {
 			bool want;
 
 			pthread_mutex_lock(&d->lock);
@@ -347,83 +327,120 @@ static void ask_again(struct postcopy_dst *d)
 				continue;
 			rq[n++] = (struct mig_page_req){ .slot = htole32(ri), .page = htole64(p) };
 			if (n == MIG_PAGE_REQ_MAX) {
-				send_requests(d, rq, n);
+				ret = mig_msg_send(x, MIG_MSG_PAGE_REQ, rq, n * sizeof(rq[0]));
 				n = 0;
 			}
 		}
-	send_requests(d, rq, n);
+	return ret || !n ? ret : mig_msg_send(x, MIG_MSG_PAGE_REQ, rq, n * sizeof(rq[0]));
 }
 
-/* ---- the answers on the fault channel ------------------------------------------ */
+/* ---- the fault channel ------------------------------------------------------------ */
 
 static long fault_read(void *opaque, void *buf, size_t len)
 {
 	return xport_recv(opaque, buf, len);
 }
 
-static void *answers_main(void *arg)
+/* One answer record from the fault channel, placed: 0, 1 at its end. */
+static int take_answer(struct postcopy_dst *d, struct ckpt_reader *r)
+{
+	struct ckpt_page_target t = { .place = place, .opaque = d };
+	struct ckpt_record rec;
+	int ret = ckpt_reader_next(r, &rec);
+
+	if (ret)
+		return ret < 0 ? ret : -EPIPE;
+	if (rec.type == CKPT_REC_HEADER && memcmp(rec.u.header->image_uuid, d->info.image_uuid, 16))
+		return -EBADMSG;
+	if (rec.type == CKPT_REC_PAGES)
+		return ckpt_reader_apply(r, &rec, &t);
+	return rec.type == CKPT_REC_COMMIT;
+}
+
+/*
+ * The fault channel's one user (a TLS session is for one thread at a
+ * time): first touches go out as requests, answers come in and are placed.
+ * The link it serves changes with recoveries (d->fault, d->fault_gen).
+ */
+static void *fault_main(void *arg)
 {
 	struct postcopy_dst *d = arg;
-	struct xport *x;
-	struct ckpt_source src;
 	struct ckpt_reader_opts ro = { .allow_trailing = true };
-	struct ckpt_page_target t = { .place = place, .opaque = d };
-	struct ckpt_reader *r;
-	struct ckpt_record rec;
-	int ret;
+	struct ckpt_reader *r = NULL;
+	struct xport *x = NULL;
+	unsigned gen = 0;
+	bool resend = false, live = false;
 
-	pthread_mutex_lock(&d->lock);
-	x = d->fault;
-	pthread_mutex_unlock(&d->lock);
-	src = (struct ckpt_source){ fault_read, x };
-	r = ckpt_reader_new(&src, &ro);
-	ret = r ? 0 : -ENOMEM;
-	while (!ret && (ret = ckpt_reader_next(r, &rec)) == 0) {
-		if (rec.type == CKPT_REC_HEADER && memcmp(rec.u.header->image_uuid,
-							  d->info.image_uuid, 16))
-			ret = -EBADMSG;
-		else if (rec.type == CKPT_REC_PAGES)
-			ret = ckpt_reader_apply(r, &rec, &t);
-		else if (rec.type == CKPT_REC_COMMIT)
-			break;
-	}
-	if (ret && !atomic_load(&d->stop)) {
-		fprintf(stderr, "vmigrate: post-copy of guest %s: the fault channel failed: %s\n",
-			d->vm->name, x->err ? strerror(-x->err) : r ? ckpt_reader_errmsg(r) :
-			"out of memory");
-		atomic_store(&d->answers_err, ret < 0 ? ret : -EPIPE);
+	while (!atomic_load(&d->stop)) {
+		struct mig_page_req rq[MIG_PAGE_REQ_MAX];
+		struct pollfd pf[2] = { { .fd = d->uffd, .events = POLLIN }, { .fd = -1 } };
+		unsigned n = 0;
+		int ret = 0;
+
+		pthread_mutex_lock(&d->lock);
+		if (d->fault_gen != gen) {
+			struct ckpt_source src = { fault_read, d->fault };
+
+			ckpt_reader_free(r);
+			x = d->fault;
+			r = x ? ckpt_reader_new(&src, &ro) : NULL;
+			live = r != NULL;
+			resend = x != NULL;
+			gen = d->fault_gen;
+			atomic_store(&d->answers_err, 0);	/* the old link's failure is past */
+			pthread_cond_broadcast(&d->cond);
+		}
+		d->fault_seen = gen;
+		pthread_mutex_unlock(&d->lock);
+
+		take_faults(d, rq, &n);
+		if (live && resend) {
+			ret = ask_again(d, x);
+			resend = false;
+		}
+		if (live && !ret && n)
+			ret = mig_msg_send(x, MIG_MSG_PAGE_REQ, rq, n * sizeof(rq[0]));
+		while (live && !ret && xport_poll_in(x, 0) > 0) {
+			ret = take_answer(d, r);
+			if (ret == 1) {
+				live = false;	/* the source is done answering */
+				ret = 0;
+			}
+		}
+		if (ret) {
+			fprintf(stderr, "vmigrate: post-copy of guest %s: the fault channel failed: "
+				"%s\n", d->vm->name, x->err ? strerror(-x->err) : ckpt_reader_errmsg(r));
+			atomic_store(&d->answers_err, ret);
+			live = false;
+		}
+		if (live)
+			pf[1] = (struct pollfd){ .fd = xport_fd(x), .events = POLLIN };
+		poll(pf, 2, 20);
 	}
 	ckpt_reader_free(r);
 	return NULL;
 }
 
-static int link_fault(struct postcopy_dst *d, struct xport *fault)
+/* Serve the fault channel fault (NULL: none, the link is down: cut it),
+ * and wait until the fault thread took it. */
+static void set_fault(struct postcopy_dst *d, struct xport *fault, bool cut)
 {
-	fault->idle_ok = true;	/* no first touch for a while is no failure */
+	struct xport *old;
+	unsigned gen;
+
+	if (fault)
+		fault->idle_ok = true;	/* no first touch for a while is no failure */
 	pthread_mutex_lock(&d->lock);
+	old = d->fault;
 	d->fault = fault;
+	gen = ++d->fault_gen;
 	pthread_mutex_unlock(&d->lock);
-	atomic_store(&d->answers_err, 0);
-	if (pthread_create(&d->answers, NULL, answers_main, d))
-		return -EAGAIN;
-	d->answers_running = true;
-	return 0;
-}
-
-/* Stop taking answers: the fault channel is broken or done. */
-static void unlink_fault(struct postcopy_dst *d)
-{
-	struct xport *x;
-
+	if (old && cut && xport_fd(old) >= 0)
+		shutdown(xport_fd(old), SHUT_RDWR);	/* a read blocked on it ends */
 	pthread_mutex_lock(&d->lock);
-	x = d->fault;
-	d->fault = NULL;
+	while (d->fault_running && d->fault_seen != gen)
+		pthread_cond_wait(&d->cond, &d->lock);
 	pthread_mutex_unlock(&d->lock);
-	if (x && xport_fd(x) >= 0)
-		shutdown(xport_fd(x), SHUT_RDWR);
-	if (d->answers_running)
-		pthread_join(d->answers, NULL);
-	d->answers_running = false;
 }
 
 /* ---- the switch --------------------------------------------------------------- */
@@ -474,11 +491,13 @@ static int arm(struct postcopy_dst *d, char *err, size_t errlen)
 		}
 	}
 	d->zero_instead = fault_point("dst-postcopy-zero-page");
-	if (pthread_create(&d->handler, NULL, handler_main, d)) {
+	if (pthread_create(&d->fault_thread, NULL, fault_main, d)) {
 		snprintf(err, errlen, "cannot start the post-copy fault handler");
 		return -EAGAIN;
 	}
-	d->handler_running = true;
+	pthread_mutex_lock(&d->lock);
+	d->fault_running = true;
+	pthread_mutex_unlock(&d->lock);
 	return 0;
 }
 
@@ -594,7 +613,7 @@ static int recover(struct postcopy_dst *d, struct postcopy_ctx *c, struct ckpt_s
 	struct ckpt_reader_opts ro = { .allow_trailing = true };
 	struct ckpt_record rec;
 
-	unlink_fault(d);
+	set_fault(d, NULL, true);
 	page_in_stop(c->pi);
 	c->pi = NULL;
 	c->st->status = MIG_POSTCOPY_PAUSED;
@@ -617,12 +636,12 @@ static int recover(struct postcopy_dst *d, struct postcopy_ctx *c, struct ckpt_s
 		snprintf(err, errlen, "the reconnected source sent no stream of this guest");
 		return -EPROTO;
 	}
-	if (send_missing(d, c->x) || link_fault(d, links->fault))
+	if (send_missing(d, c->x))
 		return -EPIPE;
+	set_fault(d, links->fault, false);	/* it asks again what it asked before */
 	if (links->nr_data &&
 	    !(c->pi = page_in_start(links->data, links->nr_data, &d->info, c->target, c->x)))
 		return -ENOMEM;
-	ask_again(d);
 	c->st->recoveries++;
 	c->st->status = MIG_POSTCOPY_ACTIVE;
 	err[0] = 0;
@@ -650,11 +669,7 @@ int postcopy_dst_run(struct postcopy_dst *d, struct postcopy_ctx *c, char *err, 
 	*c->target = placed;
 	if (c->pi)
 		page_in_set_target(c->pi, &placed);
-	if (link_fault(d, c->o->fault_channel)) {
-		snprintf(err, errlen, "cannot start the post-copy threads");
-		dst_refuse(c->x, err);
-		return -EAGAIN;
-	}
+	set_fault(d, c->o->fault_channel, false);
 	t_loaded = dst_boot_now();
 	if (mig_msg_send(c->x, MIG_MSG_LOADED, NULL, 0)) {
 		snprintf(err, errlen, "connection to the source lost at the switch");
@@ -699,13 +714,15 @@ int postcopy_dst_run(struct postcopy_dst *d, struct postcopy_ctx *c, char *err, 
 
 		ioctl(d->uffd, UFFDIO_UNREGISTER, &rg);
 	}
+	set_fault(d, NULL, false);	/* the source answers until ALL_IN */
 	atomic_store(&d->stop, true);
-	pthread_join(d->handler, NULL);
-	d->handler_running = false;
+	pthread_join(d->fault_thread, NULL);
+	pthread_mutex_lock(&d->lock);
+	d->fault_running = false;
+	pthread_mutex_unlock(&d->lock);
 	fault_figures(d, c->st, &all);
 	if (mig_msg_send(c->x, MIG_MSG_ALL_IN, &all, sizeof(all)))
 		fprintf(stderr, "vmigrate: guest %s has all its memory; the source did not hear "
 			"it (it lets its copy go once it gives up)\n", d->vm->name);
-	unlink_fault(d);
 	return 0;
 }
