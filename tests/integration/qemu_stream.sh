@@ -54,16 +54,20 @@ start_qemu() {
 	pids="$pids $!"
 }
 
-# start_source NAME MACHINE: its RAM is the file $ram (private mapping)
+# start_source NAME MACHINE [ARGS...]: its RAM is the file $ram (private)
 start_source() {
-	start_qemu "$1" "$2,memory-backend=pc.ram" \
-		-object "memory-backend-file,id=pc.ram,size=64M,mem-path=$ram,share=off"
+	local name=$1 machine=$2
+	shift 2
+	start_qemu "$name" "$machine,memory-backend=pc.ram" \
+		-object "memory-backend-file,id=pc.ram,size=64M,mem-path=$ram,share=off" "$@"
 }
 
-# start_relay CASE DEST: a destination QEMU listening and the relay before it
+# start_relay CASE MACHINE [ARGS...]: a destination QEMU listening, and the
+# relay in front of it
 start_relay() {
 	local c=$1 machine=$2 i
-	start_qemu "$c-dst" "$machine" -incoming "unix:$dir/$c-dst.sock"
+	shift 2
+	start_qemu "$c-dst" "$machine" -incoming "unix:$dir/$c-dst.sock" "$@"
 	for i in $(seq 100); do [ -S "$dir/$c-dst.sock" ] && break; sleep 0.1; done
 	"$RELAY" --listen "$dir/$c-relay.sock" --connect "$dir/$c-dst.sock" \
 		--stats "$dir/$c.stats" --idle-s 60 2>"$dir/$c-relay.log" &
@@ -137,6 +141,18 @@ same_ram pc pc-src pc-dst
 [ "$(jget "$dir/pc.stats" 'd["machine"]')" = pc-i440fx-7.2 ] &&
 	[ "$(jget "$dir/pc.stats" 'd["return_path"]')" = False ]
 check pc.configuration_read "$?" "$(cat "$dir/pc.stats")"
+
+# 1b. validate-uuid: the configuration/uuid subsection goes over (the
+# destination, of the same UUID, checks it)
+uuid=0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0
+start_source uuid-src "pc" -uuid $uuid
+start_relay uuid pc -uuid $uuid
+migrate uuid uuid-src \
+	'{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"validate-uuid","state":true}]}}'
+migrated uuid uuid-src uuid-dst prelaunch
+check_counts uuid
+[ "$(jget "$dir/uuid.stats" 'd["uuid"]')" = $uuid ]
+check uuid.uuid_read $? "$(cat "$dir/uuid.stats")"
 
 # 2. q35, running, capped at 8 MiB/s so RAM goes over in many sections while
 # SeaBIOS dirties pages; the return path is open (PING/PONG, SHUT)

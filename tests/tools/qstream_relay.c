@@ -30,6 +30,7 @@ struct relay {
 	XXH3_state_t *in_sum, *out_sum;
 	uint64_t bytes_in, bytes_out, rp_bytes;
 	char machine[QSTREAM_NAME_MAX + 1];
+	char uuid[37];			/* of configuration/uuid, when sent */
 	unsigned blocks;
 	bool rp_open;
 	unsigned pings, pongs, shuts, resume_acks;
@@ -68,9 +69,17 @@ static int on_event(void *opaque, const struct qstream_event *ev)
 {
 	struct relay *r = opaque;
 
-	if (ev->type == QSTREAM_EV_CONFIG && ev->u.config->has_machine)
-		snprintf(r->machine, sizeof(r->machine), "%s", ev->u.config->machine);
-	else if (ev->type == QSTREAM_EV_RAM_BLOCKS)
+	if (ev->type == QSTREAM_EV_CONFIG) {
+		const uint8_t *u = ev->u.config->uuid;
+
+		if (ev->u.config->has_machine)
+			snprintf(r->machine, sizeof(r->machine), "%s", ev->u.config->machine);
+		if (ev->u.config->has_uuid)
+			snprintf(r->uuid, sizeof(r->uuid), "%02x%02x%02x%02x-%02x%02x-%02x%02x-"
+				 "%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2], u[3], u[4],
+				 u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
+				 u[15]);
+	} else if (ev->type == QSTREAM_EV_RAM_BLOCKS)
 		r->blocks = ev->u.blocks.count;
 	else if (ev->type == QSTREAM_EV_COMMAND && ev->u.command.cmd == QSTREAM_CMD_OPEN_RETURN_PATH)
 		r->rp_open = true;
@@ -132,6 +141,8 @@ static void write_stats(const struct relay *r, const char *path)
 	json_str(f, r->error);
 	fprintf(f, ",\"machine\":");
 	json_str(f, r->machine);
+	fprintf(f, ",\"uuid\":");
+	json_str(f, r->uuid);
 	fprintf(f, ",\"blocks\":%u,\"pages\":%llu,\"zero_pages\":%llu,\"page_bytes\":%llu,"
 		"\"ram_sections\":%llu,\"device_bytes\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
 		"\"identical\":%s,\"return_path\":%s,\"pings\":%u,\"pongs\":%u,\"shuts\":%u,"
