@@ -1102,6 +1102,7 @@ TEST(errors_stick_and_the_consumer_can_stop_it)
 	recorder_init(&r);
 	p = qstream_parser_new(record, &r);
 	CHECK_EQ(qstream_parser_feed(p, b.p, 8), -EBADMSG);
+	b_free(&b);
 	literal(&b);
 	CHECK_EQ(qstream_parser_feed(p, b.p, b.len), -EBADMSG);
 	CHECK_EQ(r.n, 0);
