@@ -616,6 +616,7 @@ static int block_idstr(struct qstream_parser *p, const uint8_t *f)
 static int block_len(struct qstream_parser *p, uint64_t len)
 {
 	struct qstream_block *b = &p->blocks[p->nblocks];
+	struct qstream_event ev = { .type = QSTREAM_EV_RAM_BLOCKS, .offset = p->item_off };
 
 	if (!len || len % QSTREAM_PAGE_SIZE)
 		return reject(p, QSTREAM_E_LENGTH, "RAM block \"%s\" of %llu bytes, not whole pages",
@@ -632,12 +633,9 @@ static int block_len(struct qstream_parser *p, uint64_t len)
 	}
 	p->blocks_done = true;
 	expect(p, ST_RAM_HDR, 8);
-	{
-		struct qstream_event ev = { .type = QSTREAM_EV_RAM_BLOCKS, .offset = p->item_off,
-					    .u.blocks = { .list = p->blocks, .count = p->nblocks } };
-
-		return emit(p, &ev);
-	}
+	ev.u.blocks.list = p->blocks;
+	ev.u.blocks.count = p->nblocks;
+	return emit(p, &ev);
 }
 
 /* ---- the machine -------------------------------------------------------- */

@@ -29,9 +29,10 @@
 enum qstream_error {
 	QSTREAM_OK = 0,
 	QSTREAM_E_TRUNCATED,	/* input ended before the device state */
-	QSTREAM_E_MAGIC,	/* not a QEMU stream (or a multifd channel) */
+	QSTREAM_E_MAGIC,	/* not a QEMU stream */
 	QSTREAM_E_VERSION,	/* stream version not 3, ram section not 4 */
-	QSTREAM_E_CAPABILITY,	/* a stream-altering capability: named */
+	QSTREAM_E_CAPABILITY,	/* a stream-altering capability (or a multifd
+				 * channel's magic): the message names it */
 	QSTREAM_E_UNKNOWN,	/* unknown item, command, flag, subsection */
 	QSTREAM_E_ORDER,	/* not allowed at this point of the stream */
 	QSTREAM_E_DUPLICATE,	/* a second one of what comes once */
