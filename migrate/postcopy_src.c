@@ -384,6 +384,7 @@ static int push(struct postcopy_src *pc)
 {
 	struct source *s = pc->s;
 	bool slow = fault_point("src-postcopy-slow-push");
+	double deadline;
 	unsigned ri;
 	uint64_t first, end;
 	int ret;
@@ -406,11 +407,15 @@ static int push(struct postcopy_src *pc)
 	ret = page_out_finish(s->out);
 	if (!ret && ckpt_writer_finish(s->w, NULL))
 		ret = ckpt_writer_error(s->w);
-	/* the server answers until B has everything: ALL_IN */
+	/* the server answers until B has everything: ALL_IN (a link that went
+	 * silent meanwhile is a broken one) */
+	deadline = now() + 3.0 * (s->p->io_timeout_ms > 0 ? s->p->io_timeout_ms : 5000) / 1e3;
 	while (!ret) {
 		uint16_t type;
 
 		ret = atomic_load(&pc->server_err);
+		if (!ret && now() > deadline)
+			ret = -ETIMEDOUT;
 		if (ret)
 			break;
 		ret = xport_poll_in(s->x, 100);
@@ -579,8 +584,14 @@ int postcopy_src_run(struct source *s, unsigned next)
 	}
 	server_stop(&pc, !ret);
 	if (!ret) {
+		struct mig_stats st;
+
 		publish(&pc);
+		mig_progress_get(s->prog, &st);
 		src_completed(s);
+		pthread_mutex_lock(&s->prog->lock);
+		s->prog->stats.downtime_ms = st.downtime_ms;	/* the pause, not the job */
+		pthread_mutex_unlock(&s->prog->lock);
 	} else {
 		src_set_status(s, MIG_LOST);
 	}

@@ -105,6 +105,37 @@ rc=$?
 	on_b_only "$before"
 check cancel_during_postcopy_is_refused $? "job '$job', cancel rc $crc: $cancel; rc $rc: $(cat "$HOSTS_DIR/mig.out"); B: $(tail -n 5 "$HOSTS_DIR/B/service.log")"
 
+# the link cut (every packet dropped) during post-copy, then back: both
+# ends wait, the source reconnects by itself, the job completes
+if [ "$USE_NETNS" = 1 ] && command -v iptables >/dev/null; then
+	fresh_guest
+	before=$(counter_on vmA)
+	vmA migrate $G "$B_AT" --postcopy --bandwidth 20M --json >"$HOSTS_DIR/mig.out" 2>&1 &
+	mig=$!
+	for _ in $(seq 200); do
+		vmA jobs --json 2>/dev/null | grep -q '"status":"postcopy-active"' && break
+		sleep 0.05
+	done
+	sleep 0.5
+	ip netns exec "$NS_A" iptables -I OUTPUT -d "$HOST_B_ADDR" -j DROP
+	ip netns exec "$NS_A" iptables -I INPUT -s "$HOST_B_ADDR" -j DROP
+	paused=
+	for _ in $(seq 150); do
+		vmA jobs --json 2>/dev/null | grep -q '"status":"postcopy-paused"' && paused=1 && break
+		sleep 0.1
+	done
+	sleep 2
+	ip netns exec "$NS_A" iptables -D OUTPUT -d "$HOST_B_ADDR" -j DROP
+	ip netns exec "$NS_A" iptables -D INPUT -s "$HOST_B_ADDR" -j DROP
+	wait $mig
+	rc=$?
+	[ -n "$paused" ] && [ $rc = 0 ] && grep -q '"postcopy_recoveries":[1-9]' "$HOSTS_DIR/mig.out" &&
+		on_b_only "$before"
+	check link_cut_pauses_then_recovers $? "paused '$paused', rc $rc: $(cat "$HOSTS_DIR/mig.out")"
+else
+	echo "SKIP postcopy.link_cut_pauses_then_recovers: needs network namespaces and iptables"
+fi
+
 # the destination's guest process killed during post-copy: the source's
 # copy is stale (B ran the guest) and stays paused, said so
 fresh_guest

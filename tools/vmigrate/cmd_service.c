@@ -540,6 +540,27 @@ int cmd_migrate_postcopy(int argc, char **argv)
 	return 0;
 }
 
+int cmd_migrate_recover(int argc, char **argv)
+{
+	struct json_object *req, *rep;
+
+	for (int i = 1; i < argc; i++)
+		if (argv[i][0] == '-')
+			return cli_unknown_option("migrate-recover", argv[i]);
+	if (argc != 2 && argc != 3)
+		return cli_usage("migrate-recover");
+	req = svc_req("migrate-recover");
+	json_object_object_add(req, "job", json_object_new_string(argv[1]));
+	if (argc == 3)
+		json_object_object_add(req, "dest", json_object_new_string(argv[2]));
+	rep = svc_request(req, true);
+	if (!rep)
+		return 1;
+	printf("%s: reconnecting%s%s\n", argv[1], argc == 3 ? " to " : "", argc == 3 ? argv[2] : "");
+	json_object_put(rep);
+	return 0;
+}
+
 int cmd_set_bandwidth(int argc, char **argv)
 {
 	struct json_object *req, *rep;

@@ -228,6 +228,15 @@ HELP_OPT },
 "and losing this host before it ends loses the guest.\n"
 "\noptions:\n"
 HELP_OPT },
+	{ "migrate-recover", "reconnect a paused post-copy job now",
+"usage: vmigrate migrate-recover JOB [HOST[:PORT]]\n"
+"A post-copy job whose link broke is postcopy-paused: both hosts keep what\n"
+"they need, and this host tries to reconnect on its own, waiting longer\n"
+"between tries (up to 10 s). This tries again at once, to HOST when given\n"
+"(the destination's service at a new address; its data port stays). Only\n"
+"pages the destination still lacks are sent again.\n"
+"\noptions:\n"
+HELP_OPT },
 	{ "set-bandwidth", "change a running job's bandwidth cap",
 "usage: vmigrate set-bandwidth JOB RATE\n"
 "Change the bandwidth cap of the running job JOB to RATE, bytes a second in\n"

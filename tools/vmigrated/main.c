@@ -641,7 +641,7 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 	if (!strcmp(cmd, "job"))
 		return do_job(sv, req, "progress");
 	if (!strcmp(cmd, "cancel") || !strcmp(cmd, "set-bandwidth") ||
-	    !strcmp(cmd, "migrate-postcopy"))
+	    !strcmp(cmd, "migrate-postcopy") || !strcmp(cmd, "migrate-recover"))
 		return do_job(sv, req, cmd);
 	return ipc_error("unknown request '%s'", cmd);
 }

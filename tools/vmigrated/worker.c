@@ -487,6 +487,7 @@ int worker_dial_job(const char *op)
 		W.params.nr_data_channels = W.mig_session.nr_data - W.mig_postcopy;
 		W.params.fault_channel = W.mig_postcopy ?
 			W.mig_session.data[W.mig_session.nr_data - 1] : NULL;
+		W.params.reconnect = W.mig_postcopy ? worker_postcopy_redial : NULL;
 		return 0;
 	}
 	pthread_mutex_lock(&W.prog.lock);
@@ -567,6 +568,7 @@ static void *migration_main(void *arg)
 	}
 	pthread_mutex_unlock(&W.lock);
 	peer_session_close(&W.mig_session);
+	worker_postcopy_close();
 	log_migration_end(&st);
 	if (!ret)
 		report_end();
@@ -759,7 +761,7 @@ static struct json_object *do_resume(struct json_object *req, int fd)
 			      "'vmigrate resume %s --destination-lost'", W.spec.name, W.dest,
 			      ipc_str(req, "dial_error", "no connection"), W.spec.name);
 	if (!o && !lost && fd >= 0) {
-		int ret = peer_ask_handover(&W.mig_peer, fd, W.dest_host, W.spec.name, W.job,
+		int ret = peer_ask_handover(&W.mig_peer, fd, W.dest_host, "handover", W.spec.name, W.job,
 					    decision, sizeof(decision), detail, sizeof(detail),
 					    err, sizeof(err));
 
@@ -854,6 +856,8 @@ static struct json_object *handle(struct json_object *req, int fd)
 	}
 	if (!strcmp(cmd, "resume"))
 		return do_resume(req, fd);
+	if (!strcmp(cmd, "migrate-recover"))
+		return worker_postcopy_recover(req);
 	if (!strcmp(cmd, "set-bandwidth")) {
 		atomic_store(&W.prog.bandwidth.rate, (uint64_t)ipc_int(req, "bandwidth", 0));
 		return ipc_ok();
@@ -1065,6 +1069,8 @@ static void *incoming_main(void *arg)
 	char err[512];
 	struct vm *vm = mig_dest_run(in->session.control, &in->opts, &st, err, sizeof(err));
 
+	worker_postcopy_unwatch();
+
 	pthread_mutex_lock(&W.lock);
 	W.in_session = NULL;	/* figures from st now; the channels may go */
 	pthread_mutex_unlock(&W.lock);
@@ -1076,6 +1082,7 @@ static void *incoming_main(void *arg)
 		return NULL;
 	}
 	peer_session_close(&in->session);
+	worker_postcopy_close();
 	record_job(W.incoming_job, false, &st);
 	if (!vm)	/* before this process ends */
 		job_report(W.spec.control, "in", W.spec.name, W.incoming_job, &st);
@@ -1134,6 +1141,8 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	}
 	if (!strcmp(h.op, "handover"))
 		answer_handover(&s, &h, x);
+	if (!strcmp(h.op, "postcopy-ask"))
+		worker_postcopy_answer(&s, &h, x);
 	if (!strcmp(h.op, "probe")) {	/* `vmigrate check` on another host */
 		prctl(PR_SET_NAME, "vmg:probe");
 		if (peer_answer_probe(&s.peer, x, err, sizeof(err)))
@@ -1163,7 +1172,9 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 					  .standby = !strcmp(h.op, "replicate-in"),
 					  .has_base = base_fd >= 0, .base_memfd = base_fd,
 					  .admit = admit_incoming, .progress = &W.inprog };
-	if (peer_welcome(&s.peer, x, h.channels, h.rdma, &in.session, err, sizeof(err))) {
+	in.peer = s.peer;
+	if (peer_welcome(&s.peer, x, h.channels, h.rdma, h.postcopy, &in.session, err,
+			 sizeof(err))) {
 		log_write(LOG_ERR, name, h.job, "incoming guest %s: %s", name, err);
 		unlink(W.sock_path);
 		_exit(1);
@@ -1173,6 +1184,11 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	if (h.postcopy && in.session.nr_data) {
 		in.opts.nr_data_channels--;	/* the last one is post-copy's */
 		in.opts.fault_channel = in.session.data[in.session.nr_data - 1];
+		in.opts.reconnect = worker_postcopy_accept;
+		in.opts.opaque = &in;
+		if (worker_postcopy_watch(&in))
+			log_write(LOG_WARNING, name, h.job, "incoming guest %s: no watcher for "
+				"post-copy recoveries", name);
 	}
 	pthread_mutex_lock(&W.lock);
 	W.in_session = &in.session;
