@@ -63,7 +63,7 @@ WARN += -Werror
 endif
 
 CFLAGS   ?= -O2 -g
-CPPFLAGS += -D_GNU_SOURCE -I. -Ickpt-format -Ifault -Ivm -Isnapshot -Itransport -Imigrate -Ireplicate -Itools/common -Itests -Itests/lib -MMD -MP
+CPPFLAGS += -D_GNU_SOURCE -I. -Ickpt-format -Ifault -Ivm -Ivm/libvirt -Isnapshot -Itransport -Imigrate -Ireplicate -Itools/common -Itests -Itests/lib -MMD -MP
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) -pthread
 LDFLAGS  += -pthread -Wl,--as-needed
 LDLIBS   += $(PKG_LIBS)
@@ -73,7 +73,8 @@ ALL_CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
 LDFLAGS    += -fsanitize=$(SANITIZER)
 endif
 
-LIB_DIRS := fault ckpt-format transport vm migrate snapshot replicate
+# (wildcard does not descend: every folder of library code is named here)
+LIB_DIRS := fault ckpt-format transport vm vm/libvirt migrate snapshot replicate
 LIB_SRCS := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libvmigrate.a
@@ -88,7 +89,7 @@ TESTLIB := $(BUILD)/tests/libtest.a
 BENCH_SRCS := $(wildcard tests/bench/bench_*.c)
 BENCH_BINS := $(BENCH_SRCS:tests/bench/%.c=$(BUILD)/bench/%)
 
-TOOL_BINS := $(BUILD)/tools/mkgolden $(BUILD)/vmigrate $(BUILD)/vmigrated
+TOOL_BINS := $(BUILD)/tools/mkgolden $(BUILD)/tools/qstream-relay $(BUILD)/vmigrate $(BUILD)/vmigrated
 
 # Guest payloads: freestanding 64-bit code, linked at 1 MiB, made flat.
 GUEST_CFLAGS := -std=c11 -O2 -g0 -Wall -Wextra -ffreestanding -fno-pic -fno-pie \
@@ -156,6 +157,11 @@ $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(TESTLIB) $(LIB)
 $(BUILD)/tools/mkgolden: $(BUILD)/tests/golden/mkgolden.o $(TESTLIB) $(LIB)
 	$(link)
 
+# Parses a QEMU migration stream and writes it again into another QEMU
+# (tests/integration/qemu_stream.sh).
+$(BUILD)/tools/qstream-relay: $(BUILD)/tests/tools/qstream_relay.o $(LIB)
+	$(link)
+
 test: all
 	$(Q)VMIGRATE_SRCDIR=$(CURDIR) VMIGRATE_BUILD=$(abspath $(BUILD)) tests/run-tests.sh $(BUILD)
 
@@ -165,6 +171,7 @@ bench: all
 	$(Q)tests/bench/bench_snapshot.sh $(BUILD)
 	$(Q)tests/bench/bench_replicate.sh $(BUILD)
 	$(Q)tests/bench/bench_failover.sh $(BUILD)
+	$(Q)tests/bench/bench_postcopy.sh $(BUILD)
 
 # Long runs of live migration with a leak check, bounded in time
 # (SOAK_MIGRATIONS, SOAK_ROUNDS, SOAK_TIMEOUT_S: tests/soak/soak.sh).
@@ -178,7 +185,7 @@ soak: all
 # which each target links what it reads with.
 FUZZ_DIR      := $(BUILD)/fuzz
 FUZZ_OBJ      := $(FUZZ_DIR)/obj
-FUZZ_TARGETS  := reader peer_hello peer_dial mig_msg control etcd_reply conf
+FUZZ_TARGETS  := reader peer_hello peer_dial mig_msg control etcd_reply conf qemu_stream
 FUZZ_BINS     := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
 FUZZ_LIB      := $(FUZZ_DIR)/libvmigrate-fuzz.a
 FUZZ_LIB_SRCS := $(LIB_SRCS) $(wildcard tools/common/*.c) \

@@ -219,6 +219,12 @@ struct ckpt_page_target {
 	bool use_fd;
 	int fd[CKPT_MAX_REGIONS];
 	uint64_t fd_offset[CKPT_MAX_REGIONS];
+	/* Optional, and then it alone receives the pages: count whole decoded
+	 * pages from first_page on at data, or count zero pages (data NULL).
+	 * For memory that must never be seen half-written (post-copy places
+	 * each page atomically with userfaultfd). DELTA is refused. */
+	int (*place)(void *opaque, unsigned slot, uint64_t first_page, uint64_t count,
+		     const void *data);
 };
 
 /*

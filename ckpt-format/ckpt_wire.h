@@ -138,6 +138,18 @@ static_assert(sizeof(struct ckpt_state_rec) == 16, "state record head is 16 byte
 #define CKPT_STATE_SWITCH	8	/* le64 token: the primary stopped for good (below) */
 #define CKPT_STATE_ABORT	9	/* the reason: the writer gives the stream up */
 #define CKPT_ABORT_MAX		255	/* bytes of an ABORT's reason */
+#define CKPT_STATE_POSTCOPY	10	/* pages still owed at a post-copy switch (below) */
+
+/* CKPT_STATE_POSTCOPY, version 1: a bitmap of region_id's pages, page
+ * first_page + k owed when bit k (of le64 word k / 64) is set. */
+struct ckpt_postcopy_rec {
+	uint32_t region_id;
+	uint32_t reserved;
+	uint64_t first_page;
+	uint64_t count;			/* pages the bitmap covers */
+	/* then (count + 63) / 64 le64 words */
+};
+static_assert(sizeof(struct ckpt_postcopy_rec) == 24, "postcopy record is 24 bytes");
 
 /* CKPT_STATE_EPOCH, version 1: the last record of epoch `epoch`. */
 struct ckpt_epoch_seal {

@@ -64,6 +64,7 @@ struct ckpt_reader {
 	uint8_t *buf;
 	size_t buf_cap;
 	uint8_t *scratch;
+	uint8_t *page;			/* one decoded page, for target->place */
 	XXH3_state_t *sum;
 	XXH3_state_t *digest;
 	struct ckpt_mac *mac;		/* when a key was given */
@@ -166,6 +167,7 @@ void ckpt_reader_free(struct ckpt_reader *r)
 	free(r->batches);
 	free(r->buf);
 	free(r->scratch);
+	free(r->page);
 	free(r);
 }
 
@@ -684,7 +686,8 @@ int ckpt_reader_next(struct ckpt_reader *r, struct ckpt_record *rec)
 		ret = parse_header(r, rec->payload, rec->length);
 		if (!ret) {
 			r->scratch = malloc(r->info.page_size);
-			if (!r->scratch)
+			r->page = aligned_alloc(r->info.page_size, r->info.page_size);
+			if (!r->scratch || !r->page)
 				return reject(r, CKPT_E_NOMEM, "page scratch");
 			rec->u.header = &r->info;
 			r->phase = PH_AFTER_HEADER;
@@ -810,6 +813,54 @@ int ckpt_record_dup(const struct ckpt_record *rec, struct ckpt_record *out,
 	return 0;
 }
 
+/* ckpt_reader_apply through target->place: runs of raw pages straight
+ * from the record, other pages decoded one at a time. */
+static int apply_placed(struct ckpt_reader *r, const struct ckpt_pages_view *v, int slot,
+			const struct ckpt_page_target *target)
+{
+	uint32_t ps = r->info.page_size;
+	const uint8_t *data = v->data, *run = NULL;
+	uint64_t run_first = 0, run_n = 0;
+
+	for (uint32_t i = 0; i <= v->count; i++) {
+		const uint8_t *e = i < v->count ? (const uint8_t *)&v->entries[i] : NULL;
+		uint64_t page = e ? get64(FIELD(e, struct ckpt_page_entry, page)) : 0;
+		uint32_t size = e ? get32(FIELD(e, struct ckpt_page_entry, size)) : 0;
+		uint8_t enc = e ? e[offsetof(struct ckpt_page_entry, encoding)] : CKPT_ENC_ZERO;
+
+		if (run_n && (!e || enc != CKPT_ENC_RAW || page != run_first + run_n)) {
+			if (target->place(target->opaque, (unsigned)slot, run_first, run_n, run))
+				return reject(r, CKPT_E_IO, "placing region %u pages %llu+%llu",
+					      v->region_id, (unsigned long long)run_first,
+					      (unsigned long long)run_n);
+			run_n = 0;
+		}
+		if (!e)
+			break;
+		if (enc == CKPT_ENC_RAW) {
+			if (!run_n) {
+				run = data;
+				run_first = page;
+			}
+			run_n++;
+		} else if (enc == CKPT_ENC_ZERO) {
+			if (target->place(target->opaque, (unsigned)slot, page, size, NULL))
+				return reject(r, CKPT_E_IO, "placing region %u zero pages %llu+%u",
+					      v->region_id, (unsigned long long)page, size);
+			continue;
+		} else if (enc == CKPT_ENC_DELTA ||
+			   ckpt_page_decode(enc, data, size, r->page, ps, r->scratch)) {
+			return reject(r, CKPT_E_ENCODING, "region %u page %llu (encoding %u)",
+				      v->region_id, (unsigned long long)page, enc);
+		} else if (target->place(target->opaque, (unsigned)slot, page, 1, r->page)) {
+			return reject(r, CKPT_E_IO, "placing region %u page %llu", v->region_id,
+				      (unsigned long long)page);
+		}
+		data += size;
+	}
+	return 0;
+}
+
 int ckpt_reader_apply(struct ckpt_reader *r, const struct ckpt_record *rec,
 		      const struct ckpt_page_target *target)
 {
@@ -825,6 +876,8 @@ int ckpt_reader_apply(struct ckpt_reader *r, const struct ckpt_record *rec,
 	if (rec->type != CKPT_REC_PAGES)
 		return -EINVAL;
 	slot = ckpt_info_region_slot(&r->info, v->region_id);
+	if (slot >= 0 && target->place)
+		return apply_placed(r, v, slot, target);
 	host = slot >= 0 ? target->host[slot] : NULL;
 	if (!host)
 		return reject(r, CKPT_E_RANGE, "region %u is not mapped", v->region_id);

@@ -14,6 +14,9 @@
  *   repl-skip-self-fence  a replication primary ignores its lease: never fences, never
  *                         marks a lost standby stale (the output checker must catch it)
  *   lazy-slow-prefetch    a lazy restore's prefetch takes 5 ms a MiB
+ *   src-postcopy-slow-push the source's post-copy push waits 20 ms a 2 MiB chunk
+ *   dst-postcopy-zero-page the destination maps a zero page for an owed page a vCPU
+ *                         touches instead of waiting for it (tests must catch it)
  */
 #ifndef FAULT_H
 #define FAULT_H

@@ -460,7 +460,12 @@ static void *in_main(void *arg)
 			if (!same_image(rec.u.header, &pi->info))
 				why = "a data channel names another image";
 		} else if (rec.type == CKPT_REC_PAGES) {
-			ret = ckpt_reader_apply(r, &rec, &pi->target);
+			struct ckpt_page_target t;
+
+			pthread_mutex_lock(&pi->lock);
+			t = pi->target;		/* post-copy changes it at the switch */
+			pthread_mutex_unlock(&pi->lock);
+			ret = ckpt_reader_apply(r, &rec, &t);
 		} else if (rec.type == CKPT_REC_MARKER) {
 			pthread_mutex_lock(&pi->lock);
 			c->marker = rec.u.marker.number;
@@ -554,6 +559,13 @@ struct page_in *page_in_start(struct xport **data, unsigned n,
 		pi->ch[i].started = true;
 	}
 	return pi;
+}
+
+void page_in_set_target(struct page_in *pi, const struct ckpt_page_target *target)
+{
+	pthread_mutex_lock(&pi->lock);
+	pi->target = *target;
+	pthread_mutex_unlock(&pi->lock);
 }
 
 /* Wait until pred holds for every channel or one failed. */

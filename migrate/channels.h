@@ -68,6 +68,8 @@ const char *page_in_aborted(struct page_in *pi);
 int page_in_wait_marker(struct page_in *pi, uint64_t round, char *err, size_t errlen);
 /* Wait until every data stream committed; 0, or -EBADMSG with err. */
 int page_in_wait_end(struct page_in *pi, char *err, size_t errlen);
+/* Where pages go from the next record on (post-copy's switch). */
+void page_in_set_target(struct page_in *pi, const struct ckpt_page_target *target);
 /* Stop: break the channels and join the threads. */
 void page_in_stop(struct page_in *pi);
 

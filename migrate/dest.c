@@ -20,6 +20,7 @@
 #include "channels.h"
 #include "digests.h"
 #include "fault.h"
+#include "postcopy.h"
 #include "protocol.h"
 
 struct dest {
@@ -55,7 +56,7 @@ static double now(void)
 
 /* The handover bound's clock: it counts while this process is stopped
  * (SIGSTOP, a debugger) and while the host sleeps. */
-static double boot_now(void)
+double dst_boot_now(void)
 {
 	struct timespec ts;
 
@@ -73,14 +74,14 @@ static int decide(const struct mig_dest_opts *o, bool run, const char *why)
  * nothing. Returns 0 when it came in time; else err says why and the guest
  * must be discarded.
  */
-static int await_go(struct xport *x, double t_loaded, uint16_t want, char *err, size_t errlen)
+int dst_await_go(struct xport *x, double t_loaded, uint16_t want, char *err, size_t errlen)
 {
 	const double bound = MIG_GO_BOUND_MS / 1e3;
 	uint16_t type;
 	int ret;
 
 	do {
-		double left = t_loaded + bound - boot_now();
+		double left = t_loaded + bound - dst_boot_now();
 
 		if (left <= 0) {
 			snprintf(err, errlen, "no GO within %d ms of LOADED: the guest is "
@@ -96,12 +97,12 @@ static int await_go(struct xport *x, double t_loaded, uint16_t want, char *err, 
 			 "stays with the source", ret ? strerror(-ret) : "unexpected message");
 		return ret ? ret : -EPROTO;
 	}
-	if (boot_now() - t_loaded > bound) {
+	if (dst_boot_now() - t_loaded > bound) {
 		/* this process was stopped or starved: the source may have given
 		 * up on us and resumed its copy */
 		snprintf(err, errlen, "GO came %.0f ms after LOADED, past the bound of %d ms: "
 			 "the guest is discarded here and stays with the source",
-			 (boot_now() - t_loaded) * 1e3, MIG_GO_BOUND_MS);
+			 (dst_boot_now() - t_loaded) * 1e3, MIG_GO_BOUND_MS);
 		return -ETIMEDOUT;
 	}
 	return 0;
@@ -112,7 +113,7 @@ static int await_go(struct xport *x, double t_loaded, uint16_t want, char *err, 
  * stops: closing with unread data would reset the connection and the
  * source would see "connection reset" instead of the reason.
  */
-static void refuse(struct xport *x, const char *why)
+void dst_refuse(struct xport *x, const char *why)
 {
 	int fd = xport_fd(x);
 	double until = now() + 3;
@@ -134,7 +135,7 @@ static void refuse(struct xport *x, const char *why)
 }
 
 /* The figures so far to the watcher, bytes received on every channel. */
-static void publish(const struct mig_dest_opts *o, struct xport *x, struct mig_stats *st,
+void dst_publish(const struct mig_dest_opts *o, struct xport *x, struct mig_stats *st,
 		    double t0)
 {
 	st->transferred_bytes = x->bytes_received;
@@ -160,6 +161,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	struct vm_kvm_config cfg = { .dirty_mode = o->dirty_mode, .events = o->events };
 	struct vm *vm = NULL;
 	struct page_in *pi = NULL;
+	struct postcopy_dst *pcd = NULL;
 	double t0 = now(), t_loaded = 0;
 	bool loaded_sent = false, based = false;
 	int ret;
@@ -231,12 +233,47 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	if (o->standby && digests_send(x, based ? vm : NULL))
 		goto lost;
 	st->status = MIG_ACTIVE;
-	publish(o, x, st, t0);
+	dst_publish(o, x, st, t0);
 
 	while ((ret = ckpt_reader_next(r, &rec)) == 0) {
 		if (rec.type == CKPT_REC_PAGES) {
 			if (ckpt_reader_apply(r, &rec, &target))
 				goto bad_stream;
+		} else if (rec.type == CKPT_REC_STATE && rec.u.state.kind == CKPT_STATE_POSTCOPY) {
+			if (!pcd && !(pcd = postcopy_dst_new(vm, &info))) {
+				snprintf(err, errlen, "out of memory for post-copy");
+				goto refuse;
+			}
+			if (postcopy_dst_owed(pcd, &rec, err, errlen))
+				goto refuse;
+		} else if (rec.type == CKPT_REC_MARKER && pcd) {
+			struct postcopy_ctx c = { .vm = vm, .o = o, .x = x, .r = r, .pi = pi,
+						  .target = &target, .info = &info, .st = st,
+						  .t0 = t0, .switch_marker = rec.u.marker.number };
+
+			ret = postcopy_dst_run(pcd, &c, err, errlen);
+			pi = c.pi;
+			r = c.r;
+			st->transferred_bytes = 0;
+			dst_publish(o, c.x, st, t0);
+			if (ret == -EAGAIN) {
+				loaded_sent = true;	/* maybe: the decision is "discard" */
+				goto fail;
+			}
+			page_in_stop(pi);
+			ckpt_reader_free(r);
+			postcopy_dst_free(pcd);
+			if (ret) {
+				/* it ran here, and the pages only the source had are gone */
+				st->status = MIG_LOST;
+				snprintf(st->error, sizeof(st->error), "%s", err);
+				dst_publish(o, x, st, t0);
+				vm_destroy(vm);
+				return NULL;
+			}
+			st->status = MIG_COMPLETED;
+			dst_publish(o, x, st, t0);
+			return vm;
 		} else if (rec.type == CKPT_REC_STATE && rec.u.state.kind == CKPT_STATE_ABORT) {
 			char why[CKPT_ABORT_MAX + 1];
 
@@ -246,7 +283,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 		} else if (rec.type == CKPT_REC_STATE) {
 			if (st->status != MIG_DEVICE) {
 				st->status = MIG_DEVICE;
-				publish(o, x, st, t0);
+				dst_publish(o, x, st, t0);
 			}
 			if (vm->ops->load_state(vm, &rec, err, errlen))
 				goto refuse;
@@ -254,7 +291,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 			uint64_t n = htole64(rec.u.marker.number);
 
 			st->round = (unsigned)rec.u.marker.number;
-			publish(o, x, st, t0);
+			dst_publish(o, x, st, t0);
 			/* the round is reached when every channel has reached it */
 			if (pi && page_in_wait_marker(pi, rec.u.marker.number, err, errlen))
 				goto data_failed;
@@ -266,13 +303,17 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	}
 	if (ret < 0)
 		goto bad_stream;
+	if (pcd) {
+		snprintf(err, errlen, "POSTCOPY records without the switch");
+		goto refuse;
+	}
 	if (pi && page_in_wait_end(pi, err, errlen))
 		goto data_failed;
 	if (vm->ops->load_finish(vm, err, errlen))
 		goto refuse;
 	if (fault_point("dst-exit-before-loaded"))
 		_exit(99);
-	t_loaded = boot_now();
+	t_loaded = dst_boot_now();
 	if (mig_msg_send(x, MIG_MSG_LOADED, NULL, 0))
 		goto lost;
 	loaded_sent = true;
@@ -280,11 +321,11 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 		raise(SIGSTOP);		/* tests: a destination stopped in the window */
 
 	/* Run only on GO in time: without it the source may run the guest. */
-	if (await_go(x, t_loaded, o->standby ? MIG_MSG_STANDBY : MIG_MSG_GO, err, errlen))
+	if (dst_await_go(x, t_loaded, o->standby ? MIG_MSG_STANDBY : MIG_MSG_GO, err, errlen))
 		goto refuse;
 	if (o->standby) {
 		st->status = MIG_COMPLETED;
-		publish(o, x, st, t0);
+		dst_publish(o, x, st, t0);
 		page_in_stop(pi);
 		ckpt_reader_free(r);
 		return vm;	/* paused: a standby, never run on this word */
@@ -304,7 +345,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 		fprintf(stderr, "vmigrate: guest %s runs here; the source did not hear it\n",
 			info.guest_name);
 	st->status = MIG_COMPLETED;
-	publish(o, x, st, t0);
+	dst_publish(o, x, st, t0);
 	page_in_stop(pi);
 	ckpt_reader_free(r);
 	return vm;
@@ -330,17 +371,18 @@ bad_stream:
 		goto lost;
 	snprintf(err, errlen, "bad migration stream: %s", ckpt_reader_errmsg(r));
 refuse:
-	refuse(x, err);
+	dst_refuse(x, err);
 	goto fail;
 lost:
 	snprintf(err, errlen, "connection to the source lost: %s",
 		 strerror(x->err ? -x->err : EPIPE));
 fail:
+	postcopy_dst_free(pcd);
 	if (loaded_sent)
 		decide(o, false, err);
 	st->status = MIG_FAILED;
 	snprintf(st->error, sizeof(st->error), "%s", err);
-	publish(o, x, st, t0);
+	dst_publish(o, x, st, t0);
 	page_in_stop(pi);
 	vm_destroy(vm);
 	ckpt_reader_free(r);

@@ -23,6 +23,24 @@ enum mig_compress {
 	MIG_COMPRESS_OFF,
 };
 
+/* When pre-copy hands over to post-copy (--postcopy, --postcopy-after). */
+enum mig_postcopy {
+	MIG_POSTCOPY_OFF,		/* pre-copy only; a manual switch still may */
+	MIG_POSTCOPY_PURE,		/* switch at once, before round 1 */
+	MIG_POSTCOPY_AFTER,		/* after postcopy_after rounds */
+	MIG_POSTCOPY_AUTO,		/* once the next round would not fit and rounds
+					 * stopped shrinking */
+};
+
+/* A migration's connections: ordered control, post-copy's fault channel,
+ * and the parallel data channels. */
+struct mig_links {
+	struct xport *control;
+	struct xport *fault;
+	struct xport *data[16];
+	unsigned nr_data;
+};
+
 struct mig_params {
 	uint64_t max_downtime_ms;	/* default 300, like QEMU */
 	uint64_t bandwidth;		/* bytes/s, 0 = unlimited */
@@ -40,7 +58,23 @@ struct mig_params {
 	 * guest resumes here; dirty tracking stays on for the epochs that
 	 * follow on the same control channel (replicate/). */
 	bool standby;
+	/* Post-copy needs fault_channel, its own connection: the destination
+	 * asks for the pages its guest touches there and the answers come
+	 * back on it, never queued behind the background push and never
+	 * under the bandwidth cap. Without it no switch happens. */
+	enum mig_postcopy postcopy;
+	unsigned postcopy_after;	/* rounds, MIG_POSTCOPY_AFTER */
+	struct xport *fault_channel;
+	/* After the switch a link failed (status postcopy-paused): called
+	 * until it gives new links (0; they stay the caller's, to close
+	 * after the run, as the first ones do) or gives up (< 0: the guest is lost in flight). NULL: give
+	 * up at once. */
+	int (*reconnect)(void *opaque, struct mig_links *out);
+	void *reconnect_opaque;
 };
+
+/* "off", "pure" (or "now"), "auto" or a number of rounds, into p. */
+int mig_postcopy_parse(const char *s, struct mig_params *p);
 
 void mig_params_default(struct mig_params *p);
 
@@ -71,6 +105,9 @@ enum mig_status {
 	MIG_FAILED,		/* guest still runs on the source */
 	MIG_CANCELLED,		/* guest still runs on the source */
 	MIG_UNCERTAIN,		/* switchover began; no copy may be resumed blindly */
+	MIG_POSTCOPY_ACTIVE,	/* the guest runs there; pages still come from here */
+	MIG_POSTCOPY_PAUSED,	/* post-copy with the link down: both ends wait */
+	MIG_LOST,		/* post-copy failed for good: the guest is lost in flight */
 };
 
 const char *mig_status_name(enum mig_status s);
@@ -95,6 +132,13 @@ struct mig_stats {
 							 * (dirtying outpaces the link) */
 	double percent;					/* of the job's expected time: grows, 100
 							 * only once completed */
+	/* Post-copy: bytes before the pause, in it, and after the switch;
+	 * the destination's page requests and how long its guest waited for
+	 * the pages it asked for (p50 and p99 of first touches). */
+	uint64_t precopy_bytes, downtime_bytes, postcopy_bytes;
+	uint64_t postcopy_requests;
+	double fault_p50_ms, fault_p99_ms;
+	unsigned recoveries;				/* post-copy links re-made */
 	char error[256];
 };
 
@@ -102,7 +146,10 @@ struct mig_stats {
 struct mig_progress {
 	pthread_mutex_t lock;
 	struct mig_stats stats;			/* under lock */
-	atomic_bool cancel;			/* set by anyone: stop, resume on the source */
+	atomic_bool cancel;			/* set by anyone: stop, resume on the source
+						 * (refused once post-copy began) */
+	atomic_bool postcopy_now;		/* set by anyone: switch to post-copy at the
+						 * next chunk (needs a fault channel) */
 	struct xport_bucket bandwidth;		/* the cap over all channels; its rate
 						 * may change while it runs */
 };
@@ -150,6 +197,12 @@ struct mig_dest_opts {
 	/* When set, the figures so far are copied there (under its lock) at
 	 * each step and at the end, for whoever watches the job. */
 	struct mig_progress *progress;
+	/* Post-copy's fault channel (mig_params.fault_channel's other end):
+	 * without it a source's switch is refused. After the switch a failed
+	 * link calls reconnect (status postcopy-paused) until it gives new
+	 * links; < 0: the source is gone, and with it the pages still owed. */
+	struct xport *fault_channel;
+	int (*reconnect)(void *opaque, struct mig_links *out);
 };
 
 /* Receive a guest over x. Returns it running, or NULL with err set; on

@@ -25,7 +25,35 @@ enum mig_msg_type {
 	MIG_MSG_STANDBY = 7,	/* src: I run on; keep your copy paused, as a standby */
 	MIG_MSG_DIGESTS = 8,	/* dst, standby sync: digests of pages it holds
 				 * already (digests.h); count 0 ends them */
+	MIG_MSG_PAGE_REQ = 9,	/* dst, post-copy, fault channel: pages its guest
+				 * waits for (struct mig_page_req each) */
+	MIG_MSG_ALL_IN = 10,	/* dst, post-copy: every owed page arrived (struct
+				 * mig_all_in): the source may let its copy go */
+	MIG_MSG_MISSING = 11,	/* dst, post-copy recovery: bitmap words of the
+				 * pages it still lacks; words 0 ends them */
 };
+
+struct mig_page_req {
+	uint32_t slot;		/* region table position */
+	uint32_t reserved;
+	uint64_t page;
+};
+static_assert(sizeof(struct mig_page_req) == 16, "a page request is 16 bytes");
+#define MIG_PAGE_REQ_MAX	(MIG_MSG_MAX / sizeof(struct mig_page_req))
+
+struct mig_all_in {
+	uint64_t requests;	/* pages the guest asked for */
+	uint32_t fault_p50_us, fault_p99_us;	/* its waits for them */
+};
+static_assert(sizeof(struct mig_all_in) == 16, "ALL_IN is 16 bytes");
+
+struct mig_missing_hdr {
+	uint32_t slot;
+	uint32_t words;		/* le64 bitmap words after this header */
+	uint64_t first_word;
+};
+static_assert(sizeof(struct mig_missing_hdr) == 16, "MISSING's header is 16 bytes");
+#define MIG_MISSING_WORDS	((MIG_MSG_MAX - sizeof(struct mig_missing_hdr)) / 8)
 
 struct mig_msg_hdr {
 	uint32_t magic;

@@ -10,7 +10,7 @@
  * paused and the switchover begins (protocol.c). Auto-converge throttles
  * the vCPUs when the guest dirties faster than the link drains.
  *
- * Progress (account()): the rate on the wire and the rate of pages dirtied
+ * Progress (src_account()): the rate on the wire and the rate of pages dirtied
  * again after they were sent, both over about the last two seconds; the
  * dirty log is peeked at a few times a second in the middle of a round, so
  * both are known from round 1 on (peek_dirty() says why that loses no
@@ -35,68 +35,7 @@
 #include "digests.h"
 #include "fault.h"
 #include "protocol.h"
-
-#define CHUNK_PAGES		4096u	/* 16 MiB: one dirty-log clear each */
-#define STATE_OVERHEAD_MS	MIG_MIN_DOWNTIME_MS	/* state save + load, measured ~1 ms */
-#define THROTTLE_PERIOD_US	20000
-#define PEEK_EVERY_S		0.25	/* a look at the dirty log mid-round */
-#define RATE_WINDOW_S		2.0	/* rates over about this long */
-#define RATE_SAMPLES		64	/* at least 0.1 s apart */
-
-struct rate_sample {
-	double t;
-	uint64_t bytes;			/* on the wire, every channel */
-	uint64_t redirtied;		/* source.redirtied then */
-	uint64_t data_pages, page_bytes;	/* pages with content written out, their bytes */
-};
-
-struct source {
-	struct vm *vm;
-	struct xport *x;
-	const struct mig_params *p;
-	struct mig_progress *prog;
-	struct ckpt_writer *w;		/* the control stream */
-	struct ckpt_writer_opts wo;
-	struct page_out *out;		/* where pages go: control or data channels */
-	uint64_t *dirty[VM_MAX_REGIONS];
-	double t_start, t_pause;
-	double bandwidth;		/* bytes/s, measured */
-	uint64_t round_bytes_start;
-	uint64_t pages_encoded, bytes_encoded;	/* for bytes per dirty page */
-	char peer_error[256];
-	bool policy_timeout;		/* --timeout ran out, not the link */
-	uint64_t dest_round;		/* highest MARKER the destination reached */
-	struct page_digests have;	/* a standby's pages from an earlier copy */
-	uint64_t matched;		/* pages of round 1 it had already */
-
-	/* Live figures; all owned by the migrating thread (account() runs on
-	 * it, from tick() too), published under prog->lock. */
-	bool tracking;			/* dirty tracking started: peeks may look */
-	bool paused;			/* the final round: no peeks */
-	uint64_t *carry[VM_MAX_REGIONS];	/* dirty, seen by a peek, not due in
-					 * this round: the next round's */
-	uint64_t *scratch[VM_MAX_REGIONS];	/* a peek's bitmap */
-	uint64_t carry_pages;
-	uint64_t redirtied;		/* pages found dirty again after being sent */
-	bool peek_failed;		/* the dirty log refused a peek: no more */
-	double t_peek;
-	unsigned chunk_ri;		/* the chunk being sent: [chunk_first, */
-	uint64_t chunk_first, chunk_end;	/* chunk_end) of region chunk_ri; end 0: none */
-	uint64_t round_base;		/* pages encoded or matched before this round */
-	uint64_t round_runs_base;	/* zero-run pages before this round */
-	uint64_t round_holes;		/* memfd holes of this round (round 1) */
-	struct rate_sample win[RATE_SAMPLES];
-	unsigned win_count;
-	double live_rate;		/* bytes/s on the wire, recent */
-	double live_dirty;		/* pages/s dirtied again, recent */
-	double live_bpp;		/* bytes a page with content, recent */
-	double percent;			/* shown so far: never goes back */
-
-	pthread_t throttle_thread;
-	bool throttle_running;
-	atomic_uint throttle_pct;
-	atomic_bool throttle_stop;
-};
+#include "source_internal.h"
 
 static double now(void)
 {
@@ -125,6 +64,29 @@ int mig_params_check(const struct mig_params *p, char *err, size_t errlen)
 		 "seconds whatever the downtime", (unsigned long long)p->max_downtime_ms,
 		 MIG_MIN_DOWNTIME_MS, MIG_MIN_DOWNTIME_MS);
 	return -EINVAL;
+}
+
+int mig_postcopy_parse(const char *v, struct mig_params *p)
+{
+	char *end;
+	unsigned long n;
+
+	p->postcopy_after = 0;
+	if (!strcmp(v, "off")) {
+		p->postcopy = MIG_POSTCOPY_OFF;
+	} else if (!strcmp(v, "pure") || !strcmp(v, "now") || !strcmp(v, "0")) {
+		p->postcopy = MIG_POSTCOPY_PURE;
+	} else if (!strcmp(v, "auto")) {
+		p->postcopy = MIG_POSTCOPY_AUTO;
+	} else {
+		errno = 0;
+		n = strtoul(v, &end, 10);
+		if (errno || end == v || *end || n > 1000 || v[0] == '-')
+			return -EINVAL;
+		p->postcopy = MIG_POSTCOPY_AFTER;
+		p->postcopy_after = (unsigned)n;
+	}
+	return 0;
 }
 
 int mig_compress_parse(const char *name, enum mig_compress *out)
@@ -161,22 +123,21 @@ const char *mig_status_name(enum mig_status s)
 		[MIG_SETUP] = "setup", [MIG_ACTIVE] = "active", [MIG_DEVICE] = "device",
 		[MIG_COMPLETED] = "completed", [MIG_FAILED] = "failed",
 		[MIG_CANCELLED] = "cancelled", [MIG_UNCERTAIN] = "uncertain",
+		[MIG_POSTCOPY_ACTIVE] = "postcopy-active",
+		[MIG_POSTCOPY_PAUSED] = "postcopy-paused", [MIG_LOST] = "lost-in-flight",
 	};
 
 	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
 }
 
-static void set_status(struct source *s, enum mig_status st)
+void src_set_status(struct source *s, enum mig_status st)
 {
 	pthread_mutex_lock(&s->prog->lock);
 	s->prog->stats.status = st;
 	pthread_mutex_unlock(&s->prog->lock);
 }
 
-static void fail_msg(struct source *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void fail_msg(struct source *s, const char *fmt, ...)
+void src_fail(struct source *s, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -229,7 +190,7 @@ static void throttle_set(struct source *s, unsigned pct)
 	pthread_mutex_unlock(&s->prog->lock);
 }
 
-static void throttle_stop(struct source *s)
+void src_throttle_stop(struct source *s)
 {
 	if (!s->throttle_running)
 		return;
@@ -264,6 +225,19 @@ static int act_on_msg(struct source *s, uint16_t type, const char *msg, uint32_t
 	case MIG_MSG_ERROR:
 		snprintf(s->peer_error, sizeof(s->peer_error), "destination: %.200s", msg);
 		return -ECONNABORTED;
+	case MIG_MSG_ALL_IN: {
+		struct mig_all_in a;
+
+		if (len != sizeof(a))
+			return -EPROTO;
+		memcpy(&a, msg, sizeof(a));
+		pthread_mutex_lock(&s->prog->lock);
+		s->prog->stats.postcopy_requests = le64toh(a.requests);
+		s->prog->stats.fault_p50_ms = le32toh(a.fault_p50_us) / 1e3;
+		s->prog->stats.fault_p99_ms = le32toh(a.fault_p99_us) / 1e3;
+		pthread_mutex_unlock(&s->prog->lock);
+		return 0;
+	}
 	case MIG_MSG_LOADED:
 	case MIG_MSG_RUNNING:
 		return 0;	/* the switchover waits for these */
@@ -273,7 +247,7 @@ static int act_on_msg(struct source *s, uint16_t type, const char *msg, uint32_t
 }
 
 /* Receive one message from the destination and act on it; sets *type. */
-static int take_msg(struct source *s, uint16_t *type)
+int src_take_msg(struct source *s, uint16_t *type)
 {
 	char msg[MIG_MSG_MAX + 1];
 	uint32_t len = 0;
@@ -283,13 +257,13 @@ static int take_msg(struct source *s, uint16_t *type)
 }
 
 /* Messages already waiting, taken without blocking. */
-static int check_peer(struct source *s)
+int src_check_peer(struct source *s)
 {
 	uint16_t type;
 	int ret;
 
 	while ((ret = xport_poll_in(s->x, 0)) > 0) {
-		ret = take_msg(s, &type);
+		ret = src_take_msg(s, &type);
 		if (ret)
 			return ret;
 		if (type == MIG_MSG_LOADED || type == MIG_MSG_RUNNING)
@@ -299,7 +273,7 @@ static int check_peer(struct source *s)
 }
 
 /* Wait until the destination has applied everything before MARKER round. */
-static int wait_caught_up(struct source *s, uint64_t round)
+int src_wait_caught_up(struct source *s, uint64_t round)
 {
 	double deadline = now() + (s->p->io_timeout_ms > 0 ? s->p->io_timeout_ms / 1000.0 : 60);
 	int ret;
@@ -312,7 +286,7 @@ static int wait_caught_up(struct source *s, uint64_t round)
 		ret = xport_poll_in(s->x, 50);
 		if (ret < 0)
 			return ret;
-		ret = check_peer(s);
+		ret = src_check_peer(s);
 		if (ret)
 			return ret;
 	}
@@ -333,11 +307,14 @@ static int between_chunks(struct source *s, bool paused)
 	ret = ckpt_writer_error(s->w);
 	if (ret)
 		return ret;
-	return check_peer(s);
+	ret = src_check_peer(s);
+	if (!ret && !paused && s->p->fault_channel && atomic_load(&s->prog->postcopy_now))
+		return SRC_SWITCH_NOW;
+	return ret;
 }
 
 /* Page counts and bytes over the control stream and every data channel. */
-static void totals(struct source *s, struct ckpt_writer_stats *ws, uint64_t *bytes)
+void src_totals(struct source *s, struct ckpt_writer_stats *ws, uint64_t *bytes)
 {
 	const struct ckpt_writer_stats *c = ckpt_writer_stats(s->w);
 	uint64_t data = 0;
@@ -465,14 +442,14 @@ static double eta_s(const struct source *s, double wire_left, double bpp, double
 }
 
 /* The figures an operator watches, from what the writers have encoded. */
-static void account(struct source *s)
+void src_account(struct source *s)
 {
 	struct ckpt_writer_stats stats, *ws = &stats;
 	uint64_t bytes, encoded, done, runs, holes_left, left, data_left, normal, open_pages;
 	double t = now(), elapsed = t - s->t_start, bpp, wire_left, eta, out_of_open;
 	struct mig_stats *st = &s->prog->stats;
 
-	totals(s, ws, &bytes);
+	src_totals(s, ws, &bytes);
 	if (!s->paused && s->tracking && t - s->t_peek >= PEEK_EVERY_S) {
 		peek_dirty(s);
 		s->t_peek = t;
@@ -530,23 +507,23 @@ static void account(struct source *s)
 
 /* While waiting for the channels: keep the figures live, and let a cancel
  * stop the wait instead of the queue draining at the link's pace. */
-static int tick(void *opaque)
+int src_tick(void *opaque)
 {
 	struct source *s = opaque;
 
-	account(s);
+	src_account(s);
 	return atomic_load(&s->prog->cancel) ? -ECANCELED : 0;
 }
 
 /* ---- sending a round ----------------------------------------------------- */
 
 /* From here on, progress counts against pages due (holes of them). */
-static void begin_count(struct source *s, uint64_t pages, uint64_t holes)
+void src_begin_count(struct source *s, uint64_t pages, uint64_t holes)
 {
 	struct ckpt_writer_stats ws;
 	uint64_t bytes;
 
-	totals(s, &ws, &bytes);
+	src_totals(s, &ws, &bytes);
 	s->round_base = ws.pages[CKPT_ENC_ZERO] + ws.pages[CKPT_ENC_RAW] +
 			ws.pages[CKPT_ENC_LZ4] + ws.pages[CKPT_ENC_DELTA] + s->matched;
 	s->round_runs_base = ws.run_pages;
@@ -558,7 +535,7 @@ static void begin_count(struct source *s, uint64_t pages, uint64_t holes)
 }
 
 /* Pages [first, first+n) that are holes in the memfd: written never. */
-static uint64_t hole_end(const struct vm_region *r, uint64_t page, uint64_t end)
+uint64_t src_hole_end(const struct vm_region *r, uint64_t page, uint64_t end)
 {
 	off_t off = (off_t)(r->memfd_offset + page * VM_PAGE_SIZE);
 	off_t data = lseek(r->memfd, off, SEEK_DATA);
@@ -571,7 +548,7 @@ static uint64_t hole_end(const struct vm_region *r, uint64_t page, uint64_t end)
 	return (uint64_t)data / VM_PAGE_SIZE;
 }
 
-static uint64_t data_end(const struct vm_region *r, uint64_t page, uint64_t end)
+uint64_t src_data_end(const struct vm_region *r, uint64_t page, uint64_t end)
 {
 	off_t off = (off_t)(r->memfd_offset + page * VM_PAGE_SIZE);
 	off_t hole = lseek(r->memfd, off, SEEK_HOLE);
@@ -640,7 +617,7 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 	double t0 = now();
 	int ret;
 
-	totals(s, &before, &sent_before);
+	src_totals(s, &before, &sent_before);
 	pages_before = before.pages[CKPT_ENC_RAW] + before.pages[CKPT_ENC_LZ4] +
 		       before.pages[CKPT_ENC_DELTA];
 	page_bytes_before = before.page_bytes;
@@ -648,7 +625,7 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++)
 		total += count_bits(s->dirty[ri], 0, s->vm->regions[ri].size / VM_PAGE_SIZE);
 	s->paused = paused;
-	begin_count(s, total, skip_holes ? count_holes(s) : 0);
+	src_begin_count(s, total, skip_holes ? count_holes(s) : 0);
 	pthread_mutex_lock(&s->prog->lock);
 	s->prog->stats.round = round;
 	pthread_mutex_unlock(&s->prog->lock);
@@ -681,13 +658,13 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 
 				ret = 0;
 				while (!ret && p < c + n) {
-					uint64_t h = hole_end(r, p, c + n), d;
+					uint64_t h = src_hole_end(r, p, c + n), d;
 
 					if (h > p)
 						ret = page_out_zero(s->out, r, ri, p, h - p);
 					if (ret || h >= c + n)
 						break;
-					d = data_end(r, h, c + n);
+					d = src_data_end(r, h, c + n);
 					/* one call maps the run instead of a fault a page */
 					madvise(r->host + h * VM_PAGE_SIZE,
 						((d > h ? d : h + 1) - h) * VM_PAGE_SIZE,
@@ -701,7 +678,7 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 			s->chunk_end = 0;
 			if (ret)
 				return ret;
-			account(s);
+			src_account(s);
 			ret = between_chunks(s, paused);
 			if (ret)
 				return ret;
@@ -718,7 +695,7 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 		double dt = now() - t0;
 		uint64_t bytes;
 
-		totals(s, &after, &bytes);
+		src_totals(s, &after, &bytes);
 		bytes -= sent_before;
 
 		if (dt > 0.001 && bytes > (1u << 20)) {
@@ -730,13 +707,13 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 				    ws->pages[CKPT_ENC_DELTA] - pages_before;
 		s->bytes_encoded += ws->page_bytes - page_bytes_before;
 	}
-	account(s);
+	src_account(s);
 	return 0;
 }
 
 /* Fetch the dirty bitmaps for the next round, with what peeks carried
  * over; returns dirty pages. after_round: they count as dirtied again. */
-static int sync_dirty(struct source *s, uint64_t *count, bool after_round)
+int src_sync_dirty(struct source *s, uint64_t *count, bool after_round)
 {
 	*count = 0;
 	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++) {
@@ -757,7 +734,7 @@ static int sync_dirty(struct source *s, uint64_t *count, bool after_round)
 	pthread_mutex_lock(&s->prog->lock);
 	s->prog->stats.dirty_sync_count++;
 	pthread_mutex_unlock(&s->prog->lock);
-	begin_count(s, *count, 0);	/* due next, none of it sent yet */
+	src_begin_count(s, *count, 0);	/* due next, none of it sent yet */
 	return 0;
 }
 
@@ -772,13 +749,13 @@ static uint64_t expected_downtime_ms(const struct source *s, uint64_t pages)
 /* ---- switchover ---------------------------------------------------------- */
 
 /* Block until the message want arrives, noting others on the way. */
-static int wait_msg(struct source *s, uint16_t want)
+int src_wait_msg(struct source *s, uint16_t want)
 {
 	uint16_t type;
 	int ret;
 
 	do {
-		ret = take_msg(s, &type);
+		ret = src_take_msg(s, &type);
 		if (!ret && type != want && (type == MIG_MSG_LOADED || type == MIG_MSG_RUNNING))
 			ret = -EPROTO;	/* a switchover step out of its turn */
 	} while (!ret && type != want);
@@ -787,13 +764,13 @@ static int wait_msg(struct source *s, uint16_t want)
 
 /* The final figures of a completed job; mbps as QEMU's then: the average
  * over the transfer, setup excluded. */
-static void completed(struct source *s)
+void src_completed(struct source *s)
 {
 	struct ckpt_writer_stats ws;
 	struct mig_stats *st = &s->prog->stats;
 	uint64_t bytes;
 
-	totals(s, &ws, &bytes);
+	src_totals(s, &ws, &bytes);
 	pthread_mutex_lock(&s->prog->lock);
 	st->transferred_bytes = bytes;
 	st->downtime_ms = (uint64_t)((now() - s->t_pause) * 1000);
@@ -817,7 +794,7 @@ static int keep_running(struct source *s)
 	if (ret)
 		return ret;
 	vm_resume(s->vm);
-	completed(s);
+	src_completed(s);
 	return 0;
 }
 
@@ -835,14 +812,14 @@ static int switchover(struct source *s, unsigned round)
 	if (!ret)
 		ret = page_out_flush(s->out);
 	if (!ret)
-		ret = wait_caught_up(s, round);
+		ret = src_wait_caught_up(s, round);
 	if (ret)
 		return ret;
-	throttle_stop(s);
+	src_throttle_stop(s);
 	vm_pause(s->vm);
 	s->t_pause = now();
-	set_status(s, MIG_DEVICE);
-	ret = sync_dirty(s, &remaining, true);
+	src_set_status(s, MIG_DEVICE);
+	ret = src_sync_dirty(s, &remaining, true);
 	if (!ret)
 		ret = send_round(s, round, false, true, false);
 	if (!ret)
@@ -854,7 +831,7 @@ static int switchover(struct source *s, unsigned round)
 		ret = ckpt_writer_finish(s->w, NULL);
 	t[1] = now();
 	if (!ret)
-		ret = wait_msg(s, MIG_MSG_LOADED);
+		ret = src_wait_msg(s, MIG_MSG_LOADED);
 	t[2] = now();
 	if (!ret && fault_point("src-stall-before-go"))
 		sleep(3);
@@ -863,7 +840,7 @@ static int switchover(struct source *s, unsigned round)
 	if (!ret && now() - t[2] > MIG_GO_BOUND_MS / 2e3) {
 		/* B may see this GO past its bound and discard itself, or not:
 		 * better not to hand over than to leave the outcome uncertain */
-		fail_msg(s, "the switchover stalled %.0f ms after the destination loaded the "
+		src_fail(s, "the switchover stalled %.0f ms after the destination loaded the "
 			 "guest, past half the handover bound (%d ms): it resumes here",
 			 (now() - t[2]) * 1e3, MIG_GO_BOUND_MS);
 		ret = -ETIMEDOUT;
@@ -874,14 +851,14 @@ static int switchover(struct source *s, unsigned round)
 		return keep_running(s);
 
 	/* The point of no return: after GO, A never resumes by itself. */
-	set_status(s, MIG_UNCERTAIN);
+	src_set_status(s, MIG_UNCERTAIN);
 	ret = mig_msg_send(s->x, MIG_MSG_GO, NULL, 0);
 	if (!ret)
-		ret = wait_msg(s, MIG_MSG_RUNNING);
+		ret = src_wait_msg(s, MIG_MSG_RUNNING);
 	if (ret == -ECONNABORTED)
 		return ret;	/* B said ERROR instead: it discarded its copy */
 	if (ret) {
-		fail_msg(s, "no answer after handing the guest over (%s): it may run on the "
+		src_fail(s, "no answer after handing the guest over (%s): it may run on the "
 			 "destination; it stays paused here", strerror(-ret));
 		return -EINPROGRESS;
 	}
@@ -890,7 +867,7 @@ static int switchover(struct source *s, unsigned round)
 			"until loaded %.2f ms, until running %.2f ms\n",
 			(unsigned long long)remaining, (t[0] - s->t_pause) * 1e3,
 			(t[1] - t[0]) * 1e3, (t[2] - t[1]) * 1e3, (now() - t[2]) * 1e3);
-	completed(s);
+	src_completed(s);
 	return 0;
 }
 
@@ -902,7 +879,7 @@ static void last_words(struct source *s)
 	int err = s->x->err;
 
 	s->x->err = 0;		/* the control channel may still be readable */
-	while (xport_poll_in(s->x, 300) > 0 && take_msg(s, &type) == 0)
+	while (xport_poll_in(s->x, 300) > 0 && src_take_msg(s, &type) == 0)
 		;		/* until the ERROR, which take_msg keeps */
 	if (err)
 		s->x->err = err;
@@ -942,17 +919,34 @@ static int take_digests(struct source *s)
 	return ret;
 }
 
+/* Post-copy's policy, after a round that did not converge: hybrid
+ * switches after its rounds, auto once the rounds stopped shrinking (the
+ * next one would be more than half of this one). */
+static bool want_postcopy(const struct source *s, unsigned round, uint64_t due, uint64_t next)
+{
+	if (!s->p->fault_channel)
+		return false;
+	switch (s->p->postcopy) {
+	case MIG_POSTCOPY_AFTER:
+		return round >= s->p->postcopy_after;
+	case MIG_POSTCOPY_AUTO:
+		return next * 2 > due;
+	default:
+		return false;
+	}
+}
+
 static int precopy(struct source *s)
 {
-	struct ckpt_image_info info;
+	struct ckpt_image_info *info = &s->info;
 	uint64_t dirty = 0;
 	unsigned round = 1;
 	int ret;
 
-	vm_image_info(s->vm, &info);
-	if (getrandom(info.image_uuid, sizeof(info.image_uuid), 0) != sizeof(info.image_uuid))
+	vm_image_info(s->vm, info);
+	if (getrandom(info->image_uuid, sizeof(info->image_uuid), 0) != sizeof(info->image_uuid))
 		return -EIO;
-	if (ckpt_writer_header(s->w, &info) || s->vm->ops->save_config(s->vm, s->w) ||
+	if (ckpt_writer_header(s->w, info) || s->vm->ops->save_config(s->vm, s->w) ||
 	    ckpt_writer_flush(s->w))
 		return ckpt_writer_error(s->w) ? ckpt_writer_error(s->w) : -EIO;
 	if (s->p->standby) {
@@ -961,7 +955,7 @@ static int precopy(struct source *s)
 			return ret;
 	}
 	s->out = page_out_new(s->w, (struct xport **)s->p->data_channels,
-			      s->p->nr_data_channels, &info, &s->wo, tick, s);
+			      s->p->nr_data_channels, info, &s->wo, src_tick, s);
 	if (!s->out)
 		return -ENOMEM;
 	/* Tracking may be on already (checkpoints keep it on): either way,
@@ -970,7 +964,7 @@ static int precopy(struct source *s)
 	if (ret && ret != -EALREADY)
 		return ret;
 	s->tracking = true;
-	ret = sync_dirty(s, &dirty, false);
+	ret = src_sync_dirty(s, &dirty, false);
 	if (ret)
 		return ret;
 	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++) {
@@ -983,16 +977,20 @@ static int precopy(struct source *s)
 	dirty = 0;
 	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++)
 		dirty += s->vm->regions[ri].size / VM_PAGE_SIZE;
-	set_status(s, MIG_ACTIVE);
-	account(s);	/* the rates' first sample */
+	src_set_status(s, MIG_ACTIVE);
+	src_account(s);	/* the rates' first sample */
+	if (s->p->postcopy == MIG_POSTCOPY_PURE && s->p->fault_channel)
+		return postcopy_src_run(s, 1);
 
 	for (;; round++) {
-		uint64_t sent_before = s->x->bytes_sent, expect;
+		uint64_t sent_before = s->x->bytes_sent, expect, due = dirty;
 
 		ret = send_round(s, round, round == 1, false, true);
+		if (ret == SRC_SWITCH_NOW)
+			return postcopy_src_run(s, round + 1);
 		if (ret)
 			return ret;
-		ret = sync_dirty(s, &dirty, true);
+		ret = src_sync_dirty(s, &dirty, true);
 		if (ret)
 			return ret;
 		expect = expected_downtime_ms(s, dirty);
@@ -1002,6 +1000,9 @@ static int precopy(struct source *s)
 
 		if (expect <= s->p->max_downtime_ms)
 			break;
+		if (s->p->fault_channel &&
+		    (want_postcopy(s, round, due, dirty) || atomic_load(&s->prog->postcopy_now)))
+			return postcopy_src_run(s, round + 1);
 		if (s->p->timeout_s > 0 && now() - s->t_start > s->p->timeout_s) {
 			if (!s->p->force_on_timeout) {
 				s->policy_timeout = true;
@@ -1061,21 +1062,24 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 		goto out;
 
 	ret = precopy(&s);
-	if (ret && ret != -EINPROGRESS) {
-		throttle_stop(&s);
+	if (ret == -ENOLINK) {
+		/* post-copy handed the guest over: never resumed here */
+		vm->ops->dirty_stop(vm);
+	} else if (ret && ret != -EINPROGRESS) {
+		src_throttle_stop(&s);
 		vm->ops->dirty_stop(vm);
 		s.tracking = false;
 		vm_resume(vm);	/* the guest carries on here */
 		if (!s.peer_error[0] && ret != -ECANCELED)
 			last_words(&s);
 		if (s.peer_error[0])
-			fail_msg(&s, "%s", s.peer_error);
+			src_fail(&s, "%s", s.peer_error);
 		else if (ret == -ECANCELED)
-			fail_msg(&s, "cancelled");
+			src_fail(&s, "cancelled");
 		else if (s.policy_timeout)
-			fail_msg(&s, "did not converge within %.0f s", p->timeout_s);
+			src_fail(&s, "did not converge within %.0f s", p->timeout_s);
 		else
-			fail_msg(&s, "%s", strerror(-ret));
+			src_fail(&s, "%s", strerror(-ret));
 		if (!s.peer_error[0]) {
 			/* the destination does not know yet: tell it why */
 			struct mig_stats st;
@@ -1086,12 +1090,12 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 			if (s.out)
 				page_out_abort(s.out, st.error);
 		}
-		set_status(&s, ret == -ECANCELED ? MIG_CANCELLED : MIG_FAILED);
+		src_set_status(&s, ret == -ECANCELED ? MIG_CANCELLED : MIG_FAILED);
 	} else if (!ret && !p->standby) {
 		vm->ops->dirty_stop(vm);
 	}
 	if (s.w && ret) {
-		account(&s);	/* final figures of a failed run */
+		src_account(&s);	/* final figures of a failed run */
 		pthread_mutex_lock(&prog->lock);
 		prog->stats.eta_s = -1;	/* it will not get there */
 		pthread_mutex_unlock(&prog->lock);

@@ -33,6 +33,17 @@ int mig_stats_json(const struct mig_stats *s, char *buf, size_t len)
 	json_object_object_add(o, "throttle_percentage",
 			       json_object_new_int(s->throttle_percentage));
 	json_object_object_add(o, "rounds", json_object_new_int(s->round));
+	if (s->postcopy_bytes || s->status == MIG_POSTCOPY_ACTIVE ||
+	    s->status == MIG_POSTCOPY_PAUSED || s->status == MIG_LOST) {
+		json_object_object_add(o, "precopy_bytes", json_object_new_uint64(s->precopy_bytes));
+		json_object_object_add(o, "downtime_bytes", json_object_new_uint64(s->downtime_bytes));
+		json_object_object_add(o, "postcopy_bytes", json_object_new_uint64(s->postcopy_bytes));
+		json_object_object_add(o, "postcopy_requests",
+				       json_object_new_uint64(s->postcopy_requests));
+		json_object_object_add(o, "postcopy_fault_p50_ms", json_object_new_double(s->fault_p50_ms));
+		json_object_object_add(o, "postcopy_fault_p99_ms", json_object_new_double(s->fault_p99_ms));
+		json_object_object_add(o, "postcopy_recoveries", json_object_new_int((int)s->recoveries));
+	}
 	if (s->error[0])
 		json_object_object_add(o, "error", json_object_new_string(s->error));
 	n = snprintf(buf, len, "%s", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));

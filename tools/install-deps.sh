@@ -13,6 +13,7 @@ PACKAGES="
 	scdoc groff-base
 	libmicrohttpd-dev curl python3
 	libinih-dev libsystemd-dev systemd util-linux
+	qemu-system-x86
 "
 
 if [ "$(id -u)" -ne 0 ]; then

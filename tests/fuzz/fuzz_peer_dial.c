@@ -23,7 +23,7 @@ static void dial_once(const uint8_t *data, size_t size, bool with_key)
 	if (!fuzz_socketpair(sv, data, size))
 		return;
 	ret = peer_dial(&pc, sv[0], "fuzz-host", "migrate-in", FUZZ_DIAL_NAME, "fuzz-job", NULL,
-			0, false, &ps, err, sizeof(err));
+			0, false, false, &ps, err, sizeof(err));
 	if (ret == 0) {
 		if (!ps.control || ps.nr_data)
 			abort();

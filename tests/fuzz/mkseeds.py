@@ -291,3 +291,98 @@ write("etcd_reply", {
                                                                      lease=LEASE)))),
                       REVOKED),
 })
+
+
+# QEMU 7.2 migration streams (vm/libvirt/QEMU-STREAM.md), big-endian. A
+# seed's first byte picks the stream (bit 0: the return path) and the chunk
+# size (bits 1-3, fuzz_qemu_stream.c).
+def q_cmd(cmd, payload=b""):
+    return struct.pack(">BHH", 0x08, cmd, len(payload)) + payload
+
+
+def q_name(s):
+    return bytes([len(s)]) + s
+
+
+def q_header(machine=b"pc-i440fx-7.2", uuid=None):
+    h = struct.pack(">II", 0x5145564d, 3)
+    if machine is not None:
+        h += b"\x07" + struct.pack(">I", len(machine)) + machine
+        if uuid is not None:
+            h += b"\x05" + q_name(b"configuration/uuid") + struct.pack(">I", 1) + uuid
+    return h
+
+
+def q_eos(sid=2):
+    return struct.pack(">QBI", 0x10, 0x7e, sid)
+
+
+Q_BLOCKS = [(b"pc.ram", 16 * 4096), (b"pc.bios", 2 * 4096)]
+
+
+def q_setup(sid=2, blocks=Q_BLOCKS):
+    s = b"\x01" + struct.pack(">I", sid) + q_name(b"ram") + struct.pack(">II", 0, 4)
+    s += struct.pack(">Q", sum(n for _, n in blocks) | 0x04)
+    for name, n in blocks:
+        s += q_name(name) + struct.pack(">Q", n)
+    return s + q_eos(sid)
+
+
+def q_page(name, off, data):
+    flags = 0x08 if name else 0x08 | 0x20
+    return struct.pack(">Q", off | flags) + (q_name(name) if name else b"") + data
+
+
+def q_zero(name, off, fill=0):
+    flags = 0x02 if name else 0x02 | 0x20
+    return struct.pack(">Q", off | flags) + (q_name(name) if name else b"") + bytes([fill])
+
+
+Q_DEVICE = (b"\x04" + struct.pack(">I", 3) + q_name(b"timer") + struct.pack(">II", 0, 2) +
+            bytes(range(8)) + struct.pack(">BI", 0x7e, 3) + b"\x00\x06" +
+            struct.pack(">I", 2) + b"{}")
+Q_PAGE = bytes((i * 7) & 0xff for i in range(4096))
+Q_PART = (b"\x02" + struct.pack(">I", 2) + q_zero(b"pc.ram", 0) + q_page(None, 4096, Q_PAGE) +
+          q_zero(b"pc.bios", 4096, 0x5a) + q_page(b"pc.ram", 15 * 4096, Q_PAGE) + q_eos())
+Q_END = b"\x03" + struct.pack(">I", 2) + q_zero(None, 8192) + q_eos()
+
+
+def q_stream(head=None, part=Q_PART):
+    return (head if head is not None else q_header()) + q_setup() + part + Q_END + Q_DEVICE
+
+
+def q_part_with(item):
+    return b"\x02" + struct.pack(">I", 2) + q_zero(b"pc.ram", 0) + item + q_eos()
+
+
+Q_RP = (struct.pack(">HHI", 2, 4, 1) + struct.pack(">HHI", 6, 4, 9) +
+        struct.pack(">HHI", 1, 4, 0))
+write("qemu_stream", {
+    "precopy": b"\x00" + q_stream(),
+    "precopy-bytewise": b"\x02" + q_stream(),
+    "precopy-chunks-4095": b"\x0c" + q_stream(),
+    "return-path": b"\x08" + q_stream(q_header() + q_cmd(1) + q_cmd(2, struct.pack(">I", 1))),
+    "uuid": b"\x00" + q_stream(q_header(b"pc-q35-7.2", bytes(range(16)))),
+    "no-configuration": b"\x00" + q_stream(q_header(None)),
+    "xbzrle": b"\x00" + q_stream(part=q_part_with(struct.pack(">Q", 0x1000 | 0x40 | 0x20))),
+    "compress": b"\x00" + q_stream(part=q_part_with(struct.pack(">Q", 0x1000 | 0x100 | 0x20))),
+    "multifd-flush": b"\x00" + q_stream(part=q_part_with(struct.pack(">Q", 0x200))),
+    "unknown-flag": b"\x00" + q_stream(part=q_part_with(struct.pack(">Q", 0x400 | 0x08))),
+    "page-beyond": b"\x00" + q_stream(part=q_part_with(q_page(None, 16 * 4096, Q_PAGE))),
+    "unknown-block": b"\x00" + q_stream(part=q_part_with(q_page(b"pc.rom", 0, Q_PAGE))),
+    "second-mem-size": b"\x00" + q_stream(part=q_part_with(struct.pack(">Q", 0x1000 | 0x04))),
+    "bad-footer": b"\x00" + q_stream(part=Q_PART[:-4] + struct.pack(">I", 9)),
+    "postcopy-advise": b"\x00" + q_header() + q_cmd(3, bytes(16)),
+    "colo": b"\x00" + q_header() + q_cmd(8),
+    "block": b"\x00" + q_header() + b"\x01" + struct.pack(">I", 3) + q_name(b"block") +
+        struct.pack(">II", 0, 1),
+    "ignore-shared": b"\x00" + q_header() + b"\x05" + q_name(b"configuration/capabilities") +
+        struct.pack(">II", 1, 1) + q_name(b"x-ignore-shared"),
+    "multifd-channel": b"\x00" + struct.pack(">II", 0x11223344, 1) + bytes(64),
+    "truncated": b"\x00" + q_stream()[:200],
+    "rp-pong-resume-shut": b"\x01" + Q_RP,
+    "rp-bytewise": b"\x03" + Q_RP,
+    "rp-req-pages": b"\x01" + struct.pack(">HHQI", 4, 12, 0, 4096),
+    "rp-bad-length": b"\x01" + struct.pack(">HH", 2, 8) + bytes(8),
+    "rp-after-shut": b"\x01" + struct.pack(">HHI", 1, 4, 0) + struct.pack(">HHI", 2, 4, 1),
+})

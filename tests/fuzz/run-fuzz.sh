@@ -16,6 +16,7 @@ for t in "$@"; do
 	control) seeds=$src/corpus-$t max_len=70000 ;;	# past IPC_MAX_LINE
 	mig_msg) seeds=$src/corpus-$t max_len=8192 ;;	# a few messages of <= 1036 bytes
 	etcd_reply) seeds=$src/corpus-$t max_len=16384 ;;	# calls and a few replies each
+	qemu_stream) seeds=$src/corpus-$t max_len=65536 ;;	# pages are 4 KiB each
 	*)	seeds=$src/corpus-$t max_len=4096 ;;
 	esac
 	mkdir -p "$dir/corpus-$t"

@@ -227,7 +227,7 @@ comp_case() {
 	[ "$got" = "$want" ]
 	check "$name" $? "completing '$*': got '$got', wanted '$want'"
 }
-comp_case completes_a_command migrate mi
+comp_case completes_a_command metrics me
 comp_case completes_an_option --compress migrate web1 hostb --comp
 comp_case completes_an_options_choices "auto lz4 off" migrate web1 hostb --compress ""
 comp_case completes_subcommands "info merge verify" ckpt ""

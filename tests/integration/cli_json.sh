@@ -103,6 +103,8 @@ fails snapshot_incremental_without_base wrong-state vmA snapshot g "$HOSTS_DIR/i
 fails backup_no_guest not-found vmA backup nope --dir "$HOSTS_DIR/bk" --keep 1
 fails cancel_no_job not-found vmA cancel no-such-job
 fails set_bandwidth_no_job not-found vmA set-bandwidth no-such-job 10M
+fails migrate_postcopy_no_job not-found vmA migrate-postcopy no-such-job
+fails migrate_recover_no_job not-found vmA migrate-recover no-such-job
 
 # a job that ended without completing is in the finished jobs with its code
 out=$(vmA jobs --completed --json | python3 -c '

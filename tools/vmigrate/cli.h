@@ -55,6 +55,8 @@ int cmd_resume(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_jobs(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
+int cmd_migrate_postcopy(int argc, char **argv);
+int cmd_migrate_recover(int argc, char **argv);
 int cmd_set_bandwidth(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_restore(int argc, char **argv);

@@ -280,7 +280,8 @@ static void print_outcome(struct json_object *rep, struct json_object *st, const
 
 		if (!code)
 			code = !strcmp(status, "cancelled") ? IPC_E_CANCELLED :
-			       !strcmp(status, "uncertain") ? IPC_E_UNCERTAIN : IPC_E_INTERNAL;
+			       !strcmp(status, "uncertain") ? IPC_E_UNCERTAIN :
+			       !strcmp(status, "lost-in-flight") ? IPC_E_PEER_LOST : IPC_E_INTERNAL;
 		if (!ipc_str(o, "error", NULL))
 			json_object_object_add(o, "error", json_object_new_string(status));
 		json_object_object_add(o, "code", json_object_new_string(code));
@@ -306,7 +307,7 @@ static void print_detached(struct json_object *rep, const char *name)
 int cmd_migrate(int argc, char **argv)
 {
 	enum { O_DOWNTIME = 256, O_BW, O_AUTO, O_TIMEOUT, O_ON_TIMEOUT, O_COMPRESS, O_NOCOMP,
-	       O_JSON, O_QUIET, O_CHANNELS, O_TRANSPORT, O_DETACH };
+	       O_JSON, O_QUIET, O_CHANNELS, O_TRANSPORT, O_DETACH, O_POSTCOPY, O_POSTCOPY_AFTER };
 	static const struct option longopts[] = {
 		{ "max-downtime", required_argument, NULL, O_DOWNTIME },
 		{ "bandwidth", required_argument, NULL, O_BW },
@@ -320,6 +321,8 @@ int cmd_migrate(int argc, char **argv)
 		{ "json", no_argument, NULL, O_JSON },
 		{ "quiet", no_argument, NULL, O_QUIET },
 		{ "detach", no_argument, NULL, O_DETACH },
+		{ "postcopy", no_argument, NULL, O_POSTCOPY },
+		{ "postcopy-after", required_argument, NULL, O_POSTCOPY_AFTER },
 		{ 0 }
 	};
 	struct json_object *req = svc_req("migrate"), *rep, *st = NULL;
@@ -379,6 +382,18 @@ int cmd_migrate(int argc, char **argv)
 			choices = "0 to 16";
 			json_object_object_add(req, "channels", json_object_new_int((int)v));
 			break;
+		case O_POSTCOPY:
+			json_object_object_add(req, "postcopy", json_object_new_string("pure"));
+			break;
+		case O_POSTCOPY_AFTER: {
+			struct mig_params pp;
+
+			bad = strcmp(optarg, "manual") && (mig_postcopy_parse(optarg, &pp) ||
+							   pp.postcopy == MIG_POSTCOPY_PURE);
+			choices = "a number of rounds (1 or more), auto or manual";
+			json_object_object_add(req, "postcopy", json_object_new_string(optarg));
+			break;
+		}
 		case O_JSON: json = true; break;
 		case O_QUIET: quiet = true; break;
 		case O_DETACH: detach = true; break;
@@ -582,6 +597,60 @@ int cmd_cancel(int argc, char **argv)
 		svc_print_json(rep);
 	} else {
 		printf("%s: cancel requested\n", w[0]);
+	}
+	json_object_put(rep);
+	return 0;
+}
+
+int cmd_migrate_postcopy(int argc, char **argv)
+{
+	struct json_object *req, *rep;
+	const char *w[1];
+	bool json;
+	int n;
+
+	if (words_and_json(argc, argv, w, 1, &n, &json))
+		return EXIT_USAGE;
+	if (n != 1)
+		return cli_usage_error("migrate-postcopy", "give the JOB ('vmigrate jobs' lists them)");
+	req = svc_req("migrate-postcopy");
+	json_object_object_add(req, "job", json_object_new_string(w[0]));
+	rep = svc_request(req, true);
+	if (!rep)
+		return 1;
+	if (json) {
+		json_object_object_add(rep, "job", json_object_new_string(w[0]));
+		svc_print_json(rep);
+	} else {
+		printf("%s: switching to post-copy\n", w[0]);
+	}
+	json_object_put(rep);
+	return 0;
+}
+
+int cmd_migrate_recover(int argc, char **argv)
+{
+	struct json_object *req, *rep;
+	const char *w[2];
+	bool json;
+	int n;
+
+	if (words_and_json(argc, argv, w, 2, &n, &json))
+		return EXIT_USAGE;
+	if (n < 1)
+		return cli_usage_error("migrate-recover", "give the JOB, and maybe a HOST[:PORT]");
+	req = svc_req("migrate-recover");
+	json_object_object_add(req, "job", json_object_new_string(w[0]));
+	if (n == 2)
+		json_object_object_add(req, "dest", json_object_new_string(w[1]));
+	rep = svc_request(req, true);
+	if (!rep)
+		return 1;
+	if (json) {
+		json_object_object_add(rep, "job", json_object_new_string(w[0]));
+		svc_print_json(rep);
+	} else {
+		printf("%s: reconnecting%s%s\n", w[0], n == 2 ? " to " : "", n == 2 ? w[1] : "");
 	}
 	json_object_put(rep);
 	return 0;

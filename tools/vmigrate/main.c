@@ -34,6 +34,8 @@ static const struct {
 	{ "backup", cmd_backup },
 	{ "jobs", cmd_jobs },
 	{ "cancel", cmd_cancel },
+	{ "migrate-postcopy", cmd_migrate_postcopy },
+	{ "migrate-recover", cmd_migrate_recover },
 	{ "set-bandwidth", cmd_set_bandwidth },
 	{ "metrics", cmd_metrics },
 	{ "check", cmd_check },

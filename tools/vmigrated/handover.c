@@ -125,3 +125,35 @@ void handover_answer(const char *dir, const char *name, const char *job, char *d
 out:
 	snprintf(decision, len, "%s", d);
 }
+
+bool handover_job_alive(const char *dir, const char *name, const char *job, char *detail,
+			size_t len)
+{
+	struct json_object *req, *info;
+	char sock[600], err[256];
+	pid_t holder = guest_lock_holder(dir, name);
+	bool alive;
+
+	if (!holder) {
+		snprintf(detail, len, "no process holds guest %s here", name);
+		return false;
+	}
+	worker_sock_path(dir, name, sock, sizeof(sock));
+	req = json_object_new_object();
+	json_object_object_add(req, "cmd", json_object_new_string("info"));
+	info = ipc_call(sock, req, -1, 2000, err, sizeof(err));
+	json_object_put(req);
+	if (!info) {
+		snprintf(detail, len, "process %d holds guest %s here but is not answering",
+			 (int)holder, name);
+		return true;
+	}
+	alive = !strcmp(ipc_str(info, "incoming_job", ""), job);
+	if (alive)
+		snprintf(detail, len, "process %d of job %s is %s", (int)holder, job,
+			 ipc_str(info, "state", "?"));
+	else
+		snprintf(detail, len, "guest %s here came by another job", name);
+	json_object_put(info);
+	return alive;
+}

@@ -18,4 +18,9 @@ int handover_record(const char *dir, const char *name, const char *job, bool run
 void handover_answer(const char *dir, const char *name, const char *job, char *decision,
 		     size_t len, char *detail, size_t detail_len);
 
+/* During a post-copy recovery: whether a process here still holds name
+ * for job (a silent one counts as there: it may only be busy). */
+bool handover_job_alive(const char *dir, const char *name, const char *job, char *detail,
+			size_t len);
+
 #endif

@@ -680,7 +680,8 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 		return do_jobs(sv, req);
 	if (!strcmp(cmd, "job"))
 		return do_job(sv, req, "progress");
-	if (!strcmp(cmd, "cancel") || !strcmp(cmd, "set-bandwidth"))
+	if (!strcmp(cmd, "cancel") || !strcmp(cmd, "set-bandwidth") ||
+	    !strcmp(cmd, "migrate-postcopy") || !strcmp(cmd, "migrate-recover"))
 		return do_job(sv, req, cmd);
 	return ipc_error(IPC_E_NOT_FOUND, "unknown request '%s'", cmd);
 }

@@ -200,6 +200,8 @@ static struct xport *secure(const struct peer_config *pc, int fd, const char *ho
 
 void peer_session_close(struct peer_session *ps)
 {
+	if (ps->has_listener)
+		close(ps->listen_fd);
 	xport_close(ps->control);
 	for (unsigned i = 0; i < ps->nr_data; i++)
 		xport_close(ps->data[i]);
@@ -218,7 +220,8 @@ static void new_token(char out[33])
 
 /* One data channel to host:port, proven part of the session by token. */
 static struct xport *dial_data(const struct peer_config *pc, const char *host, const char *port,
-			       const char *token, unsigned i, bool rdma, char *err, size_t errlen)
+			       const char *op, const char *token, unsigned i, bool rdma, char *err,
+			       size_t errlen)
 {
 	struct json_object *o, *rep;
 	struct xport *x;
@@ -241,7 +244,7 @@ static struct xport *dial_data(const struct peer_config *pc, const char *host, c
 			return NULL;
 	}
 	o = json_object_new_object();
-	json_object_object_add(o, "op", json_object_new_string("migrate-data"));
+	json_object_object_add(o, "op", json_object_new_string(op));
 	json_object_object_add(o, "token", json_object_new_string(token));
 	json_object_object_add(o, "channel", json_object_new_int((int)i));
 	line_send(x, o);
@@ -356,7 +359,8 @@ int peer_connect(const char *dest, int io_timeout_ms, char *host, size_t hostlen
 
 int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *op,
 	      const char *name, const char *job, const struct peer_arbiter *arb,
-	      unsigned channels, bool rdma, struct peer_session *ps, char *err, size_t errlen)
+	      unsigned channels, bool rdma, bool postcopy, struct peer_session *ps, char *err,
+	      size_t errlen)
 {
 	struct json_object *hello, *rep;
 	char port[16], token[65];
@@ -376,6 +380,8 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 	}
 	json_object_object_add(hello, "channels", json_object_new_int((int)channels));
 	json_object_object_add(hello, "transport", json_object_new_string(rdma ? "rdma" : "tcp"));
+	if (postcopy)
+		json_object_object_add(hello, "postcopy", json_object_new_boolean(1));
 	rep = greet(pc, fd, host, hello, &x, &why, err, errlen);
 	if (!rep)
 		return why;
@@ -383,8 +389,10 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 	snprintf(token, sizeof(token), "%s", ipc_str(rep, "token", ""));
 	json_object_put(rep);
 	ps->control = x;
+	ps->data_port = atoi(port);
+	snprintf(ps->token, sizeof(ps->token), "%s", token);
 	for (unsigned i = 0; i < channels; i++) {
-		ps->data[i] = dial_data(pc, host, port, token, i, rdma, err, errlen);
+		ps->data[i] = dial_data(pc, host, port, "migrate-data", token, i, rdma, err, errlen);
 		if (!ps->data[i]) {
 			peer_session_close(ps);
 			return -ECONNREFUSED;
@@ -394,13 +402,13 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 	return 0;
 }
 
-int peer_ask_handover(const struct peer_config *pc, int fd, const char *host,
+int peer_ask_handover(const struct peer_config *pc, int fd, const char *host, const char *op,
 		      const char *name, const char *job, char *decision, size_t len,
 		      char *detail, size_t detail_len, char *err, size_t errlen)
 {
 	struct xport *x;
 	int why;
-	struct json_object *rep = greet(pc, fd, host, new_hello("handover", name, job), &x,
+	struct json_object *rep = greet(pc, fd, host, new_hello(op, name, job), &x,
 					&why, err, errlen);
 
 	if (!rep)
@@ -447,7 +455,8 @@ struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hell
 	op = hello ? ipc_str(hello, "op", "") : "";
 	job = hello ? ipc_str(hello, "job", "") : "";
 	if (!hello || (strcmp(op, "migrate-in") && strcmp(op, "replicate-in") &&
-		       strcmp(op, "handover") && strcmp(op, "probe")) || !n || !*n ||
+		       strcmp(op, "handover") && strcmp(op, "probe") &&
+		       strcmp(op, "postcopy-ask")) || !n || !*n ||
 	    strlen(n) >= sizeof(h->name) || strchr(n, '/') || n[0] == '.' ||
 	    strlen(job) >= sizeof(h->job)) {
 		snprintf(err, errlen, "expected a migrate-in, replicate-in, handover or probe request%s",
@@ -478,6 +487,7 @@ struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hell
 	}
 	h->channels = (unsigned)ipc_int(hello, "channels", 0);
 	h->rdma = !strcmp(ipc_str(hello, "transport", "tcp"), "rdma");
+	h->postcopy = ipc_bool(hello, "postcopy", false);
 	if (h->channels > PEER_MAX_DATA)
 		h->channels = PEER_MAX_DATA;
 	if (pc->key.set) {
@@ -545,10 +555,10 @@ static struct xport *accept_one(const struct peer_config *pc, int lfd,
 
 /* Take the data channels until all came or the deadline passed. */
 static int take_data(const struct peer_config *pc, int lfd, struct xport_rdma_listener *rl,
-		     const char *token, unsigned channels, struct peer_session *ps,
-		     char *err, size_t errlen)
+		     const char *op, const char *token, unsigned channels, struct xport **slot,
+		     int timeout_ms, char *err, size_t errlen)
 {
-	double deadline = now_ms() + (pc->handshake_timeout_ms > 0 ? pc->handshake_timeout_ms : 10000);
+	double deadline = now_ms() + timeout_ms;
 	unsigned got = 0;
 
 	while (got < channels) {
@@ -566,9 +576,9 @@ static int take_data(const struct peer_config *pc, int lfd, struct xport_rdma_li
 			continue;	/* a stranger, or nothing yet */
 		o = line_recv(x);
 		i = o ? ipc_int(o, "channel", -1) : -1;
-		if (!o || strcmp(ipc_str(o, "op", ""), "migrate-data") ||
+		if (!o || strcmp(ipc_str(o, "op", ""), op) ||
 		    strcmp(ipc_str(o, "token", ""), token) || i < 0 || i >= (long)channels ||
-		    ps->data[i]) {
+		    slot[i]) {
 			peer_answer(x, false, "not a data channel of this migration");
 			json_object_put(o);
 			xport_close(x);
@@ -576,10 +586,9 @@ static int take_data(const struct peer_config *pc, int lfd, struct xport_rdma_li
 		}
 		json_object_put(o);
 		peer_answer(x, true, NULL);
-		ps->data[i] = x;
+		slot[i] = x;
 		got++;
 	}
-	ps->nr_data = channels;
 	return 0;
 }
 
@@ -676,7 +685,7 @@ static struct xport_rdma_listener *listen_data_rdma(const struct peer_config *pc
 }
 
 int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned channels,
-		 bool rdma, struct peer_session *ps, char *err, size_t errlen)
+		 bool rdma, bool keep_listener, struct peer_session *ps, char *err, size_t errlen)
 {
 	struct xport_rdma_listener *rl = NULL;
 	struct json_object *o;
@@ -705,16 +714,61 @@ int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned c
 	ret = line_send(control, o);
 	json_object_put(o);
 	if (!ret && channels)
-		ret = take_data(pc, lfd, rl, token, channels, ps, err, errlen);
+		ret = take_data(pc, lfd, rl, "migrate-data", token, channels, ps->data,
+				pc->handshake_timeout_ms > 0 ? pc->handshake_timeout_ms : 10000,
+				err, errlen);
+	if (!ret)
+		ps->nr_data = channels;
 	ps->data_port = port;
-	if (lfd >= 0)
+	snprintf(ps->token, sizeof(ps->token), "%s", token);
+	if (!ret && keep_listener && lfd >= 0) {
+		ps->listen_fd = lfd;	/* a post-copy recovery comes back there */
+		ps->has_listener = true;
+	} else if (lfd >= 0) {
 		close(lfd);
+	}
 	xport_rdma_listener_free(rl);
 	if (ret) {
 		for (unsigned i = 0; i < PEER_MAX_DATA; i++)
 			xport_close(ps->data[i]);
 		memset(ps, 0, sizeof(*ps));
 	}
+	return ret;
+}
+
+int peer_redial(const struct peer_config *pc, const char *host, int port, const char *token,
+		unsigned n, struct xport **out, char *err, size_t errlen)
+{
+	char ps[16];
+
+	snprintf(ps, sizeof(ps), "%d", port);
+	memset(out, 0, n * sizeof(*out));
+	for (unsigned i = 0; i < n; i++) {
+		out[i] = dial_data(pc, host, ps, PEER_RESUME_OP, token, i, false, err, errlen);
+		if (!out[i]) {
+			for (unsigned k = 0; k < i; k++)
+				xport_close(out[k]);
+			return -ECONNREFUSED;
+		}
+	}
+	return 0;
+}
+
+int peer_take_resume(const struct peer_config *pc, const struct peer_session *ps, unsigned n,
+		     struct xport **out, int timeout_ms, char *err, size_t errlen)
+{
+	int ret;
+
+	memset(out, 0, n * sizeof(*out));
+	if (!ps->has_listener) {
+		snprintf(err, errlen, "no listener kept for a recovery");
+		return -EINVAL;
+	}
+	ret = take_data(pc, ps->listen_fd, NULL, PEER_RESUME_OP, ps->token, n, out, timeout_ms,
+			err, errlen);
+	if (ret)
+		for (unsigned i = 0; i < n; i++)
+			xport_close(out[i]);
 	return ret;
 }
 
@@ -786,7 +840,7 @@ int peer_probe(const struct peer_config *pc, int fd, const char *host, double se
 	snprintf(port, sizeof(port), "%d", r->out.data_port);
 	snprintf(token, sizeof(token), "%s", ipc_str(rep, "token", ""));
 	json_object_put(rep);
-	data = dial_data(pc, host, port, token, 0, false, err, errlen);
+	data = dial_data(pc, host, port, "migrate-data", token, 0, false, err, errlen);
 	if (!data) {
 		xport_close(x);
 		return -ECONNREFUSED;
@@ -867,7 +921,7 @@ int peer_answer_probe(const struct peer_config *pc, struct xport *x, const char 
 		xport_close(x);
 		return -ENOMEM;
 	}
-	ret = peer_welcome(pc, x, 1, false, &ps, err, errlen);	/* closes nothing */
+	ret = peer_welcome(pc, x, 1, false, false, &ps, err, errlen);	/* closes nothing */
 	if (ret) {
 		free(buf);
 		xport_close(x);

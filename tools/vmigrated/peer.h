@@ -55,7 +55,10 @@ struct peer_session {
 	struct xport *control;
 	struct xport *data[PEER_MAX_DATA];
 	unsigned nr_data;
-	int data_port;			/* where they came in (destination) */
+	int data_port;			/* where they came in */
+	char token[65];			/* what proves a connection part of it */
+	int listen_fd;			/* destination, post-copy: kept for a recovery */
+	bool has_listener;
 };
 
 void peer_session_close(struct peer_session *ps);
@@ -77,14 +80,18 @@ struct peer_arbiter {
 /* op: "migrate-in", or "replicate-in" for a standby (arb: its arbiter, or
  * NULL). rdma: data channels over RDMA instead of TLS/TCP (control stays).
  * job names the migration, so the destination can answer for it later. */
+/* postcopy: the last of the channels is post-copy's fault channel. */
 int peer_dial(const struct peer_config *pc, int fd, const char *host, const char *op,
 	      const char *name, const char *job, const struct peer_arbiter *arb,
-	      unsigned channels, bool rdma, struct peer_session *ps, char *err, size_t errlen);
+	      unsigned channels, bool rdma, bool postcopy, struct peer_session *ps, char *err,
+	      size_t errlen);
 
-/* Source, after an uncertain handover: ask the destination what it
- * decided for the guest's job (one of the PEER_HANDOVER_ words below, with
- * a detail for the operator). The connection is closed after. */
-int peer_ask_handover(const struct peer_config *pc, int fd, const char *host,
+/* Source, after an uncertain handover (op "handover"): ask the destination
+ * what it decided for the guest's job (one of the PEER_HANDOVER_ words
+ * below, with a detail for the operator). With op "postcopy-ask", during a
+ * post-copy recovery: whether the job's process is still there
+ * (PEER_POSTCOPY_ALIVE or _GONE). The connection is closed after. */
+int peer_ask_handover(const struct peer_config *pc, int fd, const char *host, const char *op,
 		      const char *name, const char *job, char *decision, size_t len,
 		      char *detail, size_t detail_len, char *err, size_t errlen);
 
@@ -93,6 +100,8 @@ int peer_ask_handover(const struct peer_config *pc, int fd, const char *host,
 #define PEER_HANDOVER_NEVER	"never-ran"	/* no process of the job left, no decision */
 #define PEER_HANDOVER_DECIDING	"deciding"	/* its process still waits for GO */
 #define PEER_HANDOVER_SILENT	"not-answering"	/* its process holds the name, silent */
+#define PEER_POSTCOPY_ALIVE	"alive"		/* the job's process waits for its pages */
+#define PEER_POSTCOPY_GONE	"gone"		/* no process of the job: the guest is lost */
 
 /* `vmigrate check HOST`: the path a migration to HOST would take, tried
  * end to end: the session (TLS, hello, peer key) as a migration opens it,
@@ -144,6 +153,7 @@ struct peer_hello {
 	char job[64];
 	unsigned channels;		/* data channels asked for */
 	bool rdma;
+	bool postcopy;			/* the last data channel is the fault channel */
 	struct peer_arbiter arb;	/* replicate-in; arb.primary: the dialer's
 					 * service, when it said its port */
 	bool check_back;		/* probe: try the way back to arb.primary */
@@ -159,6 +169,17 @@ int peer_answer_handover(struct xport *x, const char *decision, const char *deta
 /* Destination: say yes, offer a data port on the control connection's
  * address, and take the data channels (bounded by the handshake timeout). */
 int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned channels,
-		 bool rdma, struct peer_session *ps, char *err, size_t errlen);
+		 bool rdma, bool keep_listener, struct peer_session *ps, char *err, size_t errlen);
+
+/* A post-copy recovery: n connections to the data port of the session
+ * (ps->data_port, ps->token) on host, each TLS (or TCP) and proven by the
+ * token, index 0 the control, 1 the fault channel, then the data channels;
+ * and the destination's side, on the listener peer_welcome kept, within
+ * timeout_ms. */
+#define PEER_RESUME_OP	"postcopy-resume"
+int peer_redial(const struct peer_config *pc, const char *host, int port, const char *token,
+		unsigned n, struct xport **out, char *err, size_t errlen);
+int peer_take_resume(const struct peer_config *pc, const struct peer_session *ps, unsigned n,
+		     struct xport **out, int timeout_ms, char *err, size_t errlen);
 
 #endif

@@ -57,7 +57,7 @@
 const char *const worker_state_names[] = {
 	[W_INCOMING] = "incoming", [W_RUNNING] = "running", [W_PAUSED] = "paused",
 	[W_MIGRATING] = "migrating", [W_UNCERTAIN] = "uncertain", [W_GONE] = "migrated",
-	[W_STANDBY] = "standby", [W_FENCED] = "fenced",
+	[W_STANDBY] = "standby", [W_FENCED] = "fenced", [W_LOST] = "lost-in-flight",
 };
 
 struct worker W;
@@ -124,6 +124,12 @@ int worker_mig_params(struct json_object *req, int io_timeout_ms, struct mig_par
 	p->timeout_s = ipc_double(req, "timeout_s", 0);
 	p->force_on_timeout = !strcmp(ipc_str(req, "on_timeout", "cancel"), "force");
 	p->io_timeout_ms = (int)ipc_int(req, "io_timeout_ms", io_timeout_ms);
+	/* "manual": a fault channel, and the switch only on migrate-postcopy */
+	if (ipc_str(req, "postcopy", NULL) && strcmp(ipc_str(req, "postcopy", ""), "manual") &&
+	    mig_postcopy_parse(ipc_str(req, "postcopy", ""), p)) {
+		snprintf(err, errlen, "postcopy must be pure, auto, manual or a number of rounds");
+		return -EINVAL;
+	}
 	return mig_params_check(p, err, errlen);
 }
 
@@ -247,6 +253,8 @@ static const char *job_code(const struct mig_stats *st, int ret)
 		return IPC_E_UNCERTAIN;
 	case MIG_FAILED:
 		return ret ? ipc_errno_code(ret) : IPC_E_INTERNAL;
+	case MIG_LOST:		/* post-copy's link never came back */
+		return IPC_E_PEER_LOST;
 	default:
 		return NULL;	/* running, or completed */
 	}
@@ -514,11 +522,15 @@ int worker_dial_job(const char *op)
 {
 	char err[512];
 	int ret = peer_dial(&W.mig_peer, W.mig_fd, W.dest_host, op, W.spec.name, W.job, &W.arb,
-			    W.mig_channels, W.mig_rdma, &W.mig_session, err, sizeof(err));
+			    W.mig_channels + W.mig_postcopy, W.mig_rdma, W.mig_postcopy,
+			    &W.mig_session, err, sizeof(err));
 
 	if (!ret) {
 		W.params.data_channels = W.mig_session.data;
-		W.params.nr_data_channels = W.mig_session.nr_data;
+		W.params.nr_data_channels = W.mig_session.nr_data - W.mig_postcopy;
+		W.params.fault_channel = W.mig_postcopy ?
+			W.mig_session.data[W.mig_session.nr_data - 1] : NULL;
+		W.params.reconnect = W.mig_postcopy ? worker_postcopy_redial : NULL;
 		return 0;
 	}
 	pthread_mutex_lock(&W.prog.lock);
@@ -589,6 +601,8 @@ static void *migration_main(void *arg)
 		vm_destroy(W.vm);	/* it runs on the destination now */
 		W.vm = NULL;
 		give_up_name();
+	} else if (ret == -ENOLINK) {
+		W.state = W_LOST;	/* post-copy: its memory is split, never resumed here */
 	} else if (ret == -EINPROGRESS) {
 		W.state = W_UNCERTAIN;
 		W.uncertain_since = worker_now();	/* GO went out before this */
@@ -597,6 +611,7 @@ static void *migration_main(void *arg)
 	}
 	pthread_mutex_unlock(&W.lock);
 	peer_session_close(&W.mig_session);
+	worker_postcopy_close();
 	log_migration_end(&st);
 	if (!ret)
 		report_end();
@@ -665,6 +680,8 @@ static struct json_object *do_migrate(struct json_object *req, int fd)
 	W.mig_fd = fd;
 	W.mig_channels = (unsigned)ipc_int(req, "channels", 0);
 	W.mig_rdma = !strcmp(ipc_str(req, "transport", "tcp"), "rdma");
+	W.mig_postcopy = ipc_str(req, "postcopy", NULL) != NULL &&
+			 strcmp(ipc_str(req, "cmd", ""), "replicate");
 	if (W.mig_rdma && !W.mig_channels)
 		W.mig_channels = 1;	/* pages need a data channel to ride RDMA */
 	W.snap_base_valid = false;	/* the job ends dirty tracking */
@@ -797,7 +814,7 @@ static struct json_object *do_resume(struct json_object *req, int fd)
 			      "'vmigrate resume %s --destination-lost'", W.spec.name, W.dest,
 			      ipc_str(req, "dial_error", "no connection"), W.spec.name);
 	if (!o && !lost && fd >= 0) {
-		int ret = peer_ask_handover(&W.mig_peer, fd, W.dest_host, W.spec.name, W.job,
+		int ret = peer_ask_handover(&W.mig_peer, fd, W.dest_host, "handover", W.spec.name, W.job,
 					    decision, sizeof(decision), detail, sizeof(detail),
 					    err, sizeof(err));
 
@@ -873,12 +890,35 @@ static struct json_object *handle(struct json_object *req, int fd)
 				 W.incoming_job, cmd, W.incoming_from);
 	if (!strcmp(cmd, "snapshot"))
 		return do_snapshot(req);
-	if (!strcmp(cmd, "cancel")) {
-		atomic_store(&W.prog.cancel, true);
+	if (!strcmp(cmd, "cancel") || !strcmp(cmd, "migrate-postcopy")) {
+		struct mig_stats st;
+
+		mig_progress_get(&W.prog, &st);
+		if (st.status == MIG_POSTCOPY_ACTIVE || st.status == MIG_POSTCOPY_PAUSED)
+			return ipc_error(IPC_E_WRONG_STATE, "job %s is in post-copy: guest %s runs "
+					 "on the destination "
+					 "already and part of its memory is only there, so it cannot "
+					 "come back; the job ends when every page has moved", W.job,
+					 W.spec.name);
+		if (!strcmp(cmd, "cancel")) {
+			atomic_store(&W.prog.cancel, true);
+			return ipc_ok();
+		}
+		if (W.state != W_MIGRATING || (st.status != MIG_SETUP && st.status != MIG_ACTIVE))
+			return ipc_error(IPC_E_WRONG_STATE, "guest %s has no pre-copy running to "
+					 "switch", W.spec.name);
+		if (!W.mig_postcopy)
+			return ipc_error(IPC_E_WRONG_STATE, "job %s has no fault channel: start the "
+					 "migration with "
+					 "--postcopy-after manual (or auto, or N) to switch it by hand",
+					 W.job);
+		atomic_store(&W.prog.postcopy_now, true);
 		return ipc_ok();
 	}
 	if (!strcmp(cmd, "resume"))
 		return do_resume(req, fd);
+	if (!strcmp(cmd, "migrate-recover"))
+		return worker_postcopy_recover(req);
 	if (!strcmp(cmd, "set-bandwidth")) {
 		atomic_store(&W.prog.bandwidth.rate, (uint64_t)ipc_int(req, "bandwidth", 0));
 		return ipc_ok();
@@ -1093,6 +1133,8 @@ static void *incoming_main(void *arg)
 	char err[512];
 	struct vm *vm = mig_dest_run(in->session.control, &in->opts, &st, err, sizeof(err));
 
+	worker_postcopy_unwatch();
+
 	pthread_mutex_lock(&W.lock);
 	W.in_session = NULL;	/* figures from st now; the channels may go */
 	pthread_mutex_unlock(&W.lock);
@@ -1104,6 +1146,7 @@ static void *incoming_main(void *arg)
 		return NULL;
 	}
 	peer_session_close(&in->session);
+	worker_postcopy_close();
 	record_job(W.incoming_job, false, &st, vm ? 0 : -ECONNRESET);
 	if (!vm)	/* before this process ends */
 		job_report(W.spec.control, "in", W.spec.name, W.incoming_job, &st);
@@ -1162,6 +1205,8 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	}
 	if (!strcmp(h.op, "handover"))
 		answer_handover(&s, &h, x);
+	if (!strcmp(h.op, "postcopy-ask"))
+		worker_postcopy_answer(&s, &h, x);
 	if (!strcmp(h.op, "probe")) {	/* `vmigrate check` on another host */
 		prctl(PR_SET_NAME, "vmg:probe");
 		if (peer_answer_probe(&s.peer, x, h.check_back ? h.arb.primary : "", err,
@@ -1192,13 +1237,24 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 					  .standby = !strcmp(h.op, "replicate-in"),
 					  .has_base = base_fd >= 0, .base_memfd = base_fd,
 					  .admit = admit_incoming, .progress = &W.inprog };
-	if (peer_welcome(&s.peer, x, h.channels, h.rdma, &in.session, err, sizeof(err))) {
+	in.peer = s.peer;
+	if (peer_welcome(&s.peer, x, h.channels, h.rdma, h.postcopy, &in.session, err,
+			 sizeof(err))) {
 		log_write(LOG_ERR, name, h.job, "incoming guest %s: %s", name, err);
 		unlink(W.sock_path);
 		_exit(1);
 	}
 	in.opts.data_channels = in.session.data;
 	in.opts.nr_data_channels = in.session.nr_data;
+	if (h.postcopy && in.session.nr_data) {
+		in.opts.nr_data_channels--;	/* the last one is post-copy's */
+		in.opts.fault_channel = in.session.data[in.session.nr_data - 1];
+		in.opts.reconnect = worker_postcopy_accept;
+		in.opts.opaque = &in;
+		if (worker_postcopy_watch(&in))
+			log_write(LOG_WARNING, name, h.job, "incoming guest %s: no watcher for "
+				"post-copy recoveries", name);
+	}
 	pthread_mutex_lock(&W.lock);
 	W.in_session = &in.session;
 	pthread_mutex_unlock(&W.lock);

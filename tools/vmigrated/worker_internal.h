@@ -15,7 +15,7 @@
 #include "worker.h"
 
 enum wstate { W_INCOMING, W_RUNNING, W_PAUSED, W_MIGRATING, W_UNCERTAIN, W_GONE,
-	      W_STANDBY, W_FENCED };
+	      W_STANDBY, W_FENCED, W_LOST };
 
 extern const char *const worker_state_names[];
 
@@ -46,6 +46,7 @@ struct worker {
 	struct peer_session mig_session;	/* control and data channels of the job */
 	unsigned mig_channels;
 	bool mig_rdma;			/* data channels over RDMA */
+	bool mig_postcopy;		/* a fault channel too: post-copy may switch */
 	int mig_fd;			/* dialled socket, before the peer protocol */
 	struct peer_config mig_peer;	/* the service's peer settings, as of this job */
 	char dest_host[256];
@@ -94,6 +95,18 @@ struct worker {
 	bool lazy_failed;		/* under lock: memory is incomplete for good */
 	pthread_t lazy_thread;
 	bool lazy_started;
+
+	/* Post-copy recovery (worker_postcopy.c), both ends; under lock. */
+	bool recover_now;		/* migrate-recover: try again at once */
+	char recover_dest[300];		/* HOST[:PORT] it gave ("": the job's) */
+	struct xport *pc_links[PEER_MAX_DATA + 2];	/* the last recovery's, to close */
+	unsigned pc_nlinks;
+	struct xport *pc_live[PEER_MAX_DATA + 2];	/* destination: the links in use */
+	unsigned pc_nlive;
+	bool pc_recovering;		/* destination: waiting for the source */
+	bool pc_watch_stop;		/* destination: the job is over */
+	pthread_t pc_watch;
+	bool pc_watching;		/* the receiving thread's: pc_watch to join */
 };
 
 extern struct worker W;
@@ -102,6 +115,7 @@ extern struct worker W;
 struct incoming {
 	struct peer_session session;
 	struct mig_dest_opts opts;
+	struct peer_config peer;
 };
 
 double worker_now(void);
@@ -114,6 +128,21 @@ int worker_setup(const struct worker_spec *s, char *err, size_t errlen);
 /* Open the job's peer session (op: migrate-in or replicate-in) over
  * W.mig_fd; on failure the job is over and the guest runs on here. */
 int worker_dial_job(const char *op);
+
+/* worker_postcopy.c: post-copy's recovery. The source's reconnect
+ * callback (mig_params.reconnect) and migrate-recover; the destination's
+ * (mig_dest_opts.reconnect, opaque: the struct incoming), the watcher of
+ * its kept listener, and the answer to a source's postcopy-ask; closing
+ * what recoveries opened, at the job's end. */
+int worker_postcopy_redial(void *opaque, struct mig_links *out);
+struct json_object *worker_postcopy_recover(struct json_object *req);
+int worker_postcopy_accept(void *opaque, struct mig_links *out);
+int worker_postcopy_watch(struct incoming *in);
+_Noreturn void worker_postcopy_answer(const struct worker_spec *s, const struct peer_hello *h,
+				      struct xport *x);
+void worker_postcopy_close(void);
+/* The destination's job ended: no more watching (before its links close). */
+void worker_postcopy_unwatch(void);
 
 /* worker_repl.c: replication jobs. */
 /* Start the replication job set up in W (under W.lock). */

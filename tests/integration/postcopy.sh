@@ -1,0 +1,160 @@
+#!/bin/bash
+# Post-copy between two hosts (network namespaces), through the CLI and the
+# services: a guest dirtying faster than a shaped link drains, which
+# pre-copy with a tight downtime limit cannot move, moves with --postcopy,
+# --postcopy-after auto and a manual migrate-postcopy; the guest then runs
+# on B only, its memory verifies and its counter never went back. Cancel
+# during post-copy is refused with the reason; a destination killed during
+# post-copy leaves the source's stale copy paused (lost-in-flight), never
+# resumed. Prints one PASS/FAIL/SKIP line per case.
+set -u
+BUILD=${1:-build}
+. "$(dirname "$0")/lib/hosts.sh"
+. "$(dirname "$0")/lib/suite.sh"
+suite_with_hosts postcopy
+hosts_start_service A && hosts_start_service B ||
+	{ echo "FAIL postcopy.setup: the services did not start"; exit 1; }
+
+G=pc1
+B_AT="$HOST_B_ADDR:$HOST_B_PORT"
+note() { echo "#   $*"; }
+counter_on() { $1 info $G --json 2>/dev/null | json_field counter; }
+state_on() { $1 info $G --json 2>/dev/null | json_field state; }
+
+# A fresh guest on A that dirties 200 MiB/s of a 128 MiB working set.
+fresh_guest() {
+	vmB stop $G >/dev/null 2>&1
+	vmA stop $G >/dev/null 2>&1
+	for _ in $(seq 50); do [ -z "$(state_on vmA)$(state_on vmB)" ] && break; sleep 0.1; done
+	vmA start $G --mem 512M --vcpus 2 --working-set 128M --dirty-rate 200M >/dev/null &&
+		wait_counter vmA $G 40000
+}
+
+# The guest runs on B only, verifies there, its counter >= $1 and moving.
+on_b_only() {
+	local min=$1 c c2
+	[ "$(state_on vmB)" = running ] || { note "state on B: '$(state_on vmB)'"; return 1; }
+	for _ in $(seq 60); do [ -z "$(state_on vmA)" ] && break; sleep 0.1; done
+	[ -z "$(state_on vmA)" ] || { note "still on A: $(state_on vmA)"; return 1; }
+	vmB verify $G >/dev/null || { note "verify failed on B"; return 1; }
+	c=$(counter_on vmB)
+	[ "$c" -ge "$min" ] || { note "counter went back: $c < $min"; return 1; }
+	sleep 0.3
+	c2=$(counter_on vmB)
+	[ "$c2" -gt "$c" ] || { note "the guest does not go on at B"; return 1; }
+}
+
+# migrate with the given options; $1 names the case
+moves_with() {
+	local name=$1 before out rc
+	shift
+	fresh_guest || { check "$name" 1 "no guest"; return; }
+	before=$(counter_on vmA)
+	out=$(vmA migrate $G "$B_AT" --max-downtime 20 --timeout 60 --json "$@" 2>&1)
+	rc=$?
+	[ $rc = 0 ] && echo "$out" | grep -q '"postcopy_bytes":[1-9]' && on_b_only "$before"
+	check "$name" $? "rc $rc: $out"
+}
+
+if [ "$USE_NETNS" = 1 ] && command -v tc >/dev/null; then
+	# the link drains 25 MiB/s; the guest dirties 200
+	ip netns exec "$NS_A" tc qdisc add dev "va$HOSTS_TAG" root tbf rate 200mbit burst 256kb \
+		latency 2s || echo "# cannot shape the link: cases run unshaped"
+fi
+
+moves_with pure_postcopy --postcopy
+moves_with hybrid_auto --postcopy-after auto
+moves_with hybrid_after_one_round --postcopy-after 1 --channels 2
+
+# manual: the operator switches a job that pre-copy cannot finish
+fresh_guest
+before=$(counter_on vmA)
+vmA migrate $G "$B_AT" --max-downtime 20 --postcopy-after manual --quiet \
+	>"$HOSTS_DIR/mig.out" 2>&1 &
+mig=$!
+job=
+for _ in $(seq 100); do
+	job=$(vmA jobs --json 2>/dev/null | sed -n 's/.*"job":"\([^"]*\)".*"status":"active".*/\1/p')
+	[ -n "$job" ] && break
+	sleep 0.1
+done
+sleep 1
+sw=$(vmA migrate-postcopy "$job" 2>&1)
+wait $mig
+rc=$?
+[ -n "$job" ] && [ $rc = 0 ] && on_b_only "$before"
+check manual_switch $? "job '$job', switch: $sw, rc $rc: $(cat "$HOSTS_DIR/mig.out"); B: $(tail -n 5 "$HOSTS_DIR/B/service.log")"
+
+# cancel during post-copy: refused, the job finishes; slow push for time
+fresh_guest
+before=$(counter_on vmA)
+vmA migrate $G "$B_AT" --postcopy --bandwidth 20M --quiet >"$HOSTS_DIR/mig.out" 2>&1 &
+mig=$!
+job=
+for _ in $(seq 200); do
+	job=$(vmA jobs --json 2>/dev/null |
+		sed -n 's/.*"job":"\([^"]*\)".*"status":"postcopy-active".*/\1/p')
+	[ -n "$job" ] && break
+	sleep 0.05
+done
+cancel=$(vmA cancel "$job" 2>&1)
+crc=$?
+wait $mig
+rc=$?
+[ -n "$job" ] && [ $crc != 0 ] && echo "$cancel" | grep -q "post-copy" && [ $rc = 0 ] &&
+	on_b_only "$before"
+check cancel_during_postcopy_is_refused $? "job '$job', cancel rc $crc: $cancel; rc $rc: $(cat "$HOSTS_DIR/mig.out"); B: $(tail -n 5 "$HOSTS_DIR/B/service.log")"
+
+# the link cut (every packet dropped) during post-copy, then back: both
+# ends wait, the source reconnects by itself, the job completes
+if [ "$USE_NETNS" = 1 ] && command -v iptables >/dev/null; then
+	fresh_guest
+	before=$(counter_on vmA)
+	vmA migrate $G "$B_AT" --postcopy --bandwidth 20M --json >"$HOSTS_DIR/mig.out" 2>&1 &
+	mig=$!
+	for _ in $(seq 200); do
+		vmA jobs --json 2>/dev/null | grep -q '"status":"postcopy-active"' && break
+		sleep 0.05
+	done
+	sleep 0.5
+	ip netns exec "$NS_A" iptables -I OUTPUT -d "$HOST_B_ADDR" -j DROP
+	ip netns exec "$NS_A" iptables -I INPUT -s "$HOST_B_ADDR" -j DROP
+	paused=
+	for _ in $(seq 150); do
+		vmA jobs --json 2>/dev/null | grep -q '"status":"postcopy-paused"' && paused=1 && break
+		sleep 0.1
+	done
+	sleep 2
+	ip netns exec "$NS_A" iptables -D OUTPUT -d "$HOST_B_ADDR" -j DROP
+	ip netns exec "$NS_A" iptables -D INPUT -s "$HOST_B_ADDR" -j DROP
+	wait $mig
+	rc=$?
+	[ -n "$paused" ] && [ $rc = 0 ] && grep -q '"postcopy_recoveries":[1-9]' "$HOSTS_DIR/mig.out" &&
+		on_b_only "$before"
+	check link_cut_pauses_then_recovers $? "paused '$paused', rc $rc: $(cat "$HOSTS_DIR/mig.out")"
+else
+	echo "SKIP postcopy.link_cut_pauses_then_recovers: needs network namespaces and iptables"
+fi
+
+# the destination's guest process killed during post-copy: the source's
+# copy is stale (B ran the guest) and stays paused, said so
+fresh_guest
+vmA migrate $G "$B_AT" --postcopy --bandwidth 20M --quiet >"$HOSTS_DIR/mig.out" 2>&1 &
+mig=$!
+for _ in $(seq 200); do
+	vmA jobs --json 2>/dev/null | grep -q '"status":"postcopy-active"' && break
+	sleep 0.05
+done
+sleep 0.5
+for p in $(hosts_pids B "vmg:$G"); do kill -9 "$p"; done
+wait $mig
+rc=$?
+st=$(state_on vmA)
+c1=$(counter_on vmA); sleep 0.5; c2=$(counter_on vmA)
+[ $rc != 0 ] && [ "$st" = lost-in-flight ] && [ "$c1" = "$c2" ] &&
+	grep -q "lost in flight" "$HOSTS_DIR/mig.out"
+check destination_killed_leaves_the_source_paused $? \
+	"rc $rc, state '$st', counter $c1 -> $c2: $(cat "$HOSTS_DIR/mig.out")"
+vmA stop $G >/dev/null 2>&1
+
+suite_end
