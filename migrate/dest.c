@@ -258,7 +258,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 		} else if (rec.type == CKPT_REC_MARKER && pcd) {
 			struct postcopy_ctx c = { .vm = vm, .o = o, .x = x, .r = r, .pi = pi,
 						  .target = &target, .info = &info, .st = st,
-						  .t0 = t0, .switch_marker = rec.u.marker.number };
+						  .t0 = t0 };
 
 			ret = postcopy_dst_run(pcd, &c, err, errlen);
 			pi = c.pi;

@@ -26,7 +26,6 @@ struct postcopy_ctx {
 	const struct ckpt_image_info *info;
 	struct mig_stats *st;
 	double t0;
-	uint64_t switch_marker;
 };
 
 struct postcopy_dst *postcopy_dst_new(struct vm *vm, const struct ckpt_image_info *info);

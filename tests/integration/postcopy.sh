@@ -21,6 +21,17 @@ note() { echo "#   $*"; }
 counter_on() { $1 info $G --json 2>/dev/null | json_field counter; }
 state_on() { $1 info $G --json 2>/dev/null | json_field state; }
 
+# the job (on A) once its status is $1, in JOB; 1 when it never was
+job_in() {
+	JOB=
+	for _ in $(seq 200); do
+		JOB=$(vmA jobs --json 2>/dev/null | sed -n "s/.*\"job\":\"\([^\"]*\)\".*\"status\":\"$1\".*/\1/p")
+		[ -n "$JOB" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
 # B gave up what it received: a refused receiver lingers a moment to drain
 # (never running the guest), then it is gone
 b_gave_up() {
@@ -103,12 +114,8 @@ fresh_guest
 before=$(counter_on vmA)
 vmA migrate $G "$B_AT" --postcopy-after manual --quiet >"$HOSTS_DIR/mig.out" 2>&1 &
 mig=$!
-job=
-for _ in $(seq 100); do
-	job=$(vmA jobs --json 2>/dev/null | sed -n 's/.*"job":"\([^"]*\)".*"status":"active".*/\1/p')
-	[ -n "$job" ] && break
-	sleep 0.1
-done
+job_in active
+job=$JOB
 vmA cancel "$job" >/dev/null 2>&1
 wait $mig
 rc=$?
@@ -126,12 +133,8 @@ before=$(counter_on vmA)
 vmA migrate $G "$B_AT" --max-downtime 20 --postcopy-after manual --quiet \
 	>"$HOSTS_DIR/mig.out" 2>&1 &
 mig=$!
-job=
-for _ in $(seq 100); do
-	job=$(vmA jobs --json 2>/dev/null | sed -n 's/.*"job":"\([^"]*\)".*"status":"active".*/\1/p')
-	[ -n "$job" ] && break
-	sleep 0.1
-done
+job_in active
+job=$JOB
 sleep 1
 sw=$(vmA migrate-postcopy "$job" 2>&1)
 wait $mig
@@ -144,13 +147,8 @@ fresh_guest
 before=$(counter_on vmA)
 vmA migrate $G "$B_AT" --postcopy --bandwidth 20M --quiet >"$HOSTS_DIR/mig.out" 2>&1 &
 mig=$!
-job=
-for _ in $(seq 200); do
-	job=$(vmA jobs --json 2>/dev/null |
-		sed -n 's/.*"job":"\([^"]*\)".*"status":"postcopy-active".*/\1/p')
-	[ -n "$job" ] && break
-	sleep 0.05
-done
+job_in postcopy-active
+job=$JOB
 cancel=$(vmA cancel "$job" 2>&1)
 crc=$?
 wait $mig
@@ -166,10 +164,7 @@ if [ "$USE_NETNS" = 1 ] && command -v iptables >/dev/null; then
 	before=$(counter_on vmA)
 	vmA migrate $G "$B_AT" --postcopy --bandwidth 20M --json >"$HOSTS_DIR/mig.out" 2>&1 &
 	mig=$!
-	for _ in $(seq 200); do
-		vmA jobs --json 2>/dev/null | grep -q '"status":"postcopy-active"' && break
-		sleep 0.05
-	done
+	job_in postcopy-active
 	sleep 0.5
 	ip netns exec "$NS_A" iptables -I OUTPUT -d "$HOST_B_ADDR" -j DROP
 	ip netns exec "$NS_A" iptables -I INPUT -s "$HOST_B_ADDR" -j DROP
@@ -195,10 +190,7 @@ fi
 fresh_guest
 vmA migrate $G "$B_AT" --postcopy --bandwidth 20M --quiet >"$HOSTS_DIR/mig.out" 2>&1 &
 mig=$!
-for _ in $(seq 200); do
-	vmA jobs --json 2>/dev/null | grep -q '"status":"postcopy-active"' && break
-	sleep 0.05
-done
+job_in postcopy-active
 sleep 0.5
 for p in $(hosts_pids B "vmg:$G"); do kill -9 "$p"; done
 wait $mig
