@@ -19,7 +19,8 @@
 # Source this file; set BUILD first. linux_guest_build makes or finds the
 # guest and sets LINUX_GUEST_KERNEL, LINUX_GUEST_INITRD; where it cannot
 # (no kernel package reachable, no busybox), it returns 1 with the reason in
-# LINUX_GUEST_WHY, for a SKIP line. linux_guest_cmdline gives the kernel's
+# LINUX_GUEST_WHY, for a SKIP line; where it breaks (a compile error, a
+# package that does not unpack), it returns 2, for a FAIL line. linux_guest_cmdline gives the kernel's
 # command line for a filling, linux_guest_qemu runs the guest in a plain
 # QEMU (no libvirt) with its console on stdout.
 
@@ -92,7 +93,7 @@ linux_guest_kernel() {
 	if [ "$(cat "$kdir/key" 2>/dev/null)" = "$key" ] && [ -s "$kdir/vmlinuz" ]; then
 		return 0
 	fi
-	rm -rf "$kdir" && mkdir -p "$kdir" && tmp=$(mktemp -d "$LINUX_GUEST_DIR/dl.XXXXXX") || return 1
+	rm -rf "$kdir" && mkdir -p "$kdir" && tmp=$(mktemp -d "$LINUX_GUEST_DIR/dl.XXXXXX") || return 2
 	deb=$(ls /var/cache/apt/archives/"${pkg}_${ver}"_amd64.deb 2>/dev/null | head -n 1)
 	if [ -z "$deb" ]; then
 		if ! (cd "$tmp" && apt-get -q -o APT::Sandbox::User=root download "$pkg=$ver") \
@@ -107,7 +108,7 @@ linux_guest_kernel() {
 			! mv "$tmp"/boot/vmlinuz-* "$kdir/vmlinuz"; then
 		LINUX_GUEST_WHY="cannot unpack boot/vmlinuz from $deb"
 		rm -rf "$tmp"
-		return 1
+		return 2
 	fi
 	rm -rf "$tmp"
 	linux_guest_unwrap "$kdir/vmlinuz" "$kdir/vmlinux" ||
@@ -137,18 +138,20 @@ linux_guest_initrd() {
 	fi
 	root=$LINUX_GUEST_DIR/root
 	rm -rf "$root" "$LINUX_GUEST_DIR/initrd.key"
-	mkdir -p "$root"/bin "$root"/dev "$root"/proc "$root"/sys "$root"/data "$root"/files || return 1
+	LINUX_GUEST_WHY="cannot make the initramfs in $root"
+	mkdir -p "$root"/bin "$root"/dev "$root"/proc "$root"/sys "$root"/data "$root"/files || return 2
 	if ! gcc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -static \
 			-o "$root/bin/rigmem" "$LINUX_GUEST_SRC/rigmem.c"; then
 		LINUX_GUEST_WHY="gcc -static could not build rigmem.c"
-		return 1
+		return 2
 	fi
 	cp /bin/busybox "$root/bin/busybox" && cp "$LINUX_GUEST_SRC/init" "$root/init" &&
-		chmod 755 "$root/init" || return 1
-	[ -n "$files" ] && { echo "$files" | xargs cp --parents -t "$root/files" || return 1; }
+		chmod 755 "$root/init" || return 2
+	[ -n "$files" ] && { echo "$files" | xargs cp --parents -t "$root/files" || return 2; }
 	(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -6) \
 		>"$LINUX_GUEST_DIR/initrd.gz.tmp" &&
-		mv "$LINUX_GUEST_DIR/initrd.gz.tmp" "$LINUX_GUEST_DIR/initrd.gz" || return 1
+		mv "$LINUX_GUEST_DIR/initrd.gz.tmp" "$LINUX_GUEST_DIR/initrd.gz" || return 2
+	LINUX_GUEST_WHY=
 	rm -rf "$root"
 	echo "$key" >"$LINUX_GUEST_DIR/initrd.key"
 }
@@ -161,7 +164,7 @@ linux_guest_build() {
 	[ -x /bin/busybox ] && file_is_static /bin/busybox ||
 		{ LINUX_GUEST_WHY="/bin/busybox is not busybox-static's (tools/install-deps.sh)"; return 1; }
 	LINUX_GUEST_DIR=$(realpath -m "$BUILD/linux-guest")
-	mkdir -p "$LINUX_GUEST_DIR" || return 1
+	mkdir -p "$LINUX_GUEST_DIR" || { LINUX_GUEST_WHY="cannot make $LINUX_GUEST_DIR"; return 2; }
 	# one builder at a time (the plain and the sanitized runs may share nothing, but two suites could)
 	exec {LINUX_GUEST_LOCK}>"$LINUX_GUEST_DIR/.lock"
 	flock "$LINUX_GUEST_LOCK"
@@ -169,7 +172,7 @@ linux_guest_build() {
 	local ret=$?
 	flock -u "$LINUX_GUEST_LOCK"
 	exec {LINUX_GUEST_LOCK}>&-
-	[ $ret = 0 ] || { : "${LINUX_GUEST_WHY:=building the guest failed}"; return 1; }
+	[ $ret = 0 ] || { : "${LINUX_GUEST_WHY:=building the guest failed}"; return $ret; }
 	LINUX_GUEST_KERNEL=$LINUX_GUEST_DIR/kernel/vmlinux
 	[ -s "$LINUX_GUEST_KERNEL" ] || LINUX_GUEST_KERNEL=$LINUX_GUEST_DIR/kernel/vmlinuz
 	LINUX_GUEST_INITRD=$LINUX_GUEST_DIR/initrd.gz
