@@ -81,7 +81,8 @@ auth_unix_ro = "none"
 auth_unix_rw = "none"
 unix_sock_rw_perms = "0700"
 host_uuid = "$(cat /proc/sys/kernel/random/uuid)"
-log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+log_filters = "${LV_LOG_FILTERS:-}"
+log_outputs = "${LV_LOG_LEVEL:-3}:file:/var/log/libvirt/libvirtd.log"
 EOF
 	cat >"$d/etc/qemu.conf" <<EOF
 # qemu driver of test host $host (lib/libvirt_hosts.sh): QEMU as root,
@@ -181,9 +182,33 @@ libvirt_hosts_setup() {
 		eval "LV_URI_$host=qemu+tcp://$addr/system"
 		lv_start_holder $host "$ns" || return 1
 	done
-	# both at once: each probes QEMU for a few seconds on a cold cache
 	lv_start_libvirtd A && lv_start_libvirtd B &&
-		lv_wait_libvirtd A && lv_wait_libvirtd B
+		lv_wait_libvirtd A && lv_wait_libvirtd B || return 1
+	lv_probe_qemu
+}
+
+# The qemu driver probes QEMU's capabilities (two QEMU runs, about 4 s
+# here) the first time it needs them: a domain's start, an incoming
+# migration. Both hosts do it now, at once, from a copy of what an earlier
+# run found where there is one ($LV_CAPS: libvirt checks the copy against
+# the QEMU binary, libvirtd and the kernel itself, and probes again when it
+# does not match); the first run leaves its result there.
+LV_CAPS=$(realpath -m "$BUILD/linux-guest/libvirt-caps")
+lv_probe_qemu() {
+	local a
+	if [ -n "$(ls "$LV_CAPS"/*.xml 2>/dev/null)" ]; then
+		mkdir -p "$LV_DIR"/{A,B}/cache/qemu/capabilities &&
+			cp "$LV_CAPS"/*.xml "$LV_DIR/A/cache/qemu/capabilities/" &&
+			cp "$LV_CAPS"/*.xml "$LV_DIR/B/cache/qemu/capabilities/"
+	fi
+	virshA domcapabilities --virttype qemu >/dev/null 2>&1 &
+	a=$!
+	virshB domcapabilities --virttype qemu >/dev/null 2>&1
+	wait $a
+	if [ -z "$(ls "$LV_CAPS"/*.xml 2>/dev/null)" ]; then
+		mkdir -p "$LV_CAPS" && cp "$LV_DIR"/A/cache/qemu/capabilities/*.xml "$LV_CAPS/" 2>/dev/null
+	fi
+	true
 }
 
 # every process in host X's mount namespace
@@ -393,6 +418,19 @@ lv_pmemsave() {
 	lv_virsh "$1" qemu-monitor-command "$2" \
 		"{\"execute\":\"pmemsave\",\"arguments\":{\"val\":0,\"size\":$(($4 * 1024 * 1024)),\"filename\":\"$3\"}}" \
 		>/dev/null
+}
+
+# lv_dump_logs NAME: the end of each host's logs of the domain, for a failure's story
+lv_dump_logs() {
+	local host f
+	for host in A B; do
+		for f in "$(lv_console $host "$1")" "$(lv_path $host "/var/log/libvirt/qemu/$1.log")" \
+				"$LV_DIR/$host/log/libvirtd.log"; do
+			[ -s "$f" ] || continue
+			echo "== host $host: ${f#"$LV_DIR"/}"
+			tail -n "${LV_DUMP_LINES:-8}" "$f"
+		done
+	done
 }
 
 # for a suite: the rig's checks (SKIP with the reason where it cannot be
