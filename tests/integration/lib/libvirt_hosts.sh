@@ -440,7 +440,7 @@ suite_with_libvirt_hosts() {
 	SUITE=$1
 	FAILS=0
 	if [ -n "${VMIGRATE_SKIP_LIBVIRT_RIG:-}" ]; then
-		echo "SKIP $SUITE: VMIGRATE_SKIP_LIBVIRT_RIG is set ($VMIGRATE_SKIP_LIBVIRT_RIG)"
+		echo "SKIP $SUITE: $VMIGRATE_SKIP_LIBVIRT_RIG (VMIGRATE_SKIP_LIBVIRT_RIG)"
 		exit 0
 	fi
 	if missing=$(libvirt_hosts_missing); then
