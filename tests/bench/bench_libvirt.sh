@@ -25,6 +25,7 @@ MEM=${BENCH_LIBVIRT_MEM:-512}
 DIRTY=${BENCH_LIBVIRT_DIRTY:-16}
 REPEAT=${BENCH_LIBVIRT_REPEAT:-3}
 G=bench
+libvirt_hosts_traps	# first: hosts.sh made HOSTS_DIR already
 if missing=$(libvirt_hosts_missing); then
 	echo "# bench_libvirt skipped: $missing is missing (tools/install-deps.sh)"
 	exit 0
@@ -35,7 +36,6 @@ case $? in
 1) echo "# bench_libvirt skipped: no Linux guest: $LINUX_GUEST_WHY"; exit 0 ;;
 *) echo "bench_libvirt: $LINUX_GUEST_WHY" >&2; exit 1 ;;
 esac
-trap 'libvirt_hosts_cleanup; hosts_cleanup' EXIT
 hosts_setup && [ "$USE_NETNS" = 1 ] && libvirt_hosts_setup ||
 	{ echo "bench_libvirt: cannot set up the libvirt hosts" >&2; exit 1; }
 

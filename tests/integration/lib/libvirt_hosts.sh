@@ -433,12 +433,22 @@ lv_dump_logs() {
 	done
 }
 
+# the teardown on exit, also when the test is interrupted or killed with
+# SIGTERM (bash runs no EXIT trap for a signal it does not trap)
+libvirt_hosts_traps() {
+	trap 'libvirt_hosts_cleanup; hosts_cleanup' EXIT
+	trap 'exit 129' HUP
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
+
 # for a suite: the rig's checks (SKIP with the reason where it cannot be
 # built here), the trap, the hosts, the guest; FAIL where setup breaks
 suite_with_libvirt_hosts() {
 	local missing
 	SUITE=$1
 	FAILS=0
+	libvirt_hosts_traps	# first: hosts.sh made HOSTS_DIR already
 	if [ -n "${VMIGRATE_SKIP_LIBVIRT_RIG:-}" ]; then
 		echo "SKIP $SUITE: $VMIGRATE_SKIP_LIBVIRT_RIG (VMIGRATE_SKIP_LIBVIRT_RIG)"
 		exit 0
@@ -457,7 +467,6 @@ suite_with_libvirt_hosts() {
 	1) echo "SKIP $SUITE: no Linux guest: $LINUX_GUEST_WHY"; exit 0 ;;
 	*) echo "FAIL $SUITE.guest: $LINUX_GUEST_WHY"; exit 1 ;;
 	esac
-	trap 'libvirt_hosts_cleanup; hosts_cleanup' EXIT
 	hosts_setup || { echo "FAIL $SUITE.setup: cannot create the test hosts"; exit 1; }
 	if [ "$USE_NETNS" != 1 ]; then
 		echo "SKIP $SUITE: network namespaces cannot be made here"
