@@ -1,31 +1,34 @@
 # Two libvirt hosts on this machine for the tests of libvirt domains: the
 # network namespaces A and B of lib/hosts.sh (joined by their veth pair),
-# each with a mount and UTS namespace of its own held by a process the test
-# starts (a `sleep`), in which the test's own directories are bind-mounted
+# each with a mount and a UTS namespace of its own held by a process the
+# test starts (a `sleep`). There the test's own directories are bind-mounted
 # over /etc/libvirt, /run/libvirt (= /var/run/libvirt), /var/lib/libvirt,
-# /var/log/libvirt and /var/cache/libvirt, over a /run of its own (a tmpfs:
-# no systemd, no D-Bus seen from there) and over /etc/hosts (rigA<tag> and
-# rigB<tag>, the hosts' names, resolve to their addresses), and in which a libvirtd of the
-# test's (qemu driver as root, security_driver "none", no cgroups, no
-# virtlogd, its own host_uuid and host name) listens on TCP without auth on
-# its namespace's address, for peer-to-peer migration between A and B.
-# Nothing of the machine's own libvirt is used or touched.
+# /var/log/libvirt and /var/cache/libvirt, on a /run of its own (a tmpfs: no
+# systemd, no D-Bus seen from there), and a file over /etc/hosts (rigA<tag>
+# and rigB<tag>, the hosts' names, resolve to their addresses); and there a
+# libvirtd of the test's (qemu driver as root, security_driver "none", no
+# cgroups, no virtlogd, its own host_uuid and host name) listens on TCP
+# without auth on its namespace's address, for peer-to-peer migration
+# between A and B. Nothing of the machine's own libvirt is used or touched.
 #
-#   root namespaces     A: net vmgA<tag>, mnt+uts of holder A   B: the same
 #   $LV_DIR/A/{etc,run,lib,log,cache}  <- bind ->  /etc/libvirt, /run/libvirt, ...
-#   libvirtd A: qemu+tcp://HOST_A_ADDR/system   libvirtd B: qemu+tcp://HOST_B_ADDR/system
+#   host A: net vmgA<tag>, mnt+uts of holder A; libvirtd qemu+tcp://HOST_A_ADDR/system
+#   host B: the same with B
 #
 # Source lib/hosts.sh, lib/linux_guest.sh and this file; call
 # libvirt_hosts_setup after hosts_setup (suite_with_libvirt_hosts does it
-# all, for a suite). Teardown (libvirt_hosts_cleanup, on EXIT through the
-# suite's trap): every domain destroyed, each host's QEMU processes, its
-# libvirtd and its holder killed by PID (and any other process left in the
-# host's mount namespace), so the namespaces and their mounts go with them;
-# then hosts_cleanup deletes the network namespaces and the directories.
+# all, for a suite). Teardown (libvirt_hosts_cleanup, on exit through
+# libvirt_hosts_traps): every domain destroyed, each host's QEMU processes,
+# its libvirtd and its holder killed by PID (and any other process left in
+# the host's mount namespace), so that the namespace and its mounts go with
+# them; then hosts_cleanup deletes the network namespaces and directories.
 #
-# Per host X (A or B): virshX ARGS (virsh inside X's namespaces),
-# lv_exec X CMD (any command there), LV_URI_X (X's URI as the peer dials it),
-# lv_path X PATH (where a path inside X lies from here).
+# Per host X (A or B): virshX ARGS (virsh inside X's namespaces), lv_exec X
+# CMD (any command there), LV_URI_X (X's URI as its peer dials it), lv_path
+# X PATH (where a path inside X lies from here). The guest (lib/linux_guest.sh)
+# as a domain: lv_start_guest, lv_console, lv_wait_line, lv_seq,
+# lv_wait_seq, lv_verify, lv_set_rate, lv_corrupt, lv_migrate, lv_jobinfo,
+# lv_pmemsave, lv_dump_logs.
 
 LV_DIR=$HOSTS_DIR/libvirt
 LV_HOLDER_A= LV_HOLDER_B=
@@ -52,8 +55,10 @@ lv_exec() {
 	nsenter -t "$holder" -m -u -n -- "$@"
 }
 
-virshA() { lv_exec A virsh -q -c qemu:///system "$@"; }
-virshB() { lv_exec B virsh -q -c qemu:///system "$@"; }
+# virsh on host A or B; a libvirtd that hangs ends the command after
+# LV_VIRSH_TIMEOUT seconds (default 300), not the test run
+virshA() { timeout "${LV_VIRSH_TIMEOUT:-300}" nsenter -t "$LV_HOLDER_A" -m -u -n -- virsh -q -c qemu:///system "$@"; }
+virshB() { timeout "${LV_VIRSH_TIMEOUT:-300}" nsenter -t "$LV_HOLDER_B" -m -u -n -- virsh -q -c qemu:///system "$@"; }
 lv_virsh() { local host=$1; shift; "virsh$host" "$@"; }
 
 # where PATH inside host X's mount namespace is from the root namespace
@@ -230,8 +235,8 @@ libvirt_hosts_cleanup() {
 		holder=$(lv_var LV_HOLDER "$host")
 		[ -n "$holder" ] || continue
 		if [ -n "$(lv_var LV_LIBVIRTD "$host")" ]; then
-			for dom in $(timeout 20 "virsh$host" list --name 2>/dev/null); do
-				timeout 20 "virsh$host" destroy "$dom" >/dev/null 2>&1
+			for dom in $(LV_VIRSH_TIMEOUT=20 "virsh$host" list --name 2>/dev/null); do
+				LV_VIRSH_TIMEOUT=20 "virsh$host" destroy "$dom" >/dev/null 2>&1
 			done
 		fi
 		pids=$(lv_qemu_pids "$host")
@@ -359,11 +364,11 @@ lv_wait_seq() {
 	return 1
 }
 
-# lv_verify HOST NAME: the guest checks all its data; prints its verdict
-# line, status 0 if it says ok
 # a request id not used before (callers run in $(...), so no counter)
 lv_req_id() { echo "$1$(date +%s%N).$BASHPID"; }
 
+# lv_verify HOST NAME: the guest checks all its data; prints its verdict
+# line, status 0 if it says ok
 lv_verify() {
 	local id l
 	id=$(lv_req_id v)

@@ -17,12 +17,13 @@
 # serial console (ttyS0) and answers requests on ttyS1 (see rigmem.c).
 #
 # Source this file; set BUILD first. linux_guest_build makes or finds the
-# guest and sets LINUX_GUEST_KERNEL, LINUX_GUEST_INITRD; where it cannot
-# (no kernel package reachable, no busybox), it returns 1 with the reason in
-# LINUX_GUEST_WHY, for a SKIP line; where it breaks (a compile error, a
-# package that does not unpack), it returns 2, for a FAIL line. linux_guest_cmdline gives the kernel's
-# command line for a filling, linux_guest_qemu runs the guest in a plain
-# QEMU (no libvirt) with its console on stdout.
+# guest and sets LINUX_GUEST_KERNEL and LINUX_GUEST_INITRD. Where it cannot
+# (no kernel package reachable, a tool missing) it returns 1 with the
+# reason in LINUX_GUEST_WHY, for a SKIP line; where it breaks (a compile
+# error, a package that does not unpack) it returns 2, for a FAIL line.
+# linux_guest_cmdline gives the kernel's command line for a filling;
+# linux_guest_qemu runs the guest in a plain QEMU (no libvirt), its console
+# on stdout.
 
 : "${BUILD:=build}"
 : "${LINUX_GUEST_FILES_MIB:=16}"
