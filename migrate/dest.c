@@ -162,6 +162,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	struct vm *vm = NULL;
 	struct page_in *pi = NULL;
 	struct postcopy_dst *pcd = NULL;
+	bool pc_state = false;		/* post-copy: the guest's state came */
 	double t0 = now(), t_loaded = 0;
 	bool loaded_sent = false, based = false;
 	int ret;
@@ -246,10 +247,18 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 			}
 			if (postcopy_dst_owed(pcd, &rec, err, errlen))
 				goto refuse;
+		} else if (rec.type == CKPT_REC_MARKER && pcd && !pc_state) {
+			uint64_t n = htole64(rec.u.marker.number);
+
+			/* early: the state is still to come, the guest runs there */
+			if (postcopy_dst_discard(pcd, err, errlen))
+				goto refuse;
+			if (mig_msg_send(x, MIG_MSG_ROUND, &n, sizeof(n)))
+				goto lost;
 		} else if (rec.type == CKPT_REC_MARKER && pcd) {
 			struct postcopy_ctx c = { .vm = vm, .o = o, .x = x, .r = r, .pi = pi,
 						  .target = &target, .info = &info, .st = st,
-						  .t0 = t0, .switch_marker = rec.u.marker.number };
+						  .t0 = t0 };
 
 			ret = postcopy_dst_run(pcd, &c, err, errlen);
 			pi = c.pi;
@@ -281,6 +290,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 			mig_abort_explain(why, err, errlen);
 			goto fail;	/* the source is gone: nobody to tell */
 		} else if (rec.type == CKPT_REC_STATE) {
+			pc_state = true;	/* a marker after it is a post-copy switch */
 			if (st->status != MIG_DEVICE) {
 				st->status = MIG_DEVICE;
 				dst_publish(o, x, st, t0);

@@ -26,14 +26,17 @@ struct postcopy_ctx {
 	const struct ckpt_image_info *info;
 	struct mig_stats *st;
 	double t0;
-	uint64_t switch_marker;
 };
 
 struct postcopy_dst *postcopy_dst_new(struct vm *vm, const struct ckpt_image_info *info);
 void postcopy_dst_free(struct postcopy_dst *d);
-/* One POSTCOPY record: the pages of its region still owed. */
+/* One POSTCOPY record: pages of its region owed (records add up). */
 int postcopy_dst_owed(struct postcopy_dst *d, const struct ckpt_record *rec, char *err,
 		      size_t errlen);
+/* An early discard (a MARKER after POSTCOPY records and before the
+ * state): drop what is held of the pages owed so far, while the guest
+ * still runs at the source, so the switch has only the rest to drop. */
+int postcopy_dst_discard(struct postcopy_dst *d, char *err, size_t errlen);
 
 /*
  * The switch marker came: load, arm, LOADED, GO, run, and take the owed

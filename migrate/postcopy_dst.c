@@ -39,6 +39,7 @@ struct postcopy_dst {
 	struct ckpt_image_info info;
 	int uffd;
 	uint64_t *owed[VM_MAX_REGIONS];		/* atomic words: not here yet */
+	uint64_t *discarded[VM_MAX_REGIONS];	/* control thread: punched already */
 	uint64_t *asked[VM_MAX_REGIONS];	/* under lock: requested, not here */
 	uint64_t *asked_at[VM_MAX_REGIONS];	/* under lock: when, ns */
 	atomic_uint_fast64_t owed_pages;
@@ -85,9 +86,11 @@ struct postcopy_dst *postcopy_dst_new(struct vm *vm, const struct ckpt_image_inf
 	d->samples = malloc(MAX_SAMPLES * sizeof(*d->samples));
 	for (unsigned ri = 0; ri < vm->nr_regions; ri++) {
 		d->owed[ri] = calloc(1, vm_bitmap_bytes(&vm->regions[ri]));
+		d->discarded[ri] = calloc(1, vm_bitmap_bytes(&vm->regions[ri]));
 		d->asked[ri] = calloc(1, vm_bitmap_bytes(&vm->regions[ri]));
 		d->asked_at[ri] = calloc(pages_of(d, ri), sizeof(uint64_t));
-		if (!d->owed[ri] || !d->asked[ri] || !d->asked_at[ri] || !d->samples) {
+		if (!d->owed[ri] || !d->discarded[ri] || !d->asked[ri] || !d->asked_at[ri] ||
+		    !d->samples) {
 			postcopy_dst_free(d);
 			return NULL;
 		}
@@ -107,6 +110,7 @@ void postcopy_dst_free(struct postcopy_dst *d)
 		close(d->uffd);
 	for (unsigned ri = 0; ri < VM_MAX_REGIONS; ri++) {
 		free(d->owed[ri]);
+		free(d->discarded[ri]);
 		free(d->asked[ri]);
 		free(d->asked_at[ri]);
 	}
@@ -127,7 +131,7 @@ int postcopy_dst_owed(struct postcopy_dst *d, const struct ckpt_record *rec, cha
 		memcpy(&h, rec->u.state.data, sizeof(h));
 	if (rec->u.state.version != 1 || len < sizeof(h) || ri >= d->vm->nr_regions ||
 	    le32toh(h.region_id) != d->vm->regions[ri].id || h.reserved || h.first_page ||
-	    le64toh(h.count) != pages_of(d, ri) || d->have_owed[ri]) {
+	    le64toh(h.count) != pages_of(d, ri)) {
 		snprintf(err, errlen, "bad POSTCOPY record for region slot %u", ri);
 		return -EBADMSG;
 	}
@@ -136,14 +140,18 @@ int postcopy_dst_owed(struct postcopy_dst *d, const struct ckpt_record *rec, cha
 		snprintf(err, errlen, "POSTCOPY record for region slot %u of %zu bytes", ri, len);
 		return -EBADMSG;
 	}
-	memcpy(d->owed[ri], rec->u.state.data + sizeof(h), words * 8);
 	for (uint64_t w = 0; w < words; w++) {
-		d->owed[ri][w] = le64toh(d->owed[ri][w]);
-		n += (uint64_t)__builtin_popcountll(d->owed[ri][w]);
-	}
-	if (pages_of(d, ri) % 64 && d->owed[ri][words - 1] >> (pages_of(d, ri) % 64)) {
-		snprintf(err, errlen, "POSTCOPY record owes pages past region slot %u", ri);
-		return -EBADMSG;
+		uint64_t v;
+
+		memcpy(&v, rec->u.state.data + sizeof(h) + w * 8, 8);
+		v = le64toh(v);
+		if (w == words - 1 && pages_of(d, ri) % 64 && v >> (pages_of(d, ri) % 64)) {
+			snprintf(err, errlen, "POSTCOPY record owes pages past region slot %u", ri);
+			return -EBADMSG;
+		}
+		/* records add up: an early one, then the switch's */
+		n += (uint64_t)__builtin_popcountll(v & ~d->owed[ri][w]);
+		d->owed[ri][w] |= v;
 	}
 	d->have_owed[ri] = true;
 	atomic_fetch_add(&d->owed_pages, n);
@@ -445,23 +453,20 @@ static void set_fault(struct postcopy_dst *d, struct xport *fault, bool cut)
 
 /* ---- the switch --------------------------------------------------------------- */
 
-/* Discard what is held of every owed page, then register guest RAM: from
- * here on a touch of an owed page waits for it. */
-static int arm(struct postcopy_dst *d, char *err, size_t errlen)
+static bool to_discard(const struct postcopy_dst *d, unsigned ri, uint64_t p)
 {
-	struct uffdio_api api = { .api = UFFD_API };
+	return ((d->owed[ri][p / 64] & ~d->discarded[ri][p / 64]) >> (p % 64)) & 1;
+}
 
+int postcopy_dst_discard(struct postcopy_dst *d, char *err, size_t errlen)
+{
 	for (unsigned ri = 0; ri < d->vm->nr_regions; ri++) {
 		const struct vm_region *r = &d->vm->regions[ri];
 
-		if (!d->have_owed[ri]) {
-			snprintf(err, errlen, "no POSTCOPY record for region slot %u", ri);
-			return -EBADMSG;
-		}
 		for (uint64_t p = 0; p < pages_of(d, ri); ) {
 			uint64_t run = p;
 
-			while (run < pages_of(d, ri) && is_owed(d, ri, run))
+			while (run < pages_of(d, ri) && to_discard(d, ri, run))
 				run++;
 			if (run > p && fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 						 (off_t)(r->memfd_offset + p * VM_PAGE_SIZE),
@@ -471,7 +476,27 @@ static int arm(struct postcopy_dst *d, char *err, size_t errlen)
 			}
 			p = run + 1;
 		}
+		for (uint64_t w = 0; w < (pages_of(d, ri) + 63) / 64; w++)
+			d->discarded[ri][w] |= d->owed[ri][w];
 	}
+	return 0;
+}
+
+/* Discard what is held of every owed page (what an early discard left),
+ * then register guest RAM: from here on a touch of an owed page waits. */
+static int arm(struct postcopy_dst *d, char *err, size_t errlen)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	int ret;
+
+	for (unsigned ri = 0; ri < d->vm->nr_regions; ri++)
+		if (!d->have_owed[ri]) {
+			snprintf(err, errlen, "no POSTCOPY record for region slot %u", ri);
+			return -EBADMSG;
+		}
+	ret = postcopy_dst_discard(d, err, errlen);
+	if (ret)
+		return ret;
 	d->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 	if (d->uffd < 0 || ioctl(d->uffd, UFFDIO_API, &api) < 0) {
 		snprintf(err, errlen, "userfaultfd: %s (post-copy needs it: vm.unprivileged_"
@@ -653,7 +678,7 @@ int postcopy_dst_run(struct postcopy_dst *d, struct postcopy_ctx *c, char *err, 
 	struct ckpt_page_target placed = { .place = place, .opaque = d };
 	struct ckpt_source src;
 	struct mig_all_in all;
-	double t_loaded;
+	double t_loaded, t0 = dst_boot_now(), t_go, t_run;
 	int ret;
 
 	if (!c->o->fault_channel) {
@@ -679,6 +704,7 @@ int postcopy_dst_run(struct postcopy_dst *d, struct postcopy_ctx *c, char *err, 
 		dst_refuse(c->x, err);
 		return -EAGAIN;
 	}
+	t_go = dst_boot_now();
 	if (c->o->decide && c->o->decide(c->o->opaque, true, "GO in time (post-copy)")) {
 		snprintf(err, errlen, "cannot record the decision to run the guest; it is "
 			 "discarded here");
@@ -690,8 +716,13 @@ int postcopy_dst_run(struct postcopy_dst *d, struct postcopy_ctx *c, char *err, 
 		dst_refuse(c->x, err);
 		return -EAGAIN;
 	}
+	t_run = dst_boot_now();
 	/* From here on the guest runs here: it is never discarded for a link. */
 	mig_msg_send(c->x, MIG_MSG_RUNNING, NULL, 0);
+	if (getenv("VMIGRATE_DEBUG"))
+		fprintf(stderr, "vmigrate: post-copy switch here: load and arm %.2f ms, until GO "
+			"%.2f ms, decision and resume %.2f ms\n", (t_loaded - t0) * 1e3,
+			(t_go - t_loaded) * 1e3, (t_run - t_go) * 1e3);
 	c->st->status = MIG_POSTCOPY_ACTIVE;
 	dst_publish(c->o, c->x, c->st, c->t0);
 

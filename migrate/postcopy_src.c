@@ -223,6 +223,7 @@ static int hand_over(struct postcopy_src *pc, unsigned next, bool *handed)
 	struct source *s = pc->s;
 	uint64_t owed = 0, bytes;
 	struct ckpt_writer_stats ws;
+	double t[3] = { 0 };
 	int ret;
 
 	*handed = false;
@@ -235,6 +236,21 @@ static int hand_over(struct postcopy_src *pc, unsigned next, bool *handed)
 		ret = src_wait_caught_up(s, next);
 	if (ret)
 		return ret;
+	if (next > 1) {
+		/* B drops its stale copies of what is dirty now while the guest
+		 * still runs here: the pause then drops only what it adds */
+		for (unsigned ri = 0; ri < s->vm->nr_regions; ri++)
+			pc->owed[ri] = s->dirty[ri];
+		ret = send_owed(pc);
+		next++;
+		if (!ret && (ckpt_writer_marker(s->w, CKPT_MARK_ROUND, next) ||
+			     ckpt_writer_flush(s->w)))
+			ret = ckpt_writer_error(s->w);
+		if (!ret)
+			ret = src_wait_caught_up(s, next);
+		if (ret)
+			return ret;
+	}
 	src_throttle_stop(s);
 	vm_pause(s->vm);
 	s->t_pause = now();
@@ -244,6 +260,7 @@ static int hand_over(struct postcopy_src *pc, unsigned next, bool *handed)
 	ret = src_sync_dirty(s, &owed, true);
 	if (ret)
 		return ret;
+	t[0] = now();
 	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++)
 		pc->owed[ri] = s->dirty[ri];	/* from now on: owed, atomic words */
 	atomic_store(&pc->owed_pages, count_owed(pc));
@@ -253,8 +270,10 @@ static int hand_over(struct postcopy_src *pc, unsigned next, bool *handed)
 	if (!ret && (ckpt_writer_marker(s->w, CKPT_MARK_ROUND, next + 1) ||
 		     ckpt_writer_flush(s->w)))
 		ret = ckpt_writer_error(s->w);
+	t[1] = now();
 	if (!ret)
 		ret = src_wait_msg(s, MIG_MSG_LOADED);
+	t[2] = now();
 	if (!ret && atomic_load(&s->prog->cancel))
 		ret = -ECANCELED;
 	if (ret)
@@ -275,6 +294,11 @@ static int hand_over(struct postcopy_src *pc, unsigned next, bool *handed)
 		*handed = false;	/* B said ERROR, not RUNNING: it discarded its copy */
 		return ret;
 	}
+	if (getenv("VMIGRATE_DEBUG"))
+		fprintf(stderr, "vmigrate: post-copy switch: %llu pages owed; sync %.2f ms, state "
+			"and bitmaps %.2f ms, until loaded %.2f ms, until running %.2f ms\n",
+			(unsigned long long)owed, (t[0] - s->t_pause) * 1e3, (t[1] - t[0]) * 1e3,
+			(t[2] - t[1]) * 1e3, (now() - t[2]) * 1e3);
 	src_totals(s, &ws, &bytes);
 	pc->bytes_at_run = bytes;
 	pthread_mutex_lock(&s->prog->lock);

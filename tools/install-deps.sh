@@ -13,7 +13,8 @@ PACKAGES="
 	scdoc groff-base
 	libmicrohttpd-dev curl python3
 	libinih-dev libsystemd-dev systemd util-linux
-	qemu-system-x86
+	qemu-system-x86 libvirt-daemon-system libvirt-clients
+	busybox-static cpio gzip
 "
 
 if [ "$(id -u)" -ne 0 ]; then

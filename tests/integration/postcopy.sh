@@ -21,13 +21,43 @@ note() { echo "#   $*"; }
 counter_on() { $1 info $G --json 2>/dev/null | json_field counter; }
 state_on() { $1 info $G --json 2>/dev/null | json_field state; }
 
-# A fresh guest on A that dirties 200 MiB/s of a 128 MiB working set.
+# the job (on A) once its status is $1, in JOB; 1 when it never was
+job_in() {
+	JOB=
+	for _ in $(seq 200); do
+		JOB=$(vmA jobs --json 2>/dev/null | sed -n "s/.*\"job\":\"\([^\"]*\)\".*\"status\":\"$1\".*/\1/p")
+		[ -n "$JOB" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# B gave up what it received: a refused receiver lingers a moment to drain
+# (never running the guest), then it is gone
+b_gave_up() {
+	for _ in $(seq 60); do
+		[ "$(state_on vmB)" = running ] && return 1
+		[ -z "$(state_on vmB)" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# A fresh guest on A: 512 MiB dirtying 200 MiB/s of a 128 MiB working set,
+# or (big) 1 GiB dirtying 1000 MiB/s (asked: the vCPUs share two cores).
 fresh_guest() {
 	vmB stop $G >/dev/null 2>&1
 	vmA stop $G >/dev/null 2>&1
 	for _ in $(seq 50); do [ -z "$(state_on vmA)$(state_on vmB)" ] && break; sleep 0.1; done
-	vmA start $G --mem 512M --vcpus 2 --working-set 128M --dirty-rate 200M >/dev/null &&
-		wait_counter vmA $G 40000
+	local opts="--mem 512M --vcpus 2 --working-set 128M --dirty-rate 200M" want=40000
+	[ "${1:-}" = big ] && opts="--mem 1G --vcpus 2 --working-set 256M --dirty-rate 1000M" want=65536
+	# a guest just stopped may hold its name a moment longer
+	for _ in $(seq 50); do
+		# shellcheck disable=SC2086
+		vmA start $G $opts >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	wait_counter vmA $G $want
 }
 
 # The guest runs on B only, verifies there, its counter >= $1 and moving.
@@ -44,27 +74,58 @@ on_b_only() {
 	[ "$c2" -gt "$c" ] || { note "the guest does not go on at B"; return 1; }
 }
 
-# migrate with the given options; $1 names the case
+# migrate the big guest with the default downtime limit and the given
+# options; $1 names the case
 moves_with() {
 	local name=$1 before out rc
 	shift
-	fresh_guest || { check "$name" 1 "no guest"; return; }
+	fresh_guest big || { check "$name" 1 "no guest"; return; }
 	before=$(counter_on vmA)
-	out=$(vmA migrate $G "$B_AT" --max-downtime 20 --timeout 60 --json "$@" 2>&1)
+	out=$(vmA migrate $G "$B_AT" --timeout 60 --json "$@" 2>&1)
 	rc=$?
 	[ $rc = 0 ] && echo "$out" | grep -q '"postcopy_bytes":[1-9]' && on_b_only "$before"
 	check "$name" $? "rc $rc: $out"
 }
 
-if [ "$USE_NETNS" = 1 ] && command -v tc >/dev/null; then
-	# the link drains 25 MiB/s; the guest dirties 200
-	ip netns exec "$NS_A" tc qdisc add dev "va$HOSTS_TAG" root tbf rate 200mbit burst 256kb \
+shape() {
+	[ "$USE_NETNS" = 1 ] && command -v tc >/dev/null || return 0
+	ip netns exec "$NS_A" tc qdisc del dev "va$HOSTS_TAG" root 2>/dev/null
+	ip netns exec "$NS_A" tc qdisc add dev "va$HOSTS_TAG" root tbf rate "$1" burst 256kb \
 		latency 2s || echo "# cannot shape the link: cases run unshaped"
-fi
+}
 
+# 1 Gbit/s against 1000 MiB/s of dirtying: pre-copy does not get there
+shape 1gbit
+fresh_guest big
+out=$(vmA migrate $G "$B_AT" --timeout 12 --json 2>&1)
+rc=$?
+[ $rc = 1 ] && [ "$(state_on vmA)" = running ] && b_gave_up
+check precopy_alone_does_not_converge $? "rc $rc, A '$(state_on vmA)', B '$(state_on vmB)': $out"
 moves_with pure_postcopy --postcopy
 moves_with hybrid_auto --postcopy-after auto
 moves_with hybrid_after_one_round --postcopy-after 1 --channels 2
+
+# the smaller guest from here on, on a link that drains 25 MiB/s
+shape 200mbit
+G=pc2
+
+# cancel before the switch: the guest stays on A
+fresh_guest
+before=$(counter_on vmA)
+vmA migrate $G "$B_AT" --postcopy-after manual --quiet >"$HOSTS_DIR/mig.out" 2>&1 &
+mig=$!
+job_in active
+job=$JOB
+vmA cancel "$job" >/dev/null 2>&1
+wait $mig
+rc=$?
+c=$(counter_on vmA)
+b_gave_up
+sa=$(state_on vmA) sb=$(state_on vmB)
+vA=$(vmA verify $G 2>&1)
+[ -n "$job" ] && [ $rc = 1 ] && [ "$sa" = running ] && [ -z "$sb" ] &&
+	vmA verify $G >/dev/null && [ "${c:-0}" -ge "$before" ]
+check cancel_before_the_switch_keeps_the_guest $? "job '$job', rc $rc, A '$sa', B '$sb', counter $before -> $c, verify: $vA: $(cat "$HOSTS_DIR/mig.out")"
 
 # manual: the operator switches a job that pre-copy cannot finish
 fresh_guest
@@ -72,12 +133,8 @@ before=$(counter_on vmA)
 vmA migrate $G "$B_AT" --max-downtime 20 --postcopy-after manual --quiet \
 	>"$HOSTS_DIR/mig.out" 2>&1 &
 mig=$!
-job=
-for _ in $(seq 100); do
-	job=$(vmA jobs --json 2>/dev/null | sed -n 's/.*"job":"\([^"]*\)".*"status":"active".*/\1/p')
-	[ -n "$job" ] && break
-	sleep 0.1
-done
+job_in active
+job=$JOB
 sleep 1
 sw=$(vmA migrate-postcopy "$job" 2>&1)
 wait $mig
@@ -90,13 +147,8 @@ fresh_guest
 before=$(counter_on vmA)
 vmA migrate $G "$B_AT" --postcopy --bandwidth 20M --quiet >"$HOSTS_DIR/mig.out" 2>&1 &
 mig=$!
-job=
-for _ in $(seq 200); do
-	job=$(vmA jobs --json 2>/dev/null |
-		sed -n 's/.*"job":"\([^"]*\)".*"status":"postcopy-active".*/\1/p')
-	[ -n "$job" ] && break
-	sleep 0.05
-done
+job_in postcopy-active
+job=$JOB
 cancel=$(vmA cancel "$job" 2>&1)
 crc=$?
 wait $mig
@@ -112,10 +164,7 @@ if [ "$USE_NETNS" = 1 ] && command -v iptables >/dev/null; then
 	before=$(counter_on vmA)
 	vmA migrate $G "$B_AT" --postcopy --bandwidth 20M --json >"$HOSTS_DIR/mig.out" 2>&1 &
 	mig=$!
-	for _ in $(seq 200); do
-		vmA jobs --json 2>/dev/null | grep -q '"status":"postcopy-active"' && break
-		sleep 0.05
-	done
+	job_in postcopy-active
 	sleep 0.5
 	ip netns exec "$NS_A" iptables -I OUTPUT -d "$HOST_B_ADDR" -j DROP
 	ip netns exec "$NS_A" iptables -I INPUT -s "$HOST_B_ADDR" -j DROP
@@ -131,7 +180,7 @@ if [ "$USE_NETNS" = 1 ] && command -v iptables >/dev/null; then
 	rc=$?
 	[ -n "$paused" ] && [ $rc = 0 ] && grep -q '"postcopy_recoveries":[1-9]' "$HOSTS_DIR/mig.out" &&
 		on_b_only "$before"
-	check link_cut_pauses_then_recovers $? "paused '$paused', rc $rc: $(cat "$HOSTS_DIR/mig.out")"
+	check link_cut_pauses_then_recovers $? "paused '$paused', rc $rc: $(tail -n 1 "$HOSTS_DIR/mig.out"); B: $(grep -v pass "$HOSTS_DIR/B/service.log" | tail -n 6)"
 else
 	echo "SKIP postcopy.link_cut_pauses_then_recovers: needs network namespaces and iptables"
 fi
@@ -141,10 +190,7 @@ fi
 fresh_guest
 vmA migrate $G "$B_AT" --postcopy --bandwidth 20M --quiet >"$HOSTS_DIR/mig.out" 2>&1 &
 mig=$!
-for _ in $(seq 200); do
-	vmA jobs --json 2>/dev/null | grep -q '"status":"postcopy-active"' && break
-	sleep 0.05
-done
+job_in postcopy-active
 sleep 0.5
 for p in $(hosts_pids B "vmg:$G"); do kill -9 "$p"; done
 wait $mig

@@ -269,7 +269,7 @@ static void postcopy_case(enum mig_postcopy mode, unsigned after, unsigned nr_da
 	mig_params_default(&p);
 	p.postcopy = mode;
 	p.postcopy_after = after;
-	p.max_downtime_ms = 5;		/* pre-copy alone would not finish */
+	p.max_downtime_ms = MIG_MIN_DOWNTIME_MS;	/* pre-copy alone does not finish */
 	p.bandwidth = cap;
 	mig_progress_init(&prog);
 	run(src, &g, nr_data, &p, &prog, &o);
@@ -320,28 +320,35 @@ TEST_T(first_touches_are_asked_for_and_answered, 120)
 	check_arrived(&g, src, &o, 200 << 20);
 }
 
-/* Cut every link in the middle of the push: both ends pause, then the
- * new links carry on from what the destination lacks. */
-struct cutter {
+/* Something done to a migration once post-copy moved after_bytes: every
+ * link cut (cut), or a cancel. */
+struct meddler {
 	struct rig *g;
 	struct mig_progress *prog;
+	uint64_t after_bytes;
 	bool cut;
+	bool done;
+	pthread_t thread;
 };
 
-static void *cut_main(void *arg)
+static void *meddle_main(void *arg)
 {
-	struct cutter *c = arg;
+	struct meddler *m = arg;
 
 	for (int i = 0; i < 3000; i++) {
 		struct mig_stats st;
 
-		mig_progress_get(c->prog, &st);
-		if (st.status == MIG_POSTCOPY_ACTIVE && st.postcopy_bytes > (4u << 20)) {
-			shutdown(xport_fd(c->g->control.src), SHUT_RDWR);
-			shutdown(xport_fd(c->g->fault.src), SHUT_RDWR);
-			for (unsigned k = 0; k < c->g->nr_data; k++)
-				shutdown(xport_fd(c->g->data[k].src), SHUT_RDWR);
-			c->cut = true;
+		mig_progress_get(m->prog, &st);
+		if (st.status == MIG_POSTCOPY_ACTIVE && st.postcopy_bytes >= m->after_bytes) {
+			if (m->cut) {
+				shutdown(xport_fd(m->g->control.src), SHUT_RDWR);
+				shutdown(xport_fd(m->g->fault.src), SHUT_RDWR);
+				for (unsigned k = 0; k < m->g->nr_data; k++)
+					shutdown(xport_fd(m->g->data[k].src), SHUT_RDWR);
+			} else {
+				atomic_store(&m->prog->cancel, true);
+			}
+			m->done = true;
 			return NULL;
 		}
 		if (st.status == MIG_COMPLETED || st.status == MIG_FAILED)
@@ -351,32 +358,43 @@ static void *cut_main(void *arg)
 	return NULL;
 }
 
-TEST_T(link_cut_during_postcopy_pauses_then_recovers, 120)
+/* Pure post-copy of src, the links cut 4 MiB into it; the destination's
+ * reconnect gets new links when may_recover, else it gives up. */
+static void cut_case(struct vm *src, unsigned nr_data, bool may_recover, struct rig *g,
+		     struct outcome *o)
 {
-	struct vm *src = boot(200 << 20);
 	struct mig_params p;
 	struct mig_progress prog;
-	struct cutter c;
-	struct outcome o;
-	pthread_t t;
-	struct rig g;
+	struct meddler m;
 
 	mig_params_default(&p);
 	p.postcopy = MIG_POSTCOPY_PURE;
 	p.bandwidth = 60 << 20;
 	mig_progress_init(&prog);
 	setenv("VMIGRATE_FAULT", "src-postcopy-slow-push", 1);	/* time to cut */
-	rig_start(&g, 1, &p);
-	g.recoveries_allowed = 1;
-	c = (struct cutter){ &g, &prog, false };
-	CHECK(pthread_create(&t, NULL, cut_main, &c) == 0);
-	o.ret = mig_source_run(src, g.control.src, &p, &prog);
+	rig_start(g, nr_data, &p);
+	g->recoveries_allowed = may_recover;
+	g->dst_deny = !may_recover;
+	m = (struct meddler){ .g = g, .prog = &prog, .after_bytes = 4u << 20, .cut = true };
+	CHECK(pthread_create(&m.thread, NULL, meddle_main, &m) == 0);
+	o->ret = mig_source_run(src, g->control.src, &p, &prog);
 	unsetenv("VMIGRATE_FAULT");
-	pthread_join(t, NULL);
-	mig_progress_get(&prog, &o.st);
-	counters_of(src, o.at_switch);
-	rig_finish(&g);
-	CHECK_MSG(c.cut, "the links were not cut during post-copy");
+	pthread_join(m.thread, NULL);
+	mig_progress_get(&prog, &o->st);
+	counters_of(src, o->at_switch);
+	rig_finish(g);
+	CHECK_MSG(m.done, "the links were not cut during post-copy");
+}
+
+/* Cut every link in the middle of the push: both ends pause, then the
+ * new links carry on from what the destination lacks. */
+TEST_T(link_cut_during_postcopy_pauses_then_recovers, 120)
+{
+	struct vm *src = boot(200 << 20);
+	struct outcome o;
+	struct rig g;
+
+	cut_case(src, 1, true, &g, &o);
 	CHECK_EQ(o.st.recoveries, 1u);
 	CHECK_EQ(g.dst_st.recoveries, 1u);
 	/* what arrived before the cut is not sent again: well under 2x RAM */
@@ -390,30 +408,11 @@ TEST_T(link_cut_during_postcopy_pauses_then_recovers, 120)
 TEST_T(destination_lost_during_postcopy_leaves_source_paused, 120)
 {
 	struct vm *src = boot(200 << 20);
-	struct mig_params p;
-	struct mig_progress prog;
-	struct cutter c;
 	struct outcome o;
 	uint64_t later[2];
-	pthread_t t;
 	struct rig g;
 
-	mig_params_default(&p);
-	p.postcopy = MIG_POSTCOPY_PURE;
-	p.bandwidth = 60 << 20;
-	mig_progress_init(&prog);
-	setenv("VMIGRATE_FAULT", "src-postcopy-slow-push", 1);	/* time to cut */
-	rig_start(&g, 0, &p);
-	g.dst_deny = 1;
-	c = (struct cutter){ &g, &prog, false };
-	CHECK(pthread_create(&t, NULL, cut_main, &c) == 0);
-	o.ret = mig_source_run(src, g.control.src, &p, &prog);
-	unsetenv("VMIGRATE_FAULT");
-	pthread_join(t, NULL);
-	mig_progress_get(&prog, &o.st);
-	counters_of(src, o.at_switch);
-	rig_finish(&g);
-	CHECK_MSG(c.cut, "the links were not cut during post-copy");
+	cut_case(src, 0, false, &g, &o);
 	CHECK_EQ(o.ret, -ENOLINK);
 	CHECK_EQ(o.st.status, MIG_LOST);
 	CHECK_MSG(strstr(o.st.error, "lost in flight"), "error: %s", o.st.error);
@@ -426,49 +425,24 @@ TEST_T(destination_lost_during_postcopy_leaves_source_paused, 120)
 }
 
 /* Once the guest runs there, cancel cannot bring it back: it is ignored. */
-struct canceller {
-	struct mig_progress *prog;
-	bool sent;
-};
-
-static void *cancel_main(void *arg)
-{
-	struct canceller *c = arg;
-
-	for (int i = 0; i < 3000 && !c->sent; i++) {
-		struct mig_stats st;
-
-		mig_progress_get(c->prog, &st);
-		if (st.status == MIG_POSTCOPY_ACTIVE) {
-			atomic_store(&c->prog->cancel, true);
-			c->sent = true;
-		} else if (st.status == MIG_COMPLETED || st.status == MIG_FAILED) {
-			break;
-		}
-		tg_sleep_ms(5);
-	}
-	return NULL;
-}
-
 TEST_T(cancel_after_the_switch_changes_nothing, 120)
 {
 	struct vm *src = boot(100 << 20);
 	struct mig_params p;
 	struct mig_progress prog;
-	struct canceller c;
+	struct meddler m;
 	struct outcome o;
-	pthread_t t;
 	struct rig g;
 
 	mig_params_default(&p);
 	p.postcopy = MIG_POSTCOPY_PURE;
 	p.bandwidth = 60 << 20;
 	mig_progress_init(&prog);
-	c = (struct canceller){ &prog, false };
-	CHECK(pthread_create(&t, NULL, cancel_main, &c) == 0);
+	m = (struct meddler){ .g = &g, .prog = &prog };
+	CHECK(pthread_create(&m.thread, NULL, meddle_main, &m) == 0);
 	run(src, &g, 0, &p, &prog, &o);
-	pthread_join(t, NULL);
-	CHECK_MSG(c.sent, "no cancel during post-copy");
+	pthread_join(m.thread, NULL);
+	CHECK_MSG(m.done, "no cancel during post-copy");
 	check_arrived(&g, src, &o, 100 << 20);
 }
 

@@ -77,12 +77,25 @@ static const char *recorded(const char *dir, const char *name, const char *job,
 	return d;
 }
 
+/* What the process holding name here says of itself ("info"), or NULL
+ * when it does not answer. */
+static struct json_object *holder_info(const char *dir, const char *name)
+{
+	struct json_object *req = json_object_new_object(), *info;
+	char sock[600], err[256];
+
+	worker_sock_path(dir, name, sock, sizeof(sock));
+	json_object_object_add(req, "cmd", json_object_new_string("info"));
+	info = ipc_call(sock, req, -1, 2000, err, sizeof(err));
+	json_object_put(req);
+	return info;
+}
+
 void handover_answer(const char *dir, const char *name, const char *job, char *decision,
 		     size_t len, char *detail, size_t detail_len)
 {
-	struct json_object *req, *info;
+	struct json_object *info;
 	const char *d;
-	char sock[600], err[256];
 	pid_t holder;
 
 	if ((d = recorded(dir, name, job, detail, detail_len)))
@@ -94,11 +107,7 @@ void handover_answer(const char *dir, const char *name, const char *job, char *d
 			 "decided nothing", name, job);
 		goto out;
 	}
-	worker_sock_path(dir, name, sock, sizeof(sock));
-	req = json_object_new_object();
-	json_object_object_add(req, "cmd", json_object_new_string("info"));
-	info = ipc_call(sock, req, -1, 2000, err, sizeof(err));
-	json_object_put(req);
+	info = holder_info(dir, name);
 	if (!info) {
 		d = PEER_HANDOVER_SILENT;
 		snprintf(detail, detail_len, "process %d holds guest %s here but is not "
@@ -129,8 +138,7 @@ out:
 bool handover_job_alive(const char *dir, const char *name, const char *job, char *detail,
 			size_t len)
 {
-	struct json_object *req, *info;
-	char sock[600], err[256];
+	struct json_object *info;
 	pid_t holder = guest_lock_holder(dir, name);
 	bool alive;
 
@@ -138,11 +146,7 @@ bool handover_job_alive(const char *dir, const char *name, const char *job, char
 		snprintf(detail, len, "no process holds guest %s here", name);
 		return false;
 	}
-	worker_sock_path(dir, name, sock, sizeof(sock));
-	req = json_object_new_object();
-	json_object_object_add(req, "cmd", json_object_new_string("info"));
-	info = ipc_call(sock, req, -1, 2000, err, sizeof(err));
-	json_object_put(req);
+	info = holder_info(dir, name);
 	if (!info) {
 		snprintf(detail, len, "process %d holds guest %s here but is not answering",
 			 (int)holder, name);

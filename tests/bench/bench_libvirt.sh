@@ -1,0 +1,116 @@
+#!/bin/bash
+# Baseline for libvirt guests: libvirt's own peer-to-peer live migration
+# (no vmigrate) of the rig's Linux guest under TCG (lib/libvirt_hosts.sh,
+# lib/linux_guest.sh) between the two namespaced hosts, over the plain veth
+# and over the veth shaped to 1 Gbit/s (tbf on both ends), the guest idle
+# and dirtying; the "plain libvirt" column of the side-by-side table that
+# migration through vmigrate is measured against. The guest has realistic
+# memory: real files in its page cache, text, random bytes, a working set.
+# One JSON line per scenario: total time and downtime as libvirt reports
+# them (domjobinfo --completed), QEMU's bytes sent (data_processed), the
+# bytes that crossed the veth, and the wall time of `virsh migrate`, each
+# as median, min and max over BENCH_LIBVIRT_REPEAT runs (default 3). The
+# guest checks all its data after every run; a failed run or check fails
+# the benchmark.
+# Knobs: BENCH_LIBVIRT_MEM (MiB, default 512), BENCH_LIBVIRT_DIRTY (MiB/s,
+# default 16), BENCH_LIBVIRT_REPEAT.
+set -u
+BUILD=${1:-build}
+here=$(dirname "$0")/../integration/lib
+. "$here/hosts.sh"
+. "$here/linux_guest.sh"
+. "$here/libvirt_hosts.sh"
+
+MEM=${BENCH_LIBVIRT_MEM:-512}
+DIRTY=${BENCH_LIBVIRT_DIRTY:-16}
+REPEAT=${BENCH_LIBVIRT_REPEAT:-3}
+G=bench
+libvirt_hosts_traps	# first: hosts.sh made HOSTS_DIR already
+if missing=$(libvirt_hosts_missing); then
+	echo "# bench_libvirt skipped: $missing is missing (tools/install-deps.sh)"
+	exit 0
+fi
+linux_guest_build
+case $? in
+0) ;;
+1) echo "# bench_libvirt skipped: no Linux guest: $LINUX_GUEST_WHY"; exit 0 ;;
+*) echo "bench_libvirt: $LINUX_GUEST_WHY" >&2; exit 1 ;;
+esac
+hosts_setup && [ "$USE_NETNS" = 1 ] && libvirt_hosts_setup ||
+	{ echo "bench_libvirt: cannot set up the libvirt hosts" >&2; exit 1; }
+
+# a quarter of the guest random, a quarter text, an eighth the working set
+# (and the initramfs's $LINUX_GUEST_FILES_MIB MiB of real files)
+lv_start_guest A $G "$MEM" "$(linux_guest_cmdline $((MEM / 4)) $((MEM / 4)) $((MEM / 8)) 0)" &&
+	filled=$(lv_wait_line A $G '^RIG (filled|fatal)' 1800) && lv_wait_seq A $G 1 ||
+	{ echo "bench_libvirt: the guest did not come up: ${filled:-}" >&2; exit 1; }
+echo "# plain libvirt p2p live migration, ${MEM} MiB TCG guest ($filled), $REPEAT runs a scenario, back and forth"
+
+AT=A
+failed=0
+
+# rx+tx bytes of host X's veth end
+veth_bytes() {
+	local ns dev
+	if [ "$1" = A ]; then ns=$NS_A dev=va$HOSTS_TAG; else ns=$NS_B dev=vb$HOSTS_TAG; fi
+	ip -n "$ns" -s -j link show "$dev" |
+		python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["stats64"]; print(s["tx"]["bytes"] + s["rx"]["bytes"])'
+}
+
+# median min max of the numbers on stdin, as JSON
+stats() {
+	sort -n | awk '{ v[NR] = $1 } END {
+		if (NR == 0) { printf "null"; exit }
+		printf "{\"median\":%d,\"min\":%d,\"max\":%d}", v[int((NR + 1) / 2)], v[1], v[NR] }'
+}
+
+# scenario LINK NAME RATE: REPEAT migrations, each from where the guest is to the other host
+scenario() {
+	local link=$1 name=$2 rate=$3 to i t0 t1 w0 job out v
+	local tt=() dt=() db=() wb=() wall=()
+	lv_set_rate $AT $G "$rate" || { echo "# $name: cannot set the dirty rate"; failed=1; return; }
+	lv_wait_seq $AT $G $(($(lv_seq $AT $G) + 1))
+	for i in $(seq "$REPEAT"); do
+		if [ $AT = A ]; then to=B; else to=A; fi
+		w0=$(veth_bytes $AT)
+		t0=$(date +%s%N)
+		out=$(lv_migrate $AT $to $G 2>&1) || { echo "# $link/$name run $i: $out"; failed=1; return; }
+		t1=$(date +%s%N)
+		wb+=($(($(veth_bytes $AT) - w0)))
+		AT=$to
+		job=$(lv_jobinfo $AT $G)
+		tt+=("$(echo "$job" | sed -n 's/^time_elapsed=//p')")
+		dt+=("$(echo "$job" | sed -n 's/^downtime=//p')")
+		db+=("$(echo "$job" | sed -n 's/^data_processed=//p')")
+		wall+=($(((t1 - t0) / 1000000)))
+		if ! v=$(lv_verify $AT $G); then
+			echo "# $link/$name run $i: check on $AT FAILED: $v"
+			lv_dump_logs "$G" | sed 's/^/#   /'
+			failed=1
+			return
+		fi
+		echo "# $link/$name run $i -> $AT: total ${tt[-1]} ms, downtime ${dt[-1]} ms, data ${db[-1]} B, wire ${wb[-1]} B, wall ${wall[-1]} ms"
+	done
+	printf '{"bench":"libvirt","path":"plain-libvirt","link":"%s","scenario":"%s","mem_mib":%d,"dirty_mib_s":%d,"runs":%d,"total_time_ms":%s,"downtime_ms":%s,"data_bytes":%s,"wire_bytes":%s,"wall_ms":%s}\n' \
+		"$link" "$name" "$MEM" "$rate" "${#tt[@]}" \
+		"$(printf '%s\n' "${tt[@]}" | stats)" "$(printf '%s\n' "${dt[@]}" | stats)" \
+		"$(printf '%s\n' "${db[@]}" | stats)" "$(printf '%s\n' "${wb[@]}" | stats)" \
+		"$(printf '%s\n' "${wall[@]}" | stats)"
+}
+
+link_part() {
+	scenario "$1" idle 0
+	scenario "$1" "dirty-${DIRTY}M" "$DIRTY"
+}
+
+link_part veth
+if command -v tc >/dev/null &&
+		ip netns exec "$NS_A" tc qdisc add dev "va$HOSTS_TAG" root tbf rate 1gbit burst 256kb latency 50ms &&
+		ip netns exec "$NS_B" tc qdisc add dev "vb$HOSTS_TAG" root tbf rate 1gbit burst 256kb latency 50ms; then
+	link_part veth-1gbit
+	ip netns exec "$NS_A" tc qdisc del dev "va$HOSTS_TAG" root
+	ip netns exec "$NS_B" tc qdisc del dev "vb$HOSTS_TAG" root
+else
+	echo "# shaped-link scenarios skipped: tc cannot add a tbf qdisc here"
+fi
+exit $failed
