@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -378,6 +379,10 @@ static void *fault_main(void *arg)
 	struct xport *x = NULL;
 	unsigned gen = 0;
 	bool resend = false, live = false;
+
+	/* vCPUs wait on it: ahead of the page streams for a core (where the
+	 * service may; else it runs as it is) */
+	setpriority(PRIO_PROCESS, (id_t)gettid(), -10);
 
 	while (!atomic_load(&d->stop)) {
 		struct mig_page_req rq[MIG_PAGE_REQ_MAX];

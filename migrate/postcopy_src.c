@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -135,6 +136,9 @@ static void *server_main(void *arg)
 	struct postcopy_src *pc = arg;
 	struct mig_page_req rq[MIG_PAGE_REQ_MAX + 1];
 	int ret = 0;
+
+	/* a vCPU there waits for each answer: ahead of the push for a core */
+	setpriority(PRIO_PROCESS, (id_t)gettid(), -10);
 
 	while (!ret && !atomic_load(&pc->server_stop)) {
 		uint16_t type;

@@ -6,7 +6,8 @@
  * until new links come, and then only what is missing is sent again; a
  * destination lost during post-copy leaves the source paused (never a
  * stale copy resumed); a cancel after the switch changes nothing; and a
- * destination that maps a zero page instead of waiting is caught.
+ * destination that maps a zero page instead of waiting is caught;
+ * malformed POSTCOPY records are refused.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -15,9 +16,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <endian.h>
+#include <string.h>
+
 #include "harness.h"
 #include "kvmguest.h"
 #include "migrate.h"
+#include "postcopy.h"
 
 #define MAX_DATA	2
 
@@ -470,4 +475,57 @@ TEST_T(a_zero_page_instead_of_waiting_is_caught, 120)
 	CHECK_MSG(arrival_problem(g.vm, &o, 200 << 20, why, sizeof(why)) != 0,
 		  "zero pages reached the guest and the checks did not notice");
 	vm_destroy(g.vm);
+}
+
+/* POSTCOPY records come from another host: each malformed one is refused
+ * with a reason, a good one adds its bits, records of a region add up. */
+static int owed_record(struct postcopy_dst *d, uint32_t region_id, unsigned instance,
+		       uint32_t version, uint64_t first, uint64_t count, size_t words,
+		       uint64_t last_word, char *err, size_t errlen)
+{
+	uint8_t buf[sizeof(struct ckpt_postcopy_rec) + 2048 * 8] = { 0 };
+	struct ckpt_postcopy_rec h = { .region_id = htole32(region_id),
+				       .first_page = htole64(first), .count = htole64(count) };
+	struct ckpt_record rec = { .type = CKPT_REC_STATE };
+	uint64_t w = htole64(last_word);
+
+	memcpy(buf, &h, sizeof(h));
+	if (words)
+		memcpy(buf + sizeof(h) + (words - 1) * 8, &w, 8);
+	rec.u.state.kind = CKPT_STATE_POSTCOPY;
+	rec.u.state.instance = instance;
+	rec.u.state.version = version;
+	rec.u.state.data = buf;
+	rec.u.state.len = sizeof(h) + words * 8;
+	return postcopy_dst_owed(d, &rec, err, errlen);
+}
+
+TEST(malformed_postcopy_records_are_refused)
+{
+	struct vm *vm = tg_boot(&(struct tg_opts){ .mem = 64 << 20, .vcpus = 1 });
+	struct ckpt_image_info info;
+	struct postcopy_dst *d;
+	uint64_t pages = vm->regions[0].size / VM_PAGE_SIZE, words = (pages + 63) / 64;
+	uint32_t id = vm->regions[0].id;
+	char err[256];
+
+	CHECK(words <= 2048);
+	vm_image_info(vm, &info);
+	d = postcopy_dst_new(vm, &info);
+	CHECK(d != NULL);
+	CHECK_EQ(owed_record(d, id, 0, 2, 0, pages, words, 1, err, sizeof(err)), -EBADMSG);
+	CHECK_EQ(owed_record(d, id + 1, 0, 1, 0, pages, words, 1, err, sizeof(err)), -EBADMSG);
+	CHECK_EQ(owed_record(d, id, 9, 1, 0, pages, words, 1, err, sizeof(err)), -EBADMSG);
+	CHECK_EQ(owed_record(d, id, 0, 1, 1, pages, words, 1, err, sizeof(err)), -EBADMSG);
+	CHECK_EQ(owed_record(d, id, 0, 1, 0, pages + 1, words, 1, err, sizeof(err)), -EBADMSG);
+	CHECK_EQ(owed_record(d, id, 0, 1, 0, pages, words - 1, 1, err, sizeof(err)), -EBADMSG);
+	CHECK_MSG(strstr(err, "bytes"), "a short bitmap's reason: %s", err);
+	CHECK_EQ(owed_record(d, id, 0, 1, 0, pages, 0, 0, err, sizeof(err)), -EBADMSG);
+	if (pages % 64)	/* a bit past the region's last page */
+		CHECK_EQ(owed_record(d, id, 0, 1, 0, pages, words, ~0ull, err, sizeof(err)),
+			 -EBADMSG);
+	CHECK_EQ(owed_record(d, id, 0, 1, 0, pages, words, 1, err, sizeof(err)), 0);
+	CHECK_EQ(owed_record(d, id, 0, 1, 0, pages, words, 3, err, sizeof(err)), 0);
+	postcopy_dst_free(d);
+	vm_destroy(vm);
 }

@@ -38,7 +38,8 @@ static void keep_links(struct xport **xs, unsigned n)
 	pthread_mutex_lock(&W.lock);
 	nold = W.pc_nlinks;
 	memcpy(old, W.pc_links, sizeof(old));
-	memcpy(W.pc_links, xs, n * sizeof(*xs));
+	if (n)
+		memcpy(W.pc_links, xs, n * sizeof(*xs));
 	W.pc_nlinks = n;
 	pthread_mutex_unlock(&W.lock);
 	for (unsigned i = 0; i < nold; i++)
