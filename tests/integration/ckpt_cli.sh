@@ -27,7 +27,7 @@ check verify_accepts_a_good_file $? "$out"
 
 cp "$f" "$dir/bad.ckpt"
 size=$(stat -c %s "$f")
-printf '\xff' | dd of="$dir/bad.ckpt" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+flip_byte "$dir/bad.ckpt" $((size / 2))
 out=$("$VMIGRATE" ckpt verify "$dir/bad.ckpt" 2>&1); rc=$?
 [ $rc = 1 ] && echo "$out" | grep -q "checksum mismatch"
 check verify_names_a_damaged_byte $? "rc=$rc: $out"

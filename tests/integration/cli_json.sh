@@ -72,7 +72,7 @@ fails backup_without_dir bad-argument none backup g --keep 2
 	--quiet >/dev/null 2>&1
 cp "$HOSTS_DIR/r.ckpt" "$HOSTS_DIR/bad.ckpt"
 size=$(stat -c %s "$HOSTS_DIR/bad.ckpt")
-printf '\xff' | dd of="$HOSTS_DIR/bad.ckpt" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+flip_byte "$HOSTS_DIR/bad.ckpt" $((size / 2))
 fails ckpt_verify_damaged_file integrity local_cli ckpt verify "$HOSTS_DIR/bad.ckpt"
 succeeds ckpt_info local_cli ckpt info "$HOSTS_DIR/r.ckpt"
 succeeds ckpt_verify local_cli ckpt verify "$HOSTS_DIR/r.ckpt"

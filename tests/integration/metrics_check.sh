@@ -232,7 +232,7 @@ out=$("$VMIGRATE" ckpt verify "$c/c3.ckpt" 2>&1); rc=$?
 check verify_checks_the_chain $? "rc=$rc: $(echo "$out" | flat)"
 
 size=$(stat -c %s "$c/c1.ckpt")
-printf '\xff' | dd of="$c/c1.ckpt" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+flip_byte "$c/c1.ckpt" $((size / 2))
 out=$("$VMIGRATE" ckpt verify "$c/c3.ckpt" 2>&1); rc=$?
 out2=$("$VMIGRATE" ckpt verify "$c/c3.ckpt" --file-only 2>&1); rc2=$?
 [ $rc = 1 ] && echo "$out" | grep -q "its parent $c/c1.ckpt is damaged" &&

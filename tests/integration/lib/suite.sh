@@ -33,3 +33,12 @@ check() {
 suite_end() {
 	[ "$FAILS" = 0 ]
 }
+
+# flip_byte FILE OFFSET: invert the byte at OFFSET, so that the file surely
+# changes (writing a fixed byte leaves it as it was where that byte was)
+flip_byte() {
+	local b
+	b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+	# shellcheck disable=SC2059
+	printf "$(printf '\\%03o' $((b ^ 255)))" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
+}
