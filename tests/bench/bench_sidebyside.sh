@@ -12,6 +12,11 @@
 # run, then the median and range of each contender and the ratio line.
 # Every figure is the contender's own total time (query-migrate total-time,
 # vmigrate's total_time_ms), measured here, nothing assumed.
+# A/B of a change: BENCH_SBS_BASE=DIR (the build directory of another
+# version, with vmigrate and vmigrated) adds "tcp-base", that version on
+# plain TCP, alternated with the others; BENCH_SBS_DIRTY=RATE makes every
+# vmigrate guest dirty at RATE (downtime); BENCH_SBS_ONLY="tcp tcp-base"
+# picks contenders.
 set -u
 BUILD=${1:-build}
 REPEAT=${BENCH_SBS_REPEAT:-5}
@@ -104,26 +109,45 @@ qemu_run() {	# one QEMU migration; prints its query-migrate reply
 # without restarts: TLS (the default) on the hosts' usual port, plain TCP
 # (--insecure) on the next port with state directories of their own.
 TCP_PORT=$((HOST_A_PORT + 10))
+BASE_PORT=$((HOST_A_PORT + 20))
 TCP_PIDS=()
-start_tcp_service() {	# start_tcp_service A|B
-	local dir=$HOSTS_DIR/$1-tcp addr
+start_tcp_service() {	# start_tcp_service A|B [SUFFIX PORT VMIGRATED]
+	local dir=$HOSTS_DIR/$1${2:--tcp} addr
 	if [ "$1" = A ]; then addr=$HOST_A_ADDR; else addr=$HOST_B_ADDR; fi
 	mkdir -p "$dir"
-	in_ns "$1" "$VMIGRATED" --state-dir "$dir" --listen "$addr:$TCP_PORT" --insecure >>"$dir/service.log" 2>&1 &
+	in_ns "$1" "${4:-$VMIGRATED}" --state-dir "$dir" --listen "$addr:${3:-$TCP_PORT}" --insecure \
+		>>"$dir/service.log" 2>&1 &
 	TCP_PIDS+=($!)
 	for _ in $(seq 50); do [ -S "$dir/vmigrated.sock" ] && return 0; sleep 0.1; done
 	echo "# tcp service $1 did not start:"; cat "$dir/service.log"
 	return 1
 }
-cli() { VMIGRATE_CONTROL="$HOSTS_DIR/$1/vmigrated.sock" "$VMIGRATE" "${@:2}"; }	# cli A|B|A-tcp|B-tcp ARGS
+cli() {	# cli A|B|A-tcp|B-tcp|A-base|B-base ARGS
+	local bin=$VMIGRATE
+	case $1 in *-base) bin=$BASE_VMIGRATE ;; esac
+	VMIGRATE_CONTROL="$HOSTS_DIR/$1/vmigrated.sock" "$bin" "${@:2}"
+}
+CONTENDERS=${BENCH_SBS_ONLY:-qemu tcp tls}
 hosts_start_service A && hosts_start_service B || exit 1
 start_tcp_service A && start_tcp_service B || exit 1
+if [ -n "${BENCH_SBS_BASE:-}" ]; then
+	BASE_VMIGRATE=$(realpath "$BENCH_SBS_BASE/vmigrate")
+	start_tcp_service A -base "$BASE_PORT" "$(realpath "$BENCH_SBS_BASE/vmigrated")" &&
+		start_tcp_service B -base "$BASE_PORT" "$(realpath "$BENCH_SBS_BASE/vmigrated")" || exit 1
+	[ -n "${BENCH_SBS_ONLY:-}" ] || CONTENDERS="$CONTENDERS tcp-base"
+fi
 
 vmig_run() {	# one vmigrate migration in mode tcp|tls; prints its JSON
 	local out sfx="" port=$HOST_B_PORT src dst
 	[ "$1" = tcp ] && { sfx=-tcp; port=$TCP_PORT; }
+	[ "$1" = tcp-base ] && { sfx=-base; port=$BASE_PORT; }
 	src=A$sfx dst=B$sfx
-	cli "$src" start bench --mem 1G --vcpus 2 --working-set 400M --stop-after 51200 >/dev/null ||
+	if [ -n "${BENCH_SBS_DIRTY:-}" ]; then
+		set -- --dirty-rate "$BENCH_SBS_DIRTY"
+	else
+		set -- --stop-after 51200
+	fi
+	cli "$src" start bench --mem 1G --vcpus 2 --working-set 400M "$@" >/dev/null ||
 		{ echo '{"status":"start-failed"}'; return; }
 	wait_counter "cli $src" bench 102400 ||
 		{ echo '{"status":"fill-failed"}'; cli "$src" stop bench >/dev/null; return; }
@@ -138,10 +162,10 @@ vmig_run() {	# one vmigrate migration in mode tcp|tls; prints its JSON
 	echo "$out"
 }
 
-declare -A TIMES
+declare -A TIMES DOWNS
 echo "# side by side: idle 1 GiB guest, 400 MiB random, $CHANNELS channels, $REPEAT alternations, 3 GiB touched and freed before each run"
 for i in $(seq "$REPEAT"); do
-	for c in qemu tcp tls; do
+	for c in $CONTENDERS; do
 		case $c in
 		qemu) [ "$QEMU_OK" = 1 ] || continue
 		      out=$(qemu_run)
@@ -158,6 +182,7 @@ for i in $(seq "$REPEAT"); do
 			continue
 		fi
 		TIMES[$c]="${TIMES[$c]:-} $t"
+		[ -n "$d" ] && DOWNS[$c]="${DOWNS[$c]:-} $d"
 		echo "{\"bench\":\"sidebyside\",\"contender\":\"$c\",\"run\":$i,\"total_time_ms\":$t,\"downtime_ms\":${d:-null}}"
 	done
 done
@@ -168,16 +193,18 @@ stat() {	# stat LIST: "median min max n"
 		m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
 		print m, v[1], v[NR], NR }'
 }
-declare -A MED
-for c in qemu tcp tls; do
+declare -A MED DT
+for c in $CONTENDERS; do
 	[ -n "${TIMES[$c]:-}" ] || continue
 	read -r m lo hi n <<<"$(stat "${TIMES[$c]}")"
 	MED[$c]=$m
-	echo "{\"bench\":\"sidebyside\",\"contender\":\"$c\",\"runs\":$n,\"median_ms\":$m,\"min_ms\":$lo,\"max_ms\":$hi}"
+	read -r dm dlo dhi _ <<<"$(stat "${DOWNS[$c]:-}")"
+	echo "{\"bench\":\"sidebyside\",\"contender\":\"$c\",\"runs\":$n,\"median_ms\":$m,\"min_ms\":$lo,\"max_ms\":$hi,\"downtime_median_ms\":$dm,\"downtime_min_ms\":$dlo,\"downtime_max_ms\":$dhi}"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 line="# ratio:"
 [ -n "${MED[qemu]:-}" ] && [ -n "${MED[tcp]:-}" ] && line="$line qemu/tcp $(ratio "${MED[qemu]}" "${MED[tcp]}")x"
 [ -n "${MED[qemu]:-}" ] && [ -n "${MED[tls]:-}" ] && line="$line qemu/tls $(ratio "${MED[qemu]}" "${MED[tls]}")x"
 [ -n "${MED[tcp]:-}" ] && [ -n "${MED[tls]:-}" ] && line="$line tls-rate/tcp-rate $(ratio "${MED[tcp]}" "${MED[tls]}")"
+[ -n "${MED[tcp-base]:-}" ] && [ -n "${MED[tcp]:-}" ] && line="$line tcp-base/tcp $(ratio "${MED[tcp-base]}" "${MED[tcp]}")x"
 echo "$line (medians; >1 means the second is faster)"
