@@ -9,8 +9,8 @@
  * sending it at the measured rate fits the downtime limit, the guest is
  * paused and the switchover begins (protocol.c), unless the rounds still
  * shrink: the limit is a ceiling, not a target, so while a round leaves at
- * most half of what it sent to the next one, up to EXTRA_ROUNDS more go out
- * (precopy_more()). Auto-converge throttles the vCPUs when the guest dirties
+ * most three quarters of what it sent to the next one, up to EXTRA_ROUNDS
+ * more go out (precopy_more()). Auto-converge throttles the vCPUs when the guest dirties
  * faster than the link drains.
  *
  * Progress (src_account()): the rate on the wire and the rate of pages dirtied
@@ -938,8 +938,8 @@ static bool want_postcopy(const struct source *s, unsigned round, uint64_t due, 
 #define EXTRA_ROUNDS	8
 
 /* The last round fits the limit: one more round, rather than the switch,
- * while the rounds still shrink (the next is at most half of this one's
- * due pages) and something beyond the state's own cost is left: each such
+ * while the rounds still shrink (the next is at most three quarters of
+ * this one's due pages) and something beyond the state's own cost is left: each such
  * round takes time the guest runs, and leaves less for the pause. */
 static bool precopy_more(const struct source *s, unsigned extra, uint64_t due, uint64_t next,
 			 uint64_t expect)
@@ -948,7 +948,7 @@ static bool precopy_more(const struct source *s, unsigned extra, uint64_t due, u
 		return false;
 	if (s->p->timeout_s > 0 && now() - s->t_start > s->p->timeout_s)
 		return false;
-	return next * 2 <= due;
+	return next * 4 <= due * 3;
 }
 
 static int precopy(struct source *s)

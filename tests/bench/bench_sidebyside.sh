@@ -39,6 +39,12 @@ sbs_cleanup() {
 	local p
 	for p in "${QEMU_PIDS[@]}" "${TCP_PIDS[@]}"; do kill "$p" 2>/dev/null; done
 	for p in "${QEMU_PIDS[@]}" "${TCP_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	if [ -n "${BENCH_SBS_LOGS:-}" ]; then	# keep the services' logs (with VMIGRATE_DEBUG=1: switchovers)
+		mkdir -p "$BENCH_SBS_LOGS"
+		for d in "$HOSTS_DIR"/*/; do
+			[ -e "$d/service.log" ] && cp "$d/service.log" "$BENCH_SBS_LOGS/$(basename "$d").log"
+		done
+	fi
 	hosts_cleanup
 }
 trap sbs_cleanup EXIT
