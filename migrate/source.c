@@ -939,8 +939,9 @@ static bool want_postcopy(const struct source *s, unsigned round, uint64_t due, 
 
 /* The last round fits the limit: one more round, rather than the switch,
  * while the rounds still shrink (the next is at most three quarters of
- * this one's due pages) and something beyond the state's own cost is left: each such
- * round takes time the guest runs, and leaves less for the pause. */
+ * this one's due pages) and something beyond the state's own cost is
+ * left: each such round takes time the guest runs, and leaves less for
+ * the pause. */
 static bool precopy_more(const struct source *s, unsigned extra, uint64_t due, uint64_t next,
 			 uint64_t expect)
 {
