@@ -168,6 +168,7 @@ test: all
 bench: all
 	$(Q)for b in $(BENCH_BINS); do $$b || exit 1; done
 	$(Q)tests/bench/bench_migrate.sh $(BUILD)
+	$(Q)tests/bench/bench_sidebyside.sh $(BUILD)
 	$(Q)tests/bench/bench_snapshot.sh $(BUILD)
 	$(Q)tests/bench/bench_replicate.sh $(BUILD)
 	$(Q)tests/bench/bench_failover.sh $(BUILD)

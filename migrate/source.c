@@ -7,8 +7,11 @@
  *
  * Convergence: after each round the next round's dirty set is known; if
  * sending it at the measured rate fits the downtime limit, the guest is
- * paused and the switchover begins (protocol.c). Auto-converge throttles
- * the vCPUs when the guest dirties faster than the link drains.
+ * paused and the switchover begins (protocol.c), unless the rounds still
+ * shrink: the limit is a ceiling, not a target, so while a round leaves at
+ * most three quarters of what it sent to the next one, up to EXTRA_ROUNDS
+ * more go out (precopy_more()). Auto-converge throttles the vCPUs when the guest dirties
+ * faster than the link drains.
  *
  * Progress (src_account()): the rate on the wire and the rate of pages dirtied
  * again after they were sent, both over about the last two seconds; the
@@ -822,13 +825,18 @@ static int switchover(struct source *s, unsigned round)
 	ret = src_sync_dirty(s, &remaining, true);
 	if (!ret)
 		ret = send_round(s, round, false, true, false);
-	if (!ret)
-		ret = page_out_finish(s->out);	/* data streams end before the state */
 	t[0] = now();
+	/* The state goes out on the control channel while the data channels
+	 * still send the last pages: the destination loads the state (which
+	 * touches no guest memory) as they land, and reports LOADED only once
+	 * every data stream has ended too (dest.c), so nothing is lost by not
+	 * waiting for them first. */
 	if (!ret)
 		ret = s->vm->ops->save_state(s->vm, s->w);
 	if (!ret)
 		ret = ckpt_writer_finish(s->w, NULL);
+	if (!ret)
+		ret = page_out_finish(s->out);
 	t[1] = now();
 	if (!ret)
 		ret = src_wait_msg(s, MIG_MSG_LOADED);
@@ -863,7 +871,8 @@ static int switchover(struct source *s, unsigned round)
 		return -EINPROGRESS;
 	}
 	if (getenv("VMIGRATE_DEBUG"))
-		fprintf(stderr, "vmigrate: switchover: %llu final pages %.2f ms, state %.2f ms, "
+		fprintf(stderr, "vmigrate: switchover: %llu final pages queued %.2f ms, state and "
+			"their end %.2f ms, "
 			"until loaded %.2f ms, until running %.2f ms\n",
 			(unsigned long long)remaining, (t[0] - s->t_pause) * 1e3,
 			(t[1] - t[0]) * 1e3, (t[2] - t[1]) * 1e3, (now() - t[2]) * 1e3);
@@ -936,11 +945,29 @@ static bool want_postcopy(const struct source *s, unsigned round, uint64_t due, 
 	}
 }
 
+/* Rounds past the first one that fits the downtime limit, at most. */
+#define EXTRA_ROUNDS	8
+
+/* The last round fits the limit: one more round, rather than the switch,
+ * while the rounds still shrink (the next is at most three quarters of
+ * this one's due pages) and something beyond the state's own cost is
+ * left: each such round takes time the guest runs, and leaves less for
+ * the pause. */
+static bool precopy_more(const struct source *s, unsigned extra, uint64_t due, uint64_t next,
+			 uint64_t expect)
+{
+	if (extra >= EXTRA_ROUNDS || next == 0 || expect <= STATE_OVERHEAD_MS)
+		return false;
+	if (s->p->timeout_s > 0 && now() - s->t_start > s->p->timeout_s)
+		return false;
+	return next * 4 <= due * 3;
+}
+
 static int precopy(struct source *s)
 {
 	struct ckpt_image_info *info = &s->info;
 	uint64_t dirty = 0;
-	unsigned round = 1;
+	unsigned round = 1, extra = 0;
 	int ret;
 
 	vm_image_info(s->vm, info);
@@ -998,8 +1025,12 @@ static int precopy(struct source *s)
 		s->prog->stats.expected_downtime_ms = expect;
 		pthread_mutex_unlock(&s->prog->lock);
 
-		if (expect <= s->p->max_downtime_ms)
-			break;
+		if (expect <= s->p->max_downtime_ms) {
+			if (!precopy_more(s, extra, due, dirty, expect))
+				break;
+			extra++;
+			continue;
+		}
 		if (s->p->fault_channel &&
 		    (want_postcopy(s, round, due, dirty) || atomic_load(&s->prog->postcopy_now)))
 			return postcopy_src_run(s, round + 1);
