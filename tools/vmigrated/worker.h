@@ -29,6 +29,8 @@ struct worker_spec {
 	struct peer_config peer;	/* how to talk to other hosts */
 	int home_port;			/* the service's port for peers (0: unknown) */
 	char control[512];		/* the service's control socket: job results go there */
+	char lv_sock_dir[256];		/* libvirt domains: where QEMU's stream sockets are */
+	char lv_jobs_dir[512];		/* and their jobs' files */
 };
 
 /* Fill a spec from a start request; -EINVAL with err on bad fields. */

@@ -1,0 +1,186 @@
+#!/bin/bash
+# libvirt domains through vmigrate, on the rig of lib/libvirt_hosts.sh: a
+# vmigrated beside each libvirtd (in the host's namespaces, so that both
+# see the same /run/vmigrate as that host's QEMU), `vmigrate list` and
+# `info` showing the domain (kind libvirt), a live migration A -> B driven
+# by libvirt peer to peer with QEMU's stream carried by vmigrate over TLS
+# (the guest goes on at B and its own check of every page and file passes
+# there), a paused migration B -> A whose RAM (pmemsave) is the same on both
+# ends, QEMU's stream-altering capabilities and post-copy refused naming
+# them with the domain still running, a cancelled migration that leaves the
+# domain where it was, and a teardown that leaves nothing behind.
+# Needs QEMU and libvirtd, not /dev/kvm.
+# VMIGRATE_SKIP_LIBVIRT_RIG=REASON skips it, saying why.
+set -u
+BUILD=${1:-build}
+. "$(dirname "$0")/lib/hosts.sh"
+. "$(dirname "$0")/lib/suite.sh"
+. "$(dirname "$0")/lib/linux_guest.sh"
+. "$(dirname "$0")/lib/libvirt_hosts.sh"
+t_start=$SECONDS
+LV_RUNS_VMIGRATE=1	# not skipped by VMIGRATE_SKIP_LIBVIRT_RIG: this is vmigrate's code
+suite_with_libvirt_hosts libvirt_migrate
+echo "# rig up in $((SECONDS - t_start)) s"
+
+MEM=256
+G=lvm
+QEMU_PIDS=
+
+# vmigrated of host X inside X's namespaces (its libvirt at qemu:///system
+# there, /run/vmigrate on X's own /run); PID in SVC_X_PID
+lv_start_service() {
+	local host=$1 dir=$HOSTS_DIR/$1 addr port pid
+	if [ "$host" = A ]; then addr=$HOST_A_ADDR port=$HOST_A_PORT; else addr=$HOST_B_ADDR port=$HOST_B_PORT; fi
+	rm -f "$dir/vmigrated.sock"
+	# nsenter without -p execs vmigrated: $! is the service itself
+	nsenter -t "$(lv_var LV_HOLDER "$host")" -m -u -n -- "$VMIGRATED" --state-dir "$dir" \
+		--listen "$addr:$port" --tls-dir "$HOSTS_DIR/pki/host$host" \
+		--libvirt qemu:///system >>"$dir/service.log" 2>&1 &
+	pid=$!
+	eval "SVC_${host}_PID=$pid"
+	for _ in $(seq 50); do [ -S "$dir/vmigrated.sock" ] && return 0; sleep 0.1; done
+	echo "# service $host did not start:"; sed 's/^/#   /' "$dir/service.log"
+	return 1
+}
+vmA() { VMIGRATE_CONTROL="$HOSTS_DIR/A/vmigrated.sock" "$VMIGRATE" "$@"; }
+vmB() { VMIGRATE_CONTROL="$HOSTS_DIR/B/vmigrated.sock" "$VMIGRATE" "$@"; }
+dump_services() {
+	local h
+	for h in A B; do echo "== service $h"; tail -n 12 "$HOSTS_DIR/$h/service.log"; done
+	lv_dump_logs $G
+}
+
+lv_start_service A && lv_start_service B
+check services_start $? "$(tail -n 5 "$HOSTS_DIR"/[AB]/service.log)"
+
+# ---- the guest boots on A; list and info show it ----
+lv_start_guest A $G $MEM "$(linux_guest_cmdline 16 16 24 8)"
+rc=$?
+filled=$(lv_wait_line A $G '^RIG (filled|fatal)')
+QEMU_PIDS="$QEMU_PIDS $(lv_qemu_pids A)"
+[ $rc = 0 ] && echo "$filled" | grep -q '^RIG filled ' && lv_wait_seq A $G 1
+check guest_boots $? "create rc=$rc; '${filled:-no RIG filled line}'"
+
+out=$(vmA list 2>&1)
+echo "$out" | grep -qE "^$G +libvirt +running +$MEM +1 " &&
+	vmA list --json | python3 -c '
+import json, sys
+g = [x for x in json.load(sys.stdin)["guests"] if x["name"] == sys.argv[1]]
+sys.exit(0 if len(g) == 1 and g[0]["kind"] == "libvirt" and g[0]["mem"] == int(sys.argv[2]) << 20 else 1)' $G $MEM
+check list_shows_domain $? "$out"
+out=$(vmA info $G 2>&1)
+echo "$out" | grep -q "^$G: libvirt domain, running, $MEM MiB .*1 vCPUs, uuid [0-9a-f-]\{36\}$"
+check info_shows_domain $? "$out"
+out=$(vmB info $G 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q "no guest named '$G'"
+check info_unknown_domain $? "rc=$rc: $out"
+
+# ---- refused: what would alter QEMU's stream; the domain stays on A ----
+virshA qemu-monitor-command $G '{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":true}]}}' >/dev/null
+out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --quiet 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q "capability xbzrle on" && [ "$(virshA domstate $G)" = running ] &&
+	[ -z "$(virshB list --name)" ]
+check refuses_xbzrle $? "rc=$rc: $out; A: $(virshA domstate $G 2>&1)"
+virshA qemu-monitor-command $G '{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false}]}}' >/dev/null
+out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --postcopy --quiet 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q "postcopy-ram" && [ "$(virshA domstate $G)" = running ]
+check refuses_postcopy $? "rc=$rc: $out"
+
+# ---- live migration A -> B through vmigrate ----
+seq_before=$(lv_seq A $G)
+out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --json 2>&1); rc=$?
+stateB=$(virshB domstate $G 2>&1)
+listA=$(virshA list --all --name 2>&1)
+QEMU_PIDS="$QEMU_PIDS $(lv_qemu_pids B)"
+[ $rc = 0 ] && [ "$stateB" = running ] && ! echo "$listA" | grep -qx $G
+check live_migration_a_to_b $? "rc=$rc: $out; on B: $stateB; A lists: $listA; $(dump_services)"
+echo "# A -> B: $(echo "$out" | tail -n 1)"
+# the stream went through vmigrate: both ends counted it, the same
+stats=$(echo "$out" | tail -n 1)
+in_job=$(ls "$HOSTS_DIR/B/libvirt-jobs/" 2>/dev/null | head -n 1)
+python3 - "$stats" "$HOSTS_DIR/B/libvirt-jobs/$in_job" <<'PY'
+import json, sys
+s = json.loads(sys.argv[1])
+d = json.load(open(sys.argv[2]))
+ok = (s["status"] == "completed" and s["qemu_stream_bytes"] > 16 << 20 and
+      s["normal_pages"] > 4096 and s["device_bytes"] > 0 and
+      s["transferred_bytes"] > s["qemu_stream_bytes"] and
+      d["done"] and d["stats"]["status"] == "completed" and
+      d["stats"]["qemu_stream_bytes"] == s["qemu_stream_bytes"])
+sys.exit(0 if ok else 1)
+PY
+check stream_carried_by_vmigrate $? "source: $stats; destination: $(cat "$HOSTS_DIR/B/libvirt-jobs/$in_job" 2>&1)"
+
+seq_a=$(lv_seq A $G)
+lv_wait_seq B $G "$seq_a" && [ "$seq_a" -ge "$seq_before" ]
+check goes_on_at_b $? "B's last progress seq $(lv_seq B $G), A's last $seq_a"
+v=$(lv_verify B $G)
+check data_intact_at_b $? "$v"
+out=$(vmB list 2>&1)
+echo "$out" | grep -qE "^$G +libvirt +running " && ! vmA list | grep -q "^$G "
+check list_follows_domain $? "B: $out; A: $(vmA list 2>&1)"
+
+# ---- a paused migration B -> A: the RAM is the same on both ends ----
+memB=$HOSTS_DIR/mem-B.bin memA=$HOSTS_DIR/mem-A.bin
+virshB suspend $G >/dev/null && lv_pmemsave B $G "$memB" $MEM &&
+	sumB=$(sha256sum <"$memB" | cut -d' ' -f1) && rm -f "$memB" &&
+	out=$(vmB migrate $G "$HOST_A_ADDR:$HOST_A_PORT" --libvirt-dest "$LV_URI_A" --quiet 2>&1) &&
+	stateA=$(virshA domstate $G) && [ "$stateA" = paused ] &&
+	lv_pmemsave A $G "$memA" $MEM && sumA=$(sha256sum <"$memA" | cut -d' ' -f1) &&
+	[ "$(stat -c %s "$memA")" = $((MEM * 1024 * 1024)) ] && [ "$sumA" = "$sumB" ]
+check paused_migration_ram_identical $? "B ${sumB:-?} A ${sumA:-?} state on A ${stateA:-?}: ${out:-}"
+rm -f "$memA" "$memB"
+virshA resume $G >/dev/null && lv_wait_seq A $G "$(lv_seq B $G)" && v=$(lv_verify A $G)
+check resumes_intact_at_a $? "${v:-resume failed or no progress past seq $(lv_seq B $G)}"
+
+# ---- cancel: libvirt aborts the job, the domain stays on A ----
+# 1 MiB/s: the job outlasts the cancel by far
+vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --bandwidth 1M \
+	--json >"$HOSTS_DIR/cancel.out" 2>&1 &
+mig=$!
+job=
+for _ in $(seq 300); do
+	job=$(vmA jobs --json 2>/dev/null | python3 -c '
+import json, sys
+for j in json.load(sys.stdin)["jobs"]:
+    if j.get("kind") == "libvirt" and not j["done"] and j["stats"]["status"] == "active":
+        print(j["job"])' 2>/dev/null)
+	[ -n "$job" ] && break
+	sleep 0.1
+done
+[ -n "$job" ] && vmA cancel "$job" >/dev/null 2>&1
+crc=$?
+wait $mig
+rc=$?
+out=$(cat "$HOSTS_DIR/cancel.out")
+[ -n "$job" ] && [ $crc = 0 ] && [ $rc = 1 ] && [ "$(virshA domstate $G)" = running ] &&
+	[ -z "$(virshB list --name)" ] && echo "$out" | tail -n 1 | grep -q '"status":"cancelled"'
+check cancel_keeps_domain_on_a $? "job '${job:-none seen active}' cancel rc=$crc migrate rc=$rc: $out"
+seq_a=$(lv_seq A $G)
+lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
+check goes_on_at_a_after_cancel $? "${v:-no progress past seq $seq_a}"
+
+# ---- teardown leaves nothing behind ----
+holders="$LV_HOLDER_A $LV_HOLDER_B" daemons="$LV_LIBVIRTD_A $LV_LIBVIRTD_B $SVC_A_PID $SVC_B_PID"
+mntns="$LV_MNTNS_A $LV_MNTNS_B"
+socks=$(lv_exec A ls /run/vmigrate 2>&1; lv_exec B ls /run/vmigrate 2>&1)
+libvirt_hosts_cleanup
+hosts_cleanup
+left=
+echo "$socks" | grep -q '^qemu-' && left="$left sockets: $socks"
+for p in $holders $daemons $QEMU_PIDS; do
+	[ -e /proc/"$p" ] && case $(readlink /proc/"$p"/ns/mnt) in
+	${LV_MNTNS_A:-none}|${LV_MNTNS_B:-none}) left="$left pid $p ($(cat /proc/"$p"/comm))" ;;
+	esac
+done
+for p in /proc/[0-9]*; do
+	n=$(readlink "$p/ns/mnt" 2>/dev/null) || continue
+	for m in $mntns; do [ "$n" = "$m" ] && left="$left ${p#/proc/} in $m"; done
+done
+ip netns list | grep -qE "^($NS_A|$NS_B)( |$)" && left="$left namespaces"
+[ -e "$HOSTS_DIR" ] && left="$left $HOSTS_DIR"
+[ -z "$left" ]
+check cleanup_leaves_nothing $? "left behind:$left"
+
+echo "# libvirt_migrate took $((SECONDS - t_start)) s"
+suite_end
