@@ -163,11 +163,11 @@ check goes_on_at_a_after_cancel $? "${v:-no progress past seq $seq_a}"
 # ---- teardown leaves nothing behind ----
 holders="$LV_HOLDER_A $LV_HOLDER_B" daemons="$LV_LIBVIRTD_A $LV_LIBVIRTD_B $SVC_A_PID $SVC_B_PID"
 mntns="$LV_MNTNS_A $LV_MNTNS_B"
-socks=$(lv_exec A ls /run/vmigrate 2>&1; lv_exec B ls /run/vmigrate 2>&1)
+socks=$(for h in A B; do lv_exec $h ls /run/vmigrate 2>&1 | sed "s/^/$h:/"; done)
 libvirt_hosts_cleanup
 hosts_cleanup
 left=
-echo "$socks" | grep -q '^qemu-' && left="$left sockets: $socks"
+echo "$socks" | grep -q '^[AB]:qemu-' && left="$left sockets: $socks"
 for p in $holders $daemons $QEMU_PIDS; do
 	[ -e /proc/"$p" ] && case $(readlink /proc/"$p"/ns/mnt) in
 	${LV_MNTNS_A:-none}|${LV_MNTNS_B:-none}) left="$left pid $p ($(cat /proc/"$p"/comm))" ;;

@@ -984,6 +984,9 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 		frame_send(x, LVD_FRAME_END, NULL, 0);
 	if (in.q >= 0)
 		close(in.q);	/* on a failure the destination QEMU fails its incoming */
+	/* QEMU listens once: connected to or gone (a cancelled job), its
+	 * socket file is of no more use, and it lies in our directory */
+	unlink(path);
 	{
 		struct json_object *o = json_object_new_object(), *st = json_object_new_object();
 
