@@ -160,6 +160,41 @@ seq_a=$(lv_seq A $G)
 lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
 check goes_on_at_a_after_cancel $? "${v:-no progress past seq $seq_a}"
 
+# ---- the destination's service dies mid-stream: a clear error, the domain stays on A ----
+vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --bandwidth 1M \
+	--json >"$HOSTS_DIR/peer.out" 2>&1 &
+mig=$!
+victim=
+for _ in $(seq 300); do
+	# the destination's process for this job, a child of the service we started
+	victim=$(lv_pids_named B vmg:lv-in)
+	[ -n "$victim" ] && [ -n "$(virshB list --name 2>/dev/null)" ] &&
+		vmA jobs --json 2>/dev/null | grep -q '"status":"active"' && break
+	victim=
+	sleep 0.1
+done
+[ -n "$victim" ] && kill -9 $victim
+wait $mig
+rc=$?
+out=$(cat "$HOSTS_DIR/peer.out")
+gone=1
+for _ in $(seq 100); do [ -z "$(virshB list --name 2>/dev/null)" ] && gone=0 && break; sleep 0.1; done
+# B's service finds its job's process gone: the job failed, its socket file goes
+swept=1
+for _ in $(seq 100); do
+	! lv_exec B ls /run/vmigrate | grep -q '^qemu-' &&
+		vmB jobs --completed --json | grep -q '"error":"the job.s process ended before the job did"' &&
+		swept=0 && break
+	sleep 0.1
+done
+[ -n "$victim" ] && [ $rc = 1 ] && [ "$(virshA domstate $G)" = running ] && [ $gone = 0 ] &&
+	[ $swept = 0 ] &&
+	echo "$out" | tail -n 1 | grep -q '"status":"failed","error":"the destination.s service: it closed the session'
+check peer_lost_keeps_domain_on_a $? "killed '${victim:-nothing}' rc=$rc B lists '$(virshB list --name 2>&1)' swept=$swept ($(lv_exec B ls /run/vmigrate | tr '\n' ' '); $(vmB jobs --completed --json 2>&1)): $out"
+seq_a=$(lv_seq A $G)
+lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
+check goes_on_at_a_after_peer_lost $? "${v:-no progress past seq $seq_a}"
+
 # ---- teardown leaves nothing behind ----
 holders="$LV_HOLDER_A $LV_HOLDER_B" daemons="$LV_LIBVIRTD_A $LV_LIBVIRTD_B $SVC_A_PID $SVC_B_PID"
 mntns="$LV_MNTNS_A $LV_MNTNS_B"

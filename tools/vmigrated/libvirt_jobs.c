@@ -334,6 +334,55 @@ struct json_object *lvd_cancel(struct lvd_config *c, const char *job)
 	return rep;
 }
 
+/* A job whose process is gone without a word (killed): its file says so,
+ * and the QEMU socket it used goes. */
+static void sweep_job(struct lvd_config *c, const char *job)
+{
+	struct json_object *o = read_status(c->jobs_dir, job), *st;
+	long long pid = o ? ipc_int(o, "pid", 0) : 0;
+	char path[700];
+
+	if (!o || ipc_bool(o, "done", false) || pid <= 0 || kill((pid_t)pid, 0) == 0 ||
+	    errno != ESRCH) {
+		json_object_put(o);
+		return;
+	}
+	if (!json_object_object_get_ex(o, "stats", &st)) {
+		st = json_object_new_object();
+		json_object_object_add(o, "stats", st);
+	}
+	json_object_object_add(st, "status", json_object_new_string("failed"));
+	json_object_object_add(st, "error", json_object_new_string(
+		"the job's process ended before the job did"));
+	json_object_object_add(o, "done", json_object_new_boolean(1));
+	write_status(c->jobs_dir, job, o);
+	log_write(LOG_WARNING, ipc_str(o, "guest", ""), job, "job %s: its process (pid %lld) "
+		"ended before the job did", job, pid);
+	json_object_put(o);
+	snprintf(path, sizeof(path), "%s/qemu-%s.sock", c->sock_dir, job);
+	unlink(path);
+}
+
+void lvd_sweep(struct lvd_config *c)
+{
+	DIR *d;
+	struct dirent *e;
+
+	if (!c->uri[0] || !(d = opendir(c->jobs_dir)))
+		return;
+	while ((e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		char job[256];
+
+		if (n < 6 || n - 5 >= sizeof(job) || strcmp(e->d_name + n - 5, ".json"))
+			continue;
+		memcpy(job, e->d_name, n - 5);
+		job[n - 5] = 0;
+		sweep_job(c, job);
+	}
+	closedir(d);
+}
+
 /* ---- frames on the session ---- */
 
 static int frame_send(struct xport *x, uint32_t type, const void *buf, uint32_t len)
@@ -901,6 +950,7 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 		json_object_object_add(o, "guest", json_object_new_string(h->name));
 		json_object_object_add(o, "kind", json_object_new_string("libvirt"));
 		json_object_object_add(o, "direction", json_object_new_string("incoming"));
+		json_object_object_add(o, "pid", json_object_new_int(getpid()));
 		json_object_object_add(o, "done", json_object_new_boolean(0));
 		write_status(jobs_dir, h->job, o);
 		json_object_put(o);

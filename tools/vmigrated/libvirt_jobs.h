@@ -72,6 +72,9 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 struct json_object *lvd_job(struct lvd_config *c, const char *job);
 /* Append the libvirt jobs (running; with completed, the finished ones). */
 void lvd_jobs(struct lvd_config *c, struct json_object *jobs, bool running, bool completed);
+/* Jobs whose process was killed: marked failed, their QEMU socket removed
+ * (the service calls it now and then; the processes are its children). */
+void lvd_sweep(struct lvd_config *c);
 /* cancel: virDomainAbortJob; NULL when no libvirt job has that id. */
 struct json_object *lvd_cancel(struct lvd_config *c, const char *job);
 

@@ -1250,8 +1250,14 @@ int main(int argc, char **argv)
 		double t = (double)now_ms() / 1e3;
 
 		watchdog_ping(&sv);
-		while (waitpid(-1, NULL, WNOHANG) > 0)
-			;	/* guest processes that ended */
+		{
+			bool reaped = false;
+
+			while (waitpid(-1, NULL, WNOHANG) > 0)
+				reaped = true;	/* guest processes that ended */
+			if (reaped)
+				lvd_sweep(&sv.lv);	/* a libvirt job's killed process */
+		}
 		if (under_systemd() && ((sv.status_due && t - sv.status_at >= 1) ||
 					t - sv.status_at >= STATUS_EVERY_S))
 			notify_status(&sv);
