@@ -86,9 +86,16 @@ out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --po
 [ $rc = 1 ] && echo "$out" | grep -q "postcopy-ram" && [ "$(virshA domstate $G)" = running ]
 check refuses_postcopy $? "rc=$rc: $out"
 
+# a destination libvirt that does not answer: libvirt's own error, the domain stays
+out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "qemu+tcp://$HOST_B_ADDR:1/system" --quiet 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | tail -n 1 | grep -q "^$G: failed: libvirt's migration: .*$HOST_B_ADDR" &&
+	[ "$(virshA domstate $G)" = running ]
+check unreachable_libvirt_dest_fails_clearly $? "rc=$rc: $out"
+
 # ---- live migration A -> B through vmigrate ----
 seq_before=$(lv_seq A $G)
-out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --json 2>&1); rc=$?
+out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --max-downtime 500 \
+	--json 2>&1); rc=$?
 stateB=$(virshB domstate $G 2>&1)
 listA=$(virshA list --all --name 2>&1)
 QEMU_PIDS="$QEMU_PIDS $(lv_qemu_pids B)"
@@ -97,12 +104,15 @@ check live_migration_a_to_b $? "rc=$rc: $out; on B: $stateB; A lists: $listA; $(
 echo "# A -> B: $(echo "$out" | tail -n 1)"
 # the stream went through vmigrate: both ends counted it, the same
 stats=$(echo "$out" | tail -n 1)
-in_job=$(ls "$HOSTS_DIR/B/libvirt-jobs/" 2>/dev/null | head -n 1)
+in_job=$(echo "$out" | sed -n 's/^vmigrate: job \([^:]*\): .*/\1/p' | head -n 1).json
 python3 - "$stats" "$HOSTS_DIR/B/libvirt-jobs/$in_job" <<'PY'
 import json, sys
 s = json.loads(sys.argv[1])
 d = json.load(open(sys.argv[2]))
+# libvirt's final figures (the destination's completed job), and ours
 ok = (s["status"] == "completed" and s["qemu_stream_bytes"] > 16 << 20 and
+      s["remaining_bytes"] == 0 and s["rounds"] >= 1 and
+      s["libvirt_data_processed"] > 16 << 20 and
       s["normal_pages"] > 4096 and s["device_bytes"] > 0 and
       s["transferred_bytes"] > s["qemu_stream_bytes"] and
       d["done"] and d["stats"]["status"] == "completed" and

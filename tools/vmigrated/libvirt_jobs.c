@@ -829,7 +829,10 @@ end:
 	if (have_stt)
 		pthread_join(stt, NULL);
 	{
-		struct lv_host *h = lv_open(c->uri, err, sizeof(err));
+		/* libvirt's final figures: where the domain is now (a transient
+		 * domain that moved is gone from here, and its job with it) */
+		bool moved = have_mt && !g.mig_ret;
+		struct lv_host *h = lv_open(moved ? o->dest_uri : c->uri, err, sizeof(err));
 		struct lv_job_stats s;
 
 		if (h && lv_job_stats(h, o->name, true, &s, err, sizeof(err)) == 0 && s.active) {
