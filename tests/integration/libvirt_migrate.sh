@@ -26,24 +26,6 @@ MEM=256
 G=lvm
 QEMU_PIDS=
 
-# vmigrated of host X inside X's namespaces (its libvirt at qemu:///system
-# there, /run/vmigrate on X's own /run); PID in SVC_X_PID
-lv_start_service() {
-	local host=$1 dir=$HOSTS_DIR/$1 addr port pid
-	if [ "$host" = A ]; then addr=$HOST_A_ADDR port=$HOST_A_PORT; else addr=$HOST_B_ADDR port=$HOST_B_PORT; fi
-	rm -f "$dir/vmigrated.sock"
-	# nsenter without -p execs vmigrated: $! is the service itself
-	nsenter -t "$(lv_var LV_HOLDER "$host")" -m -u -n -- "$VMIGRATED" --state-dir "$dir" \
-		--listen "$addr:$port" --tls-dir "$HOSTS_DIR/pki/host$host" \
-		--libvirt qemu:///system >>"$dir/service.log" 2>&1 &
-	pid=$!
-	eval "SVC_${host}_PID=$pid"
-	for _ in $(seq 50); do [ -S "$dir/vmigrated.sock" ] && return 0; sleep 0.1; done
-	echo "# service $host did not start:"; sed 's/^/#   /' "$dir/service.log"
-	return 1
-}
-vmA() { VMIGRATE_CONTROL="$HOSTS_DIR/A/vmigrated.sock" "$VMIGRATE" "$@"; }
-vmB() { VMIGRATE_CONTROL="$HOSTS_DIR/B/vmigrated.sock" "$VMIGRATE" "$@"; }
 dump_services() {
 	local h
 	for h in A B; do echo "== service $h"; tail -n 12 "$HOSTS_DIR/$h/service.log"; done
