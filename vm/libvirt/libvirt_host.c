@@ -267,7 +267,9 @@ int lv_job_stats(struct lv_host *h, const char *name, bool completed, struct lv_
 	if (!dom)
 		return ret;
 	if (virDomainGetJobStats(dom, &type, &params, &n,
-				 completed ? VIR_DOMAIN_JOB_STATS_COMPLETED : 0) < 0) {
+				 /* kept: they are libvirt's to show (domjobinfo --completed) */
+				 completed ? VIR_DOMAIN_JOB_STATS_COMPLETED |
+				 VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED : 0) < 0) {
 		ret = fail(err, errlen, "virDomainGetJobStats");
 		goto out;
 	}

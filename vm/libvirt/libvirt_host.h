@@ -70,7 +70,8 @@ struct lv_job_stats {
 	uint64_t expected_downtime_ms;	/* not reported by every libvirt: 0 */
 };
 
-/* The domain's running job (completed: the last one that ended). */
+/* The domain's running job (completed: the last one that ended, left for
+ * libvirt's other clients to read too). */
 int lv_job_stats(struct lv_host *h, const char *name, bool completed, struct lv_job_stats *s,
 		 char *err, size_t errlen);
 /* virDomainAbortJob: the running migration is cancelled, the domain stays. */

@@ -232,6 +232,7 @@ lv_qemu_pids() { lv_pids_named "$1" qemu-system-x86; }
 
 libvirt_hosts_cleanup() {
 	local host dom pids holder
+	hosts_stop_services	# a vmigrated beside libvirtd (lv_start_service) first
 	for host in A B; do
 		holder=$(lv_var LV_HOLDER "$host")
 		[ -n "$holder" ] || continue
