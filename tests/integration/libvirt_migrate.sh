@@ -35,6 +35,55 @@ dump_services() {
 lv_start_service A && lv_start_service B
 check services_start $? "$(tail -n 5 "$HOSTS_DIR"/[AB]/service.log)"
 
+# ---- a hostile source: B's service gives up on it saying why, and goes on ----
+# hostile_peer JOB bad-frame|garbage: a TLS peer (A's certificate) that says
+# "libvirt-in", then sends a frame the protocol does not have, or bytes that
+# are no QEMU stream; prints what B answered (its ABORT frame's reason)
+hostile_peer() {
+	ip netns exec "$NS_A" python3 - "$HOST_B_ADDR" "$HOST_B_PORT" "$HOSTS_DIR/pki/hostA" "$1" "$2" <<'PY'
+import json, socket, ssl, struct, sys
+host, port, pki, job, kind = sys.argv[1:6]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations(pki + "/ca.crt")
+ctx.load_cert_chain(pki + "/cert.pem", pki + "/key.pem")
+s = ctx.wrap_socket(socket.create_connection((host, int(port)), 10), server_hostname=host)
+s.sendall((json.dumps({"op": "libvirt-in", "name": "hostile", "job": job, "channels": 0}) + "\n").encode())
+rep = b""
+while not rep.endswith(b"\n"):
+    c = s.recv(1)
+    if not c:
+        sys.exit("closed before answering the hello")
+    rep += c
+if not json.loads(rep).get("ok"):
+    sys.exit("hello refused: %r" % rep)
+if kind == "bad-frame":
+    s.sendall(struct.pack("<II", 9, 0))
+else:
+    s.sendall(struct.pack("<II", 1, 16) + b"not QEMU at all!")
+data = b""
+try:
+    while True:
+        d = s.recv(4096)
+        if not d:
+            break
+        data += d
+except (OSError, ssl.SSLError):
+    pass
+t, n = struct.unpack("<II", data[:8]) if len(data) >= 8 else (0, 0)
+print("type=%d %s" % (t, data[8:8 + n].decode(errors="replace")))
+PY
+}
+out1=$(hostile_peer hostile-1 bad-frame 2>&1)
+out2=$(hostile_peer hostile-2 garbage 2>&1)
+j1=$(cat "$HOSTS_DIR/B/libvirt-jobs/hostile-1.json" 2>&1)
+j2=$(cat "$HOSTS_DIR/B/libvirt-jobs/hostile-2.json" 2>&1)
+echo "$out1" | grep -q "^type=3 the source's service: a frame this protocol does not have" &&
+	echo "$out2" | grep -q "^type=3 the source's stream: " &&
+	echo "$j1" | grep -q '"status":"failed","error":"the source.s service: a frame this protocol does not have"' &&
+	echo "$j2" | grep -q '"status":"failed","error":"the source.s stream: ' &&
+	kill -0 "$SVC_B_PID" && vmB list >/dev/null && ! lv_exec B ls /run/vmigrate | grep -q '^qemu-'
+check hostile_source_refused $? "bad frame: $out1 ($j1); garbage: $out2 ($j2)"
+
 # ---- the guest boots on A; list and info show it ----
 lv_start_guest A $G $MEM "$(linux_guest_cmdline 16 16 24 8)"
 rc=$?

@@ -871,12 +871,20 @@ struct incoming {
 	int q;
 	struct qstream_writer *w;
 	uint64_t bytes;
+	const char *path;		/* the destination QEMU's socket */
+	char err[400];			/* why it could not be reached */
 };
 
+static int connect_qemu(const char *path, char *err, size_t errlen);
+
+/* The first bytes the writer has for QEMU open its socket: a stream the
+ * parser rejects at once never reaches QEMU at all. */
 static int to_qemu(void *opaque, const void *buf, size_t len)
 {
 	struct incoming *in = opaque;
 
+	if (in->q < 0 && (in->q = connect_qemu(in->path, in->err, sizeof(in->err))) < 0)
+		return -EIO;
 	in->bytes += len;
 	return write_all(in->q, buf, len);
 }
@@ -935,6 +943,7 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 		_exit(1);
 	}
 	snprintf(path, sizeof(path), "%s/qemu-%s.sock", sock_dir, h->job);
+	in.path = path;
 	in.w = qstream_writer_new(&sink);
 	p = qstream_parser_new(dst_event, &in);
 	if (!in.w || !p) {
@@ -987,24 +996,23 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 						 qstream_parser_errmsg(p));
 				else if (qstream_writer_flush(in.w))
 					snprintf(err, sizeof(err), "the destination QEMU: %s",
-						 qstream_writer_errmsg(in.w));
+						 in.err[0] ? in.err : qstream_writer_errmsg(in.w));
 				if (in.q >= 0)
 					shutdown(in.q, SHUT_WR);
 				else
 					q_eof = true;
 				continue;
 			}
-			if (in.q < 0 && (in.q = connect_qemu(path, err, sizeof(err))) < 0)
-				break;
 			if (qstream_parser_feed(p, buf, len))
 				snprintf(err, sizeof(err), "%s: %s",
 					 qstream_parser_error(p) == QSTREAM_E_CONSUMER ?
 					 "the destination QEMU" : "the source's stream",
-					 qstream_parser_error(p) == QSTREAM_E_CONSUMER ?
-					 qstream_writer_errmsg(in.w) : qstream_parser_errmsg(p));
+					 in.err[0] ? in.err : qstream_parser_error(p) ==
+					 QSTREAM_E_CONSUMER ? qstream_writer_errmsg(in.w) :
+					 qstream_parser_errmsg(p));
 			else if (qstream_writer_flush(in.w))
 				snprintf(err, sizeof(err), "the destination QEMU: %s",
-					 qstream_writer_errmsg(in.w));
+					 in.err[0] ? in.err : qstream_writer_errmsg(in.w));
 			continue;
 		}
 		n = poll(pfd, 2, 1000);
