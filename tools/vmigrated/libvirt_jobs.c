@@ -243,7 +243,7 @@ out:
 
 static void write_status(const char *jobs_dir, const char *job, struct json_object *o)
 {
-	char path[700], tmp[720];
+	char path[1024], tmp[1040];
 	const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	FILE *f;
 
@@ -261,7 +261,7 @@ static void write_status(const char *jobs_dir, const char *job, struct json_obje
 
 static struct json_object *read_status(const char *jobs_dir, const char *job)
 {
-	char path[700];
+	char path[1024];
 
 	if (!safe_word(job))
 		return NULL;
@@ -340,7 +340,7 @@ static void sweep_job(struct lvd_config *c, const char *job)
 {
 	struct json_object *o = read_status(c->jobs_dir, job), *st;
 	long long pid = o ? ipc_int(o, "pid", 0) : 0;
-	char path[700];
+	char path[1024];
 
 	if (!o || ipc_bool(o, "done", false) || pid <= 0 || kill((pid_t)pid, 0) == 0 ||
 	    errno != ESRCH) {
