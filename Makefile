@@ -33,6 +33,7 @@ PKG_libxxhash  := libxxhash-dev
 PKG_libssl     := libssl-dev
 PKG_libcrypto  := libssl-dev
 PKG_libvirt    := libvirt-dev
+PKG_libvirt-qemu := libvirt-dev
 PKG_librdmacm  := librdmacm-dev
 PKG_libibverbs := libibverbs-dev
 PKG_json-c     := libjson-c-dev
@@ -40,7 +41,7 @@ PKG_libcurl    := libcurl4-openssl-dev
 PKG_libmicrohttpd := libmicrohttpd-dev
 PKG_inih       := libinih-dev
 PKG_libsystemd := libsystemd-dev
-PKGS := liblz4 libxxhash libssl libcrypto libvirt librdmacm libibverbs json-c libcurl
+PKGS := liblz4 libxxhash libssl libcrypto libvirt libvirt-qemu librdmacm libibverbs json-c libcurl
 PKGS += libmicrohttpd inih libsystemd
 
 NO_BUILD_GOALS := deps clean help man uninstall

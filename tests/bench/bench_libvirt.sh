@@ -1,6 +1,8 @@
 #!/bin/bash
-# Baseline for libvirt guests: libvirt's own peer-to-peer live migration
-# (no vmigrate) of the rig's Linux guest under TCG (lib/libvirt_hosts.sh,
+# libvirt guests side by side: libvirt's own peer-to-peer live migration
+# (path plain-libvirt) and the same migration through vmigrate (path
+# vmigrate: libvirt runs the job, QEMU's stream goes through a vmigrated on
+# each host over TLS) of the rig's Linux guest under TCG (lib/libvirt_hosts.sh,
 # lib/linux_guest.sh) between the two namespaced hosts, over the plain veth
 # and over the veth shaped to 1 Gbit/s (tbf on both ends), the guest idle
 # and dirtying; the "plain libvirt" column of the side-by-side table that
@@ -13,7 +15,8 @@
 # guest checks all its data after every run; a failed run or check fails
 # the benchmark.
 # Knobs: BENCH_LIBVIRT_MEM (MiB, default 512), BENCH_LIBVIRT_DIRTY (MiB/s,
-# default 16), BENCH_LIBVIRT_REPEAT.
+# default 16), BENCH_LIBVIRT_REPEAT, BENCH_LIBVIRT_PATHS (default
+# "plain-libvirt vmigrate").
 set -u
 BUILD=${1:-build}
 here=$(dirname "$0")/../integration/lib
@@ -24,6 +27,7 @@ here=$(dirname "$0")/../integration/lib
 MEM=${BENCH_LIBVIRT_MEM:-512}
 DIRTY=${BENCH_LIBVIRT_DIRTY:-16}
 REPEAT=${BENCH_LIBVIRT_REPEAT:-3}
+PATHS=${BENCH_LIBVIRT_PATHS:-plain-libvirt vmigrate}
 G=bench
 libvirt_hosts_traps	# first: hosts.sh made HOSTS_DIR already
 if missing=$(libvirt_hosts_missing); then
@@ -38,13 +42,17 @@ case $? in
 esac
 hosts_setup && [ "$USE_NETNS" = 1 ] && libvirt_hosts_setup ||
 	{ echo "bench_libvirt: cannot set up the libvirt hosts" >&2; exit 1; }
+case " $PATHS " in
+*" vmigrate "*) lv_start_service A && lv_start_service B ||
+	{ echo "bench_libvirt: cannot start vmigrated beside libvirtd" >&2; exit 1; } ;;
+esac
 
 # a quarter of the guest random, a quarter text, an eighth the working set
 # (and the initramfs's $LINUX_GUEST_FILES_MIB MiB of real files)
 lv_start_guest A $G "$MEM" "$(linux_guest_cmdline $((MEM / 4)) $((MEM / 4)) $((MEM / 8)) 0)" &&
 	filled=$(lv_wait_line A $G '^RIG (filled|fatal)' 1800) && lv_wait_seq A $G 1 ||
 	{ echo "bench_libvirt: the guest did not come up: ${filled:-}" >&2; exit 1; }
-echo "# plain libvirt p2p live migration, ${MEM} MiB TCG guest ($filled), $REPEAT runs a scenario, back and forth"
+echo "# libvirt p2p live migration ($PATHS), ${MEM} MiB TCG guest ($filled), $REPEAT runs a scenario, back and forth"
 
 AT=A
 failed=0
@@ -64,9 +72,21 @@ stats() {
 		printf "{\"median\":%d,\"min\":%d,\"max\":%d}", v[int((NR + 1) / 2)], v[1], v[NR] }'
 }
 
-# scenario LINK NAME RATE: REPEAT migrations, each from where the guest is to the other host
+# one migration FROM -> TO by PATH
+migrate_by() {
+	local path=$1 from=$2 to=$3 addr port uri
+	if [ "$path" = plain-libvirt ]; then
+		lv_migrate "$from" "$to" $G
+		return
+	fi
+	if [ "$to" = A ]; then addr=$HOST_A_ADDR port=$HOST_A_PORT uri=$LV_URI_A
+	else addr=$HOST_B_ADDR port=$HOST_B_PORT uri=$LV_URI_B; fi
+	"vm$from" migrate $G "$addr:$port" --libvirt-dest "$uri" --quiet
+}
+
+# scenario PATH LINK NAME RATE: REPEAT migrations, each from where the guest is to the other host
 scenario() {
-	local link=$1 name=$2 rate=$3 to i t0 t1 w0 job out v
+	local path=$1 link=$2 name=$3 rate=$4 to i t0 t1 w0 job out v
 	local tt=() dt=() db=() wb=() wall=()
 	lv_set_rate $AT $G "$rate" || { echo "# $name: cannot set the dirty rate"; failed=1; return; }
 	lv_wait_seq $AT $G $(($(lv_seq $AT $G) + 1))
@@ -74,7 +94,7 @@ scenario() {
 		if [ $AT = A ]; then to=B; else to=A; fi
 		w0=$(veth_bytes $AT)
 		t0=$(date +%s%N)
-		out=$(lv_migrate $AT $to $G 2>&1) || { echo "# $link/$name run $i: $out"; failed=1; return; }
+		out=$(migrate_by "$path" $AT $to 2>&1) || { echo "# $path/$link/$name run $i: $out"; failed=1; return; }
 		t1=$(date +%s%N)
 		wb+=($(($(veth_bytes $AT) - w0)))
 		AT=$to
@@ -89,18 +109,21 @@ scenario() {
 			failed=1
 			return
 		fi
-		echo "# $link/$name run $i -> $AT: total ${tt[-1]} ms, downtime ${dt[-1]} ms, data ${db[-1]} B, wire ${wb[-1]} B, wall ${wall[-1]} ms"
+		echo "# $path/$link/$name run $i -> $AT: total ${tt[-1]} ms, downtime ${dt[-1]} ms, data ${db[-1]} B, wire ${wb[-1]} B, wall ${wall[-1]} ms"
 	done
-	printf '{"bench":"libvirt","path":"plain-libvirt","link":"%s","scenario":"%s","mem_mib":%d,"dirty_mib_s":%d,"runs":%d,"total_time_ms":%s,"downtime_ms":%s,"data_bytes":%s,"wire_bytes":%s,"wall_ms":%s}\n' \
-		"$link" "$name" "$MEM" "$rate" "${#tt[@]}" \
+	printf '{"bench":"libvirt","path":"%s","link":"%s","scenario":"%s","mem_mib":%d,"dirty_mib_s":%d,"runs":%d,"total_time_ms":%s,"downtime_ms":%s,"data_bytes":%s,"wire_bytes":%s,"wall_ms":%s}\n' \
+		"$path" "$link" "$name" "$MEM" "$rate" "${#tt[@]}" \
 		"$(printf '%s\n' "${tt[@]}" | stats)" "$(printf '%s\n' "${dt[@]}" | stats)" \
 		"$(printf '%s\n' "${db[@]}" | stats)" "$(printf '%s\n' "${wb[@]}" | stats)" \
 		"$(printf '%s\n' "${wall[@]}" | stats)"
 }
 
 link_part() {
-	scenario "$1" idle 0
-	scenario "$1" "dirty-${DIRTY}M" "$DIRTY"
+	local p
+	for p in $PATHS; do
+		scenario "$p" "$1" idle 0
+		scenario "$p" "$1" "dirty-${DIRTY}M" "$DIRTY"
+	done
 }
 
 link_part veth

@@ -96,6 +96,40 @@ else
 	check command_line_overrides_config 1 "it did not start"
 fi
 
+# ---- libvirt: off by the file, or not answering: the service goes on ----------
+
+P8=$(free_port) P9=$(free_port)
+printf 'listen = 127.0.0.1:%s\ninsecure = true\nlibvirt = none\n' "$P8" >"$D/lv.conf"
+if start lvoff -- --config "$D/lv.conf"; then
+	out=$(VMIGRATE_CONTROL="$D/lvoff/vmigrated.sock" "$VMIGRATE" list 2>&1); rc=$?
+	[ $rc = 0 ] && grep -q "libvirt: off (--libvirt none)" "$D/lvoff.log" &&
+		[ "$(echo "$out" | wc -l)" = 1 ] && [ ! -e "$D/lvoff/libvirt-jobs" ]
+	check libvirt_none_from_config $? "rc=$rc: $out; log: $(cat "$D/lvoff.log")"
+	stop "$LAST"
+else
+	check libvirt_none_from_config 1 "it did not start with $D/lv.conf"
+fi
+# a libvirt that is not there: list and info still answer, the reason is logged once
+if start lvdown -- --insecure --listen "127.0.0.1:$P9" \
+		--libvirt "qemu+unix:///system?socket=$D/no-libvirt.sock" \
+		--libvirt-socket-dir "$D/lvdown-sockets"; then
+	l1=$(VMIGRATE_CONTROL="$D/lvdown/vmigrated.sock" "$VMIGRATE" list 2>&1); r1=$?
+	l2=$(VMIGRATE_CONTROL="$D/lvdown/vmigrated.sock" "$VMIGRATE" list --json 2>&1); r2=$?
+	i=$(VMIGRATE_CONTROL="$D/lvdown/vmigrated.sock" "$VMIGRATE" info dom1 2>&1); r3=$?
+	m=$(VMIGRATE_CONTROL="$D/lvdown/vmigrated.sock" "$VMIGRATE" migrate dom1 127.0.0.1:1 2>&1); r4=$?
+	n=$(grep -c "libvirt at qemu+unix:///system?socket=$D/no-libvirt.sock: .*not served until it answers" "$D/lvdown.log")
+	[ $r1 = 0 ] && [ $r2 = 0 ] && [ "$l2" = '{"ok":true,"guests":[]}' ] && [ "$n" = 1 ] &&
+		[ $r3 = 1 ] && echo "$i" | grep -q "no guest named 'dom1'" &&
+		[ $r4 = 1 ] && [ -d "$D/lvdown-sockets" ]
+	check libvirt_unreachable_is_soft $? "list rc=$r1/$r2 '$l2'; info rc=$r3 '$i'; migrate rc=$r4 '$m'; $n log lines: $(cat "$D/lvdown.log")"
+	stop "$LAST"
+else
+	check libvirt_unreachable_is_soft 1 "it did not start"
+fi
+out=$("$VMIGRATED" --insecure --libvirt-socket-dir relative/dir --state-dir "$D/c3" 2>&1); rc=$?
+[ $rc = 2 ] && echo "$out" | grep -q -- "--libvirt-socket-dir: an absolute path, not 'relative/dir'"
+check libvirt_socket_dir_must_be_absolute $? "rc=$rc: $out"
+
 printf 'listen = 127.0.0.1:%s\ninsecure = true\nlisten-on = 127.0.0.1:1\n' "$P1" >"$D/bad.conf"
 out=$("$VMIGRATED" --config "$D/bad.conf" --state-dir "$D/c3" 2>&1); rc=$?
 [ $rc = 2 ] && echo "$out" | grep -q "$D/bad.conf:3: unknown key 'listen-on'" && [ ! -e "$D/c3" ]

@@ -244,7 +244,7 @@ case_destination_stopped_after_loaded() {
 	pid=$(holder_on_b)
 	[ $rc = 3 ] || { note "exit status $rc, expected 3 (uncertain)"; kill -CONT "$pid"; return 1; }
 	[ "$(state_on vmA)" = uncertain ] || { note "A says '$(state_on vmA)'"; kill -CONT "$pid"; return 1; }
-	vmB list | grep -q "^$G  *not answering" || { note "B's list: $(vmB list)"; kill -CONT "$pid"; return 1; }
+	vmB list | grep -q "^$G  *kvm  *not answering" || { note "B's list: $(vmB list)"; kill -CONT "$pid"; return 1; }
 	out=$(vmA resume $G 2>&1) && { note "resumed while B does not answer: $out"; kill -CONT "$pid"; return 1; }
 	note "resume refused: $out"
 	out=$(vmA resume $G --destination-lost 2>&1) &&

@@ -65,7 +65,7 @@ list=$(vmA list 2>&1)
 kill -CONT "$pid"
 sleep 0.2
 [ $rc = 1 ] && echo "$out" | grep -q "not answering" &&
-	echo "$list" | grep -q "^two  *not answering" &&
+	echo "$list" | grep -q "^two  *kvm  *not answering" &&
 	[ "$(vmA info two --json | json_field pid)" = "$pid" ] &&
 	[ "$(hosts_count_procs A vmg:two)" = 1 ] && vmA verify two >/dev/null
 check stopped_guest_keeps_its_name $? "rc=$rc: $out; list: $list; vmg:two processes: $(hosts_count_procs A vmg:two)"

@@ -95,16 +95,26 @@ int cmd_list(int argc, char **argv)
 	if (json) {
 		svc_print_json(rep);
 	} else if (json_object_object_get_ex(rep, "guests", &guests)) {
-		printf("%-20s %-13s %8s %6s %14s\n", "NAME", "STATE", "MEM(MiB)", "VCPUS", "COUNTER");
+		printf("%-20s %-8s %-13s %8s %6s %14s\n", "NAME", "KIND", "STATE", "MEM(MiB)", "VCPUS",
+		       "COUNTER");
 		for (size_t i = 0; i < json_object_array_length(guests); i++) {
 			struct json_object *g = json_object_array_get_idx(guests, i);
 
+			const char *kind = ipc_str(g, "kind", "kvm");
+
 			if (!json_object_object_get_ex(g, "mem", NULL)) {	/* not answering */
-				printf("%-20s %-13s %8s %6s %14s  (pid %lld)\n", ipc_str(g, "name", "?"),
-				       ipc_str(g, "state", "?"), "-", "-", "-", ipc_int(g, "pid", 0));
+				printf("%-20s %-8s %-13s %8s %6s %14s  (pid %lld)\n",
+				       ipc_str(g, "name", "?"), kind, ipc_str(g, "state", "?"), "-",
+				       "-", "-", ipc_int(g, "pid", 0));
 				continue;
 			}
-			printf("%-20s %-13s %8lld %6lld %14lld\n", ipc_str(g, "name", "?"),
+			if (!strcmp(kind, "libvirt")) {	/* no counter: not our payload */
+				printf("%-20s %-8s %-13s %8lld %6lld %14s\n", ipc_str(g, "name", "?"),
+				       kind, ipc_str(g, "state", "?"), ipc_int(g, "mem", 0) >> 20,
+				       ipc_int(g, "vcpus", 0), "-");
+				continue;
+			}
+			printf("%-20s %-8s %-13s %8lld %6lld %14lld\n", ipc_str(g, "name", "?"), kind,
 			       ipc_str(g, "state", "?"), ipc_int(g, "mem", 0) >> 20,
 			       ipc_int(g, "vcpus", 0), ipc_int(g, "counter", 0));
 		}
@@ -133,6 +143,11 @@ static int simple(int argc, char **argv, const char *cmd)
 	status = 0;
 	if (json) {
 		svc_print_json(rep);
+	} else if (!strcmp(cmd, "info") && !strcmp(ipc_str(rep, "kind", ""), "libvirt")) {
+		printf("%s: libvirt domain, %s, %lld MiB (at most %lld MiB), %lld vCPUs, uuid %s\n",
+		       name, ipc_str(rep, "state", "?"), ipc_int(rep, "mem", 0) >> 20,
+		       ipc_int(rep, "max_mem", 0) >> 20, ipc_int(rep, "vcpus", 0),
+		       ipc_str(rep, "uuid", "?"));
 	} else if (!strcmp(cmd, "info")) {
 		printf("%s: %s, pid %lld, %lld MiB, %lld vCPUs, counter %lld, up %.1f s%s%s\n",
 		       name, ipc_str(rep, "state", "?"), ipc_int(rep, "pid", 0),
@@ -307,7 +322,8 @@ static void print_detached(struct json_object *rep, const char *name)
 int cmd_migrate(int argc, char **argv)
 {
 	enum { O_DOWNTIME = 256, O_BW, O_AUTO, O_TIMEOUT, O_ON_TIMEOUT, O_COMPRESS, O_NOCOMP,
-	       O_JSON, O_QUIET, O_CHANNELS, O_TRANSPORT, O_DETACH, O_POSTCOPY, O_POSTCOPY_AFTER };
+	       O_JSON, O_QUIET, O_CHANNELS, O_TRANSPORT, O_DETACH, O_POSTCOPY, O_POSTCOPY_AFTER,
+	       O_LIBVIRT_DEST };
 	static const struct option longopts[] = {
 		{ "max-downtime", required_argument, NULL, O_DOWNTIME },
 		{ "bandwidth", required_argument, NULL, O_BW },
@@ -323,6 +339,7 @@ int cmd_migrate(int argc, char **argv)
 		{ "detach", no_argument, NULL, O_DETACH },
 		{ "postcopy", no_argument, NULL, O_POSTCOPY },
 		{ "postcopy-after", required_argument, NULL, O_POSTCOPY_AFTER },
+		{ "libvirt-dest", required_argument, NULL, O_LIBVIRT_DEST },
 		{ 0 }
 	};
 	struct json_object *req = svc_req("migrate"), *rep, *st = NULL;
@@ -394,6 +411,9 @@ int cmd_migrate(int argc, char **argv)
 			json_object_object_add(req, "postcopy", json_object_new_string(optarg));
 			break;
 		}
+		case O_LIBVIRT_DEST:
+			json_object_object_add(req, "libvirt_dest", json_object_new_string(optarg));
+			break;
 		case O_JSON: json = true; break;
 		case O_QUIET: quiet = true; break;
 		case O_DETACH: detach = true; break;

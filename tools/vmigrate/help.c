@@ -124,6 +124,9 @@ HELP_OPT },
 "                        it) instead of cancelling it (default: cancel)\n"
 "  --json                print the final figures as JSON, with the job; with\n"
 "                        --detach and Ctrl-C, the job that goes on\n"
+"  --libvirt-dest URI    a libvirt domain: the destination's libvirt, as this\n"
+"                        host's libvirtd dials it (default qemu+tls://HOST/system);\n"
+"                        libvirt runs the job, vmigrate carries QEMU's stream\n"
 HELP_OPT
 "Exit status: 0 the guest runs on the destination, or --detach left the job\n"
 "running; 1 it failed and the guest still runs here; 3 uncertain: check the\n"

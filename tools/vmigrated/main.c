@@ -32,6 +32,7 @@
 #include "conf.h"
 #include "guest_lock.h"
 #include "ipc.h"
+#include "libvirt_jobs.h"
 #include "joblog.h"
 #include "log.h"
 #include "metrics.h"
@@ -64,6 +65,7 @@ struct service {
 	struct peer_config peer;
 	char metrics_addr[256];		/* --metrics: "" for none */
 	struct metrics *metrics;	/* counters, and their HTTP listener */
+	struct lvd_config lv;		/* the host's libvirt (libvirt_jobs.h) */
 	/* systemd (sd_notify); all of the main thread only */
 	long long watchdog_ms;		/* the unit's watchdog interval, 0 = none */
 	long long watchdog_at;		/* last WATCHDOG=1 */
@@ -327,6 +329,8 @@ static void spec_from_service(const struct service *sv, struct worker_spec *spec
 	spec->peer = sv->peer;
 	snprintf(spec->control, sizeof(spec->control), "%s", sv->report_path);
 	spec->home_port = listen_port(sv);
+	snprintf(spec->lv_sock_dir, sizeof(spec->lv_sock_dir), "%s", sv->lv.sock_dir);
+	snprintf(spec->lv_jobs_dir, sizeof(spec->lv_jobs_dir), "%s", sv->lv.jobs_dir);
 }
 
 static struct json_object *do_start(struct service *sv, struct json_object *req)
@@ -368,11 +372,61 @@ static struct json_object *do_restore(struct service *sv, struct json_object *re
 	return spawn(sv, &spec, file, ipc_str(req, "key_file", NULL), ipc_bool(req, "lazy", false));
 }
 
+/* The micro-VM guests (kind kvm), then the host's libvirt domains. */
 static struct json_object *do_list(struct service *sv)
 {
-	struct json_object *rep = ipc_ok();
+	struct json_object *rep = ipc_ok(), *guests = scan_guests(sv);
 
-	json_object_object_add(rep, "guests", scan_guests(sv));
+	for (size_t i = 0; i < json_object_array_length(guests); i++)
+		json_object_object_add(json_object_array_get_idx(guests, i), "kind",
+				       json_object_new_string("kvm"));
+	lvd_list(&sv->lv, guests);
+	json_object_object_add(rep, "guests", guests);
+	return rep;
+}
+
+/* Whether a micro-VM guest of that name is here (its socket or its lock). */
+static bool own_guest(struct service *sv, const char *name)
+{
+	char path[600];
+	struct stat st;
+
+	worker_sock_path(sv->guests_dir, name, path, sizeof(path));
+	return stat(path, &st) == 0 || guest_lock_holder(sv->guests_dir, name);
+}
+
+static struct json_object *do_info(struct service *sv, const char *name, const char *cmd)
+{
+	struct json_object *rep;
+
+	if (!own_guest(sv, name) && !strcmp(cmd, "info") && (rep = lvd_info(&sv->lv, name)))
+		return rep;
+	rep = simple_call(sv, name, cmd);
+	if (ipc_bool(rep, "ok", false) && !strcmp(cmd, "info"))
+		json_object_object_add(rep, "kind", json_object_new_string("kvm"));
+	return rep;
+}
+
+/* A libvirt domain's migration: checked here, run by a child of ours. */
+static struct json_object *migrate_domain(struct service *sv, struct json_object *req)
+{
+	static struct lvd_outgoing o;
+	struct json_object *rep = lvd_prepare(&sv->lv, req, &sv->peer, sv->io_timeout_ms, &o);
+	pid_t pid;
+
+	if (rep)
+		return rep;
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		leave_service(sv);
+		lvd_run_outgoing(&sv->lv, &o);
+	}
+	if (pid < 0)
+		return ipc_error(IPC_E_INTERNAL, "fork: %s", strerror(errno));
+	rep = ipc_ok();
+	json_object_object_add(rep, "job", json_object_new_string(o.job));
+	json_object_object_add(rep, "kind", json_object_new_string("libvirt"));
 	return rep;
 }
 
@@ -389,6 +443,8 @@ static struct json_object *do_migrate(struct service *sv, struct json_object *re
 
 	if (!name || !dest)
 		return ipc_error(IPC_E_BAD_ARGUMENT, "%s needs a guest name and a destination", cmd);
+	if (!strcmp(cmd, "migrate") && !own_guest(sv, name) && lvd_has(&sv->lv, name))
+		return migrate_domain(sv, req);
 	if (worker_mig_params(req, sv->io_timeout_ms, &params, err, sizeof(err)))
 		return ipc_error(IPC_E_BAD_ARGUMENT, "%s", err);	/* before anything reaches the other host */
 	info = simple_call(sv, name, "info");
@@ -478,8 +534,14 @@ static struct json_object *do_job(struct service *sv, struct json_object *req, c
 	/* cmd may point into req's own "cmd", which the line below replaces */
 	bool progress = !strcmp(cmd, "progress");
 	char name[64];
-	struct json_object *rep = find_job(sv, job, name, sizeof(name)), *fwd;
+	struct json_object *rep, *fwd;
 
+	/* a libvirt domain's job has a file, not a guest process */
+	if (progress && (rep = lvd_job(&sv->lv, job)))
+		return rep;
+	if (!strcmp(cmd, "cancel") && (rep = lvd_cancel(&sv->lv, job)))
+		return rep;
+	rep = find_job(sv, job, name, sizeof(name));
 	if (rep)
 		return rep;
 	fwd = json_object_get(req);
@@ -551,6 +613,7 @@ static struct json_object *do_jobs(struct service *sv, struct json_object *req)
 		}
 		json_object_put(guests);
 	}
+	lvd_jobs(&sv->lv, jobs, !completed || all_jobs, completed);
 	rep = ipc_ok();
 	json_object_object_add(rep, "jobs", jobs);
 	return rep;
@@ -640,7 +703,7 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 	if (!strcmp(cmd, "list"))
 		return do_list(sv);
 	if (!strcmp(cmd, "info") || !strcmp(cmd, "verify"))
-		return simple_call(sv, name, cmd);
+		return do_info(sv, name, cmd);
 	if (!strcmp(cmd, "resume"))
 		return do_resume(sv, req);
 	if (!strcmp(cmd, "stop")) {
@@ -931,6 +994,27 @@ static int set_log_level(struct service *sv, const char *name, const char *v, ch
 	return 0;
 }
 
+static int set_libvirt(struct service *sv, const char *name, const char *v, char *err,
+		       size_t errlen)
+{
+	if (!*v) {
+		snprintf(err, errlen, "%s: give a libvirt URI, or none", name);
+		return -EINVAL;
+	}
+	return set_string(sv->lv.uri, sizeof(sv->lv.uri), name, strcmp(v, "none") ? v : "",
+			  err, errlen);
+}
+
+static int set_libvirt_sock_dir(struct service *sv, const char *name, const char *v, char *err,
+				size_t errlen)
+{
+	if (v[0] != '/') {
+		snprintf(err, errlen, "%s: an absolute path, not '%s'", name, v);
+		return -EINVAL;
+	}
+	return set_string(sv->lv.sock_dir, sizeof(sv->lv.sock_dir), name, v, err, errlen);
+}
+
 static const struct svc_option svc_options[] = {
 	{ "listen", true, set_listen },
 	{ "state-dir", true, set_state_dir },
@@ -943,6 +1027,8 @@ static const struct svc_option svc_options[] = {
 	{ "data-ports", true, set_data_ports },
 	{ "metrics", true, set_metrics },
 	{ "log-level", true, set_log_level },
+	{ "libvirt", true, set_libvirt },
+	{ "libvirt-socket-dir", true, set_libvirt_sock_dir },
 };
 #define NR_SVC_OPTIONS	(sizeof(svc_options) / sizeof(svc_options[0]))
 #define OPT_BASE	1000	/* getopt's value of svc_options[i] is OPT_BASE + i */
@@ -992,6 +1078,10 @@ static void usage(FILE *f)
 "  --metrics ADDR:PORT   Prometheus metrics over HTTP at /metrics (default: none;\n"
 "                        'vmigrate metrics' shows them either way)\n"
 "  --log-level LEVEL     error, warning, notice, info (default) or debug\n"
+"  --libvirt URI         the host's libvirt, whose domains list, info and migrate\n"
+"                        serve too (default " LVD_DEFAULT_URI "; none: off)\n"
+"  --libvirt-socket-dir DIR  where QEMU's migration streams meet this service, the\n"
+"                        same path on every host (default " LVD_DEFAULT_SOCK_DIR ")\n"
 "  --version             print the version and exit\n"
 "  -h, --help            this help\n");
 }
@@ -1149,6 +1239,8 @@ int main(int argc, char **argv)
 
 	snprintf(sv.state_dir, sizeof(sv.state_dir), "/run/vmigrate");
 	snprintf(sv.listen_addr, sizeof(sv.listen_addr), "0.0.0.0:" PEER_DEFAULT_PORT);
+	snprintf(sv.lv.uri, sizeof(sv.lv.uri), "%s", LVD_DEFAULT_URI);
+	snprintf(sv.lv.sock_dir, sizeof(sv.lv.sock_dir), "%s", LVD_DEFAULT_SOCK_DIR);
 	log_setup(LOG_INFO);	/* until the configuration says which level */
 	ret = configure(&sv, argc, argv);
 	if (ret)
@@ -1171,6 +1263,7 @@ int main(int argc, char **argv)
 	}
 	if (take_state_lock(&sv))
 		return 1;
+	lvd_init(&sv.lv, sv.state_dir);
 	xport_split_hostport(sv.listen_addr, PEER_DEFAULT_PORT, host, sizeof(host), port,
 			     sizeof(port));	/* checked by set_listen */
 	sv.peer_fd = xport_tcp_listen(host, port, err, sizeof(err));
@@ -1234,8 +1327,14 @@ int main(int argc, char **argv)
 		double t = (double)now_ms() / 1e3;
 
 		watchdog_ping(&sv);
-		while (waitpid(-1, NULL, WNOHANG) > 0)
-			;	/* guest processes that ended */
+		{
+			bool reaped = false;
+
+			while (waitpid(-1, NULL, WNOHANG) > 0)
+				reaped = true;	/* guest processes that ended */
+			if (reaped)
+				lvd_sweep(&sv.lv);	/* a libvirt job's killed process */
+		}
 		if (under_systemd() && ((sv.status_due && t - sv.status_at >= 1) ||
 					t - sv.status_at >= STATUS_EVERY_S))
 			notify_status(&sv);

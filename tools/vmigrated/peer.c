@@ -456,7 +456,7 @@ struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hell
 	job = hello ? ipc_str(hello, "job", "") : "";
 	if (!hello || (strcmp(op, "migrate-in") && strcmp(op, "replicate-in") &&
 		       strcmp(op, "handover") && strcmp(op, "probe") &&
-		       strcmp(op, "postcopy-ask")) || !n || !*n ||
+		       strcmp(op, "postcopy-ask") && strcmp(op, "libvirt-in")) || !n || !*n ||
 	    strlen(n) >= sizeof(h->name) || strchr(n, '/') || n[0] == '.' ||
 	    strlen(job) >= sizeof(h->job)) {
 		snprintf(err, errlen, "expected a migrate-in, replicate-in, handover or probe request%s",

@@ -30,6 +30,8 @@ struct worker_spec {
 	int home_port;			/* the service's port for peers (0: unknown) */
 	char control[600];		/* the service's reports socket: job results go
 					 * there (metrics.h) */
+	char lv_sock_dir[256];		/* libvirt domains: where QEMU's stream sockets are */
+	char lv_jobs_dir[512];		/* and their jobs' files */
 };
 
 /* Fill a spec from a start request; -EINVAL with err on bad fields. */

@@ -1,0 +1,262 @@
+#!/bin/bash
+# libvirt domains through vmigrate, on the rig of lib/libvirt_hosts.sh: a
+# vmigrated beside each libvirtd (in the host's namespaces, so that both
+# see the same /run/vmigrate as that host's QEMU), `vmigrate list` and
+# `info` showing the domain (kind libvirt), a live migration A -> B driven
+# by libvirt peer to peer with QEMU's stream carried by vmigrate over TLS
+# (the guest goes on at B and its own check of every page and file passes
+# there), a paused migration B -> A whose RAM (pmemsave) is the same on both
+# ends, QEMU's stream-altering capabilities and post-copy refused naming
+# them with the domain still running, a cancelled migration that leaves the
+# domain where it was, and a teardown that leaves nothing behind.
+# Needs QEMU and libvirtd, not /dev/kvm.
+# VMIGRATE_SKIP_LIBVIRT_RIG=REASON skips it, saying why.
+set -u
+BUILD=${1:-build}
+. "$(dirname "$0")/lib/hosts.sh"
+. "$(dirname "$0")/lib/suite.sh"
+. "$(dirname "$0")/lib/linux_guest.sh"
+. "$(dirname "$0")/lib/libvirt_hosts.sh"
+t_start=$SECONDS
+LV_RUNS_VMIGRATE=1	# not skipped by VMIGRATE_SKIP_LIBVIRT_RIG: this is vmigrate's code
+suite_with_libvirt_hosts libvirt_migrate
+echo "# rig up in $((SECONDS - t_start)) s"
+
+MEM=256
+G=lvm
+QEMU_PIDS=
+
+dump_services() {
+	local h
+	for h in A B; do echo "== service $h"; tail -n 12 "$HOSTS_DIR/$h/service.log"; done
+	lv_dump_logs $G
+}
+
+lv_start_service A && lv_start_service B
+check services_start $? "$(tail -n 5 "$HOSTS_DIR"/[AB]/service.log)"
+
+# ---- a hostile source: B's service gives up on it saying why, and goes on ----
+# hostile_peer JOB bad-frame|garbage: a TLS peer (A's certificate) that says
+# "libvirt-in", then sends a frame the protocol does not have, or bytes that
+# are no QEMU stream; prints what B answered (its ABORT frame's reason)
+hostile_peer() {
+	ip netns exec "$NS_A" python3 - "$HOST_B_ADDR" "$HOST_B_PORT" "$HOSTS_DIR/pki/hostA" "$1" "$2" <<'PY'
+import json, socket, ssl, struct, sys
+host, port, pki, job, kind = sys.argv[1:6]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations(pki + "/ca.crt")
+ctx.load_cert_chain(pki + "/cert.pem", pki + "/key.pem")
+s = ctx.wrap_socket(socket.create_connection((host, int(port)), 10), server_hostname=host)
+s.sendall((json.dumps({"op": "libvirt-in", "name": "hostile", "job": job, "channels": 0}) + "\n").encode())
+rep = b""
+while not rep.endswith(b"\n"):
+    c = s.recv(1)
+    if not c:
+        sys.exit("closed before answering the hello")
+    rep += c
+if not json.loads(rep).get("ok"):
+    sys.exit("hello refused: %r" % rep)
+if kind == "bad-frame":
+    s.sendall(struct.pack("<II", 9, 0))
+else:
+    s.sendall(struct.pack("<II", 1, 16) + b"not QEMU at all!")
+data = b""
+try:
+    while True:
+        d = s.recv(4096)
+        if not d:
+            break
+        data += d
+except (OSError, ssl.SSLError):
+    pass
+t, n = struct.unpack("<II", data[:8]) if len(data) >= 8 else (0, 0)
+print("type=%d %s" % (t, data[8:8 + n].decode(errors="replace")))
+PY
+}
+out1=$(hostile_peer hostile-1 bad-frame 2>&1)
+out2=$(hostile_peer hostile-2 garbage 2>&1)
+j1=$(cat "$HOSTS_DIR/B/libvirt-jobs/hostile-1.json" 2>&1)
+j2=$(cat "$HOSTS_DIR/B/libvirt-jobs/hostile-2.json" 2>&1)
+echo "$out1" | grep -q "^type=3 the source's service: a frame this protocol does not have" &&
+	echo "$out2" | grep -q "^type=3 the source's stream: " &&
+	echo "$j1" | grep -q '"status":"failed","error":"the source.s service: a frame this protocol does not have"' &&
+	echo "$j2" | grep -q '"status":"failed","error":"the source.s stream: ' &&
+	kill -0 "$SVC_B_PID" && vmB list >/dev/null && ! lv_exec B ls /run/vmigrate | grep -q '^qemu-'
+check hostile_source_refused $? "bad frame: $out1 ($j1); garbage: $out2 ($j2)"
+
+# ---- the guest boots on A; list and info show it ----
+lv_start_guest A $G $MEM "$(linux_guest_cmdline 16 16 24 8)"
+rc=$?
+filled=$(lv_wait_line A $G '^RIG (filled|fatal)')
+QEMU_PIDS="$QEMU_PIDS $(lv_qemu_pids A)"
+[ $rc = 0 ] && echo "$filled" | grep -q '^RIG filled ' && lv_wait_seq A $G 1
+check guest_boots $? "create rc=$rc; '${filled:-no RIG filled line}'"
+
+out=$(vmA list 2>&1)
+echo "$out" | grep -qE "^$G +libvirt +running +$MEM +1 " &&
+	vmA list --json | python3 -c '
+import json, sys
+g = [x for x in json.load(sys.stdin)["guests"] if x["name"] == sys.argv[1]]
+sys.exit(0 if len(g) == 1 and g[0]["kind"] == "libvirt" and g[0]["mem"] == int(sys.argv[2]) << 20 else 1)' $G $MEM
+check list_shows_domain $? "$out"
+out=$(vmA info $G 2>&1)
+echo "$out" | grep -q "^$G: libvirt domain, running, $MEM MiB .*1 vCPUs, uuid [0-9a-f-]\{36\}$"
+check info_shows_domain $? "$out"
+out=$(vmB info $G 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q "no guest named '$G'"
+check info_unknown_domain $? "rc=$rc: $out"
+
+# ---- refused: what would alter QEMU's stream; the domain stays on A ----
+virshA qemu-monitor-command $G '{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":true}]}}' >/dev/null
+out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --quiet 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q "capability xbzrle on" && [ "$(virshA domstate $G)" = running ] &&
+	[ -z "$(virshB list --name)" ]
+check refuses_xbzrle $? "rc=$rc: $out; A: $(virshA domstate $G 2>&1)"
+virshA qemu-monitor-command $G '{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false}]}}' >/dev/null
+out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --postcopy --quiet 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | grep -q "postcopy-ram" && [ "$(virshA domstate $G)" = running ]
+check refuses_postcopy $? "rc=$rc: $out"
+
+# a destination libvirt that does not answer: libvirt's own error, the domain stays
+out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "qemu+tcp://$HOST_B_ADDR:1/system" --quiet 2>&1); rc=$?
+[ $rc = 1 ] && echo "$out" | tail -n 1 | grep -q "^$G: failed: libvirt's migration: .*$HOST_B_ADDR" &&
+	[ "$(virshA domstate $G)" = running ]
+check unreachable_libvirt_dest_fails_clearly $? "rc=$rc: $out"
+
+# ---- live migration A -> B through vmigrate ----
+seq_before=$(lv_seq A $G)
+out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --max-downtime 500 \
+	--json 2>&1); rc=$?
+stateB=$(virshB domstate $G 2>&1)
+listA=$(virshA list --all --name 2>&1)
+QEMU_PIDS="$QEMU_PIDS $(lv_qemu_pids B)"
+[ $rc = 0 ] && [ "$stateB" = running ] && ! echo "$listA" | grep -qx $G
+check live_migration_a_to_b $? "rc=$rc: $out; on B: $stateB; A lists: $listA; $(dump_services)"
+echo "# A -> B: $(echo "$out" | tail -n 1)"
+# the stream went through vmigrate: both ends counted it, the same
+stats=$(echo "$out" | tail -n 1)
+in_job=$(echo "$out" | sed -n 's/^vmigrate: job \([^:]*\): .*/\1/p' | head -n 1).json
+python3 - "$stats" "$HOSTS_DIR/B/libvirt-jobs/$in_job" <<'PY'
+import json, sys
+s = json.loads(sys.argv[1])
+d = json.load(open(sys.argv[2]))
+# libvirt's final figures (the destination's completed job), and ours
+ok = (s["status"] == "completed" and s["qemu_stream_bytes"] > 16 << 20 and
+      s["remaining_bytes"] == 0 and s["rounds"] >= 1 and
+      s["libvirt_data_processed"] > 16 << 20 and
+      s["normal_pages"] > 4096 and s["device_bytes"] > 0 and
+      s["transferred_bytes"] > s["qemu_stream_bytes"] and
+      d["done"] and d["stats"]["status"] == "completed" and
+      d["stats"]["qemu_stream_bytes"] == s["qemu_stream_bytes"])
+sys.exit(0 if ok else 1)
+PY
+check stream_carried_by_vmigrate $? "source: $stats; destination: $(cat "$HOSTS_DIR/B/libvirt-jobs/$in_job" 2>&1)"
+
+seq_a=$(lv_seq A $G)
+lv_wait_seq B $G "$seq_a" && [ "$seq_a" -ge "$seq_before" ]
+check goes_on_at_b $? "B's last progress seq $(lv_seq B $G), A's last $seq_a"
+v=$(lv_verify B $G)
+check data_intact_at_b $? "$v"
+out=$(vmB list 2>&1)
+echo "$out" | grep -qE "^$G +libvirt +running " && ! vmA list | grep -q "^$G "
+check list_follows_domain $? "B: $out; A: $(vmA list 2>&1)"
+
+# ---- a paused migration B -> A: the RAM is the same on both ends ----
+memB=$HOSTS_DIR/mem-B.bin memA=$HOSTS_DIR/mem-A.bin
+virshB suspend $G >/dev/null && lv_pmemsave B $G "$memB" $MEM &&
+	sumB=$(sha256sum <"$memB" | cut -d' ' -f1) && rm -f "$memB" &&
+	out=$(vmB migrate $G "$HOST_A_ADDR:$HOST_A_PORT" --libvirt-dest "$LV_URI_A" --quiet 2>&1) &&
+	stateA=$(virshA domstate $G) && [ "$stateA" = paused ] &&
+	lv_pmemsave A $G "$memA" $MEM && sumA=$(sha256sum <"$memA" | cut -d' ' -f1) &&
+	[ "$(stat -c %s "$memA")" = $((MEM * 1024 * 1024)) ] && [ "$sumA" = "$sumB" ]
+check paused_migration_ram_identical $? "B ${sumB:-?} A ${sumA:-?} state on A ${stateA:-?}: ${out:-}"
+rm -f "$memA" "$memB"
+virshA resume $G >/dev/null && lv_wait_seq A $G "$(lv_seq B $G)" && v=$(lv_verify A $G)
+check resumes_intact_at_a $? "${v:-resume failed or no progress past seq $(lv_seq B $G)}"
+
+# ---- cancel: libvirt aborts the job, the domain stays on A ----
+# 1 MiB/s: the job outlasts the cancel by far
+vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --bandwidth 1M \
+	--json >"$HOSTS_DIR/cancel.out" 2>&1 &
+mig=$!
+job=
+for _ in $(seq 300); do
+	job=$(vmA jobs --json 2>/dev/null | python3 -c '
+import json, sys
+for j in json.load(sys.stdin)["jobs"]:
+    if j.get("kind") == "libvirt" and not j["done"] and j["stats"]["status"] == "active":
+        print(j["job"])' 2>/dev/null)
+	[ -n "$job" ] && break
+	sleep 0.1
+done
+[ -n "$job" ] && vmA cancel "$job" >/dev/null 2>&1
+crc=$?
+wait $mig
+rc=$?
+out=$(cat "$HOSTS_DIR/cancel.out")
+[ -n "$job" ] && [ $crc = 0 ] && [ $rc = 1 ] && [ "$(virshA domstate $G)" = running ] &&
+	[ -z "$(virshB list --name)" ] && echo "$out" | tail -n 1 | grep -q '"status":"cancelled"'
+check cancel_keeps_domain_on_a $? "job '${job:-none seen active}' cancel rc=$crc migrate rc=$rc: $out"
+seq_a=$(lv_seq A $G)
+lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
+check goes_on_at_a_after_cancel $? "${v:-no progress past seq $seq_a}"
+
+# ---- the destination's service dies mid-stream: a clear error, the domain stays on A ----
+vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --bandwidth 1M \
+	--json >"$HOSTS_DIR/peer.out" 2>&1 &
+mig=$!
+victim=
+for _ in $(seq 300); do
+	# the destination's process for this job, a child of the service we started
+	victim=$(lv_pids_named B vmg:lv-in)
+	[ -n "$victim" ] && [ -n "$(virshB list --name 2>/dev/null)" ] &&
+		vmA jobs --json 2>/dev/null | grep -q '"status":"active"' && break
+	victim=
+	sleep 0.1
+done
+[ -n "$victim" ] && kill -9 $victim
+wait $mig
+rc=$?
+out=$(cat "$HOSTS_DIR/peer.out")
+gone=1
+for _ in $(seq 100); do [ -z "$(virshB list --name 2>/dev/null)" ] && gone=0 && break; sleep 0.1; done
+# B's service finds its job's process gone: the job failed, its socket file goes
+swept=1
+for _ in $(seq 100); do
+	! lv_exec B ls /run/vmigrate | grep -q '^qemu-' &&
+		vmB jobs --completed --json | grep -q '"error":"the job.s process ended before the job did"' &&
+		swept=0 && break
+	sleep 0.1
+done
+[ -n "$victim" ] && [ $rc = 1 ] && [ "$(virshA domstate $G)" = running ] && [ $gone = 0 ] &&
+	[ $swept = 0 ] &&
+	echo "$out" | tail -n 1 | grep -q '"status":"failed","error":"the destination.s service: it closed the session'
+check peer_lost_keeps_domain_on_a $? "killed '${victim:-nothing}' rc=$rc B lists '$(virshB list --name 2>&1)' swept=$swept ($(lv_exec B ls /run/vmigrate | tr '\n' ' '); $(vmB jobs --completed --json 2>&1)): $out"
+seq_a=$(lv_seq A $G)
+lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
+check goes_on_at_a_after_peer_lost $? "${v:-no progress past seq $seq_a}"
+
+# ---- teardown leaves nothing behind ----
+holders="$LV_HOLDER_A $LV_HOLDER_B" daemons="$LV_LIBVIRTD_A $LV_LIBVIRTD_B $SVC_A_PID $SVC_B_PID"
+mntns="$LV_MNTNS_A $LV_MNTNS_B"
+socks=$(for h in A B; do lv_exec $h ls /run/vmigrate 2>&1 | sed "s/^/$h:/"; done)
+libvirt_hosts_cleanup
+hosts_cleanup
+left=
+echo "$socks" | grep -q '^[AB]:qemu-' && left="$left sockets: $socks"
+for p in $holders $daemons $QEMU_PIDS; do
+	[ -e /proc/"$p" ] && case $(readlink /proc/"$p"/ns/mnt) in
+	${LV_MNTNS_A:-none}|${LV_MNTNS_B:-none}) left="$left pid $p ($(cat /proc/"$p"/comm))" ;;
+	esac
+done
+for p in /proc/[0-9]*; do
+	n=$(readlink "$p/ns/mnt" 2>/dev/null) || continue
+	for m in $mntns; do [ "$n" = "$m" ] && left="$left ${p#/proc/} in $m"; done
+done
+ip netns list | grep -qE "^($NS_A|$NS_B)( |$)" && left="$left namespaces"
+[ -e "$HOSTS_DIR" ] && left="$left $HOSTS_DIR"
+[ -z "$left" ]
+check cleanup_leaves_nothing $? "left behind:$left"
+
+echo "# libvirt_migrate took $((SECONDS - t_start)) s"
+suite_end

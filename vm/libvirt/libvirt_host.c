@@ -1,0 +1,302 @@
+/*
+ * libvirt_host: the calls vmigrated makes to the host's libvirt (see
+ * libvirt_host.h). A thin layer over libvirt's C API that turns its
+ * objects into plain structs and its errors into -errno plus a message.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/libvirt-qemu.h>
+#include <libvirt/virterror.h>
+
+#include "libvirt_host.h"
+
+struct lv_host {
+	virConnectPtr conn;
+};
+
+const char *const lv_stream_caps[] = {
+	"xbzrle", "compress", "multifd", "postcopy-ram", "postcopy-preempt", "x-colo",
+	"dirty-bitmaps", "block", "zero-copy-send", NULL,
+};
+
+/* libvirt prints every error on stderr unless told otherwise: ours go
+ * through err, once, where they are handled. */
+static void quiet_errors(void *opaque, virErrorPtr e)
+{
+	(void)opaque;
+	(void)e;
+}
+
+static int fail(char *err, size_t errlen, const char *what)
+{
+	const char *m = virGetLastErrorMessage();
+	virErrorPtr e = virGetLastError();
+	int ret = -EIO;
+
+	if (e && (e->code == VIR_ERR_NO_DOMAIN))
+		ret = -ENOENT;
+	else if (e && e->code == VIR_ERR_OPERATION_INVALID)
+		ret = -EINVAL;
+	snprintf(err, errlen, "%s: %s", what, m && *m ? m : "libvirt gave no reason");
+	virResetLastError();
+	return ret;
+}
+
+struct lv_host *lv_open(const char *uri, char *err, size_t errlen)
+{
+	struct lv_host *h;
+
+	virSetErrorFunc(NULL, quiet_errors);
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	h->conn = virConnectOpen(uri);
+	if (!h->conn) {
+		char what[300];
+
+		snprintf(what, sizeof(what), "libvirt at %s", uri);
+		fail(err, errlen, what);
+		free(h);
+		return NULL;
+	}
+	return h;
+}
+
+void lv_close(struct lv_host *h)
+{
+	if (!h)
+		return;
+	virConnectClose(h->conn);
+	free(h);
+}
+
+static const char *state_word(int st)
+{
+	switch (st) {
+	case VIR_DOMAIN_RUNNING: return "running";
+	case VIR_DOMAIN_BLOCKED: return "idle";
+	case VIR_DOMAIN_PAUSED: return "paused";
+	case VIR_DOMAIN_SHUTDOWN: return "in shutdown";
+	case VIR_DOMAIN_SHUTOFF: return "shut off";
+	case VIR_DOMAIN_CRASHED: return "crashed";
+	case VIR_DOMAIN_PMSUSPENDED: return "pmsuspended";
+	default: return "no state";
+	}
+}
+
+static int describe(virDomainPtr dom, struct lv_domain *d, char *err, size_t errlen)
+{
+	virDomainInfo info;
+	const char *name = virDomainGetName(dom);
+	char uuid[VIR_UUID_STRING_BUFLEN];
+
+	memset(d, 0, sizeof(*d));
+	if (virDomainGetInfo(dom, &info) < 0)
+		return fail(err, errlen, "virDomainGetInfo");
+	snprintf(d->name, sizeof(d->name), "%s", name ? name : "?");
+	if (virDomainGetUUIDString(dom, uuid) == 0)
+		snprintf(d->uuid, sizeof(d->uuid), "%s", uuid);
+	snprintf(d->state, sizeof(d->state), "%s", state_word(info.state));
+	d->active = virDomainIsActive(dom) == 1;
+	d->mem_bytes = (uint64_t)info.memory * 1024;
+	d->max_mem_bytes = (uint64_t)info.maxMem * 1024;
+	d->vcpus = info.nrVirtCpu;
+	return 0;
+}
+
+int lv_list(struct lv_host *h, struct lv_domain **out, size_t *n, char *err, size_t errlen)
+{
+	virDomainPtr *doms = NULL;
+	struct lv_domain *d;
+	int nr, ret = 0;
+	size_t got = 0;
+
+	*out = NULL;
+	*n = 0;
+	nr = virConnectListAllDomains(h->conn, &doms, 0);
+	if (nr < 0)
+		return fail(err, errlen, "virConnectListAllDomains");
+	d = calloc(nr ? (size_t)nr : 1, sizeof(*d));
+	if (!d) {
+		snprintf(err, errlen, "out of memory");
+		ret = -ENOMEM;
+	}
+	for (int i = 0; i < nr; i++) {
+		/* a domain that went away between the list and the look is left out */
+		if (d && describe(doms[i], &d[got], err, errlen) == 0)
+			got++;
+		virDomainFree(doms[i]);
+	}
+	free(doms);
+	virResetLastError();
+	if (ret)
+		return ret;
+	*out = d;
+	*n = got;
+	return 0;
+}
+
+static virDomainPtr find(struct lv_host *h, const char *name, char *err, size_t errlen,
+			 int *ret)
+{
+	virDomainPtr dom = virDomainLookupByName(h->conn, name);
+
+	if (!dom) {
+		char what[320];
+
+		snprintf(what, sizeof(what), "libvirt domain '%s'", name);
+		*ret = fail(err, errlen, what);
+	}
+	return dom;
+}
+
+int lv_lookup(struct lv_host *h, const char *name, struct lv_domain *d, char *err,
+	      size_t errlen)
+{
+	int ret = 0;
+	virDomainPtr dom = find(h, name, err, errlen, &ret);
+
+	if (!dom)
+		return ret;
+	ret = describe(dom, d, err, errlen);
+	virDomainFree(dom);
+	return ret;
+}
+
+int lv_stream_caps_on(struct lv_host *h, const char *name, char *names, size_t len, char *err,
+		      size_t errlen)
+{
+	struct json_object *rep = NULL, *caps;
+	char *text = NULL;
+	int ret = 0;
+	virDomainPtr dom = find(h, name, err, errlen, &ret);
+
+	names[0] = 0;
+	if (!dom)
+		return ret;
+	if (virDomainQemuMonitorCommand(dom, "{\"execute\":\"query-migrate-capabilities\"}",
+					&text, 0) < 0) {
+		ret = fail(err, errlen, "query-migrate-capabilities");
+		goto out_dom;
+	}
+	rep = json_tokener_parse(text);
+	if (!rep || !json_object_object_get_ex(rep, "return", &caps) ||
+	    !json_object_is_type(caps, json_type_array)) {
+		snprintf(err, errlen, "query-migrate-capabilities: QEMU's answer does not parse");
+		ret = -EPROTO;
+		goto out_rep;
+	}
+	for (size_t i = 0; i < json_object_array_length(caps); i++) {
+		struct json_object *c = json_object_array_get_idx(caps, i), *cn, *cs;
+		const char *cap;
+
+		if (!json_object_object_get_ex(c, "capability", &cn) ||
+		    !json_object_object_get_ex(c, "state", &cs) || !json_object_get_boolean(cs))
+			continue;
+		cap = json_object_get_string(cn);
+		for (size_t k = 0; lv_stream_caps[k]; k++) {
+			size_t used = strlen(names);
+
+			if (strcmp(cap, lv_stream_caps[k]))
+				continue;
+			snprintf(names + used, len - used, "%s%s", used ? "," : "", cap);
+		}
+	}
+out_rep:
+	json_object_put(rep);
+	free(text);
+out_dom:
+	virDomainFree(dom);
+	return ret;
+}
+
+int lv_migrate(struct lv_host *h, const char *name, const struct lv_migrate_params *p,
+	       char *err, size_t errlen)
+{
+	virTypedParameterPtr params = NULL;
+	int nparams = 0, maxparams = 0, ret = 0;
+	virDomainPtr dom = find(h, name, err, errlen, &ret);
+
+	if (!dom)
+		return ret;
+	if (virTypedParamsAddString(&params, &nparams, &maxparams, VIR_MIGRATE_PARAM_URI,
+				    p->migrate_uri) < 0 ||
+	    (p->bandwidth && virTypedParamsAddULLong(&params, &nparams, &maxparams,
+						     VIR_MIGRATE_PARAM_BANDWIDTH,
+						     (p->bandwidth + (1 << 20) - 1) >> 20) < 0)) {
+		ret = fail(err, errlen, "migration parameters");
+		goto out;
+	}
+	if (p->max_downtime_ms && virDomainMigrateSetMaxDowntime(dom, p->max_downtime_ms, 0) < 0) {
+		ret = fail(err, errlen, "virDomainMigrateSetMaxDowntime");
+		goto out;
+	}
+	if (virDomainMigrateToURI3(dom, p->dest_uri, params, (unsigned)nparams,
+				   VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER) < 0)
+		ret = fail(err, errlen, "libvirt's migration");
+out:
+	virTypedParamsFree(params, nparams);
+	virDomainFree(dom);
+	return ret;
+}
+
+static uint64_t ull(virTypedParameterPtr params, int n, const char *key)
+{
+	unsigned long long v = 0;
+
+	if (virTypedParamsGetULLong(params, n, key, &v) <= 0)
+		v = 0;
+	return v;
+}
+
+int lv_job_stats(struct lv_host *h, const char *name, bool completed, struct lv_job_stats *s,
+		 char *err, size_t errlen)
+{
+	virTypedParameterPtr params = NULL;
+	int n = 0, type = VIR_DOMAIN_JOB_NONE, ret = 0;
+	virDomainPtr dom = find(h, name, err, errlen, &ret);
+
+	memset(s, 0, sizeof(*s));
+	if (!dom)
+		return ret;
+	if (virDomainGetJobStats(dom, &type, &params, &n,
+				 /* kept: they are libvirt's to show (domjobinfo --completed) */
+				 completed ? VIR_DOMAIN_JOB_STATS_COMPLETED |
+				 VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED : 0) < 0) {
+		ret = fail(err, errlen, "virDomainGetJobStats");
+		goto out;
+	}
+	s->active = type != VIR_DOMAIN_JOB_NONE;
+	s->elapsed_ms = ull(params, n, VIR_DOMAIN_JOB_TIME_ELAPSED);
+	s->data_total = ull(params, n, VIR_DOMAIN_JOB_DATA_TOTAL);
+	s->data_processed = ull(params, n, VIR_DOMAIN_JOB_DATA_PROCESSED);
+	s->data_remaining = ull(params, n, VIR_DOMAIN_JOB_DATA_REMAINING);
+	s->memory_iteration = ull(params, n, VIR_DOMAIN_JOB_MEMORY_ITERATION);
+	s->dirty_rate = ull(params, n, VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE);
+	s->memory_bps = ull(params, n, VIR_DOMAIN_JOB_MEMORY_BPS);
+	s->downtime_ms = ull(params, n, VIR_DOMAIN_JOB_DOWNTIME);
+	virTypedParamsFree(params, n);
+out:
+	virDomainFree(dom);
+	return ret;
+}
+
+int lv_abort_job(struct lv_host *h, const char *name, char *err, size_t errlen)
+{
+	int ret = 0;
+	virDomainPtr dom = find(h, name, err, errlen, &ret);
+
+	if (!dom)
+		return ret;
+	if (virDomainAbortJob(dom) < 0)
+		ret = fail(err, errlen, "virDomainAbortJob");
+	virDomainFree(dom);
+	return ret;
+}
