@@ -596,70 +596,23 @@ static int words_and_json(int argc, char **argv, const char **words, int max, in
 	return 0;
 }
 
-int cmd_cancel(int argc, char **argv)
-{
-	struct json_object *req, *rep;
-	const char *w[1];
-	bool json;
-	int n;
-
-	if (words_and_json(argc, argv, w, 1, &n, &json))
-		return EXIT_USAGE;
-	if (n != 1)
-		return cli_usage_error("cancel", "give the JOB ('vmigrate jobs' lists them)");
-	req = svc_req("cancel");
-	json_object_object_add(req, "job", json_object_new_string(w[0]));
-	rep = svc_request(req, true);
-	if (!rep)
-		return 1;
-	if (json) {
-		json_object_object_add(rep, "job", json_object_new_string(w[0]));
-		svc_print_json(rep);
-	} else {
-		printf("%s: cancel requested\n", w[0]);
-	}
-	json_object_put(rep);
-	return 0;
-}
-
-int cmd_migrate_postcopy(int argc, char **argv)
-{
-	struct json_object *req, *rep;
-	const char *w[1];
-	bool json;
-	int n;
-
-	if (words_and_json(argc, argv, w, 1, &n, &json))
-		return EXIT_USAGE;
-	if (n != 1)
-		return cli_usage_error("migrate-postcopy", "give the JOB ('vmigrate jobs' lists them)");
-	req = svc_req("migrate-postcopy");
-	json_object_object_add(req, "job", json_object_new_string(w[0]));
-	rep = svc_request(req, true);
-	if (!rep)
-		return 1;
-	if (json) {
-		json_object_object_add(rep, "job", json_object_new_string(w[0]));
-		svc_print_json(rep);
-	} else {
-		printf("%s: switching to post-copy\n", w[0]);
-	}
-	json_object_put(rep);
-	return 0;
-}
-
-int cmd_migrate_recover(int argc, char **argv)
+/*
+ * A request about one job: cmd JOB [DEST] (DEST only where dest_ok), sent
+ * to the service; said is what the text output says it asked for.
+ */
+static int job_request(const char *cmd, int argc, char **argv, bool dest_ok, const char *usage,
+		       const char *said)
 {
 	struct json_object *req, *rep;
 	const char *w[2];
 	bool json;
 	int n;
 
-	if (words_and_json(argc, argv, w, 2, &n, &json))
+	if (words_and_json(argc, argv, w, dest_ok ? 2 : 1, &n, &json))
 		return EXIT_USAGE;
-	if (n < 1)
-		return cli_usage_error("migrate-recover", "give the JOB, and maybe a HOST[:PORT]");
-	req = svc_req("migrate-recover");
+	if (n < 1 || (!dest_ok && n != 1))
+		return cli_usage_error(cmd, "%s", usage);
+	req = svc_req(cmd);
 	json_object_object_add(req, "job", json_object_new_string(w[0]));
 	if (n == 2)
 		json_object_object_add(req, "dest", json_object_new_string(w[1]));
@@ -670,10 +623,28 @@ int cmd_migrate_recover(int argc, char **argv)
 		json_object_object_add(rep, "job", json_object_new_string(w[0]));
 		svc_print_json(rep);
 	} else {
-		printf("%s: reconnecting%s%s\n", w[0], n == 2 ? " to " : "", n == 2 ? w[1] : "");
+		printf("%s: %s%s%s\n", w[0], said, n == 2 ? " to " : "", n == 2 ? w[1] : "");
 	}
 	json_object_put(rep);
 	return 0;
+}
+
+int cmd_cancel(int argc, char **argv)
+{
+	return job_request("cancel", argc, argv, false,
+			   "give the JOB ('vmigrate jobs' lists them)", "cancel requested");
+}
+
+int cmd_migrate_postcopy(int argc, char **argv)
+{
+	return job_request("migrate-postcopy", argc, argv, false,
+			   "give the JOB ('vmigrate jobs' lists them)", "switching to post-copy");
+}
+
+int cmd_migrate_recover(int argc, char **argv)
+{
+	return job_request("migrate-recover", argc, argv, true,
+			   "give the JOB, and maybe a HOST[:PORT]", "reconnecting");
 }
 
 int cmd_set_bandwidth(int argc, char **argv)
