@@ -41,7 +41,9 @@ struct postcopy_dst {
 	int uffd;
 	uint64_t *owed[VM_MAX_REGIONS];		/* atomic words: not here yet */
 	uint64_t *discarded[VM_MAX_REGIONS];	/* control thread: punched already */
-	uint64_t *asked[VM_MAX_REGIONS];	/* under lock: requested, not here */
+	uint64_t *asked[VM_MAX_REGIONS];	/* changed under lock (atomic words, so
+						 * arrived() may look without it):
+						 * requested, not here */
 	uint64_t *asked_at[VM_MAX_REGIONS];	/* under lock: when, ns */
 	atomic_uint_fast64_t owed_pages;
 	bool have_owed[VM_MAX_REGIONS];
@@ -173,9 +175,11 @@ static void arrived(struct postcopy_dst *d, unsigned ri, uint64_t p)
 	if (!(old & bit))
 		return;
 	atomic_fetch_sub(&d->owed_pages, 1);
+	if (!(__atomic_load_n(&d->asked[ri][p / 64], __ATOMIC_ACQUIRE) & bit))
+		return;		/* the push's pages: nobody waits, no lock */
 	pthread_mutex_lock(&d->lock);
 	if (d->asked[ri][p / 64] & bit) {
-		d->asked[ri][p / 64] &= ~bit;
+		__atomic_fetch_and(&d->asked[ri][p / 64], ~bit, __ATOMIC_RELEASE);
 		if (d->nsamples < MAX_SAMPLES)
 			d->samples[d->nsamples++] =
 				(uint32_t)((now_ns() - d->asked_at[ri][p]) / 1000);
@@ -263,7 +267,7 @@ static void touched(struct postcopy_dst *d, unsigned ri, uint64_t p, struct mig_
 	if (is_owed(d, ri, p) && !d->zero_instead) {
 		pthread_mutex_lock(&d->lock);
 		if (!(d->asked[ri][p / 64] & bit)) {
-			d->asked[ri][p / 64] |= bit;
+			__atomic_fetch_or(&d->asked[ri][p / 64], bit, __ATOMIC_RELEASE);
 			d->asked_at[ri][p] = now_ns();
 			d->requests++;
 			ask = true;

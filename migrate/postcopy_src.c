@@ -166,6 +166,7 @@ static int server_start(struct postcopy_src *pc, struct xport *fault)
 	wo.lz4_auto = false;	/* a lone page: raw or LZ4, whichever is smaller */
 	fault->idle_ok = true;	/* no request for a while is no failure */
 	pc->fault = fault;
+	pc->s->fault = fault;
 	pc->fw = ckpt_writer_new(&sink, &wo);
 	if (!pc->fw || ckpt_writer_header(pc->fw, &pc->info) ||
 	    ckpt_writer_marker(pc->fw, CKPT_MARK_ROUND, 1) || ckpt_writer_flush(pc->fw))
@@ -401,7 +402,6 @@ static void publish(struct postcopy_src *pc)
 	pthread_mutex_lock(&s->prog->lock);
 	s->prog->stats.remaining_pages = owed;
 	s->prog->stats.postcopy_requests = atomic_load(&pc->requests);
-	s->prog->stats.transferred_bytes += pc->fault ? pc->fault->bytes_sent : 0;
 	if (s->prog->stats.transferred_bytes > pc->bytes_at_run)
 		s->prog->stats.postcopy_bytes = s->prog->stats.transferred_bytes - pc->bytes_at_run;
 	pthread_mutex_unlock(&s->prog->lock);

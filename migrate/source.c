@@ -331,7 +331,7 @@ void src_totals(struct source *s, struct ckpt_writer_stats *ws, uint64_t *bytes)
 	ws->data_pages += c->data_pages;
 	ws->bytes += c->bytes;
 	ws->run_pages += c->run_pages;
-	*bytes = s->x->bytes_sent + data;
+	*bytes = s->x->bytes_sent + data + (s->fault ? s->fault->bytes_sent : 0);
 }
 
 static uint64_t count_bits(const uint64_t *bm, uint64_t first, uint64_t n)

@@ -74,6 +74,7 @@ struct source {
 
 	/* Post-copy (postcopy_src.c), from the switch on. */
 	struct postcopy_src *pc;
+	struct xport *fault;		/* post-copy's fault channel in use: its bytes count */
 
 	pthread_t throttle_thread;
 	bool throttle_running;

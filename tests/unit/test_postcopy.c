@@ -305,6 +305,15 @@ TEST_T(auto_postcopy_when_rounds_stop_shrinking, 120)
 	postcopy_case(MIG_POSTCOPY_AUTO, 0, 1, 300 << 20, 60 << 20);
 }
 
+/* Pure post-copy with the background push capped at cap bytes/s. */
+static void pure_params(struct mig_params *p, struct mig_progress *prog, uint64_t cap)
+{
+	mig_params_default(p);
+	p->postcopy = MIG_POSTCOPY_PURE;
+	p->bandwidth = cap;
+	mig_progress_init(prog);
+}
+
 /* The guest asks for pages it touches: some of them went on the fault
  * channel, answered ahead of the capped push. */
 TEST_T(first_touches_are_asked_for_and_answered, 120)
@@ -315,10 +324,7 @@ TEST_T(first_touches_are_asked_for_and_answered, 120)
 	struct outcome o;
 	struct rig g;
 
-	mig_params_default(&p);
-	p.postcopy = MIG_POSTCOPY_PURE;
-	p.bandwidth = 40 << 20;		/* 256 MiB: seconds of post-copy */
-	mig_progress_init(&prog);
+	pure_params(&p, &prog, 40 << 20);	/* 256 MiB: seconds of post-copy */
 	run(src, &g, 0, &p, &prog, &o);
 	CHECK_MSG(o.st.postcopy_requests > 0, "no page was asked for");
 	CHECK(o.st.fault_p99_ms >= o.st.fault_p50_ms);
@@ -372,10 +378,7 @@ static void cut_case(struct vm *src, unsigned nr_data, bool may_recover, struct 
 	struct mig_progress prog;
 	struct meddler m;
 
-	mig_params_default(&p);
-	p.postcopy = MIG_POSTCOPY_PURE;
-	p.bandwidth = 60 << 20;
-	mig_progress_init(&prog);
+	pure_params(&p, &prog, 60 << 20);
 	setenv("VMIGRATE_FAULT", "src-postcopy-slow-push", 1);	/* time to cut */
 	rig_start(g, nr_data, &p);
 	g->recoveries_allowed = may_recover;
@@ -439,10 +442,7 @@ TEST_T(cancel_after_the_switch_changes_nothing, 120)
 	struct outcome o;
 	struct rig g;
 
-	mig_params_default(&p);
-	p.postcopy = MIG_POSTCOPY_PURE;
-	p.bandwidth = 60 << 20;
-	mig_progress_init(&prog);
+	pure_params(&p, &prog, 60 << 20);
 	m = (struct meddler){ .g = &g, .prog = &prog };
 	CHECK(pthread_create(&m.thread, NULL, meddle_main, &m) == 0);
 	run(src, &g, 0, &p, &prog, &o);
@@ -464,10 +464,7 @@ TEST_T(a_zero_page_instead_of_waiting_is_caught, 120)
 
 	setenv("VMIGRATE_FAULT", "dst-postcopy-zero-page", 1);
 	src = boot(200 << 20);
-	mig_params_default(&p);
-	p.postcopy = MIG_POSTCOPY_PURE;
-	p.bandwidth = 60 << 20;
-	mig_progress_init(&prog);
+	pure_params(&p, &prog, 60 << 20);
 	run(src, &g, 0, &p, &prog, &o);
 	unsetenv("VMIGRATE_FAULT");
 	CHECK_MSG(o.ret == 0 && g.vm, "migration failed: %s / %s", o.st.error, g.err);
