@@ -9,7 +9,7 @@
 #   make man        the man pages (scdoc), also part of make when scdoc is there
 #   make install    binaries, man pages, bash completion, systemd units;
 #                   make uninstall removes them again
-# Knobs: WERROR=0, V=1, SANITIZER=address|undefined, BUILD=dir,
+# Knobs: WERROR=0, V=1, SANITIZER=address|undefined|address,undefined, BUILD=dir,
 #        PREFIX=/usr/local and DESTDIR for install and uninstall
 
 BUILD     ?= build

@@ -71,6 +71,11 @@ struct mig_params {
 	 * up at once. */
 	int (*reconnect)(void *opaque, struct mig_links *out);
 	void *reconnect_opaque;
+	/* Held from each pause of the guest to its resume (auto-converge's
+	 * slices, the switchover to the guest's going on here), when others
+	 * pause it too (replication's epochs, a verify): pauses do not nest,
+	 * so without it one would resume the guest inside another's pause. */
+	pthread_mutex_t *run_lock;
 };
 
 /* "off", "pure" (or "now"), "auto" or a number of rounds, into p. */

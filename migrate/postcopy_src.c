@@ -257,7 +257,7 @@ static int hand_over(struct postcopy_src *pc, unsigned next, bool *handed)
 			return ret;
 	}
 	src_throttle_stop(s);
-	vm_pause(s->vm);
+	src_pause(s);
 	s->t_pause = now();
 	s->paused = true;
 	src_set_status(s, MIG_DEVICE);

@@ -174,9 +174,13 @@ static void *throttle_main(void *arg)
 			usleep(THROTTLE_PERIOD_US);
 			continue;
 		}
+		if (s->p->run_lock)
+			pthread_mutex_lock(s->p->run_lock);
 		vm_pause(s->vm);
 		usleep(THROTTLE_PERIOD_US * pct / 100);
 		vm_resume(s->vm);
+		if (s->p->run_lock)
+			pthread_mutex_unlock(s->p->run_lock);
 		usleep(THROTTLE_PERIOD_US * (100 - pct) / 100);
 	}
 	return NULL;
@@ -198,9 +202,30 @@ void src_throttle_stop(struct source *s)
 	if (!s->throttle_running)
 		return;
 	atomic_store(&s->throttle_stop, true);
-	pthread_join(s->throttle_thread, NULL);
+	pthread_join(s->throttle_thread, NULL);	/* it ends resumed: each slice does */
 	s->throttle_running = false;
-	vm_resume(s->vm);	/* it may have stopped between its pause and resume */
+}
+
+void src_pause(struct source *s)
+{
+	if (s->p->run_lock && !s->run_locked) {
+		pthread_mutex_lock(s->p->run_lock);
+		s->run_locked = true;
+	}
+	vm_pause(s->vm);
+}
+
+void src_resume(struct source *s)
+{
+	if (s->p->run_lock && !s->run_locked) {
+		pthread_mutex_lock(s->p->run_lock);
+		s->run_locked = true;
+	}
+	vm_resume(s->vm);
+	if (s->run_locked) {
+		s->run_locked = false;
+		pthread_mutex_unlock(s->p->run_lock);
+	}
 }
 
 /* ---- peer and progress checks between chunks ---------------------------- */
@@ -796,7 +821,7 @@ static int keep_running(struct source *s)
 
 	if (ret)
 		return ret;
-	vm_resume(s->vm);
+	src_resume(s);
 	src_completed(s);
 	return 0;
 }
@@ -819,7 +844,7 @@ static int switchover(struct source *s, unsigned round)
 	if (ret)
 		return ret;
 	src_throttle_stop(s);
-	vm_pause(s->vm);
+	src_pause(s);
 	s->t_pause = now();
 	src_set_status(s, MIG_DEVICE);
 	ret = src_sync_dirty(s, &remaining, true);
@@ -1100,7 +1125,7 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 		src_throttle_stop(&s);
 		vm->ops->dirty_stop(vm);
 		s.tracking = false;
-		vm_resume(vm);	/* the guest carries on here */
+		src_resume(&s);	/* the guest carries on here */
 		if (!s.peer_error[0] && ret != -ECANCELED)
 			last_words(&s);
 		if (s.peer_error[0])
@@ -1132,6 +1157,8 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 		pthread_mutex_unlock(&prog->lock);
 	}
 out:
+	if (s.run_locked)	/* handed over, or uncertain: it stays paused */
+		pthread_mutex_unlock(p->run_lock);
 	page_out_free(s.out);
 	digests_free(&s.have);
 	ckpt_writer_free(s.w);

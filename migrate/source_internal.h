@@ -76,6 +76,7 @@ struct source {
 	struct postcopy_src *pc;
 	struct xport *fault;		/* post-copy's fault channel in use: its bytes count */
 
+	bool run_locked;		/* holds p->run_lock: paused by src_pause() */
 	pthread_t throttle_thread;
 	bool throttle_running;
 	atomic_uint throttle_pct;
@@ -87,6 +88,10 @@ struct postcopy_src;
 void src_set_status(struct source *s, enum mig_status st);
 void src_fail(struct source *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void src_throttle_stop(struct source *s);
+/* The guest paused until src_resume() (or for good), under p->run_lock. */
+void src_pause(struct source *s);
+/* The guest runs on here: resumed, and p->run_lock let go. */
+void src_resume(struct source *s);
 /* One message from the destination on the control channel, acted on. */
 int src_take_msg(struct source *s, uint16_t *type);
 /* Messages already waiting, taken without blocking. */

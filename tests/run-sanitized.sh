@@ -1,18 +1,21 @@
 #!/bin/bash
-# Builds everything with SANITIZER=address or undefined into BUILD (default
-# build-asan / build-ubsan) and runs the whole suite there (make test). Every
+# Builds everything with SANITIZER=address, undefined or both
+# (address,undefined: one build and one run catch what either finds) into
+# BUILD (default build-asan, build-ubsan, build-san) and runs the whole
+# suite there (make test). Every
 # process the tests start, the services and guest processes whose stderr
 # goes to log files included, writes its sanitizer reports into one folder
 # (log_path); each report found there afterwards counts as one failure, on
 # top of what the suite counted. Prints the suite's lines, the reports and,
 # last, "N passed, N failed[, N skipped]". Exits non-zero on any failure.
-# Usage: tests/run-sanitized.sh address|undefined [BUILD]
+# Usage: tests/run-sanitized.sh address|undefined|address,undefined [BUILD]
 set -u
 cd "$(dirname "$0")/.."
-san=${1:?usage: run-sanitized.sh address|undefined [BUILD]}
+san=${1:?usage: run-sanitized.sh address|undefined|address,undefined [BUILD]}
 case $san in
 address) build=${2:-build-asan} ;;
 undefined) build=${2:-build-ubsan} ;;
+address,undefined) build=${2:-build-san} ;;
 *) echo "run-sanitized: unknown sanitizer '$san'" >&2; echo "0 passed, 1 failed"; exit 1 ;;
 esac
 reports=$(mktemp -d /tmp/vmigrate-san.XXXXXX)

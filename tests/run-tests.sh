@@ -17,9 +17,11 @@ trap 'rm -f "$log"' EXIT
 
 run_suite() {
 	local name=$1; shift
+	local t0=$SECONDS
 	"$@" >"$log" 2>&1
 	local rc=$?
 	cat "$log"
+	echo "# $name took $((SECONDS - t0)) s"
 	local p f s
 	p=$(grep -c '^PASS ' "$log")
 	f=$(grep -c '^FAIL ' "$log")

@@ -224,9 +224,19 @@ static void verify_slice(const struct vm *vm, const struct vmg_boot_params *bp,
 			}
 		}
 		rep->bad_pages++;
-		bad(rep, gpa, "vCPU %u page %llu (gpa %#llx): word %u differs from generation %llu "
-		    "(counter %llu)", v, (unsigned long long)index, (unsigned long long)gpa,
-		    prefix, (unsigned long long)gen, (unsigned long long)counter);
+		/* a prefix of the due generation over the one before: the page
+		 * was copied while that write went on, and not again after it */
+		if (prefix > 1 && gen > 0 && matches_from(p, bp, index, gen - 1, prefix))
+			bad(rep, gpa, "vCPU %u page %llu (gpa %#llx): words 0-%u hold generation "
+			    "%llu, the rest generation %llu, a copy torn mid-write (counter %llu)",
+			    v, (unsigned long long)index, (unsigned long long)gpa, prefix - 1,
+			    (unsigned long long)gen, (unsigned long long)gen - 1,
+			    (unsigned long long)counter);
+		else
+			bad(rep, gpa, "vCPU %u page %llu (gpa %#llx): word %u differs from generation "
+			    "%llu (counter %llu)", v, (unsigned long long)index,
+			    (unsigned long long)gpa, prefix, (unsigned long long)gen,
+			    (unsigned long long)counter);
 	}
 }
 
@@ -304,6 +314,12 @@ int vm_memtouch_verify(const struct vm *vm, const struct vm_verify_opts *opts,
 			    (unsigned long long)opts->min_counter[v]);
 		}
 		verify_slice(vm, bp, v, st[v].counter, rep);
+	}
+	if (rep->bad_pages > 1) {
+		size_t len = strlen(rep->msg);
+
+		snprintf(rep->msg + len, sizeof(rep->msg) - len, "; %llu bad pages in all",
+			 (unsigned long long)rep->bad_pages);
 	}
 	if (rep->guest_check_errors)
 		bad(rep, VMG_STATUS_GPA, "the guest's own check failed %llu times",

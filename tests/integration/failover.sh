@@ -135,7 +135,12 @@ b_took_over() {
 		return 1
 	fi
 	note "B runs the guest $(( $(date +%s%N) / 1000000 - t0 )) ms after the fault (TTL $TTL s)"
-	vmB verify $G >/dev/null || { note "verify failed on B"; return 1; }
+	if ! vmB verify $G >/dev/null; then
+		note "verify failed on B; the last of each service's log:"
+		tail -n 12 "$HOSTS_DIR/A/service.log" | sed 's/^/#   A: /'
+		tail -n 12 "$HOSTS_DIR/B/service.log" | sed 's/^/#   B: /'
+		return 1
+	fi
 	sleep 1.5	# B releases some output of its own
 	local out
 	out=$(python3 "$CHECK_OUTPUT" "$HOSTS_DIR/A/guests/$G.output" "$HOSTS_DIR/B/guests/$G.output")

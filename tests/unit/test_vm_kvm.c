@@ -166,6 +166,99 @@ TEST(dirty_ring_reports_every_written_page)
 	dirty_log_accuracy(VM_DIRTY_RING);
 }
 
+/*
+ * The cycle replication's epochs rely on: pause, fetch and re-arm the
+ * dirty log, copy what it names, resume. An unpaced guest is stopped in
+ * the middle of a page nearly every time, so the stores that finish the
+ * page come after the re-arm: they must show in the next fetch. A copy
+ * kept that way must equal the guest's RAM at the end, every page of it.
+ */
+static void epochs_lose_no_write(enum vm_dirty_mode mode)
+{
+	struct vm *vm = tg_boot(&(struct tg_opts){ .vcpus = 2, .working_set = 4 << 20,
+						   .no_fill = true });
+	const struct vm_region *r = &vm->regions[0];
+	uint64_t pages = r->size / VM_PAGE_SIZE, words = vm_bitmap_bytes(r) / 8;
+	uint64_t *bm = calloc(words, 8), differ = 0, first_bad = 0, copied = 0;
+	uint8_t *copy = malloc(r->size);
+	const char *env = getenv("VMIGRATE_EPOCH_CYCLES");
+	unsigned cycles = env ? (unsigned)atoi(env) : 400;
+
+	CHECK(bm && copy);
+	CHECK_EQ(vm->ops->dirty_start(vm), 0);
+	CHECK_EQ(vm_start(vm), 0);
+	tg_sleep_ms(20);
+	CHECK_EQ(vm_pause(vm), 0);
+	/* the base: all of RAM, with every page re-armed */
+	CHECK_EQ(vm->ops->dirty_sync(vm, 0, bm), 0);
+	memset(bm, 0xff, words * 8);
+	CHECK_EQ(vm->ops->dirty_clear(vm, 0, 0, pages, bm), 0);
+	memcpy(copy, r->host, r->size);
+	for (unsigned c = 0; c < cycles; c++) {
+		struct timespec ts = { 0, (long)(random() % 2000) * 1000 };
+
+		CHECK_EQ(vm_resume(vm), 0);
+		nanosleep(&ts, NULL);
+		CHECK_EQ(vm_pause(vm), 0);
+		memset(bm, 0, words * 8);
+		CHECK_EQ(vm->ops->dirty_sync(vm, 0, bm), 0);
+		CHECK_EQ(vm->ops->dirty_clear(vm, 0, 0, pages, bm), 0);
+		for (uint64_t p = 0; p < pages; p++)
+			if (bm[p / 64] & (1ull << (p % 64))) {
+				memcpy(copy + p * VM_PAGE_SIZE, r->host + p * VM_PAGE_SIZE,
+				       VM_PAGE_SIZE);
+				copied++;
+			}
+	}
+	for (uint64_t p = 0; p < pages; p++)
+		if (memcmp(copy + p * VM_PAGE_SIZE, r->host + p * VM_PAGE_SIZE, VM_PAGE_SIZE) &&
+		    !differ++)
+			first_bad = p;
+	CHECK_MSG(copied > cycles, "only %llu pages copied in %u cycles",
+		  (unsigned long long)copied, cycles);
+	CHECK_MSG(!differ, "%llu page(s) changed without showing in the dirty log over %u "
+		  "cycles (first: page %llu, gpa %#llx; counter %llu)", (unsigned long long)differ,
+		  cycles, (unsigned long long)first_bad,
+		  (unsigned long long)(r->gpa + first_bad * VM_PAGE_SIZE),
+		  (unsigned long long)tg_total(vm));
+	CHECK_EQ(vm->ops->dirty_stop(vm), 0);
+	free(bm);
+	free(copy);
+	vm_destroy(vm);
+}
+
+TEST(epochs_bitmap_lose_no_write)
+{
+	epochs_lose_no_write(VM_DIRTY_BITMAP);
+}
+
+TEST(epochs_ring_lose_no_write)
+{
+	epochs_lose_no_write(VM_DIRTY_RING);
+}
+
+/* Tracking switched on and off under running vCPUs (a checkpoint, a
+ * migration's start and end) loses none of their writes. */
+TEST(dirty_tracking_toggled_under_running_vcpus)
+{
+	struct vm *vm = tg_boot(&(struct tg_opts){ .vcpus = 2, .working_set = 4 << 20,
+						   .no_fill = true });
+	const char *env = getenv("VMIGRATE_EPOCH_CYCLES");
+	unsigned cycles = env ? (unsigned)atoi(env) : 400;
+
+	CHECK_EQ(vm_start(vm), 0);
+	tg_sleep_ms(20);
+	for (unsigned c = 0; c < cycles; c++) {
+		CHECK_EQ(vm->ops->dirty_start(vm), 0);
+		usleep(500);
+		CHECK_EQ(vm->ops->dirty_stop(vm), 0);
+		usleep(500);
+	}
+	CHECK_EQ(vm_pause(vm), 0);
+	verify_ok(vm, NULL);
+	vm_destroy(vm);
+}
+
 static const char *tmpfile_path(const char *name)
 {
 	static char path[4200];

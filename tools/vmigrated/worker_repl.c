@@ -189,6 +189,7 @@ static int protect_once(void)
 	}
 	t0 = worker_now();
 	W.params.standby = true;
+	W.params.run_lock = &W.rprog.run_lock;	/* a verify meanwhile pauses it too */
 	repl_output_hold(&W.rprog);
 	ret = mig_source_run(W.vm, W.mig_session.control, &W.params, &W.prog);
 	/* fenced meanwhile: the sync's end must not have resumed it */
