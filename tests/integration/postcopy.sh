@@ -157,11 +157,19 @@ job_in postcopy-active
 job=$JOB
 cancel=$(vmA cancel "$job" 2>&1)
 crc=$?
+# meanwhile the destination says the guest runs there, its pages still
+# coming, and keeps it (stopped only once every page is in)
+binfo=$(vmB info $G --json 2>&1)
+bstop=$(vmB stop $G 2>&1)
+bsrc=$?
 wait $mig
 rc=$?
 [ -n "$job" ] && [ $crc != 0 ] && echo "$cancel" | grep -q "post-copy" && [ $rc = 0 ] &&
 	on_b_only "$before"
 check cancel_during_postcopy_is_refused $? "job '$job', cancel rc $crc: $cancel; rc $rc: $(cat "$HOSTS_DIR/mig.out"); B: $(tail -n 5 "$HOSTS_DIR/B/service.log")"
+echo "$binfo" | grep -q '"state":"running"' && echo "$binfo" | grep -q '"memory":"postcopy-active"' &&
+	[ $bsrc != 0 ] && echo "$bstop" | grep -q "migrating"
+check destination_shows_postcopy $? "info on B: $binfo; stop on B (rc $bsrc): $bstop"
 
 # the link cut (every packet dropped) during post-copy, then back: both
 # ends wait, the source reconnects by itself, the job completes

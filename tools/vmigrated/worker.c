@@ -300,13 +300,31 @@ static void record_job(const char *job, bool outgoing, const struct mig_stats *s
 	worker_keep_job(rec, job_code(st, ret));
 }
 
+/* An incoming guest that runs here already, its pages still coming
+ * (post-copy); *st says how. */
+static bool running_postcopy_in(enum mig_status *st)
+{
+	struct mig_stats in;
+
+	if (W.state != W_INCOMING)
+		return false;
+	mig_progress_get(&W.inprog, &in);
+	*st = in.status;
+	return in.status == MIG_POSTCOPY_ACTIVE || in.status == MIG_POSTCOPY_PAUSED;
+}
+
 static struct json_object *do_info(void)
 {
 	struct json_object *o = ipc_ok();
+	enum mig_status pcst = MIG_SETUP;
+	bool pc;
 
 	pthread_mutex_lock(&W.lock);
+	pc = running_postcopy_in(&pcst);
 	json_object_object_add(o, "name", json_object_new_string(W.spec.name));
-	json_object_object_add(o, "state", json_object_new_string(worker_state_names[W.state]));
+	/* post-copy: it runs here while the job still owns it (no stop yet) */
+	json_object_object_add(o, "state", json_object_new_string(
+		pc ? worker_state_names[W_RUNNING] : worker_state_names[W.state]));
 	json_object_object_add(o, "pid", json_object_new_int(getpid()));
 	json_object_object_add(o, "mem", json_object_new_int64((int64_t)W.spec.mem));
 	json_object_object_add(o, "vcpus", json_object_new_int((int)W.spec.vcpus));
@@ -314,7 +332,8 @@ static struct json_object *do_info(void)
 	if (W.vm)
 		json_object_object_add(o, "counter", json_object_new_int64((int64_t)vm_memtouch_total(W.vm)));
 	json_object_object_add(o, "memory", json_object_new_string(
-		W.lazy ? "loading" : W.lazy_failed ? "incomplete" : "loaded"));
+		pc ? mig_status_name(pcst) : W.lazy ? "loading" : W.lazy_failed ? "incomplete" :
+		"loaded"));
 	if (W.job[0])
 		json_object_object_add(o, "job", json_object_new_string(W.job));
 	if (W.incoming_job[0])
@@ -926,6 +945,14 @@ static struct json_object *handle(struct json_object *req, int fd)
 	}
 	if (!strcmp(cmd, "stop") || !strcmp(cmd, "exit")) {
 		pthread_mutex_lock(&W.lock);
+		enum mig_status pcst;
+
+		if (running_postcopy_in(&pcst)) {
+			pthread_mutex_unlock(&W.lock);
+			return ipc_error(IPC_E_BUSY, "guest %s is migrating: it runs here while its "
+					 "pages still come from the source (%s); stop it once "
+					 "every page is in", W.spec.name, mig_status_name(pcst));
+		}
 		if (W.state == W_MIGRATING || W.state == W_INCOMING) {
 			pthread_mutex_unlock(&W.lock);
 			return ipc_error(IPC_E_BUSY, "guest %s is migrating: cancel the job first",
