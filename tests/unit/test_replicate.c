@@ -5,7 +5,8 @@
  * released only for acknowledged epochs and never gets ahead of the
  * standby, a resync from an earlier copy sends only what differs, a
  * planned switch leaves the standby the whole guest, epochs of an older
- * fencing token are refused, and a clean stop ends both sides.
+ * fencing token are refused, a clean stop ends both sides, and a sync
+ * never resumes the guest inside another pauser's pause.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -391,5 +392,91 @@ TEST_T(epochs_of_an_older_token_are_refused, 60)
 	repl_progress_destroy(&oprog);
 	repl_progress_destroy(&pr.prog);
 	vm_destroy(sb.vm);
+	vm_destroy(src);
+}
+
+/* Another pauser of the primary's guest (a verify): under run_lock it
+ * pauses the guest, and the guest must not move until it resumes it. */
+struct pauser {
+	struct vm *vm;
+	pthread_mutex_t *run_lock;
+	atomic_bool stop;
+	unsigned pauses, moved;
+	pthread_t thread;
+};
+
+static void *pauser_main(void *arg)
+{
+	struct pauser *p = arg;
+
+	while (!atomic_load(&p->stop)) {
+		uint64_t before;
+
+		pthread_mutex_lock(p->run_lock);
+		vm_pause(p->vm);
+		before = tg_total(p->vm);
+		usleep(2000);
+		p->moved += tg_total(p->vm) != before;
+		p->pauses++;
+		vm_resume(p->vm);
+		pthread_mutex_unlock(p->run_lock);
+		usleep(500);
+	}
+	return NULL;
+}
+
+static void *sync_dest_main(void *arg)
+{
+	struct standby_run *s = arg;
+	struct mig_dest_opts o = { .io_timeout_ms = 5000, .standby = true };
+
+	s->vm = mig_dest_run(s->x, &o, &s->mst, s->err, sizeof(s->err));
+	return NULL;
+}
+
+/* Pauses do not nest: a standby's sync that paused and resumed the guest
+ * on its own would resume it inside another pauser's pause. Under the
+ * replication's run_lock it never does, sync after sync. */
+TEST_T(sync_never_resumes_the_guest_inside_another_pause, 90)
+{
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 128 << 20, .vcpus = 2,
+						    .working_set = 16 << 20,
+						    .dirty_rate = 100 << 20 });
+	struct repl_progress prog;
+	struct pauser pz = { .vm = src };
+
+	CHECK_EQ(vm_start(src), 0);
+	repl_progress_init(&prog, NULL, NULL);
+	pz.run_lock = &prog.run_lock;
+	CHECK(pthread_create(&pz.thread, NULL, pauser_main, &pz) == 0);
+	for (int i = 0; i < 12; i++) {
+		struct standby_run sb = { 0 };
+		struct mig_progress mprog;
+		struct mig_params mp;
+		struct xport *x;
+		int sv[2];
+
+		CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+		sb.x = xport_tcp_from_fd(sv[1], 5000);
+		x = xport_tcp_from_fd(sv[0], 5000);
+		CHECK(pthread_create(&sb.thread, NULL, sync_dest_main, &sb) == 0);
+		mig_params_default(&mp);
+		mp.standby = true;
+		mp.run_lock = &prog.run_lock;
+		mig_progress_init(&mprog);
+		CHECK_EQ(mig_source_run(src, x, &mp, &mprog), 0);
+		pthread_join(sb.thread, NULL);
+		CHECK_MSG(sb.vm, "standby %d: %s", i, sb.err);
+		vm_destroy(sb.vm);
+		xport_close(x);
+		xport_close(sb.x);
+		CHECK_EQ(src->ops->dirty_stop(src), 0);	/* the next sync starts it again */
+	}
+	atomic_store(&pz.stop, true);
+	pthread_join(pz.thread, NULL);
+	printf("#   %u pauses of the other pauser over 12 syncs\n", pz.pauses);
+	CHECK_MSG(pz.pauses > 50, "the other pauser paused only %u times", pz.pauses);
+	CHECK_MSG(pz.moved == 0, "the guest ran inside %u of %u pauses", pz.moved, pz.pauses);
+	repl_progress_destroy(&prog);
 	vm_destroy(src);
 }
