@@ -122,8 +122,9 @@ static int live_rounds(struct vm *vm, struct ckpt_writer *w, struct snap_result 
 		if (ret)
 			break;
 		if (dirty <= LIVE_DONE_PAGES || round > LIVE_MAX_ROUNDS) {
-			vm_pause(vm);
+			/* the guest stands still from the first kick on */
 			res->pause_ms = now();	/* turned into a duration at the end */
+			vm_pause(vm);
 			for (unsigned r = 0; r < vm->nr_regions && !ret; r++)
 				ret = vm->ops->dirty_sync(vm, r, bm[r]);	/* ORs in the rest */
 			last = true;
