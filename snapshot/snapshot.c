@@ -51,6 +51,10 @@ static int write_region(struct ckpt_writer *w, const struct vm_region *r, const 
 
 	while (p < pages && !ckpt_writer_error(w)) {
 		if (dirty) {
+			if (p % 64 == 0 && !dirty[p / 64]) {
+				p += 64;	/* a clean word: 64 pages at once */
+				continue;
+			}
 			if ((dirty[p / 64] >> (p % 64)) & 1)
 				ckpt_writer_page(w, r->id, p, r->host + p * VM_PAGE_SIZE, NULL);
 			p++;
@@ -87,6 +91,64 @@ static int write_region(struct ckpt_writer *w, const struct vm_region *r, const 
 
 #define LIVE_MAX_ROUNDS		8
 #define LIVE_DONE_PAGES		256	/* few enough to write while paused */
+#define HOLD_SLACK_PAGES	256	/* dirtied between the last sync and the pause */
+#define HOLD_STATE_BYTES	(256u << 10)	/* room for every STATE record */
+
+/*
+ * Where a live checkpoint's records go. While the guest is paused for its
+ * last round, into memory (held): the last pages and the state are copied
+ * out in the pause, and reach the file only after the guest runs again.
+ * The file is still named only once complete and on disk (snap_save_paused).
+ */
+struct hold_sink {
+	int fd;
+	bool holding;
+	struct ckpt_membuf held;
+};
+
+static int hold_writev(void *opaque, const struct iovec *iov, int iovcnt)
+{
+	struct hold_sink *h = opaque;
+	struct ckpt_sink to;
+
+	if (h->holding)
+		ckpt_membuf_sink(&h->held, &to);
+	else
+		ckpt_fd_sink(&h->fd, &to);
+	return to.writev(to.opaque, iov, iovcnt);
+}
+
+/* Start holding, with room for about pages pages touched beforehand: memory
+ * first touched in the pause would lengthen it (PERF-FACTS.md). */
+static int hold_begin(struct hold_sink *h, uint64_t pages)
+{
+	size_t cap = (size_t)(pages + HOLD_SLACK_PAGES) *
+		     (VM_PAGE_SIZE + sizeof(struct ckpt_page_entry)) + HOLD_STATE_BYTES;
+
+	h->held.data = malloc(cap);
+	if (!h->held.data)
+		return -ENOMEM;
+	memset(h->held.data, 0, cap);
+	h->held.cap = cap;
+	h->held.len = 0;
+	h->holding = true;
+	return 0;
+}
+
+/* The held records into the file, after them everything directly. */
+static int hold_release(struct hold_sink *h)
+{
+	struct iovec v = { h->held.data, h->held.len };
+	struct ckpt_sink to;
+	int ret = 0;
+
+	h->holding = false;
+	ckpt_fd_sink(&h->fd, &to);
+	if (h->held.len)
+		ret = to.writev(to.opaque, &v, 1);
+	ckpt_membuf_release(&h->held);
+	return ret;
+}
 
 static uint64_t count_bits(const uint64_t *bm, uint64_t pages)
 {
@@ -99,10 +161,12 @@ static uint64_t count_bits(const uint64_t *bm, uint64_t pages)
 
 /*
  * After round 1 of a live checkpoint: rounds of what the guest dirtied
- * meanwhile, until little is left, then pause and write the rest. Leaves
- * the guest paused with res->pause_ms holding when it stopped.
+ * meanwhile, until little is left, then pause and write the rest into
+ * memory (hold). Leaves the guest paused with res->pause_ms holding when
+ * the pause began.
  */
-static int live_rounds(struct vm *vm, struct ckpt_writer *w, struct snap_result *res)
+static int live_rounds(struct vm *vm, struct ckpt_writer *w, struct hold_sink *hold,
+		       struct snap_result *res)
 {
 	uint64_t *bm[VM_MAX_REGIONS] = { 0 };
 	int ret = 0;
@@ -122,6 +186,9 @@ static int live_rounds(struct vm *vm, struct ckpt_writer *w, struct snap_result 
 		if (ret)
 			break;
 		if (dirty <= LIVE_DONE_PAGES || round > LIVE_MAX_ROUNDS) {
+			ret = hold_begin(hold, dirty);
+			if (ret)
+				break;
 			/* the guest stands still from the first kick on */
 			res->pause_ms = now();	/* turned into a duration at the end */
 			vm_pause(vm);
@@ -152,8 +219,9 @@ static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 		       struct snap_result *res)
 {
 	struct ckpt_writer_opts opts = { .codec = ckpt_codec_default, .build_index = true };
+	struct hold_sink hold = { .fd = fd };
 	struct ckpt_image_info info;
-	struct ckpt_sink sink;
+	struct ckpt_sink sink = { hold_writev, &hold };
 	struct ckpt_writer *w;
 	int ret;
 
@@ -162,7 +230,6 @@ static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 		opts.mac_key = o->mac_key;
 		opts.mac_key_len = o->mac_key_len;
 	}
-	ckpt_fd_sink(&fd, &sink);
 	w = ckpt_writer_new(&sink, &opts);
 	if (!w)
 		return -ENOMEM;
@@ -191,10 +258,11 @@ static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 	for (unsigned r = 0; r < vm->nr_regions && !ckpt_writer_error(w); r++)
 		write_region(w, &vm->regions[r], o && o->dirty ? o->dirty[r] : NULL);
 	if (o && o->live && !ckpt_writer_error(w)) {
-		ret = live_rounds(vm, w, res);
+		ret = live_rounds(vm, w, &hold, res);
 		if (ret) {
 			if (res->pause_ms > 0)
 				vm_resume(vm);	/* it stopped for the last round: go on */
+			ckpt_membuf_release(&hold.held);
 			ckpt_writer_free(w);
 			return ret;
 		}
@@ -202,16 +270,25 @@ static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 	if (!ckpt_writer_error(w)) {
 		ret = vm->ops->save_state(vm, w);
 		if (ret && !ckpt_writer_error(w)) {
+			if (hold.holding)
+				vm_resume(vm);
+			ckpt_membuf_release(&hold.held);
+			ckpt_writer_free(w);
+			return ret;
+		}
+	}
+	if (hold.holding) {
+		/* the last pages and the state are copied out: the guest goes on
+		 * while they, the index and the commit go into the file */
+		res->pause_ms = (now() - res->pause_ms) * 1e3;
+		vm_resume(vm);
+		ret = hold_release(&hold);
+		if (ret && !ckpt_writer_error(w)) {
 			ckpt_writer_free(w);
 			return ret;
 		}
 	}
 	ret = ckpt_writer_finish(w, res->digest);
-	if (o && o->live) {
-		/* the file is complete in the page cache: the guest goes on */
-		res->pause_ms = (now() - res->pause_ms) * 1e3;
-		vm_resume(vm);
-	}
 	memcpy(res->pages, ckpt_writer_stats(w)->pages, sizeof(res->pages));
 	res->file_bytes = ckpt_writer_stats(w)->bytes;
 	ckpt_writer_free(w);

@@ -30,8 +30,9 @@ struct snap_save_opts {
 	const uint8_t *mac_key;
 	size_t mac_key_len;
 	/* Live: the guest runs while pre-copy rounds go into the file; it is
-	 * paused only for the last dirty pages and the state, and runs again
-	 * before the file is synced. The caller turns dirty tracking on and
+	 * paused only while the last dirty pages and the state are copied
+	 * into memory, and runs again before they, the index and the commit
+	 * are written and the file synced. The caller turns dirty tracking on and
 	 * re-arms it (sync and clear) just before; for an incremental, that
 	 * sync is `dirty`. */
 	bool live;

@@ -275,3 +275,60 @@ TEST_T(lazy_restore_runs_first_and_loads_memory_behind, 120)
 	snap_lazy_free(lazy);
 	vm_destroy(vm);
 }
+
+/* A live checkpoint: the guest dirties memory through the rounds, stops
+ * only while the last pages and its state are copied out, and runs on
+ * while they are written. The file holds the guest as it was in that
+ * pause, intact, whatever it wrote afterwards. */
+TEST_T(live_checkpoint_holds_the_paused_moment, 120)
+{
+	struct vm *vm = tg_boot(&(struct tg_opts){ .mem = 128 << 20, .vcpus = 2,
+						   .working_set = 32 << 20, .dirty_rate = 40 << 20 });
+	uint64_t *bm[VM_MAX_REGIONS] = { 0 };
+	struct snap_save_opts o = { .live = true };
+	struct vm_verify_report rep;
+	struct snap_inspect in;
+	struct snap_result res;
+	uint64_t before[2], after[2];
+	char path[4200], err[512];
+	struct vm *r;
+
+	for (unsigned i = 0; i < vm->nr_regions; i++)
+		bm[i] = calloc(1, vm_bitmap_bytes(&vm->regions[i]));
+	CHECK_EQ(vm->ops->dirty_start(vm), 0);
+	CHECK_EQ(vm_start(vm), 0);
+	tg_sleep_ms(400);
+	snprintf(path, sizeof(path), "%s/live.ckpt", test_tmpdir());
+	take_dirty(vm, bm);
+	before[0] = tg_status(vm, 0)->counter;
+	before[1] = tg_status(vm, 1)->counter;
+	CHECK_MSG(snap_save_paused(vm, path, &o, &res, err, sizeof(err)) == 0, "%s", err);
+	after[0] = tg_status(vm, 0)->counter;
+	after[1] = tg_status(vm, 1)->counter;
+	CHECK_MSG(res.rounds >= 2, "%u rounds", res.rounds);
+	CHECK_MSG(res.pause_ms > 0 && res.pause_ms < res.seconds * 1e3, "paused %.3f ms of %.3f s",
+		  res.pause_ms, res.seconds);
+	/* it runs on after the checkpoint */
+	tg_sleep_ms(100);
+	CHECK(tg_status(vm, 0)->counter > after[0]);
+	vm_destroy(vm);
+
+	CHECK_MSG(snap_inspect(path, NULL, 0, &in, err, sizeof(err)) == 0, "inspect: %s", err);
+	CHECK(in.indexed);
+	CHECK_EQ(in.rounds, res.rounds);
+	r = restore(path, err, sizeof(err));
+	CHECK_MSG(r, "restore: %s", err);
+	for (unsigned i = 0; i < 2; i++)
+		CHECK_MSG(tg_status(r, i)->counter >= before[i] && tg_status(r, i)->counter <= after[i],
+			  "vCPU %u restored at %llu, the source was at %llu..%llu", i,
+			  (unsigned long long)tg_status(r, i)->counter, (unsigned long long)before[i],
+			  (unsigned long long)after[i]);
+	CHECK_MSG(vm_memtouch_verify(r, NULL, &rep) == 0, "verify: %s", rep.msg);
+	CHECK_EQ(vm_resume(r), 0);
+	tg_sleep_ms(150);
+	CHECK_EQ(vm_pause(r), 0);
+	CHECK_MSG(vm_memtouch_verify(r, NULL, &rep) == 0, "verify after running: %s", rep.msg);
+	vm_destroy(r);
+	for (unsigned i = 0; i < VM_MAX_REGIONS; i++)
+		free(bm[i]);
+}
