@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <dirent.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -89,6 +90,7 @@ static int write_region(struct ckpt_writer *w, const struct vm_region *r, const 
 	return ckpt_writer_error(w);
 }
 
+#define SNAP_RECORD_PAGES	256	/* pages a PAGES record holds at most */
 #define LIVE_MAX_ROUNDS		8
 #define LIVE_DONE_PAGES		256	/* few enough to write while paused */
 #define HOLD_SLACK_PAGES	256	/* dirtied between the last sync and the pause */
@@ -218,7 +220,11 @@ static int live_rounds(struct vm *vm, struct ckpt_writer *w, struct hold_sink *h
 static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 		       struct snap_result *res)
 {
-	struct ckpt_writer_opts opts = { .codec = ckpt_codec_default, .build_index = true };
+	/* Small PAGES records: a lazy restore reads and checks a whole record
+	 * to serve one page on first touch (FORMAT.md: each record carries its
+	 * own checksum), and a record's header costs 32 bytes in 1 MiB. */
+	struct ckpt_writer_opts opts = { .codec = ckpt_codec_default, .build_index = true,
+					 .batch_pages = SNAP_RECORD_PAGES };
 	struct hold_sink hold = { .fd = fd };
 	struct ckpt_image_info info;
 	struct ckpt_sink sink = { hold_writev, &hold };
@@ -783,81 +789,123 @@ static int file_digest(const char *path, uint8_t out[16], char *err, size_t errl
 	return ret;
 }
 
+/* Building the guest (KVM's VM, its memory, vCPUs) is independent of
+ * reading the files: it runs on a thread of its own meanwhile. */
+struct create_job {
+	struct vm_kvm_config cfg;
+	struct vm *vm;
+	char err[256];
+};
+
+static void *create_main(void *arg)
+{
+	struct create_job *j = arg;
+
+	j->vm = vm_kvm_create(&j->cfg, j->err, sizeof(j->err));
+	return NULL;
+}
+
+/* The files of the chain complete, each parent the one its child names,
+ * and their indexes read. */
+static int lazy_open_chain(struct head *chain, unsigned n, const struct ckpt_image_info *info,
+			   struct snap_lazy **lazy, char *err, size_t errlen)
+{
+	char *files[SNAP_MAX_CHAIN];
+
+	for (unsigned i = 0; i < n; i++) {
+		uint8_t digest[16];
+
+		files[i] = chain[i].path;
+		if (file_digest(files[i], digest, err, errlen))
+			return -EBADMSG;
+		if (i > 0 && memcmp(digest, chain[i - 1].parent_digest, 16)) {
+			snprintf(err, errlen, "%s: wrong parent: %s does not carry the digest it names",
+				 chain[i - 1].path, chain[i].path);
+			return -EBADMSG;
+		}
+	}
+	return snap_lazy_open(files, n, info, lazy, err, errlen);
+}
+
+/* The newest file's head: the image and the guest's shape. */
+static int lazy_read_shape(const char *path, struct ckpt_image_info *info,
+			   struct vm_kvm_config *cfg, char *err, size_t errlen)
+{
+	struct ckpt_source src;
+	struct ckpt_reader *r;
+	struct ckpt_record rec;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), ret;
+
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	ckpt_fd_source(&fd, &src);
+	r = ckpt_reader_new(&src, NULL);
+	do
+		ret = r ? ckpt_reader_next(r, &rec) : -ENOMEM;
+	while (!ret && rec.type != CKPT_REC_STATE);
+	if (!ret) {
+		*info = *ckpt_reader_info(r);
+		ret = vm_kvm_config_from_record(&rec, cfg, err, errlen);
+	} else {
+		snprintf(err, errlen, "%s: %s", path, r ? ckpt_reader_errmsg(r) : "no memory");
+		ret = -EBADMSG;
+	}
+	ckpt_reader_free(r);
+	close(fd);
+	return ret;
+}
+
 struct vm *snap_restore_lazy(const char *path, const struct snap_restore_opts *opts,
 			     struct snap_lazy **lazy, char *err, size_t errlen)
 {
 	static struct head chain[SNAP_MAX_CHAIN];
-	char *files[SNAP_MAX_CHAIN];
-	struct vm_kvm_config cfg = { .dirty_mode = opts->dirty_mode, .events = opts->events };
-	struct snap_inspect in;
-	struct vm *vm = NULL;
+	struct create_job job = { .cfg = { .dirty_mode = opts->dirty_mode,
+					   .events = opts->events } };
+	struct ckpt_image_info info;
+	pthread_t creator;
+	bool threaded;
 	unsigned n;
+	int ret;
 
 	*lazy = NULL;
 	if (opts->mac_key) {
 		snprintf(err, errlen, "lazy restore cannot check a MAC before the guest runs");
 		return NULL;
 	}
-	if (walk_chain(path, chain, SNAP_MAX_CHAIN, &n, err, errlen))
+	if (walk_chain(path, chain, SNAP_MAX_CHAIN, &n, err, errlen) ||
+	    lazy_read_shape(path, &info, &job.cfg, err, errlen))
 		return NULL;
-	for (unsigned i = 0; i < n; i++) {
-		uint8_t digest[16];
-
-		files[i] = chain[i].path;
-		/* each file complete, and each parent the one its child names */
-		if (file_digest(files[i], digest, err, errlen))
-			return NULL;
-		if (i > 0 && memcmp(digest, chain[i - 1].parent_digest, 16)) {
-			snprintf(err, errlen, "%s: wrong parent: %s does not carry the digest it names",
-				 chain[i - 1].path, chain[i].path);
-			return NULL;
-		}
-	}
-	/* the newest file's head gives the guest's shape */
-	{
-		struct ckpt_source src;
-		struct ckpt_reader *r;
-		struct ckpt_record rec;
-		int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), ret;
-
-		if (fd < 0) {
-			snprintf(err, errlen, "%s: %s", path, strerror(errno));
-			return NULL;
-		}
-		ckpt_fd_source(&fd, &src);
-		r = ckpt_reader_new(&src, NULL);
-		do
-			ret = r ? ckpt_reader_next(r, &rec) : -ENOMEM;
-		while (!ret && rec.type != CKPT_REC_STATE);
-		memset(&in, 0, sizeof(in));
-		if (!ret) {
-			in.info = *ckpt_reader_info(r);
-			ret = vm_kvm_config_from_record(&rec, &cfg, err, errlen);
-		} else {
-			snprintf(err, errlen, "%s: %s", path, r ? ckpt_reader_errmsg(r) : "no memory");
-		}
-		ckpt_reader_free(r);
-		close(fd);
-		if (ret)
-			return NULL;
-	}
-	if (opts->nr_vcpus && opts->nr_vcpus != cfg.nr_vcpus) {
+	if (opts->nr_vcpus && opts->nr_vcpus != job.cfg.nr_vcpus) {
 		snprintf(err, errlen, "vCPU count mismatch: %s holds %u vCPUs, %u were asked for",
-			 path, cfg.nr_vcpus, opts->nr_vcpus);
+			 path, job.cfg.nr_vcpus, opts->nr_vcpus);
 		return NULL;
 	}
-	cfg.name = in.info.guest_name;
-	vm = vm_kvm_create(&cfg, err, errlen);
-	if (!vm)
-		return NULL;
-	memcpy(vm->uuid, in.info.guest_uuid, sizeof(vm->uuid));
-	if (load_state_only(vm, path, err, errlen) ||
-	    snap_lazy_attach(vm, files, n, &in.info, lazy, err, errlen) ||
-	    vm->ops->load_finish(vm, err, errlen)) {
-		snap_lazy_free(*lazy);
-		*lazy = NULL;
-		vm_destroy(vm);
-		return NULL;
+	job.cfg.name = info.guest_name;
+	threaded = pthread_create(&creator, NULL, create_main, &job) == 0;
+	if (!threaded)
+		create_main(&job);
+	ret = lazy_open_chain(chain, n, &info, lazy, err, errlen);
+	if (threaded)
+		pthread_join(creator, NULL);
+	if (!job.vm) {
+		if (!ret)
+			snprintf(err, errlen, "%s", job.err);
+		goto fail;
 	}
-	return vm;
+	if (ret)
+		goto fail;
+	memcpy(job.vm->uuid, info.guest_uuid, sizeof(job.vm->uuid));
+	if (load_state_only(job.vm, path, err, errlen) ||
+	    snap_lazy_start(*lazy, job.vm, err, errlen) ||
+	    job.vm->ops->load_finish(job.vm, err, errlen))
+		goto fail;
+	return job.vm;
+fail:
+	snap_lazy_abort(*lazy);	/* before the guest: its threads use its memory */
+	snap_lazy_free(*lazy);
+	*lazy = NULL;
+	vm_destroy(job.vm);
+	return NULL;
 }

@@ -7,7 +7,9 @@
  * parent (snap_check_target).
  */
 #include <dirent.h>
+#include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -331,4 +333,50 @@ TEST_T(live_checkpoint_holds_the_paused_moment, 120)
 	vm_destroy(r);
 	for (unsigned i = 0; i < VM_MAX_REGIONS; i++)
 		free(bm[i]);
+}
+
+/* Lazy restore reads each INDEX record straight into its table: a damaged
+ * one (its checksum no longer matches; the file's digest covers only the
+ * record headers) is refused before the guest runs. Checkpoints keep their
+ * PAGES records small, since a first touch reads and checks a whole one. */
+TEST_T(lazy_restore_refuses_a_damaged_index, 120)
+{
+	struct vm *vm = tg_boot(&(struct tg_opts){ .mem = 128 << 20, .vcpus = 1,
+						   .working_set = 16 << 20, .stop_after = 4096 });
+	struct snap_restore_opts lo = { 0 };
+	struct ckpt_commit_rec commit;
+	struct snap_inspect in;
+	struct snap_result res;
+	struct snap_lazy *lazy;
+	char path[4200], err[512];
+	uint64_t at;
+	uint8_t b;
+	int fd;
+
+	CHECK_EQ(vm_start(vm), 0);
+	while (tg_total(vm) < 4096)
+		tg_sleep_ms(10);
+	CHECK_EQ(vm_pause(vm), 0);
+	snprintf(path, sizeof(path), "%s/index.ckpt", test_tmpdir());
+	CHECK_MSG(snap_save_paused(vm, path, NULL, &res, err, sizeof(err)) == 0, "%s", err);
+	vm_destroy(vm);
+	CHECK_MSG(snap_inspect(path, NULL, 0, &in, err, sizeof(err)) == 0, "%s", err);
+	CHECK_MSG(in.records >= in.pages[CKPT_ENC_RAW] / 256, "%llu records for %llu pages",
+		  (unsigned long long)in.records, (unsigned long long)in.pages[CKPT_ENC_RAW]);
+
+	fd = open(path, O_RDWR);
+	CHECK(fd >= 0);
+	at = (uint64_t)lseek(fd, 0, SEEK_END) - sizeof(commit);
+	CHECK(pread(fd, &commit, sizeof(commit), (off_t)at) == sizeof(commit));
+	/* an entry of the first INDEX record, past its record header and head */
+	at = le64toh(commit.index_offset) + sizeof(struct ckpt_rec_hdr) +
+	     sizeof(struct ckpt_index_rec) + 8 * 100;
+	CHECK(pread(fd, &b, 1, (off_t)at) == 1);
+	b ^= 0x10;
+	CHECK(pwrite(fd, &b, 1, (off_t)at) == 1);
+	close(fd);
+
+	CHECK(!snap_restore_lazy(path, &lo, &lazy, err, sizeof(err)));
+	CHECK_MSG(strstr(err, "bad index record"), "lazy: %s", err);
+	CHECK(lazy == NULL);
 }
