@@ -94,6 +94,7 @@ static int write_region(struct ckpt_writer *w, const struct vm_region *r, const 
 #define LIVE_MAX_ROUNDS		8
 #define LIVE_DONE_PAGES		256	/* few enough to write while paused */
 #define HOLD_SLACK_PAGES	256	/* dirtied between the last sync and the pause */
+#define HOLD_MAX_PAGES		16384	/* 64 MiB: more goes to the file in the pause */
 #define HOLD_STATE_BYTES	(256u << 10)	/* room for every STATE record */
 
 /*
@@ -101,6 +102,8 @@ static int write_region(struct ckpt_writer *w, const struct vm_region *r, const 
  * last round, into memory (held): the last pages and the state are copied
  * out in the pause, and reach the file only after the guest runs again.
  * The file is still named only once complete and on disk (snap_save_paused).
+ * A last round too big to hold (a guest that did not converge) goes to the
+ * file in the pause, as the service's memory must not grow with the guest's.
  */
 struct hold_sink {
 	int fd;
@@ -188,8 +191,7 @@ static int live_rounds(struct vm *vm, struct ckpt_writer *w, struct hold_sink *h
 		if (ret)
 			break;
 		if (dirty <= LIVE_DONE_PAGES || round > LIVE_MAX_ROUNDS) {
-			ret = hold_begin(hold, dirty);
-			if (ret)
+			if (dirty <= HOLD_MAX_PAGES && (ret = hold_begin(hold, dirty)))
 				break;
 			/* the guest stands still from the first kick on */
 			res->pause_ms = now();	/* turned into a duration at the end */
@@ -229,6 +231,7 @@ static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 	struct ckpt_image_info info;
 	struct ckpt_sink sink = { hold_writev, &hold };
 	struct ckpt_writer *w;
+	bool paused;
 	int ret;
 
 	opts.codec.delta = false;
@@ -273,10 +276,11 @@ static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 			return ret;
 		}
 	}
+	paused = o && o->live && res->pause_ms > 0;
 	if (!ckpt_writer_error(w)) {
 		ret = vm->ops->save_state(vm, w);
 		if (ret && !ckpt_writer_error(w)) {
-			if (hold.holding)
+			if (paused)
 				vm_resume(vm);
 			ckpt_membuf_release(&hold.held);
 			ckpt_writer_free(w);
@@ -288,6 +292,7 @@ static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 		 * while they, the index and the commit go into the file */
 		res->pause_ms = (now() - res->pause_ms) * 1e3;
 		vm_resume(vm);
+		paused = false;
 		ret = hold_release(&hold);
 		if (ret && !ckpt_writer_error(w)) {
 			ckpt_writer_free(w);
@@ -295,6 +300,11 @@ static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 		}
 	}
 	ret = ckpt_writer_finish(w, res->digest);
+	if (paused) {
+		/* not held: the file is complete in the page cache, the guest goes on */
+		res->pause_ms = (now() - res->pause_ms) * 1e3;
+		vm_resume(vm);
+	}
 	memcpy(res->pages, ckpt_writer_stats(w)->pages, sizeof(res->pages));
 	res->file_bytes = ckpt_writer_stats(w)->bytes;
 	ckpt_writer_free(w);
