@@ -171,6 +171,7 @@ bench: all
 	$(Q)tests/bench/bench_migrate.sh $(BUILD)
 	$(Q)tests/bench/bench_sidebyside.sh $(BUILD)
 	$(Q)tests/bench/bench_snapshot.sh $(BUILD)
+	$(Q)tests/bench/bench_scale.sh $(BUILD)
 	$(Q)tests/bench/bench_replicate.sh $(BUILD)
 	$(Q)tests/bench/bench_failover.sh $(BUILD)
 	$(Q)tests/bench/bench_postcopy.sh $(BUILD)

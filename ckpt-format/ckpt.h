@@ -259,6 +259,12 @@ int ckpt_pread_header(int fd, uint64_t offset, struct ckpt_rec_info *out);
 /* The record at offset with its payload in *buf (grown with realloc) and
  * its checksum checked: 0, -EBADMSG or -ENOMEM. */
 int ckpt_pread_record(int fd, uint64_t offset, struct ckpt_rec_info *out, uint8_t **buf);
+/* The payload of the record at offset (its header already read into ri)
+ * straight into the caller's buffers, split over parts whose lengths add up
+ * to ri->length, its checksum checked: 0, -EBADMSG or -ENOMEM. The parts
+ * hold unchecked bytes after a failure. */
+int ckpt_pread_payload(int fd, uint64_t offset, const struct ckpt_rec_info *ri,
+		       const struct iovec *parts, int nparts);
 /* The file's digest recomputed from its record headers (payloads are
  * skipped: their checksums are in the headers) and matched against its
  * COMMIT: 0 with digest set, or -EBADMSG for an incomplete or altered file. */

@@ -55,6 +55,34 @@ int ckpt_pread_record(int fd, uint64_t offset, struct ckpt_rec_info *out, uint8_
 	return ok ? 0 : -EBADMSG;
 }
 
+int ckpt_pread_payload(int fd, uint64_t offset, const struct ckpt_rec_info *ri,
+		       const struct iovec *parts, int nparts)
+{
+	uint64_t at = offset + sizeof(struct ckpt_rec_hdr), sum = 0;
+	XXH3_state_t *st;
+	bool ok;
+
+	for (int i = 0; i < nparts; i++)
+		sum += parts[i].iov_len;
+	if (sum != ri->length)
+		return -EBADMSG;
+	st = XXH3_createState();
+	if (!st)
+		return -ENOMEM;
+	XXH3_64bits_reset(st);
+	XXH3_64bits_update(st, ri->summed, CKPT_REC_HDR_SUMMED);
+	ok = true;
+	for (int i = 0; i < nparts && ok; i++) {
+		ok = pread(fd, parts[i].iov_base, parts[i].iov_len, (off_t)at) ==
+		     (ssize_t)parts[i].iov_len;
+		XXH3_64bits_update(st, parts[i].iov_base, parts[i].iov_len);
+		at += parts[i].iov_len;
+	}
+	ok = ok && XXH3_64bits_digest(st) == ri->checksum;
+	XXH3_freeState(st);
+	return ok ? 0 : -EBADMSG;
+}
+
 int ckpt_file_digest(int fd, uint8_t digest[16])
 {
 	XXH3_state_t *st = XXH3_createState();

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <dirent.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -51,6 +52,10 @@ static int write_region(struct ckpt_writer *w, const struct vm_region *r, const 
 
 	while (p < pages && !ckpt_writer_error(w)) {
 		if (dirty) {
+			if (p % 64 == 0 && !dirty[p / 64]) {
+				p += 64;	/* a clean word: 64 pages at once */
+				continue;
+			}
 			if ((dirty[p / 64] >> (p % 64)) & 1)
 				ckpt_writer_page(w, r->id, p, r->host + p * VM_PAGE_SIZE, NULL);
 			p++;
@@ -85,8 +90,70 @@ static int write_region(struct ckpt_writer *w, const struct vm_region *r, const 
 	return ckpt_writer_error(w);
 }
 
+#define SNAP_RECORD_PAGES	256	/* pages a PAGES record holds at most */
 #define LIVE_MAX_ROUNDS		8
 #define LIVE_DONE_PAGES		256	/* few enough to write while paused */
+#define HOLD_SLACK_PAGES	256	/* dirtied between the last sync and the pause */
+#define HOLD_MAX_PAGES		16384	/* 64 MiB: more goes to the file in the pause */
+#define HOLD_STATE_BYTES	(256u << 10)	/* room for every STATE record */
+
+/*
+ * Where a live checkpoint's records go. While the guest is paused for its
+ * last round, into memory (held): the last pages and the state are copied
+ * out in the pause, and reach the file only after the guest runs again.
+ * The file is still named only once complete and on disk (snap_save_paused).
+ * A last round too big to hold (a guest that did not converge) goes to the
+ * file in the pause, as the service's memory must not grow with the guest's.
+ */
+struct hold_sink {
+	int fd;
+	bool holding;
+	struct ckpt_membuf held;
+};
+
+static int hold_writev(void *opaque, const struct iovec *iov, int iovcnt)
+{
+	struct hold_sink *h = opaque;
+	struct ckpt_sink to;
+
+	if (h->holding)
+		ckpt_membuf_sink(&h->held, &to);
+	else
+		ckpt_fd_sink(&h->fd, &to);
+	return to.writev(to.opaque, iov, iovcnt);
+}
+
+/* Start holding, with room for about pages pages touched beforehand: memory
+ * first touched in the pause would lengthen it (PERF-FACTS.md). */
+static int hold_begin(struct hold_sink *h, uint64_t pages)
+{
+	size_t cap = (size_t)(pages + HOLD_SLACK_PAGES) *
+		     (VM_PAGE_SIZE + sizeof(struct ckpt_page_entry)) + HOLD_STATE_BYTES;
+
+	h->held.data = malloc(cap);
+	if (!h->held.data)
+		return -ENOMEM;
+	memset(h->held.data, 0, cap);
+	h->held.cap = cap;
+	h->held.len = 0;
+	h->holding = true;
+	return 0;
+}
+
+/* The held records into the file, after them everything directly. */
+static int hold_release(struct hold_sink *h)
+{
+	struct iovec v = { h->held.data, h->held.len };
+	struct ckpt_sink to;
+	int ret = 0;
+
+	h->holding = false;
+	ckpt_fd_sink(&h->fd, &to);
+	if (h->held.len)
+		ret = to.writev(to.opaque, &v, 1);
+	ckpt_membuf_release(&h->held);
+	return ret;
+}
 
 static uint64_t count_bits(const uint64_t *bm, uint64_t pages)
 {
@@ -99,10 +166,12 @@ static uint64_t count_bits(const uint64_t *bm, uint64_t pages)
 
 /*
  * After round 1 of a live checkpoint: rounds of what the guest dirtied
- * meanwhile, until little is left, then pause and write the rest. Leaves
- * the guest paused with res->pause_ms holding when it stopped.
+ * meanwhile, until little is left, then pause and write the rest into
+ * memory (hold). Leaves the guest paused with res->pause_ms holding when
+ * the pause began.
  */
-static int live_rounds(struct vm *vm, struct ckpt_writer *w, struct snap_result *res)
+static int live_rounds(struct vm *vm, struct ckpt_writer *w, struct hold_sink *hold,
+		       struct snap_result *res)
 {
 	uint64_t *bm[VM_MAX_REGIONS] = { 0 };
 	int ret = 0;
@@ -122,8 +191,11 @@ static int live_rounds(struct vm *vm, struct ckpt_writer *w, struct snap_result 
 		if (ret)
 			break;
 		if (dirty <= LIVE_DONE_PAGES || round > LIVE_MAX_ROUNDS) {
-			vm_pause(vm);
+			if (dirty <= HOLD_MAX_PAGES && (ret = hold_begin(hold, dirty)))
+				break;
+			/* the guest stands still from the first kick on */
 			res->pause_ms = now();	/* turned into a duration at the end */
+			vm_pause(vm);
 			for (unsigned r = 0; r < vm->nr_regions && !ret; r++)
 				ret = vm->ops->dirty_sync(vm, r, bm[r]);	/* ORs in the rest */
 			last = true;
@@ -150,10 +222,16 @@ static int live_rounds(struct vm *vm, struct ckpt_writer *w, struct snap_result 
 static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 		       struct snap_result *res)
 {
-	struct ckpt_writer_opts opts = { .codec = ckpt_codec_default, .build_index = true };
+	/* Small PAGES records: a lazy restore reads and checks a whole record
+	 * to serve one page on first touch (FORMAT.md: each record carries its
+	 * own checksum), and a record's header costs 32 bytes in 1 MiB. */
+	struct ckpt_writer_opts opts = { .codec = ckpt_codec_default, .build_index = true,
+					 .batch_pages = SNAP_RECORD_PAGES };
+	struct hold_sink hold = { .fd = fd };
 	struct ckpt_image_info info;
-	struct ckpt_sink sink;
+	struct ckpt_sink sink = { hold_writev, &hold };
 	struct ckpt_writer *w;
+	bool paused;
 	int ret;
 
 	opts.codec.delta = false;
@@ -161,7 +239,6 @@ static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 		opts.mac_key = o->mac_key;
 		opts.mac_key_len = o->mac_key_len;
 	}
-	ckpt_fd_sink(&fd, &sink);
 	w = ckpt_writer_new(&sink, &opts);
 	if (!w)
 		return -ENOMEM;
@@ -190,24 +267,41 @@ static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 	for (unsigned r = 0; r < vm->nr_regions && !ckpt_writer_error(w); r++)
 		write_region(w, &vm->regions[r], o && o->dirty ? o->dirty[r] : NULL);
 	if (o && o->live && !ckpt_writer_error(w)) {
-		ret = live_rounds(vm, w, res);
+		ret = live_rounds(vm, w, &hold, res);
 		if (ret) {
 			if (res->pause_ms > 0)
 				vm_resume(vm);	/* it stopped for the last round: go on */
+			ckpt_membuf_release(&hold.held);
 			ckpt_writer_free(w);
 			return ret;
 		}
 	}
+	paused = o && o->live && res->pause_ms > 0;
 	if (!ckpt_writer_error(w)) {
 		ret = vm->ops->save_state(vm, w);
+		if (ret && !ckpt_writer_error(w)) {
+			if (paused)
+				vm_resume(vm);
+			ckpt_membuf_release(&hold.held);
+			ckpt_writer_free(w);
+			return ret;
+		}
+	}
+	if (hold.holding) {
+		/* the last pages and the state are copied out: the guest goes on
+		 * while they, the index and the commit go into the file */
+		res->pause_ms = (now() - res->pause_ms) * 1e3;
+		vm_resume(vm);
+		paused = false;
+		ret = hold_release(&hold);
 		if (ret && !ckpt_writer_error(w)) {
 			ckpt_writer_free(w);
 			return ret;
 		}
 	}
 	ret = ckpt_writer_finish(w, res->digest);
-	if (o && o->live) {
-		/* the file is complete in the page cache: the guest goes on */
+	if (paused) {
+		/* not held: the file is complete in the page cache, the guest goes on */
 		res->pause_ms = (now() - res->pause_ms) * 1e3;
 		vm_resume(vm);
 	}
@@ -705,81 +799,123 @@ static int file_digest(const char *path, uint8_t out[16], char *err, size_t errl
 	return ret;
 }
 
+/* Building the guest (KVM's VM, its memory, vCPUs) is independent of
+ * reading the files: it runs on a thread of its own meanwhile. */
+struct create_job {
+	struct vm_kvm_config cfg;
+	struct vm *vm;
+	char err[256];
+};
+
+static void *create_main(void *arg)
+{
+	struct create_job *j = arg;
+
+	j->vm = vm_kvm_create(&j->cfg, j->err, sizeof(j->err));
+	return NULL;
+}
+
+/* The files of the chain complete, each parent the one its child names,
+ * and their indexes read. */
+static int lazy_open_chain(struct head *chain, unsigned n, const struct ckpt_image_info *info,
+			   struct snap_lazy **lazy, char *err, size_t errlen)
+{
+	char *files[SNAP_MAX_CHAIN];
+
+	for (unsigned i = 0; i < n; i++) {
+		uint8_t digest[16];
+
+		files[i] = chain[i].path;
+		if (file_digest(files[i], digest, err, errlen))
+			return -EBADMSG;
+		if (i > 0 && memcmp(digest, chain[i - 1].parent_digest, 16)) {
+			snprintf(err, errlen, "%s: wrong parent: %s does not carry the digest it names",
+				 chain[i - 1].path, chain[i].path);
+			return -EBADMSG;
+		}
+	}
+	return snap_lazy_open(files, n, info, lazy, err, errlen);
+}
+
+/* The newest file's head: the image and the guest's shape. */
+static int lazy_read_shape(const char *path, struct ckpt_image_info *info,
+			   struct vm_kvm_config *cfg, char *err, size_t errlen)
+{
+	struct ckpt_source src;
+	struct ckpt_reader *r;
+	struct ckpt_record rec;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), ret;
+
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	ckpt_fd_source(&fd, &src);
+	r = ckpt_reader_new(&src, NULL);
+	do
+		ret = r ? ckpt_reader_next(r, &rec) : -ENOMEM;
+	while (!ret && rec.type != CKPT_REC_STATE);
+	if (!ret) {
+		*info = *ckpt_reader_info(r);
+		ret = vm_kvm_config_from_record(&rec, cfg, err, errlen);
+	} else {
+		snprintf(err, errlen, "%s: %s", path, r ? ckpt_reader_errmsg(r) : "no memory");
+		ret = -EBADMSG;
+	}
+	ckpt_reader_free(r);
+	close(fd);
+	return ret;
+}
+
 struct vm *snap_restore_lazy(const char *path, const struct snap_restore_opts *opts,
 			     struct snap_lazy **lazy, char *err, size_t errlen)
 {
 	static struct head chain[SNAP_MAX_CHAIN];
-	char *files[SNAP_MAX_CHAIN];
-	struct vm_kvm_config cfg = { .dirty_mode = opts->dirty_mode, .events = opts->events };
-	struct snap_inspect in;
-	struct vm *vm = NULL;
+	struct create_job job = { .cfg = { .dirty_mode = opts->dirty_mode,
+					   .events = opts->events } };
+	struct ckpt_image_info info;
+	pthread_t creator;
+	bool threaded;
 	unsigned n;
+	int ret;
 
 	*lazy = NULL;
 	if (opts->mac_key) {
 		snprintf(err, errlen, "lazy restore cannot check a MAC before the guest runs");
 		return NULL;
 	}
-	if (walk_chain(path, chain, SNAP_MAX_CHAIN, &n, err, errlen))
+	if (walk_chain(path, chain, SNAP_MAX_CHAIN, &n, err, errlen) ||
+	    lazy_read_shape(path, &info, &job.cfg, err, errlen))
 		return NULL;
-	for (unsigned i = 0; i < n; i++) {
-		uint8_t digest[16];
-
-		files[i] = chain[i].path;
-		/* each file complete, and each parent the one its child names */
-		if (file_digest(files[i], digest, err, errlen))
-			return NULL;
-		if (i > 0 && memcmp(digest, chain[i - 1].parent_digest, 16)) {
-			snprintf(err, errlen, "%s: wrong parent: %s does not carry the digest it names",
-				 chain[i - 1].path, chain[i].path);
-			return NULL;
-		}
-	}
-	/* the newest file's head gives the guest's shape */
-	{
-		struct ckpt_source src;
-		struct ckpt_reader *r;
-		struct ckpt_record rec;
-		int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), ret;
-
-		if (fd < 0) {
-			snprintf(err, errlen, "%s: %s", path, strerror(errno));
-			return NULL;
-		}
-		ckpt_fd_source(&fd, &src);
-		r = ckpt_reader_new(&src, NULL);
-		do
-			ret = r ? ckpt_reader_next(r, &rec) : -ENOMEM;
-		while (!ret && rec.type != CKPT_REC_STATE);
-		memset(&in, 0, sizeof(in));
-		if (!ret) {
-			in.info = *ckpt_reader_info(r);
-			ret = vm_kvm_config_from_record(&rec, &cfg, err, errlen);
-		} else {
-			snprintf(err, errlen, "%s: %s", path, r ? ckpt_reader_errmsg(r) : "no memory");
-		}
-		ckpt_reader_free(r);
-		close(fd);
-		if (ret)
-			return NULL;
-	}
-	if (opts->nr_vcpus && opts->nr_vcpus != cfg.nr_vcpus) {
+	if (opts->nr_vcpus && opts->nr_vcpus != job.cfg.nr_vcpus) {
 		snprintf(err, errlen, "vCPU count mismatch: %s holds %u vCPUs, %u were asked for",
-			 path, cfg.nr_vcpus, opts->nr_vcpus);
+			 path, job.cfg.nr_vcpus, opts->nr_vcpus);
 		return NULL;
 	}
-	cfg.name = in.info.guest_name;
-	vm = vm_kvm_create(&cfg, err, errlen);
-	if (!vm)
-		return NULL;
-	memcpy(vm->uuid, in.info.guest_uuid, sizeof(vm->uuid));
-	if (load_state_only(vm, path, err, errlen) ||
-	    snap_lazy_attach(vm, files, n, &in.info, lazy, err, errlen) ||
-	    vm->ops->load_finish(vm, err, errlen)) {
-		snap_lazy_free(*lazy);
-		*lazy = NULL;
-		vm_destroy(vm);
-		return NULL;
+	job.cfg.name = info.guest_name;
+	threaded = pthread_create(&creator, NULL, create_main, &job) == 0;
+	if (!threaded)
+		create_main(&job);
+	ret = lazy_open_chain(chain, n, &info, lazy, err, errlen);
+	if (threaded)
+		pthread_join(creator, NULL);
+	if (!job.vm) {
+		if (!ret)
+			snprintf(err, errlen, "%s", job.err);
+		goto fail;
 	}
-	return vm;
+	if (ret)
+		goto fail;
+	memcpy(job.vm->uuid, info.guest_uuid, sizeof(job.vm->uuid));
+	if (load_state_only(job.vm, path, err, errlen) ||
+	    snap_lazy_start(*lazy, job.vm, err, errlen) ||
+	    job.vm->ops->load_finish(job.vm, err, errlen))
+		goto fail;
+	return job.vm;
+fail:
+	snap_lazy_abort(*lazy);	/* before the guest: its threads use its memory */
+	snap_lazy_free(*lazy);
+	*lazy = NULL;
+	vm_destroy(job.vm);
+	return NULL;
 }

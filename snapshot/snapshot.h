@@ -30,8 +30,9 @@ struct snap_save_opts {
 	const uint8_t *mac_key;
 	size_t mac_key_len;
 	/* Live: the guest runs while pre-copy rounds go into the file; it is
-	 * paused only for the last dirty pages and the state, and runs again
-	 * before the file is synced. The caller turns dirty tracking on and
+	 * paused only while the last dirty pages and the state are copied
+	 * into memory, and runs again before they, the index and the commit
+	 * are written and the file synced. The caller turns dirty tracking on and
 	 * re-arms it (sync and clear) just before; for an incremental, that
 	 * sync is `dirty`. */
 	bool live;
@@ -96,10 +97,12 @@ const char *snap_lazy_error(const struct snap_lazy *l);
  * page that was not read back intact. */
 void snap_lazy_abort(struct snap_lazy *l);
 void snap_lazy_free(struct snap_lazy *l);
-/* Internal to snapshot/: attach lazy loading to a guest built from files. */
-int snap_lazy_attach(struct vm *vm, char *const *files, unsigned nfiles,
-		     const struct ckpt_image_info *info, struct snap_lazy **out,
-		     char *err, size_t errlen);
+/* Internal to snapshot/: lazy loading from files (their indexes read, no
+ * guest needed yet, so that it can be built meanwhile), then started on the
+ * guest built from them. snap_lazy_free() either way. */
+int snap_lazy_open(char *const *files, unsigned nfiles, const struct ckpt_image_info *info,
+		   struct snap_lazy **out, char *err, size_t errlen);
+int snap_lazy_start(struct snap_lazy *l, struct vm *vm, char *err, size_t errlen);
 
 /* Build a guest from a checkpoint file, following the parent chain of an
  * incremental one (parents are found in the same directory by image uuid
