@@ -15,8 +15,6 @@
  *                         marks a lost standby stale (the output checker must catch it)
  *   lazy-slow-prefetch    a lazy restore's prefetch takes 5 ms a MiB
  *   src-postcopy-slow-push the source's post-copy push waits 20 ms a 2 MiB chunk
- *   src-postcopy-no-hold  the source's post-copy push never holds back while pages
- *                         are asked for (benchmarks compare it with the hold)
  *   dst-postcopy-zero-page the destination maps a zero page for an owed page a vCPU
  *                         touches instead of waiting for it (tests must catch it)
  */

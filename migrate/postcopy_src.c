@@ -37,11 +37,6 @@
 #include "protocol.h"
 
 #define PUSH_WORDS	8u	/* 512 pages (2 MiB) claimed by the push at a time */
-/* A vCPU there asked for a page: for HOLD_S after the last such question
- * the push may use only HOLD_SHARE of the link, so that no queue builds in
- * front of the answers (they share the link, not the push's sockets). */
-#define HOLD_S		0.2
-#define HOLD_SHARE	0.8
 
 struct postcopy_src {
 	struct source *s;
@@ -61,9 +56,6 @@ struct postcopy_src {
 	atomic_bool hint;
 	unsigned cur_ri;		/* the push's cursor */
 	uint64_t cur_word;
-	bool no_hold;			/* fault point: the push never holds back */
-	atomic_uint_fast64_t link_rate;	/* bytes/s the push reached unheld, 0 unknown */
-	_Atomic double last_fault;	/* when a page was last asked for */
 	uint64_t bytes_at_pause, bytes_at_run;
 };
 
@@ -110,31 +102,6 @@ static uint64_t count_owed(struct postcopy_src *pc)
 
 /* ---- the fault channel: pages a vCPU there waits for ---------------------- */
 
-/* A page was asked for: hold the push below the link (once its rate is
- * known) for a while. */
-static void hold_push(struct postcopy_src *pc)
-{
-	uint64_t link = atomic_load(&pc->link_rate);
-
-	atomic_store(&pc->last_fault, now());
-	if (link && !pc->no_hold)
-		atomic_store(&pc->s->prog->bandwidth.hold, (uint64_t)(link * HOLD_SHARE));
-}
-
-/* From the push, between chunks: learn the link's rate while nothing
- * holds the push (the highest seen: a held stretch must not lower it),
- * and let go of a hold once no page was asked for in HOLD_S. */
-static void update_hold(struct postcopy_src *pc)
-{
-	struct xport_bucket *b = &pc->s->prog->bandwidth;
-	double rate = pc->s->live_rate;
-
-	if (atomic_load(&b->hold) && now() - atomic_load(&pc->last_fault) > HOLD_S)
-		atomic_store(&b->hold, 0);
-	if (!atomic_load(&b->hold) && rate > (double)atomic_load(&pc->link_rate))
-		atomic_store(&pc->link_rate, (uint64_t)rate);
-}
-
 static int fault_sink(void *opaque, const struct iovec *iov, int iovcnt)
 {
 	return xport_sendv(opaque, iov, iovcnt);
@@ -161,7 +128,6 @@ static int answer(struct postcopy_src *pc, const struct mig_page_req *rq, unsign
 			return ckpt_writer_error(pc->fw);
 	}
 	atomic_fetch_add(&pc->requests, n);
-	hold_push(pc);
 	return ckpt_writer_flush(pc->fw) ? ckpt_writer_error(pc->fw) : 0;
 }
 
@@ -463,11 +429,9 @@ static int push(struct postcopy_src *pc)
 		if (ret)
 			return ret;
 		publish(pc);
-		update_hold(pc);
 		if (slow)
 			usleep(20000);	/* tests: a long post-copy phase */
 	}
-	atomic_store(&s->prog->bandwidth.hold, 0);	/* nothing left to push */
 	ret = page_out_finish(s->out);
 	if (!ret && ckpt_writer_finish(s->w, NULL))
 		ret = ckpt_writer_error(s->w);
@@ -616,8 +580,6 @@ int postcopy_src_run(struct source *s, unsigned next)
 	if (!s->p->fault_channel)
 		return -EOPNOTSUPP;
 	pc.info = s->info;
-	atomic_store(&pc.link_rate, (uint64_t)s->bandwidth);	/* the rounds' measure, if any */
-	pc.no_hold = fault_point("src-postcopy-no-hold");
 	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++)
 		if (!(pc.claim[ri] = calloc(1, vm_bitmap_bytes(&s->vm->regions[ri]))))
 			goto out;
@@ -649,7 +611,6 @@ int postcopy_src_run(struct source *s, unsigned next)
 		}
 	}
 	server_stop(&pc, !ret);
-	atomic_store(&s->prog->bandwidth.hold, 0);
 	if (!ret) {
 		struct mig_stats st;
 

@@ -17,22 +17,16 @@ struct xport;
 
 /*
  * A bandwidth cap shared by every channel of one job: one token bucket,
- * holding at most 50 ms of the rate; rate may change at any time. hold is
- * a lower cap for a while (post-copy holds its background push below the
- * link so that the pages a vCPU waits for find no queue): the lower of the
- * two applies, with a bucket of 5 ms.
+ * holding at most 50 ms of the rate; rate may change at any time.
  */
 struct xport_bucket {
 	_Atomic uint64_t rate;		/* bytes/s, 0 = no cap */
-	_Atomic uint64_t hold;		/* bytes/s, 0 = none */
 	pthread_mutex_t lock;
 	double time;			/* under lock */
 	double tokens;			/* under lock */
 };
 
 void xport_bucket_init(struct xport_bucket *b, uint64_t rate);
-/* The cap that applies now: bytes/s, 0 = none. */
-uint64_t xport_bucket_rate(struct xport_bucket *b);
 
 struct xport_ops {
 	const char *name;

@@ -19,29 +19,20 @@ static double now(void)
 void xport_bucket_init(struct xport_bucket *b, uint64_t rate)
 {
 	atomic_store(&b->rate, rate);
-	atomic_store(&b->hold, 0);
 	pthread_mutex_init(&b->lock, NULL);
 	b->time = 0;
 	b->tokens = 0;
 }
 
-uint64_t xport_bucket_rate(struct xport_bucket *b)
-{
-	uint64_t rate = atomic_load(&b->rate), hold = atomic_load(&b->hold);
-
-	return hold && (!rate || hold < rate) ? hold : rate;
-}
-
 /* Take len bytes from the bucket, sleeping when it runs dry. */
 static void throttle(struct xport_bucket *b, size_t len)
 {
-	uint64_t rate = xport_bucket_rate(b);
+	uint64_t rate = atomic_load(&b->rate);
 	double t, burst, wait = 0;
 
 	if (!rate)
 		return;
-	/* a hold keeps queues short: little may go out at once */
-	burst = rate * (rate == atomic_load(&b->rate) ? 0.05 : 0.005);
+	burst = rate * 0.05;
 	pthread_mutex_lock(&b->lock);
 	t = now();
 	if (b->time == 0) {
@@ -113,7 +104,7 @@ int xport_sendv(struct xport *x, const struct iovec *iov, int iovcnt)
 		return x->err;
 	for (int i = 0; i < iovcnt; i++)
 		len += iov[i].iov_len;
-	if (x->bucket && xport_bucket_rate(x->bucket)) {
+	if (x->bucket && atomic_load(&x->bucket->rate)) {
 		ret = paced_sendv(x, iov, iovcnt);	/* counts slice by slice */
 	} else {
 		ret = x->ops->sendv(x, iov, iovcnt);

@@ -5,10 +5,7 @@
 # to 1 Gbit/s (tbf). Contenders, alternated within each repetition: pre-copy
 # (default downtime limit, --timeout 40), pre-copy with auto-converge,
 # hybrid (--postcopy-after auto) and pure post-copy (--postcopy); then pure
-# post-copy on the unshaped link, for the fault latency; and pure post-copy
-# without holding its push back while pages are asked for (the source's
-# service restarted with the fault point src-postcopy-no-hold), against
-# the hold (BENCH_POSTCOPY_PART=hold runs only these). One JSON line per
+# post-copy on the unshaped link, for the fault latency. One JSON line per
 # run, then one per contender: completed runs, median and range of total
 # time, downtime, the guest's own progress rate while it moved (pages
 # written per second, from its counter), fault latency p50/p99, bytes on
@@ -71,33 +68,15 @@ run() {
 		tee -a "$RESULTS"
 }
 
-# A's service again, with the environment given ("" for none)
-restart_a() {
-	kill "$SVC_A_PID" 2>/dev/null
-	wait "$SVC_A_PID" 2>/dev/null
-	hosts_start_service A "$1"
-}
-
-# pure post-copy without the hold, then with it (the service as it was)
-run_nohold() {
-	restart_a VMIGRATE_FAULT=src-postcopy-no-hold || return 1
-	run pure-nohold "$1" 1gbit --postcopy
-	restart_a ""
-}
-
-PART=${BENCH_POSTCOPY_PART:-all}
-echo "# post-copy benchmark ($PART): 1 GiB guest, 256 MiB working set, $REPEAT repetitions, contenders alternated"
+echo "# post-copy benchmark: 1 GiB guest, 256 MiB working set, $REPEAT repetitions, contenders alternated"
 for r in $(seq "$REPEAT"); do
 	for rate in 200M 1000M; do
-		if [ "$PART" = all ]; then
-			run precopy "$rate" 1gbit --timeout 40
-			run precopy-autoconverge "$rate" 1gbit --timeout 40 --auto-converge
-			run hybrid "$rate" 1gbit --postcopy-after auto
-		fi
+		run precopy "$rate" 1gbit --timeout 40
+		run precopy-autoconverge "$rate" 1gbit --timeout 40 --auto-converge
+		run hybrid "$rate" 1gbit --postcopy-after auto
 		run pure "$rate" 1gbit --postcopy
-		run_nohold "$rate"
 	done
-	[ "$PART" = all ] && run pure-loopback 200M off --postcopy
+	run pure-loopback 200M off --postcopy
 done
 shape off
 
