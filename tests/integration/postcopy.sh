@@ -20,6 +20,11 @@ B_AT="$HOST_B_ADDR:$HOST_B_PORT"
 note() { echo "#   $*"; }
 counter_on() { $1 info $G --json 2>/dev/null | json_field counter; }
 state_on() { $1 info $G --json 2>/dev/null | json_field state; }
+settled_on() {
+	local i
+	i=$($1 info $G --json 2>/dev/null)
+	echo "$(echo "$i" | json_field state)/$(echo "$i" | json_field memory)"
+}
 
 # the job (on A) once its status is $1, in JOB; 1 when it never was
 job_in() {
@@ -64,8 +69,9 @@ fresh_guest() {
 on_b_only() {
 	local min=$1 c c2
 	# B says ALL_IN, then finishes taking the guest: a moment after A ends
-	for _ in $(seq 30); do [ "$(state_on vmB)" = running ] && break; sleep 0.1; done
-	[ "$(state_on vmB)" = running ] || { note "state on B: '$(state_on vmB)'"; return 1; }
+	# (while pages still come it is running too, its memory postcopy-*)
+	for _ in $(seq 30); do [ "$(settled_on vmB)" = running/loaded ] && break; sleep 0.1; done
+	[ "$(settled_on vmB)" = running/loaded ] || { note "on B: '$(settled_on vmB)'"; return 1; }
 	for _ in $(seq 60); do [ -z "$(state_on vmA)" ] && break; sleep 0.1; done
 	[ -z "$(state_on vmA)" ] || { note "still on A: $(state_on vmA)"; return 1; }
 	vmB verify $G >/dev/null || { note "verify failed on B"; return 1; }
