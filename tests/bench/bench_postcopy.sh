@@ -52,6 +52,11 @@ run() {
 	status=$(echo "$out" | json_field status)
 	[ "$status" = completed ] || host=vmA
 	c1=$(counter $host)
+	# B holds the guest a moment after the source is done (its last page in)
+	for _ in $(seq 30); do
+		vmB info bench --json 2>/dev/null | grep -q '"memory":"loaded"' && break
+		sleep 0.1
+	done
 	if [ "$status" = completed ] && ! vmB verify bench >/dev/null; then
 		status=verify-failed
 	fi
