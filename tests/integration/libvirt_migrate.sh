@@ -206,6 +206,13 @@ out=$(cat "$HOSTS_DIR/cancel.out")
 [ -n "$job" ] && [ $crc = 0 ] && [ $rc = 1 ] && [ "$(virshA domstate $G)" = running ] &&
 	[ -z "$(virshB list --name)" ] && echo "$out" | tail -n 1 | grep -q '"status":"cancelled"'
 check cancel_keeps_domain_on_a $? "job '${job:-none seen active}' cancel rc=$crc migrate rc=$rc: $out"
+# --bandwidth is vmigrate's cap on the wire: 1 MiB/s (and a 50 ms burst)
+echo "$out" | tail -n 1 | python3 -c '
+import json, sys
+s = json.loads(sys.stdin.read())
+t = s["total_time_ms"] / 1000
+sys.exit(0 if t > 1 and 0 < s["transferred_bytes"] <= (1 << 20) * (t + 0.5) else 1)'
+check bandwidth_caps_the_wire $? "$(echo "$out" | tail -n 1)"
 seq_a=$(lv_seq A $G)
 lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
 check goes_on_at_a_after_cancel $? "${v:-no progress past seq $seq_a}"

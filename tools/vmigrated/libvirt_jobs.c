@@ -598,8 +598,9 @@ static void *migrate_thread(void *opaque)
 	struct outgoing *g = opaque;
 	struct lv_host *h;
 	char uri[420];
+	/* no bandwidth for libvirt: the cap is vmigrate's, on the wire (the
+	 * records, compressed), not on QEMU's stream before them */
 	struct lv_migrate_params p = { .dest_uri = g->o->dest_uri, .migrate_uri = uri,
-				       .bandwidth = g->o->bandwidth,
 				       .max_downtime_ms = g->o->max_downtime_ms };
 
 	snprintf(uri, sizeof(uri), "unix://%s", g->o->sock);
@@ -891,6 +892,12 @@ _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_out
 		goto end;
 	}
 	ps.control->idle_ok = true;	/* libvirt's Prepare may take a while */
+	if (o->bandwidth) {
+		static struct xport_bucket bucket;
+
+		xport_bucket_init(&bucket, o->bandwidth);
+		ps.control->bucket = &bucket;
+	}
 	log_write(LOG_INFO, o->name, o->job, "migrating libvirt domain %s to %s (libvirt at %s) "
 		"as job %s, QEMU's stream through %s", o->name, o->dest, o->dest_uri, o->job,
 		o->sock);
