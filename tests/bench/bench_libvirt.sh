@@ -19,7 +19,7 @@
 # default 16), BENCH_LIBVIRT_REPEAT, BENCH_LIBVIRT_PATHS (default
 # "plain-libvirt vmigrate"; add "vmigrate-lz4" and "vmigrate-off" for
 # --compress lz4 and off), BENCH_LIBVIRT_WARM_MIB (memory touched before
-# each run, default 2048).
+# each run, default 2048), BENCH_LIBVIRT_LINKS (default "veth veth-1gbit").
 set -u
 BUILD=${1:-build}
 here=$(dirname "$0")/../integration/lib
@@ -32,6 +32,7 @@ DIRTY=${BENCH_LIBVIRT_DIRTY:-16}
 REPEAT=${BENCH_LIBVIRT_REPEAT:-3}
 PATHS=${BENCH_LIBVIRT_PATHS:-plain-libvirt vmigrate}
 WARM_MIB=${BENCH_LIBVIRT_WARM_MIB:-2048}
+LINKS=${BENCH_LIBVIRT_LINKS:-veth veth-1gbit}
 G=bench
 libvirt_hosts_traps	# first: hosts.sh made HOSTS_DIR already
 if missing=$(libvirt_hosts_missing); then
@@ -144,7 +145,8 @@ link_part() {
 	scenario "$1" "dirty-${DIRTY}M" "$DIRTY"
 }
 
-link_part veth
+case " $LINKS " in *" veth "*) link_part veth ;; esac
+case " $LINKS " in *" veth-1gbit "*) ;; *) exit $failed ;; esac
 if command -v tc >/dev/null &&
 		ip netns exec "$NS_A" tc qdisc add dev "va$HOSTS_TAG" root tbf rate 1gbit burst 256kb latency 50ms &&
 		ip netns exec "$NS_B" tc qdisc add dev "vb$HOSTS_TAG" root tbf rate 1gbit burst 256kb latency 50ms; then
