@@ -19,7 +19,9 @@
 # default 16), BENCH_LIBVIRT_REPEAT, BENCH_LIBVIRT_PATHS (default
 # "plain-libvirt vmigrate"; add "vmigrate-lz4" and "vmigrate-off" for
 # --compress lz4 and off), BENCH_LIBVIRT_WARM_MIB (memory touched before
-# each run, default 2048), BENCH_LIBVIRT_LINKS (default "veth veth-1gbit").
+# each run, default 2048), BENCH_LIBVIRT_LINKS (default "veth veth-1gbit"),
+# BENCH_LIBVIRT_RANDOM_MIB (the guest's random bytes, default a quarter of
+# its memory; 0 for a compressible guest).
 set -u
 BUILD=${1:-build}
 here=$(dirname "$0")/../integration/lib
@@ -33,6 +35,7 @@ REPEAT=${BENCH_LIBVIRT_REPEAT:-3}
 PATHS=${BENCH_LIBVIRT_PATHS:-plain-libvirt vmigrate}
 WARM_MIB=${BENCH_LIBVIRT_WARM_MIB:-2048}
 LINKS=${BENCH_LIBVIRT_LINKS:-veth veth-1gbit}
+RANDOM_MIB=${BENCH_LIBVIRT_RANDOM_MIB:-$((MEM / 4))}
 G=bench
 libvirt_hosts_traps	# first: hosts.sh made HOSTS_DIR already
 if missing=$(libvirt_hosts_missing); then
@@ -54,7 +57,7 @@ esac
 
 # a quarter of the guest random, a quarter text, an eighth the working set
 # (and the initramfs's $LINUX_GUEST_FILES_MIB MiB of real files)
-lv_start_guest A $G "$MEM" "$(linux_guest_cmdline $((MEM / 4)) $((MEM / 4)) $((MEM / 8)) 0)" &&
+lv_start_guest A $G "$MEM" "$(linux_guest_cmdline "$RANDOM_MIB" $((MEM / 4)) $((MEM / 8)) 0)" &&
 	filled=$(lv_wait_line A $G '^RIG (filled|fatal)' 1800) && lv_wait_seq A $G 1 ||
 	{ echo "bench_libvirt: the guest did not come up: ${filled:-}" >&2; exit 1; }
 echo "# libvirt p2p live migration ($PATHS), ${MEM} MiB TCG guest ($filled), $REPEAT runs a scenario, back and forth"

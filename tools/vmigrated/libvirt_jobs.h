@@ -3,9 +3,10 @@
  * their place in list and info, and their live migration with vmigrate
  * as the data plane. libvirt runs the job (peer to peer, its own
  * rollback); QEMU's stream goes to a unix socket of ours, through the
- * QEMU stream parser, over the peer session (TLS) to the destination's
- * service, which writes it, re-synthesised, into the socket the
- * destination QEMU listens on, and carries QEMU's return path back.
+ * QEMU stream parser, over the peer session (TLS) as vmigrate's records
+ * (its pages) and events (the rest) to the destination's service, which
+ * writes it, re-synthesised, into the socket the destination QEMU listens
+ * on, and carries QEMU's return path back.
  */
 #ifndef LIBVIRT_JOBS_H
 #define LIBVIRT_JOBS_H
