@@ -329,6 +329,12 @@ void lvd_jobs(struct lvd_config *c, struct json_object *jobs, bool running, bool
 	closedir(d);
 }
 
+/* jobs_dir/JOB.cancel: the operator cancelled the job */
+static void cancel_path(const char *jobs_dir, const char *job, char *path, size_t len)
+{
+	snprintf(path, len, "%s/%s.cancel", jobs_dir, job);
+}
+
 struct json_object *lvd_cancel(struct lvd_config *c, const char *job)
 {
 	struct json_object *o = read_status(c->jobs_dir, job), *rep;
@@ -350,6 +356,17 @@ struct json_object *lvd_cancel(struct lvd_config *c, const char *job)
 		rep = ipc_error(IPC_E_INTERNAL, "%s", err);
 	else
 		rep = ipc_ok();
+	/* the job's process learns it was cancelled: QEMU's own error may only
+	 * say its stream broke (a QEMU blocked writing when it is cancelled) */
+	if (ipc_bool(rep, "ok", false)) {
+		char path[1024];
+		int fd;
+
+		cancel_path(c->jobs_dir, job, path, sizeof(path));
+		fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			close(fd);
+	}
 	if (ipc_bool(rep, "ok", false))
 		log_write(LOG_INFO, ipc_str(o, "guest", ""), job, "cancelling job %s (libvirt "
 			"aborts the migration; the domain stays here)", job);
@@ -629,7 +646,9 @@ static void *stats_thread(void *opaque)
 			pthread_mutex_unlock(&g->lock);
 		}
 		outgoing_publish(g);
-		usleep(500000);
+		/* half a second, but the job's end is not kept waiting for it */
+		for (int i = 0; i < 10 && !atomic_load(&g->mig_done); i++)
+			usleep(50000);
 	}
 	lv_close(h);
 	return NULL;
@@ -859,7 +878,7 @@ _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_out
 	pthread_t mt, stt;
 	char err[512], host[256], title[16];
 	int l = -1, q = -1, fd;
-	bool have_mt = false, have_stt = false;
+	bool have_mt = false, have_stt = false, cancelled;
 
 	setsid();
 	snprintf(title, sizeof(title), "vmg:lv:%.8s", o->name);
@@ -943,7 +962,13 @@ end:
 		lv_close(h);
 	}
 	pthread_mutex_lock(&g.lock);
-	if (have_mt && g.mig_ret && strstr(g.mig_err, "cancel"))
+	{
+		char path[1024];
+
+		cancel_path(c->jobs_dir, o->job, path, sizeof(path));
+		cancelled = unlink(path) == 0;
+	}
+	if (have_mt && g.mig_ret && (cancelled || strstr(g.mig_err, "cancel")))
 		snprintf(g.status, sizeof(g.status), "cancelled");
 	else
 		snprintf(g.status, sizeof(g.status), have_mt && !g.mig_ret ? "completed" : "failed");
@@ -1021,6 +1046,29 @@ static int connect_qemu(const char *path, char *err, size_t errlen)
 	}
 	snprintf(err, errlen, "the destination QEMU's socket %s: %s", path, strerror(errno));
 	return -1;
+}
+
+/* After an ABORT, read what the source still sends until it reads the
+ * ABORT and closes (at most a few seconds): closing with its frames
+ * unread would reset the connection, and the reset can discard the ABORT
+ * before the source reads why. */
+static void drain_source(struct xport *x, uint8_t *buf)
+{
+	double until = now_s() + 5;
+
+	while (now_s() < until && xport_poll_in(x, 200) > 0) {
+		uint32_t type, len;
+
+		if (frame_head(x, true, &type, &len))
+			return;
+		while (len) {
+			uint32_t n = len < LVD_FRAME_MAX ? len : LVD_FRAME_MAX;
+
+			if (xport_recv_exact(x, buf, n))
+				return;
+			len -= n;
+		}
+	}
 }
 
 _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
@@ -1147,10 +1195,13 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 					 strerror(-x->err));
 		}
 	}
-	if (err[0])
+	if (err[0]) {
 		frame_send(x, LVD_FRAME_ABORT, err, (uint32_t)strnlen(err, LVD_WHY_MAX));
-	else
+		if (!src_end)
+			drain_source(x, buf);
+	} else {
 		frame_send(x, LVD_FRAME_END, NULL, 0);
+	}
 	if (in.q >= 0)
 		close(in.q);	/* on a failure the destination QEMU fails its incoming */
 	/* QEMU listens once: connected to or gone (a cancelled job), its
