@@ -94,9 +94,15 @@ bool ckpt_page_is_zero(const void *buf, size_t len)
 		fn = resolve_is_zero();
 		__atomic_store_n(&impl, fn, __ATOMIC_RELAXED);
 	}
-	/* Most non-zero pages differ in their first word: answer cheaply. */
-	if (len >= 8 && *(const uint64_t *)buf)
-		return false;
+	/* Most non-zero pages differ in their first word: answer cheaply
+	 * (memcpy: a page inside a QEMU stream's buffer is not aligned). */
+	if (len >= 8) {
+		uint64_t first;
+
+		memcpy(&first, buf, sizeof(first));
+		if (first)
+			return false;
+	}
 	return fn(buf, len);
 #else
 	return is_zero_generic(buf, len);

@@ -5,8 +5,9 @@
 # each host over TLS) of the rig's Linux guest under TCG (lib/libvirt_hosts.sh,
 # lib/linux_guest.sh) between the two namespaced hosts, over the plain veth
 # and over the veth shaped to 1 Gbit/s (tbf on both ends), the guest idle
-# and dirtying; the "plain libvirt" column of the side-by-side table that
-# migration through vmigrate is measured against. The guest has realistic
+# and dirtying. Through vmigrate QEMU's pages cross as vmigrate's records
+# (LZ4 chosen by measurement: --compress auto). The paths alternate run by
+# run, and a few GiB are touched before each run (PERF-FACTS.md). The guest has realistic
 # memory: real files in its page cache, text, random bytes, a working set.
 # One JSON line per scenario: total time and downtime as libvirt reports
 # them (domjobinfo --completed), QEMU's bytes sent (data_processed), the
@@ -16,7 +17,11 @@
 # the benchmark.
 # Knobs: BENCH_LIBVIRT_MEM (MiB, default 512), BENCH_LIBVIRT_DIRTY (MiB/s,
 # default 16), BENCH_LIBVIRT_REPEAT, BENCH_LIBVIRT_PATHS (default
-# "plain-libvirt vmigrate").
+# "plain-libvirt vmigrate"; add "vmigrate-lz4" and "vmigrate-off" for
+# --compress lz4 and off), BENCH_LIBVIRT_WARM_MIB (memory touched before
+# each run, default 2048), BENCH_LIBVIRT_LINKS (default "veth veth-1gbit"),
+# BENCH_LIBVIRT_RANDOM_MIB (the guest's random bytes, default a quarter of
+# its memory; 0 for a compressible guest).
 set -u
 BUILD=${1:-build}
 here=$(dirname "$0")/../integration/lib
@@ -28,6 +33,9 @@ MEM=${BENCH_LIBVIRT_MEM:-512}
 DIRTY=${BENCH_LIBVIRT_DIRTY:-16}
 REPEAT=${BENCH_LIBVIRT_REPEAT:-3}
 PATHS=${BENCH_LIBVIRT_PATHS:-plain-libvirt vmigrate}
+WARM_MIB=${BENCH_LIBVIRT_WARM_MIB:-2048}
+LINKS=${BENCH_LIBVIRT_LINKS:-veth veth-1gbit}
+RANDOM_MIB=${BENCH_LIBVIRT_RANDOM_MIB:-$((MEM / 4))}
 G=bench
 libvirt_hosts_traps	# first: hosts.sh made HOSTS_DIR already
 if missing=$(libvirt_hosts_missing); then
@@ -43,13 +51,13 @@ esac
 hosts_setup && [ "$USE_NETNS" = 1 ] && libvirt_hosts_setup ||
 	{ echo "bench_libvirt: cannot set up the libvirt hosts" >&2; exit 1; }
 case " $PATHS " in
-*" vmigrate "*) lv_start_service A && lv_start_service B ||
+*" vmigrate"*) lv_start_service A && lv_start_service B ||
 	{ echo "bench_libvirt: cannot start vmigrated beside libvirtd" >&2; exit 1; } ;;
 esac
 
 # a quarter of the guest random, a quarter text, an eighth the working set
 # (and the initramfs's $LINUX_GUEST_FILES_MIB MiB of real files)
-lv_start_guest A $G "$MEM" "$(linux_guest_cmdline $((MEM / 4)) $((MEM / 4)) $((MEM / 8)) 0)" &&
+lv_start_guest A $G "$MEM" "$(linux_guest_cmdline "$RANDOM_MIB" $((MEM / 4)) $((MEM / 8)) 0)" &&
 	filled=$(lv_wait_line A $G '^RIG (filled|fatal)' 1800) && lv_wait_seq A $G 1 ||
 	{ echo "bench_libvirt: the guest did not come up: ${filled:-}" >&2; exit 1; }
 echo "# libvirt p2p live migration ($PATHS), ${MEM} MiB TCG guest ($filled), $REPEAT runs a scenario, back and forth"
@@ -81,52 +89,67 @@ migrate_by() {
 	fi
 	if [ "$to" = A ]; then addr=$HOST_A_ADDR port=$HOST_A_PORT uri=$LV_URI_A
 	else addr=$HOST_B_ADDR port=$HOST_B_PORT uri=$LV_URI_B; fi
-	"vm$from" migrate $G "$addr:$port" --libvirt-dest "$uri" --quiet
+	case $path in
+	vmigrate-lz4) "vm$from" migrate $G "$addr:$port" --libvirt-dest "$uri" --compress lz4 --quiet ;;
+	vmigrate-off) "vm$from" migrate $G "$addr:$port" --libvirt-dest "$uri" --compress off --quiet ;;
+	*) "vm$from" migrate $G "$addr:$port" --libvirt-dest "$uri" --quiet ;;
+	esac
 }
 
-# scenario PATH LINK NAME RATE: REPEAT migrations, each from where the guest is to the other host
+# memory freed a while ago is slow to touch again (PERF-FACTS.md): touch
+# and free some before every timed run, for every contender alike
+warm_memory() {
+	python3 -c "b = bytes([1]) * ($WARM_MIB << 20)"
+}
+
+# scenario LINK NAME RATE: REPEAT alternations of the paths (each run from
+# where the guest is to the other host), then a JSON line a path
 scenario() {
-	local path=$1 link=$2 name=$3 rate=$4 to i t0 t1 w0 job out v
-	local tt=() dt=() db=() wb=() wall=()
+	local link=$1 name=$2 rate=$3 path to i t0 t1 w0 job out v
+	declare -A tt=() dt=() db=() wb=() wall=()
 	lv_set_rate $AT $G "$rate" || { echo "# $name: cannot set the dirty rate"; failed=1; return; }
 	lv_wait_seq $AT $G $(($(lv_seq $AT $G) + 1))
 	for i in $(seq "$REPEAT"); do
-		if [ $AT = A ]; then to=B; else to=A; fi
-		w0=$(veth_bytes $AT)
-		t0=$(date +%s%N)
-		out=$(migrate_by "$path" $AT $to 2>&1) || { echo "# $path/$link/$name run $i: $out"; failed=1; return; }
-		t1=$(date +%s%N)
-		wb+=($(($(veth_bytes $AT) - w0)))
-		AT=$to
-		job=$(lv_jobinfo $AT $G)
-		tt+=("$(echo "$job" | sed -n 's/^time_elapsed=//p')")
-		dt+=("$(echo "$job" | sed -n 's/^downtime=//p')")
-		db+=("$(echo "$job" | sed -n 's/^data_processed=//p')")
-		wall+=($(((t1 - t0) / 1000000)))
-		if ! v=$(lv_verify $AT $G); then
-			echo "# $link/$name run $i: check on $AT FAILED: $v"
-			lv_dump_logs "$G" | sed 's/^/#   /'
-			failed=1
-			return
-		fi
-		echo "# $path/$link/$name run $i -> $AT: total ${tt[-1]} ms, downtime ${dt[-1]} ms, data ${db[-1]} B, wire ${wb[-1]} B, wall ${wall[-1]} ms"
+		for path in $PATHS; do
+			if [ $AT = A ]; then to=B; else to=A; fi
+			warm_memory
+			w0=$(veth_bytes $AT)
+			t0=$(date +%s%N)
+			out=$(migrate_by "$path" $AT $to 2>&1) ||
+				{ echo "# $path/$link/$name run $i: $out"; failed=1; return; }
+			t1=$(date +%s%N)
+			wb[$path]+=" $(($(veth_bytes $AT) - w0))"
+			AT=$to
+			job=$(lv_jobinfo $AT $G)
+			tt[$path]+=" $(echo "$job" | sed -n 's/^time_elapsed=//p')"
+			dt[$path]+=" $(echo "$job" | sed -n 's/^downtime=//p')"
+			db[$path]+=" $(echo "$job" | sed -n 's/^data_processed=//p')"
+			wall[$path]+=" $(((t1 - t0) / 1000000))"
+			if ! v=$(lv_verify $AT $G); then
+				echo "# $link/$name run $i: check on $AT FAILED: $v"
+				lv_dump_logs "$G" | sed 's/^/#   /'
+				failed=1
+				return
+			fi
+			echo "# $path/$link/$name run $i -> $AT: total ${tt[$path]##* } ms, downtime ${dt[$path]##* } ms, data ${db[$path]##* } B, wire ${wb[$path]##* } B, wall ${wall[$path]##* } ms"
+		done
 	done
-	printf '{"bench":"libvirt","path":"%s","link":"%s","scenario":"%s","mem_mib":%d,"dirty_mib_s":%d,"runs":%d,"total_time_ms":%s,"downtime_ms":%s,"data_bytes":%s,"wire_bytes":%s,"wall_ms":%s}\n' \
-		"$path" "$link" "$name" "$MEM" "$rate" "${#tt[@]}" \
-		"$(printf '%s\n' "${tt[@]}" | stats)" "$(printf '%s\n' "${dt[@]}" | stats)" \
-		"$(printf '%s\n' "${db[@]}" | stats)" "$(printf '%s\n' "${wb[@]}" | stats)" \
-		"$(printf '%s\n' "${wall[@]}" | stats)"
+	for path in $PATHS; do
+		printf '{"bench":"libvirt","path":"%s","link":"%s","scenario":"%s","mem_mib":%d,"dirty_mib_s":%d,"runs":%d,"total_time_ms":%s,"downtime_ms":%s,"data_bytes":%s,"wire_bytes":%s,"wall_ms":%s}\n' \
+			"$path" "$link" "$name" "$MEM" "$rate" "$REPEAT" \
+			"$(printf '%s\n' ${tt[$path]} | stats)" "$(printf '%s\n' ${dt[$path]} | stats)" \
+			"$(printf '%s\n' ${db[$path]} | stats)" "$(printf '%s\n' ${wb[$path]} | stats)" \
+			"$(printf '%s\n' ${wall[$path]} | stats)"
+	done
 }
 
 link_part() {
-	local p
-	for p in $PATHS; do
-		scenario "$p" "$1" idle 0
-		scenario "$p" "$1" "dirty-${DIRTY}M" "$DIRTY"
-	done
+	scenario "$1" idle 0
+	scenario "$1" "dirty-${DIRTY}M" "$DIRTY"
 }
 
-link_part veth
+case " $LINKS " in *" veth "*) link_part veth ;; esac
+case " $LINKS " in *" veth-1gbit "*) ;; *) exit $failed ;; esac
 if command -v tc >/dev/null &&
 		ip netns exec "$NS_A" tc qdisc add dev "va$HOSTS_TAG" root tbf rate 1gbit burst 256kb latency 50ms &&
 		ip netns exec "$NS_B" tc qdisc add dev "vb$HOSTS_TAG" root tbf rate 1gbit burst 256kb latency 50ms; then

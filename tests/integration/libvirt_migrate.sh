@@ -36,9 +36,10 @@ lv_start_service A && lv_start_service B
 check services_start $? "$(tail -n 5 "$HOSTS_DIR"/[AB]/service.log)"
 
 # ---- a hostile source: B's service gives up on it saying why, and goes on ----
-# hostile_peer JOB bad-frame|garbage: a TLS peer (A's certificate) that says
-# "libvirt-in", then sends a frame the protocol does not have, or bytes that
-# are no QEMU stream; prints what B answered (its ABORT frame's reason)
+# hostile_peer JOB bad-frame|data|garbage: a TLS peer (A's certificate) that
+# says "libvirt-in", then sends a frame the protocol does not have, a DATA
+# frame (the return path's, never the source's), or an EVENT frame that is no
+# event of QEMU's stream; prints what B answered (its ABORT frame's reason)
 hostile_peer() {
 	ip netns exec "$NS_A" python3 - "$HOST_B_ADDR" "$HOST_B_PORT" "$HOSTS_DIR/pki/hostA" "$1" "$2" <<'PY'
 import json, socket, ssl, struct, sys
@@ -58,8 +59,10 @@ if not json.loads(rep).get("ok"):
     sys.exit("hello refused: %r" % rep)
 if kind == "bad-frame":
     s.sendall(struct.pack("<II", 9, 0))
-else:
+elif kind == "data":
     s.sendall(struct.pack("<II", 1, 16) + b"not QEMU at all!")
+else:
+    s.sendall(struct.pack("<II", 4, 16) + b"not QEMU at all!")
 data = b""
 try:
     while True:
@@ -75,14 +78,16 @@ PY
 }
 out1=$(hostile_peer hostile-1 bad-frame 2>&1)
 out2=$(hostile_peer hostile-2 garbage 2>&1)
+out3=$(hostile_peer hostile-3 data 2>&1)
 j1=$(cat "$HOSTS_DIR/B/libvirt-jobs/hostile-1.json" 2>&1)
 j2=$(cat "$HOSTS_DIR/B/libvirt-jobs/hostile-2.json" 2>&1)
 echo "$out1" | grep -q "^type=3 the source's service: a frame this protocol does not have" &&
-	echo "$out2" | grep -q "^type=3 the source's stream: " &&
+	echo "$out2" | grep -q "^type=3 the source's stream: unknown event " &&
+	echo "$out3" | grep -q "^type=3 the source's service: a frame this protocol does not have" &&
 	echo "$j1" | grep -q '"status":"failed","error":"the source.s service: a frame this protocol does not have"' &&
 	echo "$j2" | grep -q '"status":"failed","error":"the source.s stream: ' &&
 	kill -0 "$SVC_B_PID" && vmB list >/dev/null && ! lv_exec B ls /run/vmigrate | grep -q '^qemu-'
-check hostile_source_refused $? "bad frame: $out1 ($j1); garbage: $out2 ($j2)"
+check hostile_source_refused $? "bad frame: $out1 ($j1); garbage: $out2 ($j2); data: $out3"
 
 # ---- the guest boots on A; list and info show it ----
 lv_start_guest A $G $MEM "$(linux_guest_cmdline 16 16 24 8)"
@@ -126,14 +131,15 @@ check unreachable_libvirt_dest_fails_clearly $? "rc=$rc: $out"
 # ---- live migration A -> B through vmigrate ----
 seq_before=$(lv_seq A $G)
 out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --max-downtime 500 \
-	--json 2>&1); rc=$?
+	--compress lz4 --json 2>&1); rc=$?
 stateB=$(virshB domstate $G 2>&1)
 listA=$(virshA list --all --name 2>&1)
 QEMU_PIDS="$QEMU_PIDS $(lv_qemu_pids B)"
 [ $rc = 0 ] && [ "$stateB" = running ] && ! echo "$listA" | grep -qx $G
 check live_migration_a_to_b $? "rc=$rc: $out; on B: $stateB; A lists: $listA; $(dump_services)"
 echo "# A -> B: $(echo "$out" | tail -n 1)"
-# the stream went through vmigrate: both ends counted it, the same
+# the stream went through vmigrate as records: both ends counted it, the
+# same; LZ4 on the guest's text and files made the wire smaller than it
 stats=$(echo "$out" | tail -n 1)
 in_job=$(echo "$out" | sed -n 's/^vmigrate: job \([^:]*\): .*/\1/p' | head -n 1).json
 python3 - "$stats" "$HOSTS_DIR/B/libvirt-jobs/$in_job" <<'PY'
@@ -145,9 +151,12 @@ ok = (s["status"] == "completed" and s["qemu_stream_bytes"] > 16 << 20 and
       s["remaining_bytes"] == 0 and s["rounds"] >= 1 and
       s["libvirt_data_processed"] > 16 << 20 and
       s["normal_pages"] > 4096 and s["device_bytes"] > 0 and
-      s["transferred_bytes"] > s["qemu_stream_bytes"] and
+      s["compress"] == "lz4" and s["compressed_pages"] > 1024 and
+      s["record_bytes"] < s["qemu_stream_bytes"] and
+      s["transferred_bytes"] < s["qemu_stream_bytes"] and
       d["done"] and d["stats"]["status"] == "completed" and
-      d["stats"]["qemu_stream_bytes"] == s["qemu_stream_bytes"])
+      d["stats"]["qemu_stream_bytes"] == s["qemu_stream_bytes"] and
+      d["stats"]["record_bytes"] == s["record_bytes"])
 sys.exit(0 if ok else 1)
 PY
 check stream_carried_by_vmigrate $? "source: $stats; destination: $(cat "$HOSTS_DIR/B/libvirt-jobs/$in_job" 2>&1)"
@@ -197,6 +206,13 @@ out=$(cat "$HOSTS_DIR/cancel.out")
 [ -n "$job" ] && [ $crc = 0 ] && [ $rc = 1 ] && [ "$(virshA domstate $G)" = running ] &&
 	[ -z "$(virshB list --name)" ] && echo "$out" | tail -n 1 | grep -q '"status":"cancelled"'
 check cancel_keeps_domain_on_a $? "job '${job:-none seen active}' cancel rc=$crc migrate rc=$rc: $out"
+# --bandwidth is vmigrate's cap on the wire: 1 MiB/s (and a 50 ms burst)
+echo "$out" | tail -n 1 | python3 -c '
+import json, sys
+s = json.loads(sys.stdin.read())
+t = s["total_time_ms"] / 1000
+sys.exit(0 if t > 1 and 0 < s["transferred_bytes"] <= (1 << 20) * (t + 0.5) else 1)'
+check bandwidth_caps_the_wire $? "$(echo "$out" | tail -n 1)"
 seq_a=$(lv_seq A $G)
 lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
 check goes_on_at_a_after_cancel $? "${v:-no progress past seq $seq_a}"
@@ -235,6 +251,25 @@ check peer_lost_keeps_domain_on_a $? "killed '${victim:-nothing}' rc=$rc B lists
 seq_a=$(lv_seq A $G)
 lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
 check goes_on_at_a_after_peer_lost $? "${v:-no progress past seq $seq_a}"
+
+# ---- a record corrupted on the wire: the destination refuses it, the domain stays on A ----
+# A's service again, with the fault point that flips a bit of a PAGES record
+# once it sent 4 MiB (each job's process is new: each fires once)
+kill "$SVC_A_PID" && wait "$SVC_A_PID" 2>/dev/null
+SVC_A_PID=
+VMIGRATE_FAULT=src-corrupt-stream lv_start_service A
+rc=$?
+out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --compress off \
+	--json 2>&1); mrc=$?
+gone=1
+for _ in $(seq 100); do [ -z "$(virshB list --name 2>/dev/null)" ] && gone=0 && break; sleep 0.1; done
+[ $rc = 0 ] && [ $mrc = 1 ] && [ "$(virshA domstate $G)" = running ] && [ $gone = 0 ] &&
+	echo "$out" | tail -n 1 | grep -q '"status":"failed","error":"the destination gave up: the source.s stream: the records: checksum mismatch' &&
+	vmB jobs --completed --json | grep -q '"error":"the source.s stream: the records: checksum mismatch'
+check corrupted_record_refused_domain_stays $? "service rc=$rc migrate rc=$mrc B lists '$(virshB list --name 2>&1)': $out; B: $(vmB jobs --completed --json 2>&1 | tail -c 600)"
+seq_a=$(lv_seq A $G)
+lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
+check goes_on_at_a_after_corrupt_record $? "${v:-no progress past seq $seq_a}"
 
 # ---- teardown leaves nothing behind ----
 holders="$LV_HOLDER_A $LV_HOLDER_B" daemons="$LV_LIBVIRTD_A $LV_LIBVIRTD_B $SVC_A_PID $SVC_B_PID"

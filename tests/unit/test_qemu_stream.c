@@ -10,6 +10,7 @@
 
 #include "harness.h"
 #include "qemu_stream.h"
+#include "qemu_stream_records.h"
 #include "testdata.h"
 
 /* ---- bytes, built by hand --------------------------------------------- */
@@ -1336,4 +1337,444 @@ TEST(return_path_hostile)
 		ret = rp_parse(cases[i].bytes, cases[i].len, 1, &r, &code, NULL, 0);
 		CHECK_MSG(ret == -EBADMSG && code == cases[i].code, "case %zu byte by byte", i);
 	}
+}
+
+/* ---- carried as records (qemu_stream_records.h) ------------------------ */
+
+#define MAX_MSGS	4096
+
+/* The encoder's messages, as a carrier would deliver them. */
+struct msgs {
+	unsigned n;
+	unsigned kind[MAX_MSGS];
+	struct bytes m[MAX_MSGS];
+	unsigned fail_after;		/* refuse sending after this many, 0 never */
+};
+
+static int msgs_send(void *opaque, unsigned kind, const struct iovec *iov, int iovcnt)
+{
+	struct msgs *ms = opaque;
+
+	if (ms->fail_after && ms->n >= ms->fail_after)
+		return -EPIPE;
+	CHECK(ms->n < MAX_MSGS);
+	ms->kind[ms->n] = kind;
+	ms->m[ms->n] = (struct bytes){ 0 };
+	for (int i = 0; i < iovcnt; i++)
+		b_put(&ms->m[ms->n], iov[i].iov_base, iov[i].iov_len);
+	ms->n++;
+	return 0;
+}
+
+static void msgs_free(struct msgs *ms)
+{
+	for (unsigned i = 0; i < ms->n; i++)
+		b_free(&ms->m[i]);
+	ms->n = 0;
+}
+
+/* QEMU's stream through the parser into the encoder, in chunks. */
+static int encode(const uint8_t *buf, size_t len, size_t chunk, bool lz4, struct msgs *ms,
+		  struct qsrec_enc_stats *st, char *msg, size_t msglen)
+{
+	struct qsrec_out out = { msgs_send, ms };
+	struct qsrec_enc_opts o = { .guest_name = "unit", .lz4 = lz4, .batch_pages = 5 };
+	struct qsrec_encoder *e = qsrec_encoder_new(&out, &o);
+	struct qstream_parser *p = qstream_parser_new(qsrec_encoder_event, e);
+	int ret = 0;
+
+	CHECK(e && p);
+	for (size_t off = 0; off < len && !ret; ) {
+		size_t n = chunk && chunk < len - off ? chunk : len - off;
+
+		ret = qstream_parser_feed(p, buf + off, n);
+		off += n;
+	}
+	if (!ret)
+		ret = qstream_parser_finish(p);
+	if (st)
+		qsrec_encoder_stats(e, st);
+	if (msg)
+		snprintf(msg, msglen, "%s", qsrec_encoder_errmsg(e));
+	qstream_parser_free(p);
+	qsrec_encoder_free(e);
+	return ret;
+}
+
+/* The messages (but skip, when below n) into a decoder and its writer;
+ * returns 0 or the first error, its reason in msg. */
+static int decode(const struct msgs *ms, unsigned skip, struct bytes *out, char *msg,
+		  size_t msglen)
+{
+	struct qstream_sink sink = { membuf_write, out };
+	struct qstream_writer *w = qstream_writer_new(&sink);
+	struct qsrec_decoder *d = qsrec_decoder_new(w);
+	int ret = 0;
+
+	CHECK(w && d);
+	for (unsigned i = 0; i < ms->n && !ret; i++)
+		if (i != skip)
+			ret = qsrec_decoder_feed(d, ms->kind[i], ms->m[i].p, ms->m[i].len);
+	if (!ret)
+		ret = qsrec_decoder_finish(d);
+	if (msg)
+		snprintf(msg, msglen, "%s", qsrec_decoder_errmsg(d));
+	if (!ret)
+		CHECK(qsrec_decoder_committed(d) && qsrec_decoder_device_begun(d));
+	qsrec_decoder_free(d);
+	qstream_writer_free(w);
+	return ret;
+}
+
+/* RAM as a destination QEMU would hold it after loading a stream: the
+ * last copy of each page wins; every block of big_stream. */
+struct ram_model {
+	uint8_t blk[3][16 * 4096];
+	bool seen[3][16];
+};
+
+static int model_event(void *opaque, const struct qstream_event *ev)
+{
+	struct ram_model *m = opaque;
+
+	if (ev->type == QSTREAM_EV_RAM_PAGE) {
+		unsigned b = ev->u.page.block, pg = (unsigned)(ev->u.page.offset / 4096);
+
+		CHECK(b < 3 && pg < 16);
+		if (ev->u.page.data)
+			memcpy(m->blk[b] + pg * 4096, ev->u.page.data, 4096);
+		else
+			memset(m->blk[b] + pg * 4096, ev->u.page.fill, 4096);
+		m->seen[b][pg] = true;
+	}
+	return 0;
+}
+
+static void model_of(const uint8_t *buf, size_t len, struct ram_model *m)
+{
+	struct qstream_parser *p = qstream_parser_new(model_event, m);
+
+	memset(m, 0, sizeof(*m));
+	CHECK(p);
+	CHECK_MSG(qstream_parser_feed(p, buf, len) == 0 && qstream_parser_finish(p) == 0,
+		  "the stream does not parse: %s", qstream_parser_errmsg(p));
+	qstream_parser_free(p);
+}
+
+/* Only the device state and the non-page events, in order: the digest
+ * of the recorder, pages left out. */
+static uint64_t skeleton(const uint8_t *buf, size_t len, unsigned *pages)
+{
+	static struct recorder r;
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	recorder_init(&r);
+	CHECK_EQ(parse(buf, len, 0, &r, NULL, NULL, 0), 0);
+	*pages = 0;
+	for (unsigned i = 0; i < r.n && i < MAX_EVENTS; i++) {
+		const struct ev *e = &r.ev[i];
+
+		if (e->type == QSTREAM_EV_RAM_PAGE) {
+			(*pages)++;
+			continue;
+		}
+		for (const uint8_t *q = (const uint8_t *)e; q < (const uint8_t *)(e + 1); q++) {
+			if (q >= (const uint8_t *)&e->offset &&
+			    q < (const uint8_t *)&e->offset + sizeof(e->offset))
+				continue;	/* offsets move: items change size */
+			h = (h ^ *q) * 0x100000001b3ull;
+		}
+	}
+	for (size_t i = 0; i < r.device.len; i++)
+		h = (h ^ r.device.p[i]) * 0x100000001b3ull;
+	b_free(&r.device);
+	return h;
+}
+
+TEST(records_round_trip_gives_the_same_ram_and_the_rest_intact)
+{
+	static struct msgs ms;
+	static struct ram_model a, b;
+	struct bytes out = { 0 };
+	char msg[320];
+	struct big g;
+
+	for (uint64_t seed = 1; seed <= 20; seed++) {
+		for (int lz4 = 0; lz4 < 2; lz4++) {
+			unsigned pa, pb;
+
+			big_stream(&g, seed);
+			CHECK_MSG(encode(g.b.p, g.b.len, seed * 97, lz4, &ms, NULL, msg,
+					 sizeof(msg)) == 0, "seed %llu: %s", (unsigned long long)seed, msg);
+			CHECK_MSG(decode(&ms, ~0u, &out, msg, sizeof(msg)) == 0, "seed %llu: %s",
+				  (unsigned long long)seed, msg);
+			model_of(g.b.p, g.b.len, &a);
+			model_of(out.p, out.len, &b);
+			CHECK_MSG(!memcmp(&a, &b, sizeof(a)), "seed %llu lz4 %d: other RAM",
+				  (unsigned long long)seed, lz4);
+			CHECK_EQ(skeleton(out.p, out.len, &pb), skeleton(g.b.p, g.b.len, &pa));
+			CHECK_EQ(pb, pa);	/* every copy of every page, none merged away */
+			msgs_free(&ms);
+			b_free(&out);
+			b_free(&g.b);
+		}
+	}
+}
+
+/* A stream as QEMU 7.2 writes it (every zero page with fill 0): through
+ * the records and back it is the same stream, byte for byte, and the
+ * compressible part travels in fewer bytes. */
+static void qemu_like_stream(struct bytes *b, uint8_t *pages, size_t npages)
+{
+	s_header(b, "pc-i440fx-7.2");
+	s_cmd(b, 1, 0);
+	s_cmd(b, 2, 4);
+	b32(b, 1);
+	s_setup(b);
+	for (int sec = 0; sec < 3; sec++) {
+		s_part(b, sec == 2 ? 0x03 : 0x02, 2);
+		for (unsigned i = 0; i < 16; i++) {
+			const uint8_t *pg = pages + (i % npages) * 4096;
+
+			if (sec == 1 && i % 3)
+				continue;	/* later rounds: some pages again */
+			if (i % 4 == 1)
+				s_zero(b, i ? NULL : "pc.ram", i * 4096, 0);
+			else
+				s_page(b, i ? NULL : "pc.ram", i * 4096, pg);
+		}
+		s_page(b, "pc.bios", 4096, pages);
+		s_zero(b, NULL, 0, 0);
+		s_eos(b, 2);
+	}
+	b_put(b, device_tail, sizeof(device_tail));
+}
+
+TEST(records_give_qemus_stream_back_byte_for_byte)
+{
+	static uint8_t pages[4 * 4096];
+	static struct msgs ms;
+	struct bytes b = { 0 }, out = { 0 };
+	struct qsrec_enc_stats st, st_raw;
+	char msg[320];
+	size_t wire = 0, wire_raw = 0;
+
+	td_fill(pages, sizeof(pages), MIX_TEXT, 7);
+	qemu_like_stream(&b, pages, 4);
+	static const size_t chunks[] = { 0, 1, 9, 4096, 4105 };
+	for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+		CHECK_MSG(encode(b.p, b.len, chunks[c], true, &ms, &st, msg, sizeof(msg)) == 0,
+			  "%s", msg);
+		CHECK_MSG(decode(&ms, ~0u, &out, msg, sizeof(msg)) == 0, "%s", msg);
+		CHECK_MSG(out.len == b.len && !memcmp(out.p, b.p, b.len),
+			  "chunks of %zu: %zu bytes back for %zu", chunks[c], out.len, b.len);
+		wire = 0;
+		for (unsigned i = 0; i < ms.n; i++)
+			wire += ms.m[i].len;
+		msgs_free(&ms);
+		b_free(&out);
+	}
+	CHECK(st.pages[CKPT_ENC_LZ4] > 0 && st.pages[CKPT_ENC_RAW] == 0);
+	CHECK(st.pages[CKPT_ENC_ZERO] > 0);
+	CHECK_MSG(wire * 4 < b.len * 3, "text pages with LZ4: %zu bytes for a stream of %zu",
+		  wire, b.len);
+	/* without LZ4 the same pages go raw, and come back the same */
+	CHECK_EQ(encode(b.p, b.len, 0, false, &ms, &st_raw, msg, sizeof(msg)), 0);
+	for (unsigned i = 0; i < ms.n; i++)
+		wire_raw += ms.m[i].len;
+	CHECK(st_raw.pages[CKPT_ENC_LZ4] == 0 && st_raw.pages[CKPT_ENC_RAW] > 0);
+	CHECK(wire_raw > wire && st_raw.record_bytes > st.record_bytes);
+	CHECK_EQ(decode(&ms, ~0u, &out, msg, sizeof(msg)), 0);
+	CHECK(out.len == b.len && !memcmp(out.p, b.p, b.len));
+	msgs_free(&ms);
+	b_free(&out);
+	b_free(&b);
+}
+
+static bool has_device_tail(const struct bytes *out)
+{
+	for (size_t i = 0; out->len >= sizeof(device_tail) && i <= out->len - sizeof(device_tail); i++)
+		if (!memcmp(out->p + i, device_tail, sizeof(device_tail)))
+			return true;
+	return false;
+}
+
+TEST(records_corrupted_or_lost_are_refused_before_the_device_state)
+{
+	static uint8_t pages[4 * 4096];
+	static struct msgs ms;
+	struct bytes b = { 0 }, out = { 0 };
+	char msg[320];
+	unsigned records = 0;
+
+	td_fill(pages, sizeof(pages), MIX_RANDOM, 3);
+	qemu_like_stream(&b, pages, 4);
+	CHECK_EQ(encode(b.p, b.len, 0, false, &ms, NULL, msg, sizeof(msg)), 0);
+	/* one bit of any record's bytes: its checksum (or the magic) fails */
+	for (unsigned i = 0; i < ms.n; i++) {
+		if (ms.kind[i] != QSREC_MSG_RECORDS)
+			continue;
+		records++;
+		for (size_t at = 0; at < ms.m[i].len; at += ms.m[i].len / 7 + 1) {
+			ms.m[i].p[at] ^= 0x08;
+			CHECK_MSG(decode(&ms, ~0u, &out, msg, sizeof(msg)) == -EBADMSG,
+				  "message %u byte %zu flipped: accepted", i, at);
+			CHECK_MSG(strstr(msg, "the records: ") && (strstr(msg, "checksum mismatch") ||
+				  strstr(msg, "bad magic") || strstr(msg, "record")),
+				  "message %u byte %zu: %s", i, at, msg);
+			CHECK_MSG(!has_device_tail(&out), "message %u: device state went out", i);
+			ms.m[i].p[at] ^= 0x08;
+			b_free(&out);
+		}
+	}
+	CHECK(records > 5);
+	/* a record lost or repeated */
+	for (unsigned i = 0; i < ms.n; i++) {
+		if (ms.kind[i] != QSREC_MSG_RECORDS)
+			continue;
+		CHECK_MSG(decode(&ms, i, &out, msg, sizeof(msg)) == -EBADMSG,
+			  "message %u left out: accepted", i);
+		CHECK_MSG(!has_device_tail(&out), "message %u left out: device state went out (%s)",
+			  i, msg);
+		b_free(&out);
+	}
+	/* an intact run still goes through */
+	CHECK_EQ(decode(&ms, ~0u, &out, msg, sizeof(msg)), 0);
+	CHECK(has_device_tail(&out));
+	b_free(&out);
+	msgs_free(&ms);
+	b_free(&b);
+}
+
+/* A decoder fed the messages up to stop, then one more of kind and bytes. */
+static void expect_decoder_refuses(const struct msgs *ms, unsigned stop, unsigned kind,
+				   const void *buf, size_t len, const char *want)
+{
+	struct bytes out = { 0 };
+	struct qstream_sink sink = { membuf_write, &out };
+	struct qstream_writer *w = qstream_writer_new(&sink);
+	struct qsrec_decoder *d = qsrec_decoder_new(w);
+	int ret = 0;
+
+	for (unsigned i = 0; i < stop && !ret; i++)
+		ret = qsrec_decoder_feed(d, ms->kind[i], ms->m[i].p, ms->m[i].len);
+	CHECK_MSG(ret == 0, "before the test message: %s", qsrec_decoder_errmsg(d));
+	ret = qsrec_decoder_feed(d, kind, buf, len);
+	if (!ret)
+		ret = qsrec_decoder_finish(d);
+	CHECK_MSG(ret < 0, "accepted; wanted \"%s\"", want);
+	CHECK_MSG(strstr(qsrec_decoder_errmsg(d), want), "\"%s\", wanted \"%s\"",
+		  qsrec_decoder_errmsg(d), want);
+	/* errors stick */
+	CHECK(qsrec_decoder_feed(d, ms->kind[0], ms->m[0].p, ms->m[0].len) == ret);
+	qsrec_decoder_free(d);
+	qstream_writer_free(w);
+	b_free(&out);
+}
+
+static unsigned first_of(const struct msgs *ms, unsigned kind, uint32_t code)
+{
+	for (unsigned i = 0; i < ms->n; i++)
+		if (ms->kind[i] == kind && (kind != QSREC_MSG_EVENT ||
+					    (uint32_t)(ms->m[i].p[0] | ms->m[i].p[1] << 8) == code))
+			return i;
+	CHECK(0);
+	return 0;
+}
+
+TEST(records_hostile_messages_are_refused)
+{
+	static uint8_t pages[4 * 4096];
+	static struct msgs ms;
+	struct bytes b = { 0 };
+	uint8_t m[64];
+	unsigned blocks, dev, eos_last = 0, hdr;
+
+	td_fill(pages, sizeof(pages), MIX_TEXT, 5);
+	qemu_like_stream(&b, pages, 4);
+	CHECK_EQ(encode(b.p, b.len, 0, true, &ms, NULL, NULL, 0), 0);
+	blocks = first_of(&ms, QSREC_MSG_EVENT, QSREC_EV_RAM_BLOCKS);
+	dev = first_of(&ms, QSREC_MSG_EVENT, QSREC_EV_DEVICE);
+	hdr = blocks + 1;	/* the magic and HEADER */
+	CHECK(ms.kind[hdr] == QSREC_MSG_RECORDS && !memcmp(ms.m[hdr].p, CKPT_MAGIC, 8));
+	for (unsigned i = 0; i < dev; i++)
+		if (ms.kind[i] == QSREC_MSG_EVENT && ms.m[i].p[0] == QSREC_EV_RAM_EOS)
+			eos_last = i;
+
+	memcpy(m, "\x63\0\0\0", 4);
+	expect_decoder_refuses(&ms, 0, QSREC_MSG_EVENT, m, 4, "unknown event 99");
+	expect_decoder_refuses(&ms, 0, 7, m, 4, "a message of kind 7");
+	expect_decoder_refuses(&ms, 0, QSREC_MSG_EVENT, m, 3, "a message of kind 1 and 3 bytes");
+	/* a configuration whose lengths disagree, or a machine with a NUL */
+	memcpy(m, ms.m[0].p, ms.m[0].len);
+	m[6]++;
+	expect_decoder_refuses(&ms, 0, QSREC_MSG_EVENT, m, ms.m[0].len, "configuration event");
+	m[6]--;
+	m[24 + 2] = 0;
+	expect_decoder_refuses(&ms, 0, QSREC_MSG_EVENT, m, ms.m[0].len, "configuration event");
+	/* the writer's rules: a PING before the configuration */
+	expect_decoder_refuses(&ms, 0, QSREC_MSG_EVENT, ms.m[2].p, ms.m[2].len, "");
+	/* a block list cut short, or with bytes after it */
+	expect_decoder_refuses(&ms, blocks, QSREC_MSG_EVENT, ms.m[blocks].p, ms.m[blocks].len - 1,
+			       "cut short");
+	{
+		struct bytes longer = { 0 };
+
+		b_put(&longer, ms.m[blocks].p, ms.m[blocks].len);
+		b8(&longer, 0);
+		expect_decoder_refuses(&ms, blocks, QSREC_MSG_EVENT, longer.p, longer.len,
+				       "bytes after its 2 blocks");
+		b_free(&longer);
+	}
+	/* records before the block list, a record cut in two */
+	expect_decoder_refuses(&ms, blocks, QSREC_MSG_RECORDS, ms.m[hdr].p, ms.m[hdr].len,
+			       "before the RAM block list");
+	expect_decoder_refuses(&ms, hdr, QSREC_MSG_RECORDS, ms.m[hdr + 1].p, ms.m[hdr + 1].len - 1,
+			       "a message ends inside a record");
+	/* the device state before the COMMIT */
+	expect_decoder_refuses(&ms, eos_last + 1, QSREC_MSG_EVENT, ms.m[dev].p, ms.m[dev].len,
+			       "device state before the records' COMMIT");
+	/* the stream ends early */
+	expect_decoder_refuses(&ms, dev - 1, QSREC_MSG_EVENT, m, 0, "");
+	{
+		struct bytes out = { 0 };
+		struct qstream_sink sink = { membuf_write, &out };
+		struct qstream_writer *w = qstream_writer_new(&sink);
+		struct qsrec_decoder *d = qsrec_decoder_new(w);
+
+		for (unsigned i = 0; i < dev; i++)
+			CHECK_EQ(qsrec_decoder_feed(d, ms.kind[i], ms.m[i].p, ms.m[i].len), 0);
+		CHECK(qsrec_decoder_committed(d) && !qsrec_decoder_device_begun(d));
+		CHECK(qsrec_decoder_finish(d) == -EBADMSG);
+		CHECK(strstr(qsrec_decoder_errmsg(d), "before the device state"));
+		qsrec_decoder_free(d);
+		qstream_writer_free(w);
+		b_free(&out);
+	}
+	/* records after the COMMIT */
+	expect_decoder_refuses(&ms, dev, QSREC_MSG_RECORDS, ms.m[hdr + 1].p, ms.m[hdr + 1].len,
+			       "after their COMMIT");
+	msgs_free(&ms);
+	b_free(&b);
+}
+
+TEST(records_encoder_failures_stick_and_say_why)
+{
+	static uint8_t pages[4 * 4096];
+	static struct msgs ms;
+	struct bytes b = { 0 };
+	char msg[320];
+
+	td_fill(pages, sizeof(pages), MIX_TEXT, 5);
+	qemu_like_stream(&b, pages, 4);
+	for (unsigned after = 1; after < 30; after += 3) {
+		ms.fail_after = after;
+		CHECK_MSG(encode(b.p, b.len, 100, true, &ms, NULL, msg, sizeof(msg)) < 0,
+			  "sending fails after %u messages: encoded anyway", after);
+		CHECK_MSG(strstr(msg, "Broken pipe"), "after %u: %s", after, msg);
+		CHECK_EQ(ms.n, after);
+		msgs_free(&ms);
+	}
+	ms.fail_after = 0;
+	b_free(&b);
 }

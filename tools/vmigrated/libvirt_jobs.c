@@ -5,7 +5,7 @@
  *   source host                                   destination host
  *   libvirtd --p2p (MigrateToURI3, unix://S) ---> libvirtd: QEMU -incoming unix:S
  *   QEMU --S--> lvd_run_outgoing                  lvd_run_incoming --S--> QEMU
- *                 parser (checks, counts)           parser -> writer (re-synthesised)
+ *                 parser -> record encoder          record decoder -> writer
  *                 ======== peer session (TLS), frames below ========>
  *                 <======= return path, frames ======================
  *
@@ -13,14 +13,30 @@
  * hello, before libvirt is asked), and connects to S once the first bytes
  * of the stream come: by then libvirt's Prepare has the QEMU listening.
  *
- * Frames on the session, both ways: le32 type, le32 length, payload.
- *   1 DATA  bytes of QEMU's stream (to the destination) or of its return
- *           path (back); 1 to LVD_FRAME_MAX bytes
- *   2 END   the QEMU on the sender's side closed its end; no payload
- *   3 ABORT the sender gives up; payload: why (text, at most 512 bytes)
- * Anything else, or a length out of bounds, ends the job as a protocol
- * error: the destination QEMU's socket is closed (libvirt then fails the
- * migration and the domain stays on the source).
+ * Frames on the session: le32 type, le32 length, payload. What crosses
+ * the wire (normative; the payloads of EVENT and RECORDS are the messages
+ * of vm/libvirt/QEMU-STREAM.md, "Carried as records"):
+ *
+ *   source -> destination
+ *   4 EVENT   one event of QEMU's stream that is not a page (configuration,
+ *             command, RAM section begin and end, block list, device state
+ *             in pieces): 4 to QSREC_EVENT_MAX bytes
+ *   5 RECORDS bytes of the ckpt-format stream of QEMU's RAM pages (one
+ *             record, or the magic, a frame): 1 to QSREC_RECORDS_MAX bytes
+ *   destination -> source
+ *   1 DATA    bytes of the destination QEMU's return path, relayed as they
+ *             come: 1 to LVD_FRAME_MAX bytes
+ *   both ways
+ *   2 END     the QEMU on the sender's side closed its end; no payload
+ *   3 ABORT   the sender gives up; payload: why (text, at most 512 bytes)
+ *
+ * The order of the frames is the order of QEMU's stream: pages in RECORDS
+ * frames sit between the EVENT frames of their section's begin and end.
+ * Anything else (a type not of its direction, a length out of bounds)
+ * ends the job as a protocol error: the destination QEMU's socket is
+ * closed (libvirt then fails the migration and the domain stays on the
+ * source). The destination hands QEMU no device state before every
+ * record arrived with its checksum and the records' COMMIT matched.
  *
  * The job's figures go to jobs_dir/JOB.json (temp file, rename), where the
  * service reads them for `jobs` and the CLI's progress.
@@ -43,15 +59,19 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "ipc.h"
 #include "libvirt_host.h"
 #include "libvirt_jobs.h"
 #include "log.h"
 #include "qemu_stream.h"
+#include "qemu_stream_records.h"
 
-#define LVD_FRAME_DATA	1
-#define LVD_FRAME_END	2
-#define LVD_FRAME_ABORT	3
+#define LVD_FRAME_DATA		1
+#define LVD_FRAME_END		2
+#define LVD_FRAME_ABORT		3
+#define LVD_FRAME_EVENT		4
+#define LVD_FRAME_RECORDS	5
 #define LVD_FRAME_MAX	(256u << 10)
 #define LVD_WHY_MAX	512
 
@@ -176,6 +196,7 @@ struct json_object *lvd_prepare(struct lvd_config *c, struct json_object *req,
 {
 	const char *name = ipc_str(req, "name", ""), *dest = ipc_str(req, "dest", "");
 	const char *pcopy = ipc_str(req, "postcopy", NULL);
+	const char *compress = ipc_str(req, "compress", "auto");
 	struct json_object *rep = NULL;
 	struct lv_host *h;
 	struct lv_domain d;
@@ -193,6 +214,8 @@ struct json_object *lvd_prepare(struct lvd_config *c, struct json_object *req,
 	if (ipc_bool(req, "auto_converge", false))
 		return ipc_error(IPC_E_UNSUPPORTED, "libvirt domain '%s': --auto-converge is not offered for libvirt "
 				 "domains yet", name);
+	if (strcmp(compress, "auto") && strcmp(compress, "lz4") && strcmp(compress, "off"))
+		return ipc_error(IPC_E_BAD_ARGUMENT, "compress must be auto, lz4 or off");
 	if (!safe_word(name) || strlen(name) > 64)
 		return ipc_error(IPC_E_BAD_ARGUMENT, "libvirt domain name '%s' is not one vmigrate takes (letters, "
 				 "digits, '-', '_', '.')", name);
@@ -231,6 +254,7 @@ struct json_object *lvd_prepare(struct lvd_config *c, struct json_object *req,
 	snprintf(o->sock, sizeof(o->sock), "%s/qemu-%s.sock", c->sock_dir, o->job);
 	o->bandwidth = (unsigned long long)ipc_int(req, "bandwidth", 0);
 	o->max_downtime_ms = (unsigned long long)ipc_int(req, "max_downtime_ms", 0);
+	snprintf(o->compress, sizeof(o->compress), "%s", compress);
 	o->peer = *pc;
 	o->io_timeout_ms = io_timeout_ms;
 	announce(c, o);	/* the job is there from the reply on, for the CLI's first look */
@@ -305,6 +329,12 @@ void lvd_jobs(struct lvd_config *c, struct json_object *jobs, bool running, bool
 	closedir(d);
 }
 
+/* jobs_dir/JOB.cancel: the operator cancelled the job */
+static void cancel_path(const char *jobs_dir, const char *job, char *path, size_t len)
+{
+	snprintf(path, len, "%s/%s.cancel", jobs_dir, job);
+}
+
 struct json_object *lvd_cancel(struct lvd_config *c, const char *job)
 {
 	struct json_object *o = read_status(c->jobs_dir, job), *rep;
@@ -326,6 +356,17 @@ struct json_object *lvd_cancel(struct lvd_config *c, const char *job)
 		rep = ipc_error(IPC_E_INTERNAL, "%s", err);
 	else
 		rep = ipc_ok();
+	/* the job's process learns it was cancelled: QEMU's own error may only
+	 * say its stream broke (a QEMU blocked writing when it is cancelled) */
+	if (ipc_bool(rep, "ok", false)) {
+		char path[1024];
+		int fd;
+
+		cancel_path(c->jobs_dir, job, path, sizeof(path));
+		fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			close(fd);
+	}
 	if (ipc_bool(rep, "ok", false))
 		log_write(LOG_INFO, ipc_str(o, "guest", ""), job, "cancelling job %s (libvirt "
 			"aborts the migration; the domain stays here)", job);
@@ -397,22 +438,55 @@ static int frame_send(struct xport *x, uint32_t type, const void *buf, uint32_t 
 	return xport_sendv(x, iov, len ? 2 : 1);
 }
 
-/* One frame into buf (LVD_FRAME_MAX bytes); 0 or -errno, -EPROTO for a
- * frame this protocol does not have. */
-static int frame_recv(struct xport *x, uint32_t *type, uint8_t *buf, uint32_t *len)
+/* A frame's header: 0 or -errno, -EPROTO for a frame this protocol does
+ * not have in that direction (from_source: EVENT, RECORDS, END, ABORT;
+ * else DATA, END, ABORT), or of a length out of its bounds. */
+static int frame_head(struct xport *x, bool from_source, uint32_t *type, uint32_t *len)
 {
 	uint8_t hdr[8];
 	int ret = xport_recv_exact(x, hdr, 8);
+	uint32_t t, n;
 
 	if (ret)
 		return ret;
-	*type = hdr[0] | hdr[1] << 8 | hdr[2] << 16 | (uint32_t)hdr[3] << 24;
-	*len = hdr[4] | hdr[5] << 8 | hdr[6] << 16 | (uint32_t)hdr[7] << 24;
-	if ((*type == LVD_FRAME_DATA && (*len == 0 || *len > LVD_FRAME_MAX)) ||
-	    (*type == LVD_FRAME_END && *len) || (*type == LVD_FRAME_ABORT && *len > LVD_WHY_MAX) ||
-	    *type < LVD_FRAME_DATA || *type > LVD_FRAME_ABORT)
-		return -EPROTO;
-	return *len ? xport_recv_exact(x, buf, *len) : 0;
+	t = *type = hdr[0] | hdr[1] << 8 | hdr[2] << 16 | (uint32_t)hdr[3] << 24;
+	n = *len = hdr[4] | hdr[5] << 8 | hdr[6] << 16 | (uint32_t)hdr[7] << 24;
+	switch (t) {
+	case LVD_FRAME_END:
+		return n ? -EPROTO : 0;
+	case LVD_FRAME_ABORT:
+		return n > LVD_WHY_MAX ? -EPROTO : 0;
+	case LVD_FRAME_DATA:
+		return from_source || n == 0 || n > LVD_FRAME_MAX ? -EPROTO : 0;
+	case LVD_FRAME_EVENT:
+		return !from_source || n < 4 || n > QSREC_EVENT_MAX ? -EPROTO : 0;
+	case LVD_FRAME_RECORDS:
+		return !from_source || n == 0 || n > QSREC_RECORDS_MAX ? -EPROTO : 0;
+	}
+	return -EPROTO;
+}
+
+/* The encoder's messages as frames: EVENT or RECORDS. */
+static int send_message(void *opaque, unsigned kind, const struct iovec *iov, int iovcnt)
+{
+	struct xport *x = opaque;
+	uint32_t type = kind == QSREC_MSG_EVENT ? LVD_FRAME_EVENT : LVD_FRAME_RECORDS, len = 0;
+	struct iovec v[10];
+	uint8_t hdr[8];
+
+	if (iovcnt > 9)
+		return -EINVAL;
+	for (int i = 0; i < iovcnt; i++)
+		len += (uint32_t)iov[i].iov_len;
+	if (type == LVD_FRAME_RECORDS)
+		fault_corrupt_batch(iov, iovcnt, x->bytes_sent, 4u << 20);
+	for (int i = 0; i < 4; i++) {
+		hdr[i] = (uint8_t)(type >> (8 * i));
+		hdr[4 + i] = (uint8_t)(len >> (8 * i));
+	}
+	v[0] = (struct iovec){ hdr, 8 };
+	memcpy(v + 1, iov, (size_t)iovcnt * sizeof(*iov));
+	return xport_sendv(x, v, iovcnt + 1);
 }
 
 static int write_all(int fd, const void *buf, size_t len)
@@ -451,6 +525,7 @@ struct outgoing {
 	/* under lock */
 	uint64_t stream_bytes, wire_bytes, rp_bytes;
 	uint64_t pages, zero_pages, device_bytes;
+	uint64_t record_bytes, lz4_pages, raw_pages;	/* the encoder's */
 	struct lv_job_stats lv;		/* libvirt's, while it runs */
 	char status[16];
 	char error[700];
@@ -502,6 +577,10 @@ static struct json_object *outgoing_json(struct outgoing *g)
 	json_object_object_add(st, "normal_pages", json_object_new_int64((int64_t)g->pages));
 	json_object_object_add(st, "zero_pages", json_object_new_int64((int64_t)g->zero_pages));
 	json_object_object_add(st, "device_bytes", json_object_new_int64((int64_t)g->device_bytes));
+	json_object_object_add(st, "record_bytes", json_object_new_int64((int64_t)g->record_bytes));
+	json_object_object_add(st, "compressed_pages", json_object_new_int64((int64_t)g->lz4_pages));
+	json_object_object_add(st, "raw_pages", json_object_new_int64((int64_t)g->raw_pages));
+	json_object_object_add(st, "compress", json_object_new_string(g->o->compress));
 	json_object_object_add(st, "libvirt_data_processed", json_object_new_int64(
 		(int64_t)g->lv.data_processed));
 	json_object_object_add(o, "stats", st);
@@ -536,8 +615,9 @@ static void *migrate_thread(void *opaque)
 	struct outgoing *g = opaque;
 	struct lv_host *h;
 	char uri[420];
+	/* no bandwidth for libvirt: the cap is vmigrate's, on the wire (the
+	 * records, compressed), not on QEMU's stream before them */
 	struct lv_migrate_params p = { .dest_uri = g->o->dest_uri, .migrate_uri = uri,
-				       .bandwidth = g->o->bandwidth,
 				       .max_downtime_ms = g->o->max_downtime_ms };
 
 	snprintf(uri, sizeof(uri), "unix://%s", g->o->sock);
@@ -566,7 +646,9 @@ static void *stats_thread(void *opaque)
 			pthread_mutex_unlock(&g->lock);
 		}
 		outgoing_publish(g);
-		usleep(500000);
+		/* half a second, but the job's end is not kept waiting for it */
+		for (int i = 0; i < 10 && !atomic_load(&g->mig_done); i++)
+			usleep(50000);
 	}
 	lv_close(h);
 	return NULL;
@@ -597,13 +679,6 @@ static bool outgoing_failed(struct outgoing *g)
 	return f;
 }
 
-static int src_event(void *opaque, const struct qstream_event *ev)
-{
-	(void)opaque;
-	(void)ev;
-	return 0;	/* the parser's own checks and counts are what the source needs */
-}
-
 static int src_rp(void *opaque, const struct qstream_rp_msg *m)
 {
 	(void)opaque;
@@ -627,12 +702,62 @@ static int accept_qemu(struct outgoing *g, int l)
 	return -ECANCELED;
 }
 
-/* QEMU's stream to the session and the return path back, until both QEMU
- * closed its end and the destination said END, or something failed. */
+/* What a failed send on the session says: a peer that went away, by name. */
+static void session_failed(struct outgoing *g, int err)
+{
+	if (err == -EPIPE || err == -ECONNRESET)
+		outgoing_fail(g, "the destination's service: it closed the session (%s)",
+			      strerror(-err));
+	else
+		outgoing_fail(g, "the session to %s: %s", g->o->dest, strerror(-err));
+}
+
+/* The parser stopped: QEMU's stream was refused, or the encoder (or the
+ * session under it) failed. */
+static void stream_failed(struct outgoing *g, struct qstream_parser *p,
+			  struct qsrec_encoder *enc, struct xport *x)
+{
+	if (qstream_parser_error(p) != QSTREAM_E_CONSUMER)
+		outgoing_fail(g, "QEMU's stream: %s", qstream_parser_errmsg(p));
+	else if (x->err)
+		session_failed(g, x->err);
+	else
+		outgoing_fail(g, "QEMU's stream: %s", qsrec_encoder_errmsg(enc));
+}
+
+static void outgoing_count(struct outgoing *g, struct qstream_parser *p,
+			   struct qsrec_encoder *enc, struct xport *x, size_t len)
+{
+	const struct qstream_stats *s = qstream_parser_stats(p);
+	struct qsrec_enc_stats es;
+
+	qsrec_encoder_stats(enc, &es);
+	pthread_mutex_lock(&g->lock);
+	g->stream_bytes += (uint64_t)len;
+	g->wire_bytes = x->bytes_sent;
+	g->pages = s->pages;
+	g->zero_pages = s->zero_pages;
+	g->device_bytes = s->device_bytes;
+	g->record_bytes = es.record_bytes;
+	g->lz4_pages = es.pages[CKPT_ENC_LZ4];
+	g->raw_pages = es.pages[CKPT_ENC_RAW];
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* QEMU's stream to the session as records and events, and the return path
+ * back, until both QEMU closed its end and the destination said END, or
+ * something failed. */
 static void relay_out(struct outgoing *g, int q, struct xport *x)
 {
 	static uint8_t buf[LVD_FRAME_MAX];
-	struct qstream_parser *p = qstream_parser_new(src_event, g);
+	struct qsrec_out out = { send_message, x };
+	struct qsrec_enc_opts eo = {
+		.guest_name = g->o->name,
+		.lz4 = strcmp(g->o->compress, "off") != 0,
+		.lz4_auto = strcmp(g->o->compress, "auto") == 0,
+	};
+	struct qsrec_encoder *enc = qsrec_encoder_new(&out, &eo);
+	struct qstream_parser *p = enc ? qstream_parser_new(qsrec_encoder_event, enc) : NULL;
 	struct qstream_rp_parser *rp = qstream_rp_parser_new(src_rp, g);
 	bool q_eof = false, dest_end = false;
 
@@ -649,8 +774,10 @@ static void relay_out(struct outgoing *g, int q, struct xport *x)
 
 		if (xport_poll_in(x, 0) > 0) {
 			uint32_t type, len;
-			int ret = frame_recv(x, &type, buf, &len);
+			int ret = frame_head(x, false, &type, &len);
 
+			if (!ret && len)
+				ret = xport_recv_exact(x, buf, len);
 			if (ret) {
 				outgoing_fail(g, "the destination's service: %s", ret == -EPROTO ?
 					      "a frame this protocol does not have" :
@@ -709,36 +836,21 @@ static void relay_out(struct outgoing *g, int q, struct xport *x)
 			if (len <= 0) {
 				q_eof = true;
 				if (qstream_parser_finish(p)) {
-					outgoing_fail(g, "QEMU's stream: %s", qstream_parser_errmsg(p));
+					stream_failed(g, p, enc, x);
 					break;
 				}
 				if (frame_send(x, LVD_FRAME_END, NULL, 0)) {
-					outgoing_fail(g, "the session to %s: %s", g->o->dest,
-						      strerror(-x->err));
+					session_failed(g, x->err);
 					break;
 				}
 				continue;
 			}
+			/* the encoder sends what the parser hands it */
 			if (qstream_parser_feed(p, buf, (size_t)len)) {
-				outgoing_fail(g, "QEMU's stream: %s", qstream_parser_errmsg(p));
+				stream_failed(g, p, enc, x);
 				break;
 			}
-			if (frame_send(x, LVD_FRAME_DATA, buf, (uint32_t)len)) {
-				outgoing_fail(g, "the session to %s: %s", g->o->dest,
-					      strerror(-x->err));
-				break;
-			}
-			{
-				const struct qstream_stats *s = qstream_parser_stats(p);
-
-				pthread_mutex_lock(&g->lock);
-				g->stream_bytes += (uint64_t)len;
-				g->wire_bytes = x->bytes_sent;
-				g->pages = s->pages;
-				g->zero_pages = s->zero_pages;
-				g->device_bytes = s->device_bytes;
-				pthread_mutex_unlock(&g->lock);
-			}
+			outgoing_count(g, p, enc, x, (size_t)len);
 		}
 	}
 	if (outgoing_failed(g)) {
@@ -754,6 +866,7 @@ static void relay_out(struct outgoing *g, int q, struct xport *x)
 	pthread_mutex_unlock(&g->lock);
 out:
 	qstream_parser_free(p);
+	qsrec_encoder_free(enc);
 	qstream_rp_parser_free(rp);
 }
 
@@ -765,7 +878,7 @@ _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_out
 	pthread_t mt, stt;
 	char err[512], host[256], title[16];
 	int l = -1, q = -1, fd;
-	bool have_mt = false, have_stt = false;
+	bool have_mt = false, have_stt = false, cancelled;
 
 	setsid();
 	snprintf(title, sizeof(title), "vmg:lv:%.8s", o->name);
@@ -798,6 +911,12 @@ _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_out
 		goto end;
 	}
 	ps.control->idle_ok = true;	/* libvirt's Prepare may take a while */
+	if (o->bandwidth) {
+		static struct xport_bucket bucket;
+
+		xport_bucket_init(&bucket, o->bandwidth);
+		ps.control->bucket = &bucket;
+	}
 	log_write(LOG_INFO, o->name, o->job, "migrating libvirt domain %s to %s (libvirt at %s) "
 		"as job %s, QEMU's stream through %s", o->name, o->dest, o->dest_uri, o->job,
 		o->sock);
@@ -843,7 +962,13 @@ end:
 		lv_close(h);
 	}
 	pthread_mutex_lock(&g.lock);
-	if (have_mt && g.mig_ret && strstr(g.mig_err, "cancel"))
+	{
+		char path[1024];
+
+		cancel_path(c->jobs_dir, o->job, path, sizeof(path));
+		cancelled = unlink(path) == 0;
+	}
+	if (have_mt && g.mig_ret && (cancelled || strstr(g.mig_err, "cancel")))
 		snprintf(g.status, sizeof(g.status), "cancelled");
 	else
 		snprintf(g.status, sizeof(g.status), have_mt && !g.mig_ret ? "completed" : "failed");
@@ -877,6 +1002,14 @@ struct incoming {
 
 static int connect_qemu(const char *path, char *err, size_t errlen);
 
+/* Why the decoder stopped, or the writer when only a flush failed. */
+static const char *decode_error_text(const struct qsrec_decoder *d,
+					    const struct qstream_writer *w)
+{
+	return qstream_writer_error(w) && !strcmp(qsrec_decoder_errmsg(d), "no error") ?
+	       qstream_writer_errmsg(w) : qsrec_decoder_errmsg(d);
+}
+
 /* The first bytes the writer has for QEMU open its socket: a stream the
  * parser rejects at once never reaches QEMU at all. */
 static int to_qemu(void *opaque, const void *buf, size_t len)
@@ -887,13 +1020,6 @@ static int to_qemu(void *opaque, const void *buf, size_t len)
 		return -EIO;
 	in->bytes += len;
 	return write_all(in->q, buf, len);
-}
-
-static int dst_event(void *opaque, const struct qstream_event *ev)
-{
-	struct incoming *in = opaque;
-
-	return qstream_writer_event(in->w, ev);
 }
 
 /* The destination QEMU's socket: libvirt's Prepare made it listen before
@@ -922,6 +1048,29 @@ static int connect_qemu(const char *path, char *err, size_t errlen)
 	return -1;
 }
 
+/* After an ABORT, read what the source still sends until it reads the
+ * ABORT and closes (at most a few seconds): closing with its frames
+ * unread would reset the connection, and the reset can discard the ABORT
+ * before the source reads why. */
+static void drain_source(struct xport *x, uint8_t *buf)
+{
+	double until = now_s() + 5;
+
+	while (now_s() < until && xport_poll_in(x, 200) > 0) {
+		uint32_t type, len;
+
+		if (frame_head(x, true, &type, &len))
+			return;
+		while (len) {
+			uint32_t n = len < LVD_FRAME_MAX ? len : LVD_FRAME_MAX;
+
+			if (xport_recv_exact(x, buf, n))
+				return;
+			len -= n;
+		}
+	}
+}
+
 _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 				const struct peer_config *pc, struct xport *x,
 				const struct peer_hello *h)
@@ -929,7 +1078,7 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 	static uint8_t buf[LVD_FRAME_MAX];
 	struct incoming in = { .q = -1 };
 	struct qstream_sink sink = { to_qemu, &in };
-	struct qstream_parser *p = NULL;
+	struct qsrec_decoder *dec = NULL;
 	char path[400], err[600] = "", title[16];
 	bool src_end = false, q_eof = false;
 	double started = now_s();
@@ -945,8 +1094,8 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 	snprintf(path, sizeof(path), "%s/qemu-%s.sock", sock_dir, h->job);
 	in.path = path;
 	in.w = qstream_writer_new(&sink);
-	p = qstream_parser_new(dst_event, &in);
-	if (!in.w || !p) {
+	dec = in.w ? qsrec_decoder_new(in.w) : NULL;
+	if (!dec) {
 		peer_answer(x, false, "out of memory");
 		_exit(1);
 	}
@@ -976,8 +1125,17 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 
 		if (!src_end && xport_poll_in(x, 0) > 0) {
 			uint32_t type, len;
-			int ret = frame_recv(x, &type, buf, &len);
+			int ret = frame_head(x, true, &type, &len);
+			uint8_t *space = buf;
 
+			if (!ret && (type == LVD_FRAME_EVENT || type == LVD_FRAME_RECORDS)) {
+				space = qsrec_decoder_space(dec, type == LVD_FRAME_EVENT ?
+							    QSREC_MSG_EVENT : QSREC_MSG_RECORDS, len);
+				if (!space)
+					ret = -ENOMEM;
+			}
+			if (!ret && len)
+				ret = xport_recv_exact(x, space, len);
 			if (ret) {
 				snprintf(err, sizeof(err), "the source's service: %s", ret == -EPROTO ?
 					 "a frame this protocol does not have" : ret == -EPIPE ?
@@ -991,28 +1149,26 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 			}
 			if (type == LVD_FRAME_END) {
 				src_end = true;
-				if (qstream_parser_finish(p))
-					snprintf(err, sizeof(err), "the source's stream: %s",
-						 qstream_parser_errmsg(p));
-				else if (qstream_writer_flush(in.w))
-					snprintf(err, sizeof(err), "the destination QEMU: %s",
-						 in.err[0] ? in.err : qstream_writer_errmsg(in.w));
+				ret = qsrec_decoder_finish(dec);
+			} else {
+				ret = qsrec_decoder_message(dec, type == LVD_FRAME_EVENT ?
+							    QSREC_MSG_EVENT : QSREC_MSG_RECORDS, len);
+				if (!ret)
+					ret = qstream_writer_flush(in.w);
+			}
+			/* refused input (-EBADMSG, or -EINVAL from the writer's
+			 * rules) is the source's; a failed write is QEMU's */
+			if (ret)
+				snprintf(err, sizeof(err), "%s: %s", in.err[0] ? "the destination QEMU" :
+					 ret == -EBADMSG || ret == -EINVAL ? "the source's stream" :
+					 "the destination QEMU", in.err[0] ? in.err :
+					 decode_error_text(dec, in.w));
+			if (src_end && !err[0]) {
 				if (in.q >= 0)
 					shutdown(in.q, SHUT_WR);
 				else
 					q_eof = true;
-				continue;
 			}
-			if (qstream_parser_feed(p, buf, len))
-				snprintf(err, sizeof(err), "%s: %s",
-					 qstream_parser_error(p) == QSTREAM_E_CONSUMER ?
-					 "the destination QEMU" : "the source's stream",
-					 in.err[0] ? in.err : qstream_parser_error(p) ==
-					 QSTREAM_E_CONSUMER ? qstream_writer_errmsg(in.w) :
-					 qstream_parser_errmsg(p));
-			else if (qstream_writer_flush(in.w))
-				snprintf(err, sizeof(err), "the destination QEMU: %s",
-					 in.err[0] ? in.err : qstream_writer_errmsg(in.w));
 			continue;
 		}
 		n = poll(pfd, 2, 1000);
@@ -1029,7 +1185,7 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 				continue;
 			if (len <= 0) {
 				q_eof = true;
-				if (!src_end && !qstream_parser_in_device_state(p))
+				if (!src_end && !qsrec_decoder_device_begun(dec))
 					snprintf(err, sizeof(err), "the destination QEMU closed "
 						 "before the stream ended");
 				continue;
@@ -1039,10 +1195,13 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 					 strerror(-x->err));
 		}
 	}
-	if (err[0])
+	if (err[0]) {
 		frame_send(x, LVD_FRAME_ABORT, err, (uint32_t)strnlen(err, LVD_WHY_MAX));
-	else
+		if (!src_end)
+			drain_source(x, buf);
+	} else {
 		frame_send(x, LVD_FRAME_END, NULL, 0);
+	}
 	if (in.q >= 0)
 		close(in.q);	/* on a failure the destination QEMU fails its incoming */
 	/* QEMU listens once: connected to or gone (a cancelled job), its
@@ -1065,6 +1224,8 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 			(int64_t)x->bytes_received));
 		json_object_object_add(st, "qemu_stream_bytes", json_object_new_int64(
 			(int64_t)in.bytes));
+		json_object_object_add(st, "record_bytes", json_object_new_int64(
+			(int64_t)qsrec_decoder_record_bytes(dec)));
 		json_object_object_add(o, "stats", st);
 		write_status(jobs_dir, h->job, o);
 		json_object_put(o);
@@ -1076,7 +1237,7 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 		log_write(LOG_INFO, h->name, h->job, "incoming libvirt job %s: %llu bytes of QEMU's "
 			"stream written", h->job, (unsigned long long)in.bytes);
 	xport_close(x);
-	qstream_parser_free(p);
+	qsrec_decoder_free(dec);
 	qstream_writer_free(in.w);
 	_exit(err[0] ? 1 : 0);
 }

@@ -3,9 +3,10 @@
  * their place in list and info, and their live migration with vmigrate
  * as the data plane. libvirt runs the job (peer to peer, its own
  * rollback); QEMU's stream goes to a unix socket of ours, through the
- * QEMU stream parser, over the peer session (TLS) to the destination's
- * service, which writes it, re-synthesised, into the socket the
- * destination QEMU listens on, and carries QEMU's return path back.
+ * QEMU stream parser, over the peer session (TLS) as vmigrate's records
+ * (its pages) and events (the rest) to the destination's service, which
+ * writes it, re-synthesised, into the socket the destination QEMU listens
+ * on, and carries QEMU's return path back.
  */
 #ifndef LIBVIRT_JOBS_H
 #define LIBVIRT_JOBS_H
@@ -51,6 +52,7 @@ struct lvd_outgoing {
 	char dest_uri[512];		/* the other libvirt */
 	char sock[400];			/* our socket, unix:// of the migrate URI */
 	unsigned long long bandwidth, max_downtime_ms;
+	char compress[8];		/* LZ4 on the records: "auto", "lz4", "off" */
 	struct peer_config peer;
 	int io_timeout_ms;
 };
