@@ -262,6 +262,20 @@ static int membuf_write(void *opaque, const void *buf, size_t len)
 	return 0;
 }
 
+/* Feed all of buf to p in chunks of `chunk` bytes (0: at once), then finish. */
+static int feed_chunks(struct qstream_parser *p, const uint8_t *buf, size_t len, size_t chunk)
+{
+	int ret = 0;
+
+	for (size_t off = 0; off < len && !ret; ) {
+		size_t n = chunk && chunk < len - off ? chunk : len - off;
+
+		ret = qstream_parser_feed(p, buf + off, n);
+		off += n;
+	}
+	return ret ? ret : qstream_parser_finish(p);
+}
+
 /* Parse all of buf in chunks of `chunk` bytes (0: at once), then finish. */
 static int parse(const uint8_t *buf, size_t len, size_t chunk, struct recorder *r,
 		 enum qstream_error *code, char *msg, size_t msglen)
@@ -270,14 +284,7 @@ static int parse(const uint8_t *buf, size_t len, size_t chunk, struct recorder *
 	int ret = 0;
 
 	CHECK(p);
-	for (size_t off = 0; off < len && !ret; ) {
-		size_t n = chunk && chunk < len - off ? chunk : len - off;
-
-		ret = qstream_parser_feed(p, buf + off, n);
-		off += n;
-	}
-	if (!ret)
-		ret = qstream_parser_finish(p);
+	ret = feed_chunks(p, buf, len, chunk);
 	if (code)
 		*code = qstream_parser_error(p);
 	if (msg)
@@ -1384,14 +1391,7 @@ static int encode(const uint8_t *buf, size_t len, size_t chunk, bool lz4, struct
 	int ret = 0;
 
 	CHECK(e && p);
-	for (size_t off = 0; off < len && !ret; ) {
-		size_t n = chunk && chunk < len - off ? chunk : len - off;
-
-		ret = qstream_parser_feed(p, buf + off, n);
-		off += n;
-	}
-	if (!ret)
-		ret = qstream_parser_finish(p);
+	ret = feed_chunks(p, buf, len, chunk);
 	if (st)
 		qsrec_encoder_stats(e, st);
 	if (msg)
