@@ -15,6 +15,7 @@
  *                         marks a lost standby stale (the output checker must catch it)
  *   lazy-slow-prefetch    a lazy restore's prefetch takes 5 ms a MiB
  *   src-postcopy-slow-push the source's post-copy push waits 20 ms a 2 MiB chunk
+ *   standby-half-apply    a standby fails an epoch after its first record (half applied)
  *   dst-postcopy-zero-page the destination maps a zero page for an owed page a vCPU
  *                         touches instead of waiting for it (tests must catch it)
  */

@@ -144,6 +144,8 @@ struct repl_standby_stats {
 	bool stopped_by_primary;	/* a clean end, not a lost link */
 	bool handed_over;		/* the last epoch applied said SWITCH: the
 					 * primary stopped for good; take over */
+	bool damaged;			/* an epoch failed half applied: the image
+					 * is no epoch's, it must never run */
 	char error[256];
 };
 
@@ -152,7 +154,8 @@ struct repl_standby_stats {
  * ends. Each epoch is applied under *apply_lock, whole, once sealed, so a
  * holder of the lock sees one consistent image. Returns 0 when the
  * primary ended it cleanly, else -errno (link lost, or a damaged or
- * fenced-off epoch refused); vm holds the last applied epoch either way.
+ * fenced-off epoch refused); vm holds the last applied epoch either way,
+ * unless an epoch failed half applied (st->damaged: -EIO).
  * silence_ms > 0: a primary silent that long is lost (-ETIMEDOUT).
  * st carries applied_epoch and token from run to run; its outcome fields
  * (stopped_by_primary, handed_over, error) are this run's.

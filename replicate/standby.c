@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "ckpt.h"
+#include "fault.h"
 
 struct held_rec {
 	struct ckpt_record rec;
@@ -156,6 +157,10 @@ static int apply_epoch(struct standby *sb, const struct ckpt_record *rec,
 			ret = ckpt_reader_apply(sb->r, h, &sb->target);
 		else
 			ret = sb->vm->ops->load_state(sb->vm, h, err, sizeof(err));
+		if (!ret && i == 0 && fault_point("standby-half-apply")) {
+			snprintf(err, sizeof(err), "fault point standby-half-apply");
+			ret = -EIO;
+		}
 	}
 	if (!ret && sb->nstates)
 		ret = sb->vm->ops->load_finish(sb->vm, err, sizeof(err));
@@ -169,6 +174,7 @@ static int apply_epoch(struct standby *sb, const struct ckpt_record *rec,
 	pthread_mutex_unlock(apply_lock);
 	if (ret) {
 		/* half applied: this image is no longer one epoch's */
+		sb->st->damaged = true;
 		snprintf(sb->st->error, sizeof(sb->st->error), "applying epoch %llu failed: %s; "
 			 "the standby image is damaged", (unsigned long long)sb->epoch,
 			 err[0] ? err : ckpt_reader_errmsg(sb->r));

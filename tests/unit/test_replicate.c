@@ -480,3 +480,34 @@ TEST_T(sync_never_resumes_the_guest_inside_another_pause, 90)
 	repl_progress_destroy(&prog);
 	vm_destroy(src);
 }
+
+/* An epoch that fails half applied leaves an image of no epoch: the
+ * standby says it is damaged (it must never take the guest over), and the
+ * primary goes on without it. */
+TEST_T(half_applied_epoch_marks_the_standby_damaged, 60)
+{
+	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 128 << 20, .vcpus = 1,
+						    .working_set = 16 << 20,
+						    .dirty_rate = 10 << 20 });
+	struct standby_run sb;
+	struct primary_run pr;
+	struct released rel;
+
+	setenv("VMIGRATE_FAULT", "standby-half-apply", 1);
+	CHECK_EQ(vm_start(src), 0);
+	protect(src, &sb, &pr, &rel, 0, 7);
+	pthread_join(sb.thread, NULL);
+	xport_close(sb.x);	/* as the standby's process ends: the primary hears it */
+	pthread_join(pr.thread, NULL);
+	CHECK_EQ(sb.ret, -EIO);
+	CHECK_MSG(sb.st.damaged, "standby: %s", sb.st.error);
+	CHECK_MSG(strstr(sb.st.error, "damaged") != NULL, "standby: %s", sb.st.error);
+	CHECK_EQ(sb.st.applied_epoch, 0);
+	/* refused, or its link gone first: either way it goes on without it */
+	CHECK_MSG(pr.ret == -EPERM || pr.ret == -EPIPE || pr.ret == -ECONNRESET,
+		  "the primary: %d", pr.ret);
+	xport_close(pr.x);
+	repl_progress_destroy(&pr.prog);
+	vm_destroy(sb.vm);
+	vm_destroy(src);
+}

@@ -733,6 +733,16 @@ void repl_follow_epochs(struct incoming *in, struct vm *vm)
 	for (unsigned i = 0; i < in->session.nr_data; i++)
 		received += in->session.data[i]->bytes_received;
 	peer_session_close(&in->session);
+	if (W.standby.damaged) {
+		/* neither the last epoch nor the one before: never to run */
+		log_write(LOG_ERR, W.spec.name, W.incoming_job, "guest %s: %s; this copy never "
+			"takes the guest over and is freed", W.spec.name, W.standby.error);
+		keep_standby_job("lost", IPC_E_INTEGRITY, received);
+		pthread_mutex_lock(&W.lock);
+		W.exit_requested = true;
+		pthread_mutex_unlock(&W.lock);
+		return;
+	}
 	if ((W.standby.handed_over || !W.standby.stopped_by_primary) && W.arb.endpoints[0] &&
 	    W.standby.applied_epoch) {
 		if (W.standby.handed_over)
