@@ -296,6 +296,19 @@ static void hand_over(void)
 		W.handover_token ? W.rprog.stats.error : W.handover);
 }
 
+/* What names a replication job's record in the completed log; st (its
+ * figures) goes into it. */
+static void name_job(struct json_object *rec, const char *job, const char *direction,
+		     const char *peer, struct json_object *st)
+{
+	json_object_object_add(rec, "job", json_object_new_string(job));
+	json_object_object_add(rec, "guest", json_object_new_string(W.spec.name));
+	json_object_object_add(rec, "direction", json_object_new_string(direction));
+	json_object_object_add(rec, "kind", json_object_new_string("replication"));
+	json_object_object_add(rec, "peer", json_object_new_string(peer));
+	json_object_object_add(rec, "stats", st);
+}
+
 /* The primary's record of a replication job that ended, for `vmigrate
  * jobs --completed`: its final state, what the last standby's sync and the
  * epochs sent, how long it ran, and the replication figures as `replicate
@@ -323,12 +336,7 @@ static void keep_primary_job(const struct repl_stats *rs)
 	json_object_object_add(st, "acked_epoch", json_object_new_int64((int64_t)rs->acked_epoch));
 	if (rs->error[0])
 		json_object_object_add(st, "error", json_object_new_string(rs->error));
-	json_object_object_add(rec, "job", json_object_new_string(W.job));
-	json_object_object_add(rec, "guest", json_object_new_string(W.spec.name));
-	json_object_object_add(rec, "direction", json_object_new_string("outgoing"));
-	json_object_object_add(rec, "kind", json_object_new_string("replication"));
-	json_object_object_add(rec, "peer", json_object_new_string(W.dest));
-	json_object_object_add(rec, "stats", st);
+	name_job(rec, W.job, "outgoing", W.dest, st);
 	json_object_object_add(rec, "replication", repl_stats_object(rs));
 	worker_keep_job(rec, code);
 }
@@ -351,12 +359,7 @@ static void keep_standby_job(const char *status, const char *code, uint64_t rece
 	json_object_object_add(st, "token", json_object_new_int64((int64_t)W.standby.token));
 	if (W.standby.error[0])
 		json_object_object_add(st, "error", json_object_new_string(W.standby.error));
-	json_object_object_add(rec, "job", json_object_new_string(W.incoming_job));
-	json_object_object_add(rec, "guest", json_object_new_string(W.spec.name));
-	json_object_object_add(rec, "direction", json_object_new_string("incoming"));
-	json_object_object_add(rec, "kind", json_object_new_string("replication"));
-	json_object_object_add(rec, "peer", json_object_new_string(W.incoming_from));
-	json_object_object_add(rec, "stats", st);
+	name_job(rec, W.incoming_job, "incoming", W.incoming_from, st);
 	worker_keep_job(rec, code);
 }
 
