@@ -323,11 +323,12 @@ static int send_claimed(struct postcopy_src *pc, unsigned ri, uint64_t first, ui
 	struct source *s = pc->s;
 	const struct vm_region *r = &s->vm->regions[ri];
 	uint64_t *bm = pc->claim[ri];
+	struct src_data_run data = { .ri = -1u };
 	uint64_t p = first;
 	int ret = 0;
 
 	while (!ret && p < end) {
-		uint64_t h = src_hole_end(r, p, end), d;
+		uint64_t h = src_hole_end(&data, ri, r, p, end), d;
 
 		for (uint64_t q = p; !ret && q < h; ) {	/* owed pages in the hole */
 			uint64_t run = q;
@@ -340,7 +341,7 @@ static int send_claimed(struct postcopy_src *pc, unsigned ri, uint64_t first, ui
 		}
 		if (ret || h >= end)
 			break;
-		d = src_data_end(r, h, end);
+		d = src_data_end(&data, ri, r, h, end);
 		if (d <= h)
 			d = h + 1;
 		ret = page_out_pages(s->out, r, ri, bm, h, d);

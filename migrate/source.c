@@ -562,12 +562,16 @@ void src_begin_count(struct source *s, uint64_t pages, uint64_t holes)
 	pthread_mutex_unlock(&s->prog->lock);
 }
 
-/* Pages [first, first+n) that are holes in the memfd: written never. */
-uint64_t src_hole_end(const struct vm_region *r, uint64_t page, uint64_t end)
+/* Where the hole that page lies in ends (page itself when it holds data),
+ * at most end: pages never written. */
+uint64_t src_hole_end(struct src_data_run *run, unsigned ri, const struct vm_region *r,
+		      uint64_t page, uint64_t end)
 {
-	off_t off = (off_t)(r->memfd_offset + page * VM_PAGE_SIZE);
-	off_t data = lseek(r->memfd, off, SEEK_DATA);
+	off_t data;
 
+	if (run->ri == ri && page >= run->first && page < run->end)
+		return page;
+	data = lseek(r->memfd, (off_t)(r->memfd_offset + page * VM_PAGE_SIZE), SEEK_DATA);
 	if (data < 0)
 		return errno == ENXIO ? end : page;	/* ENXIO: no data after off */
 	data -= (off_t)r->memfd_offset;
@@ -576,16 +580,20 @@ uint64_t src_hole_end(const struct vm_region *r, uint64_t page, uint64_t end)
 	return (uint64_t)data / VM_PAGE_SIZE;
 }
 
-uint64_t src_data_end(const struct vm_region *r, uint64_t page, uint64_t end)
+uint64_t src_data_end(struct src_data_run *run, unsigned ri, const struct vm_region *r,
+		      uint64_t page, uint64_t end)
 {
-	off_t off = (off_t)(r->memfd_offset + page * VM_PAGE_SIZE);
-	off_t hole = lseek(r->memfd, off, SEEK_HOLE);
+	off_t hole;
 
-	if (hole < 0)
-		return end;
-	hole -= (off_t)r->memfd_offset;
-	hole = (hole + VM_PAGE_SIZE - 1) / VM_PAGE_SIZE;
-	return (uint64_t)hole > end ? end : (uint64_t)hole;
+	if (run->ri != ri || page < run->first || page >= run->end) {
+		hole = lseek(r->memfd, (off_t)(r->memfd_offset + page * VM_PAGE_SIZE), SEEK_HOLE);
+		if (hole < 0)
+			return end;
+		hole -= (off_t)r->memfd_offset;
+		*run = (struct src_data_run){ ri, page,
+					      ((uint64_t)hole + VM_PAGE_SIZE - 1) / VM_PAGE_SIZE };
+	}
+	return run->end > end ? end : run->end;
 }
 
 /* Pages of RAM never written, holes of the memfds, from the pages the
@@ -639,6 +647,7 @@ static int send_pages(struct source *s, unsigned ri, uint64_t first, uint64_t en
 static int send_round(struct source *s, unsigned round, bool skip_holes, bool paused,
 		      bool marker)
 {
+	struct src_data_run run = { .ri = -1u };
 	uint64_t total = 0, sent_before;
 	struct ckpt_writer_stats before, after, *ws = &after;
 	uint64_t pages_before, page_bytes_before;
@@ -686,13 +695,13 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 
 				ret = 0;
 				while (!ret && p < c + n) {
-					uint64_t h = src_hole_end(r, p, c + n), d;
+					uint64_t h = src_hole_end(&run, ri, r, p, c + n), d;
 
 					if (h > p)
 						ret = page_out_zero(s->out, r, ri, p, h - p);
 					if (ret || h >= c + n)
 						break;
-					d = src_data_end(r, h, c + n);
+					d = src_data_end(&run, ri, r, h, c + n);
 					/* one call maps the run instead of a fault a page */
 					madvise(r->host + h * VM_PAGE_SIZE,
 						((d > h ? d : h + 1) - h) * VM_PAGE_SIZE,

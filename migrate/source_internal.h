@@ -102,8 +102,23 @@ int src_wait_caught_up(struct source *s, uint64_t round);
 void src_totals(struct source *s, struct ckpt_writer_stats *ws, uint64_t *bytes);
 void src_account(struct source *s);
 int src_tick(void *opaque);
-uint64_t src_hole_end(const struct vm_region *r, uint64_t page, uint64_t end);
-uint64_t src_data_end(const struct vm_region *r, uint64_t page, uint64_t end);
+/*
+ * The memfd's holes (pages never written) and data runs, for pages [page,
+ * end) of region ri: where the hole page lies in ends (page itself when it
+ * holds data), and where its data run ends. A seek for a hole walks every
+ * page of the run before it, so a round walking a long run chunk by chunk
+ * seeks once a run, not once a chunk: run remembers the answer (start with
+ * run->ri = -1u). Only data is remembered: a hole may be written between a
+ * seek and its chunk's dirty-log clear, and is looked at again after it.
+ */
+struct src_data_run {
+	unsigned ri;
+	uint64_t first, end;		/* pages [first, end) of region ri hold data */
+};
+uint64_t src_hole_end(struct src_data_run *run, unsigned ri, const struct vm_region *r,
+		      uint64_t page, uint64_t end);
+uint64_t src_data_end(struct src_data_run *run, unsigned ri, const struct vm_region *r,
+		      uint64_t page, uint64_t end);
 int src_sync_dirty(struct source *s, uint64_t *count, bool after_round);
 void src_completed(struct source *s);
 /* From here on, progress counts against pages due (holes of them). */
