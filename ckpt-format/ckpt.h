@@ -61,6 +61,14 @@ struct ckpt_writer_opts {
 	/* With a key, COMMIT carries an HMAC-SHA-256 of every byte before it. */
 	const uint8_t *mac_key;
 	size_t mac_key_len;
+	/* PAGES records as LIVE (FORMAT.md): raw pages are sent from where
+	 * they are, not copied, each under a checksum of its own, so a page
+	 * the guest writes while it is read arrives torn and is owed, not
+	 * applied. Only for a stream that sends every such page again (a
+	 * migration's dirty log) to a reader that tracks what is owed; not with
+	 * a MAC key, not with deltas. The pages must stay mapped until the
+	 * record is written. */
+	bool live_pages;
 };
 
 struct ckpt_writer_stats {
@@ -135,6 +143,8 @@ struct ckpt_pages_view {
 	uint32_t region_id;
 	uint32_t count;
 	const struct ckpt_page_entry *entries;	/* little-endian, validated */
+	const uint8_t *sums;			/* LIVE: XXH3-64 of each entry's data
+						 * (le64), checked when applied; else NULL */
 	const uint8_t *data;
 	size_t data_len;
 };
@@ -225,6 +235,21 @@ struct ckpt_page_target {
 	 * each page atomically with userfaultfd). DELTA is refused. */
 	int (*place)(void *opaque, unsigned slot, uint64_t first_page, uint64_t count,
 		     const void *data);
+	/* Optional, for LIVE records: where torn pages are kept owed (below).
+	 * Without it a torn page fails the record. */
+	struct ckpt_torn *torn;
+};
+
+/*
+ * Pages of LIVE records that arrived torn (their checksum did not match:
+ * the guest wrote them while they were read) are not applied but owed: a
+ * bit a page in owed[slot] until a later record delivers the page whole.
+ * The readers of one stream's channels share it (atomic updates).
+ */
+struct ckpt_torn {
+	uint64_t *owed[CKPT_MAX_REGIONS];
+	uint64_t owed_pages;		/* bits set now */
+	uint64_t torn_pages;		/* pages that arrived torn, in all */
 };
 
 /*

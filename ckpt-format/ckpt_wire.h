@@ -13,7 +13,9 @@
 #define CKPT_MAGIC		"VMIGCKPT"
 #define CKPT_MAGIC_LEN		8
 #define CKPT_VERSION_MAJOR	1
-#define CKPT_VERSION_MINOR	0
+#define CKPT_VERSION_MINOR	1
+#define CKPT_MINOR_LIVE		1	/* the first minor with LIVE records: written
+					 * only by streams that use them */
 
 /* Record types. Values are fixed forever; retired ones stay reserved. */
 #define CKPT_REC_HEADER		1
@@ -27,7 +29,9 @@
 
 /* Record header flags. */
 #define CKPT_RECF_OPTIONAL	0x0001u	/* a reader may skip it if unknown */
-#define CKPT_RECF_KNOWN		CKPT_RECF_OPTIONAL
+#define CKPT_RECF_LIVE		0x0002u	/* PAGES read from running memory: a
+					 * checksum for each page (format 1.1) */
+#define CKPT_RECF_KNOWN		(CKPT_RECF_OPTIONAL | CKPT_RECF_LIVE)
 
 /* Image header flags. */
 #define CKPT_HDRF_INCREMENTAL	0x00000001u

@@ -151,7 +151,8 @@ int ckpt_page_encode(const void *page, const void *prev, size_t page_size,
 			return CKPT_ENC_LZ4;
 		}
 	}
-	memcpy(out, page, page_size);
+	if (!opts->raw_by_reference)
+		memcpy(out, page, page_size);
 	*out_len = page_size;
 	return CKPT_ENC_RAW;
 }

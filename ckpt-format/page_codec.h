@@ -14,6 +14,8 @@ struct ckpt_codec_opts {
 	bool lz4;		/* try LZ4 on pages that are not zero */
 	bool delta;		/* try a delta when the previous version is known */
 	int lz4_accel;		/* LZ4 acceleration, 1 = best ratio */
+	bool raw_by_reference;	/* a raw page is not copied to out: the caller
+				 * sends it from where it is */
 };
 
 /* Defaults: LZ4 on at acceleration 1, deltas on. */

@@ -239,6 +239,9 @@ static uint64_t get64(const uint8_t *p)
 
 #define FIELD(p, type, member) ((p) + offsetof(type, member))
 
+/* A LIVE record's entry and the checksum of its data. */
+#define LIVE_ENTRY_BYTES	(sizeof(struct ckpt_page_entry) + sizeof(uint64_t))
+
 static int parse_header(struct ckpt_reader *r, const uint8_t *p, uint32_t len)
 {
 	struct ckpt_image_info *info = &r->info;
@@ -331,6 +334,8 @@ static int parse_pages(struct ckpt_reader *r, const uint8_t *p, uint32_t len,
 	struct ckpt_pages_view *v = &rec->u.pages;
 	uint32_t ps = r->info.page_size;
 	uint64_t region_pages, prev = 0, next = 0, data = 0;
+	bool live = rec->flags & CKPT_RECF_LIVE;
+	size_t entry_bytes;
 	int slot;
 
 	if (!r->marker_seen[CKPT_MARK_ROUND] && !r->marker_seen[CKPT_MARK_EPOCH])
@@ -344,14 +349,15 @@ static int parse_pages(struct ckpt_reader *r, const uint8_t *p, uint32_t len,
 		return reject(r, CKPT_E_RANGE, "PAGES for unknown region %u", v->region_id);
 	if (v->count == 0 || v->count > CKPT_MAX_BATCH_ENTRIES)
 		return reject(r, CKPT_E_LENGTH, "PAGES with %u entries", v->count);
-	if ((uint64_t)v->count * sizeof(struct ckpt_page_entry) >
-	    len - sizeof(struct ckpt_pages_rec))
+	entry_bytes = live ? LIVE_ENTRY_BYTES : sizeof(struct ckpt_page_entry);
+	if ((uint64_t)v->count * entry_bytes > len - sizeof(struct ckpt_pages_rec))
 		return reject(r, CKPT_E_LENGTH, "%u entries in %u bytes", v->count, len);
 	region_pages = r->info.regions[slot].size / ps;
 	v->entries = (const struct ckpt_page_entry *)(p + sizeof(struct ckpt_pages_rec));
-	v->data = (const uint8_t *)(v->entries + v->count);
-	v->data_len = len - sizeof(struct ckpt_pages_rec) -
-		      v->count * sizeof(struct ckpt_page_entry);
+	v->sums = live ? (const uint8_t *)(v->entries + v->count) : NULL;
+	v->data = (const uint8_t *)(v->entries + v->count) +
+		  (live ? v->count * sizeof(uint64_t) : 0);
+	v->data_len = len - sizeof(struct ckpt_pages_rec) - v->count * entry_bytes;
 
 	for (uint32_t i = 0; i < v->count; i++) {
 		const uint8_t *e = (const uint8_t *)&v->entries[i];
@@ -385,6 +391,8 @@ static int parse_pages(struct ckpt_reader *r, const uint8_t *p, uint32_t len,
 			break;
 		case CKPT_ENC_LZ4:
 		case CKPT_ENC_DELTA:
+			if (live && enc == CKPT_ENC_DELTA)
+				return reject(r, CKPT_E_FIELD, "entry %u: DELTA in a LIVE record", i);
 			if (size == 0 || size >= ps)
 				return reject(r, CKPT_E_LENGTH, "entry %u: compressed page of %u bytes",
 					      i, size);
@@ -595,10 +603,34 @@ static bool known_type(uint16_t type)
 	return type >= CKPT_REC_HEADER && type <= CKPT_REC_COMMIT;
 }
 
+/*
+ * A LIVE record's checksum covers its head, entries and page checksums,
+ * not the data (FORMAT.md): how many bytes that is, from the count, which
+ * the checksum then covers. Only PAGES of a 1.1 stream without a MAC.
+ */
+static int live_summed(struct ckpt_reader *r, uint16_t type, uint32_t len, uint32_t *summed)
+{
+	uint32_t count;
+
+	if (type != CKPT_REC_PAGES || r->phase <= PH_HEADER || r->info.minor < CKPT_MINOR_LIVE)
+		return reject(r, CKPT_E_FIELD, "LIVE flag on a record of type %u in a %u.%u stream",
+			      type, r->info.major, r->info.minor);
+	if (r->mac)
+		return reject(r, CKPT_E_FIELD, "LIVE records in an authenticated stream");
+	if (len < sizeof(struct ckpt_pages_rec))
+		return reject(r, CKPT_E_LENGTH, "LIVE PAGES of %u bytes", len);
+	count = get32(r->buf + offsetof(struct ckpt_pages_rec, count));
+	if (count == 0 || count > CKPT_MAX_BATCH_ENTRIES ||
+	    (uint64_t)count * LIVE_ENTRY_BYTES > len - sizeof(struct ckpt_pages_rec))
+		return reject(r, CKPT_E_LENGTH, "LIVE PAGES with %u entries in %u bytes", count, len);
+	*summed = (uint32_t)sizeof(struct ckpt_pages_rec) + count * LIVE_ENTRY_BYTES;
+	return 0;
+}
+
 static int read_record(struct ckpt_reader *r, struct ckpt_record *rec)
 {
 	struct ckpt_rec_hdr hdr;
-	uint32_t len;
+	uint32_t len, summed;
 	uint64_t seq;
 
 	memset(rec, 0, sizeof(*rec));
@@ -619,16 +651,19 @@ static int read_record(struct ckpt_reader *r, struct ckpt_record *rec)
 	rec->type = le16toh(hdr.type);
 	rec->flags = le16toh(hdr.flags);
 	len = le32toh(hdr.length);
+	summed = len;
 	seq = le64toh(hdr.seq);
 	if (len > CKPT_MAX_PAYLOAD)
 		return reject(r, CKPT_E_LENGTH, "record of %u bytes, cap %u", len,
 			      CKPT_MAX_PAYLOAD);
 	if (grow_buf(r, len ? len : 1) || read_exact(r, r->buf, len, "record payload"))
 		return r->ret;
+	if ((rec->flags & CKPT_RECF_LIVE) && live_summed(r, rec->type, len, &summed))
+		return r->ret;
 
 	XXH3_64bits_reset(r->sum);
 	XXH3_64bits_update(r->sum, &hdr, CKPT_REC_HDR_SUMMED);
-	XXH3_64bits_update(r->sum, r->buf, len);
+	XXH3_64bits_update(r->sum, r->buf, summed);
 	if (XXH3_64bits_digest(r->sum) != le64toh(hdr.checksum) && !FUZZING)
 		return reject(r, CKPT_E_CHECKSUM, "record %llu (type %u, %u bytes)",
 			      (unsigned long long)seq, rec->type, len);
@@ -778,8 +813,14 @@ static int run_flush(struct page_run *run)
 
 static int run_add(struct page_run *run, uint64_t off, const void *data, size_t len)
 {
+	struct iovec *last = run->n ? &run->iov[run->n - 1] : NULL;
 	int ret = 0;
 
+	if (last && off == run->next_off && (uint8_t *)last->iov_base + last->iov_len == data) {
+		last->iov_len += len;	/* neighbours in the record: one piece */
+		run->next_off += len;
+		return 0;
+	}
 	if (run->n && (off != run->next_off || run->n == 64))
 		ret = run_flush(run);
 	if (!run->n)
@@ -815,6 +856,52 @@ int ckpt_record_dup(const struct ckpt_record *rec, struct ckpt_record *out,
 
 /* ckpt_reader_apply through target->place: runs of raw pages straight
  * from the record, other pages decoded one at a time. */
+/* Whether entry i of a LIVE record arrived as it was read (always, for
+ * other records). */
+static bool entry_whole(const struct ckpt_pages_view *v, uint32_t i, const uint8_t *data,
+			uint32_t size)
+{
+	return !v->sums || XXH3_64bits(data, size) == get64(v->sums + (size_t)i * 8);
+}
+
+/* A torn page: owed until delivered whole; false when the target cannot
+ * keep it owed. */
+static bool note_torn(const struct ckpt_page_target *t, int slot, uint64_t page)
+{
+	uint64_t bit = 1ull << (page % 64);
+
+	if (!t->torn || !t->torn->owed[slot])
+		return false;
+	__atomic_fetch_add(&t->torn->torn_pages, 1, __ATOMIC_RELAXED);
+	if (!(__atomic_fetch_or(&t->torn->owed[slot][page / 64], bit, __ATOMIC_RELAXED) & bit))
+		__atomic_fetch_add(&t->torn->owed_pages, 1, __ATOMIC_RELAXED);
+	return true;
+}
+
+static bool is_owed(const struct ckpt_page_target *t, int slot, uint64_t page)
+{
+	return t->torn && t->torn->owed[slot] &&
+	       (__atomic_load_n(&t->torn->owed[slot][page / 64], __ATOMIC_RELAXED) >> (page % 64)) & 1;
+}
+
+/* Pages [page, page+n) arrived whole: no longer owed. */
+static void note_whole(const struct ckpt_page_target *t, int slot, uint64_t page, uint64_t n)
+{
+	if (!t->torn || !t->torn->owed[slot] ||
+	    !__atomic_load_n(&t->torn->owed_pages, __ATOMIC_RELAXED))
+		return;
+	for (uint64_t p = page; p < page + n; p++) {
+		uint64_t *word = &t->torn->owed[slot][p / 64], bit = 1ull << (p % 64);
+
+		if (!__atomic_load_n(word, __ATOMIC_RELAXED)) {
+			p |= 63;	/* none of this word's pages is owed */
+			continue;
+		}
+		if (__atomic_fetch_and(word, ~bit, __ATOMIC_RELAXED) & bit)
+			__atomic_fetch_sub(&t->torn->owed_pages, 1, __ATOMIC_RELAXED);
+	}
+}
+
 static int apply_placed(struct ckpt_reader *r, const struct ckpt_pages_view *v, int slot,
 			const struct ckpt_page_target *target)
 {
@@ -822,6 +909,18 @@ static int apply_placed(struct ckpt_reader *r, const struct ckpt_pages_view *v, 
 	const uint8_t *data = v->data, *run = NULL;
 	uint64_t run_first = 0, run_n = 0;
 
+	for (uint32_t i = 0; v->sums && i < v->count; i++) {
+		const uint8_t *e = (const uint8_t *)&v->entries[i];
+		uint32_t size = get32(FIELD(e, struct ckpt_page_entry, size));
+
+		if (e[offsetof(struct ckpt_page_entry, encoding)] == CKPT_ENC_ZERO)
+			continue;
+		if (!entry_whole(v, i, data, size))	/* placed pages are final */
+			return reject(r, CKPT_E_CHECKSUM, "region %u page %llu arrived torn",
+				      v->region_id, (unsigned long long)get64(e));
+		data += size;
+	}
+	data = v->data;
 	for (uint32_t i = 0; i <= v->count; i++) {
 		const uint8_t *e = i < v->count ? (const uint8_t *)&v->entries[i] : NULL;
 		uint64_t page = e ? get64(FIELD(e, struct ckpt_page_entry, page)) : 0;
@@ -891,6 +990,17 @@ int ckpt_reader_apply(struct ckpt_reader *r, const struct ckpt_record *rec,
 		uint8_t enc = e[offsetof(struct ckpt_page_entry, encoding)];
 		uint8_t *dst = host + page * ps;
 
+		if (enc != CKPT_ENC_ZERO && !entry_whole(v, i, data, size)) {
+			if (!note_torn(target, slot, page))
+				return reject(r, CKPT_E_CHECKSUM, "region %u page %llu arrived torn",
+					      v->region_id, (unsigned long long)page);
+			data += size;
+			continue;
+		}
+		if (enc == CKPT_ENC_DELTA && is_owed(target, slot, page))
+			return reject(r, CKPT_E_ENCODING, "region %u page %llu: a DELTA onto a torn "
+				      "page", v->region_id, (unsigned long long)page);
+		note_whole(target, slot, page, enc == CKPT_ENC_ZERO ? size : 1);
 		if (enc == CKPT_ENC_ZERO) {
 			if (target->zero_range && size >= target->zero_range_min) {
 				if (target->zero_range(target->opaque, (unsigned)slot, page, size))

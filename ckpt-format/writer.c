@@ -40,7 +40,9 @@ struct ckpt_writer {
 	unsigned batch_data;		/* entries with content */
 	struct ckpt_page_entry *entries;
 	uint8_t *data;
-	size_t data_len;
+	size_t data_len;		/* the record's data area */
+	size_t data_used;		/* of it in data (the rest: refs) */
+	const uint8_t **refs;		/* live_pages: entry i's raw page, or NULL */
 	uint64_t batch_next_page;	/* first page a new entry may use */
 	uint8_t *scratch;
 
@@ -85,6 +87,8 @@ struct ckpt_writer *ckpt_writer_new(const struct ckpt_sink *sink,
 		return NULL;
 	}
 	XXH3_128bits_reset(w->digest);
+	if (w->opts.live_pages && (w->opts.mac_key || w->opts.codec.delta))
+		w->err = -EINVAL;	/* FORMAT.md: neither goes with LIVE */
 	if (w->opts.mac_key) {
 		w->mac = ckpt_mac_new(w->opts.mac_key, w->opts.mac_key_len);
 		if (!w->mac) {
@@ -102,6 +106,7 @@ void ckpt_writer_free(struct ckpt_writer *w)
 	for (unsigned i = 0; i < CKPT_MAX_REGIONS; i++)
 		free(w->index[i]);
 	free(w->entries);
+	free(w->refs);
 	free(w->data);
 	free(w->scratch);
 	XXH3_freeState(w->digest);
@@ -237,7 +242,9 @@ int ckpt_writer_header(struct ckpt_writer *w, const struct ckpt_image_info *info
 	w->entries = calloc(w->batch_cap, sizeof(*w->entries));
 	w->data = malloc((size_t)w->batch_cap * info->page_size);
 	w->scratch = malloc(info->page_size);
-	if (!w->entries || !w->data || !w->scratch)
+	if (w->opts.live_pages)
+		w->refs = calloc(w->batch_cap, sizeof(*w->refs));
+	if (!w->entries || !w->data || !w->scratch || (w->opts.live_pages && !w->refs))
 		return fail(w, -ENOMEM);
 	if (w->opts.build_index) {
 		for (uint32_t i = 0; i < info->region_count; i++) {
@@ -250,7 +257,7 @@ int ckpt_writer_header(struct ckpt_writer *w, const struct ckpt_image_info *info
 
 	memset(&h, 0, sizeof(h));
 	h.major = htole16(CKPT_VERSION_MAJOR);
-	h.minor = htole16(CKPT_VERSION_MINOR);
+	h.minor = htole16(w->opts.live_pages ? CKPT_MINOR_LIVE : 0);
 	h.flags = htole32(info->flags);
 	h.page_size = htole32(info->page_size);
 	h.region_count = htole32(info->region_count);
@@ -314,6 +321,88 @@ int ckpt_writer_marker(struct ckpt_writer *w, uint32_t kind, uint64_t number)
 	return emit1(w, CKPT_REC_MARKER, &m, sizeof(m));
 }
 
+/*
+ * A LIVE PAGES record (FORMAT.md): head, entries, a checksum of each
+ * entry's data, then the data, raw pages straight from where they lie. The
+ * record's checksum covers all but the data. Sent in pieces of at most
+ * LIVE_IOV iovecs (a channel takes few at a time); neighbouring pages of
+ * memory go as one.
+ */
+#define LIVE_IOV	16
+
+static int emit_live_pages(struct ckpt_writer *w, const struct ckpt_pages_rec *head)
+{
+	uint64_t sums[CKPT_MAX_BATCH_ENTRIES];
+	const uint8_t *own = w->data;
+	struct ckpt_rec_hdr hdr;
+	struct iovec iov[LIVE_IOV];
+	size_t sums_len = w->batch_count * sizeof(uint64_t);
+	size_t len = sizeof(*head) + w->batch_count * sizeof(*w->entries) + sums_len;
+	int n = 0, first_data, ret;
+
+	for (unsigned i = 0; i < w->batch_count; i++) {
+		const struct ckpt_page_entry *e = &w->entries[i];
+		uint32_t size = le32toh(e->size);
+
+		if (e->encoding == CKPT_ENC_ZERO) {
+			sums[i] = 0;
+			continue;
+		}
+		sums[i] = htole64(XXH3_64bits(w->refs[i] ? w->refs[i] : own, size));
+		if (!w->refs[i])
+			own += size;
+	}
+	hdr.type = htole16(CKPT_REC_PAGES);
+	hdr.flags = htole16(CKPT_RECF_LIVE);
+	hdr.length = htole32((uint32_t)(len + w->data_len));
+	hdr.seq = htole64(w->seq);
+	XXH3_64bits_reset(w->sum);
+	XXH3_64bits_update(w->sum, &hdr, CKPT_REC_HDR_SUMMED);
+	XXH3_64bits_update(w->sum, head, sizeof(*head));
+	XXH3_64bits_update(w->sum, w->entries, w->batch_count * sizeof(*w->entries));
+	XXH3_64bits_update(w->sum, sums, sums_len);
+	hdr.checksum = htole64(XXH3_64bits_digest(w->sum));
+
+	iov[n++] = (struct iovec){ &hdr, sizeof(hdr) };
+	iov[n++] = (struct iovec){ (void *)head, sizeof(*head) };
+	iov[n++] = (struct iovec){ w->entries, w->batch_count * sizeof(*w->entries) };
+	iov[n++] = (struct iovec){ sums, sums_len };
+	first_data = n;
+	own = w->data;
+	for (unsigned i = 0; i < w->batch_count; i++) {
+		const struct ckpt_page_entry *e = &w->entries[i];
+		uint32_t size = le32toh(e->size);
+		const uint8_t *p = w->refs[i];
+
+		if (e->encoding == CKPT_ENC_ZERO)
+			continue;
+		if (!p) {
+			p = own;
+			own += size;
+		}
+		if (n > first_data && (uint8_t *)iov[n - 1].iov_base + iov[n - 1].iov_len == p) {
+			iov[n - 1].iov_len += size;
+			continue;
+		}
+		if (n == LIVE_IOV) {
+			ret = w->sink.writev(w->sink.opaque, iov, n);
+			if (ret < 0)
+				return fail(w, ret);
+			n = first_data = 0;
+		}
+		iov[n++] = (struct iovec){ (void *)p, size };
+	}
+	ret = w->sink.writev(w->sink.opaque, iov, n);
+	if (ret < 0)
+		return fail(w, ret);
+	XXH3_128bits_update(w->digest, &hdr, sizeof(hdr));
+	w->seq++;
+	w->offset += sizeof(hdr) + len + w->data_len;
+	w->stats.records++;
+	w->stats.bytes = w->offset;
+	return 0;
+}
+
 int ckpt_writer_flush(struct ckpt_writer *w)
 {
 	struct ckpt_pages_rec head;
@@ -332,7 +421,7 @@ int ckpt_writer_flush(struct ckpt_writer *w)
 		t0 = lz4_auto_now_ns();
 		cpu0 = lz4_auto_thread_cpu_ns(NULL);
 	}
-	if (emit(w, CKPT_REC_PAGES, 0, parts, 3))
+	if (w->opts.live_pages ? emit_live_pages(w, &head) : emit(w, CKPT_REC_PAGES, 0, parts, 3))
 		return w->err;
 	if (w->opts.lz4_auto)
 		lz4_auto_sent(&w->lz4_auto, w->offset - offset, lz4_auto_now_ns() - t0,
@@ -354,6 +443,7 @@ int ckpt_writer_flush(struct ckpt_writer *w)
 	w->batch_count = 0;
 	w->batch_data = 0;
 	w->data_len = 0;
+	w->data_used = 0;
 	return 0;
 }
 
@@ -395,8 +485,9 @@ static int encode_page(struct ckpt_writer *w, const void *data, const void *prev
 		codec.lz4 = false;
 		w->lz4_skip--;
 	}
+	codec.raw_by_reference = w->opts.live_pages;
 	enc = ckpt_page_encode(data, prev, w->info.page_size, &codec,
-			       w->data + w->data_len, len, w->scratch);
+			       w->data + w->data_used, len, w->scratch);
 	if (enc == CKPT_ENC_ZERO)
 		return enc;
 	if (automatic) {
@@ -439,6 +530,10 @@ int ckpt_writer_page(struct ckpt_writer *w, uint32_t region_id, uint64_t page,
 		e->encoding = (uint8_t)enc;
 		w->data_len += len;
 		w->batch_data += enc != CKPT_ENC_ZERO;
+		if (w->refs)
+			w->refs[w->batch_count - 1] = enc == CKPT_ENC_RAW ? data : NULL;
+		if (!w->refs || enc != CKPT_ENC_RAW)
+			w->data_used += len;
 	}
 	w->batch_next_page = page + 1;
 	return 0;

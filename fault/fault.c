@@ -54,7 +54,7 @@ void fault_corrupt_batch(const struct iovec *iov, int iovcnt, uint64_t sent,
 		a = list && strstr(list, "src-corrupt-stream") ? 1 : 0;
 		atomic_store(&armed, a);
 	}
-	if (!a || iovcnt != 4 || iov[3].iov_len <= 100 || sent <= after)
+	if (!a || iovcnt < 4 || iov[3].iov_len <= 100 || sent <= after)
 		return;
 	if (fault_point("src-corrupt-stream")) {
 		((uint8_t *)iov[3].iov_base)[50] ^= 0x10;

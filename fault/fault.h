@@ -6,6 +6,8 @@
  * point in use is listed here.
  *
  *   src-corrupt-stream    the source flips one byte of a page batch on the wire
+ *   src-tear-page         a data channel sends one page of a LIVE record changed, as
+ *                         if torn, though its dirty log will not send it again
  *   src-stall-before-go   the source waits 3 s between LOADED and GO
  *   dst-exit-before-loaded the destination's process dies instead of LOADED
  *   dst-exit-before-running the destination's process dies after GO, before running
@@ -29,8 +31,9 @@
 bool fault_point(const char *point);
 
 /* The src-corrupt-stream point, on a PAGES record about to be sent (its
- * iovec: header, head, entries, data): once sent passed `after` bytes,
- * flips one bit of the page data, once per process. Cheap when unarmed. */
+ * iovec: header, head, entries, then the data, or a LIVE record's page
+ * checksums): once sent passed `after` bytes, flips one bit of that part,
+ * once per process. Cheap when unarmed. */
 void fault_corrupt_batch(const struct iovec *iov, int iovcnt, uint64_t sent,
 			     uint64_t after);
 

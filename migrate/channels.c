@@ -7,6 +7,7 @@
  */
 #include "channels.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -54,12 +55,43 @@ struct page_out {
 	struct out_channel ch[MIG_MAX_CHANNELS];
 };
 
+/*
+ * Tests (fault point src-tear-page): the first page of a LIVE record past
+ * the first 2 MiB goes out with a byte changed, as if the guest had written
+ * it while it was read, but no dirty log will send it again: the
+ * destination must refuse the stream. The guest's page stays as it is.
+ */
+static int send_maybe_torn(struct out_channel *c, const struct iovec *iov, int iovcnt)
+{
+	static uint8_t torn[VM_PAGE_SIZE];
+	const struct ckpt_rec_hdr *h = iov[0].iov_base;
+	struct iovec first[5];
+	size_t n;
+	int ret;
+
+	if (iovcnt < 5 || iov[0].iov_len != sizeof(*h) ||
+	    !(le16toh(h->flags) & CKPT_RECF_LIVE) || c->x->bytes_sent < (2u << 20) ||
+	    !fault_point("src-tear-page"))
+		return xport_sendv(c->x, iov, iovcnt);
+	n = iov[4].iov_len < sizeof(torn) ? iov[4].iov_len : sizeof(torn);
+	memcpy(torn, iov[4].iov_base, n);
+	torn[0] ^= 0x10;
+	memcpy(first, iov, 4 * sizeof(*iov));
+	first[4] = (struct iovec){ torn, n };
+	ret = xport_sendv(c->x, first, 5);
+	if (ret)
+		return ret;
+	first[0] = (struct iovec){ (uint8_t *)iov[4].iov_base + n, iov[4].iov_len - n };
+	ret = first[0].iov_len ? xport_sendv(c->x, first, 1) : 0;
+	return ret || iovcnt == 5 ? ret : xport_sendv(c->x, iov + 5, iovcnt - 5);
+}
+
 static int out_sink(void *opaque, const struct iovec *iov, int iovcnt)
 {
 	struct out_channel *c = opaque;
 
 	fault_corrupt_batch(iov, iovcnt, c->x->bytes_sent, 2u << 20);
-	return xport_sendv(c->x, iov, iovcnt);
+	return send_maybe_torn(c, iov, iovcnt);
 }
 
 static void process(struct out_channel *c, const struct item *it)

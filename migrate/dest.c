@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
@@ -149,6 +150,39 @@ void dst_publish(const struct mig_dest_opts *o, struct xport *x, struct mig_stat
 	pthread_mutex_unlock(&o->progress->lock);
 }
 
+/* Pages that came torn (LIVE records, FORMAT.md) are owed: a bitmap a
+ * region, in one block. */
+static int owe_torn_pages(const struct vm *vm, struct ckpt_torn *torn, uint64_t **block)
+{
+	size_t words = 0;
+
+	for (unsigned i = 0; i < vm->nr_regions; i++)
+		words += vm_bitmap_bytes(&vm->regions[i]) / 8;
+	*block = calloc(words, sizeof(uint64_t));
+	if (!*block)
+		return -ENOMEM;
+	words = 0;
+	for (unsigned i = 0; i < vm->nr_regions; i++) {
+		torn->owed[i] = *block + words;
+		words += vm_bitmap_bytes(&vm->regions[i]) / 8;
+	}
+	return 0;
+}
+
+/* A page that came torn and never whole after is a damaged stream: the
+ * source sends every page written after it read it again. */
+static bool torn_left(struct ckpt_torn *torn, struct mig_stats *st, char *err, size_t errlen)
+{
+	uint64_t n = __atomic_load_n(&torn->owed_pages, __ATOMIC_RELAXED);
+
+	st->torn_pages = __atomic_load_n(&torn->torn_pages, __ATOMIC_RELAXED);
+	if (!n)
+		return false;
+	snprintf(err, errlen, "bad migration stream: %llu pages arrived torn and were not sent "
+		 "again", (unsigned long long)n);
+	return true;
+}
+
 struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 			struct mig_stats *st, char *err, size_t errlen)
 {
@@ -165,6 +199,8 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	bool pc_state = false;		/* post-copy: the guest's state came */
 	double t0 = now(), t_loaded = 0;
 	bool loaded_sent = false, based = false;
+	struct ckpt_torn torn = { 0 };
+	uint64_t *owed = NULL;		/* torn's bitmaps */
 	int ret;
 
 	/* Channels may idle between rounds; a dead source is still noticed by
@@ -217,6 +253,11 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	/* Raw pages through the memfd: fresh pages are neither faulted in nor
 	 * cleared before they are overwritten. */
 	target.use_fd = true;
+	target.torn = &torn;
+	if (owe_torn_pages(vm, &torn, &owed)) {
+		snprintf(err, errlen, "out of memory");
+		goto refuse;
+	}
 	if (vm->ops->load_state(vm, &rec, err, errlen))
 		goto refuse;
 	if (o->nr_data_channels) {
@@ -255,6 +296,8 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 				goto refuse;
 			if (mig_msg_send(x, MIG_MSG_ROUND, &n, sizeof(n)))
 				goto lost;
+		} else if (rec.type == CKPT_REC_MARKER && pcd && torn_left(&torn, st, err, errlen)) {
+			goto refuse;	/* post-copy places pages as final */
 		} else if (rec.type == CKPT_REC_MARKER && pcd) {
 			struct postcopy_ctx c = { .vm = vm, .o = o, .x = x, .r = r, .pi = pi,
 						  .target = &target, .info = &info, .st = st,
@@ -272,6 +315,8 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 			page_in_stop(pi);
 			ckpt_reader_free(r);
 			postcopy_dst_free(pcd);
+			free(owed);
+			owed = NULL;
 			if (ret) {
 				/* it ran here, and the pages only the source had are gone */
 				st->status = MIG_LOST;
@@ -319,6 +364,8 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	}
 	if (pi && page_in_wait_end(pi, err, errlen))
 		goto data_failed;
+	if (torn_left(&torn, st, err, errlen))
+		goto refuse;
 	if (vm->ops->load_finish(vm, err, errlen))
 		goto refuse;
 	if (fault_point("dst-exit-before-loaded"))
@@ -338,6 +385,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 		dst_publish(o, x, st, t0);
 		page_in_stop(pi);
 		ckpt_reader_free(r);
+		free(owed);
 		return vm;	/* paused: a standby, never run on this word */
 	}
 	if (fault_point("dst-exit-before-running"))
@@ -358,6 +406,7 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	dst_publish(o, x, st, t0);
 	page_in_stop(pi);
 	ckpt_reader_free(r);
+	free(owed);
 	return vm;
 
 data_failed:
@@ -396,5 +445,6 @@ fail:
 	page_in_stop(pi);
 	vm_destroy(vm);
 	ckpt_reader_free(r);
+	free(owed);
 	return NULL;
 }

@@ -144,6 +144,8 @@ struct mig_stats {
 	uint64_t postcopy_requests;
 	double fault_p50_ms, fault_p99_ms;
 	unsigned recoveries;				/* post-copy links re-made */
+	uint64_t torn_pages;				/* destination: pages that came torn
+							 * (written while read) and again whole */
 	char error[256];
 };
 

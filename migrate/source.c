@@ -1091,6 +1091,23 @@ static int precopy(struct source *s)
 	return switchover(s, round + 1);
 }
 
+/*
+ * Raw pages go from guest memory as they are, not copied into a batch
+ * (LIVE records, FORMAT.md), where every page read torn is sure to be sent
+ * again: pre-copy's dirty log sends each page written after it was read,
+ * and no post-copy switch can come (no fault channel). Not over RDMA: it
+ * sends from the writer's registered buffers without a copy already.
+ */
+static bool pages_by_reference(const struct xport *x, const struct mig_params *p)
+{
+	if (p->fault_channel || x->ops->register_mem)
+		return false;
+	for (unsigned i = 0; i < p->nr_data_channels; i++)
+		if (p->data_channels[i]->ops->register_mem)
+			return false;
+	return true;
+}
+
 int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 		   struct mig_progress *prog)
 {
@@ -1103,6 +1120,7 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 	s.wo.codec.lz4 = p->compress != MIG_COMPRESS_OFF;
 	s.wo.lz4_auto = p->compress == MIG_COMPRESS_AUTO;
 	s.wo.codec.delta = false;	/* no cache of sent pages yet */
+	s.wo.live_pages = pages_by_reference(x, p) && !getenv("VMIGRATE_COPY_PAGES");
 	s.t_start = now();
 	if (!atomic_load(&prog->bandwidth.rate))
 		atomic_store(&prog->bandwidth.rate, p->bandwidth);

@@ -539,3 +539,57 @@ TEST(source_errors_are_io_errors)
 	CHECK_EQ(ckpt_reader_next(r, &rec), -EIO);
 	ckpt_reader_free(r);
 }
+
+/* LIVE (format 1.1) only on PAGES, only in a stream that says 1.1: a 1.0
+ * stream or a MARKER with the flag is refused before its checksum is read. */
+TEST(live_flag_outside_a_1_1_stream_or_off_pages_is_refused)
+{
+	struct td_stream s;
+	long i;
+
+	load_golden(&s);
+	i = td_find(&s, CKPT_REC_PAGES, 0);
+	CHECK(i > 0);
+	s.recs[i].flags |= CKPT_RECF_LIVE;
+	expect_joined(&s, CKPT_E_FIELD);
+
+	load_golden(&s);
+	s.recs[0].payload[offsetof(struct ckpt_header_rec, minor)] = CKPT_MINOR_LIVE;
+	i = td_find(&s, CKPT_REC_MARKER, 0);
+	CHECK(i > 0);
+	s.recs[i].flags |= CKPT_RECF_LIVE;
+	expect_joined(&s, CKPT_E_FIELD);
+
+	/* a LIVE PAGES record whose count leaves no room for the sums */
+	load_golden(&s);
+	s.recs[0].payload[offsetof(struct ckpt_header_rec, minor)] = CKPT_MINOR_LIVE;
+	i = td_find(&s, CKPT_REC_PAGES, 0);
+	s.recs[i].flags |= CKPT_RECF_LIVE;
+	put32(s.recs[i].payload + offsetof(struct ckpt_pages_rec, count),
+	      (s.recs[i].len - 8) / 24 + 1);
+	expect_joined(&s, CKPT_E_LENGTH);
+}
+
+/* A writer refuses LIVE with a MAC (it covers every byte, and LIVE pages
+ * may differ from what was summed) or with deltas. */
+TEST(live_writer_refuses_a_mac_and_deltas)
+{
+	static const uint8_t key[32] = { 1 };
+	struct ckpt_writer_opts with_mac = { .codec = ckpt_codec_default, .live_pages = true,
+					     .mac_key = key, .mac_key_len = sizeof(key) };
+	struct ckpt_writer_opts with_delta = { .codec = ckpt_codec_default, .live_pages = true };
+	struct ckpt_membuf m = { 0 };
+	struct ckpt_sink sink;
+	struct ckpt_writer *w;
+
+	ckpt_membuf_sink(&m, &sink);
+	with_mac.codec.delta = false;
+	w = ckpt_writer_new(&sink, &with_mac);
+	CHECK(w && ckpt_writer_error(w) == -EINVAL);
+	ckpt_writer_free(w);
+	with_delta.codec.delta = true;
+	w = ckpt_writer_new(&sink, &with_delta);
+	CHECK(w && ckpt_writer_error(w) == -EINVAL);
+	ckpt_writer_free(w);
+	ckpt_membuf_release(&m);
+}
