@@ -997,6 +997,25 @@ static bool precopy_more(const struct source *s, unsigned extra, uint64_t due, u
 	return next * 4 <= due * 3;
 }
 
+/* VMIGRATE_DEBUG=1: where a migration's time goes, on stderr. */
+static void debug_mark(const struct source *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void debug_mark(const struct source *s, const char *fmt, ...)
+{
+	static int on = -1;
+	va_list ap;
+
+	if (on < 0)
+		on = getenv("VMIGRATE_DEBUG") != NULL;
+	if (!on)
+		return;
+	fprintf(stderr, "vmigrate: %8.2f ms ", (now() - s->t_start) * 1e3);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
 static int precopy(struct source *s)
 {
 	struct ckpt_image_info *info = &s->info;
@@ -1015,6 +1034,7 @@ static int precopy(struct source *s)
 		if (ret)
 			return ret;
 	}
+	debug_mark(s, "header sent");
 	s->out = page_out_new(s->w, (struct xport **)s->p->data_channels,
 			      s->p->nr_data_channels, info, &s->wo, src_tick, s);
 	if (!s->out)
@@ -1040,6 +1060,7 @@ static int precopy(struct source *s)
 		dirty += s->vm->regions[ri].size / VM_PAGE_SIZE;
 	src_set_status(s, MIG_ACTIVE);
 	src_account(s);	/* the rates' first sample */
+	debug_mark(s, "tracking on, round 1 of %llu pages", (unsigned long long)dirty);
 	if (s->p->postcopy == MIG_POSTCOPY_PURE && s->p->fault_channel)
 		return postcopy_src_run(s, 1);
 
@@ -1055,6 +1076,8 @@ static int precopy(struct source *s)
 		if (ret)
 			return ret;
 		expect = expected_downtime_ms(s, dirty);
+		debug_mark(s, "round %u queued; %llu pages dirty, %llu ms expected", round,
+			   (unsigned long long)dirty, (unsigned long long)expect);
 		pthread_mutex_lock(&s->prog->lock);
 		s->prog->stats.expected_downtime_ms = expect;
 		pthread_mutex_unlock(&s->prog->lock);
