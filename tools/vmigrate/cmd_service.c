@@ -776,7 +776,7 @@ int cmd_snapshot(int argc, char **argv)
 int cmd_restore(int argc, char **argv)
 {
 	const char *file = NULL, *name = NULL, *key = NULL;
-	bool json = false, lazy = false;
+	bool json = false, lazy = false, paused = false;
 	struct json_object *req, *rep;
 	char *abs;
 
@@ -787,6 +787,8 @@ int cmd_restore(int argc, char **argv)
 			key = argv[++i];
 		else if (!strcmp(argv[i], "--lazy"))
 			lazy = true;
+		else if (!strcmp(argv[i], "--paused"))
+			paused = true;
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
 		else if (!strcmp(argv[i], "--key") || !strcmp(argv[i], "--name"))
@@ -808,12 +810,17 @@ int cmd_restore(int argc, char **argv)
 	if (name)
 		json_object_object_add(req, "name", json_object_new_string(name));
 	json_object_object_add(req, "lazy", json_object_new_boolean(lazy));
+	if (paused)
+		json_object_object_add(req, "paused", json_object_new_boolean(true));
 	free(abs);
 	rep = request_with_key(req, key, "restore");
 	if (!rep)
 		return 1;
 	if (json)
 		svc_print_json(rep);
+	else if (!strcmp(ipc_str(rep, "kind", ""), "libvirt"))
+		printf("restored libvirt domain %s from %s (%s, %.2f s)\n", ipc_str(rep, "name", "?"),
+		       file, ipc_str(rep, "state", "?"), ipc_double(rep, "seconds", 0));
 	else
 		printf("restored %s (pid %lld)\n", file, ipc_int(rep, "pid", 0));
 	json_object_put(rep);

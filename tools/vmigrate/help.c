@@ -176,7 +176,9 @@ HELP_OPT },
 "usage: vmigrate snapshot NAME FILE [OPTIONS]\n"
 "Write a checkpoint of the guest NAME to FILE, atomically (mode 600). A FILE\n"
 "that another checkpoint beside it names as its parent is not replaced, nor\n"
-"one that is a directory.\n"
+"one that is a directory. NAME may be a libvirt domain: QEMU's stream is\n"
+"captured (paused, or --live: QEMU's live migration into vmigrate, paused at\n"
+"its end), its incrementals hold the pages whose hash changed since the parent.\n"
 "\noptions:\n"
 "  --live                pre-copy rounds while the guest runs, then pause it only\n"
 "                        for the last pages (default: paused while written)\n"
@@ -190,9 +192,11 @@ HELP_OPT },
 	{ "restore", "start a guest from a checkpoint file and its parents",
 "usage: vmigrate restore FILE [OPTIONS]\n"
 "Start a guest under the local vmigrated from FILE and the parents it names\n"
-"(looked for in FILE's directory).\n"
+"(looked for in FILE's directory). A libvirt domain's checkpoint is restored\n"
+"by the local libvirt (virDomainRestoreFlags), running if it ran when taken.\n"
 "\noptions:\n"
 "  --name NAME           the guest's name (default: the one in the checkpoint)\n"
+"  --paused              a libvirt domain: restored paused\n"
 "  --lazy                run at once, load pages on first touch (userfaultfd)\n"
 KEY_OPT
 "                        (checked before the guest runs; not with --lazy)\n"

@@ -236,6 +236,7 @@ bool qckpt_is_domain_file(const char *path)
 struct load {
 	struct qckpt_image *im;
 	bool hashes_only;
+	bool check_only;	/* one file on its own: no pages kept, no parent */
 };
 
 static int place(void *opaque, unsigned slot, uint64_t first, uint64_t count, const void *data)
@@ -388,7 +389,7 @@ static int load_file(const char *path, bool first, const uint8_t *key, size_t ke
 	while ((ret = ckpt_reader_next(r, &rec)) == 0) {
 		switch (rec.type) {
 		case CKPT_REC_HEADER:
-			if (first && (rec.u.header->flags & CKPT_HDRF_INCREMENTAL))
+			if (first && !l->check_only && (rec.u.header->flags & CKPT_HDRF_INCREMENTAL))
 				ret = failf(why, sizeof(why), "the oldest file of the chain is "
 					    "incremental");
 			else if (!first && !same_regions(rec.u.header, &im->info))
@@ -398,17 +399,18 @@ static int load_file(const char *path, bool first, const uint8_t *key, size_t ke
 					    rec.u.header->page_size, PAGE);
 			if (!ret) {
 				im->info = *rec.u.header;
-				if (first)
+				if (first && !l->check_only)
 					ret = alloc_regions(im, l->hashes_only, why, sizeof(why));
 			}
 			break;
 		case CKPT_REC_PARENT:
-			if (first || memcmp(rec.u.parent.digest, parent_digest, 16))
+			if (!l->check_only && (first || memcmp(rec.u.parent.digest, parent_digest, 16)))
 				ret = failf(why, sizeof(why), "it does not name the file before it in "
 					    "the chain as its parent (digest)");
 			break;
 		case CKPT_REC_PAGES:
-			ret = ckpt_reader_apply(r, &rec, &target);
+			if (!l->check_only)
+				ret = ckpt_reader_apply(r, &rec, &target);
 			break;
 		case CKPT_REC_STATE:
 			ret = take_state(im, &rec, &im->info, &fs, why, sizeof(why));
@@ -449,6 +451,21 @@ int qckpt_image_load(char *const *files, unsigned n, const uint8_t *mac_key, siz
 		ret = load_file(files[i], i == n - 1, mac_key, mac_key_len, &l, err, errlen);
 	if (ret)
 		qckpt_image_free(im);
+	return ret;
+}
+
+int qckpt_file_check(const char *path, const uint8_t *mac_key, size_t mac_key_len,
+		     unsigned *vcpus, uint64_t *device_bytes, char *err, size_t errlen)
+{
+	struct qckpt_image im;
+	struct load l = { .im = &im, .check_only = true };
+	int ret;
+
+	memset(&im, 0, sizeof(im));
+	ret = load_file(path, true, mac_key, mac_key_len, &l, err, errlen);
+	*vcpus = im.vcpus;
+	*device_bytes = im.device_len;
+	qckpt_image_free(&im);
 	return ret;
 }
 

@@ -65,6 +65,11 @@ int qckpt_image_load(char *const *files, unsigned n, const uint8_t *mac_key, siz
 		     bool hashes_only, struct qckpt_image *im, char *err, size_t errlen);
 void qckpt_image_free(struct qckpt_image *im);
 
+/* One file on its own (its parents not read): every record as above, and
+ * its domain state as the layout allows; its vCPUs and device bytes. */
+int qckpt_file_check(const char *path, const uint8_t *mac_key, size_t mac_key_len,
+		     unsigned *vcpus, uint64_t *device_bytes, char *err, size_t errlen);
+
 /* Write im (loaded with content) as one full checkpoint to fd: what a
  * merge of its chain is. 0 or -errno; the digest and the bytes in res_*. */
 int qckpt_image_write(const struct qckpt_image *im, int fd, const uint8_t *mac_key,
