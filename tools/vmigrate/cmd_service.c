@@ -716,7 +716,7 @@ static struct json_object *request_with_key(struct json_object *req, const char 
 
 int cmd_snapshot(int argc, char **argv)
 {
-	bool incremental = false, json = false, live = false, force = false;
+	bool incremental = false, json = false, live = false, force = false, background = false;
 	const char *name = NULL, *file = NULL, *key = NULL;
 	struct json_object *req, *rep;
 	struct stat st;
@@ -729,6 +729,8 @@ int cmd_snapshot(int argc, char **argv)
 			force = true;
 		else if (!strcmp(argv[i], "--live"))
 			live = true;
+		else if (!strcmp(argv[i], "--background-snapshot"))
+			background = true;
 		else if (!strcmp(argv[i], "--key") && i + 1 < argc)
 			key = argv[++i];
 		else if (!strcmp(argv[i], "--json"))
@@ -757,6 +759,8 @@ int cmd_snapshot(int argc, char **argv)
 	json_object_object_add(req, "file", json_object_new_string(abs));
 	json_object_object_add(req, "incremental", json_object_new_boolean(incremental));
 	json_object_object_add(req, "live", json_object_new_boolean(live));
+	if (background)
+		json_object_object_add(req, "background_snapshot", json_object_new_boolean(true));
 	if (force)	/* may replace a checkpoint others build on (snap_check_target) */
 		json_object_object_add(req, "force", json_object_new_boolean(true));
 	free(abs);
