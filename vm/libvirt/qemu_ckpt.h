@@ -21,7 +21,7 @@
 #include "qemu_stream.h"
 
 /* The STATE kind of a domain checkpoint's records, and its instances. */
-#define QCKPT_STATE_KIND	11
+#define QCKPT_STATE_KIND	CKPT_STATE_QEMU
 #define QCKPT_INST_CONFIG	0	/* machine, uuid, blocks, vCPUs, run state */
 #define QCKPT_INST_XML		1	/* the domain's XML */
 #define QCKPT_INST_DEVICE	2	/* device state, pieces from here on */
