@@ -176,6 +176,7 @@ bench: all
 	$(Q)tests/bench/bench_failover.sh $(BUILD)
 	$(Q)tests/bench/bench_postcopy.sh $(BUILD)
 	$(Q)tests/bench/bench_libvirt.sh $(BUILD)
+	$(Q)tests/bench/bench_libvirt_snapshot.sh $(BUILD)
 
 # Long runs of live migration with a leak check, bounded in time
 # (SOAK_MIGRATIONS, SOAK_ROUNDS, SOAK_TIMEOUT_S: tests/soak/soak.sh).
