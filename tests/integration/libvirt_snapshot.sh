@@ -42,6 +42,7 @@ filled=$(lv_wait_line A $G '^RIG (filled|fatal)')
 [ $rc = 0 ] && echo "$filled" | grep -q '^RIG filled ' && lv_wait_seq A $G 1
 check guest_boots $? "create rc=$rc; '${filled:-no RIG filled line}'"
 bw0=$(max_bw)
+lv_set_rate A $G 1	# 1 MiB/s from now on: a few MiB change between checkpoints
 
 # ---- a full checkpoint of the running domain; it runs on ----
 seq0=$(lv_seq A $G)
@@ -66,7 +67,7 @@ sleep 3
 out=$(vmA snapshot $G "$D/$G-2.ckpt" --live --incremental --json 2>&1); rc=$?
 inc=$(stat -c %s "$D/$G-2.ckpt" 2>/dev/null || echo 0)
 [ $rc = 0 ] && [ "$(jf "$out" incremental)" = True ] && [ "$inc" -gt 0 ] &&
-	[ $((inc * 3)) -lt "$full" ] && [ "$(jf "$out" pages_unchanged)" -gt 0 ] &&
+	[ $((inc * 4)) -lt "$full" ] && [ "$(jf "$out" pages_unchanged)" -gt 0 ] &&
 	[ "$(virshA domstate $G)" = running ]
 check incremental_much_smaller $? "rc=$rc: incremental $inc bytes, full $full: $out; $(dump)"
 echo "# live incremental: $inc bytes ($(jf "$out" method), paused $(jf "$out" pause_ms) ms); $(jf "$out" note)"
@@ -118,6 +119,27 @@ check restored_guest_goes_on $? "${v:-no progress past seq $seq_before}; $(dump)
 out=$(vmA restore "$D/$G-3.ckpt" 2>&1); rc=$?
 [ $rc != 0 ] && echo "$out" | grep -q "is running here" && [ "$(virshA domstate $G)" = running ]
 check restore_over_running_refused $? "rc=$rc: $out"
+
+# ---- keys: the file carries a MAC that verify checks ----
+key=$HOSTS_DIR/ckpt.key other=$HOSTS_DIR/other.key
+head -c 32 /dev/urandom >"$key" && head -c 32 /dev/urandom >"$other" && chmod 600 "$key" "$other"
+out=$(vmA snapshot $G "$D/keyed.ckpt" --live --key "$key" 2>&1); rc=$?
+out2=$(vmA ckpt verify "$D/keyed.ckpt" --key "$key" 2>&1); rc2=$?
+out3=$(vmA ckpt verify "$D/keyed.ckpt" --key "$other" 2>&1); rc3=$?
+[ $rc = 0 ] && [ $rc2 = 0 ] && echo "$out2" | grep -q "the MAC" && [ $rc3 != 0 ] &&
+	echo "$out3" | grep -qi "mac"
+check keyed_snapshot_verifies $? "snapshot rc=$rc: $out; right key rc=$rc2: $out2; other key rc=$rc3: $out3"
+
+# ---- backup rotation: chains of a full and an incremental, the oldest pruned ----
+bk=$D/backup
+for i in 1 2 3 4; do
+	out=$(vmA backup $G --dir "$bk" --keep 2 --full-every 2 2>&1) || break
+done
+n=$(ls "$bk" | grep -c "^$G-.*\.ckpt$")
+newest=$(ls "$bk" | grep "^$G-.*\.ckpt$" | sort | tail -n 1)
+info=$(vmA ckpt info "$bk/$newest" --json 2>&1)
+[ "$n" = 2 ] && [ "$(jf "$info" incremental)" = True ] && vmA ckpt verify "$bk/$newest" >/dev/null
+check backup_rotation $? "$n files ($(ls "$bk" | tr '\n' ' ')): $out; $info"
 
 # ---- a corrupted file is refused, saying why ----
 cp "$D/$G-1.ckpt" "$D/bad.ckpt"

@@ -496,3 +496,46 @@ TEST(not_a_domain_file)
 	CHECK(!qckpt_is_domain_file(path));
 	CHECK(!qckpt_is_domain_file("/nonexistent/file"));
 }
+
+/* QEMU's background-snapshot stream: PART sections, no END, then the
+ * device state. Taken only when the parser is told so. */
+TEST(background_snapshot_stream_needs_the_word)
+{
+	static struct mem m;
+	static struct seen seen;
+	struct buf s = { 0 };
+	struct qstream_sink sink = { buf_write, &s };
+	struct qstream_writer *w = qstream_writer_new(&sink);
+	struct qstream_config cfg = { .has_machine = true, .machine = "pc-q35-7.2" };
+	struct qstream_parser *p;
+
+	mem_fill(&m);
+	qstream_writer_header(w, &cfg);
+	qstream_writer_ram_begin(w, QSTREAM_RAM_SETUP, 3);
+	qstream_writer_ram_blocks(w, blocks, 2);
+	qstream_writer_ram_eos(w);
+	qstream_writer_ram_begin(w, QSTREAM_RAM_ITERATE, 3);
+	qstream_writer_ram_page(w, 0, 5 * PG, mem_page(&m, 0, 5));
+	qstream_writer_ram_eos(w);
+	CHECK(qstream_writer_flush(w) == 0);
+	qstream_writer_free(w);
+	buf_write(&s, device, sizeof(device));	/* what the writer itself refuses */
+	for (int told = 0; told < 2; told++) {
+		p = qstream_parser_new(seen_event, &seen);
+		if (told)
+			qstream_parser_background_snapshot(p);
+		CHECK(p);
+		if (told) {
+			CHECK_MSG(qstream_parser_feed(p, s.p, s.len) == 0 && qstream_parser_finish(p) == 0,
+				  "%s", qstream_parser_errmsg(p));
+		} else {
+			CHECK(qstream_parser_feed(p, s.p, s.len) == -EBADMSG);
+			CHECK_MSG(strstr(qstream_parser_errmsg(p), "before the end of RAM"), "%s",
+				  qstream_parser_errmsg(p));
+		}
+		qstream_parser_free(p);
+	}
+	CHECK_EQ(seen.pages, 1u);	/* the page, in the run that was told */
+	free(seen.dev.p);
+	free(s.p);
+}

@@ -358,7 +358,7 @@ static int capture_fill(void *opaque, int fd, char *err, size_t errlen)
 	};
 	struct qckpt_capture *cap = qckpt_capture_new(fd, &co, err, errlen);
 	struct settings s = { 0 };
-	bool migrating = false;
+	bool migrating = false, fd_passed = false;
 	int pipefd[2] = { -1, -1 }, ret;
 	char why[512];
 
@@ -387,6 +387,7 @@ static int capture_fill(void *opaque, int fd, char *err, size_t errlen)
 	if (!ret)
 		ret = lv_qmp(c->h, c->name, "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\""
 			     SNAP_FDNAME "\"}}", pipefd[1], NULL, err, errlen);
+	fd_passed = !ret;
 	if (pipefd[1] >= 0)
 		close(pipefd[1]);	/* QEMU has its own copy now */
 	if (!ret)
@@ -404,7 +405,7 @@ static int capture_fill(void *opaque, int fd, char *err, size_t errlen)
 		qmp(c->h, c->name, why, sizeof(why), NULL, "{\"execute\":\"migrate_cancel\"}");
 		settle(c, why, sizeof(why));
 	}
-	if (!migrating && !ret)
+	if (fd_passed && !migrating)	/* QEMU keeps a named fd until it is used or closed */
 		qmp(c->h, c->name, why, sizeof(why), NULL, "{\"execute\":\"closefd\",\"arguments\":"
 		    "{\"fdname\":\"" SNAP_FDNAME "\"}}");
 	{
@@ -463,6 +464,9 @@ struct json_object *lvsnap_snapshot(const struct lvd_config *c, struct json_obje
 	signal(SIGPIPE, SIG_IGN);
 	if (!file || file[0] != '/')
 		return ipc_error(IPC_E_BAD_ARGUMENT, "snapshot needs an absolute file name");
+	if (!name[0] || strchr(name, '/') || strlen(name) > 200)
+		return ipc_error(IPC_E_BAD_ARGUMENT, "libvirt domain name '%s' is not one vmigrate "
+				 "takes", name);
 	if (key_file && (key_len = snap_key_load(key_file, key, err, sizeof(err))) < 0)
 		return ipc_error(ipc_errno_code(key_len), "%s", err);
 	cap.key = key_len > 0 ? key : NULL;
