@@ -521,6 +521,8 @@ TEST(background_snapshot_stream_needs_the_word)
 	qstream_writer_free(w);
 	buf_write(&s, device, sizeof(device));	/* what the writer itself refuses */
 	for (int told = 0; told < 2; told++) {
+		free(seen.dev.p);
+		memset(&seen, 0, sizeof(seen));
 		p = qstream_parser_new(seen_event, &seen);
 		if (told)
 			qstream_parser_background_snapshot(p);
