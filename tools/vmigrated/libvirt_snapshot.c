@@ -469,6 +469,8 @@ struct json_object *lvsnap_snapshot(const struct lvd_config *c, struct json_obje
 				 "takes", name);
 	if (key_file && (key_len = snap_key_load(key_file, key, err, sizeof(err))) < 0)
 		return ipc_error(ipc_errno_code(key_len), "%s", err);
+	if (!c->uri[0])
+		return ipc_error(IPC_E_UNSUPPORTED, "libvirt is off in this service (--libvirt none)");
 	cap.key = key_len > 0 ? key : NULL;
 	cap.key_len = key_len > 0 ? (size_t)key_len : 0;
 	cap.h = lv_open(c->uri, err, sizeof(err));
@@ -687,6 +689,11 @@ struct json_object *lvsnap_restore(const struct lvd_config *c, struct json_objec
 		return ipc_error(ret == -EBADMSG ? IPC_E_INTEGRITY : ipc_errno_code(ret),
 				 "restore of %s refused: %s", file, err);
 	t_loaded = now_s();
+	if (!c->uri[0]) {
+		rep = ipc_error(IPC_E_UNSUPPORTED, "%s holds a libvirt domain, and libvirt is off in "
+				"this service (--libvirt none)", file);
+		goto out;
+	}
 	if (ipc_str(req, "name", NULL) && strcmp(ipc_str(req, "name", ""), im.info.guest_name)) {
 		rep = ipc_error(IPC_E_UNSUPPORTED, "a libvirt domain is restored under its own name "
 				"(%s), as its XML says", im.info.guest_name);
