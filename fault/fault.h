@@ -18,8 +18,6 @@
  *   standby-half-apply    a standby fails an epoch after its first record (half applied)
  *   dst-postcopy-zero-page the destination maps a zero page for an owed page a vCPU
  *                         touches instead of waiting for it (tests must catch it)
- *   lvsnap-stream         a libvirt domain's checkpoint gives QEMU's stream up after its
- *                         first piece (the domain must run on, no file may be left)
  */
 #ifndef FAULT_H
 #define FAULT_H

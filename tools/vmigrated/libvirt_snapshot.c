@@ -27,7 +27,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "fault.h"
 #include "ipc.h"
 #include "libvirt_host.h"
 #include "libvirt_save_image.h"
@@ -233,7 +232,8 @@ static bool try_background(struct capture *c)
 	snprintf(c->background_why, sizeof(c->background_why), "QEMU's background-snapshot is "
 		 "not available (%s): it needs userfaultfd write-protection, which QEMU may use "
 		 "only where vm.unprivileged_userfaultfd is 1 or with CAP_SYS_PTRACE (here "
-		 "vm.unprivileged_userfaultfd = %s, and libvirt runs QEMU without capabilities); "
+		 "vm.unprivileged_userfaultfd = %s; QEMU runs with the capabilities libvirt leaves "
+		 "it, none by default: qemu.conf's clear_emulator_capabilities); "
 		 "captured by a live migration into vmigrate, paused at its end instead",
 		 err, sysctl);
 	return false;
@@ -292,7 +292,6 @@ static int pump(struct capture *c, int rfd, struct qckpt_capture *cap, char *err
 {
 	static uint8_t buf[256 << 10];
 	struct qstream_parser *p = qstream_parser_new(qckpt_capture_event, cap);
-	bool faulted = false;
 	int ret = 0;
 
 	if (!p) {
@@ -332,15 +331,13 @@ static int pump(struct capture *c, int rfd, struct qckpt_capture *cap, char *err
 			break;
 		}
 		c->st.stream_bytes += (uint64_t)len;
-		if (qstream_parser_feed(p, buf, (size_t)len) ||
-		    (faulted = fault_point("lvsnap-stream"))) {
+		if (qstream_parser_feed(p, buf, (size_t)len)) {
 			ret = -EBADMSG;
 			break;
 		}
 	}
 	if (ret == -EBADMSG)
-		snprintf(err, errlen, "QEMU's stream: %s", faulted ?
-			 "fault point lvsnap-stream" :
+		snprintf(err, errlen, "QEMU's stream: %s",
 			 qstream_parser_error(p) == QSTREAM_E_CONSUMER ? qckpt_capture_errmsg(cap) :
 			 qstream_parser_errmsg(p));
 	qstream_parser_free(p);
