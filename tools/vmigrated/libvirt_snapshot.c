@@ -232,8 +232,8 @@ static bool try_background(struct capture *c)
 	snprintf(c->background_why, sizeof(c->background_why), "QEMU's background-snapshot is "
 		 "not available (%s): it needs userfaultfd write-protection, which QEMU may use "
 		 "only where vm.unprivileged_userfaultfd is 1 or with CAP_SYS_PTRACE (here "
-		 "vm.unprivileged_userfaultfd = %s; QEMU runs with the capabilities libvirt leaves "
-		 "it, none by default: qemu.conf's clear_emulator_capabilities); "
+		 "vm.unprivileged_userfaultfd = %s; QEMU has what qemu.conf's user and "
+		 "clear_emulator_capabilities leave it); "
 		 "captured by a live migration into vmigrate, paused at its end instead",
 		 err, sysctl);
 	return false;
