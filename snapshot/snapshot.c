@@ -363,7 +363,8 @@ int snap_commit_file(const char *path, int (*fill)(void *opaque, int fd, char *e
 
 	if (!tmp)
 		return -ENOMEM;
-	snprintf(tmp, len + 16, "%s.tmp.XXXXXX", path);
+	memcpy(tmp, path, len);
+	memcpy(tmp + len, ".tmp.XXXXXX", sizeof(".tmp.XXXXXX"));
 	fd = create_unnamed(path);
 	unnamed = fd >= 0;
 	if (!unnamed)
