@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "libvirt_save_image.h"
@@ -44,17 +44,35 @@ static int ignore(void *opaque, const struct qstream_event *ev)
 	return 0;
 }
 
-/* Bytes into a file with a name: the loader opens paths. */
-static int as_file(const uint8_t *data, size_t size, char *path, size_t len)
-{
-	int fd = memfd_create("fuzz-ckpt", MFD_CLOEXEC);
+/* Bytes into a file with a name (the loader opens paths, never through a
+ * symbolic link such as /proc/self/fd/N): one file, rewritten each run. */
+static char dir[64];
 
-	if (fd < 0 || write(fd, data, size) != (ssize_t)size) {
-		if (fd >= 0)
-			close(fd);
-		return -1;
+static void remove_dir(void)
+{
+	char p[128];
+
+	snprintf(p, sizeof(p), "%s/in.ckpt", dir);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/merged.ckpt", dir);
+	unlink(p);
+	rmdir(dir);
+}
+
+static int as_file(const uint8_t *data, size_t size, char *path, size_t len, const char *name)
+{
+	int fd;
+
+	if (!dir[0]) {
+		snprintf(dir, sizeof(dir), "/tmp/fuzz-domain-ckpt-XXXXXX");
+		if (!mkdtemp(dir))
+			abort();
+		atexit(remove_dir);
 	}
-	snprintf(path, len, "/proc/self/fd/%d", fd);
+	snprintf(path, len, "%s/%s", dir, name);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || (size && write(fd, data, size) != (ssize_t)size))
+		abort();
 	return fd;
 }
 
@@ -71,15 +89,13 @@ static uint64_t ram_bytes(const struct qckpt_image *im)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char path[64], path2[64], err[512], *files[1] = { path }, *again[1] = { path2 };
+	char path[128], path2[128], err[512], *files[1] = { path }, *again[1] = { path2 };
 	struct qckpt_image im, im2;
 	unsigned vcpus;
 	uint64_t dev;
-	int fd = as_file(data, size, path, sizeof(path)), fd2;
+	int fd = as_file(data, size, path, sizeof(path), "in.ckpt"), fd2;
 	bool loaded;
 
-	if (fd < 0)
-		return 0;
 	qckpt_is_domain_file(path);
 	qckpt_file_check(path, NULL, 0, &vcpus, &dev, err, sizeof(err));
 	loaded = qckpt_image_load(files, 1, NULL, 0, false, &im, err, sizeof(err)) == 0;
@@ -96,11 +112,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (lvsave_write(&im, true, &sink, err, sizeof(err)) || qstream_parser_finish(x.p))
 			abort();
 		qstream_parser_free(x.p);
-		fd2 = memfd_create("fuzz-merged", MFD_CLOEXEC);
-		if (fd2 < 0 || qckpt_image_write(&im, fd2, NULL, 0, uuid, digest, &bytes, err,
-						 sizeof(err)))
+		fd2 = as_file(NULL, 0, path2, sizeof(path2), "merged.ckpt");
+		if (qckpt_image_write(&im, fd2, NULL, 0, uuid, digest, &bytes, err, sizeof(err)))
 			abort();
-		snprintf(path2, sizeof(path2), "/proc/self/fd/%d", fd2);
 		if (qckpt_image_load(again, 1, NULL, 0, false, &im2, err, sizeof(err)))
 			abort();	/* a merged image reads back */
 		qckpt_image_free(&im2);
