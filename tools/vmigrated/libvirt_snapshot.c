@@ -670,6 +670,8 @@ struct json_object *lvsnap_restore(const struct lvd_config *c, struct json_objec
 	signal(SIGPIPE, SIG_IGN);
 	memset(&im, 0, sizeof(im));
 	dir[0] = 0;
+	if (file[0] != '/')
+		return ipc_error(IPC_E_BAD_ARGUMENT, "restore needs an absolute file name");
 	if (ipc_bool(req, "lazy", false))
 		return ipc_error(IPC_E_UNSUPPORTED, "--lazy is for vmigrate's own guests: libvirt "
 				 "loads a domain's memory before it runs it");

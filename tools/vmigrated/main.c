@@ -464,8 +464,8 @@ static struct json_object *domain_in_child(struct service *sv, struct json_objec
 	close(sp[0]);
 	if (!rep) {
 		kill(pid, SIGKILL);
-		rep = ipc_error(IPC_E_TIMEOUT, "the %s of libvirt domain '%s' did not answer",
-				ipc_str(req, "cmd", ""), ipc_str(req, "name", "?"));
+		rep = ipc_error(IPC_E_TIMEOUT, "the %s of a libvirt domain ended without an answer, "
+				"or gave none within ten minutes", ipc_str(req, "cmd", ""));
 	}
 	return rep;
 }
