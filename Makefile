@@ -176,6 +176,7 @@ bench: all
 	$(Q)tests/bench/bench_failover.sh $(BUILD)
 	$(Q)tests/bench/bench_postcopy.sh $(BUILD)
 	$(Q)tests/bench/bench_libvirt.sh $(BUILD)
+	$(Q)tests/bench/bench_libvirt_snapshot.sh $(BUILD)
 
 # Long runs of live migration with a leak check, bounded in time
 # (SOAK_MIGRATIONS, SOAK_ROUNDS, SOAK_TIMEOUT_S: tests/soak/soak.sh).
@@ -189,7 +190,7 @@ soak: all
 # which each target links what it reads with.
 FUZZ_DIR      := $(BUILD)/fuzz
 FUZZ_OBJ      := $(FUZZ_DIR)/obj
-FUZZ_TARGETS  := reader peer_hello peer_dial mig_msg control etcd_reply conf qemu_stream
+FUZZ_TARGETS  := reader peer_hello peer_dial mig_msg control etcd_reply conf qemu_stream domain_ckpt
 FUZZ_BINS     := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
 FUZZ_LIB      := $(FUZZ_DIR)/libvmigrate-fuzz.a
 FUZZ_LIB_SRCS := $(LIB_SRCS) $(wildcard tools/common/*.c) \

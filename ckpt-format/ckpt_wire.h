@@ -143,6 +143,7 @@ static_assert(sizeof(struct ckpt_state_rec) == 16, "state record head is 16 byte
 #define CKPT_STATE_ABORT	9	/* the reason: the writer gives the stream up */
 #define CKPT_ABORT_MAX		255	/* bytes of an ABORT's reason */
 #define CKPT_STATE_POSTCOPY	10	/* pages still owed at a post-copy switch (below) */
+#define CKPT_STATE_QEMU		11	/* a libvirt domain's (vm/libvirt/QEMU-STREAM.md) */
 
 /* CKPT_STATE_POSTCOPY, version 1: a bitmap of region_id's pages, page
  * first_page + k owed when bit k (of le64 word k / 64) is set. */

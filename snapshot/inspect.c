@@ -3,6 +3,7 @@
  * `vmigrate ckpt info` shows and `vmigrate ckpt verify` checks.
  */
 #include "snapshot.h"
+#include "qemu_ckpt.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -91,7 +92,9 @@ int snap_inspect(const char *path, const uint8_t *mac_key, size_t mac_key_len,
 			break;
 		case CKPT_REC_STATE:
 			out->state_records++;
-			if (rec.u.state.kind == CKPT_STATE_VM && vm_kvm_config_from_record(
+			if (rec.u.state.kind == QCKPT_STATE_KIND)
+				out->domain = true;
+			else if (rec.u.state.kind == CKPT_STATE_VM && vm_kvm_config_from_record(
 				    &rec, &cfg, err, errlen) == 0) {
 				out->vcpus = cfg.nr_vcpus;
 				out->mem_bytes = cfg.mem_bytes;
@@ -110,6 +113,12 @@ int snap_inspect(const char *path, const uint8_t *mac_key, size_t mac_key_len,
 	if (ret != 1) {
 		snprintf(err, errlen, "%s: %s", path, ckpt_reader_errmsg(r));
 		ret = -EBADMSG;
+	} else if (out->domain) {
+		/* a libvirt domain's: its own layout, checked by its module */
+		ret = qckpt_file_check(path, mac_key, mac_key_len, &out->vcpus, &out->device_bytes,
+				       err, errlen);
+		for (unsigned i = 0; i < out->info.region_count; i++)
+			out->mem_bytes += out->info.regions[i].size;
 	} else if (!out->vcpus || out->vcpus > 64) {
 		snprintf(err, errlen, "%s: no VM configuration record", path);
 		ret = -EBADMSG;

@@ -4,6 +4,7 @@
  * only when it is complete and on disk; a failed write leaves nothing.
  */
 #include "snapshot.h"
+#include "qemu_ckpt.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -352,25 +353,18 @@ static int name_unnamed(int fd, char *tmp)
 	return -EEXIST;
 }
 
-int snap_save_paused(struct vm *vm, const char *path, const struct snap_save_opts *opts,
-		     struct snap_result *res, char *err, size_t errlen)
+int snap_commit_file(const char *path, int (*fill)(void *opaque, int fd, char *err, size_t errlen),
+		     void *opaque, char *err, size_t errlen)
 {
 	size_t len = strlen(path);
 	char *tmp = malloc(len + 16);
-	double t0 = now();
 	bool unnamed;
 	int fd, ret;
 
-	memset(res, 0, sizeof(*res));
 	if (!tmp)
 		return -ENOMEM;
-	ret = snap_check_target(path, opts && opts->dirty ? opts->parent_uuid : NULL,
-				opts && opts->force, err, errlen);
-	if (ret) {
-		free(tmp);
-		return ret;
-	}
-	snprintf(tmp, len + 16, "%s.tmp.XXXXXX", path);
+	memcpy(tmp, path, len);
+	memcpy(tmp + len, ".tmp.XXXXXX", sizeof(".tmp.XXXXXX"));
 	fd = create_unnamed(path);
 	unnamed = fd >= 0;
 	if (!unnamed)
@@ -381,11 +375,9 @@ int snap_save_paused(struct vm *vm, const char *path, const struct snap_save_opt
 		free(tmp);
 		return ret;
 	}
-	ret = write_image(vm, fd, opts, res);
-	if (ret) {
-		snprintf(err, errlen, "writing %s: %s", unnamed ? path : tmp, strerror(-ret));
+	ret = fill(opaque, fd, err, errlen);
+	if (ret)
 		goto fail;
-	}
 	if (fsync(fd) < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "fsync %s: %s", unnamed ? path : tmp, strerror(errno));
@@ -409,7 +401,6 @@ int snap_save_paused(struct vm *vm, const char *path, const struct snap_save_opt
 	if (ret)
 		snprintf(err, errlen, "fsync of the directory of %s: %s", path, strerror(-ret));
 	free(tmp);
-	res->seconds = now() - t0;
 	return ret;
 fail:
 	if (fd >= 0)
@@ -417,6 +408,40 @@ fail:
 	if (!unnamed && tmp[0])
 		unlink(tmp);
 	free(tmp);
+	return ret;
+}
+
+struct save_job {
+	struct vm *vm;
+	const char *path;
+	const struct snap_save_opts *opts;
+	struct snap_result *res;
+};
+
+static int save_fill(void *opaque, int fd, char *err, size_t errlen)
+{
+	struct save_job *j = opaque;
+	int ret = write_image(j->vm, fd, j->opts, j->res);
+
+	if (ret)
+		snprintf(err, errlen, "writing %s: %s", j->path, strerror(-ret));
+	return ret;
+}
+
+int snap_save_paused(struct vm *vm, const char *path, const struct snap_save_opts *opts,
+		     struct snap_result *res, char *err, size_t errlen)
+{
+	struct save_job j = { vm, path, opts, res };
+	double t0 = now();
+	int ret;
+
+	memset(res, 0, sizeof(*res));
+	ret = snap_check_target(path, opts && opts->dirty ? opts->parent_uuid : NULL,
+				opts && opts->force, err, errlen);
+	if (ret)
+		return ret;
+	ret = snap_commit_file(path, save_fill, &j, err, errlen);
+	res->seconds = now() - t0;
 	return ret;
 }
 
@@ -717,14 +742,58 @@ fail:
 	return NULL;
 }
 
+struct domain_merge {
+	struct qckpt_image im;
+	const uint8_t *key;
+	size_t key_len;
+	struct snap_result *res;
+};
+
+static int domain_fill(void *opaque, int fd, char *err, size_t errlen)
+{
+	struct domain_merge *m = opaque;
+
+	return qckpt_image_write(&m->im, fd, m->key, m->key_len, m->res->image_uuid,
+				 m->res->digest, &m->res->file_bytes, err, errlen);
+}
+
+/* A libvirt domain's chain: its image in memory, written as one full file. */
+static int merge_domain(const char *path, const char *out, const uint8_t *key, size_t key_len,
+			struct snap_result *res, char *err, size_t errlen)
+{
+	static char files[SNAP_MAX_CHAIN][SNAP_PATH_MAX];
+	char *list[SNAP_MAX_CHAIN];
+	struct domain_merge m = { .key = key, .key_len = key_len, .res = res };
+	double t0 = now();
+	unsigned n;
+	int ret;
+
+	memset(res, 0, sizeof(*res));
+	if ((ret = snap_chain(path, files, SNAP_MAX_CHAIN, &n, err, errlen)))
+		return ret;
+	for (unsigned i = 0; i < n; i++)
+		list[i] = files[i];
+	if ((ret = qckpt_image_load(list, n, key, key_len, false, &m.im, err, errlen)))
+		return ret;
+	ret = snap_check_target(out, NULL, false, err, errlen);
+	if (!ret)
+		ret = snap_commit_file(out, domain_fill, &m, err, errlen);
+	qckpt_image_free(&m.im);
+	res->seconds = now() - t0;
+	return ret;
+}
+
 int snap_merge(const char *path, const char *out, const uint8_t *mac_key, size_t mac_key_len,
 	       struct snap_result *res, char *err, size_t errlen)
 {
 	struct snap_restore_opts ro = { .mac_key = mac_key, .mac_key_len = mac_key_len };
 	struct snap_save_opts so = { .mac_key = mac_key, .mac_key_len = mac_key_len };
-	struct vm *vm = snap_restore(path, &ro, err, errlen);
+	struct vm *vm;
 	int ret;
 
+	if (qckpt_is_domain_file(path))
+		return merge_domain(path, out, mac_key, mac_key_len, res, err, errlen);
+	vm = snap_restore(path, &ro, err, errlen);
 	if (!vm)
 		return -EBADMSG;
 	ret = snap_save_paused(vm, out, &so, res, err, errlen);

@@ -56,6 +56,16 @@ struct snap_save_opts {
 int snap_check_target(const char *path, const uint8_t *parent_uuid, bool force,
 		      char *err, size_t errlen);
 
+/*
+ * The file at path, written atomically: fill writes it through fd (a file
+ * with no name yet, or a temporary one, in path's directory; 0 or -errno
+ * with err), then it is synced, named path and its directory synced. On
+ * any failure nothing is left under path or beside it, and a file that
+ * was at path is untouched. 0, or a negative errno with err.
+ */
+int snap_commit_file(const char *path, int (*fill)(void *opaque, int fd, char *err, size_t errlen),
+		     void *opaque, char *err, size_t errlen);
+
 /* Write a checkpoint of a paused guest, or of a running one with live, to
  * path (opts NULL: full, paused). */
 int snap_save_paused(struct vm *vm, const char *path, const struct snap_save_opts *opts,
@@ -112,7 +122,8 @@ struct vm *snap_restore(const char *path, const struct snap_restore_opts *opts,
 			char *err, size_t errlen);
 
 /* Flatten a checkpoint and its parent chain into one full checkpoint at
- * out (the guest is rebuilt in memory, never run). */
+ * out (the guest is rebuilt in memory, never run; a libvirt domain's
+ * chain as its image, vm/libvirt/qemu_ckpt.h). */
 int snap_merge(const char *path, const char *out, const uint8_t *mac_key, size_t mac_key_len,
 	       struct snap_result *res, char *err, size_t errlen);
 
@@ -146,12 +157,15 @@ struct snap_inspect {
 	uint64_t mem_bytes;
 	unsigned state_records;
 	bool indexed;
+	bool domain;			/* a libvirt domain's (vm/libvirt/qemu_ckpt.h) */
+	uint64_t device_bytes;		/* a domain's: QEMU's device state */
 };
 
 /*
  * Read the whole file: every checksum, the record grammar, the index, the
  * digest (and the MAC, given a key), and that the VM's configuration and
- * every vCPU's state are there. 0, or a negative errno with err naming
+ * every vCPU's state are there (a domain's: its config, XML and device
+ * state, each of them as the domain's layout allows). 0, or a negative errno with err naming
  * what is wrong.
  */
 int snap_inspect(const char *path, const uint8_t *mac_key, size_t mac_key_len,

@@ -17,6 +17,7 @@ for t in "$@"; do
 	mig_msg) seeds=$src/corpus-$t max_len=8192 ;;	# a few messages of <= 1036 bytes
 	etcd_reply) seeds=$src/corpus-$t max_len=16384 ;;	# calls and a few replies each
 	qemu_stream) seeds=$src/corpus-$t max_len=65536 ;;	# pages are 4 KiB each
+	domain_ckpt) seeds=$src/corpus-$t max_len=65536 ;;	# a few pages of 4 KiB
 	*)	seeds=$src/corpus-$t max_len=4096 ;;
 	esac
 	mkdir -p "$dir/corpus-$t"

@@ -86,6 +86,9 @@ static void print_json(const char *path, const struct snap_inspect *s)
 	json_object_object_add(o, "page_bytes", json_object_new_int64((int64_t)s->page_bytes));
 	json_object_object_add(o, "rounds", json_object_new_int((int)s->rounds));
 	json_object_object_add(o, "indexed", json_object_new_boolean(s->indexed));
+	json_object_object_add(o, "kind", json_object_new_string(s->domain ? "libvirt" : "kvm"));
+	if (s->domain)
+		json_object_object_add(o, "device_bytes", json_object_new_int64((int64_t)s->device_bytes));
 	svc_print_json(o);
 	json_object_put(o);
 }
@@ -100,7 +103,11 @@ static void print_text(const char *path, const struct snap_inspect *s)
 	hex(s->info.guest_uuid, 16, uuid);
 	hex(s->digest, 16, digest);
 	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&t, &tm));
-	printf("%s: checkpoint of guest '%s' (%s), taken %s\n", path, s->info.guest_name, uuid, when);
+	printf("%s: checkpoint of %s '%s' (%s), taken %s\n", path, s->domain ? "libvirt domain" :
+	       "guest", s->info.guest_name, uuid, when);
+	if (s->domain)
+		printf("  QEMU's device state: %llu bytes, kept intact\n",
+		       (unsigned long long)s->device_bytes);
 	printf("  %s, %u vCPUs, %llu MiB in %u region(s), digest %s\n",
 	       s->has_parent ? "incremental" : "full", s->vcpus,
 	       (unsigned long long)(s->mem_bytes >> 20), s->info.region_count, digest);

@@ -716,7 +716,7 @@ static struct json_object *request_with_key(struct json_object *req, const char 
 
 int cmd_snapshot(int argc, char **argv)
 {
-	bool incremental = false, json = false, live = false, force = false;
+	bool incremental = false, json = false, live = false, force = false, background = false;
 	const char *name = NULL, *file = NULL, *key = NULL;
 	struct json_object *req, *rep;
 	struct stat st;
@@ -729,6 +729,8 @@ int cmd_snapshot(int argc, char **argv)
 			force = true;
 		else if (!strcmp(argv[i], "--live"))
 			live = true;
+		else if (!strcmp(argv[i], "--background-snapshot"))
+			background = true;
 		else if (!strcmp(argv[i], "--key") && i + 1 < argc)
 			key = argv[++i];
 		else if (!strcmp(argv[i], "--json"))
@@ -757,6 +759,8 @@ int cmd_snapshot(int argc, char **argv)
 	json_object_object_add(req, "file", json_object_new_string(abs));
 	json_object_object_add(req, "incremental", json_object_new_boolean(incremental));
 	json_object_object_add(req, "live", json_object_new_boolean(live));
+	if (background)
+		json_object_object_add(req, "background_snapshot", json_object_new_boolean(true));
 	if (force)	/* may replace a checkpoint others build on (snap_check_target) */
 		json_object_object_add(req, "force", json_object_new_boolean(true));
 	free(abs);
@@ -776,7 +780,7 @@ int cmd_snapshot(int argc, char **argv)
 int cmd_restore(int argc, char **argv)
 {
 	const char *file = NULL, *name = NULL, *key = NULL;
-	bool json = false, lazy = false;
+	bool json = false, lazy = false, paused = false;
 	struct json_object *req, *rep;
 	char *abs;
 
@@ -787,6 +791,8 @@ int cmd_restore(int argc, char **argv)
 			key = argv[++i];
 		else if (!strcmp(argv[i], "--lazy"))
 			lazy = true;
+		else if (!strcmp(argv[i], "--paused"))
+			paused = true;
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
 		else if (!strcmp(argv[i], "--key") || !strcmp(argv[i], "--name"))
@@ -808,12 +814,17 @@ int cmd_restore(int argc, char **argv)
 	if (name)
 		json_object_object_add(req, "name", json_object_new_string(name));
 	json_object_object_add(req, "lazy", json_object_new_boolean(lazy));
+	if (paused)
+		json_object_object_add(req, "paused", json_object_new_boolean(true));
 	free(abs);
 	rep = request_with_key(req, key, "restore");
 	if (!rep)
 		return 1;
 	if (json)
 		svc_print_json(rep);
+	else if (!strcmp(ipc_str(rep, "kind", ""), "libvirt"))
+		printf("restored libvirt domain %s from %s (%s, %.2f s)\n", ipc_str(rep, "name", "?"),
+		       file, ipc_str(rep, "state", "?"), ipc_double(rep, "seconds", 0));
 	else
 		printf("restored %s (pid %lld)\n", file, ipc_int(rep, "pid", 0));
 	json_object_put(rep);

@@ -39,6 +39,8 @@
 #include "peer.h"
 #include "peer_check.h"
 #include "snapshot.h"
+#include "libvirt_snapshot.h"
+#include "qemu_ckpt.h"
 #include "transport.h"
 #include "version.h"
 #include "worker.h"
@@ -430,6 +432,44 @@ static struct json_object *migrate_domain(struct service *sv, struct json_object
 	return rep;
 }
 
+/* A libvirt domain's checkpoint or restore, run by a child of ours that
+ * answers on a socket pair: a libvirt call that hangs or a crash costs
+ * the request, never the service. */
+static struct json_object *domain_in_child(struct service *sv, struct json_object *req,
+					   struct json_object *(*fn)(const struct lvd_config *,
+								     struct json_object *))
+{
+	struct json_object *rep;
+	int sp[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+		return ipc_error(ipc_errno_code(errno), "socketpair: %s", strerror(errno));
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		close(sp[0]);
+		leave_service(sv);
+		rep = fn(&sv->lv, req);
+		ipc_send(sp[1], rep, -1);
+		_exit(ipc_bool(rep, "ok", false) ? 0 : 1);
+	}
+	close(sp[1]);
+	if (pid < 0) {
+		close(sp[0]);
+		return ipc_error(IPC_E_INTERNAL, "fork: %s", strerror(errno));
+	}
+	/* writing a large domain takes a while: up to ten minutes, as for a guest */
+	rep = ipc_recv(sp[0], NULL, 600000);
+	close(sp[0]);
+	if (!rep) {
+		kill(pid, SIGKILL);
+		rep = ipc_error(IPC_E_TIMEOUT, "the %s of a libvirt domain ended without an answer, "
+				"or gave none within ten minutes", ipc_str(req, "cmd", ""));
+	}
+	return rep;
+}
+
 /* migrate and replicate: dial the other host, then the guest process runs
  * the job over that connection. */
 static struct json_object *do_migrate(struct service *sv, struct json_object *req)
@@ -725,8 +765,18 @@ static struct json_object *dispatch(struct service *sv, struct json_object *req)
 		json_object_put(fwd);
 		return rep;
 	}
+	if (!strcmp(cmd, "restore") && ipc_str(req, "file", NULL) &&
+	    qckpt_is_domain_file(ipc_str(req, "file", "")))
+		return domain_in_child(sv, req, lvsnap_restore);
 	if (!strcmp(cmd, "restore"))
 		return do_restore(sv, req);
+	if (!strcmp(cmd, "snapshot") && !own_guest(sv, name) && lvd_has(&sv->lv, name)) {
+		struct json_object *rep = domain_in_child(sv, req, lvsnap_snapshot);
+
+		if (ipc_bool(rep, "ok", false) && ipc_int(req, "backup_keep", 0) > 0)
+			prune_backups(req, rep);
+		return rep;
+	}
 	if (!strcmp(cmd, "snapshot")) {
 		struct json_object *fwd = json_object_get(req), *rep;
 

@@ -300,3 +300,113 @@ int lv_abort_job(struct lv_host *h, const char *name, char *err, size_t errlen)
 	virDomainFree(dom);
 	return ret;
 }
+
+/* QEMU's {"error":{"desc":...}} as the message, or its "return". */
+static int qmp_answer(const char *text, struct json_object **ret, char *err, size_t errlen)
+{
+	struct json_object *rep = json_tokener_parse(text), *r, *e, *d;
+	int rc = 0;
+
+	if (!rep) {
+		snprintf(err, errlen, "QEMU's answer does not parse");
+		return -EPROTO;
+	}
+	if (json_object_object_get_ex(rep, "error", &e)) {
+		snprintf(err, errlen, "%s", json_object_object_get_ex(e, "desc", &d) ?
+			 json_object_get_string(d) : "QEMU refused the command");
+		rc = -EIO;
+	} else if (!json_object_object_get_ex(rep, "return", &r)) {
+		snprintf(err, errlen, "QEMU's answer has no return");
+		rc = -EPROTO;
+	} else if (ret) {
+		*ret = json_object_get(r);
+	}
+	json_object_put(rep);
+	return rc;
+}
+
+int lv_qmp(struct lv_host *h, const char *name, const char *cmd, int fd,
+	   struct json_object **ret, char *err, size_t errlen)
+{
+	char *text = NULL;
+	int rc = 0, n;
+	virDomainPtr dom = find(h, name, err, errlen, &rc);
+
+	if (ret)
+		*ret = NULL;
+	if (!dom)
+		return rc;
+	if (fd >= 0)
+		n = virDomainQemuMonitorCommandWithFiles(dom, cmd, 1, &fd, NULL, NULL, &text, 0);
+	else
+		n = virDomainQemuMonitorCommand(dom, cmd, &text, 0);
+	if (n < 0)
+		rc = fail(err, errlen, "QEMU's monitor");
+	else
+		rc = qmp_answer(text, ret, err, errlen);
+	free(text);
+	virDomainFree(dom);
+	return rc;
+}
+
+char *lv_domain_xml(struct lv_host *h, const char *name, char *err, size_t errlen)
+{
+	int rc = 0;
+	virDomainPtr dom = find(h, name, err, errlen, &rc);
+	char *xml;
+
+	if (!dom)
+		return NULL;
+	xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_SECURE | VIR_DOMAIN_XML_MIGRATABLE);
+	if (!xml)
+		fail(err, errlen, "virDomainGetXMLDesc");
+	virDomainFree(dom);
+	return xml;
+}
+
+int lv_domain_uuid(struct lv_host *h, const char *name, uint8_t uuid[16], char *err,
+		   size_t errlen)
+{
+	int rc = 0;
+	virDomainPtr dom = find(h, name, err, errlen, &rc);
+
+	if (!dom)
+		return rc;
+	if (virDomainGetUUID(dom, uuid) < 0)
+		rc = fail(err, errlen, "virDomainGetUUID");
+	virDomainFree(dom);
+	return rc;
+}
+
+int lv_suspend(struct lv_host *h, const char *name, char *err, size_t errlen)
+{
+	int rc = 0;
+	virDomainPtr dom = find(h, name, err, errlen, &rc);
+
+	if (!dom)
+		return rc;
+	if (virDomainSuspend(dom) < 0)
+		rc = fail(err, errlen, "virDomainSuspend");
+	virDomainFree(dom);
+	return rc;
+}
+
+int lv_resume(struct lv_host *h, const char *name, char *err, size_t errlen)
+{
+	int rc = 0;
+	virDomainPtr dom = find(h, name, err, errlen, &rc);
+
+	if (!dom)
+		return rc;
+	if (virDomainResume(dom) < 0)
+		rc = fail(err, errlen, "virDomainResume");
+	virDomainFree(dom);
+	return rc;
+}
+
+int lv_restore(struct lv_host *h, const char *path, bool paused, char *err, size_t errlen)
+{
+	if (virDomainRestoreFlags(h->conn, path, NULL, paused ? VIR_DOMAIN_SAVE_PAUSED : 0) < 0)
+		return fail(err, errlen, "virDomainRestoreFlags");
+	return 0;
+}

@@ -77,4 +77,23 @@ int lv_job_stats(struct lv_host *h, const char *name, bool completed, struct lv_
 /* virDomainAbortJob: the running migration is cancelled, the domain stays. */
 int lv_abort_job(struct lv_host *h, const char *name, char *err, size_t errlen);
 
+/* ---- what checkpoints and restores of a domain use ---- */
+
+/* QMP command cmd (JSON text) through libvirt's monitor passthrough; with
+ * fd >= 0 it travels with the command (getfd). *ret gets QEMU's "return"
+ * (json_object_put it; NULL allowed); QEMU's error becomes err's text and
+ * -EIO. 0 or -errno. */
+struct json_object;
+int lv_qmp(struct lv_host *h, const char *name, const char *cmd, int fd,
+	   struct json_object **ret, char *err, size_t errlen);
+/* The domain's XML as a save image keeps it (secure, migratable); malloc'ed. */
+char *lv_domain_xml(struct lv_host *h, const char *name, char *err, size_t errlen);
+/* Its UUID, 16 bytes. */
+int lv_domain_uuid(struct lv_host *h, const char *name, uint8_t uuid[16], char *err,
+		   size_t errlen);
+int lv_suspend(struct lv_host *h, const char *name, char *err, size_t errlen);
+int lv_resume(struct lv_host *h, const char *name, char *err, size_t errlen);
+/* virDomainRestoreFlags from the save image at path (a FIFO will do). */
+int lv_restore(struct lv_host *h, const char *path, bool paused, char *err, size_t errlen);
+
 #endif

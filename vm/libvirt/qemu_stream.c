@@ -105,6 +105,7 @@ struct qstream_parser {
 	bool rp_open;
 
 	bool ram_started, ram_setup_done, ram_done;
+	bool background;		/* QEMU's background-snapshot: no END section */
 	bool in_ram;
 	enum qstream_ram_section kind;	/* of the section being read */
 	uint32_t ram_id;
@@ -277,7 +278,7 @@ static int device_begins(struct qstream_parser *p, uint8_t type)
 {
 	if (p->cfg_state != CFG_EMITTED && emit_config(p))
 		return p->err.ret;
-	if (!p->ram_done)
+	if (!p->ram_done && !(p->background && p->ram_setup_done))
 		return reject(p, QSTREAM_E_ORDER, "device state (%s) before %s",
 			      type == QSW_EOF ? "end of file" : "a FULL section",
 			      p->ram_started ? "the end of RAM" : "any RAM section");
@@ -722,6 +723,11 @@ struct qstream_parser *qstream_parser_new(qstream_event_fn fn, void *opaque)
 	p->last_block = -1;
 	expect(p, ST_MAGIC, 8);
 	return p;
+}
+
+void qstream_parser_background_snapshot(struct qstream_parser *p)
+{
+	p->background = true;
 }
 
 void qstream_parser_free(struct qstream_parser *p)

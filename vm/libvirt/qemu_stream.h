@@ -129,6 +129,9 @@ struct qstream_stats {
 struct qstream_parser;
 
 struct qstream_parser *qstream_parser_new(qstream_event_fn fn, void *opaque);
+/* Before the first byte: the stream is one of QEMU's background-snapshot,
+ * whose RAM ends with its last iteration (no END section; QEMU-STREAM.md). */
+void qstream_parser_background_snapshot(struct qstream_parser *p);
 void qstream_parser_free(struct qstream_parser *p);
 
 /*
