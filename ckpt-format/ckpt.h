@@ -147,6 +147,8 @@ struct ckpt_pages_view {
 						 * (le64), checked when applied; else NULL */
 	const uint8_t *data;
 	size_t data_len;
+	bool applied;				/* read into the target's memory as it
+						 * came (ckpt_reader_read_into) */
 };
 
 struct ckpt_record {
@@ -209,6 +211,16 @@ void ckpt_reader_free(struct ckpt_reader *r);
  * Skippable records of unknown type are passed over silently.
  */
 int ckpt_reader_next(struct ckpt_reader *r, struct ckpt_record *rec);
+struct ckpt_page_target;
+/*
+ * From now on, LIVE PAGES records are read straight into target's memory
+ * (raw pages land where they belong, with no copy through the reader's
+ * buffer) and applied as they are read: ckpt_reader_next returns them with
+ * u.pages.applied set, and ckpt_reader_apply on them does nothing. Only for
+ * memory nothing else reads meanwhile (a migration's destination before its
+ * guest runs); target must outlive the reader and have no place callback.
+ */
+void ckpt_reader_read_into(struct ckpt_reader *r, const struct ckpt_page_target *target);
 enum ckpt_error ckpt_reader_error(const struct ckpt_reader *r);
 const char *ckpt_reader_errmsg(const struct ckpt_reader *r);
 const struct ckpt_image_info *ckpt_reader_info(const struct ckpt_reader *r);

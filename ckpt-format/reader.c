@@ -69,6 +69,8 @@ struct ckpt_reader {
 	XXH3_state_t *digest;
 	struct ckpt_mac *mac;		/* when a key was given */
 	struct ckpt_image_info info;
+	const struct ckpt_page_target *into;	/* LIVE pages straight to it, or NULL */
+	bool deferred;			/* the record read holds no data yet: into's */
 
 	bool marker_seen[3];		/* by CKPT_MARK_* */
 	uint64_t marker_last[3];
@@ -627,6 +629,8 @@ static int live_summed(struct ckpt_reader *r, uint16_t type, uint32_t len, uint3
 	return 0;
 }
 
+static int read_pages_into(struct ckpt_reader *r, struct ckpt_record *rec);
+
 static int read_record(struct ckpt_reader *r, struct ckpt_record *rec)
 {
 	struct ckpt_rec_hdr hdr;
@@ -656,10 +660,20 @@ static int read_record(struct ckpt_reader *r, struct ckpt_record *rec)
 	if (len > CKPT_MAX_PAYLOAD)
 		return reject(r, CKPT_E_LENGTH, "record of %u bytes, cap %u", len,
 			      CKPT_MAX_PAYLOAD);
-	if (grow_buf(r, len ? len : 1) || read_exact(r, r->buf, len, "record payload"))
+	r->deferred = false;
+	if (grow_buf(r, len ? len : 1))
 		return r->ret;
-	if ((rec->flags & CKPT_RECF_LIVE) && live_summed(r, rec->type, len, &summed))
+	if (r->into && (rec->flags & CKPT_RECF_LIVE) && rec->type == CKPT_REC_PAGES) {
+		/* the head for the count, then entries and sums; the data later */
+		if (read_exact(r, r->buf, len < 8 ? len : 8, "record payload") ||
+		    live_summed(r, rec->type, len, &summed) ||
+		    read_exact(r, r->buf + 8, summed - 8, "record payload"))
+			return r->ret;
+		r->deferred = true;
+	} else if (read_exact(r, r->buf, len, "record payload") ||
+		   ((rec->flags & CKPT_RECF_LIVE) && live_summed(r, rec->type, len, &summed))) {
 		return r->ret;
+	}
 
 	XXH3_64bits_reset(r->sum);
 	XXH3_64bits_update(r->sum, &hdr, CKPT_REC_HDR_SUMMED);
@@ -740,7 +754,9 @@ int ckpt_reader_next(struct ckpt_reader *r, struct ckpt_record *rec)
 		return parse_marker(r, rec->payload, rec->length, rec);
 	case CKPT_REC_PAGES:
 		r->phase = PH_BODY;
-		return parse_pages(r, rec->payload, rec->length, rec);
+		if (parse_pages(r, rec->payload, rec->length, rec))
+			return r->ret;
+		return r->deferred ? read_pages_into(r, rec) : 0;
 	case CKPT_REC_STATE:
 		r->phase = PH_BODY;
 		return parse_state(r, rec->payload, rec->length, rec);
@@ -960,12 +976,101 @@ static int apply_placed(struct ckpt_reader *r, const struct ckpt_pages_view *v, 
 	return 0;
 }
 
+/* Entry i of v, its data at data, into target memory host (region slot). */
+static int apply_entry(struct ckpt_reader *r, const struct ckpt_pages_view *v, uint32_t i,
+		       const uint8_t *data, int slot, uint8_t *host,
+		       const struct ckpt_page_target *target, struct page_run *run)
+{
+	const uint8_t *e = (const uint8_t *)&v->entries[i];
+	uint64_t page = get64(FIELD(e, struct ckpt_page_entry, page));
+	uint32_t size = get32(FIELD(e, struct ckpt_page_entry, size));
+	uint8_t enc = e[offsetof(struct ckpt_page_entry, encoding)];
+	uint32_t ps = r->info.page_size;
+	uint8_t *dst = host + page * ps;
+
+	if (enc != CKPT_ENC_ZERO && !entry_whole(v, i, data, size)) {
+		if (!note_torn(target, slot, page))
+			return reject(r, CKPT_E_CHECKSUM, "region %u page %llu arrived torn",
+				      v->region_id, (unsigned long long)page);
+		return 0;
+	}
+	if (enc == CKPT_ENC_DELTA && is_owed(target, slot, page))
+		return reject(r, CKPT_E_ENCODING, "region %u page %llu: a DELTA onto a torn "
+			      "page", v->region_id, (unsigned long long)page);
+	note_whole(target, slot, page, enc == CKPT_ENC_ZERO ? size : 1);
+	if (enc == CKPT_ENC_ZERO) {
+		if (target->zero_range && size >= target->zero_range_min) {
+			if (target->zero_range(target->opaque, (unsigned)slot, page, size))
+				return reject(r, CKPT_E_IO, "clearing region %u pages %llu+%u",
+					      v->region_id, (unsigned long long)page, size);
+			return 0;
+		}
+		/* Reading first keeps untouched guest memory unallocated. */
+		for (uint32_t k = 0; k < size; k++, dst += ps)
+			if (!ckpt_page_is_zero(dst, ps))
+				memset(dst, 0, ps);
+		return 0;
+	}
+	if (data == dst)
+		return 0;	/* read into place already */
+	if (run && run->fd >= 0 && enc == CKPT_ENC_RAW && size == ps) {
+		if (run_add(run, target->fd_offset[slot] + page * ps, data, ps))
+			return reject(r, CKPT_E_IO, "writing region %u page %llu: %s",
+				      v->region_id, (unsigned long long)page, strerror(errno));
+		return 0;
+	}
+	if (run && run->n && run_flush(run))
+		return reject(r, CKPT_E_IO, "writing region %u: %s", v->region_id,
+			      strerror(errno));
+	if (ckpt_page_decode(enc, data, size, dst, ps, r->scratch))
+		return reject(r, CKPT_E_ENCODING, "region %u page %llu (encoding %u)",
+			      v->region_id, (unsigned long long)page, enc);
+	return 0;
+}
+
+/* A LIVE PAGES record's data, read after its entries (ckpt_reader_read_into):
+ * raw pages straight into target memory, the rest into the record's buffer
+ * where it would have been, each entry applied as it comes. */
+static int read_pages_into(struct ckpt_reader *r, struct ckpt_record *rec)
+{
+	struct ckpt_pages_view *v = &rec->u.pages;
+	const struct ckpt_page_target *target = r->into;
+	int slot = ckpt_info_region_slot(&r->info, v->region_id);
+	uint8_t *host = slot >= 0 && !target->place ? target->host[slot] : NULL;
+	uint8_t *data = (uint8_t *)v->data;
+	uint32_t ps = r->info.page_size;
+
+	if (!host)
+		return reject(r, CKPT_E_RANGE, "region %u is not mapped", v->region_id);
+	for (uint32_t i = 0; i < v->count; i++) {
+		const uint8_t *e = (const uint8_t *)&v->entries[i];
+		uint32_t size = get32(FIELD(e, struct ckpt_page_entry, size));
+		uint8_t enc = e[offsetof(struct ckpt_page_entry, encoding)];
+		uint8_t *to = data;
+
+		if (enc == CKPT_ENC_RAW)
+			to = host + get64(FIELD(e, struct ckpt_page_entry, page)) * ps;
+		if (enc != CKPT_ENC_ZERO && read_exact(r, to, size, "record payload"))
+			return r->ret;
+		if (apply_entry(r, v, i, to, slot, host, target, NULL))
+			return r->ret;
+		if (enc != CKPT_ENC_ZERO)
+			data += size;
+	}
+	v->applied = true;
+	return 0;
+}
+
+void ckpt_reader_read_into(struct ckpt_reader *r, const struct ckpt_page_target *target)
+{
+	r->into = target && !target->place ? target : NULL;
+}
+
 int ckpt_reader_apply(struct ckpt_reader *r, const struct ckpt_record *rec,
 		      const struct ckpt_page_target *target)
 {
 	struct page_run run = { .fd = -1 };
 	const struct ckpt_pages_view *v = &rec->u.pages;
-	uint32_t ps = r->info.page_size;
 	const uint8_t *data = v->data;
 	int slot;
 	uint8_t *host;
@@ -974,6 +1079,8 @@ int ckpt_reader_apply(struct ckpt_reader *r, const struct ckpt_record *rec,
 		return r->ret;
 	if (rec->type != CKPT_REC_PAGES)
 		return -EINVAL;
+	if (v->applied)
+		return 0;
 	slot = ckpt_info_region_slot(&r->info, v->region_id);
 	if (slot >= 0 && target->place)
 		return apply_placed(r, v, slot, target);
@@ -985,50 +1092,11 @@ int ckpt_reader_apply(struct ckpt_reader *r, const struct ckpt_record *rec,
 
 	for (uint32_t i = 0; i < v->count; i++) {
 		const uint8_t *e = (const uint8_t *)&v->entries[i];
-		uint64_t page = get64(FIELD(e, struct ckpt_page_entry, page));
-		uint32_t size = get32(FIELD(e, struct ckpt_page_entry, size));
-		uint8_t enc = e[offsetof(struct ckpt_page_entry, encoding)];
-		uint8_t *dst = host + page * ps;
 
-		if (enc != CKPT_ENC_ZERO && !entry_whole(v, i, data, size)) {
-			if (!note_torn(target, slot, page))
-				return reject(r, CKPT_E_CHECKSUM, "region %u page %llu arrived torn",
-					      v->region_id, (unsigned long long)page);
-			data += size;
-			continue;
-		}
-		if (enc == CKPT_ENC_DELTA && is_owed(target, slot, page))
-			return reject(r, CKPT_E_ENCODING, "region %u page %llu: a DELTA onto a torn "
-				      "page", v->region_id, (unsigned long long)page);
-		note_whole(target, slot, page, enc == CKPT_ENC_ZERO ? size : 1);
-		if (enc == CKPT_ENC_ZERO) {
-			if (target->zero_range && size >= target->zero_range_min) {
-				if (target->zero_range(target->opaque, (unsigned)slot, page, size))
-					return reject(r, CKPT_E_IO, "clearing region %u pages %llu+%u",
-						      v->region_id, (unsigned long long)page, size);
-				continue;
-			}
-			/* Reading first keeps untouched guest memory unallocated. */
-			for (uint32_t k = 0; k < size; k++, dst += ps)
-				if (!ckpt_page_is_zero(dst, ps))
-					memset(dst, 0, ps);
-			continue;
-		}
-		if (run.fd >= 0 && enc == CKPT_ENC_RAW && size == ps) {
-			if (run_add(&run, target->fd_offset[slot] + page * ps, data, ps))
-				return reject(r, CKPT_E_IO, "writing region %u page %llu: %s",
-					      v->region_id, (unsigned long long)page,
-					      strerror(errno));
-			data += size;
-			continue;
-		}
-		if (run.n && run_flush(&run))
-			return reject(r, CKPT_E_IO, "writing region %u: %s", v->region_id,
-				      strerror(errno));
-		if (ckpt_page_decode(enc, data, size, dst, ps, r->scratch))
-			return reject(r, CKPT_E_ENCODING, "region %u page %llu (encoding %u)",
-				      v->region_id, (unsigned long long)page, enc);
-		data += size;
+		if (apply_entry(r, v, i, data, slot, host, target, &run))
+			return r->ret;
+		if (e[offsetof(struct ckpt_page_entry, encoding)] != CKPT_ENC_ZERO)
+			data += get32(FIELD(e, struct ckpt_page_entry, size));
 	}
 	if (run.n && run_flush(&run))
 		return reject(r, CKPT_E_IO, "writing region %u: %s", v->region_id, strerror(errno));

@@ -57,7 +57,7 @@ struct page_out {
 
 /*
  * Tests (fault point src-tear-page): the first page of a LIVE record past
- * the first 2 MiB goes out with a byte changed, as if the guest had written
+ * the first 8 MiB goes out with a byte changed, as if the guest had written
  * it while it was read, but no dirty log will send it again: the
  * destination must refuse the stream. The guest's page stays as it is.
  */
@@ -70,7 +70,7 @@ static int send_maybe_torn(struct out_channel *c, const struct iovec *iov, int i
 	int ret;
 
 	if (iovcnt < 5 || iov[0].iov_len != sizeof(*h) ||
-	    !(le16toh(h->flags) & CKPT_RECF_LIVE) || c->x->bytes_sent < (2u << 20) ||
+	    !(le16toh(h->flags) & CKPT_RECF_LIVE) || c->x->bytes_sent < (8u << 20) ||
 	    !fault_point("src-tear-page"))
 		return xport_sendv(c->x, iov, iovcnt);
 	n = iov[4].iov_len < sizeof(torn) ? iov[4].iov_len : sizeof(torn);
@@ -454,7 +454,9 @@ struct page_in {
 	int control_fd;
 	unsigned n;
 	struct ckpt_image_info info;
-	struct ckpt_page_target target;
+	struct ckpt_page_target target;	/* under lock: post-copy changes it */
+	struct ckpt_page_target into;	/* with read_into: LIVE pages go here as read */
+	bool read_into;
 	struct in_channel ch[MIG_MAX_CHANNELS];
 };
 
@@ -487,6 +489,8 @@ static void *in_main(void *arg)
 	const char *why = NULL;
 	char reason[CKPT_ABORT_MAX + 1] = "";
 
+	if (r && pi->read_into)
+		ckpt_reader_read_into(r, &pi->into);
 	while (!ret && (ret = ckpt_reader_next(r, &rec)) == 0) {
 		if (rec.type == CKPT_REC_HEADER) {
 			if (!same_image(rec.u.header, &pi->info))
@@ -567,7 +571,8 @@ const char *page_in_aborted(struct page_in *pi)
 
 struct page_in *page_in_start(struct xport **data, unsigned n,
 			      const struct ckpt_image_info *control_info,
-			      const struct ckpt_page_target *target, struct xport *control)
+			      const struct ckpt_page_target *target, bool read_into,
+			      struct xport *control)
 {
 	struct page_in *pi = calloc(1, sizeof(*pi));
 
@@ -581,6 +586,8 @@ struct page_in *page_in_start(struct xport **data, unsigned n,
 	pi->control_fd = control ? xport_fd(control) : -1;
 	pi->info = *control_info;
 	pi->target = *target;
+	pi->into = *target;
+	pi->read_into = read_into;
 	for (unsigned i = 0; i < n; i++) {
 		pi->ch[i].pi = pi;
 		pi->ch[i].x = data[i];

@@ -55,10 +55,13 @@ void page_out_stats(struct page_out *o, struct ckpt_writer_stats *sum, uint64_t 
 struct page_in;
 
 /* control: a data channel that fails stops reading it (SHUT_RD), so the
- * control thread wakes up and can tell the source why. */
+ * control thread wakes up and can tell the source why. read_into: LIVE
+ * pages are read straight into target's memory (ckpt_reader_read_into);
+ * never where post-copy may change the target. */
 struct page_in *page_in_start(struct xport **data, unsigned n,
 			      const struct ckpt_image_info *control_info,
-			      const struct ckpt_page_target *target, struct xport *control);
+			      const struct ckpt_page_target *target, bool read_into,
+			      struct xport *control);
 /* A failed channel's reason, or NULL. */
 const char *page_in_failure(struct page_in *pi);
 /* The reason of an ABORT that ended a data stream, or NULL. */

@@ -260,9 +260,13 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 	}
 	if (vm->ops->load_state(vm, &rec, err, errlen))
 		goto refuse;
+	/* LIVE pages straight into guest memory, where post-copy cannot come
+	 * (it changes the target at its switch) */
+	if (!o->fault_channel)
+		ckpt_reader_read_into(r, &target);
 	if (o->nr_data_channels) {
 		pi = page_in_start((struct xport **)o->data_channels, o->nr_data_channels, &info,
-				   &target, x);
+				   &target, !o->fault_channel, x);
 		if (!pi) {
 			snprintf(err, errlen, "cannot start the data channels");
 			goto refuse;

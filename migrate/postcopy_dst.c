@@ -674,7 +674,7 @@ static int recover(struct postcopy_dst *d, struct postcopy_ctx *c, struct ckpt_s
 		return -EPIPE;
 	set_fault(d, links->fault, false);	/* it asks again what it asked before */
 	if (links->nr_data &&
-	    !(c->pi = page_in_start(links->data, links->nr_data, &d->info, c->target, c->x)))
+	    !(c->pi = page_in_start(links->data, links->nr_data, &d->info, c->target, false, c->x)))
 		return -ENOMEM;
 	c->st->recoveries++;
 	c->st->status = MIG_POSTCOPY_ACTIVE;
