@@ -11,7 +11,7 @@
  *
  * What the encoder emits and the decoder takes are messages, each a kind
  * and a payload; whoever carries them keeps their order and their bounds
- * (libvirt_jobs.c puts one in a frame). Both ends are hostile to each
+ * (libvirt_frames.c puts one in a frame). Both ends are hostile to each
  * other until checked: the decoder refuses what the format does not allow
  * with a message that says what.
  */
