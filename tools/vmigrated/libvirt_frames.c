@@ -16,6 +16,13 @@
  *   destination -> source
  *   1 DATA    bytes of the destination QEMU's return path, relayed as they
  *             come: 1 to LVD_FRAME_MAX bytes
+ *   6 ACK     vmigrate's own end-to-end acknowledgement, right after the
+ *             DATA that carried the destination QEMU's SHUT 0, only when
+ *             every record arrived with its checksum and the COMMIT
+ *             matched: le64 bytes of records checked, le64 bytes of device
+ *             state the destination QEMU took (16 bytes). The source gives
+ *             its QEMU that SHUT only on an ACK whose counts are what it
+ *             sent (libvirt_out.c, "The hold point"); at most one ACK
  *   both ways
  *   2 END     the QEMU on the sender's side closed its end; no payload
  *   3 ABORT   the sender gives up; payload: why (text, at most 512 bytes)
@@ -61,17 +68,32 @@ int lvd_frame_head(struct xport *x, bool from_source, uint32_t *type, uint32_t *
 	n = *len = hdr[4] | hdr[5] << 8 | hdr[6] << 16 | (uint32_t)hdr[7] << 24;
 	switch (t) {
 	case LVD_FRAME_END:
-		return n ? -EPROTO : 0;
+		return n ? -EBADMSG : 0;
 	case LVD_FRAME_ABORT:
-		return n > LVD_WHY_MAX ? -EPROTO : 0;
+		return n > LVD_WHY_MAX ? -EBADMSG : 0;
 	case LVD_FRAME_DATA:
-		return from_source || n == 0 || n > LVD_FRAME_MAX ? -EPROTO : 0;
+		return from_source || n == 0 || n > LVD_FRAME_MAX ? -EBADMSG : 0;
+	case LVD_FRAME_ACK:
+		return from_source || n != LVD_ACK_LEN ? -EBADMSG : 0;
 	case LVD_FRAME_EVENT:
-		return !from_source || n < 4 || n > QSREC_EVENT_MAX ? -EPROTO : 0;
+		return !from_source || n < 4 || n > QSREC_EVENT_MAX ? -EBADMSG : 0;
 	case LVD_FRAME_RECORDS:
-		return !from_source || n == 0 || n > QSREC_RECORDS_MAX ? -EPROTO : 0;
+		return !from_source || n == 0 || n > QSREC_RECORDS_MAX ? -EBADMSG : 0;
 	}
-	return -EPROTO;
+	return -EBADMSG;
+}
+
+const char *lvd_frame_error(int ret, const char *on_close)
+{
+	switch (ret) {
+	case -EBADMSG:
+		return "a frame this protocol does not have";
+	case -EPIPE:
+		return on_close;
+	case -EPROTO:	/* OpenSSL's "unexpected eof", or a damaged record */
+		return "the TLS session broke off (the service died, or its bytes were damaged)";
+	}
+	return strerror(-ret);
 }
 
 int lvd_send_message(void *opaque, unsigned kind, const struct iovec *iov, int iovcnt)

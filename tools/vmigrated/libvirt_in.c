@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "libvirt_jobs_int.h"
 #include "log.h"
 #include "qemu_stream.h"
@@ -75,6 +77,54 @@ static int connect_qemu(const char *path, char *err, size_t errlen)
 	return -1;
 }
 
+/* The destination QEMU's SHUT, seen on its return path on the way back. */
+struct dst_shut {
+	bool seen;
+	uint32_t value;			/* 0: QEMU loaded the whole stream */
+};
+
+static int dst_rp(void *opaque, const struct qstream_rp_msg *m)
+{
+	struct dst_shut *ds = opaque;
+
+	if (m->type == QSTREAM_RP_SHUT) {
+		ds->seen = true;
+		ds->value = m->value;
+	}
+	return 0;
+}
+
+/* The ACK after QEMU's SHUT (libvirt_frames.c): 0, or why there is none
+ * in err. Without it the source keeps the domain. */
+static int send_ack(struct xport *x, const struct dst_shut *ds, const struct qsrec_decoder *dec,
+		    const struct qstream_writer *w, char *err, size_t errlen)
+{
+	uint64_t v[2] = { qsrec_decoder_record_bytes(dec), qstream_writer_stats(w)->device_bytes };
+	uint8_t ack[LVD_ACK_LEN];
+
+	if (ds->value) {
+		snprintf(err, errlen, "the destination QEMU failed to load the stream (its SHUT "
+			 "says %u)", ds->value);
+		return -EIO;
+	}
+	if (!qsrec_decoder_committed(dec)) {
+		snprintf(err, errlen, "the destination QEMU ended its stream before the records' "
+			 "COMMIT");
+		return -EPROTO;
+	}
+	if (fault_point("dst-exit-before-ack"))
+		_exit(1);	/* tests: a destination that dies after the last byte */
+	if (fault_point("dst-stop-before-ack"))
+		raise(SIGSTOP);	/* tests: a destination that stalls there */
+	for (int i = 0; i < LVD_ACK_LEN; i++)
+		ack[i] = (uint8_t)(v[i / 8] >> (8 * (i % 8)));
+	if (lvd_frame_send(x, LVD_FRAME_ACK, ack, LVD_ACK_LEN)) {
+		snprintf(err, errlen, "the session back to the source: %s", strerror(-x->err));
+		return x->err;
+	}
+	return 0;
+}
+
 /* After an ABORT, read what the source still sends until it reads the
  * ABORT and closes (at most a few seconds): closing with its frames
  * unread would reset the connection, and the reset can discard the ABORT
@@ -106,6 +156,8 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 	struct incoming in = { .q = -1 };
 	struct qstream_sink sink = { to_qemu, &in };
 	struct qsrec_decoder *dec = NULL;
+	struct dst_shut ds = { 0 };
+	struct qstream_rp_parser *rp = qstream_rp_parser_new(dst_rp, &ds);
 	char path[400], err[600] = "", title[16];
 	bool src_end = false, q_eof = false;
 	double started = lvd_now();
@@ -122,7 +174,7 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 	in.path = path;
 	in.w = qstream_writer_new(&sink);
 	dec = in.w ? qsrec_decoder_new(in.w) : NULL;
-	if (!dec) {
+	if (!dec || !rp) {
 		peer_answer(x, false, "out of memory");
 		_exit(1);
 	}
@@ -164,10 +216,8 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 			if (!ret && len)
 				ret = xport_recv_exact(x, space, len);
 			if (ret) {
-				snprintf(err, sizeof(err), "the source's service: %s", ret == -EPROTO ?
-					 "a frame this protocol does not have" : ret == -EPIPE ?
-					 "it closed the session before the stream ended" :
-					 strerror(-ret));
+				snprintf(err, sizeof(err), "the source's service: %s", lvd_frame_error(
+					 ret, "it closed the session before the stream ended"));
 				break;
 			}
 			if (type == LVD_FRAME_ABORT) {
@@ -217,9 +267,18 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 						 "before the stream ended");
 				continue;
 			}
+			bool seen_before = ds.seen;
+
+			if (qstream_rp_parser_feed(rp, buf, (size_t)len)) {
+				snprintf(err, sizeof(err), "the destination QEMU's return path: %s",
+					 qstream_rp_parser_errmsg(rp));
+				continue;
+			}
 			if (lvd_frame_send(x, LVD_FRAME_DATA, buf, (uint32_t)len))
 				snprintf(err, sizeof(err), "the session back to the source: %s",
 					 strerror(-x->err));
+			else if (ds.seen && !seen_before)
+				send_ack(x, &ds, dec, in.w, err, sizeof(err));
 		}
 	}
 	if (err[0]) {
@@ -264,6 +323,7 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 		log_write(LOG_INFO, h->name, h->job, "incoming libvirt job %s: %llu bytes of QEMU's "
 			"stream written", h->job, (unsigned long long)in.bytes);
 	xport_close(x);
+	qstream_rp_parser_free(rp);
 	qsrec_decoder_free(dec);
 	qstream_writer_free(in.w);
 	_exit(err[0] ? 1 : 0);
