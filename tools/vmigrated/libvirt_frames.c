@@ -40,7 +40,6 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "fault.h"
 #include "libvirt_jobs_int.h"
 #include "qemu_stream_records.h"
 
@@ -96,27 +95,6 @@ const char *lvd_frame_error(int ret, const char *on_close)
 	return strerror(-ret);
 }
 
-int lvd_send_message(void *opaque, unsigned kind, const struct iovec *iov, int iovcnt)
-{
-	struct xport *x = opaque;
-	uint32_t type = kind == QSREC_MSG_EVENT ? LVD_FRAME_EVENT : LVD_FRAME_RECORDS, len = 0;
-	struct iovec v[10];
-	uint8_t hdr[8];
-
-	if (iovcnt > 9)
-		return -EINVAL;
-	for (int i = 0; i < iovcnt; i++)
-		len += (uint32_t)iov[i].iov_len;
-	if (type == LVD_FRAME_RECORDS)
-		fault_corrupt_batch(iov, iovcnt, x->bytes_sent, 4u << 20);
-	for (int i = 0; i < 4; i++) {
-		hdr[i] = (uint8_t)(type >> (8 * i));
-		hdr[4 + i] = (uint8_t)(len >> (8 * i));
-	}
-	v[0] = (struct iovec){ hdr, 8 };
-	memcpy(v + 1, iov, (size_t)iovcnt * sizeof(*iov));
-	return xport_sendv(x, v, iovcnt + 1);
-}
 
 int lvd_write_all(int fd, const void *buf, size_t len)
 {

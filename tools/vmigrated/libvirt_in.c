@@ -21,6 +21,8 @@
 #include "qemu_stream.h"
 #include "qemu_stream_records.h"
 
+#define LVD_QEMU_SNDBUF	(16 << 20)	/* bytes written ahead into the destination QEMU */
+
 struct incoming {
 	int q;
 	struct qstream_writer *w;
@@ -66,8 +68,15 @@ static int connect_qemu(const char *path, char *err, size_t errlen)
 		s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (s < 0)
 			break;
-		if (connect(s, (struct sockaddr *)&a, sizeof(a)) == 0)
+		if (connect(s, (struct sockaddr *)&a, sizeof(a)) == 0) {
+			/* room to write ahead while QEMU loads what it has: decoding
+			 * here and loading there overlap instead of taking turns */
+			int room = LVD_QEMU_SNDBUF;
+
+			if (setsockopt(s, SOL_SOCKET, SO_SNDBUFFORCE, &room, sizeof(room)))
+				setsockopt(s, SOL_SOCKET, SO_SNDBUF, &room, sizeof(room));
 			return s;
+		}
 		close(s);
 		if (errno != ENOENT && errno != ECONNREFUSED)
 			break;

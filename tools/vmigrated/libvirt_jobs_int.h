@@ -49,8 +49,6 @@ int lvd_frame_send(struct xport *x, uint32_t type, const void *buf, uint32_t len
 int lvd_frame_head(struct xport *x, bool from_source, uint32_t *type, uint32_t *len);
 /* What a failed lvd_frame_head or receive says, on_close for the peer's end. */
 const char *lvd_frame_error(int ret, const char *on_close);
-/* The encoder's messages as frames (a qsrec_out's send; opaque: the xport). */
-int lvd_send_message(void *opaque, unsigned kind, const struct iovec *iov, int iovcnt);
 
 /* All of buf into a socket; 0 or -errno. */
 int lvd_write_all(int fd, const void *buf, size_t len);

@@ -1,9 +1,9 @@
 /*
  * The source's job for a libvirt domain (lvd_run_outgoing, in a child of
- * the service): libvirt's peer-to-peer migration in one thread, QEMU's
- * stream from our unix socket through the QEMU stream parser and the
- * record encoder onto the peer session, the destination QEMU's return
- * path back into the source QEMU, and the job's figures.
+ * the service): our unix socket for QEMU's stream, the session to the
+ * destination's service, libvirt's peer-to-peer migration in one thread
+ * and its figures in another, the relay (libvirt_out_relay.c), and the
+ * job's end: where the domain is, and why.
  */
 #include <errno.h>
 #include <poll.h>
@@ -20,31 +20,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "libvirt_host.h"
-#include "libvirt_jobs_int.h"
+#include "libvirt_out.h"
 #include "log.h"
-#include "qemu_stream.h"
-#include "qemu_stream_records.h"
-
-struct outgoing {
-	const struct lvd_config *c;
-	const struct lvd_outgoing *o;
-	pthread_mutex_t lock;
-	/* under lock */
-	uint64_t stream_bytes, wire_bytes, rp_bytes;
-	uint64_t pages, zero_pages, device_bytes;
-	uint64_t record_bytes, lz4_pages, raw_pages;	/* the encoder's */
-	struct lv_job_stats lv;		/* libvirt's, while it runs */
-	char status[16];
-	char error[700];
-	double started;
-	bool done;
-	bool stalled;			/* the watchdog gave the job up */
-	/* the migration thread's result */
-	atomic_bool mig_done;
-	int mig_ret;
-	char mig_err[600];
-};
 
 static struct json_object *outgoing_json(struct outgoing *g)
 {
@@ -162,9 +139,7 @@ static void *stats_thread(void *opaque)
 	return NULL;
 }
 
-static void outgoing_fail(struct outgoing *g, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void outgoing_fail(struct outgoing *g, const char *fmt, ...)
+void outgoing_fail(struct outgoing *g, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -177,7 +152,7 @@ static void outgoing_fail(struct outgoing *g, const char *fmt, ...)
 	pthread_mutex_unlock(&g->lock);
 }
 
-static bool outgoing_failed(struct outgoing *g)
+bool outgoing_failed(struct outgoing *g)
 {
 	bool f;
 
@@ -185,95 +160,6 @@ static bool outgoing_failed(struct outgoing *g)
 	f = g->error[0] != 0;
 	pthread_mutex_unlock(&g->lock);
 	return f;
-}
-
-/*
- * The hold point. QEMU 7.2's source, with its return path open (libvirt
- * turns return-path on for every migration that is not tunnelled), waits
- * in migration_completion for its return-path thread to end before it
- * reports "completed": that thread ends on the destination's SHUT, or on
- * an error, and a return path that closes without SHUT is an error
- * (mark_source_rp_bad), after which the source QEMU fails the migration
- * and runs the guest again. libvirt kills the source QEMU only after
- * "completed". So the destination QEMU's SHUT is held here until the
- * destination's service acknowledged (ACK) that every record arrived with
- * its checksum, the COMMIT matched and its QEMU took the whole stream;
- * without the ACK QEMU's socket closes and the domain stays here.
- *
- *   dest QEMU --SHUT--> dest service --DATA(SHUT), ACK--> here --SHUT--> QEMU
- *                                                     (held until ACK)
- */
-struct shut_hold {
-	bool seen;			/* the return path's SHUT came */
-	uint32_t value;			/* its value: 0 = the destination loaded */
-	uint8_t held[QSTREAM_RP_MSG_LEN];	/* its bytes not yet given to QEMU */
-	size_t n_held;
-	bool acked;			/* the ACK matched: the SHUT went to QEMU */
-};
-
-static int src_rp(void *opaque, const struct qstream_rp_msg *m)
-{
-	struct shut_hold *sh = opaque;
-
-	if (m->type == QSTREAM_RP_SHUT) {
-		sh->seen = true;
-		sh->value = m->value;
-	}
-	return 0;
-}
-
-/* The bytes of a DATA frame the source QEMU may have now: all but the
- * SHUT's when this frame completed it (nothing may follow SHUT, so those
- * are its last bytes). Bytes of a SHUT split over two frames that went
- * before are harmless: QEMU cannot finish reading it without the rest. */
-static size_t shut_hold_take(struct shut_hold *sh, bool seen_before, const uint8_t *buf,
-			     size_t len)
-{
-	size_t tail;
-
-	if (!sh->seen || seen_before)
-		return len;
-	tail = len < QSTREAM_RP_MSG_LEN ? len : QSTREAM_RP_MSG_LEN;
-	memcpy(sh->held, buf + len - tail, tail);
-	sh->n_held = tail;
-	return len - tail;
-}
-
-static uint64_t le64_at(const uint8_t *b)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | b[i];
-	return v;
-}
-
-/* The destination's ACK (le64 record bytes it checked, le64 device state
- * bytes its QEMU took) against what was sent: 0, or -EPROTO with the
- * failure set. */
-static int shut_hold_ack(struct outgoing *g, struct shut_hold *sh, const uint8_t *buf,
-			 const struct qstream_parser *p, const struct qsrec_encoder *enc)
-{
-	struct qsrec_enc_stats es;
-	uint64_t records = le64_at(buf), device = le64_at(buf + 8);
-	uint64_t sent_device = qstream_parser_stats(p)->device_bytes;
-
-	qsrec_encoder_stats(enc, &es);
-	if (!sh->seen || sh->value || sh->acked) {
-		outgoing_fail(g, "the destination's service: an acknowledgement %s",
-			      sh->acked ? "twice" : sh->seen ? "of a QEMU that failed to load" :
-			      "before its QEMU's SHUT");
-		return -EPROTO;
-	}
-	if (records != es.record_bytes || device != sent_device) {
-		outgoing_fail(g, "the destination acknowledged %llu bytes of records and %llu of "
-			      "device state, %llu and %llu were sent",
-			      (unsigned long long)records, (unsigned long long)device,
-			      (unsigned long long)es.record_bytes, (unsigned long long)sent_device);
-		return -EPROTO;
-	}
-	sh->acked = true;
-	return 0;
 }
 
 /* Wait for the source QEMU on the listening socket, as long as libvirt's
@@ -290,251 +176,6 @@ static int accept_qemu(struct outgoing *g, int l)
 			return accept4(l, NULL, NULL, SOCK_CLOEXEC);
 	}
 	return -ECANCELED;
-}
-
-/* What a failed send on the session says: a peer that went away, by name. */
-static void session_failed(struct outgoing *g, int err)
-{
-	if (err == -EPIPE || err == -ECONNRESET)
-		outgoing_fail(g, "the destination's service: it closed the session (%s)",
-			      strerror(-err));
-	else
-		outgoing_fail(g, "the session to %s: %s", g->o->dest, strerror(-err));
-}
-
-/* The parser stopped: QEMU's stream was refused, or the encoder (or the
- * session under it) failed. */
-static void stream_failed(struct outgoing *g, struct qstream_parser *p,
-			  struct qsrec_encoder *enc, struct xport *x)
-{
-	if (qstream_parser_error(p) != QSTREAM_E_CONSUMER)
-		outgoing_fail(g, "QEMU's stream: %s", qstream_parser_errmsg(p));
-	else if (x->err)
-		session_failed(g, x->err);
-	else
-		outgoing_fail(g, "QEMU's stream: %s", qsrec_encoder_errmsg(enc));
-}
-
-static void outgoing_count(struct outgoing *g, struct qstream_parser *p,
-			   struct qsrec_encoder *enc, struct xport *x, size_t len)
-{
-	const struct qstream_stats *s = qstream_parser_stats(p);
-	struct qsrec_enc_stats es;
-
-	qsrec_encoder_stats(enc, &es);
-	pthread_mutex_lock(&g->lock);
-	g->stream_bytes += (uint64_t)len;
-	g->wire_bytes = x->bytes_sent;
-	g->pages = s->pages;
-	g->zero_pages = s->zero_pages;
-	g->device_bytes = s->device_bytes;
-	g->record_bytes = es.record_bytes;
-	g->lz4_pages = es.pages[CKPT_ENC_LZ4];
-	g->raw_pages = es.pages[CKPT_ENC_RAW];
-	pthread_mutex_unlock(&g->lock);
-}
-
-/* What the parser hands the encoder, with one check of ours first: a
- * stream without OPEN_RETURN_PATH has no hold point (shut_hold), so its
- * device state, which lets the destination run, never leaves. */
-struct stream_check {
-	struct outgoing *g;
-	struct qsrec_encoder *enc;
-	bool rp_open;
-};
-
-static int checked_event(void *opaque, const struct qstream_event *ev)
-{
-	struct stream_check *sc = opaque;
-
-	if (ev->type == QSTREAM_EV_COMMAND && ev->u.command.cmd == QSTREAM_CMD_OPEN_RETURN_PATH)
-		sc->rp_open = true;
-	if (ev->type == QSTREAM_EV_DEVICE && !sc->rp_open) {
-		outgoing_fail(sc->g, "QEMU's stream has no return path (capability return-path "
-			      "off): the source could not be held until the destination "
-			      "acknowledged");
-		return -EPROTO;
-	}
-	return qsrec_encoder_event(sc->enc, ev);
-}
-
-/* The watchdog's bound: no byte from QEMU and no frame from the
- * destination for this long, and the job is given up (a paused source
- * waiting for a stalled destination must not hang). */
-static int stall_limit_ms(const struct lvd_outgoing *o)
-{
-	return o->io_timeout_ms > 0 ? o->io_timeout_ms : 30000;
-}
-
-/* The watchdog fired: QEMU's socket closes first (the source QEMU, even
- * one paused in its completion, sees its return path end and runs the
- * guest again), then libvirt aborts its job wherever it waits. */
-static void stalled_abort(struct outgoing *g, int q)
-{
-	struct lv_host *h;
-	char err[512];
-
-	shutdown(q, SHUT_RDWR);
-	h = lv_open(g->c->uri, err, sizeof(err));
-	if (!h || lv_abort_job(h, g->o->name, err, sizeof(err)))
-		log_write(LOG_INFO, g->o->name, g->o->job, "after the stall: %s", err);
-	lv_close(h);
-}
-
-/* QEMU's stream to the session as records and events, and the return path
- * back, until both QEMU closed its end and the destination said END, or
- * something failed. */
-static void relay_out(struct outgoing *g, int q, struct xport *x)
-{
-	static uint8_t buf[LVD_FRAME_MAX];
-	struct qsrec_out out = { lvd_send_message, x };
-	struct qsrec_enc_opts eo = {
-		.guest_name = g->o->name,
-		.lz4 = strcmp(g->o->compress, "off") != 0,
-		.lz4_auto = strcmp(g->o->compress, "auto") == 0,
-	};
-	struct stream_check sc = { .g = g, .enc = qsrec_encoder_new(&out, &eo) };
-	struct qsrec_encoder *enc = sc.enc;
-	struct qstream_parser *p = enc ? qstream_parser_new(checked_event, &sc) : NULL;
-	struct shut_hold sh = { 0 };
-	struct qstream_rp_parser *rp = qstream_rp_parser_new(src_rp, &sh);
-	bool q_eof = false, dest_end = false;
-	double last_progress = lvd_now();
-
-	if (!p || !rp) {
-		outgoing_fail(g, "out of memory");
-		goto out;
-	}
-	while (!(q_eof && dest_end) && !outgoing_failed(g)) {
-		struct pollfd pfd[2] = {
-			{ .fd = q_eof ? -1 : q, .events = POLLIN },
-			{ .fd = xport_fd(x), .events = POLLIN },
-		};
-		int n;
-
-		if (xport_poll_in(x, 0) > 0) {
-			uint32_t type, len;
-			int ret = lvd_frame_head(x, false, &type, &len);
-			bool seen_before = sh.seen;
-			size_t give;
-
-			if (!ret && len)
-				ret = xport_recv_exact(x, buf, len);
-			if (ret) {
-				outgoing_fail(g, "the destination's service: %s",
-					      lvd_frame_error(ret, "it closed the session"));
-				break;
-			}
-			last_progress = lvd_now();
-			if (type == LVD_FRAME_ABORT) {
-				outgoing_fail(g, "the destination gave up: %.*s", (int)len, buf);
-				break;
-			}
-			if (type == LVD_FRAME_END) {
-				dest_end = true;
-				continue;
-			}
-			if (type == LVD_FRAME_ACK) {
-				if (shut_hold_ack(g, &sh, buf, p, enc))
-					break;
-				give = sh.n_held;
-				memcpy(buf, sh.held, give);
-			} else {
-				pthread_mutex_lock(&g->lock);
-				g->rp_bytes += len;
-				pthread_mutex_unlock(&g->lock);
-				if (qstream_rp_parser_feed(rp, buf, len)) {
-					outgoing_fail(g, "the destination QEMU's return path: %s",
-						      qstream_rp_parser_errmsg(rp));
-					break;
-				}
-				give = shut_hold_take(&sh, seen_before, buf, len);
-			}
-			/* a source QEMU that closed needs no more answers */
-			if (!q_eof && give) {
-				ret = lvd_write_all(q, buf, give);
-				if (ret && ret != -EPIPE && ret != -ECONNRESET) {
-					outgoing_fail(g, "writing QEMU's return path: %s",
-						      strerror(-ret));
-					break;
-				}
-			}
-			continue;
-		}
-		if (lvd_now() - last_progress > stall_limit_ms(g->o) / 1000.0) {
-			/* after the ACK the domain is the destination's: only stop waiting */
-			if (sh.acked)
-				break;
-			outgoing_fail(g, "no progress for %d ms: the destination stalls (%s); "
-				      "the migration is aborted", stall_limit_ms(g->o),
-				      sh.seen ? "its QEMU loaded the stream, its service never "
-				      "acknowledged" : "QEMU's stream or its return path stands still");
-			pthread_mutex_lock(&g->lock);
-			g->stalled = true;
-			pthread_mutex_unlock(&g->lock);
-			stalled_abort(g, q);
-			break;
-		}
-		n = poll(pfd, 2, 200);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			outgoing_fail(g, "poll: %s", strerror(errno));
-			break;
-		}
-		if (n == 0) {
-			/* libvirt ended its job with QEMU's stream still open */
-			if (atomic_load(&g->mig_done) && g->mig_ret && !q_eof)
-				break;
-			continue;
-		}
-		if (!q_eof && pfd[0].revents) {
-			ssize_t len = read(q, buf, sizeof(buf));
-
-			if (len < 0 && errno == EINTR)
-				continue;
-			if (len < 0 && errno != ECONNRESET) {
-				outgoing_fail(g, "reading QEMU's stream: %s", strerror(errno));
-				break;
-			}
-			last_progress = lvd_now();
-			if (len <= 0) {
-				q_eof = true;
-				if (qstream_parser_finish(p)) {
-					stream_failed(g, p, enc, x);
-					break;
-				}
-				if (lvd_frame_send(x, LVD_FRAME_END, NULL, 0)) {
-					session_failed(g, x->err);
-					break;
-				}
-				continue;
-			}
-			/* the encoder sends what the parser hands it */
-			if (qstream_parser_feed(p, buf, (size_t)len)) {
-				stream_failed(g, p, enc, x);
-				break;
-			}
-			outgoing_count(g, p, enc, x, (size_t)len);
-		}
-	}
-	if (outgoing_failed(g)) {
-		char why[LVD_WHY_MAX];
-
-		/* QEMU first: its migration fails now, not after the ABORT's send */
-		shutdown(q, SHUT_RDWR);
-		pthread_mutex_lock(&g->lock);
-		snprintf(why, sizeof(why), "%.500s", g->error);
-		pthread_mutex_unlock(&g->lock);
-		lvd_frame_send(x, LVD_FRAME_ABORT, why, (uint32_t)strlen(why));
-	}
-	pthread_mutex_lock(&g->lock);
-	g->wire_bytes = x->bytes_sent;
-	pthread_mutex_unlock(&g->lock);
-out:
-	qstream_parser_free(p);
-	qsrec_encoder_free(enc);
-	qstream_rp_parser_free(rp);
 }
 
 _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_outgoing *o)
@@ -601,7 +242,7 @@ _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_out
 	/* the waiting is over: a frame begun is bounded by the io timeout */
 	ps.control->idle_ok = false;
 	if (q >= 0) {
-		relay_out(&g, q, ps.control);
+		lvd_relay_out(&g, q, ps.control);
 		close(q);	/* a failed relay: QEMU's migration fails, the domain stays */
 	}
 	peer_session_close(&ps);
