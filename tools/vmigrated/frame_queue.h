@@ -16,7 +16,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#define LVD_FQ_SLOTS	16	/* frames in flight: 16 MiB of 1 MiB records */
+#define LVD_FQ_SLOTS	4	/* frames in flight: deeper queues only lengthen the downtime (the
+				 * switchover waits for what they hold) */
 
 struct lvd_fq_slot {
 	uint32_t type, len;

@@ -21,7 +21,8 @@
 #include "qemu_stream.h"
 #include "qemu_stream_records.h"
 
-#define LVD_QEMU_SNDBUF	(16 << 20)	/* bytes written ahead into the destination QEMU */
+#define LVD_QEMU_SNDBUF	(4 << 20)	/* bytes written ahead into the destination QEMU:
+					 * more only lengthens the downtime */
 
 struct incoming {
 	int q;
