@@ -128,6 +128,7 @@ struct reader {
 	_Atomic uint64_t progress_ns;	/* the last byte read from QEMU */
 	atomic_bool eof;		/* QEMU closed its end, the END frame is queued */
 	atomic_bool stopped;		/* the reader ended (at eof, or failed) */
+	atomic_bool told_to_stop;	/* the sender ended first: what breaks now is no news */
 };
 
 static uint64_t mono_ns(void)
@@ -175,6 +176,8 @@ static int checked_event(void *opaque, const struct qstream_event *ev)
  * or the sender gave up (its reason is already the job's). */
 static void stream_failed(struct reader *r)
 {
+	if (atomic_load(&r->told_to_stop))
+		return;
 	if (qstream_parser_error(r->p) != QSTREAM_E_CONSUMER)
 		outgoing_fail(r->g, "QEMU's stream: %s", qstream_parser_errmsg(r->p));
 	else
@@ -209,7 +212,8 @@ static void *reader_thread(void *opaque)
 		if (len < 0 && errno == EINTR)
 			continue;
 		if (len < 0 && errno != ECONNRESET) {
-			outgoing_fail(r->g, "reading QEMU's stream: %s", strerror(errno));
+			if (!atomic_load(&r->told_to_stop))
+				outgoing_fail(r->g, "reading QEMU's stream: %s", strerror(errno));
 			break;
 		}
 		atomic_store(&r->progress_ns, mono_ns());
@@ -244,9 +248,10 @@ static void session_failed(struct outgoing *g, int err)
 		outgoing_fail(g, "the session to %s: %s", g->o->dest, strerror(-err));
 }
 
-/* The watchdog's bound: no byte from QEMU and no frame from the
- * destination for this long, and the job is given up (a paused source
- * waiting for a stalled destination must not hang). */
+/* The watchdog's bound: no byte from QEMU, no frame sent and none from
+ * the destination for this long, and the job is given up (a paused
+ * source waiting for a stalled destination must not hang; a send that
+ * stands still fails by the session's own io timeout). */
 static int stall_limit_ms(const struct lvd_outgoing *o)
 {
 	return o->io_timeout_ms > 0 ? o->io_timeout_ms : 30000;
@@ -275,7 +280,7 @@ struct sender {
 	struct qstream_rp_parser *rp;
 	struct shut_hold sh;
 	uint64_t records_sent, device_sent;	/* what an ACK must count */
-	uint64_t progress_ns;			/* the last frame from the destination */
+	uint64_t progress_ns;			/* the last frame sent or received */
 	bool dest_end;
 };
 
@@ -337,6 +342,8 @@ static int send_frame(struct sender *s, const struct lvd_fq_slot *f)
 		session_failed(s->g, s->x->err);
 		return -1;
 	}
+	/* a send held back long by --bandwidth is progress too */
+	s->progress_ns = mono_ns();
 	if (f->type == LVD_FRAME_RECORDS)
 		s->records_sent += f->len;
 	else if (f->type == LVD_FRAME_EVENT && f->len >= 4 && f->data[0] == QSREC_EV_DEVICE &&
@@ -444,6 +451,7 @@ void lvd_relay_out(struct outgoing *g, int q, struct xport *x)
 		lvd_frame_send(x, LVD_FRAME_ABORT, why, (uint32_t)strlen(why));
 	}
 	/* a reader waiting on a full queue or on QEMU ends now */
+	atomic_store(&r.told_to_stop, true);
 	lvd_fq_cancel(&fq);
 	if (have_reader && !atomic_load(&r.stopped))
 		shutdown(q, SHUT_RD);
