@@ -362,6 +362,7 @@ void lvd_relay_out(struct outgoing *g, int q, struct xport *x)
 		.guest_name = g->o->name,
 		.lz4 = strcmp(g->o->compress, "off") != 0,
 		.lz4_auto = strcmp(g->o->compress, "auto") == 0,
+		.queued = true,
 	};
 	struct sender s = { .g = g, .q = q, .x = x, .progress_ns = mono_ns() };
 	uint64_t limit_ns = (uint64_t)stall_limit_ms(g->o) * 1000000u;

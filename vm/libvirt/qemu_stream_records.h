@@ -57,6 +57,7 @@ struct qsrec_enc_opts {
 	bool lz4;			/* try LZ4 on pages */
 	bool lz4_auto;			/* ... only where it pays (lz4_auto.h) */
 	unsigned batch_pages;		/* pages a PAGES record, 0 = default */
+	bool queued;			/* out.send only queues: another thread sends */
 };
 
 struct qsrec_enc_stats {
