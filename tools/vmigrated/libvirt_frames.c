@@ -22,7 +22,7 @@
  *             matched: le64 bytes of records checked, le64 bytes of device
  *             state the destination QEMU took (16 bytes). The source gives
  *             its QEMU that SHUT only on an ACK whose counts are what it
- *             sent (libvirt_out.c, "The hold point"); at most one ACK
+ *             sent (libvirt_out_relay.c, "The hold point"); at most one
  *   both ways
  *   2 END     the QEMU on the sender's side closed its end; no payload
  *   3 ABORT   the sender gives up; payload: why (text, at most 512 bytes)
