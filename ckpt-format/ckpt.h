@@ -56,6 +56,9 @@ struct ckpt_writer_opts {
 	 * cost of compressing against that of writing the bytes it saves
 	 * (lz4_auto.h). For streams over links of unknown speed. */
 	bool lz4_auto;
+	/* The sink only queues what another thread sends: lz4_auto weighs
+	 * compressing and sending as overlapping (lz4_auto.h, overlapped). */
+	bool lz4_auto_overlapped;
 	unsigned batch_pages;		/* entries per PAGES record, 0 = default */
 	bool build_index;		/* emit INDEX records (files) */
 	/* With a key, COMMIT carries an HMAC-SHA-256 of every byte before it. */

@@ -102,6 +102,11 @@ static void measure(struct lz4_auto *a)
 	}
 }
 
+static double slower(double a, double b)
+{
+	return a > b ? a : b;
+}
+
 static void decide(struct lz4_auto *a)
 {
 	double send, on, off;
@@ -116,8 +121,13 @@ static void decide(struct lz4_auto *a)
 		return;		/* not everything measured yet */
 
 	send = a->send < 0 ? 0 : a->send;
-	on = a->tried + a->ratio * send;
-	off = a->plain + send;
+	if (a->overlapped) {
+		on = slower(a->tried, a->ratio * send);
+		off = slower(a->plain, send);
+	} else {
+		on = a->tried + a->ratio * send;
+		off = a->plain + send;
+	}
 	if ((a->on && off * MARGIN < on) || (!a->on && on * MARGIN < off)) {
 		a->on = !a->on;
 		a->switches++;

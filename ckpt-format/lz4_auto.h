@@ -20,8 +20,11 @@
  * a band of link speeds it keeps LZ4 off where LZ4 would win (text pages
  * here: a link that drains a channel at 190 to 285 MB/s); in exchange a
  * peer slowed by our own compressing (one sharing our cores) is not taken
- * for a slow link. A peer that is slow even without LZ4 looks like one. A stream
- * starts without LZ4 and decides after two windows, while buffers fill.
+ * for a slow link. A peer that is slow even without LZ4 looks like one.
+ * Where another thread sends (overlapped), compressing and draining do
+ * overlap, and a choice costs the slower of the two instead of their sum.
+ * A stream starts without LZ4 and decides after two windows, while
+ * buffers fill.
  *
  * A small share of pages (one in LZ4_AUTO_PROBE) takes the other choice so
  * that both encode costs stay known. Private to ckpt-format/.
@@ -46,6 +49,10 @@ struct lz4_auto {
 	unsigned windows;		/* measured so far */
 	unsigned quiet;			/* windows with LZ4 the link did not hold back */
 	bool settling;			/* the window after a switch: buffers change */
+	/* The bytes are sent by another thread (the writer's sink only queues
+	 * them): compressing and draining overlap, so a choice costs the
+	 * slower of the two, not their sum. */
+	bool overlapped;
 	/* Smoothed costs in ns per byte; negative until measured. */
 	double tried, plain, ratio, send;
 	/* The thread's CPU clock (CLOCK_THREAD_CPUTIME_ID; tests set another). */

@@ -78,6 +78,7 @@ struct ckpt_writer *ckpt_writer_new(const struct ckpt_sink *sink,
 	else
 		w->opts.codec = ckpt_codec_default;
 	lz4_auto_init(&w->lz4_auto);
+	w->lz4_auto.overlapped = w->opts.lz4_auto_overlapped;
 	w->digest = XXH3_createState();
 	w->sum = XXH3_createState();
 	if (!w->digest || !w->sum) {

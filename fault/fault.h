@@ -12,6 +12,9 @@
  *   dst-exit-before-loaded the destination's process dies instead of LOADED
  *   dst-exit-before-running the destination's process dies after GO, before running
  *   dst-stop-after-loaded the destination's process stops itself (SIGSTOP) after LOADED
+ *   dst-exit-before-ack   a libvirt domain's destination dies after its QEMU's SHUT,
+ *                         before vmigrate's ACK
+ *   dst-stop-before-ack   ... stops itself (SIGSTOP) there instead
  *   dst-decision-unrecorded the destination cannot record its handover decision
  *   repl-skip-self-fence  a replication primary ignores its lease: never fences, never
  *                         marks a lost standby stale (the output checker must catch it)

@@ -271,6 +271,104 @@ seq_a=$(lv_seq A $G)
 lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
 check goes_on_at_a_after_corrupt_record $? "${v:-no progress past seq $seq_a}"
 
+# restart_service A|B [FAULTS]: that host's service again, with these
+# fault points (VMIGRATE_FAULT) or none
+restart_service() {
+	local pid
+	pid=$(lv_var SVC "$1_PID")
+	[ -n "$pid" ] && kill "$pid" && wait "$pid" 2>/dev/null
+	eval "SVC_$1_PID="
+	VMIGRATE_FAULT=${2:-} lv_start_service "$1"
+}
+# wait_b_empty: 0 once B runs no domain (libvirt's rollback killed its QEMU)
+wait_b_empty() {
+	for _ in $(seq 100); do [ -z "$(virshB list --name 2>/dev/null)" ] && return 0; sleep 0.1; done
+	return 1
+}
+
+# ---- vmigrate's own acknowledgement: B's QEMU loaded the whole stream (its
+# SHUT reached A's service), then B's service dies before it acknowledged:
+# A's QEMU never gets that SHUT, its migration fails, the domain stays on A ----
+# (--max-downtime: QEMU's downtime limit before the job comes back after it)
+restart_service A && restart_service B dst-exit-before-ack
+rc=$?
+dt_before=$(virshA migrate-getmaxdowntime $G)
+out=$(VMIGRATE_CONTROL="$HOSTS_DIR/A/vmigrated.sock" timeout 300 "$VMIGRATE" migrate $G \
+	"$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --max-downtime 777 --json 2>&1); mrc=$?
+wait_b_empty; gone=$?
+dt_after=$(virshA migrate-getmaxdowntime $G)
+stats=$(echo "$out" | tail -n 1)
+[ $rc = 0 ] && [ $mrc = 1 ] && [ "$(virshA domstate $G)" = running ] && [ $gone = 0 ] &&
+	[ -n "$dt_before" ] && [ "$dt_before" != 777 ] && [ "$dt_after" = "$dt_before" ] &&
+	echo "$stats" | grep -q '"status":"failed","error":"the destination.s service: ' &&
+	echo "$stats" | python3 -c '
+import json, sys
+s = json.loads(sys.stdin.read())
+# PONG and SHUT came back: B had loaded everything when its service died
+sys.exit(0 if s["return_path_bytes"] >= 16 and s["device_bytes"] > 0 else 1)'
+check dest_dies_before_ack_domain_stays $? "service rc=$rc migrate rc=$mrc max downtime $dt_before -> $dt_after, B lists '$(virshB list --name 2>&1)': $out"
+seq_a=$(lv_seq A $G)
+lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
+check goes_on_at_a_after_dest_died_before_ack $? "${v:-no progress past seq $seq_a}"
+
+# ---- the watchdog: B's service stops (SIGSTOP) where it would acknowledge,
+# with A's domain paused in QEMU's completion; within the io timeout (5 s)
+# without progress A's service gives up, libvirt aborts, the domain runs on A ----
+restart_service B dst-stop-before-ack
+rc=$?
+VMIGRATE_CONTROL="$HOSTS_DIR/A/vmigrated.sock" timeout 300 "$VMIGRATE" migrate $G \
+	"$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --json >"$HOSTS_DIR/stall.out" 2>&1 &
+mig=$!
+paused=
+while kill -0 $mig 2>/dev/null; do
+	[ "$(virshA domstate $G 2>/dev/null)" = paused ] && paused=1
+	sleep 0.2
+done
+wait $mig
+mrc=$?
+stopped=$(lv_pids_named B vmg:lv-in)
+[ -n "$stopped" ] && kill -CONT $stopped	# it finds its session gone and ends
+wait_b_empty; gone=$?
+out=$(cat "$HOSTS_DIR/stall.out")
+[ $rc = 0 ] && [ $mrc = 1 ] && [ -n "$paused" ] && [ -n "$stopped" ] && [ $gone = 0 ] &&
+	[ "$(virshA domstate $G)" = running ] &&
+	echo "$out" | tail -n 1 | grep -q '"status":"failed","error":"no progress for 5000 ms: the destination stalls (its QEMU loaded the stream, its service never acknowledged)'
+check stalled_dest_while_paused_aborted $? "service rc=$rc migrate rc=$mrc paused seen '${paused:-no}' stopped '${stopped:-none}' B lists '$(virshB list --name 2>&1)': $out"
+seq_a=$(lv_seq A $G)
+lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
+check goes_on_at_a_after_stall $? "${v:-no progress past seq $seq_a}"
+
+# ---- the peer stalls mid-stream (B's job SIGSTOPped while pages flow):
+# the migration ends, bounded, and the domain stays on A ----
+restart_service B
+vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --bandwidth 2M \
+	--json >"$HOSTS_DIR/stop.out" 2>&1 &
+mig=$!
+victim=
+for _ in $(seq 300); do
+	victim=$(lv_pids_named B vmg:lv-in)
+	[ -n "$victim" ] && vmA jobs --json 2>/dev/null | grep -q '"status":"active"' && break
+	victim=
+	sleep 0.1
+done
+[ -n "$victim" ] && kill -STOP $victim
+# bounded: the watchdog or the session's io timeout, not libvirt's patience
+for _ in $(seq 600); do kill -0 $mig 2>/dev/null || break; sleep 0.1; done
+ended=1; kill -0 $mig 2>/dev/null || ended=0
+[ $ended = 0 ] || kill $mig
+wait $mig
+mrc=$?
+[ -n "$victim" ] && kill -CONT $victim
+wait_b_empty; gone=$?
+out=$(cat "$HOSTS_DIR/stop.out")
+[ -n "$victim" ] && [ $ended = 0 ] && [ $mrc = 1 ] && [ $gone = 0 ] &&
+	[ "$(virshA domstate $G)" = running ] &&
+	echo "$out" | tail -n 1 | grep -qE '"status":"failed","error":"(no progress for 5000 ms|the session to [^"]*: Connection timed out)'
+check stopped_dest_mid_stream_fails_bounded $? "stopped '${victim:-none}' ended=$ended rc=$mrc B lists '$(virshB list --name 2>&1)': $out"
+seq_a=$(lv_seq A $G)
+lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
+check goes_on_at_a_after_stopped_dest $? "${v:-no progress past seq $seq_a}"
+
 # ---- teardown leaves nothing behind ----
 holders="$LV_HOLDER_A $LV_HOLDER_B" daemons="$LV_LIBVIRTD_A $LV_LIBVIRTD_B $SVC_A_PID $SVC_B_PID"
 mntns="$LV_MNTNS_A $LV_MNTNS_B"

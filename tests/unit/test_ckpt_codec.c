@@ -289,3 +289,23 @@ TEST(lz4_auto_holds_its_choice_when_costs_are_close)
 	CHECK(!a.on);
 	CHECK_EQ(a.switches, 0);
 }
+
+/* The band above with the bytes sent by another thread (overlapped): the
+ * slower of compressing (3 ns a byte) and draining half the bytes (2.5)
+ * beats draining them all (5), so LZ4 goes on; on loopback it stays off. */
+TEST(lz4_auto_overlapped_compresses_in_that_band)
+{
+	static const struct link_model queued_middle = { 3.0, 0.4, 0.2, 0.05, 5, 0.5 };
+	static const struct link_model queued_loopback = { 3.0, 0.4, 0.2, 0.05, 0, 0.5 };
+	struct lz4_auto a, b;
+	struct sim s = { .cpu = 1 }, t = { .cpu = 1 };
+
+	lz4_auto_init(&a);
+	a.overlapped = true;
+	feed(&a, &s, &queued_middle, 32768, 1);
+	CHECK(a.on);
+	lz4_auto_init(&b);
+	b.overlapped = true;
+	CHECK_EQ(feed(&b, &t, &queued_loopback, 32768, 4096), 1.0 / LZ4_AUTO_PROBE);
+	CHECK(!b.on);
+}

@@ -1235,7 +1235,7 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 		answer_handover(&s, &h, x);
 	if (!strcmp(h.op, "postcopy-ask"))
 		worker_postcopy_answer(&s, &h, x);
-	if (!strcmp(h.op, "libvirt-in"))	/* a libvirt domain's stream (libvirt_jobs.c) */
+	if (!strcmp(h.op, "libvirt-in"))	/* a libvirt domain's stream (libvirt_in.c) */
 		lvd_run_incoming(s.lv_sock_dir, s.lv_jobs_dir, &s.peer, x, &h);
 	if (!strcmp(h.op, "probe")) {	/* `vmigrate check` on another host */
 		prctl(PR_SET_NAME, "vmg:probe");

@@ -206,6 +206,7 @@ static int enc_blocks(struct qsrec_encoder *e, const struct qstream_block *list,
 	struct ckpt_writer_opts wo = {
 		.codec = { .lz4 = e->opts.lz4, .delta = false, .lz4_accel = 1 },
 		.lz4_auto = e->opts.lz4 && e->opts.lz4_auto,
+		.lz4_auto_overlapped = e->opts.queued,
 		.batch_pages = e->opts.batch_pages ? e->opts.batch_pages : DEFAULT_BATCH_PAGES,
 	};
 	struct ckpt_sink sink = { records_writev, e };

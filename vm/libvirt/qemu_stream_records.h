@@ -11,7 +11,7 @@
  *
  * What the encoder emits and the decoder takes are messages, each a kind
  * and a payload; whoever carries them keeps their order and their bounds
- * (libvirt_jobs.c puts one in a frame). Both ends are hostile to each
+ * (libvirt_frames.c puts one in a frame). Both ends are hostile to each
  * other until checked: the decoder refuses what the format does not allow
  * with a message that says what.
  */
@@ -57,6 +57,7 @@ struct qsrec_enc_opts {
 	bool lz4;			/* try LZ4 on pages */
 	bool lz4_auto;			/* ... only where it pays (lz4_auto.h) */
 	unsigned batch_pages;		/* pages a PAGES record, 0 = default */
+	bool queued;			/* out.send only queues: another thread sends */
 };
 
 struct qsrec_enc_stats {
