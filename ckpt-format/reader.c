@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 
 #include <openssl/crypto.h>
@@ -1028,9 +1029,28 @@ static int apply_entry(struct ckpt_reader *r, const struct ckpt_pages_view *v, u
 	return 0;
 }
 
-/* A LIVE PAGES record's data, read after its entries (ckpt_reader_read_into):
- * raw pages straight into target memory, the rest into the record's buffer
- * where it would have been, each entry applied as it comes. */
+/* Entries [i, end) of v: raw pages, each the page after the one before. */
+static uint32_t raw_run_end(const struct ckpt_pages_view *v, uint32_t i)
+{
+	uint64_t next = get64(FIELD((const uint8_t *)&v->entries[i], struct ckpt_page_entry, page));
+	uint32_t end = i;
+
+	for (; end < v->count; end++, next++) {
+		const uint8_t *e = (const uint8_t *)&v->entries[end];
+
+		if (e[offsetof(struct ckpt_page_entry, encoding)] != CKPT_ENC_RAW ||
+		    get64(FIELD(e, struct ckpt_page_entry, page)) != next)
+			break;
+	}
+	return end;
+}
+
+/*
+ * A LIVE PAGES record's data, read after its entries (ckpt_reader_read_into):
+ * each run of neighbouring raw pages in one read straight into target
+ * memory (populated first in one call, not a fault a page), the rest into
+ * the record's buffer where it would have been; every entry then applied.
+ */
 static int read_pages_into(struct ckpt_reader *r, struct ckpt_record *rec)
 {
 	struct ckpt_pages_view *v = &rec->u.pages;
@@ -1042,20 +1062,32 @@ static int read_pages_into(struct ckpt_reader *r, struct ckpt_record *rec)
 
 	if (!host)
 		return reject(r, CKPT_E_RANGE, "region %u is not mapped", v->region_id);
-	for (uint32_t i = 0; i < v->count; i++) {
+	for (uint32_t i = 0; i < v->count; ) {
 		const uint8_t *e = (const uint8_t *)&v->entries[i];
 		uint32_t size = get32(FIELD(e, struct ckpt_page_entry, size));
 		uint8_t enc = e[offsetof(struct ckpt_page_entry, encoding)];
-		uint8_t *to = data;
 
-		if (enc == CKPT_ENC_RAW)
-			to = host + get64(FIELD(e, struct ckpt_page_entry, page)) * ps;
-		if (enc != CKPT_ENC_ZERO && read_exact(r, to, size, "record payload"))
+		if (enc == CKPT_ENC_RAW) {
+			uint32_t end = raw_run_end(v, i);
+			uint8_t *to = host + get64(FIELD(e, struct ckpt_page_entry, page)) * ps;
+			size_t bytes = (size_t)(end - i) * ps;
+
+			madvise(to, bytes, MADV_POPULATE_WRITE);	/* a hint: faults do it too */
+			if (read_exact(r, to, bytes, "record payload"))
+				return r->ret;
+			for (; i < end; i++, to += ps)
+				if (apply_entry(r, v, i, to, slot, host, target, NULL))
+					return r->ret;
+			data += bytes;
+			continue;
+		}
+		if (enc != CKPT_ENC_ZERO && read_exact(r, data, size, "record payload"))
 			return r->ret;
-		if (apply_entry(r, v, i, to, slot, host, target, NULL))
+		if (apply_entry(r, v, i, data, slot, host, target, NULL))
 			return r->ret;
 		if (enc != CKPT_ENC_ZERO)
 			data += size;
+		i++;
 	}
 	v->applied = true;
 	return 0;
