@@ -353,16 +353,46 @@ static bool allowed(const struct xport_tls_ctx *ctx, X509 *peer, const char *cn)
 	return false;
 }
 
+/* Whether this kernel offers TLS in the kernel (the "tls" upper layer). */
+static bool ktls_offered(void)
+{
+	static int offered = -1;
+
+	if (offered < 0) {
+		char ulps[256] = "";
+		FILE *f = fopen("/proc/sys/net/ipv4/tcp_available_ulp", "r");
+
+		if (f) {
+			if (!fgets(ulps, sizeof(ulps), f))
+				ulps[0] = 0;
+			fclose(f);
+		}
+		offered = 0;
+		for (char *w = strtok(ulps, " \n"); w; w = strtok(NULL, " \n"))
+			offered |= !strcmp(w, "tls");
+	}
+	return offered;
+}
+
 /*
  * Records are read straight from the socket (with read-ahead) but written
  * through a buffer, so a batch of records leaves in one syscall; every send
- * ends with a flush.
+ * ends with a flush. Where the kernel does TLS itself, OpenSSL hands it the
+ * keys after the handshake (SSL_OP_ENABLE_KTLS) and the kernel encrypts on
+ * its way to the wire, with no copy of ours: that needs the socket itself
+ * as the BIO, no buffer. OpenSSL falls back to doing it in user space where
+ * the kernel refuses a cipher.
  */
 static int attach_socket(SSL *ssl, int fd)
 {
 	BIO *sock = BIO_new_socket(fd, BIO_NOCLOSE);
-	BIO *buffered = BIO_new(BIO_f_buffer());
+	BIO *buffered = ktls_offered() ? NULL : BIO_new(BIO_f_buffer());
 
+	if (sock && ktls_offered()) {
+		SSL_set_options(ssl, SSL_OP_ENABLE_KTLS);
+		SSL_set_bio(ssl, sock, sock);	/* one reference, both directions */
+		return 0;
+	}
 	if (!sock || !buffered || BIO_set_write_buffer_size(buffered, SOCKET_BUF_BYTES) != 1) {
 		BIO_free(sock);
 		BIO_free(buffered);
