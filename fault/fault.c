@@ -42,6 +42,8 @@ bool fault_point(const char *point)
 	return false;
 }
 
+#define RECORD_HEADER_BYTES	24	/* ckpt-format/FORMAT.md */
+
 void fault_corrupt_batch(const struct iovec *iov, int iovcnt, uint64_t sent,
 			     uint64_t after)
 {
@@ -54,7 +56,11 @@ void fault_corrupt_batch(const struct iovec *iov, int iovcnt, uint64_t sent,
 		a = list && strstr(list, "src-corrupt-stream") ? 1 : 0;
 		atomic_store(&armed, a);
 	}
-	if (!a || iovcnt < 4 || iov[3].iov_len <= 100 || sent <= after)
+	/* only a PAGES record's first piece (its 24-byte header first, type 4
+	 * in its first two bytes): the pieces after it may be guest memory
+	 * itself (LIVE records), which this must never change */
+	if (!a || iovcnt < 4 || iov[0].iov_len != RECORD_HEADER_BYTES ||
+	    memcmp(iov[0].iov_base, "\x04\x00", 2) || iov[3].iov_len <= 100 || sent <= after)
 		return;
 	if (fault_point("src-corrupt-stream")) {
 		((uint8_t *)iov[3].iov_base)[50] ^= 0x10;

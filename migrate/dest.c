@@ -178,8 +178,8 @@ static bool torn_left(struct ckpt_torn *torn, struct mig_stats *st, char *err, s
 	st->torn_pages = __atomic_load_n(&torn->torn_pages, __ATOMIC_RELAXED);
 	if (!n)
 		return false;
-	snprintf(err, errlen, "bad migration stream: %llu pages arrived torn and were not sent "
-		 "again", (unsigned long long)n);
+	snprintf(err, errlen, "bad migration stream: %llu pages arrived torn (checksum mismatch) "
+		 "and were not sent again", (unsigned long long)n);
 	return true;
 }
 

@@ -320,7 +320,7 @@ TEST(torn_page_never_sent_again_fails_the_migration)
 	CHECK(mig_source_run(f.src, f.x, &f.p, &f.prog) < 0);
 	unsetenv("VMIGRATE_FAULT");
 	failing_end(&f, MIG_FAILED);
-	CHECK_MSG(strstr(f.st.error, "1 pages arrived torn and were not sent again"),
+	CHECK_MSG(strstr(f.st.error, "1 pages arrived torn (checksum mismatch) and were not sent again"),
 		  "error: %s", f.st.error);
 }
 
