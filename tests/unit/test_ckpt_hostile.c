@@ -540,6 +540,20 @@ TEST(source_errors_are_io_errors)
 	ckpt_reader_free(r);
 }
 
+/* The golden stream in s, its header saying minor, the first record of
+ * type with the LIVE flag; returns that record's index. */
+static long golden_with_live(struct td_stream *s, uint16_t minor, uint16_t type)
+{
+	long i;
+
+	load_golden(s);
+	s->recs[0].payload[offsetof(struct ckpt_header_rec, minor)] = (uint8_t)minor;
+	i = td_find(s, type, 0);
+	CHECK(i > 0);
+	s->recs[i].flags |= CKPT_RECF_LIVE;
+	return i;
+}
+
 /* LIVE (format 1.1) only on PAGES, only in a stream that says 1.1: a 1.0
  * stream or a MARKER with the flag is refused before its checksum is read. */
 TEST(live_flag_outside_a_1_1_stream_or_off_pages_is_refused)
@@ -547,24 +561,14 @@ TEST(live_flag_outside_a_1_1_stream_or_off_pages_is_refused)
 	struct td_stream s;
 	long i;
 
-	load_golden(&s);
-	i = td_find(&s, CKPT_REC_PAGES, 0);
-	CHECK(i > 0);
-	s.recs[i].flags |= CKPT_RECF_LIVE;
+	golden_with_live(&s, 0, CKPT_REC_PAGES);
 	expect_joined(&s, CKPT_E_FIELD);
 
-	load_golden(&s);
-	s.recs[0].payload[offsetof(struct ckpt_header_rec, minor)] = CKPT_MINOR_LIVE;
-	i = td_find(&s, CKPT_REC_MARKER, 0);
-	CHECK(i > 0);
-	s.recs[i].flags |= CKPT_RECF_LIVE;
+	golden_with_live(&s, CKPT_MINOR_LIVE, CKPT_REC_MARKER);
 	expect_joined(&s, CKPT_E_FIELD);
 
 	/* a LIVE PAGES record whose count leaves no room for the sums */
-	load_golden(&s);
-	s.recs[0].payload[offsetof(struct ckpt_header_rec, minor)] = CKPT_MINOR_LIVE;
-	i = td_find(&s, CKPT_REC_PAGES, 0);
-	s.recs[i].flags |= CKPT_RECF_LIVE;
+	i = golden_with_live(&s, CKPT_MINOR_LIVE, CKPT_REC_PAGES);
 	put32(s.recs[i].payload + offsetof(struct ckpt_pages_rec, count),
 	      (s.recs[i].len - 8) / 24 + 1);
 	expect_joined(&s, CKPT_E_LENGTH);
