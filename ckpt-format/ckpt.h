@@ -199,6 +199,9 @@ struct ckpt_reader_opts {
 	/* With a key, the image must carry a matching HMAC-SHA-256. */
 	const uint8_t *mac_key;
 	size_t mac_key_len;
+	/* Read as format 1.0's readers do, refusing later minors (tests: a
+	 * destination of an earlier version). */
+	bool only_1_0;
 };
 
 struct ckpt_reader;

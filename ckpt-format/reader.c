@@ -248,16 +248,17 @@ static uint64_t get64(const uint8_t *p)
 static int parse_header(struct ckpt_reader *r, const uint8_t *p, uint32_t len)
 {
 	struct ckpt_image_info *info = &r->info;
+	unsigned max_minor = r->opts.only_1_0 ? 0 : CKPT_VERSION_MINOR;
 	uint32_t ps, count;
 
 	if (len < sizeof(struct ckpt_header_rec))
 		return reject(r, CKPT_E_LENGTH, "HEADER of %u bytes", len);
 	info->major = get16(FIELD(p, struct ckpt_header_rec, major));
 	info->minor = get16(FIELD(p, struct ckpt_header_rec, minor));
-	if (info->major != CKPT_VERSION_MAJOR || info->minor > CKPT_VERSION_MINOR)
+	if (info->major != CKPT_VERSION_MAJOR || info->minor > max_minor)
 		return reject(r, CKPT_E_VERSION, "format %u.%u, this reader reads %u.0 to %u.%u",
 			      info->major, info->minor, CKPT_VERSION_MAJOR,
-			      CKPT_VERSION_MAJOR, CKPT_VERSION_MINOR);
+			      CKPT_VERSION_MAJOR, max_minor);
 	count = get32(FIELD(p, struct ckpt_header_rec, region_count));
 	if (count == 0 || count > CKPT_MAX_REGIONS)
 		return reject(r, CKPT_E_RANGE, "%u regions (1 to %u allowed)",

@@ -76,6 +76,10 @@ struct mig_params {
 	 * pause it too (replication's epochs, a verify): pauses do not nest,
 	 * so without it one would resume the guest inside another's pause. */
 	pthread_mutex_t *run_lock;
+	/* The destination reads format 1.1's LIVE records (it said so when
+	 * it welcomed us; one of an earlier version reads 1.0 only, and would
+	 * refuse the stream). Default true, for a destination of this build. */
+	bool peer_reads_live;
 };
 
 /* "off", "pure" (or "now"), "auto" or a number of rounds, into p. */
@@ -210,6 +214,9 @@ struct mig_dest_opts {
 	 * links; < 0: the source is gone, and with it the pages still owed. */
 	struct xport *fault_channel;
 	int (*reconnect)(void *opaque, struct mig_links *out);
+	/* Read the stream as a destination of format 1.0 would (tests: one
+	 * of an earlier version, which must be sent no LIVE records). */
+	bool only_1_0;
 };
 
 /* Receive a guest over x. Returns it running, or NULL with err set; on

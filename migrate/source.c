@@ -54,6 +54,7 @@ void mig_params_default(struct mig_params *p)
 	p->max_downtime_ms = 300;
 	p->compress = MIG_COMPRESS_AUTO;
 	p->io_timeout_ms = 5000;
+	p->peer_reads_live = true;
 }
 
 int mig_params_check(const struct mig_params *p, char *err, size_t errlen)
@@ -1119,11 +1120,12 @@ static int precopy(struct source *s)
  * (LIVE records, FORMAT.md), where every page read torn is sure to be sent
  * again: pre-copy's dirty log sends each page written after it was read,
  * and no post-copy switch can come (no fault channel). Not over RDMA: it
- * sends from the writer's registered buffers without a copy already.
+ * sends from the writer's registered buffers without a copy already. Not
+ * to a destination of an earlier version, which reads format 1.0 only.
  */
 static bool pages_by_reference(const struct xport *x, const struct mig_params *p)
 {
-	if (p->fault_channel || x->ops->register_mem)
+	if (!p->peer_reads_live || p->fault_channel || x->ops->register_mem)
 		return false;
 	for (unsigned i = 0; i < p->nr_data_channels; i++)
 		if (p->data_channels[i]->ops->register_mem)

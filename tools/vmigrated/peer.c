@@ -42,6 +42,7 @@
 
 #include <openssl/crypto.h>
 
+#include "ckpt_wire.h"
 #include "conf.h"
 #include "ipc.h"
 #include "rdma.h"
@@ -387,6 +388,7 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 		return why;
 	snprintf(port, sizeof(port), "%lld", ipc_int(rep, "data_port", 0));
 	snprintf(token, sizeof(token), "%s", ipc_str(rep, "token", ""));
+	ps->peer_minor = (unsigned)ipc_int(rep, "format_minor", 0);
 	json_object_put(rep);
 	ps->control = x;
 	ps->data_port = atoi(port);
@@ -685,7 +687,8 @@ static struct xport_rdma_listener *listen_data_rdma(const struct peer_config *pc
 }
 
 int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned channels,
-		 bool rdma, bool keep_listener, struct peer_session *ps, char *err, size_t errlen)
+		 bool rdma, bool keep_listener, unsigned format_minor, struct peer_session *ps,
+		 char *err, size_t errlen)
 {
 	struct xport_rdma_listener *rl = NULL;
 	struct json_object *o;
@@ -711,6 +714,8 @@ int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned c
 	o = ipc_ok();
 	json_object_object_add(o, "data_port", json_object_new_int(port));
 	json_object_object_add(o, "token", json_object_new_string(token));
+	if (format_minor)	/* versions before 1.1 said nothing: 1.0 */
+		json_object_object_add(o, "format_minor", json_object_new_int((int)format_minor));
 	ret = line_send(control, o);
 	json_object_put(o);
 	if (!ret && channels)
@@ -921,7 +926,7 @@ int peer_answer_probe(const struct peer_config *pc, struct xport *x, const char 
 		xport_close(x);
 		return -ENOMEM;
 	}
-	ret = peer_welcome(pc, x, 1, false, false, &ps, err, errlen);	/* closes nothing */
+	ret = peer_welcome(pc, x, 1, false, false, CKPT_VERSION_MINOR, &ps, err, errlen);
 	if (ret) {
 		free(buf);
 		xport_close(x);

@@ -56,6 +56,9 @@ struct peer_session {
 	struct xport *data[PEER_MAX_DATA];
 	unsigned nr_data;
 	int data_port;			/* where they came in */
+	unsigned peer_minor;		/* source: the highest minor of the record
+					 * format the destination reads (0: it did
+					 * not say, an earlier version: 1.0) */
 	char token[65];			/* what proves a connection part of it */
 	int listen_fd;			/* destination, post-copy: kept for a recovery */
 	bool has_listener;
@@ -167,9 +170,12 @@ struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hell
 int peer_answer(struct xport *x, bool ok, const char *why);
 int peer_answer_handover(struct xport *x, const char *decision, const char *detail);
 /* Destination: say yes, offer a data port on the control connection's
- * address, and take the data channels (bounded by the handshake timeout). */
+ * address, and take the data channels (bounded by the handshake timeout).
+ * format_minor: the highest minor of the record format it reads (the
+ * source sends LIVE records only from CKPT_MINOR_LIVE on). */
 int peer_welcome(const struct peer_config *pc, struct xport *control, unsigned channels,
-		 bool rdma, bool keep_listener, struct peer_session *ps, char *err, size_t errlen);
+		 bool rdma, bool keep_listener, unsigned format_minor, struct peer_session *ps,
+		 char *err, size_t errlen);
 
 /* A post-copy recovery: n connections to the data port of the session
  * (ps->data_port, ps->token) on host, each TLS (or TCP) and proven by the

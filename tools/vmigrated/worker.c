@@ -42,6 +42,8 @@
 #include <sanitizer/lsan_interface.h>
 #endif
 
+#include "ckpt_wire.h"
+#include "fault.h"
 #include "guest_lock.h"
 #include "handover.h"
 #include "ipc.h"
@@ -551,6 +553,7 @@ int worker_dial_job(const char *op)
 		W.params.fault_channel = W.mig_postcopy ?
 			W.mig_session.data[W.mig_session.nr_data - 1] : NULL;
 		W.params.reconnect = W.mig_postcopy ? worker_postcopy_redial : NULL;
+		W.params.peer_reads_live = W.mig_session.peer_minor >= CKPT_MINOR_LIVE;
 		return 0;
 	}
 	pthread_mutex_lock(&W.prog.lock);
@@ -1268,8 +1271,9 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 					  .has_base = base_fd >= 0, .base_memfd = base_fd,
 					  .admit = admit_incoming, .progress = &W.inprog };
 	in.peer = s.peer;
-	if (peer_welcome(&s.peer, x, h.channels, h.rdma, h.postcopy, &in.session, err,
-			 sizeof(err))) {
+	in.opts.only_1_0 = fault_point("dst-reads-1.0");
+	if (peer_welcome(&s.peer, x, h.channels, h.rdma, h.postcopy,
+			 in.opts.only_1_0 ? 0 : CKPT_VERSION_MINOR, &in.session, err, sizeof(err))) {
 		log_write(LOG_ERR, name, h.job, "incoming guest %s: %s", name, err);
 		unlink(W.sock_path);
 		_exit(1);
