@@ -15,6 +15,8 @@
  *   dst-exit-before-ack   a libvirt domain's destination dies after its QEMU's SHUT,
  *                         before vmigrate's ACK
  *   dst-stop-before-ack   ... stops itself (SIGSTOP) there instead
+ *   src-data-channel-cut  a libvirt domain's source shuts its last data channel's
+ *                         connection past its first 4 MiB, as if it broke
  *   dst-decision-unrecorded the destination cannot record its handover decision
  *   repl-skip-self-fence  a replication primary ignores its lease: never fences, never
  *                         marks a lost standby stale (the output checker must catch it)
