@@ -274,7 +274,7 @@ for _ in $(seq 100); do
 done
 [ -n "$victim" ] && [ $rc = 1 ] && [ "$(virshA domstate $G)" = running ] && [ $gone = 0 ] &&
 	[ $swept = 0 ] &&
-	echo "$out" | tail -n 1 | grep -q '"status":"failed","error":"the destination.s service: it closed the session'
+	echo "$out" | tail -n 1 | grep -qE '"status":"failed","error":"the destination.s service: (it closed the session|the TLS session broke off \(the service died)'
 check peer_lost_keeps_domain_on_a $? "killed '${victim:-nothing}' rc=$rc B lists '$(virshB list --name 2>&1)' swept=$swept ($(lv_exec B ls /run/vmigrate | tr '\n' ' '); $(vmB jobs --completed --json 2>&1)): $out"
 seq_a=$(lv_seq A $G)
 lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
