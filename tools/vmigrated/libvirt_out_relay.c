@@ -4,7 +4,7 @@
  * hold point and the watchdog. Two threads, so that reading QEMU and
  * encoding overlap with encrypting and sending:
  *
- *   QEMU --socket--> reader: parser -> checks -> encoder --frame queue-->
+ *   QEMU --socket--> read-ahead --> reader: parser -> checks -> encoder --frame queue-->
  *   sender: frames onto the session (TLS); frames back: return path -> QEMU
  *
  * The reader owns the parser and the encoder, the sender owns the session
@@ -31,6 +31,7 @@
 #include "log.h"
 #include "qemu_stream.h"
 #include "qemu_stream_records.h"
+#include "read_ahead.h"
 
 /*
  * The hold point. QEMU 7.2's source, with its return path open (libvirt
@@ -126,6 +127,7 @@ struct reader {
 	struct lvd_fq *fq;
 	struct qsrec_encoder *enc;
 	struct qstream_parser *p;
+	struct lvd_read_ahead *ra;	/* QEMU's socket, read ahead */
 	struct lvd_data_out *data;	/* NULL: records go on the session too */
 	unsigned not_announced;		/* records dealt since the last ON_DATA */
 	bool rp_open;			/* QEMU opened its return path */
@@ -234,17 +236,15 @@ static void reader_count(struct reader *r, size_t len)
 
 static void *reader_thread(void *opaque)
 {
-	static uint8_t buf[LVD_FRAME_MAX];
 	struct reader *r = opaque;
 
 	while (!outgoing_failed(r->g)) {
-		ssize_t len = read(r->q, buf, sizeof(buf));
+		const uint8_t *buf;
+		ssize_t len = lvd_read_ahead_next(r->ra, &buf);
 
-		if (len < 0 && errno == EINTR)
-			continue;
-		if (len < 0 && errno != ECONNRESET) {
+		if (len < 0) {
 			if (!atomic_load(&r->told_to_stop))
-				outgoing_fail(r->g, "reading QEMU's stream: %s", strerror(errno));
+				outgoing_fail(r->g, "reading QEMU's stream: %s", strerror((int)-len));
 			break;
 		}
 		atomic_store(&r->progress_ns, mono_ns());
@@ -429,6 +429,10 @@ void lvd_relay_out(struct outgoing *g, int q, struct peer_session *ps)
 		outgoing_fail(g, "out of memory");
 		goto out;
 	}
+	if (!(r.ra = lvd_read_ahead_start(q))) {
+		outgoing_fail(g, "reading QEMU's stream ahead: %s", strerror(errno));
+		goto out;
+	}
 	if (pthread_create(&rt, NULL, reader_thread, &r)) {
 		outgoing_fail(g, "pthread_create: %s", strerror(errno));
 		goto out;
@@ -510,6 +514,7 @@ void lvd_relay_out(struct outgoing *g, int q, struct peer_session *ps)
 		pthread_join(rt, NULL);
 	count_wire(g, x, s.data);
 out:
+	lvd_read_ahead_stop(r.ra);
 	lvd_data_out_stop(s.data);
 	qstream_parser_free(r.p);
 	qsrec_encoder_free(r.enc);
