@@ -149,6 +149,8 @@ $(TESTLIB): $(TESTLIB_OBJS)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+# the service's read-ahead ring, tested on its own
+$(BUILD)/tests/test_read_ahead: $(BUILD)/tools/vmigrated/read_ahead.o
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(HARNESS_OBJ) $(TESTLIB) $(LIB)
 	$(link)
 

@@ -15,6 +15,8 @@
  *   dst-exit-before-ack   a libvirt domain's destination dies after its QEMU's SHUT,
  *                         before vmigrate's ACK
  *   dst-stop-before-ack   ... stops itself (SIGSTOP) there instead
+ *   src-data-channel-cut  a libvirt domain's source shuts its last data channel's
+ *                         connection past its first 4 MiB, as if it broke
  *   dst-decision-unrecorded the destination cannot record its handover decision
  *   dst-reads-1.0         the destination welcomes and reads as one of format 1.0 would
  *                         (an earlier version: it does not say which minor it reads)

@@ -17,8 +17,11 @@
 # the benchmark.
 # Knobs: BENCH_LIBVIRT_MEM (MiB, default 512), BENCH_LIBVIRT_DIRTY (MiB/s,
 # default 16), BENCH_LIBVIRT_REPEAT, BENCH_LIBVIRT_PATHS (default
-# "plain-libvirt vmigrate"; add "vmigrate-lz4" and "vmigrate-off" for
-# --compress lz4 and off), BENCH_LIBVIRT_WARM_MIB (memory touched before
+# "plain-libvirt vmigrate vmigrate-tcp"; a vmigrate path is "vmigrate"
+# and any of these suffixes in this order: "-tcp" for plain TCP between
+# the services (a second vmigrated on each host, started --insecure, beside
+# the TLS one), "-lz4" or "-off" for --compress lz4 or off, "-chN" for
+# --channels N; e.g. vmigrate-tcp-lz4-ch0), BENCH_LIBVIRT_WARM_MIB (memory touched before
 # each run, default 2048), BENCH_LIBVIRT_LINKS (default "veth veth-1gbit"),
 # BENCH_LIBVIRT_RANDOM_MIB (the guest's random bytes, default a quarter of
 # its memory; 0 for a compressible guest).
@@ -32,7 +35,7 @@ here=$(dirname "$0")/../integration/lib
 MEM=${BENCH_LIBVIRT_MEM:-512}
 DIRTY=${BENCH_LIBVIRT_DIRTY:-16}
 REPEAT=${BENCH_LIBVIRT_REPEAT:-3}
-PATHS=${BENCH_LIBVIRT_PATHS:-plain-libvirt vmigrate}
+PATHS=${BENCH_LIBVIRT_PATHS:-plain-libvirt vmigrate vmigrate-tcp}
 WARM_MIB=${BENCH_LIBVIRT_WARM_MIB:-2048}
 LINKS=${BENCH_LIBVIRT_LINKS:-veth veth-1gbit}
 RANDOM_MIB=${BENCH_LIBVIRT_RANDOM_MIB:-$((MEM / 4))}
@@ -53,6 +56,31 @@ hosts_setup && [ "$USE_NETNS" = 1 ] && libvirt_hosts_setup ||
 case " $PATHS " in
 *" vmigrate"*) lv_start_service A && lv_start_service B ||
 	{ echo "bench_libvirt: cannot start vmigrated beside libvirtd" >&2; exit 1; } ;;
+esac
+# plain TCP: a second service on each host, on the next port, --insecure
+TCP_PIDS=
+start_tcp_service() {
+	local host=$1 dir=$HOSTS_DIR/$1-tcp addr port
+	if [ "$host" = A ]; then addr=$HOST_A_ADDR port=$((HOST_A_PORT + 1))
+	else addr=$HOST_B_ADDR port=$((HOST_B_PORT + 1)); fi
+	mkdir -p "$dir"
+	nsenter -t "$(lv_var LV_HOLDER "$host")" -m -u -n -- "$VMIGRATED" --state-dir "$dir" \
+		--listen "$addr:$port" --insecure --libvirt qemu:///system >>"$dir/service.log" 2>&1 &
+	TCP_PIDS="$TCP_PIDS $!"
+	for _ in $(seq 50); do [ -S "$dir/vmigrated.sock" ] && return 0; sleep 0.1; done
+	echo "# plain-TCP service $host did not start:"; sed 's/^/#   /' "$dir/service.log"
+	return 1
+}
+stop_tcp_services() {
+	local p
+	for p in $TCP_PIDS; do kill "$p" 2>/dev/null; done
+	for p in $TCP_PIDS; do wait "$p" 2>/dev/null; done
+	TCP_PIDS=
+}
+trap 'stop_tcp_services; libvirt_hosts_cleanup; hosts_cleanup' EXIT
+case " $PATHS " in
+*" vmigrate-tcp"*) start_tcp_service A && start_tcp_service B ||
+	{ echo "bench_libvirt: cannot start the plain-TCP vmigrated" >&2; exit 1; } ;;
 esac
 
 # a quarter of the guest random, a quarter text, an eighth the working set
@@ -87,13 +115,14 @@ migrate_by() {
 		lv_migrate "$from" "$to" $G
 		return
 	fi
+	local ctl=$HOSTS_DIR/$from/vmigrated.sock opts=() rest=${path#vmigrate}
 	if [ "$to" = A ]; then addr=$HOST_A_ADDR port=$HOST_A_PORT uri=$LV_URI_A
 	else addr=$HOST_B_ADDR port=$HOST_B_PORT uri=$LV_URI_B; fi
-	case $path in
-	vmigrate-lz4) "vm$from" migrate $G "$addr:$port" --libvirt-dest "$uri" --compress lz4 --quiet ;;
-	vmigrate-off) "vm$from" migrate $G "$addr:$port" --libvirt-dest "$uri" --compress off --quiet ;;
-	*) "vm$from" migrate $G "$addr:$port" --libvirt-dest "$uri" --quiet ;;
-	esac
+	case $rest in -tcp*) ctl=$HOSTS_DIR/$from-tcp/vmigrated.sock port=$((port + 1)) rest=${rest#-tcp} ;; esac
+	case $rest in -lz4*|-off*) opts+=(--compress "${rest:1:3}") rest=${rest:4} ;; esac
+	case $rest in -ch[0-9]*) opts+=(--channels "${rest#-ch}") rest= ;; esac
+	[ -z "$rest" ] || { echo "bench_libvirt: no such path: $path" >&2; return 1; }
+	VMIGRATE_CONTROL=$ctl "$VMIGRATE" migrate $G "$addr:$port" --libvirt-dest "$uri" "${opts[@]}" --quiet
 }
 
 # memory freed a while ago is slow to touch again (PERF-FACTS.md): touch

@@ -61,6 +61,8 @@ if kind == "bad-frame":
     s.sendall(struct.pack("<II", 9, 0))
 elif kind == "data":
     s.sendall(struct.pack("<II", 1, 16) + b"not QEMU at all!")
+elif kind == "on-data":
+    s.sendall(struct.pack("<III", 7, 4, 1))
 else:
     s.sendall(struct.pack("<II", 4, 16) + b"not QEMU at all!")
 data = b""
@@ -79,15 +81,17 @@ PY
 out1=$(hostile_peer hostile-1 bad-frame 2>&1)
 out2=$(hostile_peer hostile-2 garbage 2>&1)
 out3=$(hostile_peer hostile-3 data 2>&1)
+out4=$(hostile_peer hostile-4 on-data 2>&1)
 j1=$(cat "$HOSTS_DIR/B/libvirt-jobs/hostile-1.json" 2>&1)
 j2=$(cat "$HOSTS_DIR/B/libvirt-jobs/hostile-2.json" 2>&1)
 echo "$out1" | grep -q "^type=3 the source's service: a frame this protocol does not have" &&
 	echo "$out2" | grep -q "^type=3 the source's stream: unknown event " &&
 	echo "$out3" | grep -q "^type=3 the source's service: a frame this protocol does not have" &&
+	echo "$out4" | grep -q "^type=3 the source's service: records announced on data channels it did not open" &&
 	echo "$j1" | grep -q '"status":"failed","error":"the source.s service: a frame this protocol does not have"' &&
 	echo "$j2" | grep -q '"status":"failed","error":"the source.s stream: ' &&
 	kill -0 "$SVC_B_PID" && vmB list >/dev/null && ! lv_exec B ls /run/vmigrate | grep -q '^qemu-'
-check hostile_source_refused $? "bad frame: $out1 ($j1); garbage: $out2 ($j2); data: $out3"
+check hostile_source_refused $? "bad frame: $out1 ($j1); garbage: $out2 ($j2); data: $out3; on-data: $out4"
 
 # ---- the guest boots on A; list and info show it ----
 lv_start_guest A $G $MEM "$(linux_guest_cmdline 16 16 24 8)"
@@ -174,7 +178,8 @@ check list_follows_domain $? "B: $out; A: $(vmA list 2>&1)"
 memB=$HOSTS_DIR/mem-B.bin memA=$HOSTS_DIR/mem-A.bin
 virshB suspend $G >/dev/null && lv_pmemsave B $G "$memB" $MEM &&
 	sumB=$(sha256sum <"$memB" | cut -d' ' -f1) && rm -f "$memB" &&
-	out=$(vmB migrate $G "$HOST_A_ADDR:$HOST_A_PORT" --libvirt-dest "$LV_URI_A" --quiet 2>&1) &&
+	out=$(vmB migrate $G "$HOST_A_ADDR:$HOST_A_PORT" --libvirt-dest "$LV_URI_A" --channels 2 \
+		--quiet 2>&1) &&
 	stateA=$(virshA domstate $G) && [ "$stateA" = paused ] &&
 	lv_pmemsave A $G "$memA" $MEM && sumA=$(sha256sum <"$memA" | cut -d' ' -f1) &&
 	[ "$(stat -c %s "$memA")" = $((MEM * 1024 * 1024)) ] && [ "$sumA" = "$sumB" ]
@@ -182,6 +187,29 @@ check paused_migration_ram_identical $? "B ${sumB:-?} A ${sumA:-?} state on A ${
 rm -f "$memA" "$memB"
 virshA resume $G >/dev/null && lv_wait_seq A $G "$(lv_seq B $G)" && v=$(lv_verify A $G)
 check resumes_intact_at_a $? "${v:-resume failed or no progress past seq $(lv_seq B $G)}"
+
+# ---- data channels: the pages spread over 3, the guest dirtying 32 MiB/s,
+# then back over the session alone (--channels 0) ----
+lv_set_rate A $G 32
+out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --channels 3 \
+	--compress lz4 --json 2>&1); rc=$?
+job=$(echo "$out" | sed -n 's/^vmigrate: job \([^:]*\): .*/\1/p' | head -n 1)
+[ $rc = 0 ] && [ "$(virshB domstate $G 2>&1)" = running ] &&
+	grep -q "job $job, .*its pages over 3 data channels" "$HOSTS_DIR/A/service.log" &&
+	grep -q "(job $job): .*its pages over 3 data channels" "$HOSTS_DIR/B/service.log" &&
+	v=$(lv_verify B $G)
+check three_channels_dirtying_a_to_b $? "rc=$rc job ${job:-?}: $out; ${v:-}; $(dump_services)"
+seq_a=$(lv_seq A $G)
+lv_wait_seq B $G "$seq_a"
+check goes_on_at_b_after_channels $? "B's last progress seq $(lv_seq B $G), A's last $seq_a"
+out=$(vmB migrate $G "$HOST_A_ADDR:$HOST_A_PORT" --libvirt-dest "$LV_URI_A" --channels 0 \
+	--json 2>&1); rc=$?
+job=$(echo "$out" | sed -n 's/^vmigrate: job \([^:]*\): .*/\1/p' | head -n 1)
+[ $rc = 0 ] && [ "$(virshA domstate $G 2>&1)" = running ] &&
+	grep -q "job $job, .*its pages over 0 data channels" "$HOSTS_DIR/B/service.log" &&
+	lv_wait_seq A $G "$(lv_seq B $G)" && v=$(lv_verify A $G)
+check session_alone_b_to_a $? "rc=$rc job ${job:-?}: $out; ${v:-}; $(dump_services)"
+lv_set_rate A $G 8
 
 # ---- cancel: libvirt aborts the job, the domain stays on A ----
 # 1 MiB/s: the job outlasts the cancel by far
@@ -246,7 +274,7 @@ for _ in $(seq 100); do
 done
 [ -n "$victim" ] && [ $rc = 1 ] && [ "$(virshA domstate $G)" = running ] && [ $gone = 0 ] &&
 	[ $swept = 0 ] &&
-	echo "$out" | tail -n 1 | grep -q '"status":"failed","error":"the destination.s service: it closed the session'
+	echo "$out" | tail -n 1 | grep -qE '"status":"failed","error":"the destination.s service: (it closed the session|the TLS session broke off \(the service died)'
 check peer_lost_keeps_domain_on_a $? "killed '${victim:-nothing}' rc=$rc B lists '$(virshB list --name 2>&1)' swept=$swept ($(lv_exec B ls /run/vmigrate | tr '\n' ' '); $(vmB jobs --completed --json 2>&1)): $out"
 seq_a=$(lv_seq A $G)
 lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
@@ -368,6 +396,22 @@ check stopped_dest_mid_stream_fails_bounded $? "stopped '${victim:-none}' ended=
 seq_a=$(lv_seq A $G)
 lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
 check goes_on_at_a_after_stopped_dest $? "${v:-no progress past seq $seq_a}"
+
+# ---- a data channel breaks mid-way (A cuts its last one past 4 MiB):
+# the migration fails saying which, the domain stays on A ----
+restart_service B && restart_service A src-data-channel-cut
+rc=$?
+out=$(VMIGRATE_CONTROL="$HOSTS_DIR/A/vmigrated.sock" timeout 300 "$VMIGRATE" migrate $G \
+	"$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --channels 2 --compress off \
+	--json 2>&1); mrc=$?
+wait_b_empty; gone=$?
+[ $rc = 0 ] && [ $mrc = 1 ] && [ "$(virshA domstate $G)" = running ] && [ $gone = 0 ] &&
+	echo "$out" | tail -n 1 | grep -q '"status":"failed","error":"[^"]*data channel 2' &&
+	vmB jobs --completed --json | grep -q '"error":"[^"]*data channel 2'
+check cut_data_channel_fails_domain_stays $? "service rc=$rc migrate rc=$mrc B lists '$(virshB list --name 2>&1)': $out; B: $(vmB jobs --completed --json 2>&1 | tail -c 600)"
+seq_a=$(lv_seq A $G) v=
+lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
+check goes_on_at_a_after_cut_channel $? "${v:-no progress past seq $seq_a, A: $(virshA domstate $G 2>&1)}; $(dump_services)"
 
 # ---- teardown leaves nothing behind ----
 holders="$LV_HOLDER_A $LV_HOLDER_B" daemons="$LV_LIBVIRTD_A $LV_LIBVIRTD_B $SVC_A_PID $SVC_B_PID"

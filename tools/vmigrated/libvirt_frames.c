@@ -13,6 +13,9 @@
  *             in pieces): 4 to QSREC_EVENT_MAX bytes
  *   5 RECORDS bytes of the ckpt-format stream of QEMU's RAM pages (one
  *             record, or the magic, a frame): 1 to QSREC_RECORDS_MAX bytes
+ *   7 ON_DATA with data channels only: le32 n (4 bytes, n >= 1): the next
+ *             n RECORDS of the stream come over the data channels, here,
+ *             before the session's next frame
  *   destination -> source
  *   1 DATA    bytes of the destination QEMU's return path, relayed as they
  *             come: 1 to LVD_FRAME_MAX bytes
@@ -29,6 +32,13 @@
  *
  * The order of the frames is the order of QEMU's stream: pages in RECORDS
  * frames sit between the EVENT frames of their section's begin and end.
+ *
+ * Data channels (the hello's "channels", made as a micro-VM migration's,
+ * peer.h) carry RECORDS frames only: the session's k-th record that an
+ * ON_DATA announces is the next frame of data channel k mod n (k counted
+ * from 0 over the whole job), so the destination takes them in the
+ * stream's order, and every page of a section reaches its QEMU before
+ * the section's end and before the device state, as on one session.
  * Anything else (a type not of its direction, a length out of bounds)
  * ends the job as a protocol error: the destination QEMU's socket is
  * closed (libvirt then fails the migration and the domain stays on the
@@ -78,6 +88,8 @@ int lvd_frame_head(struct xport *x, bool from_source, uint32_t *type, uint32_t *
 		return !from_source || n < 4 || n > QSREC_EVENT_MAX ? -EBADMSG : 0;
 	case LVD_FRAME_RECORDS:
 		return !from_source || n == 0 || n > QSREC_RECORDS_MAX ? -EBADMSG : 0;
+	case LVD_FRAME_ON_DATA:
+		return !from_source || n != 4 ? -EBADMSG : 0;
 	}
 	return -EBADMSG;
 }

@@ -3,6 +3,8 @@
  * child that accepted the source's "libvirt-in" hello): the frames from
  * the source through the record decoder and the stream writer into the
  * socket the destination QEMU listens on, and QEMU's return path back.
+ * The records come on the session, or over the data channels where the
+ * session's ON_DATA frames say (libvirt_frames.c).
  */
 #include <errno.h>
 #include <poll.h>
@@ -87,6 +89,91 @@ static int connect_qemu(const char *path, char *err, size_t errlen)
 	return -1;
 }
 
+/* Why applying a message failed: refused input (-EBADMSG, or -EINVAL from
+ * the writer's rules) is the source's; a failed write is QEMU's. */
+static void stream_error(const struct incoming *in, const struct qsrec_decoder *dec, int ret,
+			 char *err, size_t errlen)
+{
+	snprintf(err, errlen, "%s: %s", in->err[0] ? "the destination QEMU" :
+		 ret == -EBADMSG || ret == -EINVAL ? "the source's stream" : "the destination QEMU",
+		 in->err[0] ? in->err : decode_error_text(dec, in->w));
+}
+
+/* The data channels, and whose turn it is: the k-th record announced
+ * comes on channel k mod n. */
+struct data_in {
+	struct xport **x;
+	unsigned n;
+	uint64_t next;
+};
+
+/* The count records an ON_DATA announced, each from its channel in turn,
+ * applied in that order. 0, or the failure in err; *broke when a channel
+ * itself failed (not what it carried). */
+static int take_announced(struct data_in *di, struct incoming *in, struct qsrec_decoder *dec,
+			  uint32_t count, bool *broke, char *err, size_t errlen)
+{
+	if (!di->n || !count) {
+		snprintf(err, errlen, "the source's service: %s", !di->n ?
+			 "records announced on data channels it did not open" :
+			 "an announcement of no records");
+		return -EBADMSG;
+	}
+	while (count--) {
+		unsigned i = (unsigned)(di->next++ % di->n);
+		uint32_t type, len;
+		uint8_t *space = NULL;
+		int ret = lvd_frame_head(di->x[i], true, &type, &len);
+
+		if (!ret && type != LVD_FRAME_RECORDS)
+			ret = -EBADMSG;
+		if (!ret && !(space = qsrec_decoder_space(dec, QSREC_MSG_RECORDS, len)))
+			ret = -ENOMEM;
+		if (!ret)
+			ret = xport_recv_exact(di->x[i], space, len);
+		if (ret) {
+			snprintf(err, errlen, "the source's data channel %u: %s", i + 1,
+				 lvd_frame_error(ret, "it closed before the stream ended"));
+			*broke = ret != -EBADMSG && ret != -ENOMEM;
+			return ret;
+		}
+		ret = qsrec_decoder_message(dec, QSREC_MSG_RECORDS, len);
+		if (!ret)
+			ret = qstream_writer_flush(in->w);
+		if (ret) {
+			stream_error(in, dec, ret, err, errlen);
+			return ret;
+		}
+	}
+	return 0;
+}
+
+/* A data channel broke: the source may have said why on the session (its
+ * ABORT comes before it shuts the channels); wait a little for it. */
+static void source_reason(struct xport *x, uint8_t *buf, char *err, size_t errlen)
+{
+	double until = lvd_now() + 2;
+
+	while (lvd_now() < until && xport_poll_in(x, 200) > 0) {
+		uint32_t type, len;
+
+		if (lvd_frame_head(x, true, &type, &len))
+			return;
+		if (type == LVD_FRAME_ABORT) {
+			if (len && xport_recv_exact(x, buf, len) == 0)
+				snprintf(err, errlen, "the source gave up: %.*s", (int)len, buf);
+			return;
+		}
+		while (len) {
+			uint32_t n = len < LVD_FRAME_MAX ? len : LVD_FRAME_MAX;
+
+			if (xport_recv_exact(x, buf, n))
+				return;
+			len -= n;
+		}
+	}
+}
+
 /* The destination QEMU's SHUT, seen on its return path on the way back. */
 struct dst_shut {
 	bool seen;
@@ -168,11 +255,12 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 	struct qsrec_decoder *dec = NULL;
 	struct dst_shut ds = { 0 };
 	struct qstream_rp_parser *rp = qstream_rp_parser_new(dst_rp, &ds);
+	struct peer_session ps;
+	struct data_in di = { 0 };
 	char path[400], err[600] = "", title[16];
 	bool src_end = false, q_eof = false;
 	double started = lvd_now();
 
-	(void)pc;
 	snprintf(title, sizeof(title), "vmg:lv-in");
 	prctl(PR_SET_NAME, title);
 	if (!lvd_safe_word(h->job) || !lvd_safe_word(h->name)) {
@@ -188,11 +276,17 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 		peer_answer(x, false, "out of memory");
 		_exit(1);
 	}
-	if (peer_answer(x, true, NULL))
+	/* yes, and the data channels the source asked for */
+	if (peer_welcome(pc, x, h->channels, false, false, &ps, err, sizeof(err))) {
+		log_write(LOG_WARNING, h->name, h->job, "incoming libvirt job %s: %s", h->job, err);
 		_exit(1);
+	}
+	di.x = ps.data;
+	di.n = ps.nr_data;
 	x->idle_ok = true;	/* libvirt's Prepare here, then the stream */
 	log_write(LOG_INFO, h->name, h->job, "incoming libvirt domain %s (job %s): its stream "
-		"goes into %s", h->name, h->job, path);
+		"goes into %s, its pages over %u data channel%s", h->name, h->job, path, di.n,
+		di.n == 1 ? "" : "s");
 	{
 		struct json_object *o = json_object_new_object();
 
@@ -234,6 +328,19 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 				snprintf(err, sizeof(err), "the source gave up: %.*s", (int)len, buf);
 				break;
 			}
+			if (type == LVD_FRAME_ON_DATA) {
+				uint32_t count = buf[0] | buf[1] << 8 | buf[2] << 16 |
+						 (uint32_t)buf[3] << 24;
+
+				bool broke = false;
+
+				if (take_announced(&di, &in, dec, count, &broke, err, sizeof(err))) {
+					if (broke)
+						source_reason(x, buf, err, sizeof(err));
+					break;
+				}
+				continue;
+			}
 			if (type == LVD_FRAME_END) {
 				src_end = true;
 				ret = qsrec_decoder_finish(dec);
@@ -243,13 +350,8 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 				if (!ret)
 					ret = qstream_writer_flush(in.w);
 			}
-			/* refused input (-EBADMSG, or -EINVAL from the writer's
-			 * rules) is the source's; a failed write is QEMU's */
 			if (ret)
-				snprintf(err, sizeof(err), "%s: %s", in.err[0] ? "the destination QEMU" :
-					 ret == -EBADMSG || ret == -EINVAL ? "the source's stream" :
-					 "the destination QEMU", in.err[0] ? in.err :
-					 decode_error_text(dec, in.w));
+				stream_error(&in, dec, ret, err, sizeof(err));
 			if (src_end && !err[0]) {
 				if (in.q >= 0)
 					shutdown(in.q, SHUT_WR);
@@ -332,7 +434,7 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 	else
 		log_write(LOG_INFO, h->name, h->job, "incoming libvirt job %s: %llu bytes of QEMU's "
 			"stream written", h->job, (unsigned long long)in.bytes);
-	xport_close(x);
+	peer_session_close(&ps);	/* the session x and the data channels */
 	qstream_rp_parser_free(rp);
 	qsrec_decoder_free(dec);
 	qstream_writer_free(in.w);

@@ -148,6 +148,15 @@ bool lvd_safe_word(const char *s)
 	return true;
 }
 
+/* Data channels when the request names none: as for micro-VM guests, one
+ * a core, to four, so that TLS of the pages spreads over the cores. */
+static unsigned lvd_default_channels(void)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return cores < 1 ? 1 : cores > 4 ? 4 : (unsigned)cores;
+}
+
 struct json_object *lvd_prepare(struct lvd_config *c, struct json_object *req,
 				const struct peer_config *pc, int io_timeout_ms,
 				struct lvd_outgoing *o)
@@ -174,6 +183,8 @@ struct json_object *lvd_prepare(struct lvd_config *c, struct json_object *req,
 				 "domains yet", name);
 	if (strcmp(compress, "auto") && strcmp(compress, "lz4") && strcmp(compress, "off"))
 		return ipc_error(IPC_E_BAD_ARGUMENT, "compress must be auto, lz4 or off");
+	if (ipc_int(req, "channels", 0) < 0 || ipc_int(req, "channels", 0) > PEER_MAX_DATA)
+		return ipc_error(IPC_E_BAD_ARGUMENT, "channels must be 0 to %d", PEER_MAX_DATA);
 	if (!lvd_safe_word(name) || strlen(name) > 64)
 		return ipc_error(IPC_E_BAD_ARGUMENT, "libvirt domain name '%s' is not one vmigrate takes (letters, "
 				 "digits, '-', '_', '.')", name);
@@ -213,6 +224,8 @@ struct json_object *lvd_prepare(struct lvd_config *c, struct json_object *req,
 	o->bandwidth = (unsigned long long)ipc_int(req, "bandwidth", 0);
 	o->max_downtime_ms = (unsigned long long)ipc_int(req, "max_downtime_ms", 0);
 	snprintf(o->compress, sizeof(o->compress), "%s", compress);
+	o->channels = json_object_object_get_ex(req, "channels", NULL) ?
+		      (unsigned)ipc_int(req, "channels", 0) : lvd_default_channels();
 	o->peer = *pc;
 	o->io_timeout_ms = io_timeout_ms;
 	lvd_announce(c, o);	/* the job is there from the reply on, for the CLI's first look */

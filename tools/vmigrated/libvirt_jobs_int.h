@@ -25,6 +25,9 @@
 #define LVD_FRAME_EVENT		4
 #define LVD_FRAME_RECORDS	5
 #define LVD_FRAME_ACK		6
+#define LVD_FRAME_ON_DATA	7
+/* ON_DATA at least every this many records a data channel */
+#define LVD_ON_DATA_EVERY	2
 #define LVD_ACK_LEN	16
 #define LVD_FRAME_MAX	(256u << 10)
 #define LVD_WHY_MAX	512
@@ -44,7 +47,7 @@ void lvd_announce(const struct lvd_config *c, const struct lvd_outgoing *o);
 /* One frame; 0 or -errno (the session's sticky error). */
 int lvd_frame_send(struct xport *x, uint32_t type, const void *buf, uint32_t len);
 /* A frame's header: 0 or -errno, -EBADMSG for a frame this protocol does
- * not have in that direction (from_source: EVENT, RECORDS, END, ABORT;
+ * not have in that direction (from_source: EVENT, RECORDS, ON_DATA, END, ABORT;
  * else DATA, ACK, END, ABORT), or of a length out of its bounds. */
 int lvd_frame_head(struct xport *x, bool from_source, uint32_t *type, uint32_t *len);
 /* What a failed lvd_frame_head or receive says, on_close for the peer's end. */

@@ -213,8 +213,8 @@ _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_out
 	chmod(o->sock, 0600);
 	/* then the destination's service learns of the job */
 	fd = peer_connect(o->dest, o->io_timeout_ms, host, sizeof(host), err, sizeof(err));
-	if (fd < 0 || peer_dial(&o->peer, fd, host, "libvirt-in", o->name, o->job, NULL, 0, false,
-				false, &ps, err, sizeof(err))) {
+	if (fd < 0 || peer_dial(&o->peer, fd, host, "libvirt-in", o->name, o->job, NULL,
+				o->channels, false, false, &ps, err, sizeof(err))) {
 		outgoing_fail(&g, "%s", err);
 		goto end;
 	}
@@ -224,10 +224,12 @@ _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_out
 
 		xport_bucket_init(&bucket, o->bandwidth);
 		ps.control->bucket = &bucket;
+		for (unsigned i = 0; i < ps.nr_data; i++)
+			ps.data[i]->bucket = &bucket;
 	}
 	log_write(LOG_INFO, o->name, o->job, "migrating libvirt domain %s to %s (libvirt at %s) "
-		"as job %s, QEMU's stream through %s", o->name, o->dest, o->dest_uri, o->job,
-		o->sock);
+		"as job %s, QEMU's stream through %s, its pages over %u data channel%s", o->name,
+		o->dest, o->dest_uri, o->job, o->sock, ps.nr_data, ps.nr_data == 1 ? "" : "s");
 	if (pthread_create(&mt, NULL, migrate_thread, &g)) {
 		outgoing_fail(&g, "pthread_create: %s", strerror(errno));
 		peer_session_close(&ps);
@@ -242,7 +244,7 @@ _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_out
 	/* the waiting is over: a frame begun is bounded by the io timeout */
 	ps.control->idle_ok = false;
 	if (q >= 0) {
-		lvd_relay_out(&g, q, ps.control);
+		lvd_relay_out(&g, q, &ps);
 		close(q);	/* a failed relay: QEMU's migration fails, the domain stays */
 	}
 	peer_session_close(&ps);

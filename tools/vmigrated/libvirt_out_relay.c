@@ -4,12 +4,15 @@
  * hold point and the watchdog. Two threads, so that reading QEMU and
  * encoding overlap with encrypting and sending:
  *
- *   QEMU --socket--> reader: parser -> checks -> encoder --frame queue-->
+ *   QEMU --socket--> read-ahead --> reader: parser -> checks -> encoder --frame queue-->
  *   sender: frames onto the session (TLS); frames back: return path -> QEMU
  *
  * The reader owns the parser and the encoder, the sender owns the session
  * (TLS allows one thread at a time on it) and writes the return path into
- * QEMU's socket, whose other direction the reader reads.
+ * QEMU's socket, whose other direction the reader reads. With data
+ * channels the reader deals the RECORDS frames over them instead
+ * (libvirt_out_channels.c), and tells the destination on the session, in
+ * the stream's order, how many records to take from them (ON_DATA).
  */
 #include <errno.h>
 #include <poll.h>
@@ -28,6 +31,7 @@
 #include "log.h"
 #include "qemu_stream.h"
 #include "qemu_stream_records.h"
+#include "read_ahead.h"
 
 /*
  * The hold point. QEMU 7.2's source, with its return path open (libvirt
@@ -123,6 +127,9 @@ struct reader {
 	struct lvd_fq *fq;
 	struct qsrec_encoder *enc;
 	struct qstream_parser *p;
+	struct lvd_read_ahead *ra;	/* QEMU's socket, read ahead */
+	struct lvd_data_out *data;	/* NULL: records go on the session too */
+	unsigned not_announced;		/* records dealt since the last ON_DATA */
 	bool rp_open;			/* QEMU opened its return path */
 	uint64_t queued;		/* bytes queued, for the fault point (reader's) */
 	_Atomic uint64_t progress_ns;	/* the last byte read from QEMU */
@@ -139,7 +146,22 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* The encoder's messages as frames, into the queue (qsrec_out's send). */
+/* ON_DATA onto the session: the records dealt since the last one come
+ * here, before whatever the session carries next. */
+static int announce_records(struct reader *r)
+{
+	uint8_t count[4];
+	struct iovec iov = { count, sizeof(count) };
+
+	if (!r->not_announced)
+		return 0;
+	for (int i = 0; i < 4; i++)
+		count[i] = (uint8_t)(r->not_announced >> (8 * i));
+	r->not_announced = 0;
+	return lvd_fq_push(r->fq, LVD_FRAME_ON_DATA, &iov, 1);
+}
+
+/* The encoder's messages as frames, into the queues (qsrec_out's send). */
 static int queue_message(void *opaque, unsigned kind, const struct iovec *iov, int iovcnt)
 {
 	struct reader *r = opaque;
@@ -148,7 +170,18 @@ static int queue_message(void *opaque, unsigned kind, const struct iovec *iov, i
 
 	if (type == LVD_FRAME_RECORDS)
 		fault_corrupt_batch(iov, iovcnt, r->queued, 4u << 20);
-	ret = lvd_fq_push(r->fq, type, iov, iovcnt);
+	if (type == LVD_FRAME_RECORDS && r->data) {
+		ret = lvd_data_out_push(r->data, iov, iovcnt);
+		/* announced every few records, not only at the next event: the
+		 * destination reads a channel only for announced records, and a
+		 * long section would fill every queue before its end */
+		if (!ret && ++r->not_announced >= LVD_ON_DATA_EVERY * lvd_data_out_count(r->data))
+			ret = announce_records(r);
+	} else {
+		ret = announce_records(r);
+		if (!ret)
+			ret = lvd_fq_push(r->fq, type, iov, iovcnt);
+	}
 	for (int i = 0; !ret && i < iovcnt; i++)
 		r->queued += iov[i].iov_len;
 	return ret;
@@ -203,17 +236,15 @@ static void reader_count(struct reader *r, size_t len)
 
 static void *reader_thread(void *opaque)
 {
-	static uint8_t buf[LVD_FRAME_MAX];
 	struct reader *r = opaque;
 
 	while (!outgoing_failed(r->g)) {
-		ssize_t len = read(r->q, buf, sizeof(buf));
+		const uint8_t *buf;
+		ssize_t len = lvd_read_ahead_next(r->ra, &buf);
 
-		if (len < 0 && errno == EINTR)
-			continue;
-		if (len < 0 && errno != ECONNRESET) {
+		if (len < 0) {
 			if (!atomic_load(&r->told_to_stop))
-				outgoing_fail(r->g, "reading QEMU's stream: %s", strerror(errno));
+				outgoing_fail(r->g, "reading QEMU's stream: %s", strerror((int)-len));
 			break;
 		}
 		atomic_store(&r->progress_ns, mono_ns());
@@ -222,7 +253,7 @@ static void *reader_thread(void *opaque)
 				stream_failed(r);
 				break;
 			}
-			if (lvd_fq_push(r->fq, LVD_FRAME_END, NULL, 0) == 0)
+			if (announce_records(r) == 0 && lvd_fq_push(r->fq, LVD_FRAME_END, NULL, 0) == 0)
 				atomic_store(&r->eof, true);
 			break;
 		}
@@ -279,7 +310,8 @@ struct sender {
 	struct xport *x;
 	struct qstream_rp_parser *rp;
 	struct shut_hold sh;
-	uint64_t records_sent, device_sent;	/* what an ACK must count */
+	struct lvd_data_out *data;
+	uint64_t records_sent, device_sent;	/* what an ACK must count (with data's) */
 	uint64_t progress_ns;			/* the last frame sent or received */
 	bool dest_end;
 };
@@ -310,7 +342,8 @@ static int handle_frame(struct sender *s, uint8_t *buf)
 		s->dest_end = true;
 		return 0;
 	case LVD_FRAME_ACK:
-		if (shut_hold_ack(g, &s->sh, buf, s->records_sent, s->device_sent))
+		if (shut_hold_ack(g, &s->sh, buf, s->records_sent +
+				  lvd_data_out_records_sent(s->data), s->device_sent))
 			return -1;
 		give = s->sh.n_held;
 		memcpy(buf, s->sh.held, give);
@@ -352,9 +385,20 @@ static int send_frame(struct sender *s, const struct lvd_fq_slot *f)
 	return 0;
 }
 
-void lvd_relay_out(struct outgoing *g, int q, struct xport *x)
+/* Bytes on every connection of the session. */
+static void count_wire(struct outgoing *g, struct xport *x, struct lvd_data_out *data)
+{
+	uint64_t sent = x->bytes_sent + lvd_data_out_bytes_sent(data);
+
+	pthread_mutex_lock(&g->lock);
+	g->wire_bytes = sent;
+	pthread_mutex_unlock(&g->lock);
+}
+
+void lvd_relay_out(struct outgoing *g, int q, struct peer_session *ps)
 {
 	static uint8_t buf[LVD_FRAME_MAX];
+	struct xport *x = ps->control;
 	struct lvd_fq fq;
 	struct reader r = { .g = g, .q = q, .fq = &fq };
 	struct qsrec_out out = { queue_message, &r };
@@ -374,11 +418,19 @@ void lvd_relay_out(struct outgoing *g, int q, struct xport *x)
 		return;
 	}
 	atomic_store(&r.progress_ns, mono_ns());
+	if (ps->nr_data && !(r.data = s.data = lvd_data_out_start(g, ps->data, ps->nr_data))) {
+		outgoing_fail(g, "the data channels' threads: %s", strerror(errno));
+		goto out;
+	}
 	r.enc = qsrec_encoder_new(&out, &eo);
 	r.p = r.enc ? qstream_parser_new(checked_event, &r) : NULL;
 	s.rp = qstream_rp_parser_new(src_rp, &s.sh);
 	if (!r.p || !s.rp) {
 		outgoing_fail(g, "out of memory");
+		goto out;
+	}
+	if (!(r.ra = lvd_read_ahead_start(q))) {
+		outgoing_fail(g, "reading QEMU's stream ahead: %s", strerror(errno));
 		goto out;
 	}
 	if (pthread_create(&rt, NULL, reader_thread, &r)) {
@@ -406,9 +458,7 @@ void lvd_relay_out(struct outgoing *g, int q, struct xport *x)
 				break;
 			end_sent |= f->type == LVD_FRAME_END;
 			lvd_fq_pop(&fq);
-			pthread_mutex_lock(&g->lock);
-			g->wire_bytes = x->bytes_sent;
-			pthread_mutex_unlock(&g->lock);
+			count_wire(g, x, s.data);
 			continue;
 		}
 		/* the reader stopped short of QEMU's end: its failure is the job's */
@@ -417,6 +467,8 @@ void lvd_relay_out(struct outgoing *g, int q, struct xport *x)
 		progress = atomic_load(&r.progress_ns);
 		if (s.progress_ns > progress)
 			progress = s.progress_ns;
+		if (lvd_data_out_progress_ns(s.data) > progress)
+			progress = lvd_data_out_progress_ns(s.data);
 		now = mono_ns();
 		if (now > progress && now - progress > limit_ns) {
 			/* after the ACK the domain is the destination's: only stop waiting */
@@ -451,17 +503,19 @@ void lvd_relay_out(struct outgoing *g, int q, struct xport *x)
 		pthread_mutex_unlock(&g->lock);
 		lvd_frame_send(x, LVD_FRAME_ABORT, why, (uint32_t)strlen(why));
 	}
-	/* a reader waiting on a full queue or on QEMU ends now */
+	/* a reader waiting on a full queue or on QEMU ends now; the data
+	 * channels break after the ABORT: the destination learns why first */
 	atomic_store(&r.told_to_stop, true);
 	lvd_fq_cancel(&fq);
+	lvd_data_out_cancel(s.data);
 	if (have_reader && !atomic_load(&r.stopped))
 		shutdown(q, SHUT_RD);
 	if (have_reader)
 		pthread_join(rt, NULL);
-	pthread_mutex_lock(&g->lock);
-	g->wire_bytes = x->bytes_sent;
-	pthread_mutex_unlock(&g->lock);
+	count_wire(g, x, s.data);
 out:
+	lvd_read_ahead_stop(r.ra);
+	lvd_data_out_stop(s.data);
 	qstream_parser_free(r.p);
 	qsrec_encoder_free(r.enc);
 	qstream_rp_parser_free(s.rp);
