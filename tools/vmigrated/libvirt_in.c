@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "ckpt_wire.h"
 #include "fault.h"
 #include "libvirt_jobs_int.h"
 #include "log.h"
@@ -277,7 +278,8 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 		_exit(1);
 	}
 	/* yes, and the data channels the source asked for */
-	if (peer_welcome(pc, x, h->channels, false, false, &ps, err, sizeof(err))) {
+	if (peer_welcome(pc, x, h->channels, false, false, CKPT_VERSION_MINOR, &ps, err,
+			 sizeof(err))) {
 		log_write(LOG_WARNING, h->name, h->job, "incoming libvirt job %s: %s", h->job, err);
 		_exit(1);
 	}
