@@ -116,4 +116,73 @@ else
 	check protected_again_on_a_fast_link $? "$st"
 	vmA replicate stop g2 >/dev/null 2>&1
 fi
+# The primary gives its standby up (the link cut for longer than it waits
+# for acknowledgements) and, without an arbiter, that standby stays paused
+# at its last epoch. Once the link is back the primary's next sync, proven
+# to come from the same guest, takes that copy as its base (only the pages
+# that differ cross): protection resumes by itself, the guest never stops
+# on A. A guest of the same name that is not that primary (a new g3 on A,
+# the first one gone) never gets the copy: it may be the only one left.
+if [ "$USE_NETNS" != 1 ] || ! command -v iptables >/dev/null; then
+	echo "SKIP replicate.standby_of_a_lost_primary_gives_way_to_its_new_sync: needs network namespaces and iptables"
+	echo "SKIP replicate.stale_standby_refused_to_another_guest: needs network namespaces and iptables"
+else
+	cut_link() {	# -I cuts A off from B, -D heals
+		ip netns exec "$NS_A" iptables "$1" OUTPUT -d "$HOST_B_ADDR" -j DROP &&
+			ip netns exec "$NS_A" iptables "$1" INPUT -s "$HOST_B_ADDR" -j DROP
+	}
+	heal_link() { while cut_link -D 2>/dev/null; do :; done; }
+	trap 'heal_link; hosts_cleanup' EXIT
+	logs() {	# what both services said of g3 (a refusal once), for a failed case
+		local h
+		for h in A B; do
+			grep -h "g3" "$HOSTS_DIR/$h/service.log" 2>/dev/null |
+				awk '!/refused: a guest named|refused an incoming/ || !seen++' |
+				tail -n 15 | sed "s/^/#   $h: /"
+		done
+	}
+	g3() { $1 replicate status g3 --json 2>/dev/null | json_field "$2"; }
+	g3_in_sync() { case $(g3 vmA state) in protected|degraded) return 0 ;; esac; return 1; }
+	vmA start g3 --mem 128M --working-set 8M --dirty-rate 5M >/dev/null &&
+		wait_counter vmA g3 2048 && vmA replicate g3 "$B_AT" >/dev/null 2>&1
+	for _ in $(seq 50); do [ "$(vmB info g3 --json | json_field state)" = standby ] && break; sleep 0.1; done
+	old_pid=$(vmB info g3 --json | json_field pid)
+	cut_link -I
+	for _ in $(seq 200); do [ "$(g3 vmA state)" = unprotected ] && break; sleep 0.1; done
+	lost=$(g3 vmA state)
+	heal_link
+	for _ in $(seq 600); do g3_in_sync && break; sleep 0.1; done
+	st=$(vmA replicate status g3 2>&1)
+	c1=$(vmA info g3 --json | json_field counter); sleep 0.3
+	c2=$(vmA info g3 --json | json_field counter)
+	# the last sync's line: "... (N pages sent, M it had already)"
+	had=$(grep "guest g3 job .*standby in sync" "$HOSTS_DIR/A/service.log" | tail -1 |
+		sed -n 's/.*sent, \([0-9]*\) it had already.*/\1/p')
+	[ "$lost" = unprotected ] && g3_in_sync &&
+		[ "$(vmA info g3 --json | json_field state)" = running ] && [ "$c2" -gt "$c1" ] &&
+		[ "$(vmB info g3 --json | json_field state)" = standby ] &&
+		[ "$(vmB info g3 --json | json_field pid)" != "$old_pid" ] &&
+		vmB verify g3 >/dev/null && [ "${had:-0}" -gt 0 ]
+	rc=$?
+	check standby_of_a_lost_primary_gives_way_to_its_new_sync $rc \
+		"state while cut: $lost; $st; counters $c1 $c2; pages B had: ${had:-none}; B: $(vmB list 2>&1)"
+	[ $rc = 0 ] || logs
+
+	# the primary's guest dies; a new guest of that name on A is another
+	# guest: B's copy of the first stays where it is
+	stale_pid=$(vmB info g3 --json | json_field pid)
+	kill -9 "$(vmA info g3 --json | json_field pid)"
+	for _ in $(seq 50); do [ -z "$(vmA info g3 --json 2>/dev/null | json_field pid)" ] && break; sleep 0.1; done
+	vmA start g3 --mem 128M --working-set 8M --dirty-rate 5M >/dev/null && wait_counter vmA g3 2048
+	out=$(vmA replicate g3 "$B_AT" 2>&1); rc=$?
+	[ $rc != 0 ] && echo "$out" | grep -q "keeps it" &&
+		[ "$(vmB info g3 --json | json_field pid)" = "$stale_pid" ] &&
+		[ "$(vmB info g3 --json | json_field state)" = standby ]
+	rc2=$?
+	check stale_standby_refused_to_another_guest $rc2 "rc=$rc: $out; B: $(vmB list 2>&1)"
+	[ $rc2 = 0 ] || logs
+	vmA replicate stop g3 >/dev/null 2>&1
+	vmA stop g3 >/dev/null 2>&1
+	vmB stop g3 >/dev/null 2>&1
+fi
 suite_end
