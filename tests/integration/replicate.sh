@@ -185,4 +185,30 @@ else
 	vmA stop g3 >/dev/null 2>&1
 	vmB stop g3 >/dev/null 2>&1
 fi
+# The primary gives its standby up but its end never reaches the standby
+# (fault point repl-abandon-standby: the connection is left open, as behind
+# a stalled link), so the standby still waits for epochs when the primary's
+# next sync comes: that sync, proven its primary's, ends the wait and takes
+# the copy all the same.
+kill "$SVC_A_PID" && wait "$SVC_A_PID" 2>/dev/null; SVC_A_PID=
+hosts_start_service A "VMIGRATE_FAULT=repl-abandon-standby" || exit 1
+g4() { $1 replicate status g4 --json 2>/dev/null | json_field "$2"; }
+vmA start g4 --mem 128M --working-set 8M --dirty-rate 5M >/dev/null &&
+	wait_counter vmA g4 2048 && vmA replicate g4 "$B_AT" >/dev/null 2>&1
+for _ in $(seq 50); do [ "$(vmB info g4 --json | json_field state)" = standby ] && break; sleep 0.1; done
+old_pid=$(vmB info g4 --json | json_field pid)
+for _ in $(seq 100); do grep -q "g4: this standby of a lost primary" "$HOSTS_DIR/B/service.log" && break; sleep 0.1; done
+for _ in $(seq 300); do case $(g4 vmA state) in protected|degraded) break ;; esac; sleep 0.1; done
+st=$(vmA replicate status g4 2>&1)
+case $(g4 vmA state) in protected|degraded) synced=0 ;; *) synced=1 ;; esac
+[ $synced = 0 ] && grep -q "g4 UNPROTECTED: fault point repl-abandon-standby" "$HOSTS_DIR/A/service.log" &&
+	[ "$(vmB info g4 --json | json_field state)" = standby ] &&
+	[ "$(vmB info g4 --json | json_field pid)" != "$old_pid" ] && vmB verify g4 >/dev/null
+rc=$?
+check unnoticed_end_of_the_old_stream_gives_way_too $rc "$st; B: $(vmB list 2>&1)"
+[ $rc = 0 ] || grep -h "g4" "$HOSTS_DIR/A/service.log" "$HOSTS_DIR/B/service.log" |
+	grep -v "vcpu 0 pass" | awk '!/refused/ || !seen++' | tail -n 20 | sed 's/^/#   /'
+vmA replicate stop g4 >/dev/null 2>&1
+vmA stop g4 >/dev/null 2>&1
+vmB stop g4 >/dev/null 2>&1
 suite_end

@@ -218,9 +218,13 @@ static int protect_once(void)
 			W.job, worker_now() - t0, (unsigned long long)st.normal_pages,
 			(unsigned long long)st.matched_pages);
 		W.repl_keep_trying = true;	/* protected once: replace a lost standby */
+		W.rprog.abandoned = false;
 		ret = repl_primary_run(W.vm, W.mig_session.control, &W.rparams, &W.rprog);
 	}
-	peer_session_close(&W.mig_session);
+	if (W.rprog.abandoned)		/* the fault point: left open for good */
+		memset(&W.mig_session, 0, sizeof(W.mig_session));
+	else
+		peer_session_close(&W.mig_session);
 	return ret;
 }
 
