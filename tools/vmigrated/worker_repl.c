@@ -536,16 +536,19 @@ static bool end_standby_run(void)
  * standby on this host as the base of its sync, and this process ends. */
 struct json_object *repl_give_copy(struct json_object *req)
 {
-	bool orphan;
+	bool ours, orphan;
 	struct json_object *o;
 
 	pthread_mutex_lock(&W.lock);
-	orphan = W.state == W_STANDBY && W.vm && !W.repl_active &&
-		 same_primary(ipc_str(req, "lineage", "")) && end_standby_run();
+	ours = W.state == W_STANDBY && W.vm && !W.repl_active &&
+	       same_primary(ipc_str(req, "lineage", ""));
+	orphan = ours && end_standby_run();
 	if (!orphan && (W.state != W_FENCED || !W.vm || W.repl_active)) {
 		o = ipc_error(IPC_E_WRONG_STATE, "guest %s is %s here%s: its copy is not to be "
 			      "given away", W.spec.name, worker_state_names[W.state],
-			      W.state == W_STANDBY && W.arb.lineage[0] ? ", of another primary" : "");
+			      ours ? ", its epochs not yet ended" :
+			      W.state == W_STANDBY && !W.arb.endpoints[0] && W.arb.lineage[0] ?
+			      ", of another primary" : "");
 		pthread_mutex_unlock(&W.lock);
 		return o;
 	}
