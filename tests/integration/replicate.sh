@@ -4,7 +4,9 @@
 # acknowledged, the standby's image verifies at any point and never gets
 # ahead of the primary, output is released only for acknowledged epochs,
 # a migration is refused while replicated, a clean stop frees the standby,
-# and a lost standby leaves the guest running, unprotected, saying so.
+# and a lost standby leaves the guest running, unprotected, saying so. A
+# standby whose primary gave it up gives way to that primary's next sync
+# (its copy the base), whether it noticed the loss or not, and to no other.
 set -u
 BUILD=${1:-build}
 . "$(dirname "$0")/lib/hosts.sh"
@@ -151,7 +153,7 @@ else
 	for _ in $(seq 200); do [ "$(g3 vmA state)" = unprotected ] && break; sleep 0.1; done
 	lost=$(g3 vmA state)
 	heal_link
-	for _ in $(seq 600); do g3_in_sync && break; sleep 0.1; done
+	for _ in $(seq 300); do g3_in_sync && break; sleep 0.1; done
 	st=$(vmA replicate status g3 2>&1)
 	c1=$(vmA info g3 --json | json_field counter); sleep 0.3
 	c2=$(vmA info g3 --json | json_field counter)
