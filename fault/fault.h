@@ -25,6 +25,9 @@
  *   lazy-slow-prefetch    a lazy restore's prefetch takes 5 ms a MiB
  *   src-postcopy-slow-push the source's post-copy push waits 20 ms a 2 MiB chunk
  *   standby-half-apply    a standby fails an epoch after its first record (half applied)
+ *   repl-abandon-standby  a replication primary gives its standby up after epoch 50 and
+ *                         leaves the connection open (its end never reaches the standby,
+ *                         as behind a stalled link)
  *   dst-postcopy-zero-page the destination maps a zero page for an owed page a vCPU
  *                         touches instead of waiting for it (tests must catch it)
  */

@@ -35,6 +35,7 @@
 #include <time.h>
 
 #include "ckpt.h"
+#include "fault.h"
 
 #define MIN_EPOCH_MS		10
 #define DEFAULT_INFLIGHT	4
@@ -370,6 +371,12 @@ int repl_primary_run(struct vm *vm, struct xport *x, const struct repl_params *p
 		if (ret)
 			break;
 		update_stats(&pr, pause_ms, pr.buf.len);
+		if (pr.sealed == 50 && fault_point("repl-abandon-standby")) {
+			fail_msg(&pr, "fault point repl-abandon-standby");
+			prog->abandoned = true;
+			ret = -ETIMEDOUT;
+			break;
+		}
 		/* epochs on a fixed beat; one that ran late moves the beat
 		 * instead of starting a burst to catch up */
 		due += (p->epoch_ms ? p->epoch_ms : MIN_EPOCH_MS) / 1e3;

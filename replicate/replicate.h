@@ -94,6 +94,10 @@ struct repl_progress {
 	atomic_bool fenced;		/* set under run_lock; read anywhere (vCPU
 					 * threads emit output while an epoch holds
 					 * run_lock and waits for them to pause) */
+	bool abandoned;			/* replicating thread's: the run gave its
+					 * standby up at fault point
+					 * repl-abandon-standby, the link to be left
+					 * open (tests) */
 	/* output not yet released: under lock */
 	struct repl_held *held, **held_tail;
 	uint64_t open_epoch;		/* under lock: the epoch output goes into */

@@ -33,6 +33,11 @@ static void accept_once(const uint8_t *data, size_t size, bool with_key)
 		     strcmp(h.op, "handover") && strcmp(h.op, "probe") &&
 		     strcmp(h.op, "postcopy-ask") && strcmp(h.op, "libvirt-in")))
 			abort();
+		/* a lineage is what worker_repl.c makes, or none */
+		if (h.arb.lineage[0] && (strlen(h.arb.lineage) != PEER_LINEAGE_LEN ||
+		    strspn(h.arb.lineage, "0123456789abcdef") != PEER_LINEAGE_LEN ||
+		    strcmp(h.op, "replicate-in")))
+			abort();
 		peer_answer(x, false, "fuzz");
 		xport_close(x);
 	} else if (!err[0]) {

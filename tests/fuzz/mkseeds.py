@@ -58,6 +58,8 @@ write("peer_hello", {
     "name-not-string": hello(name=7),
     "wrong-op": hello(op="migrate-data", token="ab" * 16),
     "probe": hello(op="probe", name="probe", job="check", channels=1),
+    "replicate-lineage": hello(op="replicate-in", job="g1-repl-1", lineage="0a" * 16),
+    "replicate-lineage-bad": hello(op="replicate-in", job="g1-repl-1", lineage="0A" * 17),
     "not-object": b"[1,2,3]\n",
     "no-newline": hello()[:-1],
     "empty-line": b"\n",

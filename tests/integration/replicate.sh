@@ -4,7 +4,9 @@
 # acknowledged, the standby's image verifies at any point and never gets
 # ahead of the primary, output is released only for acknowledged epochs,
 # a migration is refused while replicated, a clean stop frees the standby,
-# and a lost standby leaves the guest running, unprotected, saying so.
+# and a lost standby leaves the guest running, unprotected, saying so. A
+# standby whose primary gave it up gives way to that primary's next sync
+# (its copy the base), whether it noticed the loss or not, and to no other.
 set -u
 BUILD=${1:-build}
 . "$(dirname "$0")/lib/hosts.sh"
@@ -116,4 +118,99 @@ else
 	check protected_again_on_a_fast_link $? "$st"
 	vmA replicate stop g2 >/dev/null 2>&1
 fi
+# The primary gives its standby up (the link cut for longer than it waits
+# for acknowledgements) and, without an arbiter, that standby stays paused
+# at its last epoch. Once the link is back the primary's next sync, proven
+# to come from the same guest, takes that copy as its base (only the pages
+# that differ cross): protection resumes by itself, the guest never stops
+# on A. A guest of the same name that is not that primary (a new g3 on A,
+# the first one gone) never gets the copy: it may be the only one left.
+if [ "$USE_NETNS" != 1 ] || ! command -v iptables >/dev/null; then
+	echo "SKIP replicate.standby_of_a_lost_primary_gives_way_to_its_new_sync: needs network namespaces and iptables"
+	echo "SKIP replicate.stale_standby_refused_to_another_guest: needs network namespaces and iptables"
+else
+	cut_link() {	# -I cuts A off from B, -D heals
+		ip netns exec "$NS_A" iptables "$1" OUTPUT -d "$HOST_B_ADDR" -j DROP &&
+			ip netns exec "$NS_A" iptables "$1" INPUT -s "$HOST_B_ADDR" -j DROP
+	}
+	heal_link() { while cut_link -D 2>/dev/null; do :; done; }
+	trap 'heal_link; hosts_cleanup' EXIT
+	logs() {	# what both services said of g3 (a refusal once), for a failed case
+		local h
+		for h in A B; do
+			grep -h "g3" "$HOSTS_DIR/$h/service.log" 2>/dev/null |
+				awk '!/refused: a guest named|refused an incoming/ || !seen++' |
+				tail -n 15 | sed "s/^/#   $h: /"
+		done
+	}
+	g3() { $1 replicate status g3 --json 2>/dev/null | json_field "$2"; }
+	g3_in_sync() { case $(g3 vmA state) in protected|degraded) return 0 ;; esac; return 1; }
+	vmA start g3 --mem 128M --working-set 8M --dirty-rate 5M >/dev/null &&
+		wait_counter vmA g3 2048 && vmA replicate g3 "$B_AT" >/dev/null 2>&1
+	for _ in $(seq 50); do [ "$(vmB info g3 --json | json_field state)" = standby ] && break; sleep 0.1; done
+	old_pid=$(vmB info g3 --json | json_field pid)
+	cut_link -I
+	for _ in $(seq 200); do [ "$(g3 vmA state)" = unprotected ] && break; sleep 0.1; done
+	lost=$(g3 vmA state)
+	heal_link
+	for _ in $(seq 300); do g3_in_sync && break; sleep 0.1; done
+	st=$(vmA replicate status g3 2>&1)
+	c1=$(vmA info g3 --json | json_field counter); sleep 0.3
+	c2=$(vmA info g3 --json | json_field counter)
+	# the last sync's line: "... (N pages sent, M it had already)"
+	had=$(grep "guest g3 job .*standby in sync" "$HOSTS_DIR/A/service.log" | tail -1 |
+		sed -n 's/.*sent, \([0-9]*\) it had already.*/\1/p')
+	[ "$lost" = unprotected ] && g3_in_sync &&
+		[ "$(vmA info g3 --json | json_field state)" = running ] && [ "$c2" -gt "$c1" ] &&
+		[ "$(vmB info g3 --json | json_field state)" = standby ] &&
+		[ "$(vmB info g3 --json | json_field pid)" != "$old_pid" ] &&
+		vmB verify g3 >/dev/null && [ "${had:-0}" -gt 0 ]
+	rc=$?
+	check standby_of_a_lost_primary_gives_way_to_its_new_sync $rc \
+		"state while cut: $lost; $st; counters $c1 $c2; pages B had: ${had:-none}; B: $(vmB list 2>&1)"
+	[ $rc = 0 ] || logs
+
+	# the primary's guest dies; a new guest of that name on A is another
+	# guest: B's copy of the first stays where it is
+	stale_pid=$(vmB info g3 --json | json_field pid)
+	kill -9 "$(vmA info g3 --json | json_field pid)"
+	for _ in $(seq 50); do [ -z "$(vmA info g3 --json 2>/dev/null | json_field pid)" ] && break; sleep 0.1; done
+	vmA start g3 --mem 128M --working-set 8M --dirty-rate 5M >/dev/null && wait_counter vmA g3 2048
+	out=$(vmA replicate g3 "$B_AT" 2>&1); rc=$?
+	[ $rc != 0 ] && echo "$out" | grep -q "keeps it" &&
+		[ "$(vmB info g3 --json | json_field pid)" = "$stale_pid" ] &&
+		[ "$(vmB info g3 --json | json_field state)" = standby ]
+	rc2=$?
+	check stale_standby_refused_to_another_guest $rc2 "rc=$rc: $out; B: $(vmB list 2>&1)"
+	[ $rc2 = 0 ] || logs
+	vmA replicate stop g3 >/dev/null 2>&1
+	vmA stop g3 >/dev/null 2>&1
+	vmB stop g3 >/dev/null 2>&1
+fi
+# The primary gives its standby up but its end never reaches the standby
+# (fault point repl-abandon-standby: the connection is left open, as behind
+# a stalled link), so the standby still waits for epochs when the primary's
+# next sync comes: that sync, proven its primary's, ends the wait and takes
+# the copy all the same.
+kill "$SVC_A_PID" && wait "$SVC_A_PID" 2>/dev/null; SVC_A_PID=
+hosts_start_service A "VMIGRATE_FAULT=repl-abandon-standby" || exit 1
+g4() { $1 replicate status g4 --json 2>/dev/null | json_field "$2"; }
+vmA start g4 --mem 128M --working-set 8M --dirty-rate 5M >/dev/null &&
+	wait_counter vmA g4 2048 && vmA replicate g4 "$B_AT" >/dev/null 2>&1
+for _ in $(seq 50); do [ "$(vmB info g4 --json | json_field state)" = standby ] && break; sleep 0.1; done
+old_pid=$(vmB info g4 --json | json_field pid)
+for _ in $(seq 100); do grep -q "g4: this standby of a lost primary" "$HOSTS_DIR/B/service.log" && break; sleep 0.1; done
+for _ in $(seq 300); do case $(g4 vmA state) in protected|degraded) break ;; esac; sleep 0.1; done
+st=$(vmA replicate status g4 2>&1)
+case $(g4 vmA state) in protected|degraded) synced=0 ;; *) synced=1 ;; esac
+[ $synced = 0 ] && grep -q "g4 UNPROTECTED: fault point repl-abandon-standby" "$HOSTS_DIR/A/service.log" &&
+	[ "$(vmB info g4 --json | json_field state)" = standby ] &&
+	[ "$(vmB info g4 --json | json_field pid)" != "$old_pid" ] && vmB verify g4 >/dev/null
+rc=$?
+check unnoticed_end_of_the_old_stream_gives_way_too $rc "$st; B: $(vmB list 2>&1)"
+[ $rc = 0 ] || grep -h "g4" "$HOSTS_DIR/A/service.log" "$HOSTS_DIR/B/service.log" |
+	grep -v "vcpu 0 pass" | awk '!/refused/ || !seen++' | tail -n 20 | sed 's/^/#   /'
+vmA replicate stop g4 >/dev/null 2>&1
+vmA stop g4 >/dev/null 2>&1
+vmB stop g4 >/dev/null 2>&1
 suite_end

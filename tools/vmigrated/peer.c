@@ -379,6 +379,8 @@ int peer_dial(const struct peer_config *pc, int fd, const char *host, const char
 		if (arb->home_port > 0)
 			json_object_object_add(hello, "home_port", json_object_new_int(arb->home_port));
 	}
+	if (arb && arb->lineage[0] && !strcmp(op, "replicate-in"))
+		json_object_object_add(hello, "lineage", json_object_new_string(arb->lineage));
 	json_object_object_add(hello, "channels", json_object_new_int((int)channels));
 	json_object_object_add(hello, "transport", json_object_new_string(rdma ? "rdma" : "tcp"));
 	if (postcopy)
@@ -441,6 +443,14 @@ static void primary_address(int fd, int port, char *out, size_t len)
 		snprintf(out, len, sa.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip, port);
 }
 
+/* PEER_LINEAGE_LEN lowercase hex digits, as worker_repl.c makes them */
+static bool is_lineage(const char *s)
+{
+	size_t n = strspn(s, "0123456789abcdef");
+
+	return n == PEER_LINEAGE_LEN && !s[n];
+}
+
 struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hello *h,
 			  char *err, size_t errlen)
 {
@@ -474,6 +484,8 @@ struct xport *peer_accept(const struct peer_config *pc, int fd, struct peer_hell
 	if (ipc_int(hello, "home_port", 0) > 0 && ipc_int(hello, "home_port", 0) < 65536)
 		primary_address(fd, (int)ipc_int(hello, "home_port", 0), h->arb.primary,
 				sizeof(h->arb.primary));
+	if (!strcmp(op, "replicate-in") && is_lineage(ipc_str(hello, "lineage", "")))
+		snprintf(h->arb.lineage, sizeof(h->arb.lineage), "%s", ipc_str(hello, "lineage", ""));
 	h->check_back = !strcmp(op, "probe") && ipc_bool(hello, "check_back", false) &&
 			h->arb.primary[0];
 	if (h->arb.endpoints[0] && (h->arb.ttl_s < 1 || h->arb.ttl_s > 3600 ||

@@ -43,6 +43,7 @@ int peer_config_check(const struct peer_config *pc, char *err, size_t errlen);
 
 #define PEER_DEFAULT_PORT	"7480"
 #define PEER_MAX_DATA		16
+#define PEER_LINEAGE_LEN	32
 
 /* Dial another host's service (HOST[:PORT]); the guest process secures
  * the connection (peer_dial). Returns the socket, or -errno with err;
@@ -78,6 +79,10 @@ struct peer_arbiter {
 	unsigned epoch_ms;		/* the primary's fixed epoch, 0 = adaptive */
 	int home_port;			/* dialer: its service's port for peers */
 	char primary[300];		/* accepter: that service, HOST:PORT ("": unknown) */
+	/* replicate-in: the primary guest process's lineage (PEER_LINEAGE_LEN
+	 * hex digits, "" = none), what its later syncs prove they come from
+	 * the same guest with (worker_repl.c) */
+	char lineage[PEER_LINEAGE_LEN + 1];
 };
 
 /* op: "migrate-in", or "replicate-in" for a standby (arb: its arbiter, or

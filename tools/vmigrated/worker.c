@@ -904,7 +904,7 @@ static struct json_object *handle(struct json_object *req, int fd)
 	if (!strcmp(cmd, "failover"))
 		return repl_job_failover();
 	if (!strcmp(cmd, "give-copy"))
-		return repl_give_copy();
+		return repl_give_copy(req);
 	if (!strcmp(cmd, "progress"))
 		return do_progress(req);
 	if ((!strcmp(cmd, "cancel") || !strcmp(cmd, "set-bandwidth")) && names_incoming(req))
@@ -1251,7 +1251,7 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	snprintf(s.name, sizeof(s.name), "%s", name);
 	ret = worker_setup(&s, err, sizeof(err));
 	if (ret == -EBUSY && !strcmp(h.op, "replicate-in"))
-		ret = repl_take_fenced_copy(&s, &base_fd, err, sizeof(err));
+		ret = repl_take_fenced_copy(&s, h.arb.lineage, &base_fd, err, sizeof(err));
 	if (ret) {
 		peer_answer(x, false, err);
 		log_write(LOG_WARNING, s.name, h.job, "refused an incoming migration: %s", err);

@@ -67,7 +67,11 @@ struct worker {
 					 * stale: a new one needs a new token */
 	char handover[256];		/* a planned failover's outcome */
 	uint64_t handover_token;	/* the new owner's, 0 when it did not happen */
-	struct peer_arbiter arb;	/* the job's arbiter ("" = none) */
+	struct peer_arbiter arb;	/* the job's arbiter ("" = none); a standby's:
+					 * its primary's, and that primary's lineage */
+	char repl_lineage[PEER_LINEAGE_LEN + 1];	/* this process's, once it
+					 * replicated (repl_job_start): its standbys
+					 * know it by that */
 	struct repl_arbiter *arbiter;	/* the replication job's; its lease in rprog */
 	struct repl_params rparams;
 	struct repl_progress rprog;
@@ -80,6 +84,10 @@ struct worker {
 	int repl_result;		/* under lock once !repl_active */
 	/* Standby side: figures of the epochs applied (under lock). */
 	struct repl_standby_stats standby;
+	struct xport *standby_link;	/* under lock: the primary's epochs come on
+					 * it; NULL once the standby's run ended */
+	bool standby_orphaned;		/* under lock: the run ended, its primary
+					 * lost; the copy stays paused here */
 	int output_fd;			/* guests/NAME.output: released output */
 	int reply_fd;			/* sent with the reply to the current request */
 
@@ -150,14 +158,17 @@ int repl_job_start(void);
 struct json_object *repl_job_status(void);
 struct json_object *repl_job_stop(void);
 struct json_object *repl_job_failover(void);
-/* A fenced copy's RAM for a new standby of this host (reply_fd); then this
- * process ends. */
-struct json_object *repl_give_copy(void);
+/* A fenced copy's RAM for a new standby of this host (reply_fd), or, with
+ * no arbiter, a standby's for a new sync proven to come from its primary
+ * (req's lineage); then this process ends. */
+struct json_object *repl_give_copy(struct json_object *req);
 /* The standby side, once in sync: apply epochs; take over when the primary
  * is lost or hands the guest over. */
 void repl_follow_epochs(struct incoming *in, struct vm *vm);
-/* A new standby arriving where a fenced copy of the guest still holds its
+/* A new standby arriving where a fenced copy of the guest, or a standby
+ * of the same primary (lineage: the new sync's hello's), still holds its
  * name: take that copy's RAM (*base_fd) and then the name. */
-int repl_take_fenced_copy(const struct worker_spec *s, int *base_fd, char *err, size_t errlen);
+int repl_take_fenced_copy(const struct worker_spec *s, const char *lineage, int *base_fd,
+			  char *err, size_t errlen);
 
 #endif

@@ -13,7 +13,10 @@
  * out or it handed the guest over; then protect the guest in turn on the
  * old primary's host. There a copy of the guest still holding the name
  * (fenced, or failed over) gives its RAM to the new standby's process as
- * the base of the sync (only pages that differ cross) and ends.
+ * the base of the sync (only pages that differ cross) and ends. Without an
+ * arbiter a standby whose primary is lost stays paused; it gives its copy
+ * the same way, but only to a new sync of that same primary (its lineage,
+ * repl_give_copy).
  */
 #include "worker_internal.h"
 
@@ -23,6 +26,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+
+#include <openssl/crypto.h>
 
 #include "ipc.h"
 #include "log.h"
@@ -211,9 +218,13 @@ static int protect_once(void)
 			W.job, worker_now() - t0, (unsigned long long)st.normal_pages,
 			(unsigned long long)st.matched_pages);
 		W.repl_keep_trying = true;	/* protected once: replace a lost standby */
+		W.rprog.abandoned = false;
 		ret = repl_primary_run(W.vm, W.mig_session.control, &W.rparams, &W.rprog);
 	}
-	peer_session_close(&W.mig_session);
+	if (W.rprog.abandoned)		/* the fault point: left open for good */
+		memset(&W.mig_session, 0, sizeof(W.mig_session));
+	else
+		peer_session_close(&W.mig_session);
 	return ret;
 }
 
@@ -410,8 +421,22 @@ static void *replication_main(void *arg)
 	return NULL;
 }
 
+/* What this guest process's standbys know it by (repl_give_copy): made
+ * once, kept for the process's life. Without one (no randomness), a lost
+ * standby of it stays in the way of the next, as it would anyway. */
+static void make_lineage(void)
+{
+	uint8_t raw[PEER_LINEAGE_LEN / 2];
+
+	if (!W.repl_lineage[0] && getrandom(raw, sizeof(raw), 0) == sizeof(raw))
+		for (size_t i = 0; i < sizeof(raw); i++)
+			snprintf(W.repl_lineage + 2 * i, 3, "%02x", raw[i]);
+	snprintf(W.arb.lineage, sizeof(W.arb.lineage), "%s", W.repl_lineage);
+}
+
 int repl_job_start(void)
 {
+	make_lineage();
 	pthread_mutex_lock(&W.rprog.lock);
 	memset(&W.rprog.stats, 0, sizeof(W.rprog.stats));
 	W.repl_code = NULL;
@@ -472,29 +497,72 @@ struct json_object *repl_job_failover(void)
 	return o;
 }
 
-/* A copy that may never run again gives its RAM to a new standby on this
- * host, and this process ends. */
-struct json_object *repl_give_copy(void)
+/*
+ * Does a new sync (its hello's lineage) come from this standby's primary?
+ * Without an arbiter, a standby whose primary is lost may hold the only
+ * copy left of the guest (the primary's host may have died): it gives way
+ * to nobody but that primary. The lineage proves it: random, made by the
+ * primary's guest process and handed over in the first sync's hello,
+ * inside the peers' TLS session; nobody else knows it. The address or the
+ * certificate would not do: a new guest of the same name on the same host
+ * has both and is another guest. (With an arbiter the standby takes over
+ * or ends on its own.) Under W.lock.
+ */
+static bool same_primary(const char *lineage)
 {
+	size_t n = strlen(W.arb.lineage);
+
+	return !W.arb.endpoints[0] && n && strlen(lineage) == n &&
+	       !CRYPTO_memcmp(lineage, W.arb.lineage, n);
+}
+
+/* A new sync of our primary proves it dropped our stream (one standby at
+ * a time), though we may not have noticed yet (its end behind a slow
+ * link): end the run, within 2 s. Called and returns under W.lock. */
+static bool end_standby_run(void)
+{
+	for (int i = 0; i < 200 && !W.standby_orphaned; i++) {
+		if (W.standby_link)
+			shutdown(xport_fd(W.standby_link), SHUT_RDWR);
+		pthread_mutex_unlock(&W.lock);
+		sleep_ms(10);
+		pthread_mutex_lock(&W.lock);
+	}
+	return W.standby_orphaned;
+}
+
+/* A copy that may never run again, or the standby of a lost primary asked
+ * by that primary's new sync (req's lineage), gives its RAM to the new
+ * standby on this host as the base of its sync, and this process ends. */
+struct json_object *repl_give_copy(struct json_object *req)
+{
+	bool ours, orphan;
 	struct json_object *o;
 
 	pthread_mutex_lock(&W.lock);
-	if (W.state != W_FENCED || !W.vm || W.repl_active) {
-		o = ipc_error(IPC_E_WRONG_STATE, "guest %s is %s here: its copy is not to be given "
-			      "away", W.spec.name,
-			      worker_state_names[W.state]);
+	ours = W.state == W_STANDBY && W.vm && !W.repl_active &&
+	       same_primary(ipc_str(req, "lineage", ""));
+	orphan = ours && end_standby_run();
+	if (!orphan && (W.state != W_FENCED || !W.vm || W.repl_active)) {
+		o = ipc_error(IPC_E_WRONG_STATE, "guest %s is %s here%s: its copy is not to be "
+			      "given away", W.spec.name, worker_state_names[W.state],
+			      ours ? ", its epochs not yet ended" :
+			      W.state == W_STANDBY && !W.arb.endpoints[0] && W.arb.lineage[0] ?
+			      ", of another primary" : "");
 		pthread_mutex_unlock(&W.lock);
 		return o;
 	}
 	W.reply_fd = W.vm->regions[0].memfd;	/* one memfd holds all of RAM */
 	W.exit_requested = true;
 	pthread_mutex_unlock(&W.lock);
-	log_write(LOG_INFO, W.spec.name, NULL, "guest %s: this stopped copy is the base of a new "
-		"standby (only the pages that differ cross); its process ends", W.spec.name);
+	log_write(LOG_INFO, W.spec.name, NULL, "guest %s: this %s is the base of a new standby "
+		"(only the pages that differ cross); its process ends", W.spec.name, orphan ?
+		"standby of a lost primary, asked by that primary's new sync," : "stopped copy");
 	return ipc_ok();
 }
 
-int repl_take_fenced_copy(const struct worker_spec *s, int *base_fd, char *err, size_t errlen)
+int repl_take_fenced_copy(const struct worker_spec *s, const char *lineage, int *base_fd,
+			  char *err, size_t errlen)
 {
 	struct json_object *req = json_object_new_object(), *rep = NULL;
 	char path[600], why[256] = "no answer";
@@ -502,6 +570,8 @@ int repl_take_fenced_copy(const struct worker_spec *s, int *base_fd, char *err, 
 
 	worker_sock_path(s->dir, s->name, path, sizeof(path));
 	json_object_object_add(req, "cmd", json_object_new_string("give-copy"));
+	if (lineage[0])
+		json_object_object_add(req, "lineage", json_object_new_string(lineage));
 	sock = ipc_connect(path, why, sizeof(why));
 	if (sock >= 0 && ipc_send(sock, req, -1) == 0)
 		rep = ipc_recv(sock, &fd, 5000);
@@ -722,6 +792,7 @@ void repl_follow_epochs(struct incoming *in, struct vm *vm)
 	pthread_mutex_lock(&W.lock);
 	W.vm = vm;
 	W.state = W_STANDBY;
+	W.standby_link = in->session.control;
 	W.spec.mem = 0;
 	for (unsigned i = 0; i < vm->nr_regions; i++)
 		W.spec.mem += vm->regions[i].size;
@@ -735,6 +806,9 @@ void repl_follow_epochs(struct incoming *in, struct vm *vm)
 	received = in->session.control->bytes_received;
 	for (unsigned i = 0; i < in->session.nr_data; i++)
 		received += in->session.data[i]->bytes_received;
+	pthread_mutex_lock(&W.lock);
+	W.standby_link = NULL;		/* before it closes */
+	pthread_mutex_unlock(&W.lock);
 	peer_session_close(&in->session);
 	if (W.standby.damaged) {
 		/* neither the last epoch nor the one before: never to run */
@@ -782,6 +856,7 @@ void repl_follow_epochs(struct incoming *in, struct vm *vm)
 			W.spec.name, W.standby.error[0] ? W.standby.error : strerror(-ret),
 			(unsigned long long)W.standby.applied_epoch,
 			(unsigned long long)W.standby.token);
+		W.standby_orphaned = true;	/* for a new sync of that primary */
 	}
 	pthread_mutex_unlock(&W.lock);
 }
