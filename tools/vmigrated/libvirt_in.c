@@ -149,6 +149,19 @@ static int take_announced(struct data_in *di, struct incoming *in, struct qsrec_
 	return 0;
 }
 
+/* Read a frame's payload of len bytes through buf and drop it; 0 or < 0. */
+static int skip_payload(struct xport *x, uint8_t *buf, uint32_t len)
+{
+	while (len) {
+		uint32_t n = len < LVD_FRAME_MAX ? len : LVD_FRAME_MAX;
+
+		if (xport_recv_exact(x, buf, n))
+			return -EIO;
+		len -= n;
+	}
+	return 0;
+}
+
 /* A data channel broke: the source may have said why on the session (its
  * ABORT comes before it shuts the channels); wait a little for it. */
 static void source_reason(struct xport *x, uint8_t *buf, char *err, size_t errlen)
@@ -165,13 +178,8 @@ static void source_reason(struct xport *x, uint8_t *buf, char *err, size_t errle
 				snprintf(err, errlen, "the source gave up: %.*s", (int)len, buf);
 			return;
 		}
-		while (len) {
-			uint32_t n = len < LVD_FRAME_MAX ? len : LVD_FRAME_MAX;
-
-			if (xport_recv_exact(x, buf, n))
-				return;
-			len -= n;
-		}
+		if (skip_payload(x, buf, len))
+			return;
 	}
 }
 
@@ -236,13 +244,8 @@ static void drain_source(struct xport *x, uint8_t *buf)
 
 		if (lvd_frame_head(x, true, &type, &len))
 			return;
-		while (len) {
-			uint32_t n = len < LVD_FRAME_MAX ? len : LVD_FRAME_MAX;
-
-			if (xport_recv_exact(x, buf, n))
-				return;
-			len -= n;
-		}
+		if (skip_payload(x, buf, len))
+			return;
 	}
 }
 
