@@ -179,6 +179,81 @@ out=$(vmA snapshot $G "$D/$G-x.ckpt" 2>&1); rc=$?
 check refuses_xbzrle $? "rc=$rc: $out"
 virshA qemu-monitor-command $G '{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false}]}}' >/dev/null
 
+# ---- libvirt's own live external memory snapshot (into a FIFO of the
+# service's), asked for by name; an incremental on it; its restore ----
+lvsnap_left() { lv_exec A sh -c 'ls -d /run/vmigrate/lvsnap-* 2>/dev/null' | tr '\n' ' '; }
+lvsnap_metadata() { virshA snapshot-list $G --name 2>&1 | grep -c .; }
+seq0=$(lv_seq A $G)
+out=$(vmA snapshot $G "$D/$G-lv1.ckpt" --live --method libvirt-snapshot --json 2>&1); rc=$?
+lvfull=$(stat -c %s "$D/$G-lv1.ckpt" 2>/dev/null || echo 0)
+[ $rc = 0 ] && [ "$(jf "$out" method)" = libvirt-snapshot ] && [ "$(jf "$out" file_bytes)" = "$lvfull" ] &&
+	[ "$(virshA domstate $G)" = running ] && lv_wait_seq A $G "$seq0" && [ "$(max_bw)" = "$bw0" ] &&
+	[ "$(lvsnap_metadata)" = 0 ] && [ -z "$(lvsnap_left)" ] && vmA ckpt verify "$D/$G-lv1.ckpt" >/dev/null
+check libvirt_memory_snapshot $? "rc=$rc: $out; snapshots kept: $(lvsnap_metadata); left: '$(lvsnap_left)'; max-bandwidth $(max_bw) (was $bw0); $(dump)"
+echo "# libvirt-snapshot, full, live: $lvfull bytes, paused $(jf "$out" pause_ms) ms, $(jf "$out" seconds) s"
+sleep 2
+seq_snap=$(lv_seq A $G)
+out=$(vmA snapshot $G "$D/$G-lv2.ckpt" --live --incremental --method libvirt-snapshot --json 2>&1); rc=$?
+inc=$(stat -c %s "$D/$G-lv2.ckpt" 2>/dev/null || echo 0)
+[ $rc = 0 ] && [ "$(jf "$out" method)" = libvirt-snapshot ] && [ "$(jf "$out" incremental)" = True ] &&
+	[ $((inc * 4)) -lt "$lvfull" ] && [ "$(jf "$out" pages_unchanged)" -gt 0 ] &&
+	[ "$(lvsnap_metadata)" = 0 ] && vmA ckpt verify "$D/$G-lv2.ckpt" >/dev/null
+check libvirt_memory_snapshot_incremental $? "rc=$rc: incremental $inc bytes, full $lvfull: $out; $(dump)"
+echo "# libvirt-snapshot, incremental, live: $inc bytes, paused $(jf "$out" pause_ms) ms"
+virshA destroy $G >/dev/null
+out=$(vmA restore "$D/$G-lv2.ckpt" --json 2>&1); rc=$?
+[ $rc = 0 ] && [ "$(virshA domstate $G)" = running ] && [ "$(jf "$out" files)" = 2 ] &&
+	lv_wait_seq A $G "$seq_snap" && v=$(lv_verify A $G)
+check libvirt_memory_snapshot_restores $? "rc=$rc: $out; ${v:-no progress past seq $seq_snap}; $(dump)"
+
+# the migration into a pipe, the way taken where libvirt's gives nothing
+out=$(vmA snapshot $G "$D/$G-mig.ckpt" --live --method migration --json 2>&1); rc=$?
+[ $rc = 0 ] && [ "$(jf "$out" method)" = live-migration ] && vmA ckpt verify "$D/$G-mig.ckpt" >/dev/null &&
+	[ "$(virshA domstate $G)" = running ]
+check migration_method_still_there $? "rc=$rc: $out"
+
+# ---- libvirt's memory snapshot failing half-way: a clean error, the
+# domain runs on, no file, no snapshot metadata, no FIFO left ----
+lvsnap_failed() {	# CASE FILE OUT RC SEQ ERE: the checks after a failure saying ERE
+	local left
+	left=$(ls -A "$D" | grep -F "$(basename "$2")")
+	[ "$4" != 0 ] && echo "$3" | grep -Eq "$6" && [ -z "$left" ] &&
+		[ "$(virshA domstate $G)" = running ] && lv_wait_seq A $G "$5" &&
+		[ "$(lvsnap_metadata)" = 0 ] && [ -z "$(lvsnap_left)" ] && [ "$(max_bw)" = "$bw0" ]
+	local st=$?
+	check "$1" $st "rc=$4: $3; files: '$left'; state $(virshA domstate $G 2>&1); snapshots kept: $(lvsnap_metadata); FIFOs left: '$(lvsnap_left)'; max-bandwidth $(max_bw) (was $bw0)"
+	return $st
+}
+restart_service() { kill "$SVC_A_PID" && wait "$SVC_A_PID" 2>/dev/null; lv_start_service A; }
+# the reader gives up on the FIFO mid-stream (a fault point)
+VMIGRATE_FAULT=lvsnap-reader-dies restart_service
+seq0=$(lv_seq A $G)
+out=$(vmA snapshot $G "$D/$G-f1.ckpt" --live --method libvirt-snapshot 2>&1); rc=$?
+lvsnap_failed libvirt_snapshot_reader_gives_up "$D/$G-f1.ckpt" "$out" "$rc" "$seq0" \
+	"runs on: .*lvsnap-reader-dies"
+VMIGRATE_FAULT= restart_service
+# the FIFO's directory removed while libvirt writes into it
+seq0=$(lv_seq A $G)
+lv_exec A sh -c 'for i in $(seq 1000); do for d in /run/vmigrate/lvsnap-*; do
+	[ -d "$d" ] && { sleep 0.2; rm -rf "$d"; exit 0; }; done; sleep 0.005; done' &
+rmpid=$!
+out=$(vmA snapshot $G "$D/$G-f2.ckpt" --live --method libvirt-snapshot 2>&1); rc=$?
+wait $rmpid
+lvsnap_failed libvirt_snapshot_fifo_dir_removed "$D/$G-f2.ckpt" "$out" "$rc" "$seq0" \
+	"runs on: .*libvirt's memory snapshot"
+# the process reading the FIFO killed mid-stream: its guard drains what
+# libvirt still writes (libvirt's job ends, the domain resumes), then
+# removes the FIFOs; the checkpoint's file was never named
+seq0=$(lv_seq A $G)
+lv_exec A sh -c 'for i in $(seq 1000); do for d in /run/vmigrate/lvsnap-*; do
+	[ -d "$d" ] && { sleep 0.2; p=${d#*/lvsnap-}; kill -9 "${p%%-*}"; exit 0; }; done; sleep 0.005; done' &
+killpid=$!
+out=$(vmA snapshot $G "$D/$G-f3.ckpt" --live --method libvirt-snapshot 2>&1); rc=$?
+wait $killpid
+for _ in $(seq 100); do [ -z "$(lvsnap_left)" ] && break; sleep 0.1; done
+lvsnap_failed libvirt_snapshot_reader_killed "$D/$G-f3.ckpt" "$out" "$rc" "$seq0" \
+	"ended without an answer" || { lv_exec A sh -c 'ls -la /run/vmigrate/lvsnap-*; ls -l /proc/[0-9]*/fd 2>/dev/null | grep lvsnap'; virshA domjobinfo $G; tail -n 5 "$HOSTS_DIR/A/service.log"; }
+
 v=$(lv_verify A $G)
 check data_intact_at_end $? "$v"
 

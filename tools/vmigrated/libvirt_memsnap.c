@@ -4,13 +4,17 @@
  *   thread:  virDomainSnapshotCreateXML(memory file = DIR/memory, live)
  *   libvirt: open DIR/memory, header (partial), XML, QEMU's stream, close;
  *            open DIR/memory again, header (complete), close; resume
- *   here:    r1 = DIR/memory (read end, before libvirt opens it)
- *            header read: r2 = a second FIFO renamed over DIR/memory, so
- *            the stream ends in r1's EOF and the second header comes on
- *            r2, never run together with the stream's last bytes
+ *   here:    r1 = DIR/memory, r2 = DIR/memory.end (read ends, before
+ *            libvirt opens anything); header read: r2's FIFO renamed over
+ *            DIR/memory, so the stream ends in r1's EOF and the second
+ *            header comes on r2, never run together with the stream's end
+ *   guard:   a child holding r1 and r2 too, for as long as we live
  *
- * r2 stays open until libvirt's job returned: a FIFO without a reader
- * would block libvirt's second open (and the domain's resume) for good.
+ * A FIFO libvirt opens with no reader blocks libvirt for good, with the
+ * domain paused if it is the second open: r2 stays open until libvirt's
+ * job returned, and should this process die first, the guard reads and
+ * drops what libvirt still writes (its job then ends, the domain resumes)
+ * and removes DIR. DIR is named after our PID.
  */
 #include "libvirt_memsnap.h"
 
@@ -22,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,6 +35,8 @@
 
 #define STALL_MS	60000		/* libvirt sent nothing for this long: give up */
 #define FAULT_AFTER	(4u << 20)	/* bytes of stream before lvsnap-reader-dies fires */
+#define GUARD_IDLE_S	5.0		/* the guard, after our death: nothing came this long */
+#define GUARD_MAX_FD	4096
 
 static double now_s(void)
 {
@@ -59,6 +66,60 @@ static void *api_main(void *arg)
 	return NULL;
 }
 
+static void say(const char *what, const char *dir)
+{
+	if (write(2, what, strlen(what)) < 0 || write(2, dir, strlen(dir)) < 0 ||
+	    write(2, "\n", 1) < 0)
+		return;
+}
+
+/* The guard's life (see the top). Only async-signal-safe calls: the
+ * process it was forked from may have threads. */
+static _Noreturn void guard_main(int ctl, int r1, int r2, const char *dir, const char *fifo,
+				 const char *next)
+{
+	static char sink[64 << 10];
+	double idle_since;
+	ssize_t n;
+	char c;
+
+	/* nothing else of the service's: its sockets and pipes see our end */
+	for (int fd = 3; fd < GUARD_MAX_FD; fd++)
+		if (fd != ctl && fd != r1 && fd != r2)
+			close(fd);
+	while ((n = read(ctl, &c, 1)) < 0 && errno == EINTR)
+		;
+	if (n == 1)
+		_exit(0);	/* the capture ended and cleans up itself */
+	/* stderr is the service's log */
+	say("vmigrated: a libvirt memory snapshot's reader died: dropping what libvirt "
+	    "still writes into ", dir);
+	idle_since = now_s();
+	while (now_s() - idle_since < GUARD_IDLE_S) {
+		bool got = false;
+
+		while (read(r1, sink, sizeof(sink)) > 0 || read(r2, sink, sizeof(sink)) > 0)
+			got = true;
+		if (got)
+			idle_since = now_s();
+		usleep(20000);
+	}
+	unlink(next);
+	unlink(fifo);
+	say(rmdir(dir) ? "vmigrated: could not remove " : "vmigrated: removed ", dir);
+	_exit(0);
+}
+
+static void stop_guard(pid_t *guard, int ctl)
+{
+	if (*guard <= 0)
+		return;
+	while (write(ctl, "d", 1) < 0 && errno == EINTR)
+		;
+	waitpid(*guard, NULL, 0);
+	*guard = -1;
+}
+
 enum phase { PH_HEADER, PH_XML, PH_STREAM, PH_TRAILER, PH_DONE };
 
 struct reader {
@@ -71,12 +132,10 @@ struct reader {
 	int r2;
 };
 
-/* The second FIFO under the first's name, its reader open first. */
+/* The second FIFO under the first's name: libvirt's second open finds it. */
 static int swap_fifo(struct reader *r, char *err, size_t errlen)
 {
-	if (mkfifo(r->next, 0600) < 0 ||
-	    (r->r2 = open(r->next, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 ||
-	    rename(r->next, r->fifo) < 0) {
+	if (rename(r->next, r->fifo) < 0) {
 		int e = errno;
 
 		snprintf(err, errlen, "the FIFO for libvirt's second header: %s", strerror(e));
@@ -162,12 +221,13 @@ int lvmem_capture(struct lvmem_job *j, char *err, size_t errlen)
 	char dir[600], fifo[700], next[720];
 	struct reader r = { .j = j, .ph = PH_HEADER, .fifo = fifo, .next = next, .r2 = -1 };
 	struct api_call a = { .h = j->h, .name = j->name, .fifo = fifo, .live = j->live };
-	int r1 = -1, done[2] = { -1, -1 }, ret = 0;
+	int r1 = -1, done[2] = { -1, -1 }, ctl[2] = { -1, -1 }, ret = 0;
 	bool job_ended = false;
+	pid_t guard = -1;
 	pthread_t t;
 
 	j->t_start = now_s();
-	snprintf(dir, sizeof(dir), "%s/lvsnap-XXXXXX", j->dir);
+	snprintf(dir, sizeof(dir), "%s/lvsnap-%ld-XXXXXX", j->dir, (long)getpid());
 	if (!mkdtemp(dir)) {
 		ret = -errno;
 		snprintf(err, errlen, "%s: %s", dir, strerror(errno));
@@ -175,13 +235,24 @@ int lvmem_capture(struct lvmem_job *j, char *err, size_t errlen)
 	}
 	snprintf(fifo, sizeof(fifo), "%s/memory", dir);
 	snprintf(next, sizeof(next), "%s/memory.end", dir);
-	/* the read end first: libvirt's open for writing then does not block */
+	/* the read ends first: libvirt's opens for writing then do not block */
 	if (mkfifo(fifo, 0600) < 0 || (r1 = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 ||
-	    pipe2(done, O_CLOEXEC) < 0) {
+	    mkfifo(next, 0600) < 0 || (r.r2 = open(next, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 ||
+	    pipe2(done, O_CLOEXEC) < 0 || pipe2(ctl, O_CLOEXEC) < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "the FIFO %s: %s", fifo, strerror(errno));
 		goto out;
 	}
+	guard = fork();
+	if (guard == 0)
+		guard_main(ctl[0], r1, r.r2, dir, fifo, next);
+	if (guard < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "fork: %s", strerror(errno));
+		goto out;
+	}
+	close(ctl[0]);
+	ctl[0] = -1;
 	a.done_fd = done[1];
 	if (pthread_create(&t, NULL, api_main, &a)) {
 		ret = -EAGAIN;
@@ -234,7 +305,9 @@ int lvmem_capture(struct lvmem_job *j, char *err, size_t errlen)
 
 		lv_abort_job(j->h, j->name, why, sizeof(why));
 	}
-	/* libvirt's writes into r1 fail from now on, its job ends */
+	/* the guard lets go of r1 first: libvirt's writes into r1 fail from
+	 * now on, its job ends */
+	stop_guard(&guard, ctl[1]);
 	close(r1);
 	r1 = -1;
 	pthread_join(t, NULL);
@@ -252,6 +325,10 @@ int lvmem_capture(struct lvmem_job *j, char *err, size_t errlen)
 		snprintf(err + l, errlen - l, " (libvirt: %s)", a.err);
 	}
 out:
+	stop_guard(&guard, ctl[1]);
+	for (int i = 0; i < 2; i++)
+		if (ctl[i] >= 0)
+			close(ctl[i]);
 	if (r1 >= 0)
 		close(r1);
 	if (r.r2 >= 0)
