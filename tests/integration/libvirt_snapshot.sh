@@ -214,12 +214,15 @@ check migration_method_still_there $? "rc=$rc: $out"
 
 # ---- libvirt's memory snapshot failing half-way: a clean error, the
 # domain runs on, no file, no snapshot metadata, no FIFO left ----
-lvsnap_failed() {	# CASE FILE OUT RC SEQ ERE: the checks after a failure saying ERE
+# CASE FILE OUT RC SEQ ERE [BW]: the checks after a failure saying ERE; QEMU's
+# max-bandwidth as it was, or BW=any where no one of ours was left to put it back
+lvsnap_failed() {
 	local left
 	left=$(ls -A "$D" | grep -F "$(basename "$2")")
 	[ "$4" != 0 ] && echo "$3" | grep -Eq "$6" && [ -z "$left" ] &&
 		[ "$(virshA domstate $G)" = running ] && lv_wait_seq A $G "$5" &&
-		[ "$(lvsnap_metadata)" = 0 ] && [ -z "$(lvsnap_left)" ] && [ "$(max_bw)" = "$bw0" ]
+		[ "$(lvsnap_metadata)" = 0 ] && [ -z "$(lvsnap_left)" ] &&
+		{ [ "${7:-}" = any ] || [ "$(max_bw)" = "$bw0" ]; }
 	local st=$?
 	check "$1" $st "rc=$4: $3; files: '$left'; state $(virshA domstate $G 2>&1); snapshots kept: $(lvsnap_metadata); FIFOs left: '$(lvsnap_left)'; max-bandwidth $(max_bw) (was $bw0)"
 	return $st
@@ -240,7 +243,7 @@ rmpid=$!
 out=$(vmA snapshot $G "$D/$G-f2.ckpt" --live --method libvirt-snapshot 2>&1); rc=$?
 wait $rmpid
 lvsnap_failed libvirt_snapshot_fifo_dir_removed "$D/$G-f2.ckpt" "$out" "$rc" "$seq0" \
-	"runs on: .*libvirt's memory snapshot"
+	"runs on: .*(FIFO|libvirt's memory snapshot)"
 # the process reading the FIFO killed mid-stream: its guard drains what
 # libvirt still writes (libvirt's job ends, the domain resumes), then
 # removes the FIFOs; the checkpoint's file was never named
@@ -252,7 +255,11 @@ out=$(vmA snapshot $G "$D/$G-f3.ckpt" --live --method libvirt-snapshot 2>&1); rc
 wait $killpid
 for _ in $(seq 100); do [ -z "$(lvsnap_left)" ] && break; sleep 0.1; done
 lvsnap_failed libvirt_snapshot_reader_killed "$D/$G-f3.ckpt" "$out" "$rc" "$seq0" \
-	"ended without an answer" || { lv_exec A sh -c 'ls -la /run/vmigrate/lvsnap-*; ls -l /proc/[0-9]*/fd 2>/dev/null | grep lvsnap'; virshA domjobinfo $G; tail -n 5 "$HOSTS_DIR/A/service.log"; }
+	"ended without an answer" any || { lv_exec A sh -c 'ls -la /run/vmigrate/lvsnap-*; ls -l /proc/[0-9]*/fd 2>/dev/null | grep lvsnap'; virshA domjobinfo $G; tail -n 5 "$HOSTS_DIR/A/service.log"; }
+# libvirt 9.0 left QEMU's max-bandwidth unlimited after memory snapshots
+# whose reader failed (the service puts it back); the killed one could not
+echo "# after the killed reader: QEMU's max-bandwidth $(max_bw) (was $bw0)"
+virshA qemu-monitor-command $G "{\"execute\":\"migrate-set-parameters\",\"arguments\":{\"max-bandwidth\":$bw0}}" >/dev/null
 
 v=$(lv_verify A $G)
 check data_intact_at_end $? "$v"

@@ -37,6 +37,7 @@
 #define FAULT_AFTER	(4u << 20)	/* bytes of stream before lvsnap-reader-dies fires */
 #define GUARD_IDLE_S	5.0		/* the guard, after our death: nothing came this long */
 #define GUARD_MAX_FD	4096
+#define PIPE_BYTES	(1 << 20)	/* the stream's FIFO buffer */
 
 static double now_s(void)
 {
@@ -96,13 +97,17 @@ static _Noreturn void guard_main(int ctl, int r1, int r2, const char *dir, const
 	    "still writes into ", dir);
 	idle_since = now_s();
 	while (now_s() - idle_since < GUARD_IDLE_S) {
+		struct pollfd pfd[2] = { { .fd = r1, .events = POLLIN },
+					 { .fd = r2, .events = POLLIN } };
 		bool got = false;
 
+		poll(pfd, 2, 100);
 		while (read(r1, sink, sizeof(sink)) > 0 || read(r2, sink, sizeof(sink)) > 0)
 			got = true;
 		if (got)
 			idle_since = now_s();
-		usleep(20000);
+		else
+			usleep(20000);	/* no writer: poll says so at once, every time */
 	}
 	unlink(next);
 	unlink(fifo);
@@ -243,6 +248,8 @@ int lvmem_capture(struct lvmem_job *j, char *err, size_t errlen)
 		snprintf(err, errlen, "the FIFO %s: %s", fifo, strerror(errno));
 		goto out;
 	}
+	/* fewer, larger reads (the default is 64 KiB) */
+	fcntl(r1, F_SETPIPE_SZ, PIPE_BYTES);
 	guard = fork();
 	if (guard == 0)
 		guard_main(ctl[0], r1, r.r2, dir, fifo, next);
