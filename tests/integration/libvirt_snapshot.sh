@@ -9,7 +9,13 @@
 # goes on, a corrupted file refused with a clear error, a checkpoint that
 # fails (its file system full, QEMU's stream given up) leaving the domain
 # running, QEMU's migration settings as they were and no file, and a
-# domain with a stream-altering capability refused naming it.
+# domain with a stream-altering capability refused naming it (plain
+# requests: QEMU's migration into a pipe). Then libvirt's own memory
+# snapshot into a FIFO, asked for by name (full, an
+# incremental on it, its restore), the migration into a pipe asked for by
+# name, and that path failing half-way (the reader giving up, the FIFO's
+# directory removed, the reader killed; libvirt compressing its images):
+# a clean error, the domain running, no file, no snapshot metadata, no FIFO.
 # Needs QEMU and libvirtd, not /dev/kvm.
 # VMIGRATE_SKIP_LIBVIRT_RIG=REASON skips it, saying why.
 set -u
@@ -206,11 +212,11 @@ out=$(vmA restore "$D/$G-lv2.ckpt" --json 2>&1); rc=$?
 	lv_wait_seq A $G "$seq_snap" && v=$(lv_verify A $G)
 check libvirt_memory_snapshot_restores $? "rc=$rc: $out; ${v:-no progress past seq $seq_snap}; $(dump)"
 
-# the migration into a pipe, the way taken where libvirt's gives nothing
+# the migration into a pipe asked for by name
 out=$(vmA snapshot $G "$D/$G-mig.ckpt" --live --method migration --json 2>&1); rc=$?
 [ $rc = 0 ] && [ "$(jf "$out" method)" = live-migration ] && vmA ckpt verify "$D/$G-mig.ckpt" >/dev/null &&
 	[ "$(virshA domstate $G)" = running ]
-check migration_method_still_there $? "rc=$rc: $out"
+check migration_method_by_name $? "rc=$rc: $out"
 
 # ---- libvirt's memory snapshot failing half-way: a clean error, the
 # domain runs on, no file, no snapshot metadata, no FIFO left ----
@@ -260,6 +266,16 @@ lvsnap_failed libvirt_snapshot_reader_killed "$D/$G-f3.ckpt" "$out" "$rc" "$seq0
 # whose reader failed (the service puts it back); the killed one could not
 echo "# after the killed reader: QEMU's max-bandwidth $(max_bw) (was $bw0)"
 virshA qemu-monitor-command $G "{\"execute\":\"migrate-set-parameters\",\"arguments\":{\"max-bandwidth\":$bw0}}" >/dev/null
+
+# ---- libvirt compressing its memory snapshots (qemu.conf's
+# snapshot_image_format): refused by name ----
+conf=$LV_DIR/A/etc/qemu.conf
+lv_stop_libvirtd A && echo 'snapshot_image_format = "gzip"' >>"$conf" && lv_start_libvirtd A && lv_wait_libvirtd A
+seq0=$(lv_seq A $G)
+out=$(vmA snapshot $G "$D/$G-gz.ckpt" --live --method libvirt-snapshot 2>&1); rc=$?
+lvsnap_failed libvirt_compressed_image_refused "$D/$G-gz.ckpt" "$out" "$rc" "$seq0" \
+	"runs on: .*gzip.*snapshot_image_format"
+lv_stop_libvirtd A && sed -i '/^snapshot_image_format/d' "$conf" && lv_start_libvirtd A && lv_wait_libvirtd A
 
 v=$(lv_verify A $G)
 check data_intact_at_end $? "$v"
