@@ -277,6 +277,19 @@ lvsnap_failed libvirt_compressed_image_refused "$D/$G-gz.ckpt" "$out" "$rc" "$se
 	"runs on: .*gzip.*snapshot_image_format"
 lv_stop_libvirtd A && sed -i '/^snapshot_image_format/d' "$conf" && lv_start_libvirtd A && lv_wait_libvirtd A
 
+# ---- a domain with a disk: libvirt's memory snapshot leaves the disk
+# out (snapshot='no'), as the other ways do; memory only ----
+G2=lvsdisk
+truncate -s 16M "$HOSTS_DIR/disk.img"
+lv_domain_xml $G2 128 "$(linux_guest_cmdline 8 8 8 1)" | sed "s|</devices>|<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$HOSTS_DIR/disk.img'/><target dev='vda' bus='virtio'/></disk></devices>|" >"$LV_DIR/$G2.xml"
+virshA create "$LV_DIR/$G2.xml" >/dev/null && lv_wait_line A $G2 '^RIG filled ' >/dev/null
+out=$(vmA snapshot $G2 "$D/$G2.ckpt" --live --method libvirt-snapshot --json 2>&1); rc=$?
+[ $rc = 0 ] && [ "$(jf "$out" method)" = libvirt-snapshot ] && vmA ckpt verify "$D/$G2.ckpt" >/dev/null &&
+	[ "$(virshA snapshot-list $G2 --name 2>&1 | grep -c .)" = 0 ] && [ "$(virshA domstate $G2)" = running ] &&
+	[ "$(virshA domblklist $G2 | grep -c disk.img)" = 1 ]
+check libvirt_memory_snapshot_leaves_disks_out $? "rc=$rc: $out; $(virshA domblklist $G2 2>&1)"
+virshA destroy $G2 >/dev/null
+
 v=$(lv_verify A $G)
 check data_intact_at_end $? "$v"
 
