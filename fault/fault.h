@@ -30,6 +30,8 @@
  *                         as behind a stalled link)
  *   dst-postcopy-zero-page the destination maps a zero page for an owed page a vCPU
  *                         touches instead of waiting for it (tests must catch it)
+ *   lvsnap-reader-dies    a libvirt domain's memory snapshot: the service stops reading
+ *                         libvirt's FIFO 4 MiB into QEMU's stream
  */
 #ifndef FAULT_H
 #define FAULT_H

@@ -11,9 +11,13 @@
 # scenario: the guest's pause (ms), the file's bytes, the command's wall
 # time, each as median, min and max over BENCH_LVSNAP_REPEAT runs (default
 # 3). The guest checks all its data after every restore; a failed run or
-# check fails the benchmark.
+# check fails the benchmark. The live full and incremental scenarios run
+# (and the paused full one) once per method of BENCH_LVSNAP_METHODS (default "libvirt-snapshot
+# migration": libvirt's own memory snapshot into a FIFO, QEMU's migration
+# into a pipe), alternating within each run; each scenario's name ends in
+# its method.
 # Knobs: BENCH_LVSNAP_MEM (MiB, default 512), BENCH_LVSNAP_DIRTY (default 8),
-# BENCH_LVSNAP_INTERVAL (default 5), BENCH_LVSNAP_REPEAT.
+# BENCH_LVSNAP_INTERVAL (default 5), BENCH_LVSNAP_REPEAT, BENCH_LVSNAP_METHODS.
 set -u
 BUILD=${1:-build}
 here=$(dirname "$0")/../integration/lib
@@ -25,6 +29,7 @@ MEM=${BENCH_LVSNAP_MEM:-512}
 DIRTY=${BENCH_LVSNAP_DIRTY:-8}
 INTERVAL=${BENCH_LVSNAP_INTERVAL:-5}
 REPEAT=${BENCH_LVSNAP_REPEAT:-3}
+METHODS=${BENCH_LVSNAP_METHODS:-libvirt-snapshot migration}
 G=bsnap
 libvirt_hosts_traps	# first: hosts.sh made HOSTS_DIR already
 if missing=$(libvirt_hosts_missing); then
@@ -58,10 +63,15 @@ snap() {
 
 for run in $(seq "$REPEAT"); do
 	rm -f "$D"/*.ckpt
-	snap full-paused "$D/$G-$run-0.ckpt"
-	snap full-live "$D/$G-$run-1.ckpt" --live
-	sleep "$INTERVAL"
-	snap incremental-live "$D/$G-$run-2.ckpt" --live --incremental
+	# the methods alternate: which goes first changes from run to run
+	order=$METHODS
+	[ $((run % 2)) = 0 ] && order=$(echo "$METHODS" | tr ' ' '\n' | tac | tr '\n' ' ')
+	for m in $order; do
+		snap "full-paused-$m" "$D/$G-$run-0-$m.ckpt" --method "$m"
+		snap "full-live-$m" "$D/$G-$run-1-$m.ckpt" --live --method "$m"
+		sleep "$INTERVAL"
+		snap "incremental-live-$m" "$D/$G-$run-2-$m.ckpt" --live --incremental --method "$m"
+	done
 	sleep "$INTERVAL"
 	snap incremental-background "$D/$G-$run-3.ckpt" --live --incremental --background-snapshot
 	virshA destroy $G >/dev/null

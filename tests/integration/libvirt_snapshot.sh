@@ -9,7 +9,13 @@
 # goes on, a corrupted file refused with a clear error, a checkpoint that
 # fails (its file system full, QEMU's stream given up) leaving the domain
 # running, QEMU's migration settings as they were and no file, and a
-# domain with a stream-altering capability refused naming it.
+# domain with a stream-altering capability refused naming it (plain
+# requests: QEMU's migration into a pipe). Then libvirt's own memory
+# snapshot into a FIFO, asked for by name (full, an
+# incremental on it, its restore), the migration into a pipe asked for by
+# name, and that path failing half-way (the reader giving up, the FIFO's
+# directory removed, the reader killed; libvirt compressing its images):
+# a clean error, the domain running, no file, no snapshot metadata, no FIFO.
 # Needs QEMU and libvirtd, not /dev/kvm.
 # VMIGRATE_SKIP_LIBVIRT_RIG=REASON skips it, saying why.
 set -u
@@ -178,6 +184,111 @@ out=$(vmA snapshot $G "$D/$G-x.ckpt" 2>&1); rc=$?
 	[ "$(virshA domstate $G)" = running ]
 check refuses_xbzrle $? "rc=$rc: $out"
 virshA qemu-monitor-command $G '{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"xbzrle","state":false}]}}' >/dev/null
+
+# ---- libvirt's own live external memory snapshot (into a FIFO of the
+# service's), asked for by name; an incremental on it; its restore ----
+lvsnap_left() { lv_exec A sh -c 'ls -d /run/vmigrate/lvsnap-* 2>/dev/null' | tr '\n' ' '; }
+lvsnap_metadata() { virshA snapshot-list $G --name 2>&1 | grep -c .; }
+seq0=$(lv_seq A $G)
+out=$(vmA snapshot $G "$D/$G-lv1.ckpt" --live --method libvirt-snapshot --json 2>&1); rc=$?
+lvfull=$(stat -c %s "$D/$G-lv1.ckpt" 2>/dev/null || echo 0)
+[ $rc = 0 ] && [ "$(jf "$out" method)" = libvirt-snapshot ] && [ "$(jf "$out" file_bytes)" = "$lvfull" ] &&
+	[ "$(virshA domstate $G)" = running ] && lv_wait_seq A $G "$seq0" && [ "$(max_bw)" = "$bw0" ] &&
+	[ "$(lvsnap_metadata)" = 0 ] && [ -z "$(lvsnap_left)" ] && vmA ckpt verify "$D/$G-lv1.ckpt" >/dev/null
+check libvirt_memory_snapshot $? "rc=$rc: $out; snapshots kept: $(lvsnap_metadata); left: '$(lvsnap_left)'; max-bandwidth $(max_bw) (was $bw0); $(dump)"
+echo "# libvirt-snapshot, full, live: $lvfull bytes, paused $(jf "$out" pause_ms) ms, $(jf "$out" seconds) s"
+sleep 2
+seq_snap=$(lv_seq A $G)
+out=$(vmA snapshot $G "$D/$G-lv2.ckpt" --live --incremental --method libvirt-snapshot --json 2>&1); rc=$?
+inc=$(stat -c %s "$D/$G-lv2.ckpt" 2>/dev/null || echo 0)
+[ $rc = 0 ] && [ "$(jf "$out" method)" = libvirt-snapshot ] && [ "$(jf "$out" incremental)" = True ] &&
+	[ $((inc * 4)) -lt "$lvfull" ] && [ "$(jf "$out" pages_unchanged)" -gt 0 ] &&
+	[ "$(lvsnap_metadata)" = 0 ] && vmA ckpt verify "$D/$G-lv2.ckpt" >/dev/null
+check libvirt_memory_snapshot_incremental $? "rc=$rc: incremental $inc bytes, full $lvfull: $out; $(dump)"
+echo "# libvirt-snapshot, incremental, live: $inc bytes, paused $(jf "$out" pause_ms) ms"
+virshA destroy $G >/dev/null
+out=$(vmA restore "$D/$G-lv2.ckpt" --json 2>&1); rc=$?
+[ $rc = 0 ] && [ "$(virshA domstate $G)" = running ] && [ "$(jf "$out" files)" = 2 ] &&
+	lv_wait_seq A $G "$seq_snap" && v=$(lv_verify A $G)
+check libvirt_memory_snapshot_restores $? "rc=$rc: $out; ${v:-no progress past seq $seq_snap}; $(dump)"
+
+# the migration into a pipe asked for by name
+out=$(vmA snapshot $G "$D/$G-mig.ckpt" --live --method migration --json 2>&1); rc=$?
+[ $rc = 0 ] && [ "$(jf "$out" method)" = live-migration ] && vmA ckpt verify "$D/$G-mig.ckpt" >/dev/null &&
+	[ "$(virshA domstate $G)" = running ]
+check migration_method_by_name $? "rc=$rc: $out"
+
+# ---- libvirt's memory snapshot failing half-way: a clean error, the
+# domain runs on, no file, no snapshot metadata, no FIFO left ----
+# CASE FILE OUT RC SEQ ERE [BW]: the checks after a failure saying ERE; QEMU's
+# max-bandwidth as it was, or BW=any where no one of ours was left to put it back
+lvsnap_failed() {
+	local left
+	left=$(ls -A "$D" | grep -F "$(basename "$2")")
+	[ "$4" != 0 ] && echo "$3" | grep -Eq "$6" && [ -z "$left" ] &&
+		[ "$(virshA domstate $G)" = running ] && lv_wait_seq A $G "$5" &&
+		[ "$(lvsnap_metadata)" = 0 ] && [ -z "$(lvsnap_left)" ] &&
+		{ [ "${7:-}" = any ] || [ "$(max_bw)" = "$bw0" ]; }
+	local st=$?
+	check "$1" $st "rc=$4: $3; files: '$left'; state $(virshA domstate $G 2>&1); snapshots kept: $(lvsnap_metadata); FIFOs left: '$(lvsnap_left)'; max-bandwidth $(max_bw) (was $bw0)"
+	return $st
+}
+restart_service() { kill "$SVC_A_PID" && wait "$SVC_A_PID" 2>/dev/null; lv_start_service A; }
+# the reader gives up on the FIFO mid-stream (a fault point)
+VMIGRATE_FAULT=lvsnap-reader-dies restart_service
+seq0=$(lv_seq A $G)
+out=$(vmA snapshot $G "$D/$G-f1.ckpt" --live --method libvirt-snapshot 2>&1); rc=$?
+lvsnap_failed libvirt_snapshot_reader_gives_up "$D/$G-f1.ckpt" "$out" "$rc" "$seq0" \
+	"runs on: .*lvsnap-reader-dies"
+VMIGRATE_FAULT= restart_service
+# the FIFO's directory removed while libvirt writes into it
+seq0=$(lv_seq A $G)
+lv_exec A sh -c 'for i in $(seq 1000); do for d in /run/vmigrate/lvsnap-*; do
+	[ -d "$d" ] && { sleep 0.2; rm -rf "$d"; exit 0; }; done; sleep 0.005; done' &
+rmpid=$!
+out=$(vmA snapshot $G "$D/$G-f2.ckpt" --live --method libvirt-snapshot 2>&1); rc=$?
+wait $rmpid
+lvsnap_failed libvirt_snapshot_fifo_dir_removed "$D/$G-f2.ckpt" "$out" "$rc" "$seq0" \
+	"runs on: .*(FIFO|libvirt's memory snapshot)"
+# the process reading the FIFO killed mid-stream: its guard drains what
+# libvirt still writes (libvirt's job ends, the domain resumes), then
+# removes the FIFOs; the checkpoint's file was never named
+seq0=$(lv_seq A $G)
+lv_exec A sh -c 'for i in $(seq 1000); do for d in /run/vmigrate/lvsnap-*; do
+	[ -d "$d" ] && { sleep 0.2; p=${d#*/lvsnap-}; kill -9 "${p%%-*}"; exit 0; }; done; sleep 0.005; done' &
+killpid=$!
+out=$(vmA snapshot $G "$D/$G-f3.ckpt" --live --method libvirt-snapshot 2>&1); rc=$?
+wait $killpid
+for _ in $(seq 100); do [ -z "$(lvsnap_left)" ] && break; sleep 0.1; done
+lvsnap_failed libvirt_snapshot_reader_killed "$D/$G-f3.ckpt" "$out" "$rc" "$seq0" \
+	"ended without an answer" any || { lv_exec A sh -c 'ls -la /run/vmigrate/lvsnap-*; ls -l /proc/[0-9]*/fd 2>/dev/null | grep lvsnap'; virshA domjobinfo $G; tail -n 5 "$HOSTS_DIR/A/service.log"; }
+# libvirt 9.0 left QEMU's max-bandwidth unlimited after memory snapshots
+# whose reader failed (the service puts it back); the killed one could not
+echo "# after the killed reader: QEMU's max-bandwidth $(max_bw) (was $bw0)"
+virshA qemu-monitor-command $G "{\"execute\":\"migrate-set-parameters\",\"arguments\":{\"max-bandwidth\":$bw0}}" >/dev/null
+
+# ---- libvirt compressing its memory snapshots (qemu.conf's
+# snapshot_image_format): refused by name ----
+conf=$LV_DIR/A/etc/qemu.conf
+lv_stop_libvirtd A && echo 'snapshot_image_format = "gzip"' >>"$conf" && lv_start_libvirtd A && lv_wait_libvirtd A
+seq0=$(lv_seq A $G)
+out=$(vmA snapshot $G "$D/$G-gz.ckpt" --live --method libvirt-snapshot 2>&1); rc=$?
+lvsnap_failed libvirt_compressed_image_refused "$D/$G-gz.ckpt" "$out" "$rc" "$seq0" \
+	"runs on: .*gzip.*snapshot_image_format"
+lv_stop_libvirtd A && sed -i '/^snapshot_image_format/d' "$conf" && lv_start_libvirtd A && lv_wait_libvirtd A
+
+# ---- a domain with a disk: libvirt's memory snapshot leaves the disk
+# out (snapshot='no'), as the other ways do; memory only ----
+G2=lvsdisk
+truncate -s 16M "$HOSTS_DIR/disk.img"
+lv_domain_xml $G2 128 "$(linux_guest_cmdline 8 8 8 1)" | sed "s|</devices>|<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$HOSTS_DIR/disk.img'/><target dev='vda' bus='virtio'/></disk></devices>|" >"$LV_DIR/$G2.xml"
+virshA create "$LV_DIR/$G2.xml" >/dev/null && lv_wait_line A $G2 '^RIG filled ' >/dev/null
+out=$(vmA snapshot $G2 "$D/$G2.ckpt" --live --method libvirt-snapshot --json 2>&1); rc=$?
+[ $rc = 0 ] && [ "$(jf "$out" method)" = libvirt-snapshot ] && vmA ckpt verify "$D/$G2.ckpt" >/dev/null &&
+	[ "$(virshA snapshot-list $G2 --name 2>&1 | grep -c .)" = 0 ] && [ "$(virshA domstate $G2)" = running ] &&
+	[ "$(virshA domblklist $G2 | grep -c disk.img)" = 1 ]
+check libvirt_memory_snapshot_leaves_disks_out $? "rc=$rc: $out; $(virshA domblklist $G2 2>&1)"
+virshA destroy $G2 >/dev/null
 
 v=$(lv_verify A $G)
 check data_intact_at_end $? "$v"

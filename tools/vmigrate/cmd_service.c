@@ -717,7 +717,7 @@ static struct json_object *request_with_key(struct json_object *req, const char 
 int cmd_snapshot(int argc, char **argv)
 {
 	bool incremental = false, json = false, live = false, force = false, background = false;
-	const char *name = NULL, *file = NULL, *key = NULL;
+	const char *name = NULL, *file = NULL, *key = NULL, *method = NULL;
 	struct json_object *req, *rep;
 	struct stat st;
 	char *abs;
@@ -725,6 +725,8 @@ int cmd_snapshot(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--incremental"))
 			incremental = true;
+		else if (!strcmp(argv[i], "--method") && i + 1 < argc)
+			method = argv[++i];
 		else if (!strcmp(argv[i], "--force"))
 			force = true;
 		else if (!strcmp(argv[i], "--live"))
@@ -735,7 +737,7 @@ int cmd_snapshot(int argc, char **argv)
 			key = argv[++i];
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
-		else if (!strcmp(argv[i], "--key"))
+		else if (!strcmp(argv[i], "--key") || !strcmp(argv[i], "--method"))
 			return cli_missing_value("snapshot", argv[i]);
 		else if (argv[i][0] == '-')
 			return cli_unknown_option("snapshot", argv[i]);
@@ -761,6 +763,8 @@ int cmd_snapshot(int argc, char **argv)
 	json_object_object_add(req, "live", json_object_new_boolean(live));
 	if (background)
 		json_object_object_add(req, "background_snapshot", json_object_new_boolean(true));
+	if (method)
+		json_object_object_add(req, "method", json_object_new_string(method));
 	if (force)	/* may replace a checkpoint others build on (snap_check_target) */
 		json_object_object_add(req, "force", json_object_new_boolean(true));
 	free(abs);

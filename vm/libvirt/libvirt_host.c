@@ -4,9 +4,12 @@
  * objects into plain structs and its errors into -errno plus a message.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 #include <libvirt/libvirt.h>
@@ -423,4 +426,95 @@ int lv_restore(struct lv_host *h, const char *path, bool paused, char *err, size
 	if (virDomainRestoreFlags(h->conn, path, NULL, paused ? VIR_DOMAIN_SAVE_PAUSED : 0) < 0)
 		return fail(err, errlen, "virDomainRestoreFlags");
 	return 0;
+}
+
+/* What a snapshot's XML may name without quoting: target devs, our paths. */
+static bool xml_plain(const char *s)
+{
+	return s[0] && !strpbrk(s, "'\"<>&");
+}
+
+/* <disk name='DEV' snapshot='no'/> for each disk of the domain's XML, so
+ * that libvirt's snapshot holds the memory only, as every other path does. */
+static int disk_exclusions(const char *xml, char *out, size_t len, char *err, size_t errlen)
+{
+	const char *p = xml;
+	size_t used = 0;
+
+	out[0] = 0;
+	while ((p = strstr(p, "<disk "))) {
+		const char *end = strstr(p, "</disk>"), *t = strstr(p, "<target dev=");
+		char dev[64];
+		size_t n;
+		int w;
+
+		if (!end || !t || t > end || (t[12] != '\'' && t[12] != '"') ||
+		    !(n = strcspn(t + 13, "'\"")) || n >= sizeof(dev)) {
+			snprintf(err, errlen, "the domain's XML has a disk without a target vmigrate "
+				 "can name");
+			return -EINVAL;
+		}
+		memcpy(dev, t + 13, n);
+		dev[n] = 0;
+		w = snprintf(out + used, len - used, "<disk name='%s' snapshot='no'/>", dev);
+		if (!xml_plain(dev) || w < 0 || (size_t)w >= len - used) {
+			snprintf(err, errlen, "the domain's disk '%s' is not one vmigrate can name "
+				 "in a snapshot", dev);
+			return -EINVAL;
+		}
+		used += (size_t)w;
+		p = end;
+	}
+	return 0;
+}
+
+int lv_snapshot_memory(struct lv_host *h, const char *name, const char *path, bool live,
+		       char *err, size_t errlen)
+{
+	char disks[4096], snapname[64], *xml = NULL, *snapxml = NULL;
+	virDomainSnapshotPtr snap;
+	int ret = 0;
+	virDomainPtr dom = find(h, name, err, errlen, &ret);
+
+	if (!dom)
+		return ret;
+	if (!xml_plain(path)) {
+		snprintf(err, errlen, "%s: a memory file name with quotes or markup", path);
+		ret = -EINVAL;
+		goto out;
+	}
+	xml = virDomainGetXMLDesc(dom, 0);
+	if (!xml) {
+		ret = fail(err, errlen, "virDomainGetXMLDesc");
+		goto out;
+	}
+	if ((ret = disk_exclusions(xml, disks, sizeof(disks), err, errlen)))
+		goto out;
+	snprintf(snapname, sizeof(snapname), "vmigrate-%ld-%ld", (long)getpid(), (long)time(NULL));
+	if (asprintf(&snapxml, "<domainsnapshot><name>%s</name><memory snapshot='external' "
+		     "file='%s'/><disks>%s</disks></domainsnapshot>", snapname, path, disks) < 0) {
+		snapxml = NULL;
+		snprintf(err, errlen, "out of memory");
+		ret = -ENOMEM;
+		goto out;
+	}
+	/* no metadata: the domain's snapshot list stays as it was */
+	snap = virDomainSnapshotCreateXML(dom, snapxml, VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA |
+					  (live ? VIR_DOMAIN_SNAPSHOT_CREATE_LIVE : 0));
+	if (!snap)
+		ret = fail(err, errlen, "virDomainSnapshotCreateXML");
+	else
+		virDomainSnapshotFree(snap);
+	/* a libvirt that kept it anyway: its metadata goes, not the domain's state */
+	snap = virDomainSnapshotLookupByName(dom, snapname, 0);
+	if (snap) {
+		virDomainSnapshotDelete(snap, VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY);
+		virDomainSnapshotFree(snap);
+	}
+	virResetLastError();
+out:
+	free(snapxml);
+	free(xml);
+	virDomainFree(dom);
+	return ret;
 }

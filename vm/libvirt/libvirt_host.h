@@ -93,6 +93,17 @@ int lv_domain_uuid(struct lv_host *h, const char *name, uint8_t uuid[16], char *
 		   size_t errlen);
 int lv_suspend(struct lv_host *h, const char *name, char *err, size_t errlen);
 int lv_resume(struct lv_host *h, const char *name, char *err, size_t errlen);
+/*
+ * libvirt's external memory snapshot of the domain into path (a FIFO will
+ * do): libvirt writes its save image there (header, XML, QEMU's stream,
+ * then the header again, marked complete, through a second open of path).
+ * No metadata is kept and every disk is left out (snapshot='no'): the
+ * memory only. live: VIR_DOMAIN_SNAPSHOT_CREATE_LIVE (QEMU stops the domain
+ * at the end, libvirt resumes it); else libvirt pauses it for the whole
+ * job. Blocks until libvirt's job ended; 0 or -errno with libvirt's message.
+ */
+int lv_snapshot_memory(struct lv_host *h, const char *name, const char *path, bool live,
+		       char *err, size_t errlen);
 /* virDomainRestoreFlags from the save image at path (a FIFO will do). */
 int lv_restore(struct lv_host *h, const char *path, bool paused, char *err, size_t errlen);
 

@@ -22,6 +22,45 @@ void lvsave_header(struct lvsave_header *h, size_t xml_len, bool was_running)
 	h->format = htole32(LVSAVE_FORMAT_RAW);
 }
 
+int lvsave_header_check(const struct lvsave_header *h, bool partial, uint32_t *data_len,
+			char *err, size_t errlen)
+{
+	/* libvirt's virQEMUSaveFormat, in its order */
+	static const char *const formats[] = { "raw", "gzip", "bzip2", "xz", "lzop", "zstd" };
+	const char *magic = partial ? LVSAVE_MAGIC_PARTIAL : LVSAVE_MAGIC;
+	uint32_t format = le32toh(h->format), len = le32toh(h->data_len);
+
+	if (memcmp(h->magic, magic, sizeof(h->magic))) {
+		snprintf(err, errlen, "libvirt's save image does not begin with %s", magic);
+		return -EBADMSG;
+	}
+	if (le32toh(h->version) != LVSAVE_VERSION) {
+		snprintf(err, errlen, "libvirt's save image is of version %u, not %u",
+			 le32toh(h->version), LVSAVE_VERSION);
+		return -EBADMSG;
+	}
+	if (format != LVSAVE_FORMAT_RAW) {
+		char what[32];
+
+		if (format < sizeof(formats) / sizeof(formats[0]))
+			snprintf(what, sizeof(what), "%s", formats[format]);
+		else
+			snprintf(what, sizeof(what), "format %u", format);
+		snprintf(err, errlen, "libvirt compresses its memory snapshots (%s): vmigrate reads "
+			 "QEMU's stream raw only; set snapshot_image_format = \"raw\" in qemu.conf",
+			 what);
+		return -ENOTSUP;
+	}
+	if (!len || len > LVSAVE_DATA_MAX || le32toh(h->cookie_offset) >= len) {
+		snprintf(err, errlen, "libvirt's save image has %u bytes of XML and cookie "
+			 "(cookie at %u; at most %u)", len, le32toh(h->cookie_offset),
+			 LVSAVE_DATA_MAX);
+		return -EBADMSG;
+	}
+	*data_len = len;
+	return 0;
+}
+
 /* QEMU's stream of im: the setup section with the block list, one
  * iteration with every page, an empty last section, the device state. */
 static int write_stream(const struct qckpt_image *im, struct qstream_writer *w)

@@ -18,7 +18,9 @@
 
 #define LVSAVE_MAGIC		"LibvirtQemudSave"	/* 16 bytes, no NUL */
 #define LVSAVE_VERSION		2
+#define LVSAVE_MAGIC_PARTIAL	"LibvirtQemudPart"	/* libvirt's, while it writes */
 #define LVSAVE_FORMAT_RAW	0			/* no compression program */
+#define LVSAVE_DATA_MAX		(QCKPT_XML_MAX + (2u << 20))	/* XML, cookie, padding */
 
 /* libvirt's virQEMUSaveHeader: host-endian, which on x86 is little-endian. */
 struct lvsave_header {
@@ -34,6 +36,17 @@ static_assert(sizeof(struct lvsave_header) == 92, "libvirt's save header is 92 b
 
 /* The save header for xml (its length without NUL) into h. */
 void lvsave_header(struct lvsave_header *h, size_t xml_len, bool was_running);
+
+/*
+ * A header libvirt wrote (its memory snapshot into our FIFO): the layout
+ * above, partial (written first, LVSAVE_MAGIC_PARTIAL) or complete, version
+ * LVSAVE_VERSION, raw (a compressed image names its program in err: qemu.conf's
+ * snapshot_image_format), data_len within LVSAVE_DATA_MAX. 0 and the bytes of
+ * XML, cookie and padding before QEMU's stream in *data_len; or -EBADMSG
+ * (-ENOTSUP for compression) with err.
+ */
+int lvsave_header_check(const struct lvsave_header *h, bool partial, uint32_t *data_len,
+			char *err, size_t errlen);
 
 /*
  * The whole save image of im (loaded with its pages) through sink: header,
