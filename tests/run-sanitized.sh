@@ -48,7 +48,9 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan
 # path, the FIFO's directory removed (the reader's failure, as when it gives
 # up), a compressed image (refused by the header check, which
 # test_libvirt_snapshot runs) and a domain with a disk (the same snapshot
-# XML with one more element, and a second guest to boot under TCG).
+# XML with one more element, and a second guest to boot under TCG); and
+# post-copy's link cut between the services (test_postcopy cuts a link
+# during post-copy and recovers, in process).
 export FAILOVER_CASES="primary_guest_killed primary_partitioned planned_failover_and_back
 	standby_killed_then_replaced"
 export FAILOVER_SKIP_WHY="SANITIZER=$san run: the same takeover and fencing code as the cases it runs; the plain run covers it"
@@ -57,7 +59,8 @@ export VMIGRATE_SKIP_CASES="migrate_faults.cancel_while_setting_up
 	libvirt_migrate.stopped_dest_mid_stream_fails_bounded
 	libvirt_snapshot.libvirt_snapshot_fifo_dir_removed
 	libvirt_snapshot.libvirt_compressed_image_refused
-	libvirt_snapshot.libvirt_memory_snapshot_leaves_disks_out"
+	libvirt_snapshot.libvirt_memory_snapshot_leaves_disks_out
+	postcopy.link_cut_pauses_then_recovers"
 export VMIGRATE_SKIP_CASES_WHY="SANITIZER=$san run: the same code path as another case of its suite; the plain run covers it"
 export VMIGRATE_SKIP_LIBVIRT_RIG="SANITIZER=$san run: the rig runs no vmigrate code yet, the plain run covers it"
 

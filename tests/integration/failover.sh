@@ -32,6 +32,7 @@ fi
 DATA_PORTS=$((HOST_B_PORT + 100)):$((HOST_B_PORT + 131))
 VMG_PORTS=$HOST_B_PORT,$DATA_PORTS
 G=g1
+CASES_PROTECTED=0
 TTL=3
 # the guest of every case (the benchmark runs a bigger one)
 FAILOVER_GUEST=${FAILOVER_GUEST:---mem 128M --vcpus 2 --working-set 8M --dirty-rate 20M}
@@ -111,8 +112,10 @@ protect() {
 	kill_vmigrate A
 	kill_vmigrate B
 	etcd_wait_healthy "$HOSTS_DIR/etcd" 20 >/dev/null
-	[ -n "${PROTECTED_BEFORE:-}" ] && sleep $((TTL + 2))	# the last owner's lease runs out
-	PROTECTED_BEFORE=1
+	# a guest of its own for each case: the last case's lease, on its
+	# guest's name, runs out in etcd without holding this one up
+	CASES_PROTECTED=$((CASES_PROTECTED + 1))
+	G=g$CASES_PROTECTED
 	rm -f "$HOSTS_DIR"/A/guests/* "$HOSTS_DIR"/B/guests/*
 	: >"$HOSTS_DIR/A/service.log"; : >"$HOSTS_DIR/B/service.log"	# this case's lines only
 	hosts_start_service A "${1:-}" "--data-ports ${DATA_PORTS/:/-}" &&

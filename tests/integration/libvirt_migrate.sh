@@ -309,6 +309,20 @@ restart_service() {
 	VMIGRATE_FAULT=${2:-} lv_start_service "$1"
 }
 # wait_b_empty: 0 once B runs no domain (libvirt's rollback killed its QEMU)
+# b_record JOB: B's record of the incoming job JOB, once its process wrote
+# it: that process may still wait a moment for the source's reason (its
+# ABORT) after B's QEMU went
+b_record() {
+	local r
+	for _ in $(seq 100); do
+		r=$(vmB jobs --completed --json 2>/dev/null |
+			grep -o "{\"job\":\"$1\",[^}]*\"direction\":\"incoming\"[^}]*}")
+		[ -n "$r" ] && { echo "$r"; return 0; }
+		sleep 0.1
+	done
+	return 1
+}
+
 wait_b_empty() {
 	for _ in $(seq 100); do [ -z "$(virshB list --name 2>/dev/null)" ] && return 0; sleep 0.1; done
 	return 1
@@ -409,10 +423,12 @@ out=$(VMIGRATE_CONTROL="$HOSTS_DIR/A/vmigrated.sock" timeout 300 "$VMIGRATE" mig
 	"$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --channels 2 --compress off \
 	--json 2>&1); mrc=$?
 wait_b_empty; gone=$?
+job=$(echo "$out" | tail -n 1 | sed -n 's/.*"job":"\([^"]*\)".*/\1/p')
+rec=$(b_record "$job")
 [ $rc = 0 ] && [ $mrc = 1 ] && [ "$(virshA domstate $G)" = running ] && [ $gone = 0 ] &&
 	echo "$out" | tail -n 1 | grep -q '"status":"failed","error":"[^"]*data channel 2' &&
-	vmB jobs --completed --json | grep -q '"error":"[^"]*data channel 2'
-check cut_data_channel_fails_domain_stays $? "service rc=$rc migrate rc=$mrc gone=$gone A: $(virshA domstate $G 2>&1) B lists '$(virshB list --name 2>&1)': $(echo "$out" | tail -n 1); B: $(vmB jobs --completed --json 2>&1 | grep -o '{"job":"lvm-[^}]*}' | tail -n 1); $(grep -v ' pass' "$HOSTS_DIR/B/service.log" | tail -n 8)"
+	echo "$rec" | grep -q '"error":"[^"]*data channel 2'
+check cut_data_channel_fails_domain_stays $? "service rc=$rc migrate rc=$mrc gone=$gone A: $(virshA domstate $G 2>&1) B lists '$(virshB list --name 2>&1)': $(echo "$out" | tail -n 1); B's record of ${job:-?}: ${rec:-none}; $(grep -v ' pass' "$HOSTS_DIR/B/service.log" | tail -n 8)"
 seq_a=$(lv_seq A $G) v=
 lv_wait_seq A $G "$seq_a" && v=$(lv_verify A $G)
 check goes_on_at_a_after_cut_channel $? "${v:-no progress past seq $seq_a, A: $(virshA domstate $G 2>&1)}; $(dump_services)"
