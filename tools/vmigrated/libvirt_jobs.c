@@ -148,15 +148,6 @@ bool lvd_safe_word(const char *s)
 	return true;
 }
 
-/* Data channels when the request names none: as for micro-VM guests, one
- * a core, to four, so that TLS of the pages spreads over the cores. */
-static unsigned lvd_default_channels(void)
-{
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
-
-	return cores < 1 ? 1 : cores > 4 ? 4 : (unsigned)cores;
-}
-
 struct json_object *lvd_prepare(struct lvd_config *c, struct json_object *req,
 				const struct peer_config *pc, int io_timeout_ms,
 				struct lvd_outgoing *o)
@@ -225,7 +216,7 @@ struct json_object *lvd_prepare(struct lvd_config *c, struct json_object *req,
 	o->max_downtime_ms = (unsigned long long)ipc_int(req, "max_downtime_ms", 0);
 	snprintf(o->compress, sizeof(o->compress), "%s", compress);
 	o->channels = json_object_object_get_ex(req, "channels", NULL) ?
-		      (unsigned)ipc_int(req, "channels", 0) : lvd_default_channels();
+		      (unsigned)ipc_int(req, "channels", 0) : peer_default_channels();
 	o->peer = *pc;
 	o->io_timeout_ms = io_timeout_ms;
 	lvd_announce(c, o);	/* the job is there from the reply on, for the CLI's first look */

@@ -506,13 +506,9 @@ static struct json_object *do_migrate(struct service *sv, struct json_object *re
 	json_object_object_add(fwd, "job", json_object_new_string(job));
 	json_object_object_add(fwd, "dest_host", json_object_new_string(host));
 	json_object_object_add(fwd, "peer", peer_config_to_json(&sv->peer));
-	if (!json_object_object_get_ex(fwd, "channels", NULL)) {
-		/* one channel a core, to four: compression and TLS spread out */
-		long cores = sysconf(_SC_NPROCESSORS_ONLN);
-
-		json_object_object_add(fwd, "channels", json_object_new_int(
-			cores < 1 ? 1 : cores > 4 ? 4 : (int)cores));
-	}
+	if (!json_object_object_get_ex(fwd, "channels", NULL))
+		json_object_object_add(fwd, "channels",
+				       json_object_new_int((int)peer_default_channels()));
 	rep = call_guest(sv, name, fwd, fd);
 	json_object_put(fwd);
 	close(fd);

@@ -262,6 +262,13 @@ static struct xport *dial_data(const struct peer_config *pc, const char *host, c
 	return x;
 }
 
+unsigned peer_default_channels(void)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return cores < 1 ? 1 : cores > 4 ? 4 : (unsigned)cores;
+}
+
 /* A hello naming op, the guest and the job. */
 static struct json_object *new_hello(const char *op, const char *name, const char *job)
 {

@@ -43,6 +43,10 @@ int peer_config_check(const struct peer_config *pc, char *err, size_t errlen);
 
 #define PEER_DEFAULT_PORT	"7480"
 #define PEER_MAX_DATA		16
+
+/* Data channels when a migration names none: one a core, to four, so
+ * that compression and TLS of the pages spread over the cores. */
+unsigned peer_default_channels(void);
 #define PEER_LINEAGE_LEN	32
 
 /* Dial another host's service (HOST[:PORT]); the guest process secures
