@@ -112,10 +112,15 @@ else
 	check slow_link_lengthens_epochs $? "acked $a1 -> $a2: $st"
 
 	ip netns exec "$NS_A" tc qdisc del dev "va$HOSTS_TAG" root 2>/dev/null
-	for _ in $(seq 300); do [ "$(field state)" = protected ] && break; sleep 0.1; done
-	st=$(vmA replicate status g2 2>&1)
-	[ "$(field state)" = protected ]
-	check protected_again_on_a_fast_link $? "$st"
+	# One status read decides: a loaded machine may dip to degraded again
+	# between two reads (the status once said protected, the check then not).
+	ok=1
+	for _ in $(seq 300); do
+		st=$(vmA replicate status g2 2>&1)
+		case $st in *": protected,"*) ok=0; break ;; esac
+		sleep 0.1
+	done
+	check protected_again_on_a_fast_link $ok "$st"
 	vmA replicate stop g2 >/dev/null 2>&1
 fi
 # The primary gives its standby up (the link cut for longer than it waits
@@ -174,9 +179,14 @@ else
 	# guest: B's copy of the first stays where it is
 	stale_pid=$(vmB info g3 --json | json_field pid)
 	kill -9 "$(vmA info g3 --json | json_field pid)"
-	for _ in $(seq 50); do [ -z "$(vmA info g3 --json 2>/dev/null | json_field pid)" ] && break; sleep 0.1; done
-	vmA start g3 --mem 128M --working-set 8M --dirty-rate 5M >/dev/null && wait_counter vmA g3 2048
-	out=$(vmA replicate g3 "$B_AT" 2>&1); rc=$?
+	# gone once list leaves it out: info fails at once on a killed guest
+	# that still holds its name, and a start then finds the name taken
+	for _ in $(seq 50); do vmA list 2>/dev/null | awk '$1 == "g3" { f = 1 } END { exit !f }' || break; sleep 0.1; done
+	if vmA start g3 --mem 128M --working-set 8M --dirty-rate 5M >/dev/null && wait_counter vmA g3 2048; then
+		out=$(vmA replicate g3 "$B_AT" 2>&1); rc=$?
+	else
+		out="the new g3 did not start: $(vmA list 2>&1)"; rc=0
+	fi
 	[ $rc != 0 ] && echo "$out" | grep -q "keeps it" &&
 		[ "$(vmB info g3 --json | json_field pid)" = "$stale_pid" ] &&
 		[ "$(vmB info g3 --json | json_field state)" = standby ]
