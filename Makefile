@@ -29,6 +29,7 @@ endif
 
 # pkg-config name -> Debian package that provides it.
 PKG_liblz4     := liblz4-dev
+PKG_libzstd    := libzstd-dev
 PKG_libxxhash  := libxxhash-dev
 PKG_libssl     := libssl-dev
 PKG_libcrypto  := libssl-dev
@@ -41,7 +42,7 @@ PKG_libcurl    := libcurl4-openssl-dev
 PKG_libmicrohttpd := libmicrohttpd-dev
 PKG_inih       := libinih-dev
 PKG_libsystemd := libsystemd-dev
-PKGS := liblz4 libxxhash libssl libcrypto libvirt libvirt-qemu librdmacm libibverbs json-c libcurl
+PKGS := liblz4 libzstd libxxhash libssl libcrypto libvirt libvirt-qemu librdmacm libibverbs json-c libcurl
 PKGS += libmicrohttpd inih libsystemd
 
 NO_BUILD_GOALS := deps clean help man uninstall

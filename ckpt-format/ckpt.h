@@ -52,9 +52,11 @@ struct ckpt_source {
 
 struct ckpt_writer_opts {
 	struct ckpt_codec_opts codec;
-	/* With codec.lz4: try LZ4 only while it pays, judged by the measured
-	 * cost of compressing against that of writing the bytes it saves
-	 * (lz4_auto.h). For streams over links of unknown speed. */
+	/* With codec.lz4 (and not codec.zstd): try LZ4 only while it pays,
+	 * judged by the measured cost of compressing against that of writing
+	 * the bytes it saves (lz4_auto.h). For streams over links of unknown
+	 * speed. With codec.zstd the header says format 1.2 (FORMAT.md), which
+	 * readers of 1.0 and 1.1 refuse. */
 	bool lz4_auto;
 	/* The sink only queues what another thread sends: lz4_auto weighs
 	 * compressing and sending as overlapping (lz4_auto.h, overlapped). */
@@ -81,9 +83,22 @@ struct ckpt_writer_stats {
 	uint64_t data_pages;		/* pages with content in the PAGES records
 					 * written: page_bytes is their data (pages[]
 					 * also counts those still in the open batch) */
-	uint64_t pages[4];		/* by CKPT_ENC_*; zero runs count pages */
+	uint64_t pages[CKPT_ENC_COUNT];	/* by CKPT_ENC_*; zero runs count pages */
 	uint64_t run_pages;		/* of pages[CKPT_ENC_ZERO], given as zero runs */
 };
+
+/* Of page counts by CKPT_ENC_*: those with content (every encoding but
+ * ZERO), and of them those sent compressed (LZ4, DELTA, ZSTD). */
+static inline uint64_t ckpt_enc_content_pages(const uint64_t pages[CKPT_ENC_COUNT])
+{
+	return pages[CKPT_ENC_RAW] + pages[CKPT_ENC_LZ4] + pages[CKPT_ENC_DELTA] +
+	       pages[CKPT_ENC_ZSTD];
+}
+
+static inline uint64_t ckpt_enc_compressed_pages(const uint64_t pages[CKPT_ENC_COUNT])
+{
+	return pages[CKPT_ENC_LZ4] + pages[CKPT_ENC_DELTA] + pages[CKPT_ENC_ZSTD];
+}
 
 struct ckpt_writer;
 
@@ -199,9 +214,10 @@ struct ckpt_reader_opts {
 	/* With a key, the image must carry a matching HMAC-SHA-256. */
 	const uint8_t *mac_key;
 	size_t mac_key_len;
-	/* Read as format 1.0's readers do, refusing later minors (tests: a
-	 * destination of an earlier version). */
+	/* Read as format 1.0's (1.1's) readers do, refusing later minors
+	 * (tests: a destination of an earlier version). */
 	bool only_1_0;
+	bool only_1_1;
 };
 
 struct ckpt_reader;

@@ -13,9 +13,11 @@
 #define CKPT_MAGIC		"VMIGCKPT"
 #define CKPT_MAGIC_LEN		8
 #define CKPT_VERSION_MAJOR	1
-#define CKPT_VERSION_MINOR	1
+#define CKPT_VERSION_MINOR	2
 #define CKPT_MINOR_LIVE		1	/* the first minor with LIVE records: written
 					 * only by streams that use them */
+#define CKPT_MINOR_ZSTD		2	/* the first minor with ZSTD pages: written
+					 * only by writers that may use them */
 
 /* Record types. Values are fixed forever; retired ones stay reserved. */
 #define CKPT_REC_HEADER		1
@@ -46,6 +48,8 @@
 #define CKPT_ENC_RAW		1	/* page_size bytes */
 #define CKPT_ENC_LZ4		2	/* LZ4 block, decodes to page_size bytes */
 #define CKPT_ENC_DELTA		3	/* LZ4 block of (new XOR previous page) */
+#define CKPT_ENC_ZSTD		4	/* zstd frame, decodes to page_size bytes (1.2) */
+#define CKPT_ENC_COUNT		5	/* encodings defined: sizes arrays indexed by them */
 
 /* Digest and MAC algorithms named in COMMIT. */
 #define CKPT_DIGEST_XXH3_128	1

@@ -248,7 +248,8 @@ static uint64_t get64(const uint8_t *p)
 static int parse_header(struct ckpt_reader *r, const uint8_t *p, uint32_t len)
 {
 	struct ckpt_image_info *info = &r->info;
-	unsigned max_minor = r->opts.only_1_0 ? 0 : CKPT_VERSION_MINOR;
+	unsigned max_minor = r->opts.only_1_0 ? 0 : r->opts.only_1_1 ? CKPT_MINOR_LIVE :
+			     CKPT_VERSION_MINOR;
 	uint32_t ps, count;
 
 	if (len < sizeof(struct ckpt_header_rec))
@@ -393,6 +394,12 @@ static int parse_pages(struct ckpt_reader *r, const uint8_t *p, uint32_t len,
 				return reject(r, CKPT_E_LENGTH, "entry %u: raw page of %u bytes", i, size);
 			data += size;
 			break;
+		case CKPT_ENC_ZSTD:
+			if (r->info.minor < CKPT_MINOR_ZSTD)
+				return reject(r, CKPT_E_FIELD, "entry %u: encoding %u (ZSTD) in a "
+					      "%u.%u stream", i, enc, r->info.major, r->info.minor);
+			/* sized as the LZ4 encodings are */
+			__attribute__((fallthrough));
 		case CKPT_ENC_LZ4:
 		case CKPT_ENC_DELTA:
 			if (live && enc == CKPT_ENC_DELTA)

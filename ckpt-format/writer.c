@@ -17,8 +17,8 @@
 #include "mac.h"
 
 #define DEFAULT_BATCH_PAGES	1024u
-#define LZ4_GIVE_UP_STREAK	32u	/* failed attempts in a row */
-#define LZ4_SKIP_PAGES		224u	/* then pages sent without trying */
+#define GIVE_UP_STREAK		32u	/* failed compressions in a row */
+#define SKIP_PAGES		224u	/* then pages sent without trying */
 
 struct ckpt_writer {
 	struct ckpt_sink sink;
@@ -46,11 +46,11 @@ struct ckpt_writer {
 	uint64_t batch_next_page;	/* first page a new entry may use */
 	uint8_t *scratch;
 
-	/* Adaptive LZ4: after a streak of pages that did not shrink (random
-	 * data), skip the attempt for a while and then probe again. With
-	 * opts.lz4_auto the choice follows measured costs instead. */
-	unsigned lz4_fail_streak;
-	unsigned lz4_skip;
+	/* Adaptive compression (LZ4 or zstd): after a streak of pages that did
+	 * not shrink (random data), skip the attempt for a while and then
+	 * probe again. With opts.lz4_auto LZ4 follows measured costs instead. */
+	unsigned fail_streak;
+	unsigned skip;
 	struct lz4_auto lz4_auto;
 
 	/* Per region and page: offset of the PAGES record with its latest copy. */
@@ -219,6 +219,15 @@ static bool valid_info(const struct ckpt_image_info *info)
 	return true;
 }
 
+/* The oldest minor that reads what these options may write (FORMAT.md:
+ * readers of earlier minors read all that does not need a later one). */
+static uint16_t header_minor(const struct ckpt_writer_opts *o)
+{
+	if (o->codec.zstd)
+		return CKPT_MINOR_ZSTD;
+	return o->live_pages ? CKPT_MINOR_LIVE : 0;
+}
+
 int ckpt_writer_header(struct ckpt_writer *w, const struct ckpt_image_info *info)
 {
 	struct ckpt_header_rec h;
@@ -258,7 +267,7 @@ int ckpt_writer_header(struct ckpt_writer *w, const struct ckpt_image_info *info
 
 	memset(&h, 0, sizeof(h));
 	h.major = htole16(CKPT_VERSION_MAJOR);
-	h.minor = htole16(w->opts.live_pages ? CKPT_MINOR_LIVE : 0);
+	h.minor = htole16(header_minor(&w->opts));
 	h.flags = htole32(info->flags);
 	h.page_size = htole32(info->page_size);
 	h.region_count = htole32(info->region_count);
@@ -469,11 +478,13 @@ static int batch_prepare(struct ckpt_writer *w, uint32_t region_id,
 	return w->err;
 }
 
-/* Encode one page into the batch's data area, choosing whether to try LZ4. */
+/* Encode one page into the batch's data area, choosing whether to try to
+ * compress it (zstd, when asked for, takes LZ4's place; lz4_auto is LZ4's). */
 static int encode_page(struct ckpt_writer *w, const void *data, const void *prev, size_t *len)
 {
 	struct ckpt_codec_opts codec = w->opts.codec;
-	bool automatic = codec.lz4 && w->opts.lz4_auto && !(prev && codec.delta);
+	bool automatic = codec.lz4 && !codec.zstd && w->opts.lz4_auto && !(prev && codec.delta);
+	bool compress = codec.lz4 || codec.zstd;
 	bool timed = false;
 	uint64_t t0 = 0;
 	int enc;
@@ -482,9 +493,9 @@ static int encode_page(struct ckpt_writer *w, const void *data, const void *prev
 		codec.lz4 = lz4_auto_try(&w->lz4_auto, &timed);
 		if (timed)
 			t0 = lz4_auto_now_ns();
-	} else if (codec.lz4 && w->lz4_skip) {
-		codec.lz4 = false;
-		w->lz4_skip--;
+	} else if (compress && w->skip) {
+		codec.lz4 = codec.zstd = false;
+		w->skip--;
 	}
 	codec.raw_by_reference = w->opts.live_pages;
 	enc = ckpt_page_encode(data, prev, w->info.page_size, &codec,
@@ -494,13 +505,13 @@ static int encode_page(struct ckpt_writer *w, const void *data, const void *prev
 	if (automatic) {
 		lz4_auto_page(&w->lz4_auto, codec.lz4, w->info.page_size, *len,
 			      timed ? lz4_auto_now_ns() - t0 : 0);
-	} else if (codec.lz4 && enc == CKPT_ENC_RAW) {
-		if (++w->lz4_fail_streak >= LZ4_GIVE_UP_STREAK) {
-			w->lz4_skip = LZ4_SKIP_PAGES;
-			w->lz4_fail_streak = 0;
+	} else if ((codec.lz4 || codec.zstd) && enc == CKPT_ENC_RAW) {
+		if (++w->fail_streak >= GIVE_UP_STREAK) {
+			w->skip = SKIP_PAGES;
+			w->fail_streak = 0;
 		}
 	} else {
-		w->lz4_fail_streak = 0;
+		w->fail_streak = 0;
 	}
 	return enc;
 }
@@ -622,7 +633,7 @@ int ckpt_writer_finish(struct ckpt_writer *w, uint8_t *digest_out)
 
 	if (need_body(w) || ckpt_writer_flush(w))
 		return w->err;
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < CKPT_ENC_COUNT; i++)
 		pages_total += w->stats.pages[i];
 	end.pages_total = htole64(pages_total);
 	end.records = htole64(w->seq);

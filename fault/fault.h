@@ -20,6 +20,7 @@
  *   dst-decision-unrecorded the destination cannot record its handover decision
  *   dst-reads-1.0         the destination welcomes and reads as one of format 1.0 would
  *                         (an earlier version: it does not say which minor it reads)
+ *   dst-reads-1.1         ... as one of format 1.1 would (LIVE records, no zstd pages)
  *   repl-skip-self-fence  a replication primary ignores its lease: never fences, never
  *                         marks a lost standby stale (the output checker must catch it)
  *   lazy-slow-prefetch    a lazy restore's prefetch takes 5 ms a MiB

@@ -425,7 +425,7 @@ void page_out_stats(struct page_out *o, struct ckpt_writer_stats *sum, uint64_t 
 	for (unsigned i = 0; i < o->n; i++) {
 		const struct ckpt_writer_stats *st = ckpt_writer_stats(o->ch[i].w);
 
-		for (int e = 0; e < 4; e++)
+		for (int e = 0; e < CKPT_ENC_COUNT; e++)
 			sum->pages[e] += st->pages[e];
 		sum->page_bytes += st->page_bytes;
 		sum->data_pages += st->data_pages;
@@ -465,10 +465,13 @@ static long in_read(void *opaque, void *buf, size_t len)
 	return xport_recv(opaque, buf, len);
 }
 
+/* A data channel's stream is of the control stream's image and format
+ * minor: what the control's reader allows (an older reader's minor) holds
+ * for every channel. */
 static bool same_image(const struct ckpt_image_info *a, const struct ckpt_image_info *b)
 {
 	if (memcmp(a->image_uuid, b->image_uuid, 16) || a->page_size != b->page_size ||
-	    a->region_count != b->region_count)
+	    a->region_count != b->region_count || a->minor != b->minor)
 		return false;
 	for (unsigned i = 0; i < a->region_count; i++)
 		if (a->regions[i].id != b->regions[i].id || a->regions[i].gpa != b->regions[i].gpa ||

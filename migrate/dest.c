@@ -187,7 +187,8 @@ struct vm *mig_dest_run(struct xport *x, const struct mig_dest_opts *o,
 			struct mig_stats *st, char *err, size_t errlen)
 {
 	struct ckpt_source src = { source_read, x };
-	struct ckpt_reader_opts ro = { .allow_trailing = true, .only_1_0 = o->only_1_0 };
+	struct ckpt_reader_opts ro = { .allow_trailing = true, .only_1_0 = o->only_1_0,
+				       .only_1_1 = o->only_1_1 };
 	struct ckpt_reader *r = ckpt_reader_new(&src, &ro);
 	struct ckpt_record rec;
 	struct ckpt_image_info info;

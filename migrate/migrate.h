@@ -21,6 +21,9 @@ enum mig_compress {
 	MIG_COMPRESS_AUTO,		/* LZ4 while it pays, by measured costs */
 	MIG_COMPRESS_LZ4,		/* LZ4 on every page, raw where it does not shrink */
 	MIG_COMPRESS_OFF,
+	MIG_COMPRESS_ZSTD,		/* zstd on every page (format 1.2: the
+					 * destination must read it), raw where it
+					 * does not shrink */
 };
 
 /* When pre-copy hands over to post-copy (--postcopy, --postcopy-after). */
@@ -103,8 +106,11 @@ int mig_params_check(const struct mig_params *p, char *err, size_t errlen);
  * source sends GO only within half of that after LOADED reached it.
  */
 #define MIG_GO_BOUND_MS	5000
-/* "auto", "lz4" or "off"; -EINVAL for anything else. */
+/* "auto", "lz4", "zstd" or "off"; -EINVAL for anything else. */
 int mig_compress_parse(const char *name, enum mig_compress *out);
+const char *mig_compress_name(enum mig_compress c);
+/* The choices, for an error that lists them. */
+#define MIG_COMPRESS_CHOICES	"auto, lz4, zstd or off"
 
 enum mig_status {
 	MIG_SETUP,
@@ -127,7 +133,10 @@ struct mig_stats {
 	uint64_t total_time_ms, setup_time_ms, downtime_ms, expected_downtime_ms;
 	uint64_t transferred_bytes, ram_total_bytes;
 	uint64_t zero_pages, normal_pages;
-	uint64_t compressed_pages;			/* of normal_pages, sent as LZ4 */
+	uint64_t compressed_pages;			/* of normal_pages, sent compressed */
+	uint64_t zstd_pages;				/* of compressed_pages, as zstd */
+	enum mig_compress compress;			/* what the pages get: zstd asked of a
+							 * destination that cannot read it is lz4 */
 	uint64_t matched_pages;				/* not sent: a standby had them */
 	uint64_t dirty_sync_count, dirty_pages_rate;	/* pages per second */
 	double mbps;					/* megabits per second */
@@ -214,9 +223,11 @@ struct mig_dest_opts {
 	 * links; < 0: the source is gone, and with it the pages still owed. */
 	struct xport *fault_channel;
 	int (*reconnect)(void *opaque, struct mig_links *out);
-	/* Read the stream as a destination of format 1.0 would (tests: one
-	 * of an earlier version, which must be sent no LIVE records). */
+	/* Read the stream as a destination of format 1.0 (1.1) would (tests:
+	 * one of an earlier version, which must be sent no LIVE records, or
+	 * no zstd pages). */
 	bool only_1_0;
+	bool only_1_1;
 };
 
 /* Receive a guest over x. Returns it running, or NULL with err set; on

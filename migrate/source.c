@@ -95,15 +95,24 @@ int mig_postcopy_parse(const char *v, struct mig_params *p)
 
 int mig_compress_parse(const char *name, enum mig_compress *out)
 {
-	if (!strcmp(name, "auto"))
-		*out = MIG_COMPRESS_AUTO;
-	else if (!strcmp(name, "lz4"))
-		*out = MIG_COMPRESS_LZ4;
-	else if (!strcmp(name, "off"))
-		*out = MIG_COMPRESS_OFF;
-	else
-		return -EINVAL;
-	return 0;
+	for (int c = MIG_COMPRESS_AUTO; c <= MIG_COMPRESS_ZSTD; c++) {
+		if (!strcmp(name, mig_compress_name(c))) {
+			*out = c;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+const char *mig_compress_name(enum mig_compress c)
+{
+	switch (c) {
+	case MIG_COMPRESS_AUTO: return "auto";
+	case MIG_COMPRESS_LZ4: return "lz4";
+	case MIG_COMPRESS_OFF: return "off";
+	case MIG_COMPRESS_ZSTD: return "zstd";
+	}
+	return "?";
 }
 
 void mig_progress_init(struct mig_progress *p)
@@ -351,7 +360,7 @@ void src_totals(struct source *s, struct ckpt_writer_stats *ws, uint64_t *bytes)
 	memset(ws, 0, sizeof(*ws));
 	if (s->out)
 		page_out_stats(s->out, ws, &data);
-	for (int e = 0; e < 4; e++)
+	for (int e = 0; e < CKPT_ENC_COUNT; e++)
 		ws->pages[e] += c->pages[e];
 	ws->page_bytes += c->page_bytes;
 	ws->data_pages += c->data_pages;
@@ -483,7 +492,7 @@ void src_account(struct source *s)
 		peek_dirty(s);
 		s->t_peek = t;
 	}
-	normal = ws->pages[CKPT_ENC_RAW] + ws->pages[CKPT_ENC_LZ4] + ws->pages[CKPT_ENC_DELTA];
+	normal = ckpt_enc_content_pages(ws->pages);
 	encoded = normal + ws->pages[CKPT_ENC_ZERO];
 	sample_rates(s, t, bytes, ws->data_pages, ws->page_bytes);
 	pthread_mutex_lock(&s->prog->lock);
@@ -511,7 +520,8 @@ void src_account(struct source *s)
 	st->transferred_bytes = bytes;
 	st->zero_pages = ws->pages[CKPT_ENC_ZERO];
 	st->normal_pages = normal;
-	st->compressed_pages = ws->pages[CKPT_ENC_LZ4] + ws->pages[CKPT_ENC_DELTA];
+	st->compressed_pages = ckpt_enc_compressed_pages(ws->pages);
+	st->zstd_pages = ws->pages[CKPT_ENC_ZSTD];
 	st->matched_pages = s->matched;
 	st->total_time_ms = (uint64_t)(elapsed * 1000);
 	st->mbps = s->live_rate * 8 / 1e6;
@@ -553,8 +563,7 @@ void src_begin_count(struct source *s, uint64_t pages, uint64_t holes)
 	uint64_t bytes;
 
 	src_totals(s, &ws, &bytes);
-	s->round_base = ws.pages[CKPT_ENC_ZERO] + ws.pages[CKPT_ENC_RAW] +
-			ws.pages[CKPT_ENC_LZ4] + ws.pages[CKPT_ENC_DELTA] + s->matched;
+	s->round_base = ws.pages[CKPT_ENC_ZERO] + ckpt_enc_content_pages(ws.pages) + s->matched;
 	s->round_runs_base = ws.run_pages;
 	s->round_holes = holes;
 	pthread_mutex_lock(&s->prog->lock);
@@ -656,8 +665,7 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 	int ret;
 
 	src_totals(s, &before, &sent_before);
-	pages_before = before.pages[CKPT_ENC_RAW] + before.pages[CKPT_ENC_LZ4] +
-		       before.pages[CKPT_ENC_DELTA];
+	pages_before = ckpt_enc_content_pages(before.pages);
 	page_bytes_before = before.page_bytes;
 
 	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++)
@@ -741,8 +749,7 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 
 			s->bandwidth = s->bandwidth > 0 ? 0.5 * s->bandwidth + 0.5 * bw : bw;
 		}
-		s->pages_encoded += ws->pages[CKPT_ENC_RAW] + ws->pages[CKPT_ENC_LZ4] +
-				    ws->pages[CKPT_ENC_DELTA] - pages_before;
+		s->pages_encoded += ckpt_enc_content_pages(ws->pages) - pages_before;
 		s->bytes_encoded += ws->page_bytes - page_bytes_before;
 	}
 	src_account(s);
@@ -1143,6 +1150,7 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 
 	s.wo.codec = ckpt_codec_default;
 	s.wo.codec.lz4 = p->compress != MIG_COMPRESS_OFF;
+	s.wo.codec.zstd = p->compress == MIG_COMPRESS_ZSTD;
 	s.wo.lz4_auto = p->compress == MIG_COMPRESS_AUTO;
 	s.wo.codec.delta = false;	/* no cache of sent pages yet */
 	s.wo.live_pages = pages_by_reference(x, p) && !getenv("VMIGRATE_COPY_PAGES");
@@ -1164,6 +1172,7 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 	pthread_mutex_lock(&prog->lock);
 	prog->stats.status = MIG_SETUP;
 	prog->stats.ram_total_bytes = ram;
+	prog->stats.compress = p->compress;
 	pthread_mutex_unlock(&prog->lock);
 	s.w = ckpt_writer_new(&sink, &s.wo);
 	if (!s.w)

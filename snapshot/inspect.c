@@ -85,6 +85,7 @@ int snap_inspect(const char *path, const uint8_t *mac_key, size_t mac_key_len,
 			for (uint32_t i = 0; i < rec.u.pages.count; i++) {
 				const struct ckpt_page_entry *e = &rec.u.pages.entries[i];
 
+				/* the reader refuses encodings it does not know */
 				out->pages[e->encoding] += e->encoding == CKPT_ENC_ZERO ?
 							   le32toh(e->size) : 1;
 			}

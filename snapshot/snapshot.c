@@ -239,6 +239,7 @@ static int write_image(struct vm *vm, int fd, const struct snap_save_opts *o,
 	if (o) {
 		opts.mac_key = o->mac_key;
 		opts.mac_key_len = o->mac_key_len;
+		ckpt_codec_use(&opts.codec, o->compress);
 	}
 	w = ckpt_writer_new(&sink, &opts);
 	if (!w)

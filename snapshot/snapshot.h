@@ -12,7 +12,7 @@
 
 struct snap_result {
 	uint64_t file_bytes;
-	uint64_t pages[4];		/* by CKPT_ENC_* */
+	uint64_t pages[CKPT_ENC_COUNT];	/* by CKPT_ENC_* */
 	double seconds;
 	uint8_t image_uuid[16];		/* what an incremental child names as parent */
 	double pause_ms;		/* live: how long the guest stood still */
@@ -38,6 +38,9 @@ struct snap_save_opts {
 	bool live;
 	/* Replace a checkpoint that others name as parent (snap_check_target). */
 	bool force;
+	/* What compresses the pages (0: LZ4). zstd makes a file of format 1.2,
+	 * which readers of earlier versions refuse. */
+	enum ckpt_compressor compress;
 };
 
 /*
@@ -150,7 +153,7 @@ struct snap_inspect {
 	uint8_t digest[16];
 	uint64_t file_bytes;
 	uint64_t records;
-	uint64_t pages[4];		/* entries by CKPT_ENC_*, zero runs by pages */
+	uint64_t pages[CKPT_ENC_COUNT];	/* entries by CKPT_ENC_*, zero runs by pages */
 	uint64_t page_bytes;		/* encoded page data */
 	unsigned rounds;
 	unsigned vcpus;			/* from the VM's configuration record */

@@ -6,7 +6,7 @@ set -eu
 PACKAGES="
 	build-essential pkg-config git
 	clang libclang-rt-14-dev
-	liblz4-dev libxxhash-dev libssl-dev openssl
+	liblz4-dev libzstd-dev libxxhash-dev libssl-dev openssl
 	libvirt-dev librdmacm-dev libibverbs-dev libjson-c-dev
 	iproute2 iptables procps bc
 	libcurl4-openssl-dev etcd-server etcd-client

@@ -54,7 +54,7 @@ static int make_dirs(const char *dir)
 
 static struct json_object *snapshot_request(const char *guest, const char *path,
 					    const struct snap_backup_file *base, const char *key_file,
-					    unsigned keep)
+					    unsigned keep, const char *compress)
 {
 	struct json_object *req = json_object_new_object();
 	char err[700];
@@ -68,6 +68,8 @@ static struct json_object *snapshot_request(const char *guest, const char *path,
 	json_object_object_add(req, "backup_keep", json_object_new_int((int)keep));
 	if (key_file)
 		json_object_object_add(req, "key_file", json_object_new_string(key_file));
+	if (compress)
+		json_object_object_add(req, "compress", json_object_new_string(compress));
 	if (base) {
 		char hex[33];
 
@@ -94,10 +96,12 @@ int cmd_backup(int argc, char **argv)
 		{ "full-every", required_argument, NULL, 'f' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "key", required_argument, NULL, 'K' },
+		{ "compress", required_argument, NULL, 'c' },
 		{ 0 }
 	};
 	static struct snap_backup_file files[SNAP_BACKUP_MAX];
-	const char *dir = NULL, *guest;
+	const char *dir = NULL, *guest, *compress = NULL;
+	enum ckpt_compressor compressor;
 	char *key_file = NULL;
 	uint64_t keep = 0, full_every = 7;
 	unsigned n, since_full = 0;
@@ -110,10 +114,15 @@ int cmd_backup(int argc, char **argv)
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
-		const char *bad = NULL;
+		const char *bad = NULL, *choices = "a whole number, 1 or more";
 
 		switch (c) {
 		case 'd': dir = optarg; break;
+		case 'c':
+			compress = optarg;
+			if (ckpt_compressor_parse(optarg, &compressor))
+				bad = "--compress", choices = CKPT_COMPRESSOR_CHOICES;
+			break;
 		case 'k': if (parse_uint(optarg, &keep) || keep < 1) bad = "--keep"; break;
 		case 'f':
 			if (parse_uint(optarg, &full_every) || full_every < 1)
@@ -133,7 +142,7 @@ int cmd_backup(int argc, char **argv)
 		}
 		if (bad) {
 			free(key_file);
-			return cli_bad_value("backup", bad, optarg, "a whole number, 1 or more");
+			return cli_bad_value("backup", bad, optarg, choices);
 		}
 	}
 	if (optind != argc - 1 || !dir || !keep) {
@@ -159,12 +168,13 @@ int cmd_backup(int argc, char **argv)
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", gmtime_r(&tv.tv_sec, &tm));
 	snprintf(path, sizeof(path), "%s/%s-%s.%03ldZ.ckpt", abs, guest, stamp,
 		 (long)(tv.tv_usec / 1000));
-	rep = snapshot_request(guest, path, full ? NULL : &files[n - 1], key_file, (unsigned)keep);
+	rep = snapshot_request(guest, path, full ? NULL : &files[n - 1], key_file, (unsigned)keep,
+			       compress);
 	if (!full && !ipc_bool(rep, "ok", false) && ipc_bool(rep, "retry_full", false)) {
 		/* the guest's last checkpoint is not the newest here: start anew */
 		json_object_put(rep);
 		full = true;
-		rep = snapshot_request(guest, path, NULL, key_file, (unsigned)keep);
+		rep = snapshot_request(guest, path, NULL, key_file, (unsigned)keep, compress);
 	}
 	free(key_file);
 	if (!ipc_bool(rep, "ok", false))

@@ -50,8 +50,8 @@ static void print_json(const char *path, const struct snap_inspect *s)
 	json_object_object_add(o, "image_uuid", json_object_new_string(buf));
 	hex(s->digest, 16, buf);
 	json_object_object_add(o, "digest", json_object_new_string(buf));
-	json_object_object_add(o, "format", json_object_new_string(
-		s->info.minor ? "1.x" : "1.0"));
+	snprintf(buf, sizeof(buf), "%u.%u", s->info.major, s->info.minor);
+	json_object_object_add(o, "format", json_object_new_string(buf));
 	json_object_object_add(o, "incremental", json_object_new_boolean(s->has_parent));
 	if (s->has_parent) {
 		char parent[SNAP_PATH_MAX + 600];
@@ -83,6 +83,7 @@ static void print_json(const char *path, const struct snap_inspect *s)
 	json_object_object_add(o, "raw_pages", json_object_new_int64((int64_t)s->pages[CKPT_ENC_RAW]));
 	json_object_object_add(o, "lz4_pages", json_object_new_int64((int64_t)s->pages[CKPT_ENC_LZ4]));
 	json_object_object_add(o, "delta_pages", json_object_new_int64((int64_t)s->pages[CKPT_ENC_DELTA]));
+	json_object_object_add(o, "zstd_pages", json_object_new_int64((int64_t)s->pages[CKPT_ENC_ZSTD]));
 	json_object_object_add(o, "page_bytes", json_object_new_int64((int64_t)s->page_bytes));
 	json_object_object_add(o, "rounds", json_object_new_int((int)s->rounds));
 	json_object_object_add(o, "indexed", json_object_new_boolean(s->indexed));
@@ -118,10 +119,11 @@ static void print_text(const char *path, const struct snap_inspect *s)
 		printf("  parent: image %s, digest %s, %s %s\n", uuid, digest,
 		       found ? "file" : "NOT FOUND:", parent);
 	}
-	printf("  pages: %llu zero, %llu raw, %llu lz4, %llu delta; %.1f MiB of page data, "
-	       "%.1f MiB file, %llu records%s\n",
+	printf("  pages: %llu zero, %llu raw, %llu lz4, %llu zstd, %llu delta; %.1f MiB of page "
+	       "data, %.1f MiB file, %llu records%s\n",
 	       (unsigned long long)s->pages[CKPT_ENC_ZERO], (unsigned long long)s->pages[CKPT_ENC_RAW],
-	       (unsigned long long)s->pages[CKPT_ENC_LZ4], (unsigned long long)s->pages[CKPT_ENC_DELTA],
+	       (unsigned long long)s->pages[CKPT_ENC_LZ4], (unsigned long long)s->pages[CKPT_ENC_ZSTD],
+	       (unsigned long long)s->pages[CKPT_ENC_DELTA],
 	       s->page_bytes / 1048576.0, s->file_bytes / 1048576.0,
 	       (unsigned long long)s->records, s->indexed ? ", indexed" : "");
 }

@@ -381,7 +381,7 @@ int cmd_migrate(int argc, char **argv)
 			enum mig_compress mode;
 
 			bad = mig_compress_parse(optarg, &mode);
-			choices = "auto, lz4 or off";
+			choices = MIG_COMPRESS_CHOICES;
 			json_object_object_add(req, "compress", json_object_new_string(optarg));
 			break;
 		}
@@ -717,7 +717,8 @@ static struct json_object *request_with_key(struct json_object *req, const char 
 int cmd_snapshot(int argc, char **argv)
 {
 	bool incremental = false, json = false, live = false, force = false, background = false;
-	const char *name = NULL, *file = NULL, *key = NULL, *method = NULL;
+	const char *name = NULL, *file = NULL, *key = NULL, *method = NULL, *compress = NULL;
+	enum ckpt_compressor compressor;
 	struct json_object *req, *rep;
 	struct stat st;
 	char *abs;
@@ -727,6 +728,8 @@ int cmd_snapshot(int argc, char **argv)
 			incremental = true;
 		else if (!strcmp(argv[i], "--method") && i + 1 < argc)
 			method = argv[++i];
+		else if (!strcmp(argv[i], "--compress") && i + 1 < argc)
+			compress = argv[++i];
 		else if (!strcmp(argv[i], "--force"))
 			force = true;
 		else if (!strcmp(argv[i], "--live"))
@@ -737,7 +740,8 @@ int cmd_snapshot(int argc, char **argv)
 			key = argv[++i];
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
-		else if (!strcmp(argv[i], "--key") || !strcmp(argv[i], "--method"))
+		else if (!strcmp(argv[i], "--key") || !strcmp(argv[i], "--method") ||
+			 !strcmp(argv[i], "--compress"))
 			return cli_missing_value("snapshot", argv[i]);
 		else if (argv[i][0] == '-')
 			return cli_unknown_option("snapshot", argv[i]);
@@ -750,6 +754,8 @@ int cmd_snapshot(int argc, char **argv)
 	}
 	if (!name || !file)
 		return cli_usage_error("snapshot", "give a guest NAME and a FILE");
+	if (compress && ckpt_compressor_parse(compress, &compressor))
+		return cli_bad_value("snapshot", "--compress", compress, CKPT_COMPRESSOR_CHOICES);
 	if (stat(file, &st) == 0 && S_ISDIR(st.st_mode))
 		return cli_fail(1, "snapshot", IPC_E_BAD_ARGUMENT, "%s is a directory: give the "
 				"checkpoint a file name", file);
@@ -765,6 +771,8 @@ int cmd_snapshot(int argc, char **argv)
 		json_object_object_add(req, "background_snapshot", json_object_new_boolean(true));
 	if (method)
 		json_object_object_add(req, "method", json_object_new_string(method));
+	if (compress)
+		json_object_object_add(req, "compress", json_object_new_string(compress));
 	if (force)	/* may replace a checkpoint others build on (snap_check_target) */
 		json_object_object_add(req, "force", json_object_new_boolean(true));
 	free(abs);

@@ -17,6 +17,9 @@
 #include "ipc.h"
 
 #define HELP_OPT "  -h, --help            this help\n"
+#define COMPRESS_FILE_OPT \
+"  --compress lz4|zstd|off  what compresses the pages; zstd: smaller files, read\n" \
+"                        by versions of format 1.2 on (default lz4)\n"
 #define KEY_OPT \
 "  --key KEYFILE         HMAC-SHA-256 key, 16-64 bytes in a file of mode 600\n"
 
@@ -105,8 +108,10 @@ HELP_OPT },
 "  --timeout S           act on --on-timeout after S seconds (default: none)\n"
 "  --on-timeout cancel|force  at --timeout: cancel (the guest stays here) or\n"
 "                        force the switchover (default cancel)\n"
-"  --compress auto|lz4|off  LZ4 on pages; auto: when the link, not LZ4, is the\n"
-"                        bottleneck (default auto)\n"
+"  --compress auto|lz4|zstd|off  LZ4 on pages; auto: when the link, not LZ4, is\n"
+"                        the bottleneck; zstd: smaller than LZ4 at half its\n"
+"                        speed, for slow links (a destination of a version\n"
+"                        before format 1.2 gets LZ4) (default auto)\n"
 "  --no-compress         the same as --compress off\n"
 "  --channels N          parallel data channels, 0 to 16; 0: pages on the control\n"
 "                        connection (default: one a core, up to 4)\n"
@@ -194,6 +199,7 @@ HELP_OPT },
 "                        checkpoint, its parent (default: full)\n"
 "  --force               replace FILE even if another checkpoint builds on it;\n"
 "                        never the new one's own parent (default: refused)\n"
+COMPRESS_FILE_OPT
 KEY_OPT
 "  --json                print the service's reply as JSON\n"
 HELP_OPT },
@@ -220,6 +226,7 @@ HELP_OPT },
 "                        not there (required)\n"
 "  --keep N              checkpoints to keep at least, 1 or more (required)\n"
 "  --full-every K        a full checkpoint every K runs, 1 or more (default 7)\n"
+COMPRESS_FILE_OPT
 KEY_OPT
 "  --json                print the result as JSON\n"
 HELP_OPT },

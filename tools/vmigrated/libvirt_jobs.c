@@ -34,6 +34,7 @@
 #include "libvirt_host.h"
 #include "libvirt_jobs_int.h"
 #include "log.h"
+#include "migrate.h"
 
 double lvd_now(void)
 {
@@ -155,6 +156,7 @@ struct json_object *lvd_prepare(struct lvd_config *c, struct json_object *req,
 	const char *name = ipc_str(req, "name", ""), *dest = ipc_str(req, "dest", "");
 	const char *pcopy = ipc_str(req, "postcopy", NULL);
 	const char *compress = ipc_str(req, "compress", "auto");
+	enum mig_compress mode;
 	struct json_object *rep = NULL;
 	struct lv_host *h;
 	struct lv_domain d;
@@ -172,8 +174,8 @@ struct json_object *lvd_prepare(struct lvd_config *c, struct json_object *req,
 	if (ipc_bool(req, "auto_converge", false))
 		return ipc_error(IPC_E_UNSUPPORTED, "libvirt domain '%s': --auto-converge is not offered for libvirt "
 				 "domains yet", name);
-	if (strcmp(compress, "auto") && strcmp(compress, "lz4") && strcmp(compress, "off"))
-		return ipc_error(IPC_E_BAD_ARGUMENT, "compress must be auto, lz4 or off");
+	if (mig_compress_parse(compress, &mode))
+		return ipc_error(IPC_E_BAD_ARGUMENT, "compress must be " MIG_COMPRESS_CHOICES);
 	if (ipc_int(req, "channels", 0) < 0 || ipc_int(req, "channels", 0) > PEER_MAX_DATA)
 		return ipc_error(IPC_E_BAD_ARGUMENT, "channels must be 0 to %d", PEER_MAX_DATA);
 	if (!lvd_safe_word(name) || strlen(name) > 64)

@@ -52,7 +52,7 @@ struct lvd_outgoing {
 	char dest_uri[512];		/* the other libvirt */
 	char sock[400];			/* our socket, unix:// of the migrate URI */
 	unsigned long long bandwidth, max_downtime_ms;
-	char compress[8];		/* LZ4 on the records: "auto", "lz4", "off" */
+	char compress[8];		/* on the records: "auto", "lz4", "zstd", "off" */
 	unsigned channels;		/* data channels for the records, 0 = the session */
 	struct peer_config peer;
 	int io_timeout_ms;

@@ -20,6 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "ckpt_wire.h"
 #include "libvirt_out.h"
 #include "log.h"
 
@@ -66,7 +67,7 @@ static struct json_object *outgoing_json(struct outgoing *g)
 	json_object_object_add(st, "record_bytes", json_object_new_int64((int64_t)g->record_bytes));
 	json_object_object_add(st, "compressed_pages", json_object_new_int64((int64_t)g->lz4_pages));
 	json_object_object_add(st, "raw_pages", json_object_new_int64((int64_t)g->raw_pages));
-	json_object_object_add(st, "compress", json_object_new_string(g->o->compress));
+	json_object_object_add(st, "compress", json_object_new_string(g->compress));
 	json_object_object_add(st, "libvirt_data_processed", json_object_new_int64(
 		(int64_t)g->lv.data_processed));
 	json_object_object_add(o, "stats", st);
@@ -178,6 +179,18 @@ static int accept_qemu(struct outgoing *g, int l)
 	return -ECANCELED;
 }
 
+/* zstd pages need a destination that reads format 1.2; to one of an
+ * earlier version (it said so in its welcome) they go as LZ4 instead. */
+static void fit_compress_to_peer(struct outgoing *g, unsigned peer_minor)
+{
+	if (strcmp(g->compress, "zstd") || peer_minor >= CKPT_MINOR_ZSTD)
+		return;
+	log_write(LOG_WARNING, g->o->name, g->o->job, "job %s: the destination reads record "
+		  "format %u.%u, zstd pages need %u.%u: compressing with lz4 instead", g->o->job,
+		  CKPT_VERSION_MAJOR, peer_minor, CKPT_VERSION_MAJOR, CKPT_MINOR_ZSTD);
+	snprintf(g->compress, sizeof(g->compress), "lz4");
+}
+
 _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_outgoing *o)
 {
 	static struct outgoing g;
@@ -194,6 +207,7 @@ _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_out
 	signal(SIGPIPE, SIG_IGN);
 	g.c = c;
 	g.o = o;
+	snprintf(g.compress, sizeof(g.compress), "%s", o->compress);
 	pthread_mutex_init(&g.lock, NULL);
 	g.started = lvd_now();
 	snprintf(g.status, sizeof(g.status), "setup");
@@ -218,6 +232,7 @@ _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_out
 		outgoing_fail(&g, "%s", err);
 		goto end;
 	}
+	fit_compress_to_peer(&g, ps.peer_minor);
 	ps.control->idle_ok = true;	/* libvirt's Prepare may take a while */
 	if (o->bandwidth) {
 		static struct xport_bucket bucket;

@@ -20,6 +20,9 @@
 struct outgoing {
 	const struct lvd_config *c;
 	const struct lvd_outgoing *o;
+	/* What the pages get: o->compress, but lz4 for zstd to a destination
+	 * that reads no format 1.2. Set before the job's threads start. */
+	char compress[8];
 	pthread_mutex_t lock;
 	/* under lock */
 	uint64_t stream_bytes, wire_bytes, rp_bytes;

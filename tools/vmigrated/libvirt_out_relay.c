@@ -404,8 +404,9 @@ void lvd_relay_out(struct outgoing *g, int q, struct peer_session *ps)
 	struct qsrec_out out = { queue_message, &r };
 	struct qsrec_enc_opts eo = {
 		.guest_name = g->o->name,
-		.lz4 = strcmp(g->o->compress, "off") != 0,
-		.lz4_auto = strcmp(g->o->compress, "auto") == 0,
+		.lz4 = strcmp(g->compress, "off") != 0,
+		.lz4_auto = strcmp(g->compress, "auto") == 0,
+		.zstd = strcmp(g->compress, "zstd") == 0,
 		.queued = true,
 	};
 	struct sender s = { .g = g, .q = q, .x = x, .progress_ns = mono_ns() };

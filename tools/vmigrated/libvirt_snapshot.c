@@ -223,6 +223,7 @@ struct capture {
 	const struct qckpt_image *parent;
 	const uint8_t *key;
 	size_t key_len;
+	enum ckpt_compressor compress;
 	char *xml;
 	unsigned vcpus;
 	/* results */
@@ -520,7 +521,7 @@ static int capture_fill(void *opaque, int fd, char *err, size_t errlen)
 	struct qckpt_capture_opts co = {
 		.domain_name = c->name, .xml = c->xml, .vcpus = c->vcpus,
 		.was_running = c->was_running, .parent = c->parent,
-		.mac_key = c->key, .mac_key_len = c->key_len,
+		.mac_key = c->key, .mac_key_len = c->key_len, .compress = c->compress,
 	};
 	struct qckpt_capture *cap = qckpt_capture_new(fd, &co, err, errlen);
 	int ret;
@@ -580,6 +581,8 @@ struct json_object *lvsnap_snapshot(const struct lvd_config *c, struct json_obje
 	if (!name[0] || strchr(name, '/') || strlen(name) > 200)
 		return ipc_error(IPC_E_BAD_ARGUMENT, "libvirt domain name '%s' is not one vmigrate "
 				 "takes", name);
+	if (ckpt_compressor_parse(ipc_str(req, "compress", "lz4"), &cap.compress))
+		return ipc_error(IPC_E_BAD_ARGUMENT, "compress must be " CKPT_COMPRESSOR_CHOICES);
 	if (key_file && (key_len = snap_key_load(key_file, key, err, sizeof(err))) < 0)
 		return ipc_error(ipc_errno_code(key_len), "%s", err);
 	if (!c->uri[0])

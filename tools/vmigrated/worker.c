@@ -118,7 +118,7 @@ int worker_mig_params(struct json_object *req, int io_timeout_ms, struct mig_par
 {
 	mig_params_default(p);
 	if (mig_compress_parse(ipc_str(req, "compress", "auto"), &p->compress)) {
-		snprintf(err, errlen, "compress must be auto, lz4 or off");
+		snprintf(err, errlen, "compress must be " MIG_COMPRESS_CHOICES);
 		return -EINVAL;
 	}
 	p->max_downtime_ms = (uint64_t)ipc_int(req, "max_downtime_ms", 300);
@@ -432,6 +432,8 @@ static struct json_object *do_snapshot(struct json_object *req)
 
 	if (!file || file[0] != '/')
 		return ipc_error(IPC_E_BAD_ARGUMENT, "snapshot needs an absolute file name");
+	if (ckpt_compressor_parse(ipc_str(req, "compress", "lz4"), &o.compress))
+		return ipc_error(IPC_E_BAD_ARGUMENT, "compress must be " CKPT_COMPRESSOR_CHOICES);
 	if (key_file && (key_len = snap_key_load(key_file, key, err, sizeof(err))) < 0)
 		return ipc_error(ipc_errno_code(key_len), "%s", err);
 	wait_memory_loaded();
@@ -528,8 +530,8 @@ static struct json_object *do_snapshot(struct json_object *req)
 	json_object_object_add(rep, "live", json_object_new_boolean(live));
 	json_object_object_add(rep, "rounds", json_object_new_int((int)res.rounds));
 	json_object_object_add(rep, "seconds", json_object_new_double(worker_now() - t0));
-	json_object_object_add(rep, "pages_written", json_object_new_int64((int64_t)(
-		res.pages[CKPT_ENC_RAW] + res.pages[CKPT_ENC_LZ4] + res.pages[CKPT_ENC_DELTA])));
+	json_object_object_add(rep, "pages_written", json_object_new_int64((int64_t)
+		ckpt_enc_content_pages(res.pages)));
 	log_write(LOG_INFO, W.spec.name, NULL, "guest %s: %s checkpoint %s (%llu bytes)",
 		W.spec.name, incremental ? "incremental" : "full", file,
 		(unsigned long long)res.file_bytes);
@@ -538,6 +540,20 @@ out:
 	for (unsigned r = 0; r < VM_MAX_REGIONS; r++)
 		free(bm[r]);
 	return rep;
+}
+
+/* zstd pages need a destination that reads format 1.2; to one of an
+ * earlier version (it said so in its welcome) they go as LZ4 instead,
+ * which every version reads, and the job's figures say lz4. */
+static void fit_compress_to_peer(unsigned peer_minor)
+{
+	if (W.params.compress != MIG_COMPRESS_ZSTD || peer_minor >= CKPT_MINOR_ZSTD)
+		return;
+	log_write(LOG_WARNING, W.spec.name, W.job, "guest %s job %s: the destination reads "
+		  "record format %u.%u, zstd pages need %u.%u: compressing with lz4 instead",
+		  W.spec.name, W.job, CKPT_VERSION_MAJOR, peer_minor, CKPT_VERSION_MAJOR,
+		  CKPT_MINOR_ZSTD);
+	W.params.compress = MIG_COMPRESS_LZ4;
 }
 
 int worker_dial_job(const char *op)
@@ -554,6 +570,7 @@ int worker_dial_job(const char *op)
 			W.mig_session.data[W.mig_session.nr_data - 1] : NULL;
 		W.params.reconnect = W.mig_postcopy ? worker_postcopy_redial : NULL;
 		W.params.peer_reads_live = W.mig_session.peer_minor >= CKPT_MINOR_LIVE;
+		fit_compress_to_peer(W.mig_session.peer_minor);
 		return 0;
 	}
 	pthread_mutex_lock(&W.prog.lock);
@@ -1272,8 +1289,10 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 					  .admit = admit_incoming, .progress = &W.inprog };
 	in.peer = s.peer;
 	in.opts.only_1_0 = fault_point("dst-reads-1.0");
+	in.opts.only_1_1 = !in.opts.only_1_0 && fault_point("dst-reads-1.1");
 	if (peer_welcome(&s.peer, x, h.channels, h.rdma, h.postcopy,
-			 in.opts.only_1_0 ? 0 : CKPT_VERSION_MINOR, &in.session, err, sizeof(err))) {
+			 in.opts.only_1_0 ? 0 : in.opts.only_1_1 ? CKPT_MINOR_LIVE : CKPT_VERSION_MINOR,
+			 &in.session, err, sizeof(err))) {
 		log_write(LOG_ERR, name, h.job, "incoming guest %s: %s", name, err);
 		unlink(W.sock_path);
 		_exit(1);

@@ -191,7 +191,7 @@ static void new_identity(struct ckpt_image_info *info)
 }
 
 static struct ckpt_writer *file_writer(int *fd, struct ckpt_sink *sink, const uint8_t *key,
-				       size_t key_len)
+				       size_t key_len, enum ckpt_compressor compress)
 {
 	struct ckpt_writer_opts o = {
 		.codec = ckpt_codec_default, .build_index = true, .batch_pages = RECORD_PAGES,
@@ -199,6 +199,7 @@ static struct ckpt_writer *file_writer(int *fd, struct ckpt_sink *sink, const ui
 	};
 
 	o.codec.delta = false;	/* every page whole: restore reads each file alone */
+	ckpt_codec_use(&o.codec, compress);
 	ckpt_fd_sink(fd, sink);
 	return ckpt_writer_new(sink, &o);
 }
@@ -487,7 +488,7 @@ int qckpt_image_write(const struct qckpt_image *im, int fd, const uint8_t *mac_k
 {
 	struct ckpt_image_info info = im->info;
 	struct ckpt_sink sink;
-	struct ckpt_writer *w = file_writer(&fd, &sink, mac_key, mac_key_len);
+	struct ckpt_writer *w = file_writer(&fd, &sink, mac_key, mac_key_len, CKPT_COMPRESSOR_LZ4);
 	int ret;
 
 	if (!w)
@@ -548,7 +549,7 @@ struct qckpt_capture *qckpt_capture_new(int fd, const struct qckpt_capture_opts 
 	c->o = *o;
 	c->im.vcpus = o->vcpus;
 	c->im.was_running = o->was_running;
-	c->w = file_writer(&c->fd, &c->sink, o->mac_key, o->mac_key_len);
+	c->w = file_writer(&c->fd, &c->sink, o->mac_key, o->mac_key_len, o->compress);
 	if (!c->w) {
 		qckpt_capture_free(c);
 		snprintf(err, errlen, "out of memory");

@@ -87,6 +87,7 @@ struct qckpt_capture_opts {
 	const struct qckpt_image *parent;
 	const uint8_t *mac_key;
 	size_t mac_key_len;
+	enum ckpt_compressor compress;	/* what compresses the pages (0: LZ4) */
 };
 
 struct qckpt_capture_stats {

@@ -204,7 +204,8 @@ static int enc_config(struct qsrec_encoder *e, const struct qstream_config *c)
 static int enc_blocks(struct qsrec_encoder *e, const struct qstream_block *list, unsigned count)
 {
 	struct ckpt_writer_opts wo = {
-		.codec = { .lz4 = e->opts.lz4, .delta = false, .lz4_accel = 1 },
+		.codec = { .lz4 = e->opts.lz4, .zstd = e->opts.zstd, .delta = false,
+			   .lz4_accel = 1 },
 		.lz4_auto = e->opts.lz4 && e->opts.lz4_auto,
 		.lz4_auto_overlapped = e->opts.queued,
 		.batch_pages = e->opts.batch_pages ? e->opts.batch_pages : DEFAULT_BATCH_PAGES,
@@ -515,7 +516,8 @@ static int dec_pages(struct qsrec_decoder *d, const struct ckpt_pages_view *v)
 		case CKPT_ENC_RAW:
 			break;
 		case CKPT_ENC_LZ4:
-			if (ckpt_page_decode(CKPT_ENC_LZ4, data, size, d->page, QSTREAM_PAGE_SIZE,
+		case CKPT_ENC_ZSTD:
+			if (ckpt_page_decode(e->encoding, data, size, d->page, QSTREAM_PAGE_SIZE,
 					     d->scratch))
 				return dec_fail(d, "the records: page %llu of block %u does not "
 						"decode", (unsigned long long)page, block);

@@ -56,6 +56,8 @@ struct qsrec_enc_opts {
 	const char *guest_name;		/* into the records' HEADER */
 	bool lz4;			/* try LZ4 on pages */
 	bool lz4_auto;			/* ... only where it pays (lz4_auto.h) */
+	bool zstd;			/* zstd instead of LZ4 (format 1.2: for a
+					 * destination that reads it) */
 	unsigned batch_pages;		/* pages a PAGES record, 0 = default */
 	bool queued;			/* out.send only queues: another thread sends */
 };
@@ -63,7 +65,7 @@ struct qsrec_enc_opts {
 struct qsrec_enc_stats {
 	uint64_t record_bytes;		/* the ckpt-format stream */
 	uint64_t event_bytes;		/* EVENT payloads, device state included */
-	uint64_t pages[4];		/* by CKPT_ENC_*, zero runs as pages */
+	uint64_t pages[CKPT_ENC_COUNT];	/* by CKPT_ENC_*, zero runs as pages */
 };
 
 struct qsrec_encoder;
