@@ -12,7 +12,8 @@
 
 static int write_seeds(const char *dir)
 {
-	for (unsigned v = 0; v < 8; v++) {
+	/* 0-7: index, incremental, epochs; 8: zstd pages (format 1.2) */
+	for (unsigned v = 0; v <= GOLDEN_SEED_ZSTD; v++) {
 		char path[4096];
 		struct ckpt_sink sink;
 		int fd;

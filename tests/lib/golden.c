@@ -66,7 +66,7 @@ void golden_vcpu_state(unsigned i, uint8_t out[64])
 		out[k] = (uint8_t)(i * 64 + k);
 }
 
-int golden_write(const struct ckpt_sink *sink, uint8_t digest[16])
+static int write_golden(const struct ckpt_sink *sink, bool zstd, uint8_t digest[16])
 {
 	struct ckpt_writer_opts opts = {
 		.codec = ckpt_codec_default,
@@ -74,13 +74,15 @@ int golden_write(const struct ckpt_sink *sink, uint8_t digest[16])
 		.build_index = true,
 	};
 	struct ckpt_image_info info;
-	struct ckpt_writer *w = ckpt_writer_new(sink, &opts);
+	struct ckpt_writer *w;
 	unsigned pages[2] = { GOLDEN_REGION0_PAGES, GOLDEN_REGION1_PAGES };
 	uint32_t ids[2] = { 0, 7 };
 	uint8_t page[GOLDEN_PAGE_SIZE], prev[GOLDEN_PAGE_SIZE], vcpu[64];
 	const char vm_state[] = "vcpus=2";
 	int ret;
 
+	opts.codec.zstd = zstd;
+	w = ckpt_writer_new(sink, &opts);
 	if (!w)
 		return -1;
 	golden_info(&info);
@@ -111,6 +113,16 @@ int golden_write(const struct ckpt_sink *sink, uint8_t digest[16])
 	return ret;
 }
 
+int golden_write(const struct ckpt_sink *sink, uint8_t digest[16])
+{
+	return write_golden(sink, false, digest);
+}
+
+int golden_write_zstd(const struct ckpt_sink *sink, uint8_t digest[16])
+{
+	return write_golden(sink, true, digest);
+}
+
 int golden_write_seed(const struct ckpt_sink *sink, unsigned variant)
 {
 	struct ckpt_writer_opts opts = {
@@ -119,11 +131,13 @@ int golden_write_seed(const struct ckpt_sink *sink, unsigned variant)
 		.build_index = variant & 1,
 	};
 	struct ckpt_image_info info;
-	struct ckpt_writer *w = ckpt_writer_new(sink, &opts);
+	struct ckpt_writer *w;
 	uint8_t page[GOLDEN_PAGE_SIZE], prev[GOLDEN_PAGE_SIZE];
 	const uint8_t parent[16] = { 9, 9, 9 };
 	int ret;
 
+	opts.codec.zstd = variant & GOLDEN_SEED_ZSTD;
+	w = ckpt_writer_new(sink, &opts);
 	if (!w)
 		return -1;
 	golden_info(&info);

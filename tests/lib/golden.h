@@ -1,7 +1,8 @@
 /*
  * The golden image: a small, fully deterministic 1.0 stream that uses every
- * record type and page encoding. tests/golden/v1.0.ckpt was written by this
- * code; every later version must still decode that file to golden_memory().
+ * record type and every page encoding of 1.0 (golden_write_zstd: 1.2's ZSTD
+ * too). tests/golden/v1.0.ckpt was written by this code; every later
+ * version must still decode that file to golden_memory().
  */
 #ifndef GOLDEN_H
 #define GOLDEN_H
@@ -22,9 +23,13 @@ void golden_memory(uint8_t *region0, uint8_t *region1);
 void golden_vcpu_state(unsigned i, uint8_t out[64]);
 /* Write the stream; the writer is deterministic given the same inputs. */
 int golden_write(const struct ckpt_sink *sink, uint8_t digest[16]);
+/* The same memory with whole pages compressed by zstd (format 1.2), not
+ * LZ4; deltas stay LZ4. */
+int golden_write_zstd(const struct ckpt_sink *sink, uint8_t digest[16]);
 
 /* Small streams for the fuzzer's seed corpus; variant bits pick index,
- * incremental with PARENT, and epoch markers. */
+ * incremental with PARENT, and epoch markers; GOLDEN_SEED_ZSTD zstd pages. */
+#define GOLDEN_SEED_ZSTD	8u
 int golden_write_seed(const struct ckpt_sink *sink, unsigned variant);
 
 #endif

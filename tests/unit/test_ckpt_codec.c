@@ -1,12 +1,14 @@
 /*
  * Page codec: zero detection at every word position, each encoding chosen
- * when it should be, exact round trips, and rejection of data that does not
- * decode to exactly one page.
+ * when it should be (LZ4, or zstd where asked), exact round trips, and
+ * rejection of data that does not decode to exactly one page.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include <lz4.h>
+#include <zstd.h>
 
 #include "harness.h"
 #include "lz4_auto.h"
@@ -308,4 +310,199 @@ TEST(lz4_auto_overlapped_compresses_in_that_band)
 	b.overlapped = true;
 	CHECK_EQ(feed(&b, &t, &queued_loopback, 32768, 4096), 1.0 / LZ4_AUTO_PROBE);
 	CHECK(!b.on);
+}
+
+/* ---- zstd (format 1.2) ------------------------------------------------------ */
+
+static const struct ckpt_codec_opts zstd_opts = { .lz4 = true, .zstd = true, .lz4_accel = 1 };
+
+TEST(text_page_goes_zstd_and_shrinks_more_than_lz4)
+{
+	size_t lz4_len, len;
+
+	td_fill(page, PS, MIX_TEXT, 20);
+	CHECK_EQ(ckpt_page_encode(page, NULL, PS, &ckpt_codec_default, out, &lz4_len, scratch),
+		 CKPT_ENC_LZ4);
+	CHECK_EQ(ckpt_page_encode(page, NULL, PS, &zstd_opts, out, &len, scratch), CKPT_ENC_ZSTD);
+	CHECK_MSG(len < lz4_len, "zstd %zu bytes, lz4 %zu", len, lz4_len);
+	/* a standard frame: its magic first (RFC 8878) */
+	CHECK(len > 4 && !memcmp(out, "\x28\xb5\x2f\xfd", 4));
+	memset(back, 0xa5, PS);
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_ZSTD, out, len, back, PS, scratch), 0);
+	CHECK(!memcmp(page, back, PS));
+}
+
+TEST(zstd_sends_random_pages_raw_and_zero_pages_as_zero)
+{
+	size_t len;
+
+	td_fill(page, PS, MIX_RANDOM, 21);
+	CHECK_EQ(ckpt_page_encode(page, NULL, PS, &zstd_opts, out, &len, scratch), CKPT_ENC_RAW);
+	CHECK_EQ(len, PS);
+	CHECK(!memcmp(page, out, PS));
+	memset(page, 0, PS);
+	CHECK_EQ(ckpt_page_encode(page, NULL, PS, &zstd_opts, out, &len, scratch), CKPT_ENC_ZERO);
+	CHECK_EQ(len, 0);
+}
+
+TEST(zstd_leaves_deltas_to_lz4)
+{
+	struct ckpt_codec_opts opts = zstd_opts;
+	size_t len;
+
+	opts.delta = true;
+	td_fill(prev, PS, MIX_RANDOM, 22);
+	memcpy(page, prev, PS);
+	td_touch(page, PS, 23);
+	CHECK_EQ(ckpt_page_encode(page, prev, PS, &opts, out, &len, scratch), CKPT_ENC_DELTA);
+	memcpy(back, prev, PS);
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_DELTA, out, len, back, PS, scratch), 0);
+	CHECK(!memcmp(page, back, PS));
+}
+
+/* A frame of n bytes of 'a' (compresses well whatever n). */
+static size_t zstd_frame_of(size_t n, uint8_t *frame, size_t cap)
+{
+	uint8_t *src = malloc(n);
+	size_t len;
+
+	memset(src, 'a', n);
+	len = ZSTD_compress(frame, cap, src, n, 1);
+	free(src);
+	CHECK(!ZSTD_isError(len));
+	return len;
+}
+
+TEST(zstd_data_that_is_not_exactly_one_page_is_refused)
+{
+	uint8_t frame[PS], two[PS];
+	size_t len, n;
+
+	td_fill(page, PS, MIX_TEXT, 24);
+	CHECK_EQ(ckpt_page_encode(page, NULL, PS, &zstd_opts, out, &len, scratch), CKPT_ENC_ZSTD);
+	/* cut short, no data, a page's worth, the magic broken, a byte more */
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_ZSTD, out, len / 2, back, PS, scratch), -EBADMSG);
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_ZSTD, out, len - 1, back, PS, scratch), -EBADMSG);
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_ZSTD, out, 0, back, PS, scratch), -EBADMSG);
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_ZSTD, out, PS, back, PS, scratch), -EBADMSG);
+	memcpy(frame, out, len);
+	frame[0] ^= 0x01;
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_ZSTD, frame, len, back, PS, scratch), -EBADMSG);
+	memcpy(frame, out, len);
+	frame[len] = 0;
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_ZSTD, frame, len + 1, back, PS, scratch), -EBADMSG);
+	/* the codec's own frame still decodes after all that */
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_ZSTD, out, len, back, PS, scratch), 0);
+	CHECK(!memcmp(page, back, PS));
+
+	/* frames of half a page, of a page and a byte, of two pages */
+	n = zstd_frame_of(PS / 2, frame, sizeof(frame));
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_ZSTD, frame, n, back, PS, scratch), -EBADMSG);
+	n = zstd_frame_of(PS + 1, frame, sizeof(frame));
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_ZSTD, frame, n, back, PS, scratch), -EBADMSG);
+	n = zstd_frame_of(2 * PS, frame, sizeof(frame));
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_ZSTD, frame, n, back, PS, scratch), -EBADMSG);
+	/* two frames of half a page each: a page in all, but not one frame */
+	n = zstd_frame_of(PS / 2, frame, sizeof(frame));
+	memcpy(two, frame, n);
+	memcpy(two + n, frame, n);
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_ZSTD, two, 2 * n, back, PS, scratch), -EBADMSG);
+	/* a page's frame, then a skippable frame (RFC 8878: magic 0x184D2A5?,
+	 * le32 size, that many bytes); and the skippable frame alone */
+	n = zstd_frame_of(PS, frame, sizeof(frame));
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_ZSTD, frame, n, back, PS, scratch), 0);
+	memcpy(frame + n, "\x50\x2a\x4d\x18\x01\x00\x00\x00x", 9);
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_ZSTD, frame, n + 9, back, PS, scratch), -EBADMSG);
+	CHECK_EQ(ckpt_page_decode(CKPT_ENC_ZSTD, frame + n, 9, back, PS, scratch), -EBADMSG);
+}
+
+TEST(zstd_round_trips_every_mix)
+{
+	const size_t n = 256;
+	uint8_t *mem = malloc(n * PS), *got = malloc(n * PS);
+
+	for (int mix = 0; mix < 3; mix++) {
+		size_t zstd_pages = 0;
+
+		td_fill(mem, n * PS, mix, 200 + mix);
+		for (size_t i = 0; i < n; i++) {
+			size_t len;
+			int enc = ckpt_page_encode(mem + i * PS, NULL, PS, &zstd_opts, out, &len,
+						   scratch);
+
+			CHECK(enc != CKPT_ENC_LZ4);
+			zstd_pages += enc == CKPT_ENC_ZSTD;
+			CHECK_EQ(ckpt_page_decode(enc, out, len, got + i * PS, PS, scratch), 0);
+		}
+		CHECK_MSG(!memcmp(mem, got, n * PS), "mix %s differs", mem_mix_names[mix]);
+		CHECK_MSG(mix == MIX_RANDOM || zstd_pages > 0, "mix %s: no zstd page",
+			  mem_mix_names[mix]);
+	}
+	free(mem);
+	free(got);
+}
+
+/* Each thread has contexts of its own: threads encoding and decoding at
+ * once get their own pages back (and under ASan, each thread's contexts are
+ * freed when it ends). */
+struct zstd_worker {
+	unsigned seed;
+	int failures;
+};
+
+static void *zstd_thread(void *opaque)
+{
+	struct zstd_worker *z = opaque;
+	uint8_t *p = malloc(PS), *o = malloc(PS), *b = malloc(PS), *s = malloc(PS);
+
+	for (unsigned k = 0; k < 64; k++) {
+		size_t len;
+		int enc;
+
+		td_fill(p, PS, MIX_TEXT, z->seed * 1000 + k);
+		enc = ckpt_page_encode(p, NULL, PS, &zstd_opts, o, &len, s);
+		if (enc != CKPT_ENC_ZSTD || ckpt_page_decode(enc, o, len, b, PS, s) ||
+		    memcmp(p, b, PS))
+			z->failures++;
+	}
+	free(p);
+	free(o);
+	free(b);
+	free(s);
+	return NULL;
+}
+
+TEST(zstd_contexts_are_per_thread)
+{
+	struct zstd_worker z[4];
+	pthread_t t[4];
+
+	for (unsigned i = 0; i < 4; i++) {
+		z[i] = (struct zstd_worker){ .seed = 300 + i };
+		CHECK_EQ(pthread_create(&t[i], NULL, zstd_thread, &z[i]), 0);
+	}
+	for (unsigned i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		CHECK_MSG(z[i].failures == 0, "thread %u: %d pages wrong", i, z[i].failures);
+	}
+}
+
+TEST(compressor_names_parse_and_print)
+{
+	static const char *const names[] = { "lz4", "zstd", "off" };
+	enum ckpt_compressor c;
+	struct ckpt_codec_opts o = ckpt_codec_default;
+
+	for (unsigned i = 0; i < 3; i++) {
+		CHECK_EQ(ckpt_compressor_parse(names[i], &c), 0);
+		CHECK(!strcmp(ckpt_compressor_name(c), names[i]));
+	}
+	CHECK_EQ(ckpt_compressor_parse("gzip", &c), -EINVAL);
+	CHECK_EQ(ckpt_compressor_parse("auto", &c), -EINVAL);
+	ckpt_codec_use(&o, CKPT_COMPRESSOR_ZSTD);
+	CHECK(o.zstd && !o.lz4 && o.delta);
+	ckpt_codec_use(&o, CKPT_COMPRESSOR_OFF);
+	CHECK(!o.zstd && !o.lz4);
+	ckpt_codec_use(&o, CKPT_COMPRESSOR_LZ4);
+	CHECK(!o.zstd && o.lz4);
 }

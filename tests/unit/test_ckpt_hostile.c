@@ -597,3 +597,104 @@ TEST(live_writer_refuses_a_mac_and_deltas)
 	ckpt_writer_free(w);
 	ckpt_membuf_release(&m);
 }
+
+/* ---- zstd pages (format 1.2) ------------------------------------------------ */
+
+static void load_golden_zstd(struct td_stream *s)
+{
+	struct ckpt_sink sink;
+	uint8_t digest[16];
+
+	ckpt_membuf_release(&golden);
+	ckpt_membuf_sink(&golden, &sink);
+	CHECK_EQ(golden_write_zstd(&sink, digest), 0);
+	CHECK_EQ(td_split(golden.data, golden.len, s), 0);
+}
+
+/* The first ZSTD entry of s: its record's index, the entry and its data. */
+static long find_zstd_entry(struct td_stream *s, uint8_t **entry, uint8_t **data)
+{
+	for (unsigned n = 0;; n++) {
+		long i = td_find(s, CKPT_REC_PAGES, n);
+		uint32_t count, off = 0;
+
+		CHECK(i >= 0);
+		if (i < 0)
+			return -1;
+		count = le32toh(*(uint32_t *)(s->recs[i].payload + 4));
+		for (uint32_t e = 0; e < count; e++) {
+			uint8_t *pe = PAGE_ENTRY(&s->recs[i], e);
+
+			if (pe[12] == CKPT_ENC_ZSTD) {
+				*entry = pe;
+				*data = PAGE_ENTRY(&s->recs[i], count) + off;
+				return i;
+			}
+			if (pe[12] != CKPT_ENC_ZERO)
+				off += le32toh(*(uint32_t *)(pe + 8));
+		}
+	}
+}
+
+TEST(zstd_golden_decodes_to_the_golden_memory)
+{
+	struct td_stream s;
+	uint8_t e0[sizeof(r0)], e1[sizeof(r1)], *entry, *data;
+
+	load_golden_zstd(&s);
+	CHECK(find_zstd_entry(&s, &entry, &data) > 0);
+	CHECK_EQ(s.recs[0].payload[offsetof(struct ckpt_header_rec, minor)], CKPT_MINOR_ZSTD);
+	memset(r0, 0x5a, sizeof(r0));
+	memset(r1, 0x5a, sizeof(r1));
+	expect(golden.data, golden.len, CKPT_OK);
+	golden_memory(e0, e1);
+	CHECK(!memcmp(r0, e0, sizeof(r0)) && !memcmp(r1, e1, sizeof(r1)));
+	td_stream_free(&s);
+}
+
+/* A ZSTD entry needs a stream that says 1.2: in one of 1.0 or 1.1 it is an
+ * unknown encoding, whatever its data. */
+TEST(zstd_entry_in_a_stream_before_1_2_is_refused)
+{
+	struct td_stream s;
+
+	for (uint16_t minor = 0; minor < CKPT_MINOR_ZSTD; minor++) {
+		load_golden_zstd(&s);
+		s.recs[0].payload[offsetof(struct ckpt_header_rec, minor)] = (uint8_t)minor;
+		expect_joined(&s, CKPT_E_FIELD);
+	}
+	/* a 1.0 stream whose LZ4 entry is relabelled ZSTD */
+	load_golden(&s);
+	{
+		long i = td_find(&s, CKPT_REC_PAGES, 0);
+		uint32_t count = le32toh(*(uint32_t *)(s.recs[i].payload + 4));
+
+		for (uint32_t e = 0; e < count; e++)
+			if (PAGE_ENTRY(&s.recs[i], e)[12] == CKPT_ENC_LZ4) {
+				PAGE_ENTRY(&s.recs[i], e)[12] = CKPT_ENC_ZSTD;
+				break;
+			}
+	}
+	expect_joined(&s, CKPT_E_FIELD);
+}
+
+TEST(corrupt_zstd_data_with_good_checksum)
+{
+	struct td_stream s;
+	uint8_t *entry, *data;
+
+	load_golden_zstd(&s);	/* not a frame: its magic broken */
+	CHECK(find_zstd_entry(&s, &entry, &data) > 0);
+	data[0] ^= 0xff;
+	expect_joined(&s, CKPT_E_ENCODING);
+
+	load_golden_zstd(&s);	/* its blocks overwritten: a reserved block type */
+	CHECK(find_zstd_entry(&s, &entry, &data) > 0);
+	memset(data + 6, 0xff, le32toh(*(uint32_t *)(entry + 8)) - 6);
+	expect_joined(&s, CKPT_E_ENCODING);
+
+	load_golden_zstd(&s);	/* a ZSTD entry as large as a page */
+	CHECK(find_zstd_entry(&s, &entry, &data) > 0);
+	put32(entry + 8, GOLDEN_PAGE_SIZE);
+	expect_joined(&s, CKPT_E_LENGTH);
+}

@@ -44,19 +44,39 @@ static void write_round(struct ckpt_writer *w, const uint8_t *mem, size_t pages)
 	CHECK_EQ(ckpt_writer_finish(w, NULL), 0);
 }
 
-/* Write mem as one full round; returns the stream in m. */
-static void write_full(const uint8_t *mem, size_t pages, bool index,
-		       struct ckpt_membuf *m)
+/* Write mem as one full round through a writer of opts; the stream in m,
+ * and the writer's figures in stats when not NULL. */
+static void write_with(const struct ckpt_writer_opts *opts, const uint8_t *mem, size_t pages,
+		       struct ckpt_membuf *m, struct ckpt_writer_stats *stats)
 {
-	struct ckpt_writer_opts opts = { .codec = ckpt_codec_default, .build_index = index };
 	struct ckpt_sink sink;
 	struct ckpt_writer *w;
 
 	memset(m, 0, sizeof(*m));
 	ckpt_membuf_sink(m, &sink);
-	w = ckpt_writer_new(&sink, &opts);
+	w = ckpt_writer_new(&sink, opts);
 	write_round(w, mem, pages);
+	if (w && stats)
+		*stats = *ckpt_writer_stats(w);
 	ckpt_writer_free(w);
+}
+
+static void write_full(const uint8_t *mem, size_t pages, bool index,
+		       struct ckpt_membuf *m)
+{
+	struct ckpt_writer_opts opts = { .codec = ckpt_codec_default, .build_index = index };
+
+	write_with(&opts, mem, pages, m, NULL);
+}
+
+/* The minor a stream's HEADER says. */
+static uint16_t header_minor(const uint8_t *stream)
+{
+	uint16_t minor;
+
+	memcpy(&minor, stream + CKPT_MAGIC_LEN + sizeof(struct ckpt_rec_hdr) +
+		       offsetof(struct ckpt_header_rec, minor), 2);
+	return le16toh(minor);
 }
 
 TEST(every_mix_round_trips_through_a_stream)
@@ -592,6 +612,7 @@ struct tearing_sink {
 	struct ckpt_sink inner;
 	uint8_t *tear;			/* the page the guest writes, once */
 	unsigned live_records;		/* LIVE records seen */
+	bool zstd;			/* its writer compresses with zstd (1.2) */
 };
 
 static int tearing_writev(void *opaque, const struct iovec *iov, int n)
@@ -616,6 +637,7 @@ static void write_live(struct tearing_sink *t, uint8_t *mem, size_t pages, size_
 	struct ckpt_writer *w;
 
 	opts.codec.delta = false;
+	opts.codec.zstd = t->zstd;
 	memset(&t->m, 0, sizeof(t->m));
 	ckpt_membuf_sink(&t->m, &t->inner);
 	w = ckpt_writer_new(&sink, &opts);
@@ -771,6 +793,104 @@ TEST(live_records_checksum_their_entries_and_sums)
 	       2);
 	CHECK_EQ(le16toh(minor), 0);
 	ckpt_membuf_release(&plain);
+	ckpt_membuf_release(&s.m);
+	free(mem);
+	free(got);
+}
+
+/* ---- zstd pages (format 1.2) ------------------------------------------------ */
+
+/* Decode buf as a reader of an earlier version would; its error code. */
+static enum ckpt_error decode_as_older(const uint8_t *buf, size_t len, bool only_1_0)
+{
+	struct ckpt_membuf m = { .data = (uint8_t *)buf, .len = len, .cap = len, .fixed = true };
+	struct ckpt_reader_opts ro = { .only_1_0 = only_1_0, .only_1_1 = !only_1_0 };
+	struct ckpt_source src;
+	struct ckpt_reader *r;
+	struct ckpt_record rec;
+	enum ckpt_error code;
+
+	ckpt_membuf_source(&m, &src);
+	r = ckpt_reader_new(&src, &ro);
+	CHECK(r);
+	while (ckpt_reader_next(r, &rec) == 0)
+		;
+	code = ckpt_reader_error(r);
+	ckpt_reader_free(r);
+	return code;
+}
+
+TEST(zstd_file_round_trips_as_format_1_2)
+{
+	const size_t pages = 1024;
+	uint8_t *mem = malloc(pages * PS), *got = malloc(pages * PS);
+	struct ckpt_writer_opts opts = { .codec = ckpt_codec_default, .build_index = true };
+	struct ckpt_page_target t = { .host = { got } };
+	struct ckpt_writer_stats zs, ls;
+	struct ckpt_membuf z, l;
+	struct td_decode d;
+
+	td_fill(mem, pages * PS, MIX_TEXT, 50);
+	td_fill(mem, 16 * PS, MIX_RANDOM, 51);		/* some that go raw (fewer than
+							 * make the writer stop trying) */
+	memset(mem + 100 * PS, 0, 32 * PS);		/* and some zero */
+	write_with(&opts, mem, pages, &l, &ls);
+	opts.codec.zstd = true;
+	write_with(&opts, mem, pages, &z, &zs);
+	CHECK_EQ(header_minor(z.data), CKPT_MINOR_ZSTD);
+	CHECK_EQ(header_minor(l.data), 0);	/* files without zstd stay 1.0 */
+	CHECK_EQ(zs.pages[CKPT_ENC_LZ4], 0);
+	CHECK(zs.pages[CKPT_ENC_ZSTD] > 800);
+	CHECK(zs.pages[CKPT_ENC_RAW] >= 16);
+	CHECK_EQ(zs.pages[CKPT_ENC_ZERO], ls.pages[CKPT_ENC_ZERO]);
+	CHECK_EQ(ckpt_enc_content_pages(zs.pages), ckpt_enc_content_pages(ls.pages));
+	CHECK_MSG(zs.page_bytes < ls.page_bytes * 9 / 10, "zstd %llu bytes, lz4 %llu",
+		  (unsigned long long)zs.page_bytes, (unsigned long long)ls.page_bytes);
+	memset(got, 0x5a, pages * PS);
+	CHECK_MSG(td_decode(z.data, z.len, &t, &d) == 0, "%s", d.msg);
+	CHECK_MSG(!memcmp(mem, got, pages * PS), "memory differs");
+	/* readers of 1.0 and 1.1 refuse the file as a whole, the LZ4 one not */
+	CHECK_EQ(decode_as_older(z.data, z.len, true), CKPT_E_VERSION);
+	CHECK_EQ(decode_as_older(z.data, z.len, false), CKPT_E_VERSION);
+	CHECK_EQ(decode_as_older(l.data, l.len, true), CKPT_OK);
+	CHECK_EQ(decode_as_older(l.data, l.len, false), CKPT_OK);
+	ckpt_membuf_release(&z);
+	ckpt_membuf_release(&l);
+	free(mem);
+	free(got);
+}
+
+/* A 1.2 stream may carry LIVE records (1.1's) too: the reader allows them
+ * from minor 1 on, not in minor 1 alone. */
+TEST(live_records_with_zstd_pages_are_format_1_2)
+{
+	const size_t pages = 64, torn_page = 20;
+	uint8_t *mem = malloc(pages * PS), *got = malloc(pages * PS);
+	uint64_t owed_bits[1] = { 0 };
+	struct ckpt_torn torn = { .owed = { owed_bits } };
+	struct ckpt_page_target t = { .host = { got }, .torn = &torn };
+	struct tearing_sink s = { .zstd = true };
+	struct td_decode d;
+	unsigned applied;
+
+	td_fill(mem, pages * PS, MIX_TEXT, 52);
+	td_fill(mem + 16 * PS, 16 * PS, MIX_RANDOM, 53);	/* the torn page is raw */
+	s.tear = mem + torn_page * PS;
+	write_live(&s, mem, pages, torn_page);
+	CHECK_EQ(header_minor(s.m.data), CKPT_MINOR_ZSTD);
+	CHECK_EQ(s.live_records, 5);
+	memset(got, 0x5a, pages * PS);
+	CHECK_MSG(td_decode(s.m.data, s.m.len, &t, &d) == 0, "%s", d.msg);
+	CHECK_EQ(torn.torn_pages, 1);
+	CHECK_EQ(torn.owed_pages, 0);
+	CHECK_MSG(!memcmp(mem, got, pages * PS), "memory differs from the guest's");
+	memset(got, 0x5a, pages * PS);
+	memset(&torn, 0, sizeof(torn));
+	torn.owed[0] = owed_bits;
+	CHECK_EQ(decode_into(s.m.data, s.m.len, &t, &applied), CKPT_OK);
+	CHECK_EQ(applied, 5);
+	CHECK_MSG(!memcmp(mem, got, pages * PS), "memory read in place differs");
+	CHECK_EQ(decode_as_older(s.m.data, s.m.len, false), CKPT_E_VERSION);
 	ckpt_membuf_release(&s.m);
 	free(mem);
 	free(got);
