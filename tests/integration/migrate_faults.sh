@@ -12,14 +12,16 @@ suite_with_hosts migrate_faults
 G=guest1
 note() { echo "#   $*"; }
 
-# Fresh services (with optional fault points) and a fresh guest on A.
+# Fresh services (with optional fault points) and a fresh guest on A
+# (with more start options in $3).
 prepare() {
 	hosts_stop_services
 	hosts_kill_host "$NS_A" "$HOSTS_DIR/A"
 	hosts_kill_host "$NS_B" "$HOSTS_DIR/B"
 	rm -f "$HOSTS_DIR"/A/guests/*.sock "$HOSTS_DIR"/B/guests/*.sock
 	hosts_start_service A "${1:-}" && hosts_start_service B "${2:-}" || return 1
-	vmA start $G --mem 256M --vcpus 2 --working-set 64M --dirty-rate 40M >/dev/null || return 1
+	vmA start $G --mem 256M --vcpus 2 --working-set 64M --dirty-rate 40M ${3:-} >/dev/null ||
+		return 1
 	wait_counter vmA $G 20000
 }
 
@@ -311,7 +313,57 @@ case_destination_of_format_1_0() {
 	one_copy_on vmB "$before"
 }
 
-ALL_CASES="destination_of_format_1_0 destination_not_listening destination_killed_mid_round destination_killed_after_source_paused connection_cut_by_firewall corrupted_byte_in_stream cancel_while_setting_up cancel_mid_round cancel_after_source_paused lost_answer_after_handover_is_uncertain source_service_killed_mid_migration destination_stopped_after_loaded stalled_source_and_stopped_destination destination_cannot_record_decision"
+# A migration's final figures (--json) on stdin: "compress zstd_pages
+# compressed_pages normal_pages".
+mig_figures() {
+	python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print(s["compress"], s["zstd_pages"], s["compressed_pages"], s["normal_pages"])'
+}
+
+# Asked for zstd (format 1.2), a destination that reads it gets zstd pages
+# and the guest verifies there.
+case_zstd_pages_to_a_destination_of_this_version() {
+	local before out f
+	prepare "" "" "--content text" || return 1
+	before=$(counter_on vmA)
+	out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --compress zstd --quiet --json \
+		2>"$HOSTS_DIR/mig.out") || { note "the migration failed: $out"; return 1; }
+	f=$(echo "$out" | mig_figures) || { note "no figures: $out"; return 1; }
+	set -- $f
+	[ "$1" = zstd ] && [ "$2" -gt 1000 ] && [ "$3" -ge "$2" ] ||
+		{ note "figures (compress zstd_pages compressed normal): $f"; return 1; }
+	one_copy_on vmB "$before"
+}
+
+# Asked for zstd, a destination of an earlier version (1.1: LIVE records
+# but no zstd pages; 1.0: neither) gets LZ4 instead, the source says so
+# in its log and the job's figures, and the guest moves.
+zstd_falls_back_to_lz4_for() {
+	local fault=$1 minor=$2 before out f
+	prepare "" "VMIGRATE_FAULT=$fault" "--content text" || return 1
+	before=$(counter_on vmA)
+	out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --compress zstd --quiet --json \
+		2>"$HOSTS_DIR/mig.out") || { note "the migration failed: $out"; return 1; }
+	f=$(echo "$out" | mig_figures) || { note "no figures: $out"; return 1; }
+	set -- $f
+	[ "$1" = lz4 ] && [ "$2" = 0 ] && [ "$3" -gt 1000 ] ||
+		{ note "figures (compress zstd_pages compressed normal): $f"; return 1; }
+	grep -rqs "reads record format 1.$minor, zstd pages need 1.2: compressing with lz4" \
+		"$HOSTS_DIR/A" || { note "no warning in A's log"; return 1; }
+	one_copy_on vmB "$before"
+}
+
+case_zstd_to_a_destination_of_format_1_1_goes_as_lz4() {
+	zstd_falls_back_to_lz4_for dst-reads-1.1 1
+}
+
+case_zstd_to_a_destination_of_format_1_0_goes_as_lz4() {
+	zstd_falls_back_to_lz4_for dst-reads-1.0 0
+}
+
+ALL_CASES="destination_of_format_1_0 zstd_pages_to_a_destination_of_this_version zstd_to_a_destination_of_format_1_1_goes_as_lz4 zstd_to_a_destination_of_format_1_0_goes_as_lz4 destination_not_listening destination_killed_mid_round destination_killed_after_source_paused connection_cut_by_firewall corrupted_byte_in_stream cancel_while_setting_up cancel_mid_round cancel_after_source_paused lost_answer_after_handover_is_uncertain source_service_killed_mid_migration destination_stopped_after_loaded stalled_source_and_stopped_destination destination_cannot_record_decision"
 # MIGRATE_FAULTS_CASES="a b" runs only those (while working on one)
 for c in ${MIGRATE_FAULTS_CASES:-$ALL_CASES}; do
 	case_wanted "$c" || continue
