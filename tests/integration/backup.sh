@@ -2,7 +2,8 @@
 # Backup rotation: nine runs of `vmigrate backup --keep 4 --full-every 3`
 # on a dirtying guest. After every run each kept incremental's parent is
 # kept too, at least four checkpoints remain, and the newest restores into
-# a guest whose memory verifies. Also checks the systemd units parse.
+# a guest whose memory verifies. Also checks the systemd units parse, and
+# backups with zstd pages (format 1.2).
 set -u
 BUILD=${1:-build}
 . "$(dirname "$0")/lib/hosts.sh"
@@ -44,6 +45,23 @@ check old_chains_pruned $? "$n files kept"
 newest=$(ls "$d"/*.ckpt | tail -1)
 vmA restore "$newest" --name web-restored >/dev/null && vmA verify web-restored >/dev/null
 check newest_restores $? "restore of $newest failed"
+
+# --compress zstd: a full run and an incremental one of format 1.2, which
+# restore; a compressor vmigrate lacks is refused before anything is taken
+z=$HOSTS_DIR/backups-zstd
+out=$(vmA backup web --dir "$z" --keep 2 --compress zstd --json) &&
+	out=$(vmA backup web --dir "$z" --keep 2 --compress zstd --json) &&
+	echo "$out" | grep -q '"full":false'
+rc=$?
+formats=$(for f in "$z"/*.ckpt; do "$VMIGRATE" ckpt info "$f" --json | json_field format; done | sort -u)
+newest=$(ls "$z"/*.ckpt | tail -1)
+[ $rc = 0 ] && [ "$formats" = 1.2 ] && vmA restore "$newest" --name web-z >/dev/null &&
+	vmA verify web-z >/dev/null
+check zstd_backups_restore $? "rc=$rc, formats '$formats': $out"
+out=$(vmA backup web --dir "$z" --keep 2 --compress lz5 2>&1); rc=$?
+[ $rc = 2 ] && echo "$out" | grep -q "bad value 'lz5' for --compress (lz4, zstd or off)" &&
+	[ "$(ls "$z"/*.ckpt | wc -l)" = 2 ]
+check unknown_compressor_refused $? "rc=$rc: $out"
 
 if command -v systemd-analyze >/dev/null; then
 	# instances of the templates, beside the service they need

@@ -2,7 +2,8 @@
 # Checkpoints of a running guest under vmigrated: a full one, then five
 # incrementals that hold only what changed, each with a short pause; the
 # newest restores (following its parents) into a guest whose memory
-# verifies and which continues; an incremental with no base is refused.
+# verifies and which continues; an incremental with no base is refused;
+# checkpoints with zstd pages (format 1.2) verify and restore.
 set -u
 BUILD=${1:-build}
 . "$(dirname "$0")/lib/hosts.sh"
@@ -80,4 +81,34 @@ out=$(vmA restore "$d/signed.ckpt" --name g4 --key "$d/k2" 2>&1); rc=$?
 check restore_with_another_key_refused $? "rc=$rc: $out"
 out=$(vmA restore "$d/signed.ckpt" --name g4 --key "$d/k1" 2>&1) && vmA verify g4 >/dev/null
 check restore_with_the_key $? "$out"
+
+# zstd pages (format 1.2): a full checkpoint and an incremental on it, both
+# smaller than LZ4's, verify, and restore (eagerly and lazily) into guests
+# whose memory verifies; a compressor vmigrate lacks is refused by name
+vmA start gz --mem 128M --working-set 32M --dirty-rate 8M --content text >/dev/null &&
+	wait_counter vmA gz 8192
+vmA snapshot gz "$d/gz-lz4.ckpt" >/dev/null &&
+	vmA snapshot gz "$d/gz-0.ckpt" --compress zstd >/dev/null &&
+	vmA snapshot gz "$d/gz-1.ckpt" --compress zstd --incremental >/dev/null
+rc=$?
+info=$("$VMIGRATE" ckpt info "$d/gz-0.ckpt" --json 2>&1)
+zinfo=$(echo "$info" | python3 -c '
+import json, os, sys
+i = json.load(sys.stdin)
+print(i["format"], i["zstd_pages"], i["lz4_pages"], i["file_bytes"],
+      os.path.getsize(sys.argv[1]))' "$d/gz-lz4.ckpt")
+set -- $zinfo
+[ $rc = 0 ] && [ "$1" = 1.2 ] && [ "$2" -gt 1000 ] && [ "$3" = 0 ] && [ "$4" -lt "$5" ] &&
+	"$VMIGRATE" ckpt verify "$d/gz-1.ckpt" >/dev/null
+check zstd_checkpoints_verify $? "rc=$rc; format, zstd pages, lz4 pages, bytes, lz4's bytes: $zinfo"
+vmA stop gz >/dev/null
+sleep 0.3
+out=$(vmA restore "$d/gz-1.ckpt" --name gz2 2>&1) && vmA verify gz2 >/dev/null &&
+	out=$(vmA restore "$d/gz-1.ckpt" --name gz3 --lazy 2>&1) && sleep 0.3 &&
+	vmA verify gz3 >/dev/null
+check zstd_checkpoints_restore $? "$out"
+out=$(vmA snapshot gz2 "$d/gz-x.ckpt" --compress gzip 2>&1); rc=$?
+[ $rc = 2 ] && echo "$out" | grep -q "bad value 'gzip' for --compress (lz4, zstd or off)" &&
+	[ ! -e "$d/gz-x.ckpt" ]
+check unknown_compressor_refused $? "rc=$rc: $out"
 suite_end
