@@ -129,8 +129,12 @@ bad_value() {
 	check "$name" $? "rc=$rc, wanted \"$want\": $out"
 }
 bad_value bad_max_downtime "bad value 'abc' for --max-downtime" migrate web1 hostb --max-downtime abc
-bad_value bad_compress_lists_choices "bad value 'gzip' for --compress (auto, lz4 or off)" \
+bad_value bad_compress_lists_choices "bad value 'gzip' for --compress (auto, lz4, zstd or off)" \
 	migrate web1 hostb --compress gzip
+bad_value bad_snapshot_compress "bad value 'auto' for --compress (lz4, zstd or off)" \
+	snapshot web1 /tmp/f.ckpt --compress auto
+bad_value bad_backup_compress "bad value 'gzip' for --compress (lz4, zstd or off)" \
+	backup web1 --dir /tmp --keep 2 --compress gzip
 bad_value bad_transport_lists_choices "bad value 'udp' for --transport (tls or rdma)" \
 	migrate web1 hostb --transport udp
 bad_value bad_mem "bad value '12Q' for --mem" start web1 --mem 12Q
@@ -229,7 +233,8 @@ comp_case() {
 }
 comp_case completes_a_command metrics me
 comp_case completes_an_option --compress migrate web1 hostb --comp
-comp_case completes_an_options_choices "auto lz4 off" migrate web1 hostb --compress ""
+comp_case completes_an_options_choices "auto lz4 off zstd" migrate web1 hostb --compress ""
+comp_case completes_snapshots_compressors "lz4 off zstd" snapshot web1 f.ckpt --compress ""
 comp_case completes_subcommands "info merge verify" ckpt ""
 comp_case completes_files_for_a_file_argument "$SRC/Makefile" ckpt info "$SRC/Makef"
 
