@@ -20,8 +20,8 @@
 # "plain-libvirt vmigrate vmigrate-tcp"; a vmigrate path is "vmigrate"
 # and any of these suffixes in this order: "-tcp" for plain TCP between
 # the services (a second vmigrated on each host, started --insecure, beside
-# the TLS one), "-lz4" or "-off" for --compress lz4 or off, "-chN" for
-# --channels N; e.g. vmigrate-tcp-lz4-ch0), BENCH_LIBVIRT_WARM_MIB (memory touched before
+# the TLS one), "-lz4", "-zstd" or "-off" for --compress lz4, zstd or off,
+# "-chN" for --channels N; e.g. vmigrate-tcp-zstd-ch0), BENCH_LIBVIRT_WARM_MIB (memory touched before
 # each run, default 2048), BENCH_LIBVIRT_LINKS (default "veth veth-1gbit"),
 # BENCH_LIBVIRT_RANDOM_MIB (the guest's random bytes, default a quarter of
 # its memory; 0 for a compressible guest).
@@ -119,7 +119,8 @@ migrate_by() {
 	if [ "$to" = A ]; then addr=$HOST_A_ADDR port=$HOST_A_PORT uri=$LV_URI_A
 	else addr=$HOST_B_ADDR port=$HOST_B_PORT uri=$LV_URI_B; fi
 	case $rest in -tcp*) ctl=$HOSTS_DIR/$from-tcp/vmigrated.sock port=$((port + 1)) rest=${rest#-tcp} ;; esac
-	case $rest in -lz4*|-off*) opts+=(--compress "${rest:1:3}") rest=${rest:4} ;; esac
+	case $rest in -zstd*) opts+=(--compress zstd) rest=${rest#-zstd} ;;
+		-lz4*|-off*) opts+=(--compress "${rest:1:3}") rest=${rest:4} ;; esac
 	case $rest in -ch[0-9]*) opts+=(--channels "${rest#-ch}") rest= ;; esac
 	[ -z "$rest" ] || { echo "bench_libvirt: no such path: $path" >&2; return 1; }
 	VMIGRATE_CONTROL=$ctl "$VMIGRATE" migrate $G "$addr:$port" --libvirt-dest "$uri" "${opts[@]}" --quiet

@@ -3,7 +3,7 @@
 # default channels unless a scenario says otherwise): a 1 GiB guest with
 # 400 MiB of random data (rest zero), idle and dirtying at 50, 200 and
 # 1000 MiB/s; a compressible guest; the transport table (TCP/TLS, 1/2/4
-# channels, compression auto/LZ4/off) over loopback and over a veth shaped
+# channels, compression auto/LZ4/zstd/off) over loopback and over a veth shaped
 # to 1 Gbit/s (tbf). One JSON line per scenario: total time, downtime, bytes sent,
 # rounds, and the effective rate in GB/s of guest RAM.
 # BENCH_PART=scenarios|matrix|shaped runs one part only (default: all).
@@ -67,7 +67,7 @@ scenarios_part() {
 }
 
 # The transport table: TCP against TLS, 1, 2 and 4 channels, compression
-# auto (the default), always LZ4 and off, random and compressible guests;
+# auto (the default), always LZ4, zstd and off, random and compressible guests;
 # side by side, one run each unless BENCH_MATRIX_REPEAT says more. $1 is
 # the link, as a suffix of the scenario names ("" for plain loopback).
 transport_table() {
@@ -84,6 +84,7 @@ transport_table() {
 				scenario "$sec-$content-${ch}ch$link" --content $content --stop-after 51200 -- --channels $ch
 			done
 			scenario "$sec-$content-2ch-lz4$link" --content $content --stop-after 51200 -- --channels 2 --compress lz4
+			scenario "$sec-$content-2ch-zstd$link" --content $content --stop-after 51200 -- --channels 2 --compress zstd
 			scenario "$sec-$content-2ch-nolz4$link" --content $content --stop-after 51200 -- --channels 2 --compress off
 		done
 	done
