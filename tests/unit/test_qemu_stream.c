@@ -1380,13 +1380,13 @@ static void msgs_free(struct msgs *ms)
 	ms->n = 0;
 }
 
-/* QEMU's stream through the parser into the encoder, in chunks. */
-static int encode(const uint8_t *buf, size_t len, size_t chunk, bool lz4, struct msgs *ms,
-		  struct qsrec_enc_stats *st, char *msg, size_t msglen)
+/* QEMU's stream through the parser into an encoder of opts, in chunks. */
+static int encode_with(const struct qsrec_enc_opts *o, const uint8_t *buf, size_t len,
+		       size_t chunk, struct msgs *ms, struct qsrec_enc_stats *st, char *msg,
+		       size_t msglen)
 {
 	struct qsrec_out out = { msgs_send, ms };
-	struct qsrec_enc_opts o = { .guest_name = "unit", .lz4 = lz4, .batch_pages = 5 };
-	struct qsrec_encoder *e = qsrec_encoder_new(&out, &o);
+	struct qsrec_encoder *e = qsrec_encoder_new(&out, o);
 	struct qstream_parser *p = qstream_parser_new(qsrec_encoder_event, e);
 	int ret = 0;
 
@@ -1399,6 +1399,14 @@ static int encode(const uint8_t *buf, size_t len, size_t chunk, bool lz4, struct
 	qstream_parser_free(p);
 	qsrec_encoder_free(e);
 	return ret;
+}
+
+static int encode(const uint8_t *buf, size_t len, size_t chunk, bool lz4, struct msgs *ms,
+		  struct qsrec_enc_stats *st, char *msg, size_t msglen)
+{
+	struct qsrec_enc_opts o = { .guest_name = "unit", .lz4 = lz4, .batch_pages = 5 };
+
+	return encode_with(&o, buf, len, chunk, ms, st, msg, msglen);
 }
 
 /* The messages (but skip, when below n) into a decoder and its writer;
@@ -1588,6 +1596,24 @@ TEST(records_give_qemus_stream_back_byte_for_byte)
 	CHECK(out.len == b.len && !memcmp(out.p, b.p, b.len));
 	msgs_free(&ms);
 	b_free(&out);
+	/* with zstd (format 1.2) the same pages take fewer bytes than LZ4's */
+	{
+		struct qsrec_enc_opts zo = { .guest_name = "unit", .lz4 = true, .zstd = true,
+					     .batch_pages = 5 };
+		struct qsrec_enc_stats st_zstd;
+
+		CHECK_MSG(encode_with(&zo, b.p, b.len, 9, &ms, &st_zstd, msg, sizeof(msg)) == 0,
+			  "%s", msg);
+		CHECK(st_zstd.pages[CKPT_ENC_ZSTD] == st.pages[CKPT_ENC_LZ4]);
+		CHECK(st_zstd.pages[CKPT_ENC_LZ4] == 0 && st_zstd.pages[CKPT_ENC_RAW] == 0);
+		CHECK_MSG(st_zstd.record_bytes < st.record_bytes, "zstd %llu bytes, lz4 %llu",
+			  (unsigned long long)st_zstd.record_bytes,
+			  (unsigned long long)st.record_bytes);
+		CHECK_MSG(decode(&ms, ~0u, &out, msg, sizeof(msg)) == 0, "%s", msg);
+		CHECK(out.len == b.len && !memcmp(out.p, b.p, b.len));
+		msgs_free(&ms);
+		b_free(&out);
+	}
 	b_free(&b);
 }
 
