@@ -484,7 +484,6 @@ static int encode_page(struct ckpt_writer *w, const void *data, const void *prev
 {
 	struct ckpt_codec_opts codec = w->opts.codec;
 	bool automatic = codec.lz4 && !codec.zstd && w->opts.lz4_auto && !(prev && codec.delta);
-	bool compress = codec.lz4 || codec.zstd;
 	bool timed = false;
 	uint64_t t0 = 0;
 	int enc;
@@ -493,7 +492,7 @@ static int encode_page(struct ckpt_writer *w, const void *data, const void *prev
 		codec.lz4 = lz4_auto_try(&w->lz4_auto, &timed);
 		if (timed)
 			t0 = lz4_auto_now_ns();
-	} else if (compress && w->skip) {
+	} else if ((codec.lz4 || codec.zstd) && w->skip) {
 		codec.lz4 = codec.zstd = false;
 		w->skip--;
 	}

@@ -135,8 +135,9 @@ struct mig_stats {
 	uint64_t zero_pages, normal_pages;
 	uint64_t compressed_pages;			/* of normal_pages, sent compressed */
 	uint64_t zstd_pages;				/* of compressed_pages, as zstd */
-	enum mig_compress compress;			/* what the pages get: zstd asked of a
-							 * destination that cannot read it is lz4 */
+	char compress[8];				/* a source's: what the pages get (zstd
+							 * asked of a destination that cannot
+							 * read it is lz4); "" at a destination */
 	uint64_t matched_pages;				/* not sent: a standby had them */
 	uint64_t dirty_sync_count, dirty_pages_rate;	/* pages per second */
 	double mbps;					/* megabits per second */

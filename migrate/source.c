@@ -1172,7 +1172,8 @@ int mig_source_run(struct vm *vm, struct xport *x, const struct mig_params *p,
 	pthread_mutex_lock(&prog->lock);
 	prog->stats.status = MIG_SETUP;
 	prog->stats.ram_total_bytes = ram;
-	prog->stats.compress = p->compress;
+	snprintf(prog->stats.compress, sizeof(prog->stats.compress), "%s",
+		 mig_compress_name(p->compress));
 	pthread_mutex_unlock(&prog->lock);
 	s.w = ckpt_writer_new(&sink, &s.wo);
 	if (!s.w)

@@ -27,7 +27,8 @@ int mig_stats_json(const struct mig_stats *s, char *buf, size_t len)
 	json_object_object_add(o, "normal_pages", json_object_new_uint64(s->normal_pages));
 	json_object_object_add(o, "compressed_pages", json_object_new_uint64(s->compressed_pages));
 	json_object_object_add(o, "zstd_pages", json_object_new_uint64(s->zstd_pages));
-	json_object_object_add(o, "compress", json_object_new_string(mig_compress_name(s->compress)));
+	if (s->compress[0])
+		json_object_object_add(o, "compress", json_object_new_string(s->compress));
 	json_object_object_add(o, "matched_pages", json_object_new_uint64(s->matched_pages));
 	json_object_object_add(o, "dirty_sync_count", json_object_new_uint64(s->dirty_sync_count));
 	json_object_object_add(o, "dirty_pages_rate", json_object_new_uint64(s->dirty_pages_rate));
