@@ -322,37 +322,40 @@ s = json.load(sys.stdin)
 print(s["compress"], s["zstd_pages"], s["compressed_pages"], s["normal_pages"])'
 }
 
+# A text guest moved with --compress zstd to a destination started with
+# the environment $1: its counter before in BEFORE, the job's final figures
+# in FIG ("compress zstd_pages compressed_pages normal_pages").
+migrate_with_zstd() {
+	local out
+	prepare "" "$1" "--content text" || return 1
+	BEFORE=$(counter_on vmA)
+	out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --compress zstd --quiet --json \
+		2>"$HOSTS_DIR/mig.out") || { note "the migration failed: $out"; return 1; }
+	FIG=$(echo "$out" | mig_figures) || { note "no figures: $out"; return 1; }
+}
+
 # Asked for zstd (format 1.2), a destination that reads it gets zstd pages
 # and the guest verifies there.
 case_zstd_pages_to_a_destination_of_this_version() {
-	local before out f
-	prepare "" "" "--content text" || return 1
-	before=$(counter_on vmA)
-	out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --compress zstd --quiet --json \
-		2>"$HOSTS_DIR/mig.out") || { note "the migration failed: $out"; return 1; }
-	f=$(echo "$out" | mig_figures) || { note "no figures: $out"; return 1; }
-	set -- $f
+	migrate_with_zstd "" || return 1
+	set -- $FIG
 	[ "$1" = zstd ] && [ "$2" -gt 1000 ] && [ "$3" -ge "$2" ] ||
-		{ note "figures (compress zstd_pages compressed normal): $f"; return 1; }
-	one_copy_on vmB "$before"
+		{ note "figures (compress zstd_pages compressed normal): $FIG"; return 1; }
+	one_copy_on vmB "$BEFORE"
 }
 
 # Asked for zstd, a destination of an earlier version (1.1: LIVE records
 # but no zstd pages; 1.0: neither) gets LZ4 instead, the source says so
 # in its log and the job's figures, and the guest moves.
 zstd_falls_back_to_lz4_for() {
-	local fault=$1 minor=$2 before out f
-	prepare "" "VMIGRATE_FAULT=$fault" "--content text" || return 1
-	before=$(counter_on vmA)
-	out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --compress zstd --quiet --json \
-		2>"$HOSTS_DIR/mig.out") || { note "the migration failed: $out"; return 1; }
-	f=$(echo "$out" | mig_figures) || { note "no figures: $out"; return 1; }
-	set -- $f
+	local fault=$1 minor=$2
+	migrate_with_zstd "VMIGRATE_FAULT=$fault" || return 1
+	set -- $FIG
 	[ "$1" = lz4 ] && [ "$2" = 0 ] && [ "$3" -gt 1000 ] ||
-		{ note "figures (compress zstd_pages compressed normal): $f"; return 1; }
+		{ note "figures (compress zstd_pages compressed normal): $FIG"; return 1; }
 	grep -rqs "reads record format 1.$minor, zstd pages need 1.2: compressing with lz4" \
 		"$HOSTS_DIR/A" || { note "no warning in A's log"; return 1; }
-	one_copy_on vmB "$before"
+	one_copy_on vmB "$BEFORE"
 }
 
 case_zstd_to_a_destination_of_format_1_1_goes_as_lz4() {
