@@ -93,26 +93,28 @@ int mig_postcopy_parse(const char *v, struct mig_params *p)
 	return 0;
 }
 
+/* "auto" is migration's own; the compressors are named by ckpt-format. */
 int mig_compress_parse(const char *name, enum mig_compress *out)
 {
-	for (int c = MIG_COMPRESS_AUTO; c <= MIG_COMPRESS_ZSTD; c++) {
-		if (!strcmp(name, mig_compress_name(c))) {
-			*out = c;
-			return 0;
-		}
+	enum ckpt_compressor c;
+
+	if (!strcmp(name, "auto")) {
+		*out = MIG_COMPRESS_AUTO;
+		return 0;
 	}
-	return -EINVAL;
+	if (ckpt_compressor_parse(name, &c))
+		return -EINVAL;
+	*out = c == CKPT_COMPRESSOR_ZSTD ? MIG_COMPRESS_ZSTD :
+	       c == CKPT_COMPRESSOR_OFF ? MIG_COMPRESS_OFF : MIG_COMPRESS_LZ4;
+	return 0;
 }
 
 const char *mig_compress_name(enum mig_compress c)
 {
-	switch (c) {
-	case MIG_COMPRESS_AUTO: return "auto";
-	case MIG_COMPRESS_LZ4: return "lz4";
-	case MIG_COMPRESS_OFF: return "off";
-	case MIG_COMPRESS_ZSTD: return "zstd";
-	}
-	return "?";
+	if (c == MIG_COMPRESS_AUTO)
+		return "auto";
+	return ckpt_compressor_name(c == MIG_COMPRESS_ZSTD ? CKPT_COMPRESSOR_ZSTD :
+				    c == MIG_COMPRESS_OFF ? CKPT_COMPRESSOR_OFF : CKPT_COMPRESSOR_LZ4);
 }
 
 void mig_progress_init(struct mig_progress *p)
