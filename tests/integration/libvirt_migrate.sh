@@ -8,7 +8,8 @@
 # there), a paused migration B -> A whose RAM (pmemsave) is the same on both
 # ends, QEMU's stream-altering capabilities and post-copy refused naming
 # them with the domain still running, a cancelled migration that leaves the
-# domain where it was, and a teardown that leaves nothing behind.
+# domain where it was, zstd pages (format 1.2) there and back, and a
+# teardown that leaves nothing behind.
 # Needs QEMU and libvirtd, not /dev/kvm.
 # VMIGRATE_SKIP_LIBVIRT_RIG=REASON skips it, saying why.
 set -u
@@ -210,6 +211,21 @@ job=$(echo "$out" | sed -n 's/^vmigrate: job \([^:]*\): .*/\1/p' | head -n 1)
 	lv_wait_seq A $G "$(lv_seq B $G)" && v=$(lv_verify A $G)
 check session_alone_b_to_a $? "rc=$rc job ${job:-?}: $out; ${v:-}; $(dump_services)"
 lv_set_rate A $G 8
+
+# ---- zstd pages (format 1.2), over 2 data channels to B and back over the
+# session: the job says zstd, its records are smaller than QEMU's stream,
+# the data intact at each end ----
+out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --channels 2 \
+	--compress zstd --json 2>&1) && echo "$out" | tail -n 1 | python3 -c '
+import json, sys
+s = json.loads(sys.stdin.read())
+sys.exit(0 if s["status"] == "completed" and s["compress"] == "zstd" and
+         s["record_bytes"] < s["qemu_stream_bytes"] else 1)' &&
+	v=$(lv_verify B $G) &&
+	out=$(vmB migrate $G "$HOST_A_ADDR:$HOST_A_PORT" --libvirt-dest "$LV_URI_A" --channels 0 \
+		--compress zstd --json 2>&1) && [ "$(virshA domstate $G 2>&1)" = running ] &&
+	lv_wait_seq A $G "$(lv_seq B $G)" && v=$(lv_verify A $G)
+check zstd_pages_there_and_back $? "$(echo "$out" | tail -n 1); ${v:-}; $(dump_services)"
 
 # ---- cancel: libvirt aborts the job, the domain stays on A ----
 # 1 MiB/s: the job outlasts the cancel by far
