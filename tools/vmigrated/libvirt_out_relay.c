@@ -229,7 +229,7 @@ static void reader_count(struct reader *r, size_t len)
 	r->g->zero_pages = s->zero_pages;
 	r->g->device_bytes = s->device_bytes;
 	r->g->record_bytes = es.record_bytes;
-	r->g->lz4_pages = es.pages[CKPT_ENC_LZ4];
+	r->g->lz4_pages = ckpt_enc_compressed_pages(es.pages);	/* LZ4 or zstd */
 	r->g->raw_pages = es.pages[CKPT_ENC_RAW];
 	pthread_mutex_unlock(&r->g->lock);
 }
