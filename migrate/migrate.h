@@ -109,6 +109,10 @@ int mig_params_check(const struct mig_params *p, char *err, size_t errlen);
 /* "auto", "lz4", "zstd" or "off"; -EINVAL for anything else. */
 int mig_compress_parse(const char *name, enum mig_compress *out);
 const char *mig_compress_name(enum mig_compress c);
+/* What a destination that reads record format 1.peer_minor can take:
+ * zstd pages need 1.2, so to an older one they go as LZ4, which every
+ * version reads. True when *c changed, with why in why (for a warning). */
+bool mig_compress_fit_peer(enum mig_compress *c, unsigned peer_minor, char *why, size_t len);
 /* The choices, for an error that lists them. */
 #define MIG_COMPRESS_CHOICES	"auto, lz4, zstd or off"
 

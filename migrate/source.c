@@ -117,6 +117,17 @@ const char *mig_compress_name(enum mig_compress c)
 				    c == MIG_COMPRESS_OFF ? CKPT_COMPRESSOR_OFF : CKPT_COMPRESSOR_LZ4);
 }
 
+bool mig_compress_fit_peer(enum mig_compress *c, unsigned peer_minor, char *why, size_t len)
+{
+	if (*c != MIG_COMPRESS_ZSTD || peer_minor >= CKPT_MINOR_ZSTD)
+		return false;
+	snprintf(why, len, "the destination reads record format %u.%u, zstd pages need %u.%u: "
+		 "compressing with lz4 instead", CKPT_VERSION_MAJOR, peer_minor,
+		 CKPT_VERSION_MAJOR, CKPT_MINOR_ZSTD);
+	*c = MIG_COMPRESS_LZ4;
+	return true;
+}
+
 void mig_progress_init(struct mig_progress *p)
 {
 	memset(p, 0, sizeof(*p));

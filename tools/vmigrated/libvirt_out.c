@@ -20,7 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "ckpt_wire.h"
+#include "migrate.h"
 #include "libvirt_out.h"
 #include "log.h"
 
@@ -179,16 +179,18 @@ static int accept_qemu(struct outgoing *g, int l)
 	return -ECANCELED;
 }
 
-/* zstd pages need a destination that reads format 1.2; to one of an
- * earlier version (it said so in its welcome) they go as LZ4 instead. */
+/* What the destination's welcome said it reads decides the compressor,
+ * as for micro-VM guests (mig_compress_fit_peer). */
 static void fit_compress_to_peer(struct outgoing *g, unsigned peer_minor)
 {
-	if (strcmp(g->compress, "zstd") || peer_minor >= CKPT_MINOR_ZSTD)
-		return;
-	log_write(LOG_WARNING, g->o->name, g->o->job, "job %s: the destination reads record "
-		  "format %u.%u, zstd pages need %u.%u: compressing with lz4 instead", g->o->job,
-		  CKPT_VERSION_MAJOR, peer_minor, CKPT_VERSION_MAJOR, CKPT_MINOR_ZSTD);
-	snprintf(g->compress, sizeof(g->compress), "lz4");
+	enum mig_compress c;
+	char why[160];
+
+	if (mig_compress_parse(g->compress, &c) == 0 &&
+	    mig_compress_fit_peer(&c, peer_minor, why, sizeof(why))) {
+		log_write(LOG_WARNING, g->o->name, g->o->job, "job %s: %s", g->o->job, why);
+		snprintf(g->compress, sizeof(g->compress), "%s", mig_compress_name(c));
+	}
 }
 
 _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_outgoing *o)

@@ -542,18 +542,15 @@ out:
 	return rep;
 }
 
-/* zstd pages need a destination that reads format 1.2; to one of an
- * earlier version (it said so in its welcome) they go as LZ4 instead,
- * which every version reads, and the job's figures say lz4. */
+/* What the destination's welcome said it reads decides the compressor
+ * (mig_compress_fit_peer); the job's figures then say what was used. */
 static void fit_compress_to_peer(unsigned peer_minor)
 {
-	if (W.params.compress != MIG_COMPRESS_ZSTD || peer_minor >= CKPT_MINOR_ZSTD)
-		return;
-	log_write(LOG_WARNING, W.spec.name, W.job, "guest %s job %s: the destination reads "
-		  "record format %u.%u, zstd pages need %u.%u: compressing with lz4 instead",
-		  W.spec.name, W.job, CKPT_VERSION_MAJOR, peer_minor, CKPT_VERSION_MAJOR,
-		  CKPT_MINOR_ZSTD);
-	W.params.compress = MIG_COMPRESS_LZ4;
+	char why[160];
+
+	if (mig_compress_fit_peer(&W.params.compress, peer_minor, why, sizeof(why)))
+		log_write(LOG_WARNING, W.spec.name, W.job, "guest %s job %s: %s", W.spec.name,
+			  W.job, why);
 }
 
 int worker_dial_job(const char *op)
