@@ -150,8 +150,9 @@ $(TESTLIB): $(TESTLIB_OBJS)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-# the service's read-ahead ring, tested on its own
+# the service's read-ahead ring and downtime ramp, tested on their own
 $(BUILD)/tests/test_read_ahead: $(BUILD)/tools/vmigrated/read_ahead.o
+$(BUILD)/tests/test_downtime_ramp: $(BUILD)/tools/vmigrated/downtime_ramp.o
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(HARNESS_OBJ) $(TESTLIB) $(LIB)
 	$(link)
 

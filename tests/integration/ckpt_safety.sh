@@ -30,11 +30,17 @@ save_big() {
 		--save "$d/$1" --quiet >/dev/null 2>&1
 }
 "$VMIGRATE" run --mem 256M --working-set 16M --duration 0.2 --save "$d/g.ckpt" --quiet >/dev/null 2>&1
-t0=$(date +%s%N); save_big timing.ckpt; t1=$(date +%s%N); rm -f "$d/timing.ckpt"
-full_ms=$(( (t1 - t0) / 1000000 ))
+# the quicker of two saves: the first touches memory this machine was slow
+# to give back (PERF-FACTS.md), and the kills after it would come too late
+full_ms=
+for _ in 1 2; do
+	t0=$(date +%s%N); save_big timing.ckpt; t1=$(date +%s%N); rm -f "$d/timing.ckpt"
+	ms=$(( (t1 - t0) / 1000000 ))
+	[ -z "$full_ms" ] || [ $ms -lt $full_ms ] && full_ms=$ms
+done
 sum=$(sha256sum <"$d/g.ckpt")
 why= killed=0
-for pct in 40 70 85 95; do
+for pct in 30 55 75 90; do
 	save_big g.ckpt &
 	pid=$!
 	sleep "$(echo "scale=3; $full_ms * $pct / 100000" | bc)"

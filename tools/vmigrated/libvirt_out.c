@@ -103,8 +103,7 @@ static void *migrate_thread(void *opaque)
 	char uri[420];
 	/* no bandwidth for libvirt: the cap is vmigrate's, on the wire (the
 	 * records, compressed), not on QEMU's stream before them */
-	struct lv_migrate_params p = { .dest_uri = g->o->dest_uri, .migrate_uri = uri,
-				       .max_downtime_ms = g->o->max_downtime_ms };
+	struct lv_migrate_params p = { .dest_uri = g->o->dest_uri, .migrate_uri = uri };
 
 	snprintf(uri, sizeof(uri), "unix://%s", g->o->sock);
 	h = lv_open(g->c->uri, g->mig_err, sizeof(g->mig_err));
@@ -114,26 +113,75 @@ static void *migrate_thread(void *opaque)
 	return NULL;
 }
 
-/* libvirt's figures twice a second, into the job's file. */
+/* QEMU's downtime limit before the job: the ramp's floor, the ceiling
+ * being --max-downtime, else the domain's own limit (downtime_ramp.h). */
+static int downtime_floor(struct outgoing *g)
+{
+	char err[512];
+	struct lv_host *h = lv_open(g->c->uri, err, sizeof(err));
+	int ret = h ? lv_max_downtime(h, g->o->name, &g->downtime_before, err, sizeof(err)) : -EIO;
+
+	if (!ret) {
+		lvd_ramp_init(&g->ramp, g->o->max_downtime_ms ? g->o->max_downtime_ms :
+			      g->downtime_before);
+		ret = lv_set_max_downtime(h, g->o->name, g->ramp.floor_ms, err, sizeof(err));
+		g->downtime_set = ret == 0;
+	}
+	lv_close(h);
+	if (ret)
+		outgoing_fail(g, "%s", err);
+	return ret;
+}
+
+/* The ramp's next limit onto QEMU, or again at the next sample. */
+static void downtime_follow(struct outgoing *g, struct lv_host *h, const struct lv_job_stats *s,
+			    uint64_t *pending_ms)
+{
+	uint64_t ms = lvd_ramp_sample(&g->ramp, s->memory_iteration, s->data_remaining);
+	char err[512];
+
+	if (ms)
+		*pending_ms = ms;
+	if (!*pending_ms)
+		return;
+	if (lv_set_max_downtime(h, g->o->name, *pending_ms, err, sizeof(err))) {
+		log_write(LOG_INFO, g->o->name, g->o->job, "job %s: %s", g->o->job, err);
+		return;
+	}
+	log_write(LOG_INFO, g->o->name, g->o->job, "job %s: at QEMU's round %llu (%s) its "
+		  "downtime limit goes up from %llu to %llu ms", g->o->job,
+		  (unsigned long long)g->ramp.round, g->ramp.round > LVD_RAMP_ROUNDS ?
+		  "the rounds at the floor are over" : "the rounds stopped shrinking",
+		  (unsigned long long)g->ramp.floor_ms, (unsigned long long)*pending_ms);
+	*pending_ms = 0;
+}
+
+/* libvirt's figures ten times a second for the downtime ramp, twice a
+ * second into the job's file. */
 static void *stats_thread(void *opaque)
 {
 	struct outgoing *g = opaque;
-	struct lv_host *h = lv_open(g->c->uri, (char[256]){ 0 }, 256);
+	struct lv_host *h = NULL;
+	uint64_t pending_ms = 0;
 
-	while (!atomic_load(&g->mig_done)) {
+	for (unsigned tick = 0; !atomic_load(&g->mig_done); tick++) {
 		struct lv_job_stats s;
 		char err[256];
 
+		if (!h)	/* again at the next sample: the ramp needs it */
+			h = lv_open(g->c->uri, err, sizeof(err));
 		if (h && lv_job_stats(h, g->o->name, false, &s, err, sizeof(err)) == 0 && s.active) {
 			pthread_mutex_lock(&g->lock);
 			g->lv = s;
 			if (!strcmp(g->status, "setup") && s.data_processed)
 				snprintf(g->status, sizeof(g->status), "active");
 			pthread_mutex_unlock(&g->lock);
+			downtime_follow(g, h, &s, &pending_ms);
 		}
-		outgoing_publish(g);
-		/* half a second, but the job's end is not kept waiting for it */
-		for (int i = 0; i < 10 && !atomic_load(&g->mig_done); i++)
+		if (tick % 5 == 0)
+			outgoing_publish(g);
+		/* the job's end is not kept waiting for the next sample */
+		for (int i = 0; i < 2 && !atomic_load(&g->mig_done); i++)
 			usleep(50000);
 	}
 	lv_close(h);
@@ -247,13 +295,17 @@ _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_out
 	log_write(LOG_INFO, o->name, o->job, "migrating libvirt domain %s to %s (libvirt at %s) "
 		"as job %s, QEMU's stream through %s, its pages over %u data channel%s", o->name,
 		o->dest, o->dest_uri, o->job, o->sock, ps.nr_data, ps.nr_data == 1 ? "" : "s");
-	if (pthread_create(&mt, NULL, migrate_thread, &g)) {
-		outgoing_fail(&g, "pthread_create: %s", strerror(errno));
+	/* the figures' thread first: the ramp lifts the floor, which
+	 * without it would hold a dirtying domain in pre-copy */
+	if (downtime_floor(&g) ||
+	    !(have_stt = pthread_create(&stt, NULL, stats_thread, &g) == 0) ||
+	    pthread_create(&mt, NULL, migrate_thread, &g)) {
+		if (!outgoing_failed(&g))
+			outgoing_fail(&g, "pthread_create: %s", strerror(errno));
 		peer_session_close(&ps);
 		goto end;
 	}
 	have_mt = true;
-	have_stt = pthread_create(&stt, NULL, stats_thread, &g) == 0;
 	q = accept_qemu(&g, l);
 	close(l);
 	l = -1;
@@ -288,6 +340,11 @@ end:
 			g.lv = s;
 			pthread_mutex_unlock(&g.lock);
 		}
+		/* a domain that stays keeps the limit it had (the ramp has
+		 * ended: both threads are joined) */
+		if (h && !moved && g.downtime_set &&
+		    lv_set_max_downtime(h, o->name, g.downtime_before, err, sizeof(err)))
+			log_write(LOG_INFO, o->name, o->job, "job %s: %s", o->job, err);
 		lv_close(h);
 	}
 	pthread_mutex_lock(&g.lock);

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "downtime_ramp.h"
 #include "libvirt_host.h"
 #include "libvirt_jobs_int.h"
 #include "peer.h"
@@ -34,6 +35,11 @@ struct outgoing {
 	double started;
 	bool done;
 	bool stalled;			/* the watchdog gave the job up */
+	/* QEMU's downtime limit: the ramp is the figures thread's once the
+	 * job runs; the limit before ours comes back if the domain stays */
+	struct lvd_ramp ramp;
+	uint64_t downtime_before;
+	bool downtime_set;
 	/* the migration thread's result */
 	atomic_bool mig_done;
 	int mig_ret;

@@ -225,8 +225,6 @@ int lv_migrate(struct lv_host *h, const char *name, const struct lv_migrate_para
 {
 	virTypedParameterPtr params = NULL;
 	int nparams = 0, maxparams = 0, ret = 0;
-	unsigned long long downtime_before = 0;
-	bool downtime_set = false;
 	virDomainPtr dom = find(h, name, err, errlen, &ret);
 
 	if (!dom)
@@ -239,27 +237,41 @@ int lv_migrate(struct lv_host *h, const char *name, const struct lv_migrate_para
 		ret = fail(err, errlen, "migration parameters");
 		goto out;
 	}
-	/* QEMU keeps its downtime limit after the job (libvirt restores only
-	 * what it set itself): the one before ours comes back if the domain
-	 * stays here */
-	if (p->max_downtime_ms) {
-		if (virDomainMigrateGetMaxDowntime(dom, &downtime_before, 0) < 0) {
-			ret = fail(err, errlen, "virDomainMigrateGetMaxDowntime");
-			goto out;
-		}
-		if (virDomainMigrateSetMaxDowntime(dom, p->max_downtime_ms, 0) < 0) {
-			ret = fail(err, errlen, "virDomainMigrateSetMaxDowntime");
-			goto out;
-		}
-		downtime_set = true;
-	}
 	if (virDomainMigrateToURI3(dom, p->dest_uri, params, (unsigned)nparams,
 				   VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER) < 0)
 		ret = fail(err, errlen, "libvirt's migration");
-	if (ret && downtime_set && virDomainMigrateSetMaxDowntime(dom, downtime_before, 0) < 0)
-		virResetLastError();	/* the domain may have gone: nothing to restore */
 out:
 	virTypedParamsFree(params, nparams);
+	virDomainFree(dom);
+	return ret;
+}
+
+int lv_max_downtime(struct lv_host *h, const char *name, uint64_t *ms, char *err,
+		    size_t errlen)
+{
+	unsigned long long v = 0;
+	int ret = 0;
+	virDomainPtr dom = find(h, name, err, errlen, &ret);
+
+	if (!dom)
+		return ret;
+	if (virDomainMigrateGetMaxDowntime(dom, &v, 0) < 0)
+		ret = fail(err, errlen, "virDomainMigrateGetMaxDowntime");
+	*ms = v;
+	virDomainFree(dom);
+	return ret;
+}
+
+int lv_set_max_downtime(struct lv_host *h, const char *name, uint64_t ms, char *err,
+			size_t errlen)
+{
+	int ret = 0;
+	virDomainPtr dom = find(h, name, err, errlen, &ret);
+
+	if (!dom)
+		return ret;
+	if (virDomainMigrateSetMaxDowntime(dom, ms, 0) < 0)
+		ret = fail(err, errlen, "virDomainMigrateSetMaxDowntime");
 	virDomainFree(dom);
 	return ret;
 }

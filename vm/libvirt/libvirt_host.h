@@ -50,7 +50,6 @@ struct lv_migrate_params {
 	const char *dest_uri;		/* the destination's libvirt, as this libvirtd dials it */
 	const char *migrate_uri;	/* where QEMU's stream goes: unix:///PATH */
 	uint64_t bandwidth;		/* bytes/s, 0 = libvirt's default */
-	uint64_t max_downtime_ms;	/* 0 = QEMU's default */
 };
 
 /* libvirt's peer-to-peer live migration of the domain; blocks until it
@@ -58,6 +57,13 @@ struct lv_migrate_params {
  * message otherwise (the domain then still runs here, libvirt's rollback). */
 int lv_migrate(struct lv_host *h, const char *name, const struct lv_migrate_params *p,
 	       char *err, size_t errlen);
+/* QEMU's downtime limit for the domain's migration, in ms; set it before
+ * the migration or during it. QEMU keeps it after the job (libvirt
+ * restores only what it set itself). 0 or -errno with err. */
+int lv_max_downtime(struct lv_host *h, const char *name, uint64_t *ms, char *err,
+		    size_t errlen);
+int lv_set_max_downtime(struct lv_host *h, const char *name, uint64_t ms, char *err,
+			size_t errlen);
 
 struct lv_job_stats {
 	bool active;			/* a job is running (or, completed: there was one) */
