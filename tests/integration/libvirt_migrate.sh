@@ -8,8 +8,9 @@
 # there), a paused migration B -> A whose RAM (pmemsave) is the same on both
 # ends, QEMU's stream-altering capabilities and post-copy refused naming
 # them with the domain still running, a cancelled migration that leaves the
-# domain where it was, zstd pages (format 1.2) there and back, and a
-# teardown that leaves nothing behind.
+# domain where it was, zstd pages (format 1.2) there and back, RDMA data
+# channels refused where the destination has no device, and a teardown
+# that leaves nothing behind.
 # Needs QEMU and libvirtd, not /dev/kvm.
 # VMIGRATE_SKIP_LIBVIRT_RIG=REASON skips it, saying why.
 set -u
@@ -126,6 +127,28 @@ virshA qemu-monitor-command $G '{"execute":"migrate-set-capabilities","arguments
 out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --postcopy --quiet 2>&1); rc=$?
 [ $rc = 1 ] && echo "$out" | grep -q "postcopy-ram" && [ "$(virshA domstate $G)" = running ]
 check refuses_postcopy $? "rc=$rc: $out"
+
+# RDMA data channels: refused before libvirt starts where B has no device;
+# where it has one, the pages ride them to B and the domain comes back
+if [ -z "$(ls /sys/class/infiniband 2>/dev/null)" ]; then
+	out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --transport rdma \
+		--quiet 2>&1); rc=$?
+	[ $rc = 1 ] && echo "$out" | grep -q "no RDMA device" &&
+		[ "$(virshA domstate $G)" = running ] && [ -z "$(virshB list --name)" ]
+	check rdma_without_a_device_refused_domain_stays $? "rc=$rc: $out"
+	echo "SKIP libvirt_migrate.rdma_channels_a_to_b: no RDMA device (/sys/class/infiniband is empty)"
+else
+	echo "SKIP libvirt_migrate.rdma_without_a_device_refused_domain_stays: this machine has an RDMA device"
+	out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --transport rdma \
+		--json 2>&1); rc=$?
+	job=$(echo "$out" | sed -n 's/^vmigrate: job \([^:]*\): .*/\1/p' | head -n 1)
+	[ $rc = 0 ] && [ "$(virshB domstate $G 2>&1)" = running ] &&
+		grep -q "job $job, .*its pages over 1 data channel (RDMA)" "$HOSTS_DIR/A/service.log" &&
+		v=$(lv_verify B $G) &&
+		vmB migrate $G "$HOST_A_ADDR:$HOST_A_PORT" --libvirt-dest "$LV_URI_A" --quiet &&
+		[ "$(virshA domstate $G 2>&1)" = running ]
+	check rdma_channels_a_to_b $? "rc=$rc job ${job:-?}: $out; ${v:-}; $(dump_services)"
+fi
 
 # a destination libvirt that does not answer: libvirt's own error, the domain stays
 out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "qemu+tcp://$HOST_B_ADDR:1/system" --quiet 2>&1); rc=$?

@@ -281,7 +281,7 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 		_exit(1);
 	}
 	/* yes, and the data channels the source asked for */
-	if (peer_welcome(pc, x, h->channels, false, false, CKPT_VERSION_MINOR, &ps, err,
+	if (peer_welcome(pc, x, h->channels, h->rdma, false, CKPT_VERSION_MINOR, &ps, err,
 			 sizeof(err))) {
 		log_write(LOG_WARNING, h->name, h->job, "incoming libvirt job %s: %s", h->job, err);
 		_exit(1);
@@ -290,8 +290,8 @@ _Noreturn void lvd_run_incoming(const char *sock_dir, const char *jobs_dir,
 	di.n = ps.nr_data;
 	x->idle_ok = true;	/* libvirt's Prepare here, then the stream */
 	log_write(LOG_INFO, h->name, h->job, "incoming libvirt domain %s (job %s): its stream "
-		"goes into %s, its pages over %u data channel%s", h->name, h->job, path, di.n,
-		di.n == 1 ? "" : "s");
+		"goes into %s, its pages over %u data channel%s%s", h->name, h->job, path, di.n,
+		di.n == 1 ? "" : "s", h->rdma ? " (RDMA)" : "");
 	{
 		struct json_object *o = json_object_new_object();
 

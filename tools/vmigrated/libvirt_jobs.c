@@ -168,9 +168,6 @@ struct json_object *lvd_prepare(struct lvd_config *c, struct json_object *req,
 		return ipc_error(IPC_E_UNSUPPORTED, "libvirt domain '%s': post-copy (QEMU's capability postcopy-ram) "
 				 "alters QEMU's migration stream; vmigrate carries pre-copy only",
 				 name);
-	if (!strcmp(ipc_str(req, "transport", "tcp"), "rdma"))
-		return ipc_error(IPC_E_UNSUPPORTED, "libvirt domain '%s': --transport rdma is not offered for libvirt "
-				 "domains (QEMU's stream rides the TLS session)", name);
 	if (ipc_bool(req, "auto_converge", false))
 		return ipc_error(IPC_E_UNSUPPORTED, "libvirt domain '%s': --auto-converge is not offered for libvirt "
 				 "domains yet", name);
@@ -219,6 +216,9 @@ struct json_object *lvd_prepare(struct lvd_config *c, struct json_object *req,
 	snprintf(o->compress, sizeof(o->compress), "%s", compress);
 	o->channels = json_object_object_get_ex(req, "channels", NULL) ?
 		      (unsigned)ipc_int(req, "channels", 0) : peer_default_channels();
+	o->rdma = !strcmp(ipc_str(req, "transport", "tcp"), "rdma");
+	if (o->rdma && !o->channels)
+		o->channels = 1;	/* the records need a data channel to ride RDMA */
 	o->peer = *pc;
 	o->io_timeout_ms = io_timeout_ms;
 	lvd_announce(c, o);	/* the job is there from the reply on, for the CLI's first look */

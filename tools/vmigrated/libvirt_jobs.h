@@ -54,6 +54,7 @@ struct lvd_outgoing {
 	unsigned long long bandwidth, max_downtime_ms;
 	char compress[8];		/* on the records: "auto", "lz4", "zstd", "off" */
 	unsigned channels;		/* data channels for the records, 0 = the session */
+	bool rdma;			/* the data channels over RDMA (the session stays TLS) */
 	struct peer_config peer;
 	int io_timeout_ms;
 };

@@ -278,7 +278,7 @@ _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_out
 	/* then the destination's service learns of the job */
 	fd = peer_connect(o->dest, o->io_timeout_ms, host, sizeof(host), err, sizeof(err));
 	if (fd < 0 || peer_dial(&o->peer, fd, host, "libvirt-in", o->name, o->job, NULL,
-				o->channels, false, false, &ps, err, sizeof(err))) {
+				o->channels, o->rdma, false, &ps, err, sizeof(err))) {
 		outgoing_fail(&g, "%s", err);
 		goto end;
 	}
@@ -293,8 +293,9 @@ _Noreturn void lvd_run_outgoing(const struct lvd_config *c, const struct lvd_out
 			ps.data[i]->bucket = &bucket;
 	}
 	log_write(LOG_INFO, o->name, o->job, "migrating libvirt domain %s to %s (libvirt at %s) "
-		"as job %s, QEMU's stream through %s, its pages over %u data channel%s", o->name,
-		o->dest, o->dest_uri, o->job, o->sock, ps.nr_data, ps.nr_data == 1 ? "" : "s");
+		"as job %s, QEMU's stream through %s, its pages over %u data channel%s%s", o->name,
+		o->dest, o->dest_uri, o->job, o->sock, ps.nr_data, ps.nr_data == 1 ? "" : "s",
+		o->rdma ? " (RDMA)" : "");
 	/* the figures' thread first: the ramp lifts the floor, which
 	 * without it would hold a dirtying domain in pre-copy */
 	if (downtime_floor(&g) ||
