@@ -1,6 +1,7 @@
 /*
- * The kvm micro-VM: guest RAM in one memfd, one thread per vCPU, and
- * pause/resume that kicks every vCPU out of KVM_RUN with a signal.
+ * The kvm micro-VM: guest RAM in one shmem file (guest_ram.c), one thread
+ * per vCPU, and pause/resume that kicks every vCPU out of KVM_RUN with a
+ * signal.
  *
  * vCPU thread:                      pauser (vm_pause):
  *   lock                              lock
@@ -16,7 +17,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/memfd.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "guest_abi.h"
+#include "guest_ram.h"
 
 #define KICK_SIGNAL	SIGUSR1
 #define PAUSE_REKICK_MS	20
@@ -104,7 +105,6 @@ static int setup_memory(struct kvm_vm *k, const struct vm_kvm_config *cfg,
 			char *err, size_t errlen)
 {
 	uint64_t low = cfg->mem_bytes < VMG_LOW_LIMIT ? cfg->mem_bytes : VMG_LOW_LIMIT;
-	unsigned flags = MFD_CLOEXEC | (cfg->hugetlb ? MFD_HUGETLB | MFD_HUGE_2MB : 0);
 
 	if (cfg->adopt_memfd) {
 		struct stat st;
@@ -116,13 +116,9 @@ static int setup_memory(struct kvm_vm *k, const struct vm_kvm_config *cfg,
 			return kvm_err(err, errlen, -EINVAL, "the RAM to adopt is not %llu bytes",
 				       (unsigned long long)cfg->mem_bytes);
 	} else {
-		k->memfd = memfd_create("vmigrate-guest-ram", flags);
+		k->memfd = guest_ram_create(cfg->mem_bytes, cfg->hugetlb, err, errlen);
 		if (k->memfd < 0)
-			return kvm_err(err, errlen, -errno, "memfd_create%s: %s",
-				       cfg->hugetlb ? " (hugetlb)" : "", strerror(errno));
-		if (ftruncate(k->memfd, (off_t)cfg->mem_bytes) < 0)
-			return kvm_err(err, errlen, -errno, "sizing guest RAM to %llu bytes: %s",
-				       (unsigned long long)cfg->mem_bytes, strerror(errno));
+			return k->memfd;
 	}
 	k->mem = mmap(NULL, cfg->mem_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
 		      k->memfd, 0);

@@ -36,6 +36,7 @@
 
 #include "check_line.h"
 #include "cli.h"
+#include "guest_ram.h"
 #include "help.h"
 #include "ipc.h"
 #include "vm.h"
@@ -135,6 +136,11 @@ static void check_memfd(struct check_ctx *c)
 	}
 	if (fd >= 0)
 		close(fd);
+	if (guest_ram_huge(line, sizeof(line)))
+		say(c, "thp", "PASS", "guests' RAM on %s (a private tmpfs)", line);
+	else
+		say(c, "thp", "WARN", "guests' RAM on %s: a migration's destination fills "
+		    "memory slower", line);
 
 	f = fopen("/proc/meminfo", "r");
 	while (f && fgets(line, sizeof(line), f)) {

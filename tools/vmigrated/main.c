@@ -31,6 +31,7 @@
 
 #include "conf.h"
 #include "guest_lock.h"
+#include "guest_ram.h"
 #include "ipc.h"
 #include "libvirt_jobs.h"
 #include "joblog.h"
@@ -982,20 +983,36 @@ static int set_io_timeout(struct service *sv, const char *name, const char *v, c
 	return 0;
 }
 
-static int set_insecure(struct service *sv, const char *name, const char *v, char *err,
-			size_t errlen)
+/* A switch's value: true or false (yes/no, on/off, 1/0). */
+static int set_switch(bool *dst, const char *name, const char *v, char *err, size_t errlen)
 {
 	static const char *const yes[] = { "true", "yes", "on", "1" };
 	static const char *const no[] = { "false", "no", "off", "0" };
 
 	for (size_t i = 0; i < 4; i++) {
 		if (!strcmp(v, yes[i]) || !strcmp(v, no[i])) {
-			sv->peer.insecure = !strcmp(v, yes[i]);
+			*dst = !strcmp(v, yes[i]);
 			return 0;
 		}
 	}
 	snprintf(err, errlen, "%s wants true or false, not '%s'", name, v);
 	return -EINVAL;
+}
+
+static int set_insecure(struct service *sv, const char *name, const char *v, char *err,
+			size_t errlen)
+{
+	return set_switch(&sv->peer.insecure, name, v, err, errlen);
+}
+
+static int set_small_pages(struct service *sv, const char *name, const char *v, char *err,
+			   size_t errlen)
+{
+	bool small = false;
+	int ret = set_switch(&small, name, v, err, errlen);
+
+	guest_ram_set_pages(small ? GUEST_RAM_SMALL : GUEST_RAM_HUGE);
+	return ret;
 }
 
 static int set_data_ports(struct service *sv, const char *name, const char *v, char *err,
@@ -1070,6 +1087,7 @@ static const struct svc_option svc_options[] = {
 	{ "tls-dir", true, set_tls_dir },
 	{ "tls-allow", true, set_tls_allow },
 	{ "insecure", false, set_insecure },
+	{ "small-pages", false, set_small_pages },
 	{ "data-ports", true, set_data_ports },
 	{ "metrics", true, set_metrics },
 	{ "log-level", true, set_log_level },
@@ -1118,6 +1136,8 @@ static void usage(FILE *f)
 "  --tls-dir DIR         ca.crt, cert.pem and key.pem for TLS between hosts\n"
 "  --tls-allow NAMES     comma-separated client names let in (default: any the CA signed)\n"
 "  --insecure            plain TCP between hosts instead of TLS (both ends must say so)\n"
+"  --small-pages         back guests' RAM with 4 KiB pages only (default: transparent\n"
+"                        huge pages on a private tmpfs, where this service may mount)\n"
 "  --data-ports LO-HI    ports an incoming guest offers its data channels on, for\n"
 "                        firewalls (default: any free port)\n"
 "  --peer-key FILE       shared secret (16-64 bytes, mode 600): peers must prove it\n"
@@ -1358,6 +1378,12 @@ int main(int argc, char **argv)
 	}
 	if (sv.metrics_addr[0])
 		log_write(LOG_INFO, NULL, NULL, "metrics on http://%s/metrics", sv.metrics_addr);
+	{
+		char ram[200];
+
+		guest_ram_huge(ram, sizeof(ram));
+		log_write(LOG_INFO, NULL, NULL, "guests' RAM: %s", ram);
+	}
 	if (under_systemd()) {
 		sd_notify(0, "READY=1");
 		notify_status(&sv);
