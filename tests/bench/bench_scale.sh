@@ -5,7 +5,7 @@
 # alternated, BENCH_SCALE_REPEAT times each (default 3): total time, bytes
 # moved, milliseconds per moved GiB (should stay flat as guests grow), and
 # the peak memory of the source and destination services and guest
-# processes that is not guest RAM (RssAnon + RssFile; guest RAM is a memfd,
+# processes that is not guest RAM (RssAnon + RssFile; guest RAM is shared memory,
 # RssShmem), sampled every 20 ms during the migration
 # (tests/bench/rss_sampler.py). A table, then one JSON line a size.
 # A size whose two guests do not fit in the available memory is skipped
@@ -129,5 +129,5 @@ for mib in "${runnable[@]}"; do
 	printf '{"bench":"scale","guest_mib":%d,"runs":%d,"median_total_time_ms":%d,"min_total_time_ms":%d,"max_total_time_ms":%d,"median_transferred_bytes":%d,"ms_per_moved_gib":%.1f,"peak_src_service_kib":%d,"peak_src_guest_kib":%d,"peak_dst_service_kib":%d,"peak_dst_guest_kib":%d}\n' \
 		"$mib" "$runs" "$tmed" "$tmin" "$tmax" "$bmed" "$per_gib" "${ss:-0}" "${sg:-0}" "${ds:-0}" "${dg:-0}"
 done
-echo "# peaks: RssAnon+RssFile of each process over all runs of a size (guest RAM is a memfd:" \
+echo "# peaks: RssAnon+RssFile of each process over all runs of a size (guest RAM is shared memory:" \
 	"RssShmem, not counted); a forked guest process starts sharing its service's pages"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Peak memory of the processes of a migration that is NOT guest RAM.
 
-Guest RAM is a memfd (RssShmem in /proc/PID/status); what the services and
+Guest RAM is shared memory (RssShmem in /proc/PID/status); what the services and
 guest processes hold besides it (RssAnon + RssFile: heap, buffers, bitmaps,
 the binary) is what must stay bounded as guests grow. Samples every
 --interval seconds until --stop-file appears, then prints one JSON object:
