@@ -49,10 +49,19 @@ one_copy_on() {
 
 # After a failure: the guest is still on A, and moving it now works.
 second_migration_works() {
-	local before
+	local before out rec
 	before=$(counter_on vmA)
-	if ! vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --quiet >/dev/null; then
+	if ! out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --quiet --json); then
 		note "the second migration failed"; return 1; fi
+	# B decided in place, in the sector its record was armed as
+	rec=$HOSTS_DIR/B/guests/$G.handover
+	python3 - "$rec" "$(echo "$out" | json_field job)" <<'PY' || { note "B's record: $(cat "$rec" 2>&1)"; return 1; }
+import json, os, sys
+path, job = sys.argv[1:3]
+r = json.load(open(path))
+sys.exit(0 if os.path.getsize(path) == 512 and r["job"] == job and job and
+         r["decision"] == "runs" else 1)
+PY
 	one_copy_on vmB "$before"
 }
 

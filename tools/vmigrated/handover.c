@@ -1,8 +1,9 @@
 /*
  * Handover decisions: one small JSON file per guest name holding the last
- * job decided here ({"job","decision","why"}), replaced atomically (temp
- * file, fsync, rename, fsync of the directory), so a crash leaves the old
- * decision or the new one, never none.
+ * job decided here ({"job","decision","why"}) in one sector, so a crash
+ * leaves the old decision or the new one, never none: replaced atomically
+ * (temp file, fsync, rename, fsync of the directory), or, once an incoming
+ * job armed it, rewritten in place and fdatasync'd.
  *
  * Answering, in this order (a process writes "run" before it resumes the
  * guest and holds the name while the guest is here, so each step is safe
@@ -15,9 +16,12 @@
 #include "handover.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "fault.h"
 #include "guest_lock.h"
@@ -32,26 +36,83 @@ static void record_path(const char *dir, const char *name, char *out, size_t len
 	snprintf(out, len, "%s/%s.handover", dir, name);
 }
 
-int handover_record(const char *dir, const char *name, const char *job, bool run,
-		    const char *why)
+/*
+ * A record is one JSON object padded with blanks to RECORD_BYTES, a
+ * sector: rewritten in place, it reads as the old decision or the new one,
+ * never a mix (and an unreadable one as none: the guest runs only after
+ * the write returned).
+ */
+#define RECORD_BYTES	512
+
+/* The record's bytes: the JSON, why shortened until it fits, blanks, '\n'. */
+static void render(const char *job, const char *decision, const char *why,
+		   char out[RECORD_BYTES])
 {
-	struct json_object *o = json_object_new_object();
-	char path[600];
-	const char *s;
+	size_t why_len = strlen(why);
+
+	for (;;) {
+		struct json_object *o = json_object_new_object();
+		const char *s;
+		size_t n;
+
+		if (job) {
+			json_object_object_add(o, "job", json_object_new_string(job));
+			json_object_object_add(o, "decision", json_object_new_string(decision));
+			json_object_object_add(o, "why", json_object_new_string_len(why, (int)why_len));
+		}
+		s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+		n = strlen(s);
+		if (n < RECORD_BYTES || !why_len) {
+			memset(out, ' ', RECORD_BYTES);
+			memcpy(out, s, n < RECORD_BYTES ? n : 2);	/* "{}" if even that fails */
+			out[RECORD_BYTES - 1] = '\n';
+			json_object_put(o);
+			return;
+		}
+		json_object_put(o);
+		why_len = why_len > 64 ? why_len - 64 : 0;
+	}
+}
+
+int handover_arm(const char *dir, const char *name)
+{
+	char path[600], rec[RECORD_BYTES];
+	struct json_object *o;
+	struct stat st;
+	int fd, ret;
+
+	record_path(dir, name, path, sizeof(path));
+	if (stat(path, &st) < 0 || st.st_size != RECORD_BYTES) {
+		/* the last decision stays, in a file of the armed shape */
+		o = json_object_from_file(path);
+		render(o && ipc_str(o, "job", NULL) ? ipc_str(o, "job", "") : NULL,
+		       ipc_str(o, "decision", ""), ipc_str(o, "why", ""), rec);
+		json_object_put(o);
+		ret = statefile_replace(dir, path, rec, sizeof(rec));
+		if (ret)
+			return ret;
+	}
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	return fd < 0 ? -errno : fd;
+}
+
+int handover_record(const char *dir, const char *name, int armed_fd, const char *job,
+		    bool run, const char *why)
+{
+	char path[600], rec[RECORD_BYTES];
 	int ret;
 
-	if (fault_point("dst-decision-unrecorded")) {
-		json_object_put(o);
+	if (fault_point("dst-decision-unrecorded"))
 		return -EIO;
-	}
 	record_path(dir, name, path, sizeof(path));
-	json_object_object_add(o, "job", json_object_new_string(job));
-	json_object_object_add(o, "decision", json_object_new_string(
-		run ? PEER_HANDOVER_RUNS : PEER_HANDOVER_DISCARDED));
-	json_object_object_add(o, "why", json_object_new_string(why ? why : ""));
-	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	ret = statefile_replace(dir, path, s, strlen(s));
-	json_object_put(o);
+	render(job, run ? PEER_HANDOVER_RUNS : PEER_HANDOVER_DISCARDED, why ? why : "", rec);
+	if (armed_fd >= 0) {
+		errno = 0;
+		ret = pwrite(armed_fd, rec, sizeof(rec), 0) == (ssize_t)sizeof(rec) &&
+		      fdatasync(armed_fd) == 0 ? 0 : errno ? -errno : -EIO;
+	} else {
+		ret = statefile_replace(dir, path, rec, sizeof(rec));
+	}
 	if (ret)
 		log_write(LOG_ERR, name, job, "guest %s: recording the handover decision in %s: %s",
 			name, path, strerror(-ret));

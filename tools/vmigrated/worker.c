@@ -1082,6 +1082,7 @@ int worker_setup(const struct worker_spec *s, char *err, size_t errlen)
 	W.name_fd = -1;
 	W.output_fd = -1;
 	W.reply_fd = -1;
+	W.handover_fd = -1;
 	W.started = worker_now();
 	pthread_mutex_init(&W.lock, NULL);
 	mig_progress_init(&W.prog);
@@ -1140,7 +1141,7 @@ void worker_run_boot(const struct worker_spec *s, int ready_fd)
 /* migrate/dest.c's decide hook: durable before it takes effect. */
 static int record_decision(void *opaque, bool run, const char *why)
 {
-	return handover_record(W.spec.dir, W.spec.name, W.incoming_job, run, why);
+	return handover_record(W.spec.dir, W.spec.name, W.handover_fd, W.incoming_job, run, why);
 }
 
 /* A source's question after an uncertain handover; then this process ends. */
@@ -1275,6 +1276,11 @@ void worker_run_incoming(const struct worker_spec *base, int peer_fd)
 	}
 	W.state = W_INCOMING;
 	snprintf(W.incoming_job, sizeof(W.incoming_job), "%s", h.job);
+	/* now, not in the downtime: the decision is then one write in place */
+	W.handover_fd = handover_arm(s.dir, s.name);
+	if (W.handover_fd < 0)
+		log_write(LOG_WARNING, s.name, h.job, "guest %s: the handover record is not "
+			"ready (%s); the decision will replace it", s.name, strerror(-W.handover_fd));
 	snprintf(W.incoming_from, sizeof(W.incoming_from), "%s", from_host);
 	W.in_started = worker_now();
 	W.arb = h.arb;

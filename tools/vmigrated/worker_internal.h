@@ -33,6 +33,7 @@ struct worker {
 	bool exit_requested;		/* under lock */
 
 	char incoming_job[64];		/* the job that brought the guest here */
+	int handover_fd;		/* the armed handover record, or -1 */
 	char incoming_from[64];		/* the source's address */
 	struct mig_progress inprog;	/* the receiving side's figures (own lock) */
 	struct peer_session *in_session;	/* under lock: the incoming job's
