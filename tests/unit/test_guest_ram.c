@@ -41,7 +41,7 @@ static long smaps_kb(const void *addr, const char *field)
 	return kb;
 }
 
-/* A mapping of a new guest RAM file, 2 MiB aligned inside it. */
+/* A shared mapping of a new guest RAM file of RAM_BYTES. */
 static uint8_t *map_ram(int *fd_out)
 {
 	char err[256] = "";
@@ -84,6 +84,7 @@ TEST(huge_pages_back_a_touched_range)
 		  "no huge page mapped: ShmemPmdMapped %ld kB, Rss %ld kB",
 		  smaps_kb(p, "ShmemPmdMapped"), smaps_kb(p, "Rss"));
 	munmap(p, RAM_BYTES);
+	close(fd);
 	p = map_ram(&fd);
 	check_zero_and_punch(fd, p);
 }

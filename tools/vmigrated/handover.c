@@ -63,8 +63,12 @@ static void render(const char *job, const char *decision, const char *why,
 		s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 		n = strlen(s);
 		if (n < RECORD_BYTES || !why_len) {
+			if (n >= RECORD_BYTES) {	/* no room even without why: no record */
+				s = "{}";
+				n = 2;
+			}
 			memset(out, ' ', RECORD_BYTES);
-			memcpy(out, s, n < RECORD_BYTES ? n : 2);	/* "{}" if even that fails */
+			memcpy(out, s, n);
 			out[RECORD_BYTES - 1] = '\n';
 			json_object_put(o);
 			return;

@@ -1011,7 +1011,8 @@ static int set_small_pages(struct service *sv, const char *name, const char *v, 
 	bool small = false;
 	int ret = set_switch(&small, name, v, err, errlen);
 
-	guest_ram_set_pages(small ? GUEST_RAM_SMALL : GUEST_RAM_HUGE);
+	if (!ret)
+		guest_ram_set_pages(small ? GUEST_RAM_SMALL : GUEST_RAM_HUGE);
 	return ret;
 }
 
@@ -1381,6 +1382,7 @@ int main(int argc, char **argv)
 	{
 		char ram[200];
 
+		/* made here, the private tmpfs is shared by every guest process forked */
 		guest_ram_huge(ram, sizeof(ram));
 		log_write(LOG_INFO, NULL, NULL, "guests' RAM: %s", ram);
 	}
