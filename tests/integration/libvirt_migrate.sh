@@ -128,6 +128,21 @@ out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --po
 [ $rc = 1 ] && echo "$out" | grep -q "postcopy-ram" && [ "$(virshA domstate $G)" = running ]
 check refuses_postcopy $? "rc=$rc: $out"
 
+# ---- refused: a disk that only this host has (a file on local storage);
+# libvirt's safety check names it, the job fails clearly, the domain stays ----
+if case_wanted non_shared_disk_refused_domain_stays; then
+	G2=lvmdisk
+	truncate -s 16M "$HOSTS_DIR/disk.img"
+	lv_domain_xml $G2 128 "$(linux_guest_cmdline 8 8 8 1)" | sed "s|</devices>|<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$HOSTS_DIR/disk.img'/><target dev='vda' bus='virtio'/></disk></devices>|" >"$LV_DIR/$G2.xml"
+	virshA create "$LV_DIR/$G2.xml" >/dev/null && lv_wait_line A $G2 '^RIG filled ' >/dev/null
+	out=$(vmA migrate $G2 "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --quiet 2>&1); rc=$?
+	echo "#   $(echo "$out" | tail -n 1)"
+	[ $rc = 1 ] && echo "$out" | grep -qi "shared storage" && [ "$(virshA domstate $G2)" = running ] &&
+		[ -z "$(virshB list --name)" ]
+	check non_shared_disk_refused_domain_stays $? "rc=$rc: $out; A: $(virshA domstate $G2 2>&1)"
+	virshA destroy $G2 >/dev/null
+fi
+
 # RDMA data channels: refused before libvirt starts where B has no device;
 # where it has one, the pages ride them to B and the domain comes back
 if [ -z "$(ls /sys/class/infiniband 2>/dev/null)" ]; then
