@@ -8,6 +8,8 @@
  *   src-corrupt-stream    the source flips one byte of a page batch on the wire
  *   src-tear-page         a data channel sends one page of a LIVE record changed, as
  *                         if torn, though its dirty log will not send it again
+ *   src-tear-written-page ... and the source counts that page as written, as its
+ *                         dirty log would after a real tear, so it sends it again
  *   src-stall-before-go   the source waits 3 s between LOADED and GO
  *   dst-exit-before-loaded the destination's process dies instead of LOADED
  *   dst-exit-before-running the destination's process dies after GO, before running

@@ -52,27 +52,44 @@ struct page_out {
 	unsigned n;
 	uint64_t flush_seq;
 	char abort_why[CKPT_ABORT_MAX + 1];	/* set before IT_ABORT is queued */
+	/* src-tear-written-page: the page torn, as region id << 48 | page + 1
+	 * (0: none), for page_out_take_written */
+	uint64_t written;
 	struct out_channel ch[MIG_MAX_CHANNELS];
 };
 
 /*
- * Tests (fault point src-tear-page): the first page of a LIVE record past
- * the first 8 MiB goes out with a byte changed, as if the guest had written
- * it while it was read, but no dirty log will send it again: the
- * destination must refuse the stream. The guest's page stays as it is.
+ * Tests: the first page of a LIVE record past the first 8 MiB goes out
+ * with a byte changed, as if the guest had written it while it was read.
+ * src-tear-page: no dirty log will send it again, so the destination must
+ * refuse the stream. src-tear-written-page: the write is reported, as the
+ * dirty log reports a real one (page_out_take_written), so the page must
+ * come again whole. The guest's page stays as it is.
  */
 static int send_maybe_torn(struct out_channel *c, const struct iovec *iov, int iovcnt)
 {
 	static uint8_t torn[VM_PAGE_SIZE];
 	const struct ckpt_rec_hdr *h = iov[0].iov_base;
 	struct iovec first[5];
+	bool written;
 	size_t n;
 	int ret;
 
 	if (iovcnt < 5 || iov[0].iov_len != sizeof(*h) ||
-	    !(le16toh(h->flags) & CKPT_RECF_LIVE) || c->x->bytes_sent < (8u << 20) ||
-	    !fault_point("src-tear-page"))
+	    !(le16toh(h->flags) & CKPT_RECF_LIVE) || c->x->bytes_sent < (8u << 20))
 		return xport_sendv(c->x, iov, iovcnt);
+	written = fault_point("src-tear-written-page");
+	if (!written && !fault_point("src-tear-page"))
+		return xport_sendv(c->x, iov, iovcnt);
+	if (written) {
+		const struct ckpt_pages_rec *head = iov[1].iov_base;
+		const struct ckpt_page_entry *e = iov[2].iov_base;
+
+		while (e->encoding == CKPT_ENC_ZERO)	/* the data starts at the first other */
+			e++;
+		__atomic_store_n(&c->o->written, (uint64_t)le32toh(head->region_id) << 48 |
+				 (le64toh(e->page) + 1), __ATOMIC_RELEASE);
+	}
 	n = iov[4].iov_len < sizeof(torn) ? iov[4].iov_len : sizeof(torn);
 	memcpy(torn, iov[4].iov_base, n);
 	torn[0] ^= 0x10;
@@ -84,6 +101,17 @@ static int send_maybe_torn(struct out_channel *c, const struct iovec *iov, int i
 	first[0] = (struct iovec){ (uint8_t *)iov[4].iov_base + n, iov[4].iov_len - n };
 	ret = first[0].iov_len ? xport_sendv(c->x, first, 1) : 0;
 	return ret || iovcnt == 5 ? ret : xport_sendv(c->x, iov + 5, iovcnt - 5);
+}
+
+bool page_out_take_written(struct page_out *o, uint32_t *region_id, uint64_t *page)
+{
+	uint64_t w = __atomic_exchange_n(&o->written, 0, __ATOMIC_ACQ_REL);
+
+	if (!w)
+		return false;
+	*region_id = (uint32_t)(w >> 48);
+	*page = (w & ((1ull << 48) - 1)) - 1;
+	return true;
 }
 
 static int out_sink(void *opaque, const struct iovec *iov, int iovcnt)

@@ -47,6 +47,9 @@ int page_out_flush(struct page_out *o);
 int page_out_abort(struct page_out *o, const char *why);
 /* END and COMMIT on every data stream, then stop the threads. */
 int page_out_finish(struct page_out *o);
+/* Fault point src-tear-written-page only: the page a channel sent torn
+ * since the last call, which the caller must treat as dirtied. */
+bool page_out_take_written(struct page_out *o, uint32_t *region_id, uint64_t *page);
 /* Page counts summed over the channels (and control), bytes on data channels. */
 void page_out_stats(struct page_out *o, struct ckpt_writer_stats *sum, uint64_t *data_bytes);
 

@@ -769,6 +769,28 @@ static int send_round(struct source *s, unsigned round, bool skip_holes, bool pa
 	return 0;
 }
 
+/* Fault point src-tear-written-page: the page sent torn counts as written,
+ * as a real write during its send would be in the dirty log. */
+static uint64_t take_written(struct source *s)
+{
+	uint32_t id;
+	uint64_t page;
+
+	if (!s->out || !page_out_take_written(s->out, &id, &page))
+		return 0;
+	for (unsigned ri = 0; ri < s->vm->nr_regions; ri++) {
+		uint64_t bit = 1ull << (page % 64);
+
+		if (s->vm->regions[ri].id != id || page >= s->vm->regions[ri].size / VM_PAGE_SIZE)
+			continue;
+		if (s->dirty[ri][page / 64] & bit)
+			return 0;
+		s->dirty[ri][page / 64] |= bit;
+		return 1;
+	}
+	return 0;
+}
+
 /* Fetch the dirty bitmaps for the next round, with what peeks carried
  * over; returns dirty pages. after_round: they count as dirtied again. */
 int src_sync_dirty(struct source *s, uint64_t *count, bool after_round)
@@ -786,6 +808,7 @@ int src_sync_dirty(struct source *s, uint64_t *count, bool after_round)
 		}
 		*count += count_bits(s->dirty[ri], 0, s->vm->regions[ri].size / VM_PAGE_SIZE);
 	}
+	*count += take_written(s);
 	if (after_round && *count > s->carry_pages)
 		s->redirtied += *count - s->carry_pages;
 	s->carry_pages = 0;

@@ -10,7 +10,6 @@
  * 400 MiB of a memfd took 320-460 ms in 4 KiB pages against 40 ms in 2 MiB
  * pages (QEMU gets the same from MADV_HUGEPAGE on its anonymous RAM).
  * Mounting needs CAP_SYS_ADMIN; without it guests get a memfd, as before.
- * Off by default for now (see chosen below).
  */
 #include "guest_ram.h"
 
@@ -26,11 +25,7 @@
 
 #define SHMEM_ENABLED	"/sys/kernel/mm/transparent_hugepage/shmem_enabled"
 
-/* Small by default: with huge pages, test_migrate's
- * torn_page_of_a_dirtying_guest_is_sent_again failed 3 times in 6 (a write
- * during a send missing from KVM's dirty log on this nested host) against
- * 0 in 6 with 4 KiB pages. Huge pages wait until that is understood. */
-static enum guest_ram_pages chosen = GUEST_RAM_SMALL;
+static enum guest_ram_pages chosen = GUEST_RAM_HUGE;
 static pthread_once_t mount_once = PTHREAD_ONCE_INIT;
 static int huge_mount = -1;		/* the private tmpfs, for the process's life */
 static char no_huge_reason[128];
@@ -124,6 +119,6 @@ bool guest_ram_huge(char *how, size_t len)
 		snprintf(how, len, "transparent huge pages");
 	else
 		snprintf(how, len, "4 KiB pages (%s)",
-			 chosen == GUEST_RAM_SMALL ? "huge pages off: they lost dirty-log writes here" : no_huge_reason);
+			 chosen == GUEST_RAM_SMALL ? "--small-pages" : no_huge_reason);
 	return huge;
 }

@@ -16,7 +16,7 @@ enum guest_ram_pages {
 	GUEST_RAM_SMALL,	/* 4 KiB pages only (a memfd) */
 };
 
-/* The process's choice for guests created from now on (default: small). */
+/* The process's choice for guests created from now on (default: huge). */
 void guest_ram_set_pages(enum guest_ram_pages pages);
 
 /*

@@ -98,7 +98,7 @@ TEST(small_pages_when_asked)
 
 	guest_ram_set_pages(GUEST_RAM_SMALL);
 	CHECK(!guest_ram_huge(how, sizeof(how)));
-	CHECK_MSG(strstr(how, "huge pages off"), "how: %s", how);
+	CHECK_MSG(strstr(how, "--small-pages"), "how: %s", how);
 	p = map_ram(&fd);
 	CHECK(madvise(p, RAM_BYTES, MADV_POPULATE_WRITE) == 0);
 	CHECK_EQ(smaps_kb(p, "ShmemPmdMapped"), 0);

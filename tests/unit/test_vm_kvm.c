@@ -237,6 +237,77 @@ TEST(epochs_ring_lose_no_write)
 	epochs_lose_no_write(VM_DIRTY_RING);
 }
 
+/*
+ * Pre-copy's cycle with the vCPUs running, on a guest whose RAM was mapped
+ * (in huge pages, where the host gives them) before tracking began: fetch
+ * the log, re-arm a chunk, copy what it named, the next chunk; a last
+ * fetch with the guest paused. The copy must then equal the guest's RAM.
+ * A small working set, so that pages the log named are written again
+ * while their chunk is in hand (a copy made before the re-arm loses them).
+ */
+static void live_rounds_lose_no_write(enum vm_dirty_mode mode)
+{
+	struct vm *vm = tg_boot(&(struct tg_opts){ .vcpus = 2, .working_set = 256 << 10,
+						   .dirty_mode = mode, .no_fill = true });
+	const struct vm_region *r = &vm->regions[0];
+	uint64_t pages = r->size / VM_PAGE_SIZE, words = vm_bitmap_bytes(r) / 8;
+	uint64_t *bm = calloc(words, 8), differ = 0, first_bad = 0, copied = 0;
+	uint8_t *copy = malloc(r->size);
+	const unsigned rounds = 20;
+	uint64_t wrote;
+
+	CHECK(bm && copy);
+	CHECK_EQ(vm_start(vm), 0);
+	tg_sleep_ms(300);
+	CHECK_EQ(vm->ops->dirty_start(vm), 0);
+	wrote = tg_total(vm);
+	for (unsigned c = 0; c <= rounds; c++) {
+		if (c == rounds)
+			CHECK_EQ(vm_pause(vm), 0);
+		memset(bm, 0, words * 8);
+		CHECK_EQ(vm->ops->dirty_sync(vm, 0, bm), 0);
+		/* downwards, so the status page (written at every page) is last */
+		for (uint64_t g = (pages - 1) / 64 * 64 + 64; g > 0; g -= 64) {
+			uint64_t first = g - 64, n = pages - first < 64 ? pages - first : 64;
+
+			if (!bm[first / 64])
+				continue;
+			CHECK_EQ(vm->ops->dirty_clear(vm, 0, first, n, bm), 0);
+			usleep(100);	/* a chunk's send: the guest writes on */
+			for (uint64_t p = first; p < first + n; p++)
+				if (bm[p / 64] & (1ull << (p % 64))) {
+					memcpy(copy + p * VM_PAGE_SIZE, r->host + p * VM_PAGE_SIZE,
+					       VM_PAGE_SIZE);
+					copied++;
+				}
+		}
+	}
+	for (uint64_t p = 0; p < pages; p++)
+		if (memcmp(copy + p * VM_PAGE_SIZE, r->host + p * VM_PAGE_SIZE, VM_PAGE_SIZE) &&
+		    !differ++)
+			first_bad = p;
+	printf("# %llu pages copied in %u rounds, the guest wrote %llu\n",
+	       (unsigned long long)copied, rounds, (unsigned long long)(tg_total(vm) - wrote));
+	CHECK_MSG(copied > pages + rounds, "only %llu pages copied", (unsigned long long)copied);
+	CHECK_MSG(!differ, "%llu page(s) changed without showing in the dirty log over %u "
+		  "rounds (first: page %llu)", (unsigned long long)differ, rounds,
+		  (unsigned long long)first_bad);
+	CHECK_EQ(vm->ops->dirty_stop(vm), 0);
+	free(bm);
+	free(copy);
+	vm_destroy(vm);
+}
+
+TEST(live_rounds_bitmap_lose_no_write)
+{
+	live_rounds_lose_no_write(VM_DIRTY_BITMAP);
+}
+
+TEST(live_rounds_ring_lose_no_write)
+{
+	live_rounds_lose_no_write(VM_DIRTY_RING);
+}
+
 /* Tracking switched on and off under running vCPUs (a checkpoint, a
  * migration's start and end) loses none of their writes. */
 TEST(dirty_tracking_toggled_under_running_vcpus)

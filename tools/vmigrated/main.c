@@ -1005,6 +1005,17 @@ static int set_insecure(struct service *sv, const char *name, const char *v, cha
 	return set_switch(&sv->peer.insecure, name, v, err, errlen);
 }
 
+static int set_small_pages(struct service *sv, const char *name, const char *v, char *err,
+			   size_t errlen)
+{
+	bool small = false;
+	int ret = set_switch(&small, name, v, err, errlen);
+
+	if (!ret)
+		guest_ram_set_pages(small ? GUEST_RAM_SMALL : GUEST_RAM_HUGE);
+	return ret;
+}
+
 static int set_data_ports(struct service *sv, const char *name, const char *v, char *err,
 			  size_t errlen)
 {
@@ -1077,6 +1088,7 @@ static const struct svc_option svc_options[] = {
 	{ "tls-dir", true, set_tls_dir },
 	{ "tls-allow", true, set_tls_allow },
 	{ "insecure", false, set_insecure },
+	{ "small-pages", false, set_small_pages },
 	{ "data-ports", true, set_data_ports },
 	{ "metrics", true, set_metrics },
 	{ "log-level", true, set_log_level },
@@ -1125,6 +1137,8 @@ static void usage(FILE *f)
 "  --tls-dir DIR         ca.crt, cert.pem and key.pem for TLS between hosts\n"
 "  --tls-allow NAMES     comma-separated client names let in (default: any the CA signed)\n"
 "  --insecure            plain TCP between hosts instead of TLS (both ends must say so)\n"
+"  --small-pages         back guests' RAM with 4 KiB pages only (default: transparent\n"
+"                        huge pages on a private tmpfs, where this service may mount)\n"
 "  --data-ports LO-HI    ports an incoming guest offers its data channels on, for\n"
 "                        firewalls (default: any free port)\n"
 "  --peer-key FILE       shared secret (16-64 bytes, mode 600): peers must prove it\n"
