@@ -233,11 +233,13 @@ lv_set_rate A $G 32
 out=$(vmA migrate $G "$HOST_B_ADDR:$HOST_B_PORT" --libvirt-dest "$LV_URI_B" --channels 3 \
 	--compress lz4 --json 2>&1); rc=$?
 job=$(echo "$out" | sed -n 's/^vmigrate: job \([^:]*\): .*/\1/p' | head -n 1)
-[ $rc = 0 ] && [ "$(virshB domstate $G 2>&1)" = running ] &&
+v= stB=$(virshB domstate $G 2>&1)
+[ $rc = 0 ] && [ "$stB" = running ] &&
 	grep -q "job $job, .*its pages over 3 data channels" "$HOSTS_DIR/A/service.log" &&
 	grep -q "(job $job): .*its pages over 3 data channels" "$HOSTS_DIR/B/service.log" &&
 	v=$(lv_verify B $G)
-check three_channels_dirtying_a_to_b $? "rc=$rc job ${job:-?}: $out; ${v:-}; $(dump_services)"
+check three_channels_dirtying_a_to_b $? "rc=$rc job ${job:-?} state on B ${stB:-?}, B's log of it: \
+$(grep -F "job ${job:-?}" "$HOSTS_DIR/B/service.log" | tail -n 3); verify: ${v:-not run}; $out; $(dump_services)"
 seq_a=$(lv_seq A $G)
 lv_wait_seq B $G "$seq_a"
 check goes_on_at_b_after_channels $? "B's last progress seq $(lv_seq B $G), A's last $seq_a"
