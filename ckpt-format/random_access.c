@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <xxhash.h>
+#include "ckpt_hash.h"
 
 int ckpt_pread_header(int fd, uint64_t offset, struct ckpt_rec_info *out)
 {

@@ -21,8 +21,8 @@
 #include <sys/uio.h>
 
 #include <openssl/crypto.h>
-#include <xxhash.h>
 
+#include "ckpt_hash.h"
 #include "mac.h"
 
 #define MAX_STATES_PER_PERIOD	4096u

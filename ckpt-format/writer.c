@@ -11,8 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <xxhash.h>
-
+#include "ckpt_hash.h"
 #include "lz4_auto.h"
 #include "mac.h"
 

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <xxhash.h>
 
+#include "ckpt_hash.h"
 #include "protocol.h"
 
 static void page_digest(const void *data, uint8_t out[DIGEST_BYTES])

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <xxhash.h>
+#include "ckpt_hash.h"
 
 const char *const mem_mix_names[3] = { "random", "zero-heavy", "text" };
 

@@ -18,8 +18,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
+#include "ckpt_hash.h"
 #include "qemu_stream.h"
 
 struct relay {

@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <xxhash.h>
+#include "ckpt_hash.h"
 
 #define PAGE		QSTREAM_PAGE_SIZE
 #define CONFIG_HEAD	32u		/* fixed part of the config record */
