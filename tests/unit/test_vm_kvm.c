@@ -166,6 +166,33 @@ TEST(dirty_ring_reports_every_written_page)
 	dirty_log_accuracy(VM_DIRTY_RING);
 }
 
+/* Copy the pages [first, first + n) of r that bm names; returns how many. */
+static uint64_t copy_dirty(uint8_t *copy, const struct vm_region *r, const uint64_t *bm,
+			   uint64_t first, uint64_t n)
+{
+	uint64_t copied = 0;
+
+	for (uint64_t p = first; p < first + n; p++)
+		if (bm[p / 64] & (1ull << (p % 64))) {
+			memcpy(copy + p * VM_PAGE_SIZE, r->host + p * VM_PAGE_SIZE, VM_PAGE_SIZE);
+			copied++;
+		}
+	return copied;
+}
+
+/* Pages where copy and r's memory differ; the first in *first_bad. */
+static uint64_t pages_differing(const uint8_t *copy, const struct vm_region *r,
+				uint64_t *first_bad)
+{
+	uint64_t differ = 0;
+
+	for (uint64_t p = 0; p < r->size / VM_PAGE_SIZE; p++)
+		if (memcmp(copy + p * VM_PAGE_SIZE, r->host + p * VM_PAGE_SIZE, VM_PAGE_SIZE) &&
+		    !differ++)
+			*first_bad = p;
+	return differ;
+}
+
 /*
  * The cycle replication's epochs rely on: pause, fetch and re-arm the
  * dirty log, copy what it names, resume. An unpaced guest is stopped in
@@ -203,17 +230,9 @@ static void epochs_lose_no_write(enum vm_dirty_mode mode)
 		memset(bm, 0, words * 8);
 		CHECK_EQ(vm->ops->dirty_sync(vm, 0, bm), 0);
 		CHECK_EQ(vm->ops->dirty_clear(vm, 0, 0, pages, bm), 0);
-		for (uint64_t p = 0; p < pages; p++)
-			if (bm[p / 64] & (1ull << (p % 64))) {
-				memcpy(copy + p * VM_PAGE_SIZE, r->host + p * VM_PAGE_SIZE,
-				       VM_PAGE_SIZE);
-				copied++;
-			}
+		copied += copy_dirty(copy, r, bm, 0, pages);
 	}
-	for (uint64_t p = 0; p < pages; p++)
-		if (memcmp(copy + p * VM_PAGE_SIZE, r->host + p * VM_PAGE_SIZE, VM_PAGE_SIZE) &&
-		    !differ++)
-			first_bad = p;
+	differ = pages_differing(copy, r, &first_bad);
 	CHECK_MSG(copied > cycles, "only %llu pages copied in %u cycles",
 		  (unsigned long long)copied, cycles);
 	CHECK_MSG(!differ, "%llu page(s) changed without showing in the dirty log over %u "
@@ -274,18 +293,10 @@ static void live_rounds_lose_no_write(enum vm_dirty_mode mode)
 				continue;
 			CHECK_EQ(vm->ops->dirty_clear(vm, 0, first, n, bm), 0);
 			usleep(100);	/* a chunk's send: the guest writes on */
-			for (uint64_t p = first; p < first + n; p++)
-				if (bm[p / 64] & (1ull << (p % 64))) {
-					memcpy(copy + p * VM_PAGE_SIZE, r->host + p * VM_PAGE_SIZE,
-					       VM_PAGE_SIZE);
-					copied++;
-				}
+			copied += copy_dirty(copy, r, bm, first, n);
 		}
 	}
-	for (uint64_t p = 0; p < pages; p++)
-		if (memcmp(copy + p * VM_PAGE_SIZE, r->host + p * VM_PAGE_SIZE, VM_PAGE_SIZE) &&
-		    !differ++)
-			first_bad = p;
+	differ = pages_differing(copy, r, &first_bad);
 	printf("# %llu pages copied in %u rounds, the guest wrote %llu\n",
 	       (unsigned long long)copied, rounds, (unsigned long long)(tg_total(vm) - wrote));
 	CHECK_MSG(copied > pages + rounds, "only %llu pages copied", (unsigned long long)copied);
