@@ -8,7 +8,7 @@
 #ifndef CKPT_HASH_H
 #define CKPT_HASH_H
 
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__)	/* Debian's amd64 libxxhash.so has the _dispatch symbols */
 #include <xxh_x86dispatch.h>	/* maps XXH3_64bits & co to their _dispatch forms */
 #else
 #include <xxhash.h>

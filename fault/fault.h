@@ -10,6 +10,8 @@
  *                         if torn, though its dirty log will not send it again
  *   src-tear-written-page ... and the source counts that page as written, as its
  *                         dirty log would after a real tear, so it sends it again
+ *                         (at its next dirty sync: a tear in the paused last round,
+ *                         after the last sync, would not be; tests tear in round 1)
  *   src-stall-before-go   the source waits 3 s between LOADED and GO
  *   dst-exit-before-loaded the destination's process dies instead of LOADED
  *   dst-exit-before-running the destination's process dies after GO, before running

@@ -53,7 +53,8 @@ struct page_out {
 	uint64_t flush_seq;
 	char abort_why[CKPT_ABORT_MAX + 1];	/* set before IT_ABORT is queued */
 	/* src-tear-written-page: the page torn, as region id << 48 | page + 1
-	 * (0: none), for page_out_take_written */
+	 * (0: none); stored atomically by a channel thread before it sends,
+	 * taken atomically by the main thread (page_out_take_written) */
 	uint64_t written;
 	struct out_channel ch[MIG_MAX_CHANNELS];
 };
@@ -75,7 +76,7 @@ static int send_maybe_torn(struct out_channel *c, const struct iovec *iov, int i
 	size_t n;
 	int ret;
 
-	if (iovcnt < 5 || iov[0].iov_len != sizeof(*h) ||
+	if (iovcnt < 5 || iov[0].iov_len != sizeof(*h) || le16toh(h->type) != CKPT_REC_PAGES ||
 	    !(le16toh(h->flags) & CKPT_RECF_LIVE) || c->x->bytes_sent < (8u << 20))
 		return xport_sendv(c->x, iov, iovcnt);
 	written = fault_point("src-tear-written-page");
@@ -84,11 +85,14 @@ static int send_maybe_torn(struct out_channel *c, const struct iovec *iov, int i
 	if (written) {
 		const struct ckpt_pages_rec *head = iov[1].iov_base;
 		const struct ckpt_page_entry *e = iov[2].iov_base;
+		uint32_t i = 0, count = le32toh(head->count);
 
-		while (e->encoding == CKPT_ENC_ZERO)	/* the data starts at the first other */
-			e++;
-		__atomic_store_n(&c->o->written, (uint64_t)le32toh(head->region_id) << 48 |
-				 (le64toh(e->page) + 1), __ATOMIC_RELEASE);
+		/* the data starts at the first entry that is not ZERO */
+		while (i < count && e[i].encoding == CKPT_ENC_ZERO)
+			i++;
+		if (i < count && le32toh(head->region_id) < (1u << 16))
+			__atomic_store_n(&c->o->written, (uint64_t)le32toh(head->region_id) << 48 |
+					 (le64toh(e[i].page) + 1), __ATOMIC_RELEASE);
 	}
 	n = iov[4].iov_len < sizeof(torn) ? iov[4].iov_len : sizeof(torn);
 	memcpy(torn, iov[4].iov_base, n);

@@ -118,7 +118,7 @@ bool guest_ram_huge(char *how, size_t len)
 	if (huge)
 		snprintf(how, len, "transparent huge pages");
 	else
-		snprintf(how, len, "4 KiB pages (%s)",
-			 chosen == GUEST_RAM_SMALL ? "--small-pages" : no_huge_reason);
+		snprintf(how, len, "4 KiB pages (%s)", chosen == GUEST_RAM_SMALL ?
+			 "small pages asked: --small-pages or small-pages = true" : no_huge_reason);
 	return huge;
 }

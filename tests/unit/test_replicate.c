@@ -438,7 +438,8 @@ static void *sync_dest_main(void *arg)
 /* Pauses do not nest: a standby's sync that paused and resumed the guest
  * on its own would resume it inside another pauser's pause. Under the
  * replication's run_lock it never does, sync after sync: at least 12, and
- * more (up to 100) until the other pauser has paused 50 times between. */
+ * more (up to 100, for a minute at most) until the other pauser has paused
+ * 50 times between. */
 TEST_T(sync_never_resumes_the_guest_inside_another_pause, 90)
 {
 	struct vm *src = tg_boot(&(struct tg_opts){ .mem = 128 << 20, .vcpus = 2,
@@ -446,13 +447,16 @@ TEST_T(sync_never_resumes_the_guest_inside_another_pause, 90)
 						    .dirty_rate = 100 << 20 });
 	struct repl_progress prog;
 	struct pauser pz = { .vm = src };
+	double t0;
 	int syncs;
 
 	CHECK_EQ(vm_start(src), 0);
 	repl_progress_init(&prog, NULL, NULL);
 	pz.run_lock = &prog.run_lock;
 	CHECK(pthread_create(&pz.thread, NULL, pauser_main, &pz) == 0);
-	for (syncs = 0; syncs < 12 || (atomic_load(&pz.pauses) <= 50 && syncs < 100); syncs++) {
+	t0 = tg_now();
+	for (syncs = 0; syncs < 12 || (atomic_load(&pz.pauses) <= 50 && syncs < 100 &&
+				       tg_now() - t0 < 60); syncs++) {
 		struct standby_run sb = { 0 };
 		struct mig_progress mprog;
 		struct mig_params mp;
