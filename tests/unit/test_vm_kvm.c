@@ -264,7 +264,7 @@ TEST(epochs_ring_lose_no_write)
  * fetch with the guest paused. The copy must then equal the guest's RAM.
  * A small working set, so that pages the log named are written again
  * while their chunk is in hand (a copy made before the re-arm loses them:
- * 5-7 pages a run here with the bitmap; the ring re-arms at the fetch, so
+ * about 40 pages a run here with the bitmap; the ring re-arms at the fetch, so
  * there it checks the harvest instead).
  */
 static void live_rounds_lose_no_write(enum vm_dirty_mode mode)
@@ -292,10 +292,10 @@ static void live_rounds_lose_no_write(enum vm_dirty_mode mode)
 		memset(bm, 0, words * 8);
 		CHECK_EQ(vm->ops->dirty_sync(vm, 0, bm), 0);
 		/* downwards, so the status page (written at every page) is last */
-		for (uint64_t g = (pages - 1) / 64 * 64 + 64; g > 0; g -= 64) {
-			uint64_t first = g - 64, n = pages - first < 64 ? pages - first : 64;
+		for (uint64_t w = (pages + 63) / 64; w-- > 0;) {
+			uint64_t first = w * 64, n = pages - first < 64 ? pages - first : 64;
 
-			if (!bm[first / 64])
+			if (!bm[w])
 				continue;
 			CHECK_EQ(vm->ops->dirty_clear(vm, 0, first, n, bm), 0);
 			usleep(100);	/* a chunk's send: the guest writes on */
